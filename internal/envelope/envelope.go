@@ -1,0 +1,121 @@
+// Package envelope implements the versioned wire format that wraps every
+// value the cache stores in Redis.
+//
+// Layout of version 1:
+//
+//	byte 0      magic 0xCA
+//	byte 1      version (1)
+//	byte 2      flags
+//	uvarint     n, the length of the header fields that follow
+//	n bytes     header fields: varint expiry (Unix ms, 0 = none),
+//	            uvarint load duration (µs); later versions may append more
+//	rest        the codec's bytes (empty for a not-found marker)
+//
+// Readers decode the header fields they know and skip the rest of the n
+// bytes, so a field added later is ignored by older readers and a rolling
+// deploy never makes two versions see each other's entries as corrupt. The
+// version changes only for an incompatible layout. Flags in the low four
+// bits change the meaning of the payload: a reader that finds one it does
+// not know must treat the entry as unreadable. Flags in the high four bits
+// are hints that may be ignored.
+package envelope
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+)
+
+const (
+	magic   = 0xCA
+	version = 1
+
+	// mustUnderstand are the flag bits a reader may not ignore.
+	mustUnderstand = 0x0F
+	known          = NotFound
+)
+
+// Flags describe an entry.
+type Flags uint8
+
+// NotFound marks a negative entry: the loader said the key does not exist.
+const NotFound Flags = 1 << 0
+
+// Errors returned by Decode. Callers treat both as a miss.
+var (
+	ErrCorrupt = errors.New("envelope: corrupt")
+	ErrVersion = errors.New("envelope: unknown version or flags")
+)
+
+// Header is the metadata stored beside a value.
+type Header struct {
+	Flags    Flags
+	Expiry   time.Time     // logical expiry; zero means none
+	LoadTime time.Duration // how long the load took, microsecond precision
+}
+
+// MaxHeader is an upper bound on the bytes Append adds before the payload.
+const MaxHeader = 3 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen64
+
+// Append appends the envelope of h and payload to dst and returns it.
+func Append(dst []byte, h Header, payload []byte) []byte {
+	var fields [2 * binary.MaxVarintLen64]byte
+	n := 0
+	var exp int64
+	if !h.Expiry.IsZero() {
+		exp = h.Expiry.UnixMilli()
+	}
+	n += binary.PutVarint(fields[n:], exp)
+	n += binary.PutUvarint(fields[n:], uint64(max(h.LoadTime, 0)/time.Microsecond))
+	dst = append(dst, magic, version, byte(h.Flags))
+	dst = binary.AppendUvarint(dst, uint64(n))
+	dst = append(dst, fields[:n]...)
+	return append(dst, payload...)
+}
+
+// Decode parses b and returns its header and the payload, which aliases b.
+// It never panics: bytes that are not an envelope give ErrCorrupt, an
+// envelope of another version or with a flag this reader must understand
+// but does not gives ErrVersion.
+func Decode(b []byte) (Header, []byte, error) {
+	var h Header
+	if len(b) < 4 || b[0] != magic {
+		return h, nil, ErrCorrupt
+	}
+	if b[1] != version {
+		return h, nil, ErrVersion
+	}
+	h.Flags = Flags(b[2])
+	if h.Flags&mustUnderstand&^known != 0 {
+		return h, nil, ErrVersion
+	}
+	n, w := binary.Uvarint(b[3:])
+	if w <= 0 || n > uint64(len(b)-3-w) {
+		return h, nil, ErrCorrupt
+	}
+	fields := b[3+w : 3+w+int(n)]
+	payload := b[3+w+int(n):]
+
+	exp, w := binary.Varint(fields)
+	if w < 0 || (w == 0 && len(fields) > 0) {
+		return h, nil, ErrCorrupt
+	}
+	if w > 0 {
+		fields = fields[w:]
+		if exp != 0 {
+			h.Expiry = time.UnixMilli(exp)
+		}
+		us, w := binary.Uvarint(fields)
+		if w < 0 || (w == 0 && len(fields) > 0) {
+			return h, nil, ErrCorrupt
+		}
+		if us > uint64(1<<62)/uint64(time.Microsecond) {
+			return h, nil, ErrCorrupt
+		}
+		h.LoadTime = time.Duration(us) * time.Microsecond
+	}
+	if h.Flags&NotFound != 0 && len(payload) != 0 {
+		return h, nil, ErrCorrupt
+	}
+	return h, payload, nil
+}

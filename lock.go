@@ -1,0 +1,190 @@
+package cacheaside
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The scripts below are the whole protocol between the processes of a
+// fleet. Each touches the three keys of one cache key (value, lock,
+// generation; see keys.go), which share a hash tag, so each runs on one
+// Redis Cluster slot. go-redis's Script.Run sends EVALSHA and falls back to
+// EVAL on NOSCRIPT, so a Redis that restarted without its script cache
+// costs one extra round trip, not an error.
+
+// acquireScript re-reads the value and, if there is none, tries to take the
+// fill lock. It returns {0, value} when a value exists, {1, gen, now} when
+// this caller took the lock, and {2, gen, now} when someone else holds it.
+// gen is the current generation ("" when none) and now the server's clock
+// in milliseconds: a later conditional fill checks both. With ARGV[3] = "1"
+// the existing value is ignored (it was unreadable) and deleted once the
+// lock is taken.
+var acquireScript = redis.NewScript(`
+if ARGV[3] ~= '1' then
+  local v = redis.call('GET', KEYS[1])
+  if v then return {0, v} end
+end
+local g = redis.call('GET', KEYS[3]) or ''
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
+  return {1, g, now}
+end
+return {2, g, now}
+`)
+
+// fillScript writes a loaded value only if nothing invalidated the key since
+// the load began. The lock holder (ARGV[1] matches the lock) writes and
+// releases the lock; Invalidate and Set delete the lock, so a holder that
+// lost it falls through to the generation check. A load without the lock
+// writes only if the generation is still ARGV[2], the load started less
+// than ARGV[7] ms ago by the server's clock (so the generation it read
+// cannot have expired and come back), and no value exists. With ARGV[5] =
+// "1" (a not-found marker) an existing value is never overwritten.
+//
+// It returns 1 (written, lock released), 2 (written without the lock),
+// 3 (not written: another fill got there first, the load is still fresh)
+// or 0 (not written: the key was invalidated or set during the load).
+var fillScript = redis.NewScript(`
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then
+  if ARGV[5] == '1' then
+    redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[4])
+  else
+    redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+  end
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+if (redis.call('GET', KEYS[3]) or '') ~= ARGV[2] then return 0 end
+local t = redis.call('TIME')
+if t[1] * 1000 + math.floor(t[2] / 1000) - tonumber(ARGV[6]) >= tonumber(ARGV[7]) then return 0 end
+if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[4]) then return 2 end
+return 3
+`)
+
+// releaseScript deletes the lock only if it still holds this caller's
+// token: compare-and-delete, never a plain DEL.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('DEL', KEYS[2]) end
+return 0
+`)
+
+// overwriteScript is Invalidate (ARGV[1] = "") and Set (ARGV[1] = the new
+// envelope, ARGV[2] its PX): it replaces or deletes the value, deletes the
+// lock so that an in-flight fill fails its condition, and writes a new
+// generation ARGV[3] that lives ARGV[4] ms.
+var overwriteScript = redis.NewScript(`
+if ARGV[1] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+return 1
+`)
+
+// acquireState is what acquireScript found.
+type acquireState int64
+
+const (
+	stateValue    acquireState = 0
+	stateAcquired acquireState = 1
+	stateLocked   acquireState = 2
+)
+
+// lease is what a load needs to fill conditionally: the lock token (empty
+// when the load runs without the lock), the generation and server time read
+// before the load began, and whether those were read at all (when Redis is
+// unreachable a load result is returned but not written).
+type lease struct {
+	token string
+	gen   string
+	start int64
+	known bool
+}
+
+// acquire runs acquireScript. For stateValue it returns the raw value.
+func (c *Cache[K, V]) acquire(ctx context.Context, ks keys, token string, force bool) (acquireState, string, lease, error) {
+	forceArg := "0"
+	if force {
+		forceArg = "1"
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.redisTTL)
+	defer cancel()
+	res, err := acquireScript.Run(rctx, c.rdb, ks, token, c.cfg.lockTTL.Milliseconds(), forceArg).Slice()
+	if err != nil {
+		return 0, "", lease{}, err
+	}
+	if len(res) < 2 {
+		return 0, "", lease{}, fmt.Errorf("cacheaside: acquire: unexpected reply %v", res)
+	}
+	st, _ := res[0].(int64)
+	s, _ := res[1].(string)
+	if acquireState(st) == stateValue {
+		return stateValue, s, lease{}, nil
+	}
+	if len(res) < 3 {
+		return 0, "", lease{}, fmt.Errorf("cacheaside: acquire: unexpected reply %v", res)
+	}
+	now, _ := res[2].(int64)
+	l := lease{gen: s, start: now, known: true}
+	if acquireState(st) == stateAcquired {
+		l.token = token
+	}
+	return acquireState(st), "", l, nil
+}
+
+// fillResult is what fillScript did.
+type fillResult int64
+
+const (
+	fillConflict  fillResult = 0
+	fillLocked    fillResult = 1
+	fillUnlocked  fillResult = 2
+	fillPreempted fillResult = 3
+)
+
+// fill runs fillScript for an encoded envelope.
+func (c *Cache[K, V]) fill(ctx context.Context, ks keys, l lease, env []byte, ttl time.Duration, negative bool) (fillResult, error) {
+	nx := "0"
+	if negative {
+		nx = "1"
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.redisTTL)
+	defer cancel()
+	n, err := fillScript.Run(rctx, c.rdb, ks, l.token, l.gen, env, ttl.Milliseconds(), nx,
+		l.start, c.genTTL.Milliseconds()).Int64()
+	return fillResult(n), err
+}
+
+// release gives the lock back after a load that wrote nothing, so that
+// waiters take over at once instead of after the lock TTL.
+func (c *Cache[K, V]) release(ctx context.Context, ks keys, token string) {
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.redisTTL)
+	defer cancel()
+	if err := releaseScript.Run(rctx, c.rdb, ks, token).Err(); err != nil {
+		c.redisError(err)
+	}
+}
+
+// overwriteArgs returns the ARGV of overwriteScript; env nil means
+// Invalidate.
+func (c *Cache[K, V]) overwriteArgs(env []byte, ttl time.Duration) []any {
+	var val any = ""
+	if env != nil {
+		val = env
+	}
+	return []any{val, ttl.Milliseconds(), c.newToken(), c.genTTL.Milliseconds()}
+}
+
+// newToken returns a token unique to this process and call: a random
+// per-Cache prefix and a counter. Lock tokens and generations use it.
+func (c *Cache[K, V]) newToken() string {
+	return c.tokenPrefix + strconv.FormatUint(c.tokenSeq.Add(1), 36)
+}

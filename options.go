@@ -1,0 +1,251 @@
+package cacheaside
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"time"
+)
+
+// An Option configures a [Cache]. Options are applied in order and the last
+// one wins. Options are not generic: those that need the key or value type
+// infer it from their argument, and [New] reports a mismatch as an error.
+type Option func(*config)
+
+// config holds every knob of a Cache. Durations are kept with a flag that
+// says whether the user set them, so that New can derive the ones that were
+// left out from the ones that were given.
+type config struct {
+	ttl         time.Duration
+	jitter      float64
+	negativeTTL time.Duration
+	prefix      string
+	lockTTL     time.Duration
+	lockWait    time.Duration
+	loadTimeout time.Duration
+	redisTTL    time.Duration // WithRedisTimeout
+	maxRefills  int
+	codec       Codec
+	keyFunc     any // func(K) string, checked against K in New
+	logger      *slog.Logger
+
+	lockTTLSet, lockWaitSet, loadTimeoutSet bool
+
+	errs []error // problems found while applying options
+}
+
+// Defaults, in one place. The derived durations (lock wait from lock TTL,
+// load timeout from lock TTL and the reverse) are computed in resolve.
+const (
+	defaultTTL          = 10 * time.Minute
+	defaultJitter       = 0.10
+	defaultNegativeTTL  = 30 * time.Second
+	defaultPrefix       = "ca:"
+	defaultLockTTL      = 3 * time.Second
+	defaultRedisTimeout = 100 * time.Millisecond
+	defaultMaxRefills   = 2
+	// loadTimeoutShare is the part of the lock TTL a load may use when
+	// only the lock TTL is known; the rest is headroom for the fill.
+	loadTimeoutShare = 0.8
+)
+
+func defaultConfig() config {
+	return config{
+		ttl:         defaultTTL,
+		jitter:      defaultJitter,
+		negativeTTL: defaultNegativeTTL,
+		prefix:      defaultPrefix,
+		lockTTL:     defaultLockTTL,
+		redisTTL:    defaultRedisTimeout,
+		maxRefills:  defaultMaxRefills,
+		codec:       JSON{},
+	}
+}
+
+// WithTTL sets how long a loaded value lives in Redis before jitter is
+// applied. It must be at least one millisecond; TTLs are stored in
+// milliseconds and never rounded to seconds.
+//
+// Default: 10 minutes.
+func WithTTL(d time.Duration) Option {
+	return func(c *config) { c.ttl = d }
+}
+
+// WithJitter sets the fraction f by which each stored TTL is spread: every
+// entry lives a uniformly chosen duration in [TTL·(1−f), TTL·(1+f)], so keys
+// filled together do not expire together. Zero disables jitter; f must be
+// in [0, 1).
+//
+// Default: 0.1.
+func WithJitter(fraction float64) Option {
+	return func(c *config) { c.jitter = fraction }
+}
+
+// WithNegativeTTL sets how long a "not found" answer (a loader error that
+// wraps [ErrNotFound]) is remembered in Redis. Zero disables negative
+// caching: every Get of a missing key calls the loader. The same jitter as
+// for values applies.
+//
+// Default: 30 seconds.
+func WithNegativeTTL(d time.Duration) Option {
+	return func(c *config) { c.negativeTTL = d }
+}
+
+// WithPrefix sets the string put in front of every Redis key the cache
+// writes (see the package documentation for the key layout). It may be
+// empty but must not contain '{' or '}', which Redis Cluster reads as a hash
+// tag.
+//
+// Default: "ca:".
+func WithPrefix(p string) Option {
+	return func(c *config) { c.prefix = p }
+}
+
+// WithLockTTL sets how long the fill lock taken on a miss lives. It bounds
+// how long other processes wait for a holder that died. When the load
+// timeout is not set it is derived as 80% of the lock TTL; when the lock wait
+// is not set it equals the lock TTL.
+//
+// Default: 3 seconds, or 1.25 × the load timeout when only that is set.
+func WithLockTTL(d time.Duration) Option {
+	return func(c *config) { c.lockTTL, c.lockTTLSet = d, true }
+}
+
+// WithLockWait sets how long a Get that found the fill lock taken waits for
+// the holder's value before it loads the value itself. A wait at least as
+// long as the lock TTL lets a waiter take the lock over from a holder that
+// died; a shorter wait is allowed, and the waiter then loads without the
+// lock (its value is written only if nothing invalidated the key meanwhile).
+// Zero means do not wait at all.
+//
+// Default: the lock TTL.
+func WithLockWait(d time.Duration) Option {
+	return func(c *config) { c.lockWait, c.lockWaitSet = d, true }
+}
+
+// WithLoadTimeout bounds one call of the loader. The loader's context is
+// cancelled at the timeout and a value it returns after that is not cached.
+// It must be shorter than the lock TTL, so that a lock never expires under a
+// live load.
+//
+// Default: 80% of the lock TTL (2.4 seconds with the default lock TTL).
+func WithLoadTimeout(d time.Duration) Option {
+	return func(c *config) { c.loadTimeout, c.loadTimeoutSet = d, true }
+}
+
+// WithRedisTimeout bounds each Redis call the cache makes. A call that takes
+// longer counts as a Redis error: Get goes on to the loader instead of
+// waiting.
+//
+// Default: 100 milliseconds.
+func WithRedisTimeout(d time.Duration) Option {
+	return func(c *config) { c.redisTTL = d }
+}
+
+// WithMaxRefills bounds how many times one Get reloads a value whose
+// conditional fill failed because the key was invalidated or set during the
+// load. After that many reloads the last fresh value is returned without
+// being cached. Zero means never reload: the first fresh value is returned
+// uncached.
+//
+// Default: 2.
+func WithMaxRefills(n int) Option {
+	return func(c *config) { c.maxRefills = n }
+}
+
+// WithCodec sets how values are turned into bytes and back. The codec's
+// bytes are wrapped in the cache's own small envelope.
+//
+// Default: [JSON].
+func WithCodec(codec Codec) Option {
+	return func(c *config) { c.codec = codec }
+}
+
+// WithKeyFunc sets how a key becomes the string inside its Redis keys. Its
+// type parameter must match the Cache's key type; New reports a mismatch.
+// The function must be deterministic and give distinct strings for
+// distinct keys.
+//
+// Default: strings are used as they are, integers in decimal; other key
+// types need this option.
+func WithKeyFunc[K comparable](f func(K) string) Option {
+	return func(c *config) {
+		if f == nil {
+			c.errs = append(c.errs, errors.New("WithKeyFunc: nil function"))
+			return
+		}
+		c.keyFunc = f
+	}
+}
+
+// WithLogger sets where the cache logs events that an operator wants to
+// see (circuit state changes, warm-ups, detected restarts). Nil disables
+// logging.
+//
+// Default: nil (no logging).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.logger = l }
+}
+
+// resolve derives the durations left unset and validates the whole config,
+// returning one error that names every bad option.
+func (c *config) resolve() error {
+	errs := c.errs
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.ttl < time.Millisecond {
+		bad("WithTTL: %v is under the minimum of 1ms", c.ttl)
+	}
+	if c.jitter < 0 || c.jitter >= 1 || c.jitter != c.jitter {
+		bad("WithJitter: %v is outside [0, 1)", c.jitter)
+	}
+	if c.negativeTTL < 0 || (c.negativeTTL > 0 && c.negativeTTL < time.Millisecond) {
+		bad("WithNegativeTTL: %v must be 0 (disabled) or at least 1ms", c.negativeTTL)
+	}
+	if containsBrace(c.prefix) {
+		bad("WithPrefix: %q contains '{' or '}', which Redis Cluster reads as a hash tag", c.prefix)
+	}
+	if c.redisTTL <= 0 {
+		bad("WithRedisTimeout: %v must be positive", c.redisTTL)
+	}
+	if c.maxRefills < 0 {
+		bad("WithMaxRefills: %d is negative", c.maxRefills)
+	}
+	if c.codec == nil || (reflect.ValueOf(c.codec).Kind() == reflect.Pointer && reflect.ValueOf(c.codec).IsNil()) {
+		bad("WithCodec: nil codec")
+	}
+
+	// Lock TTL, load timeout and lock wait must fit together. Derive the
+	// ones the user left out so that they do.
+	switch {
+	case c.lockTTLSet && c.lockTTL < time.Millisecond:
+		bad("WithLockTTL: %v is under the minimum of 1ms", c.lockTTL)
+	case c.loadTimeoutSet && c.loadTimeout <= 0:
+		bad("WithLoadTimeout: %v must be positive", c.loadTimeout)
+	case c.lockTTLSet && c.loadTimeoutSet:
+		if c.loadTimeout >= c.lockTTL {
+			bad("WithLoadTimeout: %v must be shorter than WithLockTTL (%v), or a lock would expire under a live load", c.loadTimeout, c.lockTTL)
+		}
+	case c.loadTimeoutSet:
+		c.lockTTL = c.loadTimeout + c.loadTimeout/4
+	default:
+		c.loadTimeout = time.Duration(float64(c.lockTTL) * loadTimeoutShare)
+	}
+	if c.lockWaitSet && c.lockWait < 0 {
+		bad("WithLockWait: %v is negative", c.lockWait)
+	}
+	if !c.lockWaitSet {
+		c.lockWait = c.lockTTL
+	}
+	return errors.Join(errs...)
+}
+
+func containsBrace(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '{' || s[i] == '}' {
+			return true
+		}
+	}
+	return false
+}

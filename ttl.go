@@ -1,0 +1,41 @@
+package cacheaside
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// jittered returns d spread uniformly over [d·(1−f), d·(1+f)], in whole
+// milliseconds and never below one millisecond. Redis takes PX in
+// milliseconds, so nothing is rounded to seconds.
+func jittered(d time.Duration, f float64) time.Duration {
+	if f > 0 {
+		d = time.Duration(float64(d) * (1 - f + 2*f*rand.Float64()))
+	}
+	d = d.Truncate(time.Millisecond)
+	if d < time.Millisecond {
+		d = time.Millisecond
+	}
+	return d
+}
+
+// backoff returns the pause before the next poll of a waiter: it starts at
+// pollMin, grows by half each round up to pollMax, and is jittered by ±20%
+// so that waiters on many hosts do not poll in step.
+func backoff(round int) time.Duration {
+	d := pollMin
+	for i := 0; i < round && d < pollMax; i++ {
+		d += d / 2
+	}
+	d = min(d, pollMax)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// Poll bounds for waiters. A waiter sees the holder's value at most about
+// pollMax after it lands; with one poller per process per key (the others
+// share its flight) that costs a fleet of N processes N small commands
+// every few milliseconds for the length of one load.
+const (
+	pollMin = 1 * time.Millisecond
+	pollMax = 5 * time.Millisecond
+)
