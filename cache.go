@@ -51,11 +51,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sync"
+	"log/slog"
+	"reflect"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/semaphore"
 )
 
 // ErrClosed is returned by calls on a Cache after [Cache.Close].
@@ -71,19 +73,23 @@ type Cache[K comparable, V any] struct {
 	encode keyEncoder[K]
 	cfg    config
 	genTTL time.Duration
+	logger *slog.Logger
 
 	flights group[V]
 	stats   counters
+	guard   guard
+	l1      *local[K, V]        // nil without WithLocalCache
+	loads   *semaphore.Weighted // nil without WithMaxConcurrentLoads
+	warm    warmup[K]
 
 	tokenPrefix string
 	tokenSeq    atomic.Uint64
 
-	// mu guards closed against the start of new flights, so that Close's
-	// Wait never races with wg.Add.
-	mu       sync.RWMutex
-	closed   bool
-	wg       sync.WaitGroup
-	life     context.Context // cancelled by Close; parent of every flight
+	// tracker registers every goroutine the Cache starts, so that Close can
+	// wait for them; life is cancelled by Close and is the parent of every
+	// flight's context.
+	tracker  tracker
+	life     context.Context
 	stopLife context.CancelFunc
 }
 
@@ -91,7 +97,8 @@ type Cache[K comparable, V any] struct {
 // load. rdb may be a *redis.Client, a *redis.ClusterClient, a Sentinel
 // failover client or any other redis.UniversalClient; the Cache does not
 // take ownership of it. New validates every option and returns one error
-// that names each invalid one.
+// that names each invalid one. New does no I/O; when warm-up keys are
+// configured it starts the goroutine that watches for empty restarts.
 func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], opts ...Option) (*Cache[K, V], error) {
 	cfg := defaultConfig()
 	for _, opt := range opts {
@@ -100,13 +107,17 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		}
 	}
 	var errs []error
-	if rdb == nil {
+	if rdb == nil || (reflect.ValueOf(rdb).Kind() == reflect.Pointer && reflect.ValueOf(rdb).IsNil()) {
 		errs = append(errs, errors.New("nil Redis client"))
 	}
 	if load == nil {
 		errs = append(errs, errors.New("nil LoadFunc"))
 	}
 	enc, err := newKeyEncoder[K](cfg.keyFunc)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	warm, err := newWarmup[K](&cfg)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -125,9 +136,30 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		encode:      enc,
 		cfg:         cfg,
 		genTTL:      generationTTL(cfg),
+		logger:      cfg.logger,
+		warm:        warm,
 		tokenPrefix: hex.EncodeToString(id[:]) + ".",
 	}
+	if cfg.localSize > 0 {
+		l1, err := newLocal[K, V](cfg.localSize, cfg.localTTL)
+		if err != nil {
+			return nil, fmt.Errorf("cacheaside: invalid configuration:\nWithLocalCache: %w", err)
+		}
+		c.l1 = l1
+	}
+	if cfg.maxLoads > 0 {
+		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
+	}
+	c.guard = guard{
+		budget:       cfg.redisTTL,
+		inline:       honoursContext(rdb),
+		maxAbandoned: int64(cfg.maxAbandoned),
+		tracker:      &c.tracker,
+		stats:        &c.stats,
+	}
+	c.guard.cb = newBreaker(&cfg, cfg.logger, c.breakerChanged)
 	c.life, c.stopLife = context.WithCancel(context.Background())
+	c.startWatcher()
 	return c, nil
 }
 
@@ -144,16 +176,25 @@ func generationTTL(cfg config) time.Duration {
 // exist (now or within the negative TTL), the loader's error when it failed,
 // ctx.Err() as soon as ctx is done (the shared load goes on for the other
 // callers), and [ErrClosed] after Close. Redis faults are never returned:
-// Get falls back to the loader.
+// Get falls back to the in-process cache, if any, and the loader.
+//
+// The returned value may be shared with other callers and the in-process
+// cache: do not modify what it references.
 func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	var zero V
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
+	if c.l1 != nil && c.cfg.localFirst {
+		if r, ok := c.l1.get(key); ok {
+			c.stats.localHits.Add(1)
+			return r.val, r.err
+		}
+	}
 	vkey := valueKey(c.cfg.prefix, c.encode(key))
 	fl, leader := c.flights.join(vkey)
 	if leader {
-		if !c.startFlight() {
+		if !c.tracker.add() {
 			c.flights.finish(vkey, fl, result[V]{err: ErrClosed})
 			return zero, ErrClosed
 		}
@@ -164,30 +205,21 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	}
-	if fl.res.hit {
+	switch fl.res.src {
+	case fromRedis:
 		c.stats.hits.Add(1)
-	} else {
+	case fromLocal:
+		c.stats.localHits.Add(1)
+	default:
 		c.stats.misses.Add(1)
 	}
 	return fl.res.val, fl.res.err
 }
 
-// startFlight registers a flight goroutine with Close, or reports that the
-// Cache is closed.
-func (c *Cache[K, V]) startFlight() bool {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.closed {
-		return false
-	}
-	c.wg.Add(1)
-	return true
-}
-
 // runFlight resolves one flight and publishes its result. A panic anywhere
 // in it (a codec, a hook) becomes the flight's error.
 func (c *Cache[K, V]) runFlight(caller context.Context, key K, vkey string, fl *call[V]) {
-	defer c.wg.Done()
+	defer c.tracker.done()
 	var r result[V]
 	defer func() {
 		if p := recover(); p != nil {
@@ -200,20 +232,30 @@ func (c *Cache[K, V]) runFlight(caller context.Context, key K, vkey string, fl *
 
 // Set stores value under key now, replacing what Redis holds, and makes any
 // load of key in flight anywhere in the fleet discard its result instead of
-// writing it. It returns an error when Redis could not be written.
+// writing it. It returns an error when Redis could not be written; the
+// key is dropped from this process's in-process cache either way.
 func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
-	if c.isClosed() {
+	if !c.tracker.add() {
 		return ErrClosed
 	}
-	env, err := c.encodeValue(value, 0)
+	defer c.tracker.done()
+	ttl := jittered(c.cfg.ttl, c.cfg.jitter)
+	env, err := c.encodeValue(value, 0, ttl)
 	if err != nil {
 		return fmt.Errorf("cacheaside: set: %w", err)
 	}
 	vkey := valueKey(c.cfg.prefix, c.encode(key))
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.redisTTL)
-	defer cancel()
-	err = overwriteScript.Run(rctx, c.rdb, keysFor(vkey), c.overwriteArgs(env, jittered(c.cfg.ttl, c.cfg.jitter))...).Err()
+	ks := []K{key}
+	if c.l1 != nil {
+		c.l1.beginInvalidate(ks)
+	}
+	err = c.guard.do(ctx, func(ctx context.Context) error {
+		return overwriteScript.Run(ctx, c.rdb, keysFor(vkey), c.overwriteArgs(env, ttl)...).Err()
+	})
 	c.flights.forget(vkey)
+	if c.l1 != nil {
+		c.l1.endInvalidate(ks)
+	}
 	if err != nil {
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: set: %w", err)
@@ -221,16 +263,18 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	return nil
 }
 
-// Invalidate removes keys from Redis and makes any load of them in flight
-// anywhere in the fleet discard its result instead of writing it. Once
-// Invalidate has returned nil, no Get started afterwards returns a value
-// loaded before it (see the README for the limits across a failover). It
-// returns an error when Redis could not be written; the shared copies of
-// the keys may then still be stale.
+// Invalidate removes keys from Redis and from this process's in-process
+// cache, and makes any load of them in flight anywhere in the fleet discard
+// its result instead of writing it. Once Invalidate has returned nil, no Get
+// started afterwards returns a value loaded before it (see the README for
+// the limits across a failover). When Redis cannot be written it still
+// clears the local copies and returns an error: the shared copies may then
+// be stale.
 func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
-	if c.isClosed() {
+	if !c.tracker.add() {
 		return ErrClosed
 	}
+	defer c.tracker.done()
 	if len(keys) == 0 {
 		return nil
 	}
@@ -238,54 +282,71 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	for i, k := range keys {
 		vkeys[i] = valueKey(c.cfg.prefix, c.encode(k))
 	}
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.redisTTL)
-	defer cancel()
-	var err error
-	if len(vkeys) == 1 {
-		err = overwriteScript.Run(rctx, c.rdb, keysFor(vkeys[0]), c.overwriteArgs(nil, 0)...).Err()
-	} else {
+	if c.l1 != nil {
+		c.l1.beginInvalidate(keys)
+	}
+	err := c.guard.do(ctx, func(ctx context.Context) error {
+		if len(vkeys) == 1 {
+			return overwriteScript.Run(ctx, c.rdb, keysFor(vkeys[0]), c.overwriteArgs(nil, 0)...).Err()
+		}
 		// EVAL, not EVALSHA: a pipeline learns of NOSCRIPT only after Exec.
-		_, err = c.rdb.Pipelined(rctx, func(p redis.Pipeliner) error {
+		// Each EVAL touches one key's slot, so a Cluster client may split
+		// the pipeline by node.
+		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, vk := range vkeys {
-				overwriteScript.Eval(rctx, p, keysFor(vk), c.overwriteArgs(nil, 0)...)
+				overwriteScript.Eval(ctx, p, keysFor(vk), c.overwriteArgs(nil, 0)...)
 			}
 			return nil
 		})
-	}
+		return err
+	})
 	for _, vk := range vkeys {
 		c.flights.forget(vk)
 	}
+	if c.l1 != nil {
+		c.l1.endInvalidate(keys)
+	}
 	if err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: invalidate: shared copy may be stale: %w", err)
+		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale: %w", err)
 	}
 	return nil
 }
 
-// Stats returns a snapshot of the Cache's counters.
-func (c *Cache[K, V]) Stats() Stats { return c.stats.snapshot() }
+// Stats returns a snapshot of the Cache's counters and breaker state.
+func (c *Cache[K, V]) Stats() Stats {
+	s := c.stats.snapshot()
+	s.Breaker = c.guard.state()
+	return s
+}
 
-// Close stops the Cache: later calls return [ErrClosed], loads in flight
-// have their contexts cancelled, and Close waits for every goroutine the
-// Cache started. It does not close the Redis client. Close is safe to call
-// more than once; later calls return nil at once.
+// Close stops the Cache: later calls return [ErrClosed], loads and
+// warm-ups in flight have their contexts cancelled, and Close waits for
+// every goroutine the Cache started, including Redis calls abandoned at the
+// Redis timeout (they end by the client's own timeouts). It does not close
+// the Redis client. Close is safe to call more than once; later calls
+// return nil at once.
 func (c *Cache[K, V]) Close() error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	if !c.tracker.close() {
 		return nil
 	}
-	c.closed = true
-	c.mu.Unlock()
 	c.stopLife()
-	c.wg.Wait()
+	c.tracker.wg.Wait()
+	if c.l1 != nil {
+		c.l1.close()
+	}
 	return nil
 }
 
-func (c *Cache[K, V]) isClosed() bool {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.closed
+// breakerChanged runs on every breaker state change, under the breaker's
+// lock.
+func (c *Cache[K, V]) breakerChanged(from, to BreakerState) {
+	if to == BreakerOpen {
+		c.stats.breakerOpens.Add(1)
+	}
+	if from != BreakerClosed && to == BreakerClosed {
+		c.warm.nudge() // Redis is back: check at once whether it came back empty
+	}
 }
 
 // redisError counts a Redis fault. Faults are never returned by Get.

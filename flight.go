@@ -27,8 +27,17 @@ type call[V any] struct {
 type result[V any] struct {
 	val V
 	err error
-	hit bool // answered from Redis, without a load
+	src source
 }
+
+// source says where a result came from.
+type source uint8
+
+const (
+	fromLoad  source = iota // the loader
+	fromRedis               // a Redis hit
+	fromLocal               // the in-process cache
+)
 
 // join returns the flight for key, starting one if none is in the air. The
 // caller that starts it is the leader and must run it and call finish.

@@ -115,9 +115,12 @@ func (c *Cache[K, V]) acquire(ctx context.Context, ks keys, token string, force 
 	if force {
 		forceArg = "1"
 	}
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.redisTTL)
-	defer cancel()
-	res, err := acquireScript.Run(rctx, c.rdb, ks, token, c.cfg.lockTTL.Milliseconds(), forceArg).Slice()
+	var res []any
+	err := c.guard.do(ctx, func(ctx context.Context) error {
+		var err error
+		res, err = acquireScript.Run(ctx, c.rdb, ks, token, c.cfg.lockTTL.Milliseconds(), forceArg).Slice()
+		return err
+	})
 	if err != nil {
 		return 0, "", lease{}, err
 	}
@@ -156,19 +159,26 @@ func (c *Cache[K, V]) fill(ctx context.Context, ks keys, l lease, env []byte, tt
 	if negative {
 		nx = "1"
 	}
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.redisTTL)
-	defer cancel()
-	n, err := fillScript.Run(rctx, c.rdb, ks, l.token, l.gen, env, ttl.Milliseconds(), nx,
-		l.start, c.genTTL.Milliseconds()).Int64()
+	var n int64
+	err := c.guard.do(ctx, func(ctx context.Context) error {
+		var err error
+		n, err = fillScript.Run(ctx, c.rdb, ks, l.token, l.gen, env, ttl.Milliseconds(), nx,
+			l.start, c.genTTL.Milliseconds()).Int64()
+		return err
+	})
 	return fillResult(n), err
 }
 
 // release gives the lock back after a load that wrote nothing, so that
 // waiters take over at once instead of after the lock TTL.
 func (c *Cache[K, V]) release(ctx context.Context, ks keys, token string) {
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.redisTTL)
-	defer cancel()
-	if err := releaseScript.Run(rctx, c.rdb, ks, token).Err(); err != nil {
+	// Not cancelled with the load: a lock left behind would stall the key
+	// for a whole lock TTL.
+	ctx = context.WithoutCancel(ctx)
+	err := c.guard.do(ctx, func(ctx context.Context) error {
+		return releaseScript.Run(ctx, c.rdb, ks, token).Err()
+	})
+	if err != nil {
 		c.redisError(err)
 	}
 }

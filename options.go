@@ -1,6 +1,7 @@
 package cacheaside
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,20 @@ type config struct {
 	keyFunc     any // func(K) string, checked against K in New
 	logger      *slog.Logger
 
+	breakerFailures int
+	breakerCooldown time.Duration
+	maxAbandoned    int
+	maxLoads        int
+
+	localSize  int
+	localTTL   time.Duration
+	localFirst bool
+
+	warmKeys        any // []K
+	warmFunc        any // func(context.Context) ([]K, error)
+	warmConcurrency int
+	restartCheck    time.Duration
+
 	lockTTLSet, lockWaitSet, loadTimeoutSet bool
 
 	errs []error // problems found while applying options
@@ -45,6 +60,12 @@ const (
 	defaultLockTTL      = 3 * time.Second
 	defaultRedisTimeout = 100 * time.Millisecond
 	defaultMaxRefills   = 2
+
+	defaultBreakerFailures = 5
+	defaultBreakerCooldown = 500 * time.Millisecond
+	defaultMaxAbandoned    = 64
+	defaultWarmConcurrency = 8
+	defaultRestartCheck    = time.Second
 	// loadTimeoutShare is the part of the lock TTL a load may use when
 	// only the lock TTL is known; the rest is headroom for the fill.
 	loadTimeoutShare = 0.8
@@ -60,6 +81,12 @@ func defaultConfig() config {
 		redisTTL:    defaultRedisTimeout,
 		maxRefills:  defaultMaxRefills,
 		codec:       JSON{},
+
+		breakerFailures: defaultBreakerFailures,
+		breakerCooldown: defaultBreakerCooldown,
+		maxAbandoned:    defaultMaxAbandoned,
+		warmConcurrency: defaultWarmConcurrency,
+		restartCheck:    defaultRestartCheck,
 	}
 }
 
@@ -188,6 +215,105 @@ func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
 }
 
+// WithBreaker sets the circuit breaker around Redis: after failures
+// consecutive Redis calls fail (errors, refused or timed-out connections,
+// calls past the Redis timeout), the breaker opens and the cache stops
+// calling Redis: Gets go straight to the in-process cache, if any, and the
+// loader. After cooldown one call is let through as a probe; if it
+// succeeds the breaker closes. Error replies from a live server (such as
+// OOM under maxmemory) do not count as failures. failures = 0 disables the
+// breaker; cooldown must then be ignored, otherwise it must be positive.
+//
+// Default: 5 failures, 500 milliseconds.
+func WithBreaker(failures int, cooldown time.Duration) Option {
+	return func(c *config) { c.breakerFailures, c.breakerCooldown = failures, cooldown }
+}
+
+// WithMaxAbandoned bounds how many Redis calls past the Redis timeout may
+// still be running at once. It matters only for clients built without
+// ContextTimeoutEnabled, whose calls the cache must abandon rather than
+// cancel (see the README's failure behaviour). Beyond the bound, Redis calls
+// fail at once instead of taking more connections from the pool.
+//
+// Default: 64.
+func WithMaxAbandoned(n int) Option {
+	return func(c *config) { c.maxAbandoned = n }
+}
+
+// WithMaxConcurrentLoads bounds how many loader calls one Cache runs at
+// once, to protect the database when Redis is unavailable. A load that
+// finds every slot taken waits for one; the wait counts against the load
+// timeout. Zero means no bound.
+//
+// Default: 0 (no bound).
+func WithMaxConcurrentLoads(n int) Option {
+	return func(c *config) { c.maxLoads = n }
+}
+
+// WithLocalCache adds an in-process cache (L1) of up to size entries, each
+// kept at most ttl and never longer than the Redis TTL it was read with. By
+// default L1 is read only while Redis is unavailable (the breaker is open or
+// a call failed), so an outage costs at most one load per key per process
+// per ttl; see [WithLocalFirst] to read it on every Get. Invalidate and Set
+// drop the key from this process's L1. size = 0 disables L1.
+//
+// Default: disabled.
+func WithLocalCache(size int, ttl time.Duration) Option {
+	return func(c *config) { c.localSize, c.localTTL = size, ttl }
+}
+
+// WithLocalFirst makes Get read the in-process cache of [WithLocalCache]
+// before Redis on every call, which takes load off Redis for hot keys. The
+// price: an Invalidate or Set on another process is seen here only when
+// the local entry expires, up to the local TTL later.
+//
+// Default: false.
+func WithLocalFirst(on bool) Option {
+	return func(c *config) { c.localFirst = on }
+}
+
+// WithWarmupKeys names keys that [Cache.Warm] loads, and that are warmed
+// automatically when Redis comes back empty. Its type parameter must match
+// the Cache's key type. It adds to [WithWarmup].
+//
+// Default: none.
+func WithWarmupKeys[K comparable](keys ...K) Option {
+	return func(c *config) { c.warmKeys = keys }
+}
+
+// WithWarmup sets a function that lists the keys to warm, called by each
+// warm-up (for example the top products by sales). Its type parameter must
+// match the Cache's key type. It adds to [WithWarmupKeys].
+//
+// Default: none.
+func WithWarmup[K comparable](list func(ctx context.Context) ([]K, error)) Option {
+	return func(c *config) {
+		if list == nil {
+			c.errs = append(c.errs, errors.New("WithWarmup: nil function"))
+			return
+		}
+		c.warmFunc = list
+	}
+}
+
+// WithWarmupConcurrency bounds how many keys a warm-up loads at once.
+//
+// Default: 8.
+func WithWarmupConcurrency(n int) Option {
+	return func(c *config) { c.warmConcurrency = n }
+}
+
+// WithRestartCheck sets how often the cache checks whether Redis restarted
+// empty (its marker key vanished), in which case one process of the fleet
+// warms the warm-up keys. The check also runs when the circuit breaker
+// closes after an outage. It runs only when warm-up keys are configured.
+// Zero disables automatic warm-up.
+//
+// Default: 1 second.
+func WithRestartCheck(interval time.Duration) Option {
+	return func(c *config) { c.restartCheck = interval }
+}
+
 // resolve derives the durations left unset and validates the whole config,
 // returning one error that names every bad option.
 func (c *config) resolve() error {
@@ -214,6 +340,34 @@ func (c *config) resolve() error {
 	}
 	if c.codec == nil || (reflect.ValueOf(c.codec).Kind() == reflect.Pointer && reflect.ValueOf(c.codec).IsNil()) {
 		bad("WithCodec: nil codec")
+	}
+
+	if c.breakerFailures < 0 {
+		bad("WithBreaker: %d failures is negative", c.breakerFailures)
+	}
+	if c.breakerFailures > 0 && c.breakerCooldown <= 0 {
+		bad("WithBreaker: cooldown %v must be positive", c.breakerCooldown)
+	}
+	if c.maxAbandoned < 1 {
+		bad("WithMaxAbandoned: %d must be at least 1", c.maxAbandoned)
+	}
+	if c.maxLoads < 0 {
+		bad("WithMaxConcurrentLoads: %d is negative", c.maxLoads)
+	}
+	if c.localSize < 0 {
+		bad("WithLocalCache: size %d is negative", c.localSize)
+	}
+	if c.localSize > 0 && c.localTTL < time.Millisecond {
+		bad("WithLocalCache: ttl %v is under the minimum of 1ms", c.localTTL)
+	}
+	if c.localFirst && c.localSize == 0 {
+		bad("WithLocalFirst: needs WithLocalCache")
+	}
+	if c.warmConcurrency < 1 {
+		bad("WithWarmupConcurrency: %d must be at least 1", c.warmConcurrency)
+	}
+	if c.restartCheck < 0 {
+		bad("WithRestartCheck: %v is negative", c.restartCheck)
 	}
 
 	// Lock TTL, load timeout and lock wait must fit together. Derive the

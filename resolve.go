@@ -3,6 +3,7 @@ package cacheaside
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime/debug"
 	"time"
 
@@ -15,30 +16,42 @@ import (
 // package documentation. ctx is detached from the callers and cancelled
 // only by Close.
 func (c *Cache[K, V]) resolve(ctx context.Context, key K, vkey string) result[V] {
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.redisTTL)
-	raw, err := c.rdb.Get(rctx, vkey).Bytes()
-	cancel()
+	epoch := c.localEpoch()
+	var raw []byte
+	err := c.guard.do(ctx, func(ctx context.Context) error {
+		var err error
+		raw, err = c.rdb.Get(ctx, vkey).Bytes()
+		return err
+	})
 	unreadable := false
 	switch {
 	case err == nil:
-		if r, ok := c.decodeResult(raw); ok {
+		if r, exp, ok := c.decodeResult(raw); ok {
+			if c.l1 != nil {
+				c.l1.refresh(key, r, exp, epoch)
+			}
 			return r
 		}
 		unreadable = true
 	case errors.Is(err, redis.Nil):
 	default:
 		c.redisError(err)
-		// Redis did not answer the read; the lock script would most
-		// likely fail the same way, so load without it and write nothing.
-		return c.loadAndFill(ctx, key, nil, lease{})
+		// Redis is unavailable: serve the in-process copy if there is one,
+		// else load without the lock and write nothing to Redis.
+		if c.l1 != nil {
+			if r, ok := c.l1.get(key); ok {
+				return r
+			}
+		}
+		return c.loadAndFill(ctx, key, nil, lease{}, epoch)
 	}
-	return c.miss(ctx, key, keysFor(vkey), unreadable)
+	return c.miss(ctx, key, keysFor(vkey), unreadable, epoch)
 }
 
 // miss takes the fill lock or waits for its holder, then loads and fills.
 // A fill that fails because the key was invalidated or set during the load
 // is redone up to the WithMaxRefills bound.
-func (c *Cache[K, V]) miss(ctx context.Context, key K, ks keys, unreadable bool) result[V] {
+func (c *Cache[K, V]) miss(ctx context.Context, key K, ks keys, unreadable bool, epoch uint64) result[V] {
 	var last result[V]
 	for attempt := 0; attempt <= c.cfg.maxRefills; attempt++ {
 		r, l, done := c.lockOrWait(ctx, ks, unreadable)
@@ -47,7 +60,7 @@ func (c *Cache[K, V]) miss(ctx context.Context, key K, ks keys, unreadable bool)
 		}
 		unreadable = false
 		var conflict bool
-		last, conflict = c.loadAndFillOnce(ctx, key, ks, l)
+		last, conflict = c.loadAndFillOnce(ctx, key, ks, l, epoch)
 		if !conflict {
 			return last
 		}
@@ -73,7 +86,7 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) 
 		l = got
 		switch st {
 		case stateValue:
-			if r, ok := c.decodeResult([]byte(raw)); ok {
+			if r, _, ok := c.decodeResult([]byte(raw)); ok {
 				return r, l, true
 			}
 			// Unreadable bytes that another process has not yet replaced:
@@ -100,31 +113,36 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) 
 }
 
 // loadAndFill loads and fills once, without retrying a conflict.
-func (c *Cache[K, V]) loadAndFill(ctx context.Context, key K, ks keys, l lease) result[V] {
-	r, _ := c.loadAndFillOnce(ctx, key, ks, l)
+func (c *Cache[K, V]) loadAndFill(ctx context.Context, key K, ks keys, l lease, epoch uint64) result[V] {
+	r, _ := c.loadAndFillOnce(ctx, key, ks, l, epoch)
 	return r
 }
 
 // loadAndFillOnce calls the loader and writes its result under lease l. It
 // reports conflict when the fill found the key invalidated or set since the
 // load began: the result must then be handed to no one.
-func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lease) (r result[V], conflict bool) {
+func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lease, epoch uint64) (r result[V], conflict bool) {
 	v, err, took, late := c.callLoader(ctx, key)
 	negative := errors.Is(err, ErrNotFound)
-	r = result[V]{val: v, err: err}
-	cacheable := l.known && !late && (err == nil || (negative && c.cfg.negativeTTL > 0))
-	if !cacheable {
+	r = result[V]{val: v, err: err, src: fromLoad}
+	keep := !late && (err == nil || (negative && c.cfg.negativeTTL > 0))
+	if !keep || !l.known {
 		if l.token != "" {
 			c.release(ctx, ks, l.token)
+		}
+		if keep && c.l1 != nil {
+			// Redis is unavailable: the in-process copy is what bounds the
+			// loads of this key until it is back.
+			c.l1.put(key, r, time.Time{}, epoch)
 		}
 		return r, false
 	}
 	var env []byte
 	ttl := jittered(c.cfg.ttl, c.cfg.jitter)
 	if negative {
-		env = envelope.Append(nil, envelope.Header{Flags: envelope.NotFound, LoadTime: took}, nil)
 		ttl = jittered(c.cfg.negativeTTL, c.cfg.jitter)
-	} else if env, err = c.encodeValue(v, took); err != nil {
+		env = envelope.Append(nil, envelope.Header{Flags: envelope.NotFound, LoadTime: took, Expiry: time.Now().Add(ttl)}, nil)
+	} else if env, err = c.encodeValue(v, took, ttl); err != nil {
 		// The value cannot be stored; the caller still gets it.
 		if l.token != "" {
 			c.release(ctx, ks, l.token)
@@ -139,16 +157,27 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lea
 		c.stats.fillConflicts.Add(1)
 		return r, true
 	}
+	if c.l1 != nil {
+		c.l1.put(key, r, time.Now().Add(ttl), epoch)
+	}
 	return r, false
 }
 
-// callLoader runs the loader under the load timeout. late reports that it
+// callLoader runs the loader under the load timeout, after waiting for a
+// slot when WithMaxConcurrentLoads is set. late reports that the loader
 // returned after the timeout, when its value must not be cached: a load
 // that old may have read data from before an Invalidate whose generation
 // has since expired.
 func (c *Cache[K, V]) callLoader(ctx context.Context, key K) (v V, err error, took time.Duration, late bool) {
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.loadTimeout)
 	defer cancel()
+	if c.loads != nil {
+		if err := c.loads.Acquire(lctx, 1); err != nil {
+			c.stats.loadErrors.Add(1)
+			return v, fmt.Errorf("cacheaside: waiting for a load slot (WithMaxConcurrentLoads): %w", err), 0, true
+		}
+		defer c.loads.Release(1)
+	}
 	c.stats.loads.Add(1)
 	start := time.Now()
 	v, err = safeLoad(lctx, c.load, key)
@@ -164,23 +193,24 @@ func (c *Cache[K, V]) callLoader(ctx context.Context, key K) (v V, err error, to
 	return v, err, took, late
 }
 
-// decodeResult turns a Redis value into a hit. ok is false when the bytes
-// are not a readable envelope or the codec rejects them: a miss.
-func (c *Cache[K, V]) decodeResult(raw []byte) (r result[V], ok bool) {
+// decodeResult turns a Redis value into a hit and returns the logical
+// expiry stored with it (zero when none). ok is false when the bytes are
+// not a readable envelope or the codec rejects them: a miss.
+func (c *Cache[K, V]) decodeResult(raw []byte) (r result[V], expiry time.Time, ok bool) {
 	h, payload, err := envelope.Decode(raw)
 	if err != nil {
 		c.stats.corrupt.Add(1)
-		return r, false
+		return r, expiry, false
 	}
 	if h.Flags&envelope.NotFound != 0 {
-		return result[V]{err: ErrNotFound, hit: true}, true
+		return result[V]{err: ErrNotFound, src: fromRedis}, h.Expiry, true
 	}
 	if err := c.unmarshal(payload, &r.val); err != nil {
 		c.stats.corrupt.Add(1)
-		return result[V]{}, false
+		return result[V]{}, expiry, false
 	}
-	r.hit = true
-	return r, true
+	r.src = fromRedis
+	return r, h.Expiry, true
 }
 
 // unmarshal calls the codec and turns its panic into an error: foreign
@@ -194,8 +224,8 @@ func (c *Cache[K, V]) unmarshal(b []byte, v *V) (err error) {
 	return c.cfg.codec.Unmarshal(b, v)
 }
 
-// encodeValue marshals v into an envelope.
-func (c *Cache[K, V]) encodeValue(v V, took time.Duration) (env []byte, err error) {
+// encodeValue marshals v into an envelope that expires after ttl.
+func (c *Cache[K, V]) encodeValue(v V, took, ttl time.Duration) (env []byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = &PanicError{Value: p, Stack: stack()}
@@ -205,7 +235,7 @@ func (c *Cache[K, V]) encodeValue(v V, took time.Duration) (env []byte, err erro
 	if err != nil {
 		return nil, err
 	}
-	return envelope.Append(make([]byte, 0, envelope.MaxHeader+len(b)), envelope.Header{LoadTime: took}, b), nil
+	return envelope.Append(make([]byte, 0, envelope.MaxHeader+len(b)), envelope.Header{LoadTime: took, Expiry: time.Now().Add(ttl)}, b), nil
 }
 
 // sleep pauses for d or until ctx is done, and reports whether it slept the
@@ -222,6 +252,14 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 func stack() []byte { return debug.Stack() }
+
+// localEpoch returns the in-process cache's invalidation epoch, or 0.
+func (c *Cache[K, V]) localEpoch() uint64 {
+	if c.l1 == nil {
+		return 0
+	}
+	return c.l1.epoch.Load()
+}
 
 // detached is a context with the values of one caller and the lifetime of
 // the Cache: a flight keeps the first caller's trace and request values but

@@ -2,11 +2,13 @@ package cacheaside
 
 import "sync/atomic"
 
-// Stats is a snapshot of a Cache's counters since New. Every field only
-// grows; take two snapshots and subtract to get rates.
+// Stats is a snapshot of a Cache's counters since New, and of its breaker
+// state. Every counter only grows; take two snapshots and subtract to get
+// rates. The hit ratio is (Hits + LocalHits) / (Hits + LocalHits + Misses).
 type Stats struct {
 	Hits             uint64 // Gets answered from Redis (values and cached "not found")
-	Misses           uint64 // Gets that found nothing usable in Redis
+	LocalHits        uint64 // Gets answered from the in-process cache
+	Misses           uint64 // Gets answered by a load
 	Loads            uint64 // loader calls
 	LoadErrors       uint64 // loader calls that returned an error other than ErrNotFound, or panicked
 	Panics           uint64 // loader calls that panicked (also counted in LoadErrors)
@@ -15,19 +17,30 @@ type Stats struct {
 	LockWaitTimeouts uint64 // waits that ended without a value; the waiter then loaded by itself
 	FillConflicts    uint64 // loads discarded because the key was invalidated or set meanwhile
 	Corrupt          uint64 // Redis entries that could not be decoded (treated as misses)
-	RedisErrors      uint64 // Redis calls that failed or ran past the Redis timeout
+	RedisErrors      uint64 // Redis calls that failed, ran past the Redis timeout, or were skipped
+	RedisSkipped     uint64 // Redis calls not sent: breaker open or too many abandoned calls
+	Abandoned        uint64 // Redis calls abandoned at the Redis timeout
+	BreakerOpens     uint64 // times the circuit breaker opened
+	Warmed           uint64 // keys loaded and written by warm-ups
+	WarmUps          uint64 // warm-ups run (by Warm or automatically)
+	RestartsDetected uint64 // empty Redis restarts this process detected and warmed after
+
+	Breaker BreakerState // the circuit breaker's current state
 }
 
 // counters are the live, atomically updated form of Stats.
 type counters struct {
-	hits, misses, loads, loadErrors, panics   atomic.Uint64
-	lockAcquired, lockWaits, lockWaitTimeouts atomic.Uint64
-	fillConflicts, corrupt, redisErrors       atomic.Uint64
+	hits, localHits, misses, loads, loadErrors, panics atomic.Uint64
+	lockAcquired, lockWaits, lockWaitTimeouts          atomic.Uint64
+	fillConflicts, corrupt                             atomic.Uint64
+	redisErrors, redisSkipped, abandoned, breakerOpens atomic.Uint64
+	warmed, warmUps, restarts                          atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{
 		Hits:             c.hits.Load(),
+		LocalHits:        c.localHits.Load(),
 		Misses:           c.misses.Load(),
 		Loads:            c.loads.Load(),
 		LoadErrors:       c.loadErrors.Load(),
@@ -38,5 +51,11 @@ func (c *counters) snapshot() Stats {
 		FillConflicts:    c.fillConflicts.Load(),
 		Corrupt:          c.corrupt.Load(),
 		RedisErrors:      c.redisErrors.Load(),
+		RedisSkipped:     c.redisSkipped.Load(),
+		Abandoned:        c.abandoned.Load(),
+		BreakerOpens:     c.breakerOpens.Load(),
+		Warmed:           c.warmed.Load(),
+		WarmUps:          c.warmUps.Load(),
+		RestartsDetected: c.restarts.Load(),
 	}
 }

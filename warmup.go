@@ -1,0 +1,187 @@
+package cacheaside
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// warmup holds the keys a warm-up loads and the signal that asks the
+// restart watcher to check at once.
+type warmup[K comparable] struct {
+	keys []K
+	list func(context.Context) ([]K, error)
+	kick chan struct{}
+}
+
+// newWarmup checks the types of WithWarmupKeys and WithWarmup against K.
+func newWarmup[K comparable](cfg *config) (warmup[K], error) {
+	w := warmup[K]{kick: make(chan struct{}, 1)}
+	var errs []error
+	if cfg.warmKeys != nil {
+		keys, ok := cfg.warmKeys.([]K)
+		if !ok {
+			var k K
+			errs = append(errs, fmt.Errorf("WithWarmupKeys: got keys of type %T, want []%T", cfg.warmKeys, k))
+		}
+		w.keys = keys
+	}
+	if cfg.warmFunc != nil {
+		list, ok := cfg.warmFunc.(func(context.Context) ([]K, error))
+		if !ok {
+			var k K
+			errs = append(errs, fmt.Errorf("WithWarmup: got %T, want func(context.Context) ([]%T, error)", cfg.warmFunc, k))
+		}
+		w.list = list
+	}
+	return w, errors.Join(errs...)
+}
+
+func (w *warmup[K]) configured() bool { return len(w.keys) > 0 || w.list != nil }
+
+// nudge asks the watcher to check for an empty restart now. It never blocks.
+func (w *warmup[K]) nudge() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// markerKey is the key whose absence tells that Redis lost its data. It
+// has no braces, so it can never be the key of a cached value.
+func (c *Cache[K, V]) markerKey() string { return c.cfg.prefix + "warm-marker" }
+
+// startWatcher starts the goroutine that detects an empty Redis and warms
+// it, when warm-up keys are configured.
+func (c *Cache[K, V]) startWatcher() {
+	if !c.warm.configured() || c.cfg.restartCheck == 0 || !c.tracker.add() {
+		return
+	}
+	go func() {
+		defer c.tracker.done()
+		t := time.NewTicker(c.cfg.restartCheck)
+		defer t.Stop()
+		for {
+			c.checkRestart(c.life)
+			select {
+			case <-c.life.Done():
+				return
+			case <-t.C:
+			case <-c.warm.kick:
+			}
+		}
+	}()
+}
+
+// checkRestart writes the marker key if it is missing. The one process of
+// the fleet whose SET NX succeeds found Redis empty — restarted without
+// persistence, flushed, or new — and warms it; the others see the marker
+// and do nothing. A new run_id alone would not do: it also changes on a
+// Sentinel failover that kept the data.
+func (c *Cache[K, V]) checkRestart(ctx context.Context) {
+	var created bool
+	err := c.guard.do(ctx, func(ctx context.Context) error {
+		var err error
+		created, err = c.rdb.SetNX(ctx, c.markerKey(), c.tokenPrefix, 0).Result()
+		return err
+	})
+	if err != nil || !created {
+		return
+	}
+	c.stats.restarts.Add(1)
+	c.log(ctx, slog.LevelWarn, "cacheaside: redis has no warm-up marker (new, flushed or restarted empty); warming")
+	_ = c.Warm(ctx) // Warm logs its outcome
+}
+
+// Warm loads the warm-up keys (WithWarmupKeys and WithWarmup) and writes
+// them to Redis, at most WithWarmupConcurrency at a time. A key that is
+// already in Redis, or whose fill lock another process holds, is skipped,
+// so a fleet that warms at once loads each key about once. Warm returns
+// when every key is done or ctx is cancelled; its error joins the errors
+// of the keys that failed (a key the loader does not find is not an
+// error). Progress is counted in [Stats].Warmed and logged.
+func (c *Cache[K, V]) Warm(ctx context.Context) error {
+	if !c.tracker.add() {
+		return ErrClosed
+	}
+	defer c.tracker.done()
+	keys := c.warm.keys
+	if c.warm.list != nil {
+		more, err := c.warm.list(ctx)
+		if err != nil {
+			return fmt.Errorf("cacheaside: warm: listing keys: %w", err)
+		}
+		keys = append(keys[:len(keys):len(keys)], more...)
+	}
+	c.stats.warmUps.Add(1)
+	start := time.Now()
+	var (
+		g               errgroup.Group
+		warmed, skipped atomic.Int64
+		mu              sync.Mutex
+		errs            []error
+	)
+	g.SetLimit(c.cfg.warmConcurrency)
+	for _, k := range keys {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			did, err := c.warmKey(ctx, k)
+			switch {
+			case err != nil:
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("key %v: %w", k, err))
+				mu.Unlock()
+			case did:
+				warmed.Add(1)
+				c.stats.warmed.Add(1)
+			default:
+				skipped.Add(1)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	err := errors.Join(append([]error{ctx.Err()}, errs...)...)
+	c.log(ctx, slog.LevelInfo, "cacheaside: warm-up finished",
+		"keys", len(keys), "warmed", warmed.Load(), "skipped", skipped.Load(),
+		"failed", len(errs), "took", time.Since(start), "err", err)
+	if err != nil {
+		return fmt.Errorf("cacheaside: warm: %w", err)
+	}
+	return nil
+}
+
+// warmKey loads and writes one key under its fill lock. did is false when
+// the key was already there or another process was filling it.
+func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) {
+	ks := keysFor(valueKey(c.cfg.prefix, c.encode(key)))
+	st, _, l, err := c.acquire(ctx, ks, c.newToken(), false)
+	if err != nil {
+		c.redisError(err)
+		return false, err
+	}
+	if st != stateAcquired {
+		return false, nil
+	}
+	c.stats.lockAcquired.Add(1)
+	r, conflict := c.loadAndFillOnce(ctx, key, ks, l, c.localEpoch())
+	if r.err != nil && !errors.Is(r.err, ErrNotFound) {
+		return false, r.err
+	}
+	return !conflict, nil
+}
+
+// log writes to the configured logger, if any.
+func (c *Cache[K, V]) log(ctx context.Context, level slog.Level, msg string, args ...any) {
+	if c.logger != nil {
+		c.logger.Log(ctx, level, msg, args...)
+	}
+}
