@@ -17,8 +17,9 @@ import (
 //
 // The braces make s a Redis Cluster hash tag, so the three keys share one
 // slot and every script touches one slot only. When s is empty or contains
-// '}', which would end the tag early, the tag is "#" followed by the hex
-// SHA-256 of s instead.
+// '}', which would end the tag early, or starts with '#', which would make
+// it look like such a tag, the tag is "#" followed by the hex SHA-256 of s
+// instead.
 const (
 	lockSuffix = ":lock"
 	genSuffix  = ":gen"
@@ -35,6 +36,9 @@ func newKeyEncoder[K comparable](custom any) (keyEncoder[K], error) {
 		if !ok {
 			var k K
 			return nil, fmt.Errorf("WithKeyFunc: got %T, want func(%T) string", custom, k)
+		}
+		if f == nil {
+			return nil, fmt.Errorf("WithKeyFunc: nil function")
 		}
 		return f, nil
 	}
@@ -68,7 +72,7 @@ func newKeyEncoder[K comparable](custom any) (keyEncoder[K], error) {
 
 // valueKey returns the Redis key of the value for encoded key s.
 func valueKey(prefix, s string) string {
-	if s == "" || strings.IndexByte(s, '}') >= 0 {
+	if s == "" || s[0] == '#' || strings.IndexByte(s, '}') >= 0 {
 		sum := sha256.Sum256([]byte(s))
 		return prefix + "{#" + hex.EncodeToString(sum[:]) + "}"
 	}

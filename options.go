@@ -69,6 +69,9 @@ const (
 	// loadTimeoutShare is the part of the lock TTL a load may use when
 	// only the lock TTL is known; the rest is headroom for the fill.
 	loadTimeoutShare = 0.8
+	// maxDuration bounds every duration option, so that jitter and derived
+	// durations cannot overflow; nothing cached needs to live longer.
+	maxDuration = 10 * 365 * 24 * time.Hour
 )
 
 func defaultConfig() config {
@@ -197,13 +200,7 @@ func WithCodec(codec Codec) Option {
 // Default: strings are used as they are, integers in decimal; other key
 // types need this option.
 func WithKeyFunc[K comparable](f func(K) string) Option {
-	return func(c *config) {
-		if f == nil {
-			c.errs = append(c.errs, errors.New("WithKeyFunc: nil function"))
-			return
-		}
-		c.keyFunc = f
-	}
+	return func(c *config) { c.keyFunc = f }
 }
 
 // WithLogger sets where the cache logs events that an operator wants to
@@ -287,13 +284,7 @@ func WithWarmupKeys[K comparable](keys ...K) Option {
 //
 // Default: none.
 func WithWarmup[K comparable](list func(ctx context.Context) ([]K, error)) Option {
-	return func(c *config) {
-		if list == nil {
-			c.errs = append(c.errs, errors.New("WithWarmup: nil function"))
-			return
-		}
-		c.warmFunc = list
-	}
+	return func(c *config) { c.warmFunc = list }
 }
 
 // WithWarmupConcurrency bounds how many keys a warm-up loads at once.
@@ -322,6 +313,16 @@ func (c *config) resolve() error {
 
 	if c.ttl < time.Millisecond {
 		bad("WithTTL: %v is under the minimum of 1ms", c.ttl)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"WithTTL", c.ttl}, {"WithNegativeTTL", c.negativeTTL}, {"WithLockTTL", c.lockTTL},
+		{"WithLoadTimeout", c.loadTimeout}, {"WithLockWait", c.lockWait}, {"WithRedisTimeout", c.redisTTL},
+		{"WithLocalCache", c.localTTL}, {"WithBreaker", c.breakerCooldown}, {"WithRestartCheck", c.restartCheck}} {
+		if d.v > maxDuration {
+			bad("%s: %v exceeds the maximum of %v", d.name, d.v, maxDuration)
+		}
 	}
 	if c.jitter < 0 || c.jitter >= 1 || c.jitter != c.jitter {
 		bad("WithJitter: %v is outside [0, 1)", c.jitter)
@@ -372,17 +373,25 @@ func (c *config) resolve() error {
 
 	// Lock TTL, load timeout and lock wait must fit together. Derive the
 	// ones the user left out so that they do.
-	switch {
-	case c.lockTTLSet && c.lockTTL < time.Millisecond:
+	lockOK, loadOK := true, true
+	if c.lockTTLSet && c.lockTTL < time.Millisecond {
 		bad("WithLockTTL: %v is under the minimum of 1ms", c.lockTTL)
-	case c.loadTimeoutSet && c.loadTimeout <= 0:
-		bad("WithLoadTimeout: %v must be positive", c.loadTimeout)
+		lockOK = false
+	}
+	if c.loadTimeoutSet && c.loadTimeout < time.Millisecond {
+		bad("WithLoadTimeout: %v is under the minimum of 1ms", c.loadTimeout)
+		loadOK = false
+	}
+	switch {
+	case !lockOK || !loadOK || c.lockTTL > maxDuration || c.loadTimeout > maxDuration:
 	case c.lockTTLSet && c.loadTimeoutSet:
 		if c.loadTimeout >= c.lockTTL {
 			bad("WithLoadTimeout: %v must be shorter than WithLockTTL (%v), or a lock would expire under a live load", c.loadTimeout, c.lockTTL)
 		}
 	case c.loadTimeoutSet:
-		c.lockTTL = c.loadTimeout + c.loadTimeout/4
+		c.lockTTL = (c.loadTimeout + max(c.loadTimeout/4, time.Millisecond)).Truncate(time.Millisecond)
+	case c.lockTTL < 2*time.Millisecond:
+		bad("WithLockTTL: %v leaves no room for a load timeout below it; use at least 2ms", c.lockTTL)
 	default:
 		c.loadTimeout = time.Duration(float64(c.lockTTL) * loadTimeoutShare)
 	}

@@ -1,6 +1,7 @@
 package cacheaside
 
 import (
+	"math"
 	"math/rand/v2"
 	"time"
 )
@@ -10,7 +11,9 @@ import (
 // milliseconds, so nothing is rounded to seconds.
 func jittered(d time.Duration, f float64) time.Duration {
 	if f > 0 {
-		d = time.Duration(float64(d) * (1 - f + 2*f*rand.Float64()))
+		// Clamp before converting: a float above MaxInt64 converts to
+		// MinInt64 on amd64.
+		d = time.Duration(min(float64(d)*(1-f+2*f*rand.Float64()), float64(math.MaxInt64-int64(time.Millisecond))))
 	}
 	d = d.Truncate(time.Millisecond)
 	if d < time.Millisecond {

@@ -37,6 +37,8 @@ func newWarmup[K comparable](cfg *config) (warmup[K], error) {
 		if !ok {
 			var k K
 			errs = append(errs, fmt.Errorf("WithWarmup: got %T, want func(context.Context) ([]%T, error)", cfg.warmFunc, k))
+		} else if list == nil {
+			errs = append(errs, errors.New("WithWarmup: nil function"))
 		}
 		w.list = list
 	}

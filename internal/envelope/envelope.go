@@ -23,6 +23,7 @@ package envelope
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"time"
 )
 
@@ -66,7 +67,7 @@ func Append(dst []byte, h Header, payload []byte) []byte {
 		exp = h.Expiry.UnixMilli()
 	}
 	n += binary.PutVarint(fields[n:], exp)
-	n += binary.PutUvarint(fields[n:], uint64(max(h.LoadTime, 0)/time.Microsecond))
+	n += binary.PutUvarint(fields[n:], uint64(max(h.LoadTime, 0)/time.Microsecond)) // at most MaxInt64/1000
 	dst = append(dst, magic, version, byte(h.Flags))
 	dst = binary.AppendUvarint(dst, uint64(n))
 	dst = append(dst, fields[:n]...)
@@ -109,7 +110,7 @@ func Decode(b []byte) (Header, []byte, error) {
 		if w < 0 || (w == 0 && len(fields) > 0) {
 			return h, nil, ErrCorrupt
 		}
-		if us > uint64(1<<62)/uint64(time.Microsecond) {
+		if us > uint64(math.MaxInt64)/uint64(time.Microsecond) {
 			return h, nil, ErrCorrupt
 		}
 		h.LoadTime = time.Duration(us) * time.Microsecond
