@@ -89,6 +89,7 @@ type Cache[K comparable, V any] struct {
 	// wait for them; life is cancelled by Close and is the parent of every
 	// flight's context.
 	tracker  tracker
+	closed   atomic.Bool // a lock-free copy of tracker.closed for Get
 	life     context.Context
 	stopLife context.CancelFunc
 }
@@ -185,6 +186,9 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
+	if c.closed.Load() {
+		return zero, ErrClosed
+	}
 	if c.l1 != nil && c.cfg.localFirst {
 		if r, ok := c.l1.get(key); ok {
 			c.stats.localHits.Add(1)
@@ -193,19 +197,70 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	}
 	vkey := valueKey(c.cfg.prefix, c.encode(key))
 	fl, leader := c.flights.join(vkey)
-	if leader {
-		if !c.tracker.add() {
-			c.flights.finish(vkey, fl, result[V]{err: ErrClosed})
-			return zero, ErrClosed
-		}
-		go c.runFlight(ctx, key, vkey, fl)
+	if !leader {
+		return c.await(ctx, fl)
 	}
-	select {
-	case <-fl.done:
-	case <-ctx.Done():
+
+	// The leader reads Redis on its own goroutine, under the caller's
+	// context and the Redis timeout: a hit costs no goroutine.
+	epoch := c.localEpoch()
+	raw, err := c.read(ctx, vkey)
+	if ctx.Err() != nil {
+		// The caller left during the read. Hand the flight to a goroutine
+		// so that callers who joined it still get an answer.
+		c.startFlight(ctx, fl, vkey, func(fctx context.Context) result[V] {
+			return c.resolve(fctx, key, vkey)
+		})
 		return zero, ctx.Err()
 	}
-	switch fl.res.src {
+	unreadable := false
+	switch {
+	case err == nil:
+		if r, exp, ok := c.decodeResult(raw); ok {
+			if c.l1 != nil {
+				c.l1.refresh(key, r, exp, epoch)
+			}
+			c.flights.finish(vkey, fl, r)
+			c.stats.hits.Add(1)
+			return r.val, r.err
+		}
+		unreadable = true
+	case errors.Is(err, redis.Nil):
+	default:
+		c.redisError(err)
+		if c.l1 != nil {
+			if r, ok := c.l1.get(key); ok {
+				c.flights.finish(vkey, fl, r)
+				c.stats.localHits.Add(1)
+				return r.val, r.err
+			}
+		}
+		// Redis is unavailable: load without the lock, write nothing.
+		c.startFlight(ctx, fl, vkey, func(fctx context.Context) result[V] {
+			return c.loadAndFill(fctx, key, nil, lease{}, epoch)
+		})
+		return c.await(ctx, fl)
+	}
+	c.startFlight(ctx, fl, vkey, func(fctx context.Context) result[V] {
+		return c.miss(fctx, key, keysFor(vkey), unreadable, epoch)
+	})
+	return c.await(ctx, fl)
+}
+
+// await waits for flight fl on behalf of one caller and counts where its
+// answer came from.
+func (c *Cache[K, V]) await(ctx context.Context, fl *call[V]) (V, error) {
+	r, ready, done := c.flights.wait(fl)
+	if !ready {
+		select {
+		case <-done:
+			r = c.flights.result(fl)
+		case <-ctx.Done():
+			var zero V
+			return zero, ctx.Err()
+		}
+	}
+	switch r.src {
 	case fromRedis:
 		c.stats.hits.Add(1)
 	case fromLocal:
@@ -213,21 +268,29 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	default:
 		c.stats.misses.Add(1)
 	}
-	return fl.res.val, fl.res.err
+	return r.val, r.err
 }
 
-// runFlight resolves one flight and publishes its result. A panic anywhere
-// in it (a codec, a hook) becomes the flight's error.
-func (c *Cache[K, V]) runFlight(caller context.Context, key K, vkey string, fl *call[V]) {
-	defer c.tracker.done()
-	var r result[V]
-	defer func() {
-		if p := recover(); p != nil {
-			r = result[V]{err: &PanicError{Value: p, Stack: stack()}}
-		}
-		c.flights.finish(vkey, fl, r)
+// startFlight runs the rest of flight fl on a goroutine owned by the Cache,
+// detached from the cancellation of the caller (but not from its values),
+// and publishes its result. A panic anywhere in it (a codec, a hook)
+// becomes the flight's error.
+func (c *Cache[K, V]) startFlight(caller context.Context, fl *call[V], vkey string, run func(context.Context) result[V]) {
+	if !c.tracker.add() {
+		c.flights.finish(vkey, fl, result[V]{err: ErrClosed})
+		return
+	}
+	go func() {
+		defer c.tracker.done()
+		var r result[V]
+		defer func() {
+			if p := recover(); p != nil {
+				r = result[V]{err: &PanicError{Value: p, Stack: stack()}}
+			}
+			c.flights.finish(vkey, fl, r)
+		}()
+		r = run(detach(caller, c.life))
 	}()
-	r = c.resolve(detach(caller, c.life), key, vkey)
 }
 
 // Set stores value under key now, replacing what Redis holds, and makes any
@@ -330,6 +393,7 @@ func (c *Cache[K, V]) Close() error {
 	if !c.tracker.close() {
 		return nil
 	}
+	c.closed.Store(true)
 	c.stopLife()
 	c.tracker.wg.Wait()
 	if c.l1 != nil {

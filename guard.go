@@ -100,7 +100,8 @@ func newBreaker(cfg *config, logger *slog.Logger, onChange func(from, to Breaker
 			return !isOutage(err)
 		},
 		IsExcluded: func(err error) bool {
-			return errors.Is(err, context.Canceled)
+			_, gone := err.(callerGone)
+			return gone
 		},
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			f, t := breakerState(from), breakerState(to)
@@ -141,26 +142,61 @@ func isOutage(err error) bool {
 // do runs fn, a Redis call, under the breaker and the budget. fn receives a
 // context that carries the budget as its deadline.
 func (g *guard) do(ctx context.Context, fn func(context.Context) error) error {
+	if g.inline {
+		return g.doInline(ctx, fn)
+	}
+	return g.breaker(ctx, func() error { return g.abandonable(ctx, fn) })
+}
+
+// doInline runs fn on the calling goroutine under a context with the
+// budget. It is separate from the abandoning path so that fn does not
+// escape: a hit then allocates no closure.
+func (g *guard) doInline(ctx context.Context, fn func(context.Context) error) error {
+	return g.breaker(ctx, func() error {
+		rctx, cancel := context.WithTimeout(ctx, g.budget)
+		defer cancel()
+		return fn(rctx)
+	})
+}
+
+// breaker runs call unless the breaker is open. A call that failed because
+// the caller's own context ended says nothing about Redis and is not
+// counted either way.
+func (g *guard) breaker(ctx context.Context, call func() error) error {
 	if g.cb == nil {
-		return g.call(ctx, fn)
+		return call()
 	}
 	_, err := g.cb.Execute(func() (struct{}, error) {
-		return struct{}{}, g.call(ctx, fn)
+		err := call()
+		if err != nil && ctx.Err() != nil {
+			return struct{}{}, callerGone{err}
+		}
+		return struct{}{}, err
 	})
-	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+	switch {
+	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
 		g.stats.redisSkipped.Add(1)
 		return errSkipped
+	case err != nil:
+		if cg, ok := err.(callerGone); ok {
+			return cg.err
+		}
 	}
 	return err
 }
 
-// call applies the budget.
-func (g *guard) call(ctx context.Context, fn func(context.Context) error) error {
+// callerGone marks the error of a call cut short by its caller's context,
+// so that the breaker excludes it.
+type callerGone struct{ err error }
+
+func (e callerGone) Error() string { return e.err.Error() }
+
+// abandonable runs fn on a goroutine of its own and stops waiting at the
+// budget: the way to bound a call on a client that ignores context
+// deadlines on socket reads.
+func (g *guard) abandonable(ctx context.Context, fn func(context.Context) error) error {
 	rctx, cancel := context.WithTimeout(ctx, g.budget)
 	defer cancel()
-	if g.inline {
-		return fn(rctx)
-	}
 	if g.abandoned.Load() >= g.maxAbandoned || !g.tracker.add() {
 		g.stats.redisSkipped.Add(1)
 		return errSkipped

@@ -11,18 +11,14 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// resolve is the body of one flight: the Redis read and, on a miss, the
-// lock, the wait, the load and the conditional fill described in the
-// package documentation. ctx is detached from the callers and cancelled
-// only by Close.
+// resolve is a whole flight run on a flight goroutine: the Redis read and,
+// on a miss, the lock, the wait, the load and the conditional fill described
+// in the package documentation. Get runs the read itself and calls only the
+// later steps; resolve serves when the leader left before its read ended.
+// ctx is detached from the callers and cancelled only by Close.
 func (c *Cache[K, V]) resolve(ctx context.Context, key K, vkey string) result[V] {
 	epoch := c.localEpoch()
-	var raw []byte
-	err := c.guard.do(ctx, func(ctx context.Context) error {
-		var err error
-		raw, err = c.rdb.Get(ctx, vkey).Bytes()
-		return err
-	})
+	raw, err := c.read(ctx, vkey)
 	unreadable := false
 	switch {
 	case err == nil:
@@ -36,8 +32,6 @@ func (c *Cache[K, V]) resolve(ctx context.Context, key K, vkey string) result[V]
 	case errors.Is(err, redis.Nil):
 	default:
 		c.redisError(err)
-		// Redis is unavailable: serve the in-process copy if there is one,
-		// else load without the lock and write nothing to Redis.
 		if c.l1 != nil {
 			if r, ok := c.l1.get(key); ok {
 				return r
@@ -46,6 +40,27 @@ func (c *Cache[K, V]) resolve(ctx context.Context, key K, vkey string) result[V]
 		return c.loadAndFill(ctx, key, nil, lease{}, epoch)
 	}
 	return c.miss(ctx, key, keysFor(vkey), unreadable, epoch)
+}
+
+// read GETs the value key through the guard. The inline path is spelled
+// out so that its closure stays on the stack: this is the hit path.
+func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
+	if c.guard.inline {
+		var raw []byte
+		err := c.guard.doInline(ctx, func(ctx context.Context) error {
+			var err error
+			raw, err = c.rdb.Get(ctx, vkey).Bytes()
+			return err
+		})
+		return raw, err
+	}
+	var raw []byte
+	err := c.guard.do(ctx, func(ctx context.Context) error {
+		var err error
+		raw, err = c.rdb.Get(ctx, vkey).Bytes()
+		return err
+	})
+	return raw, err
 }
 
 // miss takes the fill lock or waits for its holder, then loads and fills.
