@@ -122,6 +122,13 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if cfg.batchLoad != nil {
+		if b, ok := cfg.batchLoad.(BatchLoadFunc[K, V]); !ok {
+			errs = append(errs, fmt.Errorf("WithBatchLoader: got %T, want cacheaside.BatchLoadFunc[%v, %v]", cfg.batchLoad, reflect.TypeFor[K](), reflect.TypeFor[V]()))
+		} else if b == nil {
+			errs = append(errs, errors.New("WithBatchLoader: nil function"))
+		}
+	}
 	if err := cfg.resolve(); err != nil {
 		errs = append(errs, err)
 	}
@@ -152,11 +159,11 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
 	}
 	c.guard = guard{
-		budget:       cfg.redisTTL,
-		inline:       honoursContext(rdb),
-		maxAbandoned: int64(cfg.maxAbandoned),
-		tracker:      &c.tracker,
-		stats:        &c.stats,
+		budget:  cfg.redisTTL,
+		inline:  honoursContext(rdb),
+		slots:   make(chan struct{}, cfg.maxAbandoned),
+		tracker: &c.tracker,
+		stats:   &c.stats,
 	}
 	c.guard.cb = newBreaker(&cfg, cfg.logger, c.breakerChanged)
 	c.life, c.stopLife = context.WithCancel(context.Background())
@@ -200,6 +207,11 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if !leader {
 		return c.await(ctx, fl)
 	}
+	if !c.tracker.add() {
+		c.flights.finish(vkey, fl, result[V]{err: ErrClosed})
+		return zero, ErrClosed
+	}
+	defer c.tracker.done()
 
 	// The leader reads Redis on its own goroutine, under the caller's
 	// context and the Redis timeout: a hit costs no goroutine.
@@ -271,15 +283,14 @@ func (c *Cache[K, V]) await(ctx context.Context, fl *call[V]) (V, error) {
 	return r.val, r.err
 }
 
-// startFlight runs the rest of flight fl on a goroutine owned by the Cache,
+// startFlight runs the rest of flight fl on a goroutine owned by the Cache
+// (the caller must be registered with the tracker),
 // detached from the cancellation of the caller (but not from its values),
 // and publishes its result. A panic anywhere in it (a codec, a hook)
 // becomes the flight's error.
 func (c *Cache[K, V]) startFlight(caller context.Context, fl *call[V], vkey string, run func(context.Context) result[V]) {
-	if !c.tracker.add() {
-		c.flights.finish(vkey, fl, result[V]{err: ErrClosed})
-		return
-	}
+	c.flights.hold(fl)
+	c.tracker.spawn()
 	go func() {
 		defer c.tracker.done()
 		var r result[V]

@@ -77,6 +77,15 @@ func (g *group[V]) wait(c *call[V]) (r result[V], ready bool, done <-chan struct
 	return r, false, c.done
 }
 
+// hold marks c as seen by a caller that will wait for it later, so that
+// finish does not recycle it. A leader calls it before handing its flight
+// to a goroutine.
+func (g *group[V]) hold(c *call[V]) {
+	g.mu.Lock()
+	c.shared = true
+	g.mu.Unlock()
+}
+
 // result returns the result of a finished flight.
 func (g *group[V]) result(c *call[V]) result[V] {
 	g.mu.Lock()

@@ -33,20 +33,25 @@ import (
 // connections and cannot carry over the hooks (tracing, metrics) the user
 // added, which go-redis gives no way to read.
 type guard struct {
-	budget       time.Duration
-	inline       bool // the client honours context deadlines
-	maxAbandoned int64
-	abandoned    atomic.Int64
-	cb           *gobreaker.CircuitBreaker[struct{}] // nil when disabled
-	tracker      *tracker                            // registers goroutines with Close
-	stats        *counters
+	budget    time.Duration
+	inline    bool          // the client honours context deadlines
+	slots     chan struct{} // one per call running on its own goroutine
+	abandoned atomic.Int64
+	cb        *gobreaker.CircuitBreaker[struct{}] // nil when disabled
+	tracker   *tracker                            // registers goroutines with Close
+	stats     *counters
 }
 
+// errIncomplete is wrapped by the error of every call the guard did not
+// send or stopped waiting for. The call's function may still be running:
+// whatever it writes must not be read.
+var errIncomplete = errors.New("cacheaside: redis call incomplete")
+
 // errSkipped is the error of a call the guard did not send.
-var errSkipped = errors.New("cacheaside: redis call skipped: circuit open or too many abandoned calls")
+var errSkipped = fmt.Errorf("%w: skipped: circuit open or too many abandoned calls", errIncomplete)
 
 // errBudget is the error of a call abandoned at the budget.
-var errBudget = errors.New("cacheaside: redis call exceeded the redis timeout")
+var errBudget = fmt.Errorf("%w: exceeded the redis timeout", errIncomplete)
 
 // BreakerState is the state of the circuit breaker around Redis.
 type BreakerState string
@@ -140,12 +145,25 @@ func isOutage(err error) bool {
 }
 
 // do runs fn, a Redis call, under the breaker and the budget. fn receives a
-// context that carries the budget as its deadline.
+// context that carries the budget as its deadline. When do returns an error
+// that wraps errIncomplete, fn may still be running: the caller must not
+// read anything fn writes.
 func (g *guard) do(ctx context.Context, fn func(context.Context) error) error {
 	if g.inline {
 		return g.doInline(ctx, fn)
 	}
-	return g.breaker(ctx, func() error { return g.abandonable(ctx, fn) })
+	return g.breaker(ctx, func() error { return g.abandonable(ctx, fn, nil) })
+}
+
+// doUndo is do for a call whose effect must be undone if it completes
+// after the guard stopped waiting for it: undo runs then, on the call's
+// goroutine. (With a client that honours context deadlines a timed-out
+// call may also have run on the server; the caller handles that case.)
+func (g *guard) doUndo(ctx context.Context, fn func(context.Context) error, undo func()) error {
+	if g.inline {
+		return g.doInline(ctx, fn)
+	}
+	return g.breaker(ctx, func() error { return g.abandonable(ctx, fn, undo) })
 }
 
 // doInline runs fn on the calling goroutine under a context with the
@@ -193,23 +211,38 @@ func (e callerGone) Error() string { return e.err.Error() }
 
 // abandonable runs fn on a goroutine of its own and stops waiting at the
 // budget: the way to bound a call on a client that ignores context
-// deadlines on socket reads.
-func (g *guard) abandonable(ctx context.Context, fn func(context.Context) error) error {
+// deadlines on socket reads. At most maxAbandoned such calls run at once; a
+// call that finds no free slot within the budget is not sent. onLate, if
+// not nil, runs on the call's goroutine when a call that was abandoned
+// completes after all, to undo what it did (a fill lock it took).
+func (g *guard) abandonable(ctx context.Context, fn func(context.Context) error, onLate func()) error {
 	rctx, cancel := context.WithTimeout(ctx, g.budget)
 	defer cancel()
-	if g.abandoned.Load() >= g.maxAbandoned || !g.tracker.add() {
-		g.stats.redisSkipped.Add(1)
-		return errSkipped
+	select {
+	case g.slots <- struct{}{}:
+	default:
+		select {
+		case g.slots <- struct{}{}:
+		case <-rctx.Done():
+			g.stats.redisSkipped.Add(1)
+			return errSkipped
+		}
 	}
 	// state: 0 running, 1 finished in time, 2 abandoned. Whoever moves it
 	// first decides who accounts for an abandoned call.
 	var state atomic.Int32
 	done := make(chan error, 1)
+	g.tracker.spawn()
 	go func() {
 		defer g.tracker.done()
-		done <- fn(rctx)
+		err := fn(rctx)
+		<-g.slots
+		done <- err
 		if !state.CompareAndSwap(0, 1) {
 			g.abandoned.Add(-1)
+			if onLate != nil {
+				onLate()
+			}
 		}
 	}()
 	select {
@@ -225,8 +258,8 @@ func (g *guard) abandonable(ctx context.Context, fn func(context.Context) error)
 		return <-done
 	}
 	g.stats.abandoned.Add(1)
-	if ctx.Err() != nil {
-		return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %w", errIncomplete, err)
 	}
 	return fmt.Errorf("%w (%v)", errBudget, g.budget)
 }
@@ -257,6 +290,12 @@ func (t *tracker) add() bool {
 	t.wg.Add(1)
 	return true
 }
+
+// spawn registers one goroutine started by work that is itself
+// registered (an entry point between add and done, or a tracked
+// goroutine). The count is then above zero, so it is safe even while Close
+// waits, and Close waits for this goroutine too.
+func (t *tracker) spawn() { t.wg.Add(1) }
 
 func (t *tracker) done() { t.wg.Done() }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"time"
 )
 
 // A LoadFunc reads the value of one key from the source of truth, usually a
@@ -37,11 +38,9 @@ func (e *PanicError) Error() string {
 	return fmt.Sprintf("cacheaside: loader panicked: %v\n\n%s", e.Value, e.Stack)
 }
 
-// Unwrap returns the panic value if it is an error.
-func (e *PanicError) Unwrap() error {
-	err, _ := e.Value.(error)
-	return err
-}
+// A PanicError deliberately has no Unwrap: a loader that panics with an
+// error wrapping ErrNotFound has still panicked, and must not be
+// remembered as "not found".
 
 // safeLoad calls load and turns a panic into a *PanicError.
 func safeLoad[K comparable, V any](ctx context.Context, load LoadFunc[K, V], key K) (v V, err error) {
@@ -52,3 +51,27 @@ func safeLoad[K comparable, V any](ctx context.Context, load LoadFunc[K, V], key
 	}()
 	return load(ctx, key)
 }
+
+// SetTTL, called by a LoadFunc or BatchLoadFunc with the context it was
+// given, sets how long the result it is about to return lives in Redis,
+// instead of WithTTL (or WithNegativeTTL for a not-found answer); jitter
+// still applies. A d of zero or less means: do not cache this result at
+// all. A batch loader's call applies to every key of the batch. Outside a
+// loader SetTTL does nothing.
+func SetTTL(ctx context.Context, d time.Duration) {
+	if s, ok := ctx.Value(loadScopeKey{}).(*loadScope); ok {
+		if d <= 0 {
+			s.skip = true
+			return
+		}
+		s.ttl = min(max(d, time.Millisecond), maxDuration)
+	}
+}
+
+// loadScope carries what a loader asked for through its context.
+type loadScope struct {
+	ttl  time.Duration
+	skip bool
+}
+
+type loadScopeKey struct{}

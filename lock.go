@@ -2,6 +2,7 @@ package cacheaside
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -116,14 +117,37 @@ func (c *Cache[K, V]) acquire(ctx context.Context, ks keys, token string, force 
 		forceArg = "1"
 	}
 	var res []any
-	err := c.guard.do(ctx, func(ctx context.Context) error {
+	get := func(ctx context.Context) error {
 		var err error
 		res, err = acquireScript.Run(ctx, c.rdb, ks, token, c.cfg.lockTTL.Milliseconds(), forceArg).Slice()
 		return err
-	})
+	}
+	// A call the guard stopped waiting for may still take the lock: give it
+	// back when it does, or the key would stall every process for a whole
+	// lock TTL. On the abandoning path undo runs when the late call
+	// completes; with a client that honours deadlines the request may have
+	// reached the server, so release now (compare-and-delete: harmless if
+	// the lock was never taken).
+	undo := func() {
+		// Release unless the reply proves the lock was not taken: a call
+		// that failed late may still have run on the server.
+		if st, _, _, err := parseAcquire(res, token); err != nil || st == stateAcquired {
+			c.releaseNow(token, ks)
+		}
+	}
+	err := c.guard.doUndo(ctx, get, undo)
+	if err != nil && c.guard.inline && !errors.Is(err, errSkipped) {
+		c.release(context.WithoutCancel(ctx), ks, token)
+	}
 	if err != nil {
 		return 0, "", lease{}, err
 	}
+	st, raw, l, err := parseAcquire(res, token)
+	return st, raw, l, err
+}
+
+// parseAcquire reads the reply of acquireScript called with token.
+func parseAcquire(res []any, token string) (acquireState, string, lease, error) {
 	if len(res) < 2 {
 		return 0, "", lease{}, fmt.Errorf("cacheaside: acquire: unexpected reply %v", res)
 	}
@@ -160,13 +184,40 @@ func (c *Cache[K, V]) fill(ctx context.Context, ks keys, l lease, env []byte, tt
 		nx = "1"
 	}
 	var n int64
-	err := c.guard.do(ctx, func(ctx context.Context) error {
+	run := func(ctx context.Context) error {
 		var err error
 		n, err = fillScript.Run(ctx, c.rdb, ks, l.token, l.gen, env, ttl.Milliseconds(), nx,
 			l.start, c.genTTL.Milliseconds()).Int64()
 		return err
-	})
-	return fillResult(n), err
+	}
+	// A fill that fails may never have reached the server (a pool wait cut
+	// short, a dropped connection), leaving the lock for its whole TTL. Give
+	// it back: compare-and-delete is harmless if the fill did run, since a
+	// fill that ran deleted the lock or found it was no longer ours.
+	undo := func() {
+		if l.token != "" {
+			c.releaseNow(l.token, ks)
+		}
+	}
+	err := c.guard.doUndo(ctx, run, undo)
+	if err != nil {
+		if l.token != "" && (!errors.Is(err, errIncomplete) || errors.Is(err, errSkipped)) {
+			c.release(ctx, ks, l.token)
+		}
+		return 0, err // n may still be written by an abandoned call
+	}
+	return fillResult(n), nil
+}
+
+// releaseNow releases a lock from a goroutine that must not wait on the
+// guard (an abandoned call completing late): directly, for up to the lock
+// TTL, after which the lock is gone anyway. The pool may be busy with
+// other late calls, so the Redis timeout would be too short to get a
+// connection.
+func (c *Cache[K, V]) releaseNow(token string, ks keys) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.lockTTL)
+	defer cancel()
+	_ = releaseScript.Run(ctx, c.rdb, ks, token).Err()
 }
 
 // release gives the lock back after a load that wrote nothing, so that

@@ -29,6 +29,7 @@ type config struct {
 	maxRefills  int
 	codec       Codec
 	keyFunc     any // func(K) string, checked against K in New
+	batchLoad   any // BatchLoadFunc[K, V], checked in New
 	logger      *slog.Logger
 
 	breakerFailures int

@@ -60,7 +60,10 @@ func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
 		raw, err = c.rdb.Get(ctx, vkey).Bytes()
 		return err
 	})
-	return raw, err
+	if err != nil {
+		return nil, err // raw may still be written by an abandoned call
+	}
+	return raw, nil
 }
 
 // miss takes the fill lock or waits for its holder, then loads and fills.
@@ -75,7 +78,7 @@ func (c *Cache[K, V]) miss(ctx context.Context, key K, ks keys, unreadable bool,
 		}
 		unreadable = false
 		var conflict bool
-		last, conflict = c.loadAndFillOnce(ctx, key, ks, l, epoch)
+		last, conflict, _ = c.loadAndFillOnce(ctx, key, ks, l, epoch)
 		if !conflict {
 			return last
 		}
@@ -93,23 +96,26 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) 
 	var waited bool
 	for round := 0; ; round++ {
 		st, raw, got, err := c.acquire(ctx, ks, c.newToken(), unreadable)
-		unreadable = false
 		if err != nil {
 			c.redisError(err)
 			return r, l, false // l is the last lease read, if any
 		}
-		l = got
+		if st != stateValue {
+			l = got
+		}
 		switch st {
 		case stateValue:
 			if r, _, ok := c.decodeResult([]byte(raw)); ok {
 				return r, l, true
 			}
-			// Unreadable bytes that another process has not yet replaced:
-			// keep waiting for the holder of the lock.
+			// Unreadable bytes: poll again ignoring them, so that this
+			// flight takes the lock (and replaces them) once nobody holds it.
+			unreadable = true
 		case stateAcquired:
 			c.stats.lockAcquired.Add(1)
 			return r, l, false
 		case stateLocked:
+			unreadable = false // look at what the holder writes
 			if !waited {
 				waited = true
 				c.stats.lockWaits.Add(1)
@@ -129,73 +135,120 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) 
 
 // loadAndFill loads and fills once, without retrying a conflict.
 func (c *Cache[K, V]) loadAndFill(ctx context.Context, key K, ks keys, l lease, epoch uint64) result[V] {
-	r, _ := c.loadAndFillOnce(ctx, key, ks, l, epoch)
+	r, _, _ := c.loadAndFillOnce(ctx, key, ks, l, epoch)
 	return r
 }
 
 // loadAndFillOnce calls the loader and writes its result under lease l. It
 // reports conflict when the fill found the key invalidated or set since the
-// load began: the result must then be handed to no one.
-func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lease, epoch uint64) (r result[V], conflict bool) {
-	v, err, took, late := c.callLoader(ctx, key)
-	negative := errors.Is(err, ErrNotFound)
-	r = result[V]{val: v, err: err, src: fromLoad}
-	keep := !late && (err == nil || (negative && c.cfg.negativeTTL > 0))
-	if !keep || !l.known {
+// load began: the result must then be handed to no one. stored reports
+// that the fill wrote the result to Redis.
+func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lease, epoch uint64) (r result[V], conflict, stored bool) {
+	ld := c.callLoader(ctx, key)
+	r = result[V]{val: ld.val, err: ld.err, src: fromLoad}
+	env, ttl, negative, ok := c.prepare(ld)
+	if !ok || !l.known {
 		if l.token != "" {
 			c.release(ctx, ks, l.token)
 		}
-		if keep && c.l1 != nil {
+		if ok && c.l1 != nil {
 			// Redis is unavailable: the in-process copy is what bounds the
 			// loads of this key until it is back.
 			c.l1.put(key, r, time.Time{}, epoch)
 		}
-		return r, false
-	}
-	var env []byte
-	ttl := jittered(c.cfg.ttl, c.cfg.jitter)
-	if negative {
-		ttl = jittered(c.cfg.negativeTTL, c.cfg.jitter)
-		env = envelope.Append(nil, envelope.Header{Flags: envelope.NotFound, LoadTime: took, Expiry: time.Now().Add(ttl)}, nil)
-	} else if env, err = c.encodeValue(v, took, ttl); err != nil {
-		// The value cannot be stored; the caller still gets it.
-		if l.token != "" {
-			c.release(ctx, ks, l.token)
-		}
-		return r, false
+		return r, false, false
 	}
 	res, err := c.fill(ctx, ks, l, env, ttl, negative)
+	conflict = c.settle(key, r, ttl, res, err, epoch)
+	return r, conflict, err == nil && (res == fillLocked || res == fillUnlocked)
+}
+
+// settle accounts for the outcome of one conditional fill and reports
+// whether it was a conflict.
+func (c *Cache[K, V]) settle(key K, r result[V], ttl time.Duration, res fillResult, err error, epoch uint64) (conflict bool) {
 	switch {
 	case err != nil:
 		c.redisError(err)
 	case res == fillConflict:
 		c.stats.fillConflicts.Add(1)
-		return r, true
+		return true
 	}
 	if c.l1 != nil {
 		c.l1.put(key, r, time.Now().Add(ttl), epoch)
 	}
-	return r, false
+	return false
 }
 
-// callLoader runs the loader under the load timeout, after waiting for a
-// slot when WithMaxConcurrentLoads is set. late reports that the loader
-// returned after the timeout, when its value must not be cached: a load
-// that old may have read data from before an Invalidate whose generation
-// has since expired.
-func (c *Cache[K, V]) callLoader(ctx context.Context, key K) (v V, err error, took time.Duration, late bool) {
+// loaded is one loader answer for one key.
+type loaded[V any] struct {
+	val  V
+	err  error
+	took time.Duration
+	late bool          // returned after the load timeout: never cached
+	ttl  time.Duration // set by the loader with SetTTL; 0 means the default
+	skip bool          // the loader said not to cache this result
+}
+
+// prepare returns the envelope to write for ld and its jittered TTL. ok is
+// false when the result must not be written: an error other than not
+// found, a late or uncacheable load, negative caching off, or a value the
+// codec cannot encode.
+func (c *Cache[K, V]) prepare(ld loaded[V]) (env []byte, ttl time.Duration, negative, ok bool) {
+	negative = errors.Is(ld.err, ErrNotFound)
+	if ld.late || ld.skip || (ld.err != nil && !negative) || (negative && c.cfg.negativeTTL == 0) {
+		return nil, 0, negative, false
+	}
+	base := c.cfg.ttl
+	if negative {
+		base = c.cfg.negativeTTL
+	}
+	if ld.ttl > 0 {
+		base = ld.ttl
+	}
+	ttl = jittered(base, c.cfg.jitter)
+	if negative {
+		env = envelope.Append(nil, envelope.Header{Flags: envelope.NotFound, LoadTime: ld.took, Expiry: time.Now().Add(ttl)}, nil)
+		return env, ttl, true, true
+	}
+	env, err := c.encodeValue(ld.val, ld.took, ttl)
+	if err != nil {
+		return nil, 0, false, false
+	}
+	return env, ttl, false, true
+}
+
+// callLoader runs the loader for one key; see runLoader.
+func (c *Cache[K, V]) callLoader(ctx context.Context, key K) loaded[V] {
+	var ld loaded[V]
+	ld.err, ld.took, ld.late, ld.ttl, ld.skip = c.runLoader(ctx, func(ctx context.Context) error {
+		var err error
+		ld.val, err = safeLoad(ctx, c.load, key)
+		return err
+	})
+	return ld
+}
+
+// runLoader runs one call of a loader under the load timeout, after
+// waiting for a slot when WithMaxConcurrentLoads is set, and counts it.
+// late reports that the loader returned after the timeout, when its result
+// must not be cached: a load that old may have read data from before an
+// Invalidate whose generation has since expired. ttl and skip are what the
+// loader asked for with SetTTL.
+func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) error) (err error, took time.Duration, late bool, ttl time.Duration, skip bool) {
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.loadTimeout)
 	defer cancel()
 	if c.loads != nil {
 		if err := c.loads.Acquire(lctx, 1); err != nil {
 			c.stats.loadErrors.Add(1)
-			return v, fmt.Errorf("cacheaside: waiting for a load slot (WithMaxConcurrentLoads): %w", err), 0, true
+			return fmt.Errorf("cacheaside: waiting for a load slot (WithMaxConcurrentLoads): %w", err), 0, true, 0, false
 		}
 		defer c.loads.Release(1)
 	}
+	scope := &loadScope{}
+	lctx = context.WithValue(lctx, loadScopeKey{}, scope)
 	c.stats.loads.Add(1)
 	start := time.Now()
-	v, err = safeLoad(lctx, c.load, key)
+	err = call(lctx)
 	took = time.Since(start)
 	late = lctx.Err() != nil
 	if err != nil && !errors.Is(err, ErrNotFound) {
@@ -205,7 +258,7 @@ func (c *Cache[K, V]) callLoader(ctx context.Context, key K) (v V, err error, to
 			c.stats.panics.Add(1)
 		}
 	}
-	return v, err, took, late
+	return err, took, late, scope.ttl, scope.skip
 }
 
 // decodeResult turns a Redis value into a hit and returns the logical

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,9 +63,10 @@ func (c *Cache[K, V]) markerKey() string { return c.cfg.prefix + "warm-marker" }
 // startWatcher starts the goroutine that detects an empty Redis and warms
 // it, when warm-up keys are configured.
 func (c *Cache[K, V]) startWatcher() {
-	if !c.warm.configured() || c.cfg.restartCheck == 0 || !c.tracker.add() {
+	if !c.warm.configured() || c.cfg.restartCheck == 0 {
 		return
 	}
+	c.tracker.spawn() // New has not returned: nothing can be waiting yet
 	go func() {
 		defer c.tracker.done()
 		t := time.NewTicker(c.cfg.restartCheck)
@@ -130,35 +132,79 @@ func (c *Cache[K, V]) Warm(ctx context.Context) error {
 		errs            []error
 	)
 	g.SetLimit(c.cfg.warmConcurrency)
-	for _, k := range keys {
-		if ctx.Err() != nil {
-			break
+	record := func(k K, did bool, err error) {
+		switch {
+		case err != nil:
+			mu.Lock()
+			errs = append(errs, fmt.Errorf("key %v: %w", k, err))
+			mu.Unlock()
+		case did:
+			warmed.Add(1)
+			c.stats.warmed.Add(1)
+		default:
+			skipped.Add(1)
 		}
-		g.Go(func() error {
-			did, err := c.warmKey(ctx, k)
-			switch {
-			case err != nil:
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("key %v: %w", k, err))
-				mu.Unlock()
-			case did:
-				warmed.Add(1)
-				c.stats.warmed.Add(1)
-			default:
-				skipped.Add(1)
+	}
+	if batch, _ := c.cfg.batchLoad.(BatchLoadFunc[K, V]); batch != nil {
+		// With a batch loader, warm in chunks: one pipeline of lock
+		// attempts, one batch load and one pipeline of fills per chunk.
+		for chunk := range slices.Chunk(keys, warmChunk) {
+			if ctx.Err() != nil {
+				break
 			}
-			return nil
-		})
+			g.Go(func() error {
+				c.warmBatch(ctx, batch, chunk, record)
+				return nil
+			})
+		}
+	} else {
+		for _, k := range keys {
+			if ctx.Err() != nil {
+				break
+			}
+			g.Go(func() error {
+				did, err := c.warmKey(ctx, k)
+				record(k, did, err)
+				return nil
+			})
+		}
 	}
 	_ = g.Wait()
 	err := errors.Join(append([]error{ctx.Err()}, errs...)...)
 	c.log(ctx, slog.LevelInfo, "cacheaside: warm-up finished",
 		"keys", len(keys), "warmed", warmed.Load(), "skipped", skipped.Load(),
-		"failed", len(errs), "took", time.Since(start), "err", err)
+		"failed", len(errs), "took", time.Since(start).Round(time.Millisecond).String(), "err", err)
 	if err != nil {
 		return fmt.Errorf("cacheaside: warm: %w", err)
 	}
 	return nil
+}
+
+// warmChunk is how many keys one batch load of a warm-up covers.
+const warmChunk = 100
+
+// warmBatch warms keys with one batch load.
+func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], keys []K, record func(K, bool, error)) {
+	items := make([]pendingKey[K, V], len(keys))
+	for i, k := range keys {
+		items[i] = pendingKey[K, V]{key: k, vkey: valueKey(c.cfg.prefix, c.encode(k))}
+	}
+	results := make([]result[V], len(items))
+	leases := make([]lease, len(items))
+	locked, _ := c.acquireBatch(ctx, items, results, leases)
+	stored := make([]bool, len(items))
+	c.loadBatch(ctx, batch, items, locked, results, leases, c.localEpoch(), stored)
+	isLocked := make(map[int]bool, len(locked))
+	for _, i := range locked {
+		isLocked[i] = true
+	}
+	for i := range keys {
+		err := results[i].err
+		if !isLocked[i] || errors.Is(err, ErrNotFound) {
+			err = nil // present, filled by another process, or not found
+		}
+		record(keys[i], stored[i], err)
+	}
 }
 
 // warmKey loads and writes one key under its fill lock. did is false when
@@ -174,11 +220,11 @@ func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) 
 		return false, nil
 	}
 	c.stats.lockAcquired.Add(1)
-	r, conflict := c.loadAndFillOnce(ctx, key, ks, l, c.localEpoch())
+	r, _, stored := c.loadAndFillOnce(ctx, key, ks, l, c.localEpoch())
 	if r.err != nil && !errors.Is(r.err, ErrNotFound) {
 		return false, r.err
 	}
-	return !conflict, nil
+	return stored, nil
 }
 
 // log writes to the configured logger, if any.

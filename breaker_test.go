@@ -1,0 +1,209 @@
+package cacheaside_test
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// TestOpenBreakerSkipsNetwork proves that while the breaker is open a Get
+// sends nothing to Redis and dials nothing: a hook on the client counts
+// every command and every dial made for a Get.
+func TestOpenBreakerSkipsNetwork(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	var wire netCounter
+	rdb.AddHook(&wire)
+	ld := &faultLoader{}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(3, 10*time.Second)) // stays open for the whole test
+	keys := faultKeys(0, 9)
+	mustGetAll(t, c, keys)
+
+	srv.Kill()
+	waitFor(t, 5*time.Second, "failed Gets open the breaker", func() bool {
+		mustGet(t, c, 0)
+		return c.Stats().Breaker == cacheaside.BreakerOpen
+	})
+	// Calls abandoned before the breaker opened go on retrying in go-redis
+	// until its own timeouts end them; wait for them before measuring.
+	waitFor(t, 20*time.Second, "calls abandoned before the breaker opened end", func() bool {
+		return wire.running.Load() == 0
+	})
+	before := c.Stats()
+	commands, dials := wire.commands.Load(), wire.markedDial.Load()
+
+	storm := startGetStorm(c, 4, len(keys))
+	time.Sleep(500 * time.Millisecond)
+	storm.halt(t, faultBudget+faultSlack)
+	// A Get that touched Redis would wait the Redis timeout, for go-redis
+	// retries a refused dial with backoff.
+	took := make([]time.Duration, 51)
+	for i := range took {
+		took[i] = mustGet(t, c, i%len(keys))
+	}
+	slices.Sort(took)
+	if median := took[len(took)/2]; median > faultBudget/10 {
+		t.Errorf("median Get with the breaker open took %v, want under %v, far below the Redis timeout (%v)", median, faultBudget/10, faultBudget)
+	}
+
+	after := c.Stats()
+	if n := wire.commands.Load() - commands; n != 0 {
+		t.Errorf("with the breaker open, %d Gets sent %d commands to Redis, want 0", storm.gets.Load(), n)
+	}
+	if n := wire.markedDial.Load() - dials; n != 0 {
+		t.Errorf("with the breaker open, %d Gets dialed Redis %d times, want 0", storm.gets.Load(), n)
+	}
+	if after.Breaker != cacheaside.BreakerOpen {
+		t.Errorf("Stats().Breaker = %q within the cooldown, want %q", after.Breaker, cacheaside.BreakerOpen)
+	}
+	if after.RedisSkipped <= before.RedisSkipped || after.Loads <= before.Loads {
+		t.Errorf("Stats() went from %+v to %+v, want RedisSkipped and Loads to grow", before, after)
+	}
+	recoverServer(t, srv, rdb)
+}
+
+// TestOOMReplyDoesNotOpenBreaker fills a server with maxmemory and no
+// eviction until writes fail with OOM. An OOM reply comes from a live
+// server: reads must keep hitting and the breaker must stay closed, while
+// Gets of keys that cannot be stored still return the loader's value.
+func TestOOMReplyDoesNotOpenBreaker(t *testing.T) {
+	// An empty Redis 7 with a few clients and its Lua engine already uses
+	// about 1 MiB.
+	srv := redistest.Start(t, "--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+	rdb := srv.Client(t)
+	ld := &faultLoader{}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(3, 10*time.Second),
+		cacheaside.WithPrefix("oom:"))
+	hot := faultKeys(0, 9)
+	mustGetAll(t, c, hot)
+	if n := existing(t, srv, "oom:", hot); n != len(hot) {
+		t.Fatalf("%d of %d keys stored before the server was full, want all", n, len(hot))
+	}
+	fillUntilOOM(t, srv, rdb)
+
+	cold := faultKeys(100, 119)
+	before := c.Stats()
+	for range 3 {
+		mustGetAll(t, c, cold)
+	}
+	mustGetAll(t, c, hot)
+	after := c.Stats()
+	if after.BreakerOpens != 0 || after.Breaker != cacheaside.BreakerClosed {
+		t.Errorf("Stats().BreakerOpens, Breaker = %d, %q after OOM replies, want 0, %q", after.BreakerOpens, after.Breaker, cacheaside.BreakerClosed)
+	}
+	if got, want := after.Loads-before.Loads, uint64(3*len(cold)); got != want {
+		t.Errorf("%d Gets of keys that cannot be stored made %d loads, want %d", want, got, want)
+	}
+	if after.RedisErrors-before.RedisErrors < uint64(3*len(cold)) {
+		t.Errorf("Stats().RedisErrors grew by %d, want at least one OOM reply per Get of a new key", after.RedisErrors-before.RedisErrors)
+	}
+	if got := after.Hits - before.Hits; got != uint64(len(hot)) {
+		t.Errorf("Gets of %d stored keys on a full server made %d hits, want %d", len(hot), got, len(hot))
+	}
+	if n := existing(t, srv, "oom:", cold); n != 0 {
+		t.Errorf("%d new keys stored on a full server, want 0", n)
+	}
+}
+
+// fillUntilOOM writes junk until the server refuses a write with OOM. Then
+// it lowers maxmemory well below the memory in use: a refused write frees
+// its query buffer, and Redis shrinks idle buffers, so a server filled just
+// to its limit would soon accept small writes again.
+func fillUntilOOM(t *testing.T, srv *redistest.Server, rdb *redis.Client) {
+	t.Helper()
+	ctx := context.Background()
+	junk := strings.Repeat("x", 16<<10)
+	for i := 0; ; i++ {
+		err := rdb.Set(ctx, "junk:"+strconv.Itoa(i), junk, 0).Err()
+		if redis.IsOOMError(err) {
+			break
+		}
+		if err != nil || i == 1000 {
+			t.Fatalf("SET junk:%d = %v, want the server to fill up with OOM", i, err)
+		}
+	}
+	info := srv.CLI(t, "INFO", "memory")
+	_, rest, _ := strings.Cut(info, "used_memory:")
+	total, err := strconv.ParseInt(strings.TrimSpace(rest[:strings.IndexByte(rest, '\n')]), 10, 64)
+	if err != nil {
+		t.Fatalf("used_memory in INFO memory: %v", err)
+	}
+	srv.CLI(t, "CONFIG", "SET", "maxmemory", strconv.FormatInt(total-256<<10, 10))
+	if err := rdb.Set(ctx, "probe", "x", 0).Err(); !redis.IsOOMError(err) {
+		t.Fatalf("SET probe on a full server = %v, want an OOM reply", err)
+	}
+}
+
+// TestFrozenRedisContextTimeoutClient is the frozen-server test with a
+// client that honours context deadlines: the guard then bounds each call
+// on the caller's goroutine and abandons none.
+func TestFrozenRedisContextTimeoutClient(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ld := &faultLoader{delay: 20 * time.Millisecond}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(5, 300*time.Millisecond))
+	keys := faultKeys(0, 19)
+	mustGetAll(t, c, keys)
+
+	storm := startGetStorm(c, 4, len(keys))
+	time.Sleep(100 * time.Millisecond)
+	thaw := freezeServer(t, srv)
+	waitFor(t, 5*time.Second, "the breaker opens while Redis is frozen", func() bool {
+		return c.Stats().Breaker == cacheaside.BreakerOpen
+	})
+	time.Sleep(500 * time.Millisecond)
+	frozen := c.Stats()
+	thaw()
+	waitFor(t, 10*time.Second, "Gets hit Redis again after the thaw", func() bool {
+		s := c.Stats()
+		return s.Breaker == cacheaside.BreakerClosed && s.Hits > frozen.Hits+uint64(len(keys))
+	})
+	storm.halt(t, ld.delay+faultBudget+faultSlack)
+	if s := c.Stats(); s.Abandoned != 0 || s.RedisErrors == 0 {
+		t.Errorf("Stats() = %+v, want Redis errors but no abandoned call with ContextTimeoutEnabled", s)
+	}
+}
+
+// TestMaxAbandonedBoundsStuckCalls freezes Redis under many concurrent Gets
+// of distinct keys, with the breaker disabled so that only
+// WithMaxAbandoned stands between the Gets and the pool: at most that many
+// calls may be left running past the Redis timeout at once.
+func TestMaxAbandonedBoundsStuckCalls(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ld := &faultLoader{}
+	const maxAbandoned = 4
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(0, 0),
+		cacheaside.WithMaxAbandoned(maxAbandoned))
+	mustGet(t, c, -1) // connect
+
+	thaw := freezeServer(t, srv)
+	getConcurrently(t, c, faultKeys(0, 39))
+	// Frozen calls end only at the client's read timeout (seconds), so every
+	// call abandoned so far is still running.
+	s := c.Stats()
+	thaw()
+	if s.Abandoned > maxAbandoned {
+		t.Errorf("40 concurrent Gets on a frozen Redis left %d calls running past the Redis timeout, want at most %d (WithMaxAbandoned)",
+			s.Abandoned, maxAbandoned)
+	}
+	if s.RedisSkipped == 0 {
+		t.Errorf("Stats().RedisSkipped = 0, want calls refused once %d were abandoned", maxAbandoned)
+	}
+}

@@ -1,0 +1,145 @@
+package cacheaside_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/envelope"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+)
+
+// unreadableEntries are bytes a Cache[int64, item] finds under its value
+// key and cannot read: they must be misses, reloaded and overwritten.
+var unreadableEntries = []struct {
+	name string
+	raw  []byte
+}{
+	{"garbage", []byte("\x00\xffnot an envelope at all")},
+	{"empty string", []byte{}},
+	{"plain JSON from another writer", []byte(`{"id":1,"name":"foreign"}`)},
+	{"unknown envelope version 99", append([]byte{0xCA, 99, 0x00, 0x02, 0x00, 0x00}, `{"id":1,"name":"v99"}`...)},
+	{"unknown must-understand flag", append([]byte{0xCA, 0x01, 0x02, 0x02, 0x00, 0x00}, `{"id":1,"name":"flag"}`...)},
+	{"valid envelope, payload not an item", envelope.Append(nil, envelope.Header{}, []byte(`{"id":"not a number"}`))},
+	{"valid envelope, payload not JSON", envelope.Append(nil, envelope.Header{}, []byte("\x01\x02\x03"))},
+	{"truncated envelope", envelope.Append(nil, envelope.Header{Expiry: time.Now().Add(time.Hour)}, nil)[:4]},
+}
+
+// TestGetUnreadableEntryIsReloaded proves that corrupt or foreign bytes
+// under a value key are a miss: Get returns the loader's value with a nil
+// error, the entry is overwritten with a readable one, and the event is
+// counted in Stats().Corrupt.
+func TestGetUnreadableEntryIsReloaded(t *testing.T) {
+	for _, tt := range unreadableEntries {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			var loads atomic.Int64
+			c := newCache(t, srv, func(ctx context.Context, id int64) (item, error) {
+				loads.Add(1)
+				return item{ID: id, Name: "from db"}, nil
+			})
+			srv.CLI(t, "SET", "ca:{1}", string(tt.raw))
+
+			want := item{ID: 1, Name: "from db"}
+			if got, err := c.Get(context.Background(), 1); err != nil || got != want {
+				t.Fatalf("Get(%v) over %s = %v, %v; want %v, nil", 1, tt.name, got, err, want)
+			}
+			if got, ok := storedValue[item](t, srv, "ca:{1}"); !ok || got != want {
+				t.Errorf("Redis ca:{1} after the reload = %v (present %v), want %v", got, ok, want)
+			}
+			if ms := pttl(t, srv, "ca:{1}"); ms <= 0 {
+				t.Errorf("PTTL ca:{1} after the reload = %d, want a positive TTL", ms)
+			}
+			if s := c.Stats(); s.Corrupt < 1 || s.Loads != 1 || loads.Load() != 1 {
+				t.Errorf("Stats() = %+v, want Corrupt ≥ 1 and Loads 1", s)
+			}
+			if got, err := c.Get(context.Background(), 1); err != nil || got != want || loads.Load() != 1 {
+				t.Errorf("second Get(%v) = %v, %v with %d loads; want %v, nil from Redis", 1, got, err, loads.Load(), want)
+			}
+		})
+	}
+}
+
+// panickyCodec is JSON whose Unmarshal panics on payloads that contain
+// "poison".
+type panickyCodec struct{}
+
+func (panickyCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+func (panickyCodec) Unmarshal(b []byte, v any) error {
+	if strings.Contains(string(b), "poison") {
+		panic("codec cannot cope")
+	}
+	return json.Unmarshal(b, v)
+}
+
+// TestGetCodecPanicIsMiss proves that a codec that panics while decoding
+// an entry makes that entry a miss, not a crash and not an error.
+func TestGetCodecPanicIsMiss(t *testing.T) {
+	srv := redistest.Start(t)
+	c := newCache(t, srv, func(ctx context.Context, key string) (string, error) {
+		return "clean " + key, nil
+	}, cacheaside.WithCodec(panickyCodec{}))
+	srv.CLI(t, "SET", "ca:{k}", string(envelope.Append(nil, envelope.Header{}, []byte(`"poison"`))))
+
+	if got, err := c.Get(context.Background(), "k"); err != nil || got != "clean k" {
+		t.Fatalf("Get(%q) over an entry the codec panics on = %q, %v; want %q, nil", "k", got, err, "clean k")
+	}
+	if s := c.Stats(); s.Corrupt < 1 || s.Panics != 0 {
+		t.Errorf("Stats() = %+v, want Corrupt ≥ 1 and Panics 0 (a codec panic is not a loader panic)", s)
+	}
+	if got, ok := storedValue[string](t, srv, "ca:{k}"); !ok || got != "clean k" {
+		t.Errorf("Redis ca:{k} = %q (present %v), want %q", got, ok, "clean k")
+	}
+}
+
+// TestWaiterReloadsEntryItCannotRead proves that a Get waiting on the fill
+// lock treats an entry it cannot read as a miss, as Get does everywhere
+// else. The scenario is a rolling deploy: a process of a newer version
+// holds the lock, fills the key in an envelope version this one does not
+// know, and releases the lock. The waiter must not keep waiting for a
+// holder that is gone: it should reload (and overwrite the entry) promptly,
+// not wait out its whole lock wait and then return a value it does not
+// store.
+func TestWaiterReloadsEntryItCannotRead(t *testing.T) {
+	srv := redistest.Start(t)
+	const lockWait = 4 * time.Second
+	var loads atomic.Int64
+	c := newCache(t, srv, func(ctx context.Context, id int64) (item, error) {
+		loads.Add(1)
+		return item{ID: id, Name: "from db"}, nil
+	}, cacheaside.WithLockTTL(lockWait)) // the lock wait defaults to the lock TTL
+	srv.CLI(t, "SET", "ca:{1}:lock", "token-of-a-newer-process", "PX", "60000")
+
+	res := getAsync(context.Background(), c, int64(1))
+	deadline := time.Now().Add(waitLimit)
+	for c.Stats().LockWaits == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Get(1) never waited on the lock: Stats() = %+v", c.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The newer process fills with an envelope version 2 and releases.
+	filled := time.Now()
+	srv.CLI(t, "SET", "ca:{1}", string(append([]byte{0xCA, 0x02, 0x00, 0x02, 0x00, 0x00}, `{"id":1}`...)), "PX", "600000")
+	srv.CLI(t, "DEL", "ca:{1}:lock")
+
+	r := await(t, res, "the waiting Get")
+	took := time.Since(filled)
+	want := item{ID: 1, Name: "from db"}
+	if r.err != nil || r.val != want {
+		t.Fatalf("Get(%v) = %v, %v; want %v, nil", 1, r.val, r.err, want)
+	}
+	if took > lockWait/2 {
+		t.Errorf("Get(1) returned %v after the lock was released over an unreadable entry, want well under its lock wait of %v "+
+			"(it waited for a holder that was gone; Stats().Corrupt = %d)", took.Round(time.Millisecond), lockWait, c.Stats().Corrupt)
+	}
+	raw := srv.CLI(t, "GET", "ca:{1}")
+	if _, payload, err := envelope.Decode([]byte(raw)); err != nil || string(payload) != `{"id":1,"name":"from db"}` {
+		t.Errorf("Redis ca:{1} after Get(1) returned = %q (decode error %v), want the reloaded value written over the unreadable entry", raw, err)
+	}
+}

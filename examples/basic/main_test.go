@@ -1,0 +1,34 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside/internal/pgtest"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestRun runs the example against a redis-server of its own and the local
+// PostgreSQL, and checks what it prints.
+func TestRun(t *testing.T) {
+	srv := redistest.Start(t)
+	pgtest.Pool(t) // fails with an install hint when PostgreSQL is missing
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := run(ctx, &out, srv.Addr(), pgtest.URL()); err != nil {
+		t.Fatalf("run() = %v\noutput:\n%s", err, out.String())
+	}
+	got := out.String()
+	for _, want := range []string{"product 1: teapot", "after the update: teapot", "product 999999: not found", "1 hits"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("run() printed %q, want it to contain %q", got, want)
+		}
+	}
+}

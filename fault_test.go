@@ -1,0 +1,315 @@
+package cacheaside_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/faultproxy"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+)
+
+// The tests in this file break a real redis-server (SIGKILL, SIGSTOP, an
+// empty restart, a black hole or added latency on a proxy) while Gets run,
+// and check that no Get sees an error and none waits much longer than the
+// Redis timeout.
+
+func TestGetSurvivesRedisKill(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ld := &faultLoader{}
+	var logs syncBuffer
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(5, 300*time.Millisecond),
+		cacheaside.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	keys := faultKeys(0, 49)
+	mustGetAll(t, c, keys)
+
+	storm := startGetStorm(c, 4, len(keys))
+	time.Sleep(200 * time.Millisecond)
+	srv.Kill()
+	waitFor(t, 5*time.Second, "the breaker opens after Redis was killed", func() bool {
+		return c.Stats().Breaker == cacheaside.BreakerOpen
+	})
+	open := c.Stats()
+	if open.BreakerOpens < 1 {
+		t.Errorf("Stats().BreakerOpens = %d with the breaker open, want ≥ 1", open.BreakerOpens)
+	}
+	waitFor(t, 2*time.Second, "Gets skip Redis while the breaker is open", func() bool {
+		return c.Stats().RedisSkipped > open.RedisSkipped
+	})
+	time.Sleep(500 * time.Millisecond) // the outage goes on, Gets keep going to the loader
+
+	srv.Start() // empty
+	restarted := c.Stats()
+	waitFor(t, 10*time.Second, "the breaker closes and Gets hit Redis again", func() bool {
+		s := c.Stats()
+		return s.Breaker == cacheaside.BreakerClosed && s.Hits > restarted.Hits+uint64(len(keys))
+	})
+	storm.halt(t, faultBudget*3+faultSlack)
+
+	s := c.Stats()
+	if s.RedisErrors == 0 || s.Loads <= uint64(len(keys)) {
+		t.Errorf("Stats() = %+v, want Redis errors and loads during the outage", s)
+	}
+	mustGetAll(t, c, keys) // fills what the storm did not
+	before := c.Stats()
+	mustGetAll(t, c, keys)
+	after := c.Stats()
+	if hits, loads := after.Hits-before.Hits, after.Loads-before.Loads; hits != uint64(len(keys)) || loads != 0 {
+		t.Errorf("after recovery, %d Gets made %d hits and %d loads, want %d hits and no load", len(keys), hits, loads, len(keys))
+	}
+	for _, to := range []string{"to=open", "to=closed"} {
+		if !strings.Contains(logs.String(), to) {
+			t.Errorf("log has no breaker change %s:\n%s", to, logs.String())
+		}
+	}
+}
+
+func TestGetSurvivesFrozenRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ld := &faultLoader{delay: 20 * time.Millisecond}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(5, 300*time.Millisecond))
+	keys := faultKeys(0, 19)
+	mustGetAll(t, c, keys)
+
+	storm := startGetStorm(c, 4, len(keys))
+	time.Sleep(100 * time.Millisecond)
+	thaw := freezeServer(t, srv)
+	waitFor(t, 5*time.Second, "the breaker opens while Redis is frozen", func() bool {
+		return c.Stats().Breaker == cacheaside.BreakerOpen
+	})
+	time.Sleep(700 * time.Millisecond)
+	frozen := c.Stats()
+	thaw()
+	waitFor(t, 10*time.Second, "Gets hit Redis again after the thaw", func() bool {
+		s := c.Stats()
+		return s.Breaker == cacheaside.BreakerClosed && s.Hits > frozen.Hits+uint64(len(keys))
+	})
+	// Every Get waited at most one Redis timeout before it loaded: never the
+	// client's 3s read timeout.
+	storm.halt(t, ld.delay+faultBudget+faultSlack)
+
+	if s := c.Stats(); s.Abandoned == 0 || s.Loads <= uint64(len(keys)) {
+		t.Errorf("Stats() = %+v, want calls abandoned at the Redis timeout and loads during the freeze", s)
+	}
+	start := time.Now()
+	if err := c.Close(); err != nil {
+		t.Errorf("Close() = %v, want nil", err)
+	}
+	// Abandoned calls end once the thawed server answers them.
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("Close() after the thaw took %v, want under the client's read timeout", took)
+	}
+}
+
+func TestGetSurvivesBlackhole(t *testing.T) {
+	srv := redistest.Start(t)
+	px := faultproxy.New(t, srv.Addr())
+	rdb := newFaultClient(t, px.Addr())
+	ld := &faultLoader{delay: 20 * time.Millisecond}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(5, 300*time.Millisecond))
+	keys := faultKeys(0, 19)
+	mustGetAll(t, c, keys)
+
+	storm := startGetStorm(c, 4, len(keys))
+	time.Sleep(100 * time.Millisecond)
+	px.Blackhole(t)
+	t.Cleanup(func() { px.Reset(t) })
+	waitFor(t, 5*time.Second, "the breaker opens behind a black hole", func() bool {
+		return c.Stats().Breaker == cacheaside.BreakerOpen
+	})
+	time.Sleep(700 * time.Millisecond)
+	holed := c.Stats()
+	px.Reset(t)
+	waitFor(t, 10*time.Second, "Gets hit Redis again after the black hole", func() bool {
+		s := c.Stats()
+		return s.Breaker == cacheaside.BreakerClosed && s.Hits > holed.Hits+uint64(len(keys))
+	})
+	storm.halt(t, ld.delay+faultBudget+faultSlack)
+	if s := c.Stats(); s.Abandoned == 0 {
+		t.Errorf("Stats().Abandoned = 0, want calls abandoned at the Redis timeout")
+	}
+}
+
+func TestGetSurvivesSlowRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	px := faultproxy.New(t, srv.Addr())
+	rdb := newFaultClient(t, px.Addr())
+	ld := &faultLoader{delay: 20 * time.Millisecond}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(5, 300*time.Millisecond))
+	keys := faultKeys(0, 19)
+	mustGetAll(t, c, keys)
+
+	storm := startGetStorm(c, 4, len(keys))
+	time.Sleep(100 * time.Millisecond)
+	px.AddLatency(t, 3*faultBudget, 0)
+	t.Cleanup(func() { px.Reset(t) })
+	waitFor(t, 5*time.Second, "the breaker opens while every reply is late", func() bool {
+		return c.Stats().Breaker == cacheaside.BreakerOpen
+	})
+	time.Sleep(700 * time.Millisecond)
+	slow := c.Stats()
+	px.Reset(t)
+	waitFor(t, 10*time.Second, "Gets hit Redis again after the latency is gone", func() bool {
+		s := c.Stats()
+		return s.Breaker == cacheaside.BreakerClosed && s.Hits > slow.Hits+uint64(len(keys))
+	})
+	storm.halt(t, ld.delay+faultBudget+faultSlack)
+	if slow.Loads <= uint64(len(keys)) || slow.Abandoned == 0 {
+		t.Errorf("Stats() = %+v while slow, want loads and calls abandoned at the Redis timeout", slow)
+	}
+}
+
+// TestSlowAcquireLeavesNoStrayLock lets Redis answer some calls later than
+// the Redis timeout, as a latency spike does. A lock-taking script that the
+// cache abandoned still runs on the server and takes the fill lock with a
+// token nobody holds; a later Get of that key must not wait for that lock
+// to expire (WithLockTTL, 3s by default).
+func TestSlowAcquireLeavesNoStrayLock(t *testing.T) {
+	srv := redistest.Start(t)
+	px := faultproxy.New(t, srv.Addr())
+	rdb := newFaultClient(t, px.Addr())
+	ld := &faultLoader{}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(0, 0), // every call goes to Redis
+		cacheaside.WithPrefix("stray:"))
+	keys := faultKeys(0, 39)
+	getConcurrently(t, c, faultKeys(100, 139)) // opens the pool's connections
+
+	px.AddLatency(t, faultBudget, faultBudget*9/10) // replies take 10ms to 190ms
+	t.Cleanup(func() { px.Reset(t) })
+	getConcurrently(t, c, keys)
+	time.Sleep(3 * faultBudget) // late replies arrive
+	px.Reset(t)
+	stray := strings.Trim(srv.CLI(t, "KEYS", "stray:*:lock"), "[]")
+	var slow []string
+	for _, k := range keys {
+		if took := mustGet(t, c, k); took > 3*faultBudget+faultSlack {
+			slow = append(slow, fmt.Sprintf("Get(%d) took %v", k, took))
+		}
+	}
+	if len(slow) > 0 {
+		t.Errorf("after a latency spike, Gets waited for fill locks that abandoned calls took and nobody holds: %v; "+
+			"want each Get within %v; locks left behind: [%s]", slow, 3*faultBudget+faultSlack, stray)
+	}
+}
+
+// TestRedisSlowsDuringLoad makes Redis slow while a load runs, so that the
+// conditional fill after it is abandoned at the Redis timeout but still
+// runs on the server. Get must return the loaded value at once, and the
+// abandoned call must not touch memory the flight still reads (under -race
+// a data race fails this test).
+func TestRedisSlowsDuringLoad(t *testing.T) {
+	srv := redistest.Start(t)
+	px := faultproxy.New(t, srv.Addr())
+	rdb := newFaultClient(t, px.Addr())
+	loading, slowed := make(chan int, 1), make(chan struct{})
+	c := newFaultCache(t, rdb, func(ctx context.Context, k int) (string, error) {
+		if k == 1 {
+			loading <- k
+			<-slowed
+		}
+		return faultValue(k), nil
+	}, cacheaside.WithRedisTimeout(faultBudget), cacheaside.WithBreaker(0, 0), cacheaside.WithPrefix("slowfill:"))
+	mustGet(t, c, 0) // opens a connection
+
+	got := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
+		defer cancel()
+		if v, err := c.Get(ctx, 1); err != nil || v != faultValue(1) {
+			t.Errorf("Get(1) = %q, %v, want %q, nil", v, err, faultValue(1))
+		}
+		got <- time.Since(start)
+	}()
+	select {
+	case <-loading:
+	case <-time.After(faultGetTimeout):
+		t.Fatal("the loader of key 1 was not called")
+	}
+	px.AddLatency(t, 3*faultBudget, 0)
+	t.Cleanup(func() { px.Reset(t) })
+	close(slowed)
+	if took := <-got; took > 3*faultBudget+faultSlack {
+		t.Errorf("Get(1) with a fill slower than the Redis timeout took %v, want at most %v", took, 3*faultBudget+faultSlack)
+	}
+	time.Sleep(4 * faultBudget) // the late reply arrives
+	waitFor(t, 2*time.Second, "the late fill lands and releases the lock", func() bool {
+		return existing(t, srv, "slowfill:", []int{1}) == 1 && srv.CLI(t, "EXISTS", "slowfill:{1}:lock") == "0"
+	})
+}
+
+func TestGetSurvivesFlappingRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ld := &faultLoader{delay: 5 * time.Millisecond}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(5, 200*time.Millisecond))
+	keys := faultKeys(0, 49)
+	mustGetAll(t, c, keys)
+	baseline := runtime.NumGoroutine()
+
+	storm := startGetStorm(c, 8, len(keys))
+	for start := time.Now(); time.Since(start) < 3*time.Second; {
+		srv.Kill()
+		time.Sleep(250 * time.Millisecond)
+		srv.Start()
+		time.Sleep(250 * time.Millisecond)
+	}
+	recoverServer(t, srv, rdb)
+	waitFor(t, 10*time.Second, "the breaker closes once Redis is stable", func() bool {
+		return c.Stats().Breaker == cacheaside.BreakerClosed
+	})
+	// A lock script whose reply was lost may have run on a server that came
+	// back, leaving a lock nobody holds (see TestSlowAcquireLeavesNoStrayLock):
+	// allow a wait of the default lock TTL.
+	storm.halt(t, 3*time.Second+3*faultBudget+faultSlack)
+
+	waitFor(t, 10*time.Second, "goroutines return to the baseline after the flapping", func() bool {
+		return runtime.NumGoroutine() <= baseline+2
+	})
+	if st, size := rdb.PoolStats(), rdb.Options().PoolSize; int(st.TotalConns) > size {
+		t.Errorf("PoolStats().TotalConns = %d, want at most PoolSize %d", st.TotalConns, size)
+	}
+	if s := c.Stats(); s.RedisErrors == 0 || s.BreakerOpens == 0 {
+		t.Errorf("Stats() = %+v, want Redis errors and breaker opens during the flapping", s)
+	}
+}
+
+func TestMaxConcurrentLoadsDuringOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ld := &faultLoader{delay: 50 * time.Millisecond}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithMaxConcurrentLoads(2))
+	mustGet(t, c, -1) // connect
+	srv.Kill()
+
+	keys := faultKeys(0, 19)
+	getConcurrently(t, c, keys)
+	if got := ld.maxRunning.Load(); got > 2 {
+		t.Errorf("%d loads ran at once, want at most 2 (WithMaxConcurrentLoads(2))", got)
+	}
+	if got := ld.calls.Load(); got < int64(len(keys))+1 {
+		t.Errorf("loader called %d times, want %d", got, len(keys)+1)
+	}
+	recoverServer(t, srv, rdb)
+}

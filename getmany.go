@@ -1,0 +1,450 @@
+package cacheaside
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+)
+
+// WithBatchLoader sets the loader [Cache.GetMany] calls once for all the
+// keys of a batch that missed. Its type parameters must match the Cache's;
+// New reports a mismatch. Keys missing from its map do not exist and are
+// remembered as not found; an error fails every key of the batch and is
+// never remembered as not found.
+//
+// Default: none; GetMany then calls the LoadFunc for each missing key, at
+// most 16 at a time.
+func WithBatchLoader[K comparable, V any](load BatchLoadFunc[K, V]) Option {
+	return func(c *config) { c.batchLoad = load }
+}
+
+// getManyConcurrency bounds the single-key loads of a GetMany without a
+// batch loader.
+const getManyConcurrency = 16
+
+// GetMany returns the values of keys: the ones in Redis with one MGET (on a
+// Redis Cluster, one MGET per hash slot, pipelined so that each node costs
+// one round trip), the others from one call of the batch loader (see
+// [WithBatchLoader]) under their fill locks, written back in one pipeline.
+// A missing key shares the flight of a concurrent Get of the same key, so it
+// is loaded once. Keys that do not exist are absent from the map. The error
+// joins the errors of the keys that failed; the map still holds every key
+// that did not. Like Get, GetMany returns ctx.Err() as soon as ctx is done
+// and never returns a Redis fault.
+func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if !c.tracker.add() {
+		return nil, ErrClosed
+	}
+	defer c.tracker.done()
+	out := make(map[K]V, len(keys))
+	var (
+		todo  []pendingKey[K, V] // not answered yet, flights joined or started
+		owned []pendingKey[K, V] // flights this call leads
+		errs  []error
+	)
+	seen := make(map[K]struct{}, len(keys))
+	uniq := keys[:0:0]
+	for _, k := range keys {
+		if _, dup := seen[k]; !dup {
+			seen[k] = struct{}{}
+			uniq = append(uniq, k)
+		}
+	}
+	add := func(k K, r result[V]) {
+		switch {
+		case r.err == nil:
+			out[k] = r.val
+		case !errors.Is(r.err, ErrNotFound):
+			errs = append(errs, fmt.Errorf("key %v: %w", k, r.err))
+		}
+	}
+	if c.l1 != nil && c.cfg.localFirst {
+		rest := uniq[:0:0]
+		for _, k := range uniq {
+			if r, ok := c.l1.get(k); ok {
+				c.stats.localHits.Add(1)
+				add(k, r)
+				continue
+			}
+			rest = append(rest, k)
+		}
+		uniq = rest
+	}
+	if len(uniq) == 0 {
+		return out, errors.Join(errs...)
+	}
+
+	epoch := c.localEpoch()
+	vkeys := make([]string, len(uniq))
+	for i, k := range uniq {
+		vkeys[i] = valueKey(c.cfg.prefix, c.encode(k))
+	}
+	raws, rerr := c.mget(ctx, vkeys)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	redisDown := rerr != nil
+	if redisDown {
+		c.redisError(rerr)
+	}
+	for i, k := range uniq {
+		unreadable := false
+		if !redisDown && raws[i] != nil {
+			if r, exp, ok := c.decodeResult(raws[i]); ok {
+				if c.l1 != nil {
+					c.l1.refresh(k, r, exp, epoch)
+				}
+				c.stats.hits.Add(1)
+				add(k, r)
+				continue
+			}
+			unreadable = true
+		}
+		if redisDown && c.l1 != nil {
+			if r, ok := c.l1.get(k); ok {
+				c.stats.localHits.Add(1)
+				add(k, r)
+				continue
+			}
+		}
+		fl, leader := c.flights.join(vkeys[i])
+		p := pendingKey[K, V]{key: k, vkey: vkeys[i], fl: fl, unreadable: unreadable}
+		todo = append(todo, p)
+		if leader {
+			owned = append(owned, p)
+		}
+	}
+	if len(owned) > 0 {
+		c.startBatch(ctx, owned, redisDown, epoch)
+	}
+	for _, p := range todo {
+		v, err := c.await(ctx, p.fl)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		add(p.key, result[V]{val: v, err: err})
+	}
+	return out, errors.Join(errs...)
+}
+
+// pendingKey is one key of a GetMany that missed, with its flight.
+type pendingKey[K comparable, V any] struct {
+	key        K
+	vkey       string
+	fl         *call[V]
+	unreadable bool
+}
+
+// startBatch resolves the flights a GetMany leads on a goroutine owned by
+// the Cache, detached from the caller's cancellation, and finishes each.
+func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V], redisDown bool, epoch uint64) {
+	for _, p := range items {
+		c.flights.hold(p.fl)
+	}
+	c.tracker.spawn()
+	go func() {
+		defer c.tracker.done()
+		results := make([]result[V], len(items))
+		finished := false
+		defer func() {
+			if p := recover(); p != nil && !finished {
+				for i := range results {
+					results[i] = result[V]{err: &PanicError{Value: p, Stack: stack()}}
+				}
+			}
+			for i, p := range items {
+				c.flights.finish(p.vkey, p.fl, results[i])
+			}
+		}()
+		c.resolveBatch(detach(caller, c.life), items, results, redisDown, epoch)
+		finished = true
+	}()
+}
+
+// resolveBatch fills results for items: lock what it can, load the locked
+// keys in one batch, fill them in one pipeline, and hand the rest (keys
+// locked by others, conflicts) to the single-key path.
+func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V], results []result[V], redisDown bool, epoch uint64) {
+	single := func(idx []int) {
+		var g errgroup.Group
+		g.SetLimit(getManyConcurrency)
+		for _, i := range idx {
+			g.Go(func() error {
+				if redisDown {
+					results[i] = c.loadAndFill(ctx, items[i].key, nil, lease{}, epoch)
+				} else {
+					results[i] = c.miss(ctx, items[i].key, keysFor(items[i].vkey), items[i].unreadable, epoch)
+				}
+				return nil
+			})
+		}
+		_ = g.Wait()
+	}
+	all := indexes(len(items))
+	batch, _ := c.cfg.batchLoad.(BatchLoadFunc[K, V])
+	if batch == nil {
+		single(all)
+		return
+	}
+	leases := make([]lease, len(items))
+	toLoad := all
+	var rest []int
+	if !redisDown {
+		toLoad, rest = c.acquireBatch(ctx, items, results, leases)
+	}
+	if len(toLoad) > 0 {
+		conflicts := c.loadBatch(ctx, batch, items, toLoad, results, leases, epoch, nil)
+		rest = append(rest, conflicts...)
+	}
+	single(rest)
+}
+
+// acquireBatch runs the acquire script for every item in one pipeline. It
+// answers items whose value appeared, and returns the items this call now
+// holds the lock of and those it must leave to the single-key path.
+func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V], results []result[V], leases []lease) (locked, rest []int) {
+	tokens := make([]string, len(items))
+	cmds := make([]*redis.Cmd, len(items))
+	err := c.guard.do(ctx, func(ctx context.Context) error {
+		return c.pipelineScript(ctx, acquireScript, len(items), func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
+			tokens[i] = c.newToken()
+			force := "0"
+			if items[i].unreadable {
+				force = "1"
+			}
+			args := []any{tokens[i], c.cfg.lockTTL.Milliseconds(), force}
+			if eval {
+				return acquireScript.Eval(ctx, p, keysFor(items[i].vkey), args...)
+			}
+			return acquireScript.EvalSha(ctx, p, keysFor(items[i].vkey), args...)
+		}, cmds)
+	})
+	if err != nil {
+		c.redisError(err)
+		if errors.Is(err, errIncomplete) {
+			// The pipeline may still be running: leave cmds alone.
+			return nil, indexes(len(items))
+		}
+	}
+	for i := range items {
+		if cmds[i] == nil || cmds[i].Err() != nil {
+			rest = append(rest, i)
+			continue
+		}
+		reply, _ := cmds[i].Slice()
+		st, raw, l, perr := parseAcquire(reply, tokens[i])
+		switch {
+		case perr != nil:
+			rest = append(rest, i)
+		case st == stateValue:
+			if r, _, ok := c.decodeResult([]byte(raw)); ok {
+				results[i] = r
+			} else {
+				rest = append(rest, i)
+			}
+		case st == stateAcquired:
+			c.stats.lockAcquired.Add(1)
+			leases[i] = l
+			locked = append(locked, i)
+		default:
+			rest = append(rest, i) // someone else is loading it: wait for them
+		}
+	}
+	return locked, rest
+}
+
+// loadBatch calls the batch loader once for the items idx and fills them
+// in one pipeline. It returns the items whose fill hit a conflict.
+// stored, if not nil, is set for the items written to Redis.
+func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], items []pendingKey[K, V], idx []int, results []result[V], leases []lease, epoch uint64, stored []bool) (conflicts []int) {
+	if len(idx) == 0 {
+		return nil
+	}
+	keys := make([]K, len(idx))
+	for j, i := range idx {
+		keys[j] = items[i].key
+	}
+	var vals map[K]V
+	err, took, late, ttl, skip := c.runLoader(ctx, func(ctx context.Context) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = &PanicError{Value: p, Stack: stack()}
+			}
+		}()
+		vals, err = batch(ctx, keys)
+		return err
+	})
+	type write struct {
+		i        int
+		env      []byte
+		ttl      time.Duration
+		negative bool
+	}
+	var writes []write
+	for _, i := range idx {
+		ld := loaded[V]{err: err, took: took, late: late, ttl: ttl, skip: skip}
+		if err == nil {
+			v, ok := vals[items[i].key]
+			if ok {
+				ld.val = v
+			} else {
+				ld.err = fmt.Errorf("key %v: %w", items[i].key, ErrNotFound)
+			}
+		}
+		results[i] = result[V]{val: ld.val, err: ld.err, src: fromLoad}
+		env, wttl, negative, ok := c.prepare(ld)
+		if !ok || !leases[i].known {
+			if leases[i].token != "" {
+				c.release(ctx, keysFor(items[i].vkey), leases[i].token)
+			}
+			if ok && c.l1 != nil {
+				c.l1.put(items[i].key, results[i], time.Time{}, epoch) // Redis is unavailable
+			}
+			continue
+		}
+		writes = append(writes, write{i, env, wttl, negative})
+	}
+	if len(writes) == 0 {
+		return nil
+	}
+	cmds := make([]*redis.Cmd, len(writes))
+	ferr := c.guard.do(ctx, func(ctx context.Context) error {
+		return c.pipelineScript(ctx, fillScript, len(writes), func(p redis.Pipeliner, j int, eval bool) *redis.Cmd {
+			w, l := writes[j], leases[writes[j].i]
+			nx := "0"
+			if w.negative {
+				nx = "1"
+			}
+			args := []any{l.token, l.gen, w.env, w.ttl.Milliseconds(), nx, l.start, c.genTTL.Milliseconds()}
+			if eval {
+				return fillScript.Eval(ctx, p, keysFor(items[w.i].vkey), args...)
+			}
+			return fillScript.EvalSha(ctx, p, keysFor(items[w.i].vkey), args...)
+		}, cmds)
+	})
+	for j, w := range writes {
+		var res int64
+		cerr := ferr
+		if !errors.Is(ferr, errIncomplete) && cmds[j] != nil {
+			res, cerr = cmds[j].Int64()
+		}
+		if c.settle(items[w.i].key, results[w.i], w.ttl, fillResult(res), cerr, epoch) {
+			conflicts = append(conflicts, w.i)
+		} else if stored != nil && cerr == nil && (fillResult(res) == fillLocked || fillResult(res) == fillUnlocked) {
+			stored[w.i] = true
+		}
+	}
+	return conflicts
+}
+
+// pipelineScript sends n script calls in one pipeline with EVALSHA and
+// resends with EVAL the calls that found the script missing (a Redis that
+// restarted, or a Cluster node that never saw it). cmds receives the final
+// command of each call.
+func (c *Cache[K, V]) pipelineScript(ctx context.Context, s *redis.Script, n int, call func(p redis.Pipeliner, i int, eval bool) *redis.Cmd, cmds []*redis.Cmd) error {
+	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range n {
+			cmds[i] = call(p, i, false)
+		}
+		return nil
+	})
+	var again []int
+	for i := range n {
+		if e := cmds[i].Err(); e != nil && strings.HasPrefix(e.Error(), "NOSCRIPT") {
+			again = append(again, i)
+		}
+	}
+	if len(again) == 0 {
+		if err != nil && !isOutage(err) {
+			return nil // per-command errors are read from cmds
+		}
+		return err
+	}
+	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, i := range again {
+			cmds[i] = call(p, i, true)
+		}
+		return nil
+	})
+	if err != nil && !isOutage(err) {
+		return nil
+	}
+	return err
+}
+
+// mget reads vkeys: one MGET on a single node; on a Redis Cluster one MGET
+// per hash slot, pipelined (go-redis sends each node its commands in one
+// round trip). The result has nil for missing keys.
+func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) ([][]byte, error) {
+	out := make([][]byte, len(vkeys))
+	err := c.guard.do(ctx, func(ctx context.Context) error {
+		if _, cluster := c.rdb.(*redis.ClusterClient); !cluster {
+			vals, err := c.rdb.MGet(ctx, vkeys...).Result()
+			if err != nil {
+				return err
+			}
+			fillRaw(out, nil, vals)
+			return nil
+		}
+		bySlot := make(map[uint16][]int)
+		for i, k := range vkeys {
+			s := clusterSlot(k)
+			bySlot[s] = append(bySlot[s], i)
+		}
+		cmds := make([]*redis.SliceCmd, 0, len(bySlot))
+		groups := make([][]int, 0, len(bySlot))
+		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, idx := range bySlot {
+				ks := make([]string, len(idx))
+				for j, i := range idx {
+					ks[j] = vkeys[i]
+				}
+				cmds = append(cmds, p.MGet(ctx, ks...))
+				groups = append(groups, idx)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for g, cmd := range cmds {
+			fillRaw(out, groups[g], cmd.Val())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err // out may still be written by an abandoned call
+	}
+	return out, nil
+}
+
+// indexes returns 0, 1, …, n-1.
+func indexes(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
+// fillRaw stores MGET replies vals into out, at idx[j] for reply j (or at j
+// when idx is nil).
+func fillRaw(out [][]byte, idx []int, vals []any) {
+	for j, v := range vals {
+		i := j
+		if idx != nil {
+			i = idx[j]
+		}
+		if s, ok := v.(string); ok {
+			out[i] = []byte(s)
+		}
+	}
+}

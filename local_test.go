@@ -1,0 +1,187 @@
+package cacheaside_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+)
+
+// The tests in this file cover the in-process cache (WithLocalCache): what
+// it saves during an outage, and that it never serves what Redis or an
+// Invalidate would not.
+
+// getRounds runs rounds of Gets: in each, workers goroutines start together
+// and each gets every key once. It reports each Get that does not return the
+// key's loader value.
+func getRounds(t *testing.T, c *cacheaside.Cache[int, string], rounds, workers int, keys []int) {
+	t.Helper()
+	for range rounds {
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				<-start
+				for _, k := range keys {
+					ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
+					v, err := c.Get(ctx, k)
+					cancel()
+					if err != nil || v != faultValue(k) {
+						t.Errorf("Get(%d) = %q, %v, want %q, nil", k, v, err, faultValue(k))
+					}
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+	}
+}
+
+func TestLocalCacheBoundsLoadsDuringOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ld := &faultLoader{}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithLocalCache(1000, 2*time.Second))
+	keys := faultKeys(0, 9)
+	mustGetAll(t, c, keys) // loads, fills Redis and L1
+	mustGetAll(t, c, keys) // hits
+
+	srv.Kill()
+	before := c.Stats()
+	getRounds(t, c, 10, 5, keys) // each key 50 times
+	after := c.Stats()
+	if loads := after.Loads - before.Loads; loads > uint64(len(keys)) {
+		t.Errorf("%d Gets of %d keys in L1 with Redis down made %d loads, want at most one per key", 50*len(keys), len(keys), loads)
+	}
+	if after.LocalHits == before.LocalHits {
+		t.Errorf("Stats().LocalHits = %d with Redis down, want it to grow", after.LocalHits)
+	}
+	recoverServer(t, srv, rdb)
+}
+
+// TestWithoutLocalCacheOutageLoadsPerRound is the contrast: without L1 each
+// round of Gets with Redis down loads every key, but only once per key,
+// because concurrent Gets of a key share one load.
+func TestWithoutLocalCacheOutageLoadsPerRound(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ld := &faultLoader{delay: 30 * time.Millisecond}
+	c := newFaultCache(t, rdb, ld.load, cacheaside.WithRedisTimeout(faultBudget))
+	keys := faultKeys(0, 9)
+	mustGetAll(t, c, keys)
+	mustGetAll(t, c, keys)
+
+	srv.Kill()
+	const rounds, workers = 5, 5
+	before := c.Stats()
+	getRounds(t, c, rounds, workers, keys)
+	loads := c.Stats().Loads - before.Loads
+	if loads < rounds*uint64(len(keys)) || loads > rounds*uint64(len(keys)) {
+		t.Errorf("%d rounds of %d concurrent Gets of each of %d keys with Redis down made %d loads, want %d (one per key per round)",
+			rounds, workers, len(keys), loads, rounds*len(keys))
+	}
+	recoverServer(t, srv, rdb)
+}
+
+func TestLocalCacheNeverOutlivesRedisTTL(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ld := &faultLoader{}
+	const ttl = 600 * time.Millisecond
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithTTL(ttl), cacheaside.WithJitter(0),
+		cacheaside.WithLocalCache(100, 10*time.Second))
+	filled := time.Now()
+	mustGet(t, c, 1)
+	srv.Kill()
+
+	before := c.Stats()
+	mustGet(t, c, 1)
+	if s := c.Stats(); time.Since(filled) < ttl && (s.LocalHits != before.LocalHits+1 || s.Loads != before.Loads) {
+		t.Errorf("Get within the Redis TTL with Redis down: Stats() went from %+v to %+v, want one local hit and no load", before, s)
+	}
+	time.Sleep(time.Until(filled.Add(ttl + 100*time.Millisecond)))
+	before = c.Stats()
+	mustGet(t, c, 1)
+	if s := c.Stats(); s.Loads != before.Loads+1 || s.LocalHits != before.LocalHits {
+		t.Errorf("Get after the Redis TTL (%v) with Redis down: loads %d→%d, local hits %d→%d; want a load: L1 must not outlive the Redis entry",
+			ttl, before.Loads, s.Loads, before.LocalHits, s.LocalHits)
+	}
+	recoverServer(t, srv, rdb)
+}
+
+func TestInvalidateDropsLocalCopyDuringOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	var version atomic.Int64
+	version.Store(1)
+	c, err := cacheaside.New(rdb, func(ctx context.Context, k int) (string, error) {
+		return strconv.Itoa(k) + "@v" + strconv.FormatInt(version.Load(), 10), nil
+	}, cacheaside.WithRedisTimeout(faultBudget), cacheaside.WithLocalCache(100, 10*time.Second))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	get := func() string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
+		defer cancel()
+		v, err := c.Get(ctx, 7)
+		if err != nil {
+			t.Fatalf("Get(7) = %q, %v, want a value", v, err)
+		}
+		return v
+	}
+	if v := get(); v != "7@v1" {
+		t.Fatalf("Get(7) = %q, want 7@v1", v)
+	}
+	srv.Kill()
+	if v := get(); v != "7@v1" {
+		t.Fatalf("Get(7) with Redis down = %q, want 7@v1 from L1", v)
+	}
+
+	version.Store(2)
+	err = c.Invalidate(context.Background(), 7)
+	if err == nil || !strings.Contains(err.Error(), "shared copy may be stale") {
+		t.Errorf("Invalidate(7) with Redis down = %v, want an error saying the shared copy may be stale", err)
+	}
+	before := c.Stats()
+	if v := get(); v != "7@v2" {
+		t.Errorf("Get(7) after Invalidate with Redis down = %q, want 7@v2 from the loader, not the dropped L1 copy", v)
+	}
+	if s := c.Stats(); s.Loads != before.Loads+1 {
+		t.Errorf("Stats().Loads = %d after Invalidate, want %d", s.Loads, before.Loads+1)
+	}
+	recoverServer(t, srv, rdb)
+}
+
+func TestLocalFirstSkipsRedisRead(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ld := &faultLoader{}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithLocalCache(100, 10*time.Second),
+		cacheaside.WithLocalFirst(true))
+	mustGet(t, c, 1)
+	gets := redisCommands(t, srv, "get")
+	before := c.Stats()
+	for range 10 {
+		mustGet(t, c, 1)
+	}
+	after := c.Stats()
+	if n := redisCommands(t, srv, "get"); n != gets {
+		t.Errorf("10 Gets of a key in L1 with WithLocalFirst ran GET %d times, want 0", n-gets)
+	}
+	if after.LocalHits-before.LocalHits != 10 || after.Hits != before.Hits || after.Loads != before.Loads {
+		t.Errorf("Stats() went from %+v to %+v, want 10 local hits and no Redis hit or load", before, after)
+	}
+}
