@@ -53,6 +53,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -84,6 +85,9 @@ type Cache[K comparable, V any] struct {
 
 	tokenPrefix string
 	tokenSeq    atomic.Uint64
+
+	refreshing sync.Map      // value keys this process is refreshing early
+	refreshSem chan struct{} // bounds early refreshes
 
 	// tracker registers every goroutine the Cache starts, so that Close can
 	// wait for them; life is cancelled by Close and is the parent of every
@@ -155,6 +159,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		}
 		c.l1 = l1
 	}
+	c.refreshSem = make(chan struct{}, refreshSlots)
 	if cfg.maxLoads > 0 {
 		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
 	}
@@ -228,11 +233,12 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	unreadable := false
 	switch {
 	case err == nil:
-		if r, exp, ok := c.decodeResult(raw); ok {
+		if r, h, ok := c.decodeResult(raw); ok {
 			if c.l1 != nil {
-				c.l1.refresh(key, r, exp, epoch)
+				c.l1.refresh(key, r, h.Expiry, epoch)
 			}
 			c.flights.finish(vkey, fl, r)
+			c.maybeRefresh(key, vkey, h.Expiry, h.LoadTime)
 			c.stats.hits.Add(1)
 			return r.val, r.err
 		}

@@ -98,10 +98,11 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 	for i, k := range uniq {
 		unreadable := false
 		if !redisDown && raws[i] != nil {
-			if r, exp, ok := c.decodeResult(raws[i]); ok {
+			if r, h, ok := c.decodeResult(raws[i]); ok {
 				if c.l1 != nil {
-					c.l1.refresh(k, r, exp, epoch)
+					c.l1.refresh(k, r, h.Expiry, epoch)
 				}
+				c.maybeRefresh(k, vkeys[i], h.Expiry, h.LoadTime)
 				c.stats.hits.Add(1)
 				add(k, r)
 				continue
@@ -220,7 +221,7 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 			if items[i].unreadable {
 				force = "1"
 			}
-			args := []any{tokens[i], c.cfg.lockTTL.Milliseconds(), force}
+			args := []any{tokens[i], c.cfg.lockTTL.Milliseconds(), force, 0}
 			if eval {
 				return acquireScript.Eval(ctx, p, keysFor(items[i].vkey), args...)
 			}
@@ -316,6 +317,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		return nil
 	}
 	cmds := make([]*redis.Cmd, len(writes))
+	sent := time.Now() // L1 copies must not outlive the Redis entries
 	ferr := c.guard.do(ctx, func(ctx context.Context) error {
 		return c.pipelineScript(ctx, fillScript, len(writes), func(p redis.Pipeliner, j int, eval bool) *redis.Cmd {
 			w, l := writes[j], leases[writes[j].i]
@@ -336,7 +338,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		if !errors.Is(ferr, errIncomplete) && cmds[j] != nil {
 			res, cerr = cmds[j].Int64()
 		}
-		if c.settle(items[w.i].key, results[w.i], w.ttl, fillResult(res), cerr, epoch) {
+		if c.settle(items[w.i].key, results[w.i], sent.Add(w.ttl), fillResult(res), cerr, epoch) {
 			conflicts = append(conflicts, w.i)
 		} else if stored != nil && cerr == nil && (fillResult(res) == fillLocked || fillResult(res) == fillUnlocked) {
 			stored[w.i] = true

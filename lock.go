@@ -21,13 +21,18 @@ import (
 // fill lock. It returns {0, value} when a value exists, {1, gen, now} when
 // this caller took the lock, and {2, gen, now} when someone else holds it.
 // gen is the current generation ("" when none) and now the server's clock
-// in milliseconds: a later conditional fill checks both. With ARGV[3] = "1"
-// the existing value is ignored (it was unreadable) and deleted once the
-// lock is taken.
+// in milliseconds: a later conditional fill checks both. ARGV[3] is the
+// mode: "0" normal; "1" the existing value is ignored (it was unreadable)
+// and deleted once the lock is taken; "2" (early refresh) the existing
+// value is ignored and kept, so readers go on getting it during the load,
+// unless it lives longer than ARGV[4] ms: then another process refreshed it
+// since the caller read it, and the reply is {3, ”}.
 var acquireScript = redis.NewScript(`
-if ARGV[3] ~= '1' then
+if ARGV[3] == '0' then
   local v = redis.call('GET', KEYS[1])
   if v then return {0, v} end
+elseif ARGV[3] == '2' and redis.call('PTTL', KEYS[1]) > tonumber(ARGV[4]) then
+  return {3, ''}
 end
 local g = redis.call('GET', KEYS[3]) or ''
 local t = redis.call('TIME')
@@ -97,6 +102,7 @@ const (
 	stateValue    acquireState = 0
 	stateAcquired acquireState = 1
 	stateLocked   acquireState = 2
+	stateFresh    acquireState = 3 // early refresh: someone else already did it
 )
 
 // lease is what a load needs to fill conditionally: the lock token (empty
@@ -112,14 +118,28 @@ type lease struct {
 
 // acquire runs acquireScript. For stateValue it returns the raw value.
 func (c *Cache[K, V]) acquire(ctx context.Context, ks keys, token string, force bool) (acquireState, string, lease, error) {
-	forceArg := "0"
+	mode := acquireNormal
 	if force {
-		forceArg = "1"
+		mode = acquireForce
 	}
+	return c.acquireMode(ctx, ks, token, mode, 0)
+}
+
+// Modes of acquireScript.
+const (
+	acquireNormal  = "0"
+	acquireForce   = "1"
+	acquireRefresh = "2"
+)
+
+// acquireMode runs acquireScript in the given mode.
+// For acquireRefresh, freshAfter is the remaining life above which the value
+// counts as already refreshed.
+func (c *Cache[K, V]) acquireMode(ctx context.Context, ks keys, token, forceArg string, freshAfter time.Duration) (acquireState, string, lease, error) {
 	var res []any
 	get := func(ctx context.Context) error {
 		var err error
-		res, err = acquireScript.Run(ctx, c.rdb, ks, token, c.cfg.lockTTL.Milliseconds(), forceArg).Slice()
+		res, err = acquireScript.Run(ctx, c.rdb, ks, token, c.cfg.lockTTL.Milliseconds(), forceArg, freshAfter.Milliseconds()).Slice()
 		return err
 	}
 	// A call the guard stopped waiting for may still take the lock: give it
@@ -153,8 +173,8 @@ func parseAcquire(res []any, token string) (acquireState, string, lease, error) 
 	}
 	st, _ := res[0].(int64)
 	s, _ := res[1].(string)
-	if acquireState(st) == stateValue {
-		return stateValue, s, lease{}, nil
+	if acquireState(st) == stateValue || acquireState(st) == stateFresh {
+		return acquireState(st), s, lease{}, nil
 	}
 	if len(res) < 3 {
 		return 0, "", lease{}, fmt.Errorf("cacheaside: acquire: unexpected reply %v", res)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"reflect"
 	"time"
 )
@@ -30,6 +31,7 @@ type config struct {
 	codec       Codec
 	keyFunc     any // func(K) string, checked against K in New
 	batchLoad   any // BatchLoadFunc[K, V], checked in New
+	earlyBeta   float64
 	logger      *slog.Logger
 
 	breakerFailures int
@@ -344,6 +346,9 @@ func (c *config) resolve() error {
 		bad("WithCodec: nil codec")
 	}
 
+	if c.earlyBeta < 0 || c.earlyBeta != c.earlyBeta || math.IsInf(c.earlyBeta, 0) {
+		bad("WithEarlyRefresh: beta %v must be a finite number ≥ 0", c.earlyBeta)
+	}
 	if c.breakerFailures < 0 {
 		bad("WithBreaker: %d failures is negative", c.breakerFailures)
 	}

@@ -22,10 +22,11 @@ func (c *Cache[K, V]) resolve(ctx context.Context, key K, vkey string) result[V]
 	unreadable := false
 	switch {
 	case err == nil:
-		if r, exp, ok := c.decodeResult(raw); ok {
+		if r, h, ok := c.decodeResult(raw); ok {
 			if c.l1 != nil {
-				c.l1.refresh(key, r, exp, epoch)
+				c.l1.refresh(key, r, h.Expiry, epoch)
 			}
+			c.maybeRefresh(key, vkey, h.Expiry, h.LoadTime)
 			return r
 		}
 		unreadable = true
@@ -158,14 +159,15 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lea
 		}
 		return r, false, false
 	}
+	expiry := time.Now().Add(ttl) // before the fill: L1 must not outlive the Redis entry
 	res, err := c.fill(ctx, ks, l, env, ttl, negative)
-	conflict = c.settle(key, r, ttl, res, err, epoch)
+	conflict = c.settle(key, r, expiry, res, err, epoch)
 	return r, conflict, err == nil && (res == fillLocked || res == fillUnlocked)
 }
 
 // settle accounts for the outcome of one conditional fill and reports
 // whether it was a conflict.
-func (c *Cache[K, V]) settle(key K, r result[V], ttl time.Duration, res fillResult, err error, epoch uint64) (conflict bool) {
+func (c *Cache[K, V]) settle(key K, r result[V], expiry time.Time, res fillResult, err error, epoch uint64) (conflict bool) {
 	switch {
 	case err != nil:
 		c.redisError(err)
@@ -174,7 +176,7 @@ func (c *Cache[K, V]) settle(key K, r result[V], ttl time.Duration, res fillResu
 		return true
 	}
 	if c.l1 != nil {
-		c.l1.put(key, r, time.Now().Add(ttl), epoch)
+		c.l1.put(key, r, expiry, epoch)
 	}
 	return false
 }
@@ -261,24 +263,24 @@ func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) 
 	return err, took, late, scope.ttl, scope.skip
 }
 
-// decodeResult turns a Redis value into a hit and returns the logical
-// expiry stored with it (zero when none). ok is false when the bytes are
-// not a readable envelope or the codec rejects them: a miss.
-func (c *Cache[K, V]) decodeResult(raw []byte) (r result[V], expiry time.Time, ok bool) {
+// decodeResult turns a Redis value into a hit and returns the envelope's
+// header (logical expiry, load time). ok is false when the bytes are not a
+// readable envelope or the codec rejects them: a miss.
+func (c *Cache[K, V]) decodeResult(raw []byte) (r result[V], h envelope.Header, ok bool) {
 	h, payload, err := envelope.Decode(raw)
 	if err != nil {
 		c.stats.corrupt.Add(1)
-		return r, expiry, false
+		return r, h, false
 	}
 	if h.Flags&envelope.NotFound != 0 {
-		return result[V]{err: ErrNotFound, src: fromRedis}, h.Expiry, true
+		return result[V]{err: ErrNotFound, src: fromRedis}, h, true
 	}
 	if err := c.unmarshal(payload, &r.val); err != nil {
 		c.stats.corrupt.Add(1)
-		return result[V]{}, expiry, false
+		return result[V]{}, h, false
 	}
 	r.src = fromRedis
-	return r, h.Expiry, true
+	return r, h, true
 }
 
 // unmarshal calls the codec and turns its panic into an error: foreign

@@ -24,6 +24,7 @@ type Stats struct {
 	Warmed           uint64 // keys loaded and written by warm-ups
 	WarmUps          uint64 // warm-ups run (by Warm or automatically)
 	RestartsDetected uint64 // empty Redis restarts this process detected and warmed after
+	EarlyRefreshes   uint64 // background refreshes this process ran (WithEarlyRefresh)
 
 	Breaker BreakerState // the circuit breaker's current state
 }
@@ -34,7 +35,7 @@ type counters struct {
 	lockAcquired, lockWaits, lockWaitTimeouts          atomic.Uint64
 	fillConflicts, corrupt                             atomic.Uint64
 	redisErrors, redisSkipped, abandoned, breakerOpens atomic.Uint64
-	warmed, warmUps, restarts                          atomic.Uint64
+	warmed, warmUps, restarts, earlyRefreshes          atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -57,5 +58,6 @@ func (c *counters) snapshot() Stats {
 		Warmed:           c.warmed.Load(),
 		WarmUps:          c.warmUps.Load(),
 		RestartsDetected: c.restarts.Load(),
+		EarlyRefreshes:   c.earlyRefreshes.Load(),
 	}
 }

@@ -1,0 +1,91 @@
+package cacheaside
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"time"
+)
+
+// WithEarlyRefresh turns on refresh-ahead: before a value expires, one
+// process of the fleet reloads it in the background while every caller
+// keeps getting the current value, so a hot key never misses at expiry.
+//
+// Each Redis hit decides with probabilistic early expiration (XFetch, Vattani
+// et al.): it refreshes when now − Δ·β·ln(u) ≥ expiry, where Δ is the load
+// time stored with the value, u is uniform in (0, 1] and β is beta. The
+// chance grows as the expiry nears and is larger for slow loads; β > 1
+// refreshes earlier. The fill lock makes a fleet start about one refresh
+// per expiry; refreshes run at most 4 at a time per Cache, on goroutines
+// that Close stops. Values written by Set carry no load time and are not
+// refreshed early. beta = 0 disables early refresh.
+//
+// Default: 0 (disabled).
+func WithEarlyRefresh(beta float64) Option {
+	return func(c *config) { c.earlyBeta = beta }
+}
+
+// refreshSlots bounds the background refreshes of one Cache.
+const refreshSlots = 4
+
+// xfetch reports whether a value that expires at expiry and took delta to
+// load should be refreshed now, for a uniform u in (0, 1].
+func xfetch(now, expiry time.Time, delta time.Duration, beta, u float64) bool {
+	gap := -float64(delta) * beta * math.Log(u)
+	return !now.Add(time.Duration(gap)).Before(expiry)
+}
+
+// maybeRefresh starts a background refresh of key when XFetch says so.
+// The caller must be registered with the tracker.
+func (c *Cache[K, V]) maybeRefresh(key K, vkey string, expiry time.Time, took time.Duration) {
+	if c.cfg.earlyBeta == 0 || expiry.IsZero() || took <= 0 {
+		return
+	}
+	if !xfetch(time.Now(), expiry, took, c.cfg.earlyBeta, 1-rand.Float64()) {
+		return
+	}
+	if _, busy := c.refreshing.LoadOrStore(vkey, struct{}{}); busy {
+		return // this process is already refreshing the key
+	}
+	select {
+	case c.refreshSem <- struct{}{}:
+	default:
+		c.refreshing.Delete(vkey)
+		return // the pool is full: a later hit will try again
+	}
+	c.tracker.spawn()
+	go func() {
+		defer c.tracker.done()
+		defer func() { <-c.refreshSem }()
+		defer c.refreshing.Delete(vkey)
+		defer func() {
+			if p := recover(); p != nil {
+				c.log(context.Background(), slog.LevelError, "cacheaside: early refresh panicked", "panic", fmt.Sprint(p))
+			}
+		}()
+		// A value that lives longer than what was left of this one, plus
+		// one load, was written after we read it: someone refreshed it.
+		fresh := time.Until(expiry) + max(took, 10*time.Millisecond)
+		c.refresh(c.life, key, vkey, max(fresh, time.Millisecond))
+	}()
+}
+
+// refresh reloads key under its fill lock, leaving the current value in
+// place until the new one is written. It does nothing when another
+// process holds the lock or has refreshed the value since it was read.
+func (c *Cache[K, V]) refresh(ctx context.Context, key K, vkey string, freshAfter time.Duration) {
+	ks := keysFor(vkey)
+	st, _, l, err := c.acquireMode(ctx, ks, c.newToken(), acquireRefresh, freshAfter)
+	if err != nil {
+		c.redisError(err)
+		return
+	}
+	if st != stateAcquired {
+		return
+	}
+	c.stats.lockAcquired.Add(1)
+	c.stats.earlyRefreshes.Add(1)
+	c.loadAndFillOnce(ctx, key, ks, l, c.localEpoch())
+}
