@@ -79,13 +79,14 @@ type Cache[K comparable, V any] struct {
 	flights group[V]
 	stats   counters
 	guard   guard
-	l1      *local[K, V]        // nil without WithLocalCache
+	l1      *local[V]           // nil without WithLocalCache
 	loads   *semaphore.Weighted // nil without WithMaxConcurrentLoads
 	warm    warmup[K]
 
 	tokenPrefix string
 	tokenSeq    atomic.Uint64
 
+	bp         backplane
 	refreshing sync.Map      // value keys this process is refreshing early
 	refreshSem chan struct{} // bounds early refreshes
 
@@ -153,7 +154,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		tokenPrefix: hex.EncodeToString(id[:]) + ".",
 	}
 	if cfg.localSize > 0 {
-		l1, err := newLocal[K, V](cfg.localSize, cfg.localTTL)
+		l1, err := newLocal[V](cfg.localSize, cfg.localTTL)
 		if err != nil {
 			return nil, fmt.Errorf("cacheaside: invalid configuration:\nWithLocalCache: %w", err)
 		}
@@ -173,6 +174,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	c.guard.cb = newBreaker(&cfg, cfg.logger, c.breakerChanged)
 	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.startWatcher()
+	c.startBackplane()
 	return c, nil
 }
 
@@ -201,13 +203,13 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if c.closed.Load() {
 		return zero, ErrClosed
 	}
+	vkey := valueKey(c.cfg.prefix, c.encode(key))
 	if c.l1 != nil && c.cfg.localFirst {
-		if r, ok := c.l1.get(key); ok {
+		if r, ok := c.l1.get(vkey, true); ok {
 			c.stats.localHits.Add(1)
 			return r.val, r.err
 		}
 	}
-	vkey := valueKey(c.cfg.prefix, c.encode(key))
 	fl, leader := c.flights.join(vkey)
 	if !leader {
 		return c.await(ctx, fl)
@@ -235,7 +237,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	case err == nil:
 		if r, h, ok := c.decodeResult(raw); ok {
 			if c.l1 != nil {
-				c.l1.refresh(key, r, h.Expiry, epoch)
+				c.l1.refresh(vkey, r, h.Expiry, epoch)
 			}
 			c.flights.finish(vkey, fl, r)
 			c.maybeRefresh(key, vkey, h.Expiry, h.LoadTime)
@@ -247,7 +249,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	default:
 		c.redisError(err)
 		if c.l1 != nil {
-			if r, ok := c.l1.get(key); ok {
+			if r, ok := c.l1.get(vkey, false); ok {
 				c.flights.finish(vkey, fl, r)
 				c.stats.localHits.Add(1)
 				return r.val, r.err
@@ -255,7 +257,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 		}
 		// Redis is unavailable: load without the lock, write nothing.
 		c.startFlight(ctx, fl, vkey, func(fctx context.Context) result[V] {
-			return c.loadAndFill(fctx, key, nil, lease{}, epoch)
+			return c.loadAndFill(fctx, key, keysFor(vkey), lease{}, epoch)
 		})
 		return c.await(ctx, fl)
 	}
@@ -325,20 +327,23 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 		return fmt.Errorf("cacheaside: set: %w", err)
 	}
 	vkey := valueKey(c.cfg.prefix, c.encode(key))
-	ks := []K{key}
 	if c.l1 != nil {
-		c.l1.beginInvalidate(ks)
+		c.l1.beginInvalidate(vkey)
 	}
 	err = c.guard.do(ctx, func(ctx context.Context) error {
 		return overwriteScript.Run(ctx, c.rdb, keysFor(vkey), c.overwriteArgs(env, ttl)...).Err()
 	})
 	c.flights.forget(vkey)
 	if c.l1 != nil {
-		c.l1.endInvalidate(ks)
+		c.l1.endInvalidate(vkey)
 	}
 	if err != nil {
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: set: %w", err)
+	}
+	if err := c.publish(ctx, vkey); err != nil {
+		c.redisError(err)
+		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", err)
 	}
 	return nil
 }
@@ -363,7 +368,7 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 		vkeys[i] = valueKey(c.cfg.prefix, c.encode(k))
 	}
 	if c.l1 != nil {
-		c.l1.beginInvalidate(keys)
+		c.l1.beginInvalidate(vkeys...)
 	}
 	err := c.guard.do(ctx, func(ctx context.Context) error {
 		if len(vkeys) == 1 {
@@ -384,11 +389,15 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 		c.flights.forget(vk)
 	}
 	if c.l1 != nil {
-		c.l1.endInvalidate(keys)
+		c.l1.endInvalidate(vkeys...)
 	}
 	if err != nil {
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale: %w", err)
+	}
+	if err := c.publish(ctx, vkeys...); err != nil {
+		c.redisError(err)
+		return fmt.Errorf("cacheaside: invalidate: other processes' local copies may be stale: %w", err)
 	}
 	return nil
 }
@@ -412,6 +421,7 @@ func (c *Cache[K, V]) Close() error {
 	}
 	c.closed.Store(true)
 	c.stopLife()
+	c.stopBackplane()
 	c.tracker.wg.Wait()
 	if c.l1 != nil {
 		c.l1.close()

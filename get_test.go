@@ -149,7 +149,10 @@ func TestGetFailsOpenWhenRedisIsDown(t *testing.T) {
 			srv.Kill()
 			for id := range int64(3) {
 				want := item{ID: id, Name: "from db"}
-				if got, err := c.Get(context.Background(), id); err != nil || got != want {
+				ctx, cancel := context.WithTimeout(context.Background(), waitLimit) // a hang fails, not stalls, the test
+				got, err := c.Get(ctx, id)
+				cancel()
+				if err != nil || got != want {
 					t.Errorf("Get(%v) with Redis down = %v, %v; want %v, nil", id, got, err, want)
 				}
 			}

@@ -69,7 +69,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 	if c.l1 != nil && c.cfg.localFirst {
 		rest := uniq[:0:0]
 		for _, k := range uniq {
-			if r, ok := c.l1.get(k); ok {
+			if r, ok := c.l1.get(valueKey(c.cfg.prefix, c.encode(k)), true); ok {
 				c.stats.localHits.Add(1)
 				add(k, r)
 				continue
@@ -100,7 +100,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 		if !redisDown && raws[i] != nil {
 			if r, h, ok := c.decodeResult(raws[i]); ok {
 				if c.l1 != nil {
-					c.l1.refresh(k, r, h.Expiry, epoch)
+					c.l1.refresh(vkeys[i], r, h.Expiry, epoch)
 				}
 				c.maybeRefresh(k, vkeys[i], h.Expiry, h.LoadTime)
 				c.stats.hits.Add(1)
@@ -110,7 +110,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 			unreadable = true
 		}
 		if redisDown && c.l1 != nil {
-			if r, ok := c.l1.get(k); ok {
+			if r, ok := c.l1.get(vkeys[i], false); ok {
 				c.stats.localHits.Add(1)
 				add(k, r)
 				continue
@@ -180,7 +180,7 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 		for _, i := range idx {
 			g.Go(func() error {
 				if redisDown {
-					results[i] = c.loadAndFill(ctx, items[i].key, nil, lease{}, epoch)
+					results[i] = c.loadAndFill(ctx, items[i].key, keysFor(items[i].vkey), lease{}, epoch)
 				} else {
 					results[i] = c.miss(ctx, items[i].key, keysFor(items[i].vkey), items[i].unreadable, epoch)
 				}
@@ -307,7 +307,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 				c.release(ctx, keysFor(items[i].vkey), leases[i].token)
 			}
 			if ok && c.l1 != nil {
-				c.l1.put(items[i].key, results[i], time.Time{}, epoch) // Redis is unavailable
+				c.l1.put(items[i].vkey, results[i], time.Time{}, epoch) // Redis is unavailable
 			}
 			continue
 		}
@@ -338,7 +338,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		if !errors.Is(ferr, errIncomplete) && cmds[j] != nil {
 			res, cerr = cmds[j].Int64()
 		}
-		if c.settle(items[w.i].key, results[w.i], sent.Add(w.ttl), fillResult(res), cerr, epoch) {
+		if c.settle(items[w.i].vkey, results[w.i], sent.Add(w.ttl), fillResult(res), cerr, epoch) {
 			conflicts = append(conflicts, w.i)
 		} else if stored != nil && cerr == nil && (fillResult(res) == fillLocked || fillResult(res) == fillUnlocked) {
 			stored[w.i] = true

@@ -7,19 +7,28 @@ import (
 	"github.com/maypok86/otter/v2"
 )
 
-// local is the optional in-process cache (L1), built on otter. It keeps
-// results, "not found" answers included, for at most its TTL and never
-// past the expiry of the Redis entry they came from.
+// local is the optional in-process cache (L1), built on otter and keyed by
+// the value's Redis key. It keeps results, "not found" answers included,
+// for at most its TTL and never past the expiry of the Redis entry they
+// came from.
 //
 // Consistency on this process: Invalidate and Set bump epoch before they
 // touch Redis and drop the key after; a flight that read before them puts
 // its result and then re-reads epoch, dropping the entry if it moved. So a
 // Get that starts after Invalidate returned never finds an older value in
 // L1, whichever order the two goroutines run in.
-type local[K comparable, V any] struct {
-	c     *otter.Cache[K, localEntry[V]]
+//
+// Across processes the backplane (backplane.go) drops keys that other
+// processes invalidate. While it is not subscribed it may miss some, so
+// every entry records the subscription it was written under (sync): a
+// healthy read (WithLocalFirst) only trusts entries written under the
+// current subscription, while a read during a Redis outage takes any entry,
+// since the alternative is the database.
+type local[V any] struct {
+	c     *otter.Cache[string, localEntry[V]]
 	ttl   time.Duration
-	epoch atomic.Uint64
+	epoch atomic.Uint64 // bumped by Invalidate and Set on this process
+	sync  atomic.Uint64 // bumped whenever the backplane (re)subscribes or drops
 }
 
 type localEntry[V any] struct {
@@ -27,12 +36,13 @@ type localEntry[V any] struct {
 	notFound bool
 	stored   int64 // UnixNano when written
 	expires  int64 // UnixNano
+	sync     uint64
 }
 
-func newLocal[K comparable, V any](size int, ttl time.Duration) (*local[K, V], error) {
-	c, err := otter.New(&otter.Options[K, localEntry[V]]{
+func newLocal[V any](size int, ttl time.Duration) (*local[V], error) {
+	c, err := otter.New(&otter.Options[string, localEntry[V]]{
 		MaximumSize: size,
-		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[K, localEntry[V]]) time.Duration {
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, localEntry[V]]) time.Duration {
 			return time.Duration(e.Value.expires - time.Now().UnixNano())
 		}),
 		// Run maintenance on the calling goroutine: the cache then starts no
@@ -43,13 +53,15 @@ func newLocal[K comparable, V any](size int, ttl time.Duration) (*local[K, V], e
 	if err != nil {
 		return nil, err
 	}
-	return &local[K, V]{c: c, ttl: ttl}, nil
+	return &local[V]{c: c, ttl: ttl}, nil
 }
 
-// get returns the entry for k if it has not expired.
-func (l *local[K, V]) get(k K) (result[V], bool) {
-	e, ok := l.c.GetIfPresent(k)
-	if !ok || e.expires <= time.Now().UnixNano() {
+// get returns the entry for vkey if it has not expired. A healthy read
+// also requires that no invalidation could have been missed since it was
+// written.
+func (l *local[V]) get(vkey string, healthy bool) (result[V], bool) {
+	e, ok := l.c.GetIfPresent(vkey)
+	if !ok || e.expires <= time.Now().UnixNano() || (healthy && e.sync != l.sync.Load()) {
 		return result[V]{}, false
 	}
 	r := result[V]{val: e.val, src: fromLocal}
@@ -59,10 +71,10 @@ func (l *local[K, V]) get(k K) (result[V], bool) {
 	return r, true
 }
 
-// put stores r for k, expiring at the earlier of now + TTL and redisExpiry
-// (zero when unknown). epoch is the value read when the result's Redis read
-// or load began; see the type's comment.
-func (l *local[K, V]) put(k K, r result[V], redisExpiry time.Time, epoch uint64) {
+// put stores r for vkey, expiring at the earlier of now + TTL and
+// redisExpiry (zero when unknown). epoch is the value read when the
+// result's Redis read or load began; see the type's comment.
+func (l *local[V]) put(vkey string, r result[V], redisExpiry time.Time, epoch uint64) {
 	now := time.Now().UnixNano()
 	exp := now + int64(l.ttl)
 	if !redisExpiry.IsZero() {
@@ -71,33 +83,39 @@ func (l *local[K, V]) put(k K, r result[V], redisExpiry time.Time, epoch uint64)
 	if exp <= now {
 		return
 	}
-	l.c.Set(k, localEntry[V]{val: r.val, notFound: r.err != nil, stored: now, expires: exp})
+	l.c.Set(vkey, localEntry[V]{val: r.val, notFound: r.err != nil, stored: now, expires: exp, sync: l.sync.Load()})
 	if l.epoch.Load() != epoch {
-		l.c.Invalidate(k)
+		l.c.Invalidate(vkey)
 	}
 }
 
-// refresh is put for a Redis hit: it writes only when the entry is missing
-// or older than half the TTL, so a hot key does not rewrite L1 on every Get.
-func (l *local[K, V]) refresh(k K, r result[V], redisExpiry time.Time, epoch uint64) {
-	if e, ok := l.c.GetIfPresent(k); ok && time.Now().UnixNano()-e.stored < int64(l.ttl/2) {
+// refresh is put for a Redis hit: it writes only when the entry is missing,
+// older than half the TTL or from an earlier subscription, so a hot key
+// does not rewrite L1 on every Get.
+func (l *local[V]) refresh(vkey string, r result[V], redisExpiry time.Time, epoch uint64) {
+	if e, ok := l.c.GetIfPresent(vkey); ok && e.sync == l.sync.Load() && time.Now().UnixNano()-e.stored < int64(l.ttl/2) {
 		return
 	}
-	l.put(k, r, redisExpiry, epoch)
+	l.put(vkey, r, redisExpiry, epoch)
 }
 
 // beginInvalidate and endInvalidate bracket an Invalidate or Set.
-func (l *local[K, V]) beginInvalidate(ks []K) {
+func (l *local[V]) beginInvalidate(vkeys ...string) {
 	l.epoch.Add(1)
-	for _, k := range ks {
+	l.drop(vkeys...)
+}
+
+func (l *local[V]) endInvalidate(vkeys ...string) { l.drop(vkeys...) }
+
+// drop removes keys, for example on an invalidation from another process.
+func (l *local[V]) drop(vkeys ...string) {
+	for _, k := range vkeys {
 		l.c.Invalidate(k)
 	}
 }
 
-func (l *local[K, V]) endInvalidate(ks []K) {
-	for _, k := range ks {
-		l.c.Invalidate(k)
-	}
-}
+// resync marks every entry as possibly stale for healthy reads: the
+// backplane may have missed invalidations.
+func (l *local[V]) resync() { l.sync.Add(1) }
 
-func (l *local[K, V]) close() { l.c.StopAllGoroutines() }
+func (l *local[V]) close() { l.c.StopAllGoroutines() }

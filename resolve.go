@@ -24,7 +24,7 @@ func (c *Cache[K, V]) resolve(ctx context.Context, key K, vkey string) result[V]
 	case err == nil:
 		if r, h, ok := c.decodeResult(raw); ok {
 			if c.l1 != nil {
-				c.l1.refresh(key, r, h.Expiry, epoch)
+				c.l1.refresh(vkey, r, h.Expiry, epoch)
 			}
 			c.maybeRefresh(key, vkey, h.Expiry, h.LoadTime)
 			return r
@@ -34,11 +34,11 @@ func (c *Cache[K, V]) resolve(ctx context.Context, key K, vkey string) result[V]
 	default:
 		c.redisError(err)
 		if c.l1 != nil {
-			if r, ok := c.l1.get(key); ok {
+			if r, ok := c.l1.get(vkey, false); ok {
 				return r
 			}
 		}
-		return c.loadAndFill(ctx, key, nil, lease{}, epoch)
+		return c.loadAndFill(ctx, key, keysFor(vkey), lease{}, epoch)
 	}
 	return c.miss(ctx, key, keysFor(vkey), unreadable, epoch)
 }
@@ -155,19 +155,19 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lea
 		if ok && c.l1 != nil {
 			// Redis is unavailable: the in-process copy is what bounds the
 			// loads of this key until it is back.
-			c.l1.put(key, r, time.Time{}, epoch)
+			c.l1.put(ks[0], r, time.Time{}, epoch)
 		}
 		return r, false, false
 	}
 	expiry := time.Now().Add(ttl) // before the fill: L1 must not outlive the Redis entry
 	res, err := c.fill(ctx, ks, l, env, ttl, negative)
-	conflict = c.settle(key, r, expiry, res, err, epoch)
+	conflict = c.settle(ks[0], r, expiry, res, err, epoch)
 	return r, conflict, err == nil && (res == fillLocked || res == fillUnlocked)
 }
 
 // settle accounts for the outcome of one conditional fill and reports
 // whether it was a conflict.
-func (c *Cache[K, V]) settle(key K, r result[V], expiry time.Time, res fillResult, err error, epoch uint64) (conflict bool) {
+func (c *Cache[K, V]) settle(vkey string, r result[V], expiry time.Time, res fillResult, err error, epoch uint64) (conflict bool) {
 	switch {
 	case err != nil:
 		c.redisError(err)
@@ -176,7 +176,7 @@ func (c *Cache[K, V]) settle(key K, r result[V], expiry time.Time, res fillResul
 		return true
 	}
 	if c.l1 != nil {
-		c.l1.put(key, r, expiry, epoch)
+		c.l1.put(vkey, r, expiry, epoch)
 	}
 	return false
 }

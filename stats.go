@@ -6,58 +6,60 @@ import "sync/atomic"
 // state. Every counter only grows; take two snapshots and subtract to get
 // rates. The hit ratio is (Hits + LocalHits) / (Hits + LocalHits + Misses).
 type Stats struct {
-	Hits             uint64 // Gets answered from Redis (values and cached "not found")
-	LocalHits        uint64 // Gets answered from the in-process cache
-	Misses           uint64 // Gets answered by a load
-	Loads            uint64 // loader calls
-	LoadErrors       uint64 // loader calls that returned an error other than ErrNotFound, or panicked
-	Panics           uint64 // loader calls that panicked (also counted in LoadErrors)
-	LockAcquired     uint64 // fill locks this process took
-	LockWaits        uint64 // flights that found the lock taken and waited
-	LockWaitTimeouts uint64 // waits that ended without a value; the waiter then loaded by itself
-	FillConflicts    uint64 // loads discarded because the key was invalidated or set meanwhile
-	Corrupt          uint64 // Redis entries that could not be decoded (treated as misses)
-	RedisErrors      uint64 // Redis calls that failed, ran past the Redis timeout, or were skipped
-	RedisSkipped     uint64 // Redis calls not sent: breaker open or too many abandoned calls
-	Abandoned        uint64 // Redis calls abandoned at the Redis timeout
-	BreakerOpens     uint64 // times the circuit breaker opened
-	Warmed           uint64 // keys loaded and written by warm-ups
-	WarmUps          uint64 // warm-ups run (by Warm or automatically)
-	RestartsDetected uint64 // empty Redis restarts this process detected and warmed after
-	EarlyRefreshes   uint64 // background refreshes this process ran (WithEarlyRefresh)
+	Hits               uint64 // Gets answered from Redis (values and cached "not found")
+	LocalHits          uint64 // Gets answered from the in-process cache
+	Misses             uint64 // Gets answered by a load
+	Loads              uint64 // loader calls
+	LoadErrors         uint64 // loader calls that returned an error other than ErrNotFound, or panicked
+	Panics             uint64 // loader calls that panicked (also counted in LoadErrors)
+	LockAcquired       uint64 // fill locks this process took
+	LockWaits          uint64 // flights that found the lock taken and waited
+	LockWaitTimeouts   uint64 // waits that ended without a value; the waiter then loaded by itself
+	FillConflicts      uint64 // loads discarded because the key was invalidated or set meanwhile
+	Corrupt            uint64 // Redis entries that could not be decoded (treated as misses)
+	RedisErrors        uint64 // Redis calls that failed, ran past the Redis timeout, or were skipped
+	RedisSkipped       uint64 // Redis calls not sent: breaker open or too many abandoned calls
+	Abandoned          uint64 // Redis calls abandoned at the Redis timeout
+	BreakerOpens       uint64 // times the circuit breaker opened
+	Warmed             uint64 // keys loaded and written by warm-ups
+	WarmUps            uint64 // warm-ups run (by Warm or automatically)
+	RestartsDetected   uint64 // empty Redis restarts this process detected and warmed after
+	EarlyRefreshes     uint64 // background refreshes this process ran (WithEarlyRefresh)
+	LocalInvalidations uint64 // invalidation messages from other processes applied to L1
 
 	Breaker BreakerState // the circuit breaker's current state
 }
 
 // counters are the live, atomically updated form of Stats.
 type counters struct {
-	hits, localHits, misses, loads, loadErrors, panics atomic.Uint64
-	lockAcquired, lockWaits, lockWaitTimeouts          atomic.Uint64
-	fillConflicts, corrupt                             atomic.Uint64
-	redisErrors, redisSkipped, abandoned, breakerOpens atomic.Uint64
-	warmed, warmUps, restarts, earlyRefreshes          atomic.Uint64
+	hits, localHits, misses, loads, loadErrors, panics            atomic.Uint64
+	lockAcquired, lockWaits, lockWaitTimeouts                     atomic.Uint64
+	fillConflicts, corrupt                                        atomic.Uint64
+	redisErrors, redisSkipped, abandoned, breakerOpens            atomic.Uint64
+	warmed, warmUps, restarts, earlyRefreshes, localInvalidations atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{
-		Hits:             c.hits.Load(),
-		LocalHits:        c.localHits.Load(),
-		Misses:           c.misses.Load(),
-		Loads:            c.loads.Load(),
-		LoadErrors:       c.loadErrors.Load(),
-		Panics:           c.panics.Load(),
-		LockAcquired:     c.lockAcquired.Load(),
-		LockWaits:        c.lockWaits.Load(),
-		LockWaitTimeouts: c.lockWaitTimeouts.Load(),
-		FillConflicts:    c.fillConflicts.Load(),
-		Corrupt:          c.corrupt.Load(),
-		RedisErrors:      c.redisErrors.Load(),
-		RedisSkipped:     c.redisSkipped.Load(),
-		Abandoned:        c.abandoned.Load(),
-		BreakerOpens:     c.breakerOpens.Load(),
-		Warmed:           c.warmed.Load(),
-		WarmUps:          c.warmUps.Load(),
-		RestartsDetected: c.restarts.Load(),
-		EarlyRefreshes:   c.earlyRefreshes.Load(),
+		Hits:               c.hits.Load(),
+		LocalHits:          c.localHits.Load(),
+		Misses:             c.misses.Load(),
+		Loads:              c.loads.Load(),
+		LoadErrors:         c.loadErrors.Load(),
+		Panics:             c.panics.Load(),
+		LockAcquired:       c.lockAcquired.Load(),
+		LockWaits:          c.lockWaits.Load(),
+		LockWaitTimeouts:   c.lockWaitTimeouts.Load(),
+		FillConflicts:      c.fillConflicts.Load(),
+		Corrupt:            c.corrupt.Load(),
+		RedisErrors:        c.redisErrors.Load(),
+		RedisSkipped:       c.redisSkipped.Load(),
+		Abandoned:          c.abandoned.Load(),
+		BreakerOpens:       c.breakerOpens.Load(),
+		Warmed:             c.warmed.Load(),
+		WarmUps:            c.warmUps.Load(),
+		RestartsDetected:   c.restarts.Load(),
+		EarlyRefreshes:     c.earlyRefreshes.Load(),
+		LocalInvalidations: c.localInvalidations.Load(),
 	}
 }

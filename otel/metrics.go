@@ -57,6 +57,10 @@ var counters = []counter{
 		func(s cacheaside.Stats) uint64 { return s.WarmUps }},
 	{"cacheaside.restarts_detected", "{restart}", "Empty Redis restarts this process detected and warmed after.",
 		func(s cacheaside.Stats) uint64 { return s.RestartsDetected }},
+	{"cacheaside.early_refreshes", "{refresh}", "Background refreshes this process ran before values expired.",
+		func(s cacheaside.Stats) uint64 { return s.EarlyRefreshes }},
+	{"cacheaside.local.invalidations", "{message}", "Invalidation messages from other processes applied to the in-process cache.",
+		func(s cacheaside.Stats) uint64 { return s.LocalInvalidations }},
 }
 
 // breakerStateName is the name of the gauge of the circuit breaker's state.
