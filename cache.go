@@ -236,6 +236,12 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	switch {
 	case err == nil:
 		if r, h, ok := c.decodeResult(raw); ok {
+			if c.isStale(r, h.Expiry) {
+				c.startFlight(ctx, fl, vkey, func(fctx context.Context) result[V] {
+					return c.revive(fctx, key, vkey, r, epoch)
+				})
+				return c.await(ctx, fl)
+			}
 			if c.l1 != nil {
 				c.l1.refresh(vkey, r, h.Expiry, epoch)
 			}
@@ -280,6 +286,9 @@ func (c *Cache[K, V]) await(ctx context.Context, fl *call[V]) (V, error) {
 			return zero, ctx.Err()
 		}
 	}
+	if r.stale {
+		c.stats.staleServed.Add(1)
+	}
 	switch r.src {
 	case fromRedis:
 		c.stats.hits.Add(1)
@@ -323,6 +332,7 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	defer c.tracker.done()
 	ttl := jittered(c.cfg.ttl, c.cfg.jitter)
 	env, err := c.encodeValue(value, 0, ttl)
+	px := c.physical(ttl, false)
 	if err != nil {
 		return fmt.Errorf("cacheaside: set: %w", err)
 	}
@@ -331,7 +341,7 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 		c.l1.beginInvalidate(vkey)
 	}
 	err = c.guard.do(ctx, func(ctx context.Context) error {
-		return overwriteScript.Run(ctx, c.rdb, keysFor(vkey), c.overwriteArgs(env, ttl)...).Err()
+		return overwriteScript.Run(ctx, c.rdb, keysFor(vkey), c.overwriteArgs(env, px)...).Err()
 	})
 	c.flights.forget(vkey)
 	if c.l1 != nil {

@@ -28,9 +28,10 @@ type call[V any] struct {
 
 // result is what a flight hands to every caller that joined it.
 type result[V any] struct {
-	val V
-	err error
-	src source
+	val   V
+	err   error
+	src   source
+	stale bool // served past its logical expiry (WithStaleIfError)
 }
 
 // source says where a result came from.

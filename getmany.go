@@ -99,7 +99,11 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 		unreadable := false
 		if !redisDown && raws[i] != nil {
 			if r, h, ok := c.decodeResult(raws[i]); ok {
-				if c.l1 != nil {
+				if c.isStale(r, h.Expiry) {
+					// Serve it, and reload it in the background.
+					c.stats.staleServed.Add(1)
+					c.startRefresh(k, vkeys[i], c.cfg.maxStale)
+				} else if c.l1 != nil {
 					c.l1.refresh(vkeys[i], r, h.Expiry, epoch)
 				}
 				c.maybeRefresh(k, vkeys[i], h.Expiry, h.LoadTime)
@@ -325,7 +329,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 			if w.negative {
 				nx = "1"
 			}
-			args := []any{l.token, l.gen, w.env, w.ttl.Milliseconds(), nx, l.start, c.genTTL.Milliseconds()}
+			args := []any{l.token, l.gen, w.env, c.physical(w.ttl, w.negative).Milliseconds(), nx, l.start, c.genTTL.Milliseconds()}
 			if eval {
 				return fillScript.Eval(ctx, p, keysFor(items[w.i].vkey), args...)
 			}

@@ -32,6 +32,8 @@ type config struct {
 	keyFunc     any // func(K) string, checked against K in New
 	batchLoad   any // BatchLoadFunc[K, V], checked in New
 	earlyBeta   float64
+	maxStale    time.Duration
+	softTimeout time.Duration
 	logger      *slog.Logger
 
 	breakerFailures int
@@ -348,6 +350,15 @@ func (c *config) resolve() error {
 
 	if c.earlyBeta < 0 || c.earlyBeta != c.earlyBeta || math.IsInf(c.earlyBeta, 0) {
 		bad("WithEarlyRefresh: beta %v must be a finite number ≥ 0", c.earlyBeta)
+	}
+	if c.maxStale < 0 || c.maxStale > maxDuration {
+		bad("WithStaleIfError: %v must be 0 (disabled) or positive, at most %v", c.maxStale, maxDuration)
+	}
+	if c.softTimeout < 0 {
+		bad("WithSoftTimeout: %v is negative", c.softTimeout)
+	}
+	if c.softTimeout > 0 && c.maxStale == 0 {
+		bad("WithSoftTimeout: needs WithStaleIfError, or there is nothing to serve at the timeout")
 	}
 	if c.breakerFailures < 0 {
 		bad("WithBreaker: %d failures is negative", c.breakerFailures)

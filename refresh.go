@@ -46,6 +46,16 @@ func (c *Cache[K, V]) maybeRefresh(key K, vkey string, expiry time.Time, took ti
 	if !xfetch(time.Now(), expiry, took, c.cfg.earlyBeta, 1-rand.Float64()) {
 		return
 	}
+	// A value that lives longer than what was left of this one, plus one
+	// load, was written after we read it: someone refreshed it.
+	c.startRefresh(key, vkey, time.Until(expiry)+max(took, 10*time.Millisecond)+c.cfg.maxStale)
+}
+
+// startRefresh reloads key in the background unless this process already
+// is or the pool is full. freshAfter is the Redis TTL above which the value
+// counts as already refreshed by someone else. The caller must be
+// registered with the tracker.
+func (c *Cache[K, V]) startRefresh(key K, vkey string, freshAfter time.Duration) {
 	if _, busy := c.refreshing.LoadOrStore(vkey, struct{}{}); busy {
 		return // this process is already refreshing the key
 	}
@@ -65,10 +75,7 @@ func (c *Cache[K, V]) maybeRefresh(key K, vkey string, expiry time.Time, took ti
 				c.log(context.Background(), slog.LevelError, "cacheaside: early refresh panicked", "panic", fmt.Sprint(p))
 			}
 		}()
-		// A value that lives longer than what was left of this one, plus
-		// one load, was written after we read it: someone refreshed it.
-		fresh := time.Until(expiry) + max(took, 10*time.Millisecond)
-		c.refresh(c.life, key, vkey, max(fresh, time.Millisecond))
+		c.refresh(c.life, key, vkey, max(freshAfter, time.Millisecond))
 	}()
 }
 

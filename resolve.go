@@ -23,6 +23,9 @@ func (c *Cache[K, V]) resolve(ctx context.Context, key K, vkey string) result[V]
 	switch {
 	case err == nil:
 		if r, h, ok := c.decodeResult(raw); ok {
+			if c.isStale(r, h.Expiry) {
+				return c.revive(ctx, key, vkey, r, epoch)
+			}
 			if c.l1 != nil {
 				c.l1.refresh(vkey, r, h.Expiry, epoch)
 			}
@@ -159,8 +162,8 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lea
 		}
 		return r, false, false
 	}
-	expiry := time.Now().Add(ttl) // before the fill: L1 must not outlive the Redis entry
-	res, err := c.fill(ctx, ks, l, env, ttl, negative)
+	expiry := time.Now().Add(ttl) // before the fill: L1 must not outlive the logical expiry
+	res, err := c.fill(ctx, ks, l, env, c.physical(ttl, negative), negative)
 	conflict = c.settle(ks[0], r, expiry, res, err, epoch)
 	return r, conflict, err == nil && (res == fillLocked || res == fillUnlocked)
 }

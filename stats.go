@@ -26,17 +26,18 @@ type Stats struct {
 	RestartsDetected   uint64 // empty Redis restarts this process detected and warmed after
 	EarlyRefreshes     uint64 // background refreshes this process ran (WithEarlyRefresh)
 	LocalInvalidations uint64 // invalidation messages from other processes applied to L1
+	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithStaleIfError)
 
 	Breaker BreakerState // the circuit breaker's current state
 }
 
 // counters are the live, atomically updated form of Stats.
 type counters struct {
-	hits, localHits, misses, loads, loadErrors, panics            atomic.Uint64
-	lockAcquired, lockWaits, lockWaitTimeouts                     atomic.Uint64
-	fillConflicts, corrupt                                        atomic.Uint64
-	redisErrors, redisSkipped, abandoned, breakerOpens            atomic.Uint64
-	warmed, warmUps, restarts, earlyRefreshes, localInvalidations atomic.Uint64
+	hits, localHits, misses, loads, loadErrors, panics                         atomic.Uint64
+	lockAcquired, lockWaits, lockWaitTimeouts                                  atomic.Uint64
+	fillConflicts, corrupt                                                     atomic.Uint64
+	redisErrors, redisSkipped, abandoned, breakerOpens                         atomic.Uint64
+	warmed, warmUps, restarts, earlyRefreshes, localInvalidations, staleServed atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -61,5 +62,6 @@ func (c *counters) snapshot() Stats {
 		RestartsDetected:   c.restarts.Load(),
 		EarlyRefreshes:     c.earlyRefreshes.Load(),
 		LocalInvalidations: c.localInvalidations.Load(),
+		StaleServed:        c.staleServed.Load(),
 	}
 }

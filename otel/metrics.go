@@ -61,6 +61,8 @@ var counters = []counter{
 		func(s cacheaside.Stats) uint64 { return s.EarlyRefreshes }},
 	{"cacheaside.local.invalidations", "{message}", "Invalidation messages from other processes applied to the in-process cache.",
 		func(s cacheaside.Stats) uint64 { return s.LocalInvalidations }},
+	{"cacheaside.stale_served", "{request}", "Gets answered with a value past its logical expiry.",
+		func(s cacheaside.Stats) uint64 { return s.StaleServed }},
 }
 
 // breakerStateName is the name of the gauge of the circuit breaker's state.

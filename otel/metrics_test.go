@@ -38,6 +38,7 @@ func statsMetrics(s cacheaside.Stats) map[string]uint64 {
 		"cacheaside.restarts_detected":   s.RestartsDetected,
 		"cacheaside.early_refreshes":     s.EarlyRefreshes,
 		"cacheaside.local.invalidations": s.LocalInvalidations,
+		"cacheaside.stale_served":        s.StaleServed,
 	}
 }
 

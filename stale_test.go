@@ -1,0 +1,115 @@
+package cacheaside_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+)
+
+// staleDB is a loader whose answers, failures and speed the test controls.
+type staleDB struct {
+	version atomic.Int64
+	fail    atomic.Bool
+	slow    atomic.Int64 // nanoseconds each load sleeps
+	calls   atomic.Int64
+}
+
+func (db *staleDB) load(ctx context.Context, k string) (int64, error) {
+	db.calls.Add(1)
+	time.Sleep(time.Duration(db.slow.Load()))
+	if db.fail.Load() {
+		return 0, errors.New("database down")
+	}
+	return db.version.Load(), nil
+}
+
+// TestStaleServedWhileLoaderFails lets a value expire logically while the
+// database fails: Gets get the old value with a nil error, the failing
+// loader is retried about once per second for the key (not once per Get),
+// and once the database is back the fresh value replaces it.
+func TestStaleServedWhileLoaderFails(t *testing.T) {
+	srv := redistest.Start(t)
+	db := &staleDB{}
+	db.version.Store(1)
+	c := newCache(t, srv, db.load, cacheaside.WithTTL(200*time.Millisecond), cacheaside.WithJitter(0),
+		cacheaside.WithStaleIfError(time.Minute))
+	ctx := context.Background()
+	if v, err := c.Get(ctx, "k"); err != nil || v != 1 {
+		t.Fatalf("Get(k) = %v, %v; want 1", v, err)
+	}
+	db.fail.Store(true)
+	db.version.Store(2)
+	time.Sleep(250 * time.Millisecond) // past the logical expiry
+	before := db.calls.Load()
+	for range 50 {
+		if v, err := c.Get(ctx, "k"); err != nil || v != 1 {
+			t.Fatalf("Get(k) with the database down = %v, %v; want the stale 1, nil", v, err)
+		}
+	}
+	if n := db.calls.Load() - before; n < 1 || n > 3 {
+		t.Errorf("loader calls during 50 stale Gets = %d, want 1 to 3 (retries are throttled per key)", n)
+	}
+	if s := c.Stats(); s.StaleServed < 50 {
+		t.Errorf("Stats().StaleServed = %d, want ≥ 50", s.StaleServed)
+	}
+	db.fail.Store(false)
+	deadline := time.Now().Add(waitLimit)
+	for {
+		v, err := c.Get(ctx, "k")
+		if err == nil && v == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Get(k) after the database recovered = %v, %v; want 2 within %v", v, err, waitLimit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSoftTimeoutServesStale makes the reload of an expired value slow: a
+// Get returns the stale value at the soft timeout, and the reload fills
+// Redis in the background.
+func TestSoftTimeoutServesStale(t *testing.T) {
+	srv := redistest.Start(t)
+	db := &staleDB{}
+	db.version.Store(1)
+	c := newCache(t, srv, db.load, cacheaside.WithTTL(200*time.Millisecond), cacheaside.WithJitter(0),
+		cacheaside.WithStaleIfError(time.Minute), cacheaside.WithSoftTimeout(50*time.Millisecond))
+	ctx := context.Background()
+	if _, err := c.Get(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	db.version.Store(2)
+	db.slow.Store(int64(time.Second))
+	time.Sleep(250 * time.Millisecond)
+	start := time.Now()
+	v, err := c.Get(ctx, "k")
+	if took := time.Since(start); err != nil || v != 1 || took > 700*time.Millisecond {
+		t.Fatalf("Get(k) during a slow reload = %v, %v after %v; want the stale 1 at the soft timeout (well under the 1s load)", v, err, took)
+	}
+	deadline := time.Now().Add(waitLimit)
+	for {
+		if v, _ := storedValue[int64](t, srv, "ca:{k}"); v == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the background reload did not fill Redis within %v", waitLimit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestStaleNeedsOption checks WithSoftTimeout is rejected without
+// WithStaleIfError.
+func TestStaleNeedsOption(t *testing.T) {
+	srv := redistest.Start(t)
+	_, err := cacheaside.New(srv.Client(t), (&staleDB{}).load, cacheaside.WithSoftTimeout(time.Second))
+	if err == nil {
+		t.Fatal("New(WithSoftTimeout without WithStaleIfError) = nil error, want one naming WithSoftTimeout")
+	}
+}
