@@ -86,9 +86,14 @@ type Cache[K comparable, V any] struct {
 	tokenPrefix string
 	tokenSeq    atomic.Uint64
 
-	bp         backplane
-	refreshing sync.Map      // value keys this process is refreshing early
-	refreshSem chan struct{} // bounds early refreshes
+	bp backplane
+	// markerUnsure says a marker write failed and may have run anyway;
+	// only the restart watcher goroutine touches it.
+	markerUnsure bool
+	refreshing   sync.Map      // value keys this process is refreshing early
+	refreshSem   chan struct{} // bounds early refreshes
+	// releaseSlots bounds lock releases retried past the guard.
+	releaseSlots chan struct{}
 
 	// tracker registers every goroutine the Cache starts, so that Close can
 	// wait for them; life is cancelled by Close and is the parent of every
@@ -161,6 +166,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		c.l1 = l1
 	}
 	c.refreshSem = make(chan struct{}, refreshSlots)
+	c.releaseSlots = make(chan struct{}, 16)
 	if cfg.maxLoads > 0 {
 		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
 	}

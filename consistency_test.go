@@ -59,7 +59,7 @@ func TestInvalidateDuringLoadDiscardsStaleFill(t *testing.T) {
 	srv := redistest.Start(t)
 	db := newRow(t, "old")
 	a, b := newCache(t, srv, db.load), newCache(t, srv, db.load)
-	ctx := context.Background()
+	ctx := testContext(t)
 
 	first := getAsync(ctx, a, "k")
 	await(t, db.entered, "the first load to read the row")
@@ -90,7 +90,7 @@ func TestGetAfterInvalidateOnOtherCacheSeesNewValue(t *testing.T) {
 	srv := redistest.Start(t)
 	db := newRow(t, "old")
 	a, b := newCache(t, srv, db.load), newCache(t, srv, db.load)
-	ctx := context.Background()
+	ctx := testContext(t)
 
 	first := getAsync(ctx, a, "k")
 	await(t, db.entered, "the first load to read the row")
@@ -117,7 +117,7 @@ func TestSetDuringLoadSurvives(t *testing.T) {
 	srv := redistest.Start(t)
 	db := newRow(t, "old")
 	a, b := newCache(t, srv, db.load), newCache(t, srv, db.load)
-	ctx := context.Background()
+	ctx := testContext(t)
 
 	first := getAsync(ctx, a, "k")
 	await(t, db.entered, "the first load to read the row")
@@ -144,7 +144,7 @@ func TestInvalidateSameCacheIsStrict(t *testing.T) {
 	srv := redistest.Start(t)
 	db := newRow(t, "old")
 	c := newCache(t, srv, db.load)
-	ctx := context.Background()
+	ctx := testContext(t)
 
 	first := getAsync(ctx, c, "k")
 	await(t, db.entered, "the first load to read the row")
@@ -173,7 +173,7 @@ func TestMaxRefillsZeroReturnsConflictingLoadUncached(t *testing.T) {
 	db := newRow(t, "loaded")
 	a := newCache(t, srv, db.load, cacheaside.WithMaxRefills(0))
 	b := newCache(t, srv, db.load)
-	ctx := context.Background()
+	ctx := testContext(t)
 
 	first := getAsync(ctx, a, "k")
 	await(t, db.entered, "the first load to read the row")
@@ -203,7 +203,7 @@ func TestUnlockedLoadRespectsInvalidate(t *testing.T) {
 	db := newRow(t, "old")
 	a := newCache(t, srv, db.load, cacheaside.WithLockWait(50*time.Millisecond))
 	b := newCache(t, srv, db.load)
-	ctx := context.Background()
+	ctx := testContext(t)
 	srv.CLI(t, "SET", "ca:{k}:lock", "token-of-a-slow-process", "PX", "60000")
 
 	first := getAsync(ctx, a, "k")
@@ -230,7 +230,7 @@ func TestInvalidateManyKeys(t *testing.T) {
 	srv := redistest.Start(t)
 	var version atomic.Int64
 	c := newCache(t, srv, func(ctx context.Context, id int64) (int64, error) { return id*100 + version.Load(), nil })
-	ctx := context.Background()
+	ctx := testContext(t)
 	for id := range int64(4) {
 		if got, err := c.Get(ctx, id); err != nil || got != id*100 {
 			t.Fatalf("Get(%v) = %v, %v; want %v, nil", id, got, err, id*100)

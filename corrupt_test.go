@@ -45,7 +45,7 @@ func TestGetUnreadableEntryIsReloaded(t *testing.T) {
 			srv.CLI(t, "SET", "ca:{1}", string(tt.raw))
 
 			want := item{ID: 1, Name: "from db"}
-			if got, err := c.Get(context.Background(), 1); err != nil || got != want {
+			if got, err := c.Get(testContext(t), 1); err != nil || got != want {
 				t.Fatalf("Get(%v) over %s = %v, %v; want %v, nil", 1, tt.name, got, err, want)
 			}
 			if got, ok := storedValue[item](t, srv, "ca:{1}"); !ok || got != want {
@@ -57,7 +57,7 @@ func TestGetUnreadableEntryIsReloaded(t *testing.T) {
 			if s := c.Stats(); s.Corrupt < 1 || s.Loads != 1 || loads.Load() != 1 {
 				t.Errorf("Stats() = %+v, want Corrupt ≥ 1 and Loads 1", s)
 			}
-			if got, err := c.Get(context.Background(), 1); err != nil || got != want || loads.Load() != 1 {
+			if got, err := c.Get(testContext(t), 1); err != nil || got != want || loads.Load() != 1 {
 				t.Errorf("second Get(%v) = %v, %v with %d loads; want %v, nil from Redis", 1, got, err, loads.Load(), want)
 			}
 		})
@@ -86,7 +86,7 @@ func TestGetCodecPanicIsMiss(t *testing.T) {
 	}, cacheaside.WithCodec(panickyCodec{}))
 	srv.CLI(t, "SET", "ca:{k}", string(envelope.Append(nil, envelope.Header{}, []byte(`"poison"`))))
 
-	if got, err := c.Get(context.Background(), "k"); err != nil || got != "clean k" {
+	if got, err := c.Get(testContext(t), "k"); err != nil || got != "clean k" {
 		t.Fatalf("Get(%q) over an entry the codec panics on = %q, %v; want %q, nil", "k", got, err, "clean k")
 	}
 	if s := c.Stats(); s.Corrupt < 1 || s.Panics != 0 {
@@ -115,7 +115,7 @@ func TestWaiterReloadsEntryItCannotRead(t *testing.T) {
 	}, cacheaside.WithLockTTL(lockWait)) // the lock wait defaults to the lock TTL
 	srv.CLI(t, "SET", "ca:{1}:lock", "token-of-a-newer-process", "PX", "60000")
 
-	res := getAsync(context.Background(), c, int64(1))
+	res := getAsync(testContext(t), c, int64(1))
 	deadline := time.Now().Add(waitLimit)
 	for c.Stats().LockWaits == 0 {
 		if time.Now().After(deadline) {

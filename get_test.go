@@ -24,7 +24,7 @@ func TestGetHitIsOneRedisGet(t *testing.T) {
 		loads.Add(1)
 		return item{ID: id, Name: "loaded"}, nil
 	})
-	ctx := context.Background()
+	ctx := testContext(t)
 	want := item{ID: 1, Name: "stored"}
 	if err := c.Set(ctx, 1, want); err != nil {
 		t.Fatalf("Set(1) = %v, want nil", err)
@@ -100,9 +100,12 @@ func loaderThatSeesLock[K comparable](t *testing.T, srv *redistest.Server, lockK
 	}, &seen
 }
 
+// checkLayout gets key through c and checks the Redis keys it leaves: the
+// value under vkey (with the lock seen during the load and gone after),
+// readable by other; then Invalidate leaves only the generation.
 func checkLayout[K comparable](t *testing.T, srv *redistest.Server, c, other *cacheaside.Cache[K, string], key K, want, vkey string, lockSeen *atomic.Int64) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := testContext(t)
 	if got, err := c.Get(ctx, key); err != nil || got != want {
 		t.Fatalf("Get(%v) = %q, %v; want %q, nil", key, got, err, want)
 	}
@@ -184,7 +187,7 @@ func TestGetAfterCloseReturnsErrClosed(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Errorf("second Close() = %v, want nil", err)
 	}
-	ctx := context.Background()
+	ctx := testContext(t)
 	if got, err := c.Get(ctx, 1); !errors.Is(err, cacheaside.ErrClosed) {
 		t.Errorf("Get(%v) after Close = %v, %v; want ErrClosed", 1, got, err)
 	}
@@ -253,7 +256,7 @@ func closeDuringLoad(t *testing.T, rdb *redis.Client) (loaderEnded bool) {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 
-	res := getAsync(context.Background(), c, int64(7))
+	res := getAsync(testContext(t), c, int64(7))
 	await(t, entered, "the loader to start")
 	closed := make(chan error, 1)
 	go func() { closed <- c.Close() }()
@@ -280,7 +283,7 @@ func TestStatsCountEveryGet(t *testing.T) {
 		}
 		return item{ID: id}, nil
 	})
-	ctx := context.Background()
+	ctx := testContext(t)
 	counted := 0
 	get := func(ctx context.Context, id int64) {
 		_, err := c.Get(ctx, id)

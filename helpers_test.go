@@ -25,6 +25,18 @@ import (
 // it means the behaviour is broken (a deadlock, a lost wake-up), not slow.
 const waitLimit = 10 * time.Second
 
+// testDeadline bounds each test's Gets through testContext.
+const testDeadline = 30 * time.Second
+
+// testContext returns a context that ends testDeadline from now, or when
+// the test ends: a Get that never returns then fails the test with a
+// message (context deadline exceeded) instead of hanging the whole run.
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // item is the value type most tests cache.
 type item struct {
 	ID   int64  `json:"id"`

@@ -31,7 +31,7 @@ func notFoundLoader(calls *atomic.Int64) cacheaside.LoadFunc[string, string] {
 // the Gets; the second uses 200ms and waits for the marker to go.
 func TestGetNotFoundIsCachedForNegativeTTL(t *testing.T) {
 	srv := redistest.Start(t)
-	ctx := context.Background()
+	ctx := testContext(t)
 	t.Run("within the negative TTL", func(t *testing.T) {
 		var calls atomic.Int64
 		c := newCache(t, srv, notFoundLoader(&calls), cacheaside.WithNegativeTTL(time.Minute), cacheaside.WithJitter(0.1))
@@ -86,8 +86,9 @@ func TestNegativeTTLZeroDisablesNegativeCaching(t *testing.T) {
 	srv := redistest.Start(t)
 	var calls atomic.Int64
 	c := newCache(t, srv, notFoundLoader(&calls), cacheaside.WithNegativeTTL(0))
+	ctx := testContext(t)
 	for i := range 3 {
-		if got, err := c.Get(context.Background(), "gone"); !errors.Is(err, cacheaside.ErrNotFound) {
+		if got, err := c.Get(ctx, "gone"); !errors.Is(err, cacheaside.ErrNotFound) {
 			t.Fatalf("Get(%q) #%d = %q, %v; want an error matching ErrNotFound", "gone", i+1, got, err)
 		}
 	}
@@ -121,7 +122,7 @@ func TestNotFoundMarkerNeverOverwritesValue(t *testing.T) {
 	}
 	holder := newCache(t, srv, load)
 	waiter := newCache(t, srv, load, cacheaside.WithLockWait(20*time.Millisecond))
-	ctx := context.Background()
+	ctx := testContext(t)
 
 	held := getAsync(ctx, holder, "k")
 	await(t, entered, "the holder's load to read the missing row")
@@ -155,12 +156,13 @@ func TestLoaderErrorReachesEveryCallerAndIsNotCached(t *testing.T) {
 		return "", fmt.Errorf("load %q: %w", key, errDB)
 	})
 	const n = 50
+	ctx := testContext(t)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
 			<-start
-			if got, err := c.Get(context.Background(), "k"); !errors.Is(err, errDB) {
+			if got, err := c.Get(ctx, "k"); !errors.Is(err, errDB) {
 				t.Errorf("Get(%q) = %q, %v; want the loader's error %v", "k", got, err, errDB)
 			}
 		})
@@ -179,7 +181,7 @@ func TestLoaderErrorReachesEveryCallerAndIsNotCached(t *testing.T) {
 	if keys := allKeys(t, srv); len(keys) != 0 {
 		t.Errorf("Redis keys after failed loads = %q, want none (errors are not cached, locks released)", keys)
 	}
-	if _, err := c.Get(context.Background(), "k"); !errors.Is(err, errDB) || calls.Load() != loaded+1 {
+	if _, err := c.Get(ctx, "k"); !errors.Is(err, errDB) || calls.Load() != loaded+1 {
 		t.Errorf("Get(%q) after a failed load = %v with %d loads; want %v from a new load (%d)", "k", err, calls.Load(), errDB, loaded+1)
 	}
 }
@@ -202,12 +204,13 @@ func TestLoaderPanicBecomesPanicError(t *testing.T) {
 		return "value", nil
 	})
 	const n = 20
+	ctx := testContext(t)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
 			<-start
-			_, err := c.Get(context.Background(), "k")
+			_, err := c.Get(ctx, "k")
 			pe, ok := isPanic(err)
 			if !ok || pe.Value != "boom" || !strings.Contains(string(pe.Stack), "loader_test.go") {
 				t.Errorf("Get(%q) error = %v; want a *PanicError with value %q and the loader's stack", "k", err, "boom")
@@ -224,7 +227,7 @@ func TestLoaderPanicBecomesPanicError(t *testing.T) {
 		t.Errorf("EXISTS ca:{k}:lock after the loader panicked = %s, want 0", ex)
 	}
 	panicking.Store(false)
-	if got, err := c.Get(context.Background(), "k"); err != nil || got != "value" || calls.Load() != panics+1 {
+	if got, err := c.Get(ctx, "k"); err != nil || got != "value" || calls.Load() != panics+1 {
 		t.Errorf("Get(%q) after a panic = %q, %v with %d loads; want %q, nil from load %d", "k", got, err, calls.Load(), "value", panics+1)
 	}
 }
@@ -242,7 +245,7 @@ func TestLoaderPanicWithNotFoundErrorIsNotCached(t *testing.T) {
 		}
 		return "value", nil
 	})
-	ctx := context.Background()
+	ctx := testContext(t)
 	if _, err := c.Get(ctx, "k"); err == nil {
 		t.Fatalf("Get(%q) with a panicking loader = nil error, want a *PanicError", "k")
 	} else if _, ok := isPanic(err); !ok {
@@ -283,10 +286,10 @@ func TestCallerCancelDoesNotCancelSharedLoad(t *testing.T) {
 		loaderCtxErr <- ctx.Err()
 		return "value", nil
 	})
-	cctx, cancel := context.WithCancel(context.Background())
+	cctx, cancel := context.WithCancel(testContext(t))
 	impatient := getAsync(cctx, c, "k")
 	await(t, entered, "the load to start")
-	patient := getAsync(context.Background(), c, "k")
+	patient := getAsync(testContext(t), c, "k")
 
 	cancel()
 	// The loader is still blocked: the caller cannot be waiting for it.
@@ -317,7 +320,7 @@ func TestGetPassesContextValuesToLoader(t *testing.T) {
 		v, _ := ctx.Value(ctxKey{}).(string)
 		return v, nil
 	})
-	ctx := context.WithValue(context.Background(), ctxKey{}, "trace-123")
+	ctx := context.WithValue(testContext(t), ctxKey{}, "trace-123")
 	if got, err := c.Get(ctx, "k"); err != nil || got != "trace-123" {
 		t.Errorf("Get(%q) = %q, %v; want the caller's context value %q, nil", "k", got, err, "trace-123")
 	}

@@ -251,6 +251,20 @@ func (c *Cache[K, V]) release(ctx context.Context, ks keys, token string) {
 	})
 	if err != nil {
 		c.redisError(err)
+		// This process's breaker may be open, or the call lost, while other
+		// processes reach Redis fine and would wait for this lock for a
+		// whole lock TTL. Try again past the guard, in the background, a
+		// bounded number at a time.
+		select {
+		case c.releaseSlots <- struct{}{}:
+			c.tracker.spawn()
+			go func() {
+				defer c.tracker.done()
+				defer func() { <-c.releaseSlots }()
+				c.releaseNow(token, ks)
+			}()
+		default:
+		}
 	}
 }
 

@@ -38,7 +38,7 @@ func newCatalog(t *testing.T, rows ...product) *catalog {
 	t.Helper()
 	pool := pgtest.Pool(t)
 	table := pgtest.Table(t, pool, "id bigint primary key, name text not null, price_cents bigint not null")
-	ctx := context.Background()
+	ctx := testContext(t)
 	for _, p := range rows {
 		if _, err := pool.Exec(ctx, fmt.Sprintf("INSERT INTO %s (id, name, price_cents) VALUES ($1, $2, $3)", table), p.ID, p.Name, p.PriceCents); err != nil {
 			t.Fatalf("INSERT %+v: %v", p, err)
@@ -77,7 +77,7 @@ func TestPostgresHitAfterFirstLoad(t *testing.T) {
 	db := newCatalog(t, teapot)
 	srv := redistest.Start(t)
 	c := newCache(t, srv, db.load)
-	ctx := context.Background()
+	ctx := testContext(t)
 	for i := range 3 {
 		if got, err := c.Get(ctx, 1); err != nil || got != teapot {
 			t.Fatalf("Get(%v) #%d = %+v, %v; want %+v, nil", 1, i+1, got, err, teapot)
@@ -97,7 +97,7 @@ func TestPostgresMissingRowIsNegativeCached(t *testing.T) {
 	db := newCatalog(t, teapot)
 	srv := redistest.Start(t)
 	c := newCache(t, srv, db.load, cacheaside.WithNegativeTTL(time.Minute))
-	ctx := context.Background()
+	ctx := testContext(t)
 	for i := range 3 {
 		if got, err := c.Get(ctx, 404); !errors.Is(err, cacheaside.ErrNotFound) {
 			t.Fatalf("Get(%v) #%d = %+v, %v; want ErrNotFound", 404, i+1, got, err)
@@ -118,7 +118,7 @@ func TestPostgresUpdateThenInvalidate(t *testing.T) {
 	db := newCatalog(t, teapot)
 	srv := redistest.Start(t)
 	reader, writer := newCache(t, srv, db.load), newCache(t, srv, db.load)
-	ctx := context.Background()
+	ctx := testContext(t)
 	if got, err := reader.Get(ctx, 1); err != nil || got != teapot {
 		t.Fatalf("Get(%v) = %+v, %v; want %+v, nil", 1, got, err, teapot)
 	}
@@ -154,6 +154,7 @@ func TestPostgresConcurrentCachesQueryOnce(t *testing.T) {
 	for _, p := range rows {
 		want[p.ID] = p
 	}
+	ctx := testContext(t)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for id := int64(1); id <= 5; id++ {
@@ -161,7 +162,7 @@ func TestPostgresConcurrentCachesQueryOnce(t *testing.T) {
 			for range 50 {
 				wg.Go(func() {
 					<-start
-					got, err := c.Get(context.Background(), id)
+					got, err := c.Get(ctx, id)
 					p, exists := want[id]
 					switch {
 					case exists && (err != nil || got != p):

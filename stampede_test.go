@@ -17,10 +17,11 @@ import (
 // getAll runs n Gets of key on c from n goroutines released together, and
 // reports every one that did not return want with a nil error.
 func getAll[K comparable, V comparable](t *testing.T, c *cacheaside.Cache[K, V], key K, want V, n int, start <-chan struct{}, wg *sync.WaitGroup) {
+	ctx := testContext(t)
 	for range n {
 		wg.Go(func() {
 			<-start
-			if got, err := c.Get(context.Background(), key); err != nil || got != want {
+			if got, err := c.Get(ctx, key); err != nil || got != want {
 				t.Errorf("Get(%v) = %v, %v; want %v, nil", key, got, err, want)
 			}
 		})
@@ -67,7 +68,7 @@ func TestGetCoalescesWarmKeyReads(t *testing.T) {
 		loads.Add(1)
 		return "", fmt.Errorf("loader called for warm key %q", key)
 	})
-	ctx := context.Background()
+	ctx := testContext(t)
 	if err := c.Set(ctx, "warm", "stored"); err != nil {
 		t.Fatalf("Set(%q) = %v, want nil", "warm", err)
 	}
@@ -198,7 +199,7 @@ func TestGetTakesOverLockOfDeadHolder(t *testing.T) {
 	locked := time.Now()
 	srv.CLI(t, "SET", "ca:{k}:lock", "token-of-a-dead-process", "PX", "500")
 	time.Sleep(20 * time.Millisecond) // the lock expires inside the waiter's wait, not at its edge
-	got, err := c.Get(context.Background(), "k")
+	got, err := c.Get(testContext(t), "k")
 	if err != nil || got != "fresh k" {
 		t.Fatalf("Get(%q) = %q, %v; want %q, nil", "k", got, err, "fresh k")
 	}
@@ -235,7 +236,7 @@ func TestGetLoadsAloneWhenLockWaitRunsOut(t *testing.T) {
 	c := newCache(t, srv, load, cacheaside.WithLockWait(50*time.Millisecond))
 	srv.CLI(t, "SET", "ca:{k}:lock", "token-of-a-slow-process", "PX", "60000")
 
-	got, err := c.Get(context.Background(), "k")
+	got, err := c.Get(testContext(t), "k")
 	if err != nil || got != "fresh k" {
 		t.Fatalf("Get(%q) = %q, %v; want %q, nil", "k", got, err, "fresh k")
 	}
@@ -249,7 +250,7 @@ func TestGetLoadsAloneWhenLockWaitRunsOut(t *testing.T) {
 		t.Errorf("GET ca:{k}:lock = %q, want the holder's token untouched", tok)
 	}
 	other := newCache(t, srv, load)
-	if got, err := other.Get(context.Background(), "k"); err != nil || got != "fresh k" || loads.Load() != 1 {
+	if got, err := other.Get(testContext(t), "k"); err != nil || got != "fresh k" || loads.Load() != 1 {
 		t.Errorf("Get(%q) on another Cache = %q, %v after %d loads; want %q, nil from Redis", "k", got, err, loads.Load(), "fresh k")
 	}
 }
@@ -268,9 +269,10 @@ func TestStoredTTLIsJittered(t *testing.T) {
 		cacheaside.WithTTL(ttl), cacheaside.WithJitter(jitter))
 	lo, hi := int64(float64(ttl.Milliseconds())*(1-jitter)), int64(float64(ttl.Milliseconds())*(1+jitter))
 	minTTL, maxTTL := hi, lo
+	ctx := testContext(t)
 	for id := range int64(keys) {
 		before := time.Now()
-		if got, err := c.Get(context.Background(), id); err != nil || got != id {
+		if got, err := c.Get(ctx, id); err != nil || got != id {
 			t.Fatalf("Get(%v) = %v, %v; want %v, nil", id, got, err, id)
 		}
 		ms := pttl(t, srv, valueKey(strconv.FormatInt(id, 10)))

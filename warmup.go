@@ -93,9 +93,20 @@ func (c *Cache[K, V]) checkRestart(ctx context.Context) {
 	err := c.guard.do(ctx, func(ctx context.Context) error {
 		var err error
 		created, err = c.rdb.SetNX(ctx, c.markerKey(), c.tokenPrefix, 0).Result()
+		if err == nil && !created && c.markerUnsure {
+			// An earlier SET NX failed on our side but may have run on the
+			// server: if the marker is ours, that restart is ours to warm.
+			owner, gerr := c.rdb.Get(ctx, c.markerKey()).Result()
+			created = gerr == nil && owner == c.tokenPrefix
+		}
 		return err
 	})
-	if err != nil || !created {
+	if err != nil {
+		c.markerUnsure = true
+		return
+	}
+	c.markerUnsure = false
+	if !created {
 		return
 	}
 	c.stats.restarts.Add(1)
