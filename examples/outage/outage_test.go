@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// shortRun is the scenario in a few seconds: enough load and time for
+// each phase to show, little enough for the race detector on two cores.
+var shortRun = []string{
+	"-warm", "1s", "-healthy", "2s", "-outage", "2s", "-recovery", "3s",
+	"-rate", "500", "-keys", "200", "-quiet",
+}
+
+// needRedisServer fails the test, never skips it, when redis-server is
+// missing: the scenario is about a real Redis process dying.
+func needRedisServer(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found in PATH: install Redis 7+ (apt-get install redis-server, brew install redis): %v", err)
+	}
+	return bin
+}
+
+// runMain runs the program with args plus -json and -svg into a temporary
+// directory, and returns its output and the JSON result.
+func runMain(t *testing.T, args ...string) (string, *Result) {
+	t.Helper()
+	dir := t.TempDir()
+	jsonPath, svgPath := filepath.Join(dir, "out.json"), filepath.Join(dir, "out.svg")
+	var stdout, stderr bytes.Buffer
+	args = append(args, "-json", jsonPath, "-svg", svgPath)
+	if code := realMain(context.Background(), args, &stdout, &stderr); code != 0 {
+		t.Fatalf("realMain(%q) = %d, want 0\nstdout:\n%s\nstderr:\n%s", args, code, &stdout, &stderr)
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res Result
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatalf("decode %s: %v", jsonPath, err)
+	}
+	svg, err := os.ReadFile(svgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(svg, []byte("<svg")) || !bytes.Contains(svg, []byte("<polyline")) {
+		t.Errorf("%s does not look like a chart:\n%.300s", svgPath, svg)
+	}
+	return stdout.String(), &res
+}
+
+func strategyOf(t *testing.T, res *Result, name string) Summary {
+	t.Helper()
+	s := res.strategy(name)
+	if s == nil {
+		t.Fatalf("result has no strategy %q", name)
+	}
+	return s.Summary
+}
+
+func TestOutageWithRedisServer(t *testing.T) {
+	needRedisServer(t)
+	out, res := runMain(t, shortRun...)
+	t.Logf("output:\n%s", out)
+	if !strings.Contains(res.Redis, "redis-server") {
+		t.Errorf("Redis = %q, want a redis-server process", res.Redis)
+	}
+	tb, ca := strategyOf(t, res, "textbook"), strategyOf(t, res, "cacheaside")
+	if ca.Errors != 0 {
+		t.Errorf("cacheaside errors = %d, want 0 (per second: %v; load average %s)", ca.Errors, errorsBySecond(res, "cacheaside"), loadAvg())
+	}
+	if ca.OutageDBQPS >= tb.OutageDBQPS {
+		t.Errorf("outage DB q/s: cacheaside %.1f, textbook %.1f; want cacheaside below textbook", ca.OutageDBQPS, tb.OutageDBQPS)
+	}
+	if ca.RecoverySeconds == nil {
+		t.Errorf("cacheaside did not get back to its healthy hit ratio (%.1f%%) after the restart", 100*ca.HitRatioHealthy)
+	}
+	if ca.RedisBackMs == nil {
+		t.Errorf("cacheaside never used Redis again after the restart")
+	}
+}
+
+// errorsBySecond lists the seconds of a strategy that had errors.
+func errorsBySecond(res *Result, name string) []string {
+	var out []string
+	for _, sec := range res.strategy(name).Timeline {
+		if sec.Errors > 0 {
+			out = append(out, fmt.Sprintf("t=%d %s: %d", sec.T, sec.Phase, sec.Errors))
+		}
+	}
+	return out
+}
+
+// loadAvg returns the machine's load averages, to tell a starved machine
+// from a regression: with the Redis timeout at 50ms, CPU starvation makes
+// Redis calls miss it.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+func TestOutageWithMiniredis(t *testing.T) {
+	out, res := runMain(t, "-miniredis", "-warm", "1s", "-healthy", "1s", "-outage", "1s", "-recovery", "2s",
+		"-rate", "300", "-keys", "100")
+	if !strings.Contains(res.Redis, "miniredis") {
+		t.Errorf("Redis = %q, want miniredis", res.Redis)
+	}
+	for _, want := range []string{"miniredis", "Summary", "textbook", "cacheaside", "DB queries/s, outage"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestOutageThroughProxy names an existing Redis with -redis: the proxy
+// takes the outage, and only the demo's keys are deleted.
+func TestOutageThroughProxy(t *testing.T) {
+	bin := needRedisServer(t)
+	ctx := context.Background()
+	srv, err := startRedisServer(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.close()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.addr()})
+	defer rdb.Close()
+	if err := rdb.Set(ctx, "not-the-demo", "keep", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	out, res := runMain(t, "-redis", srv.addr(), "-warm", "1s", "-healthy", "1s", "-outage", "1s", "-recovery", "2s",
+		"-rate", "300", "-keys", "100")
+	if !strings.Contains(res.Redis, "proxy") || !strings.Contains(out, "Summary") {
+		t.Errorf("Redis = %q, want the proxy; output:\n%s", res.Redis, out)
+	}
+	if got, err := rdb.Get(ctx, "not-the-demo").Result(); got != "keep" {
+		t.Errorf("Get(not-the-demo) = %q, %v; want keep: the demo touched a key that is not its own", got, err)
+	}
+	for _, prefix := range []string{textbookPrefix, cacheasidePrefix} {
+		if keys, err := rdb.Keys(ctx, prefix+"*").Result(); err != nil || len(keys) != 0 {
+			t.Errorf("Keys(%s*) = %d keys, %v; want none left after the run", prefix, len(keys), err)
+		}
+	}
+}
+
+// TestPostgresDB checks the PostgreSQL database against the one that
+// CACHEASIDE_TEST_DATABASE_URL names, or the local test database.
+func TestPostgresDB(t *testing.T) {
+	url := os.Getenv("CACHEASIDE_TEST_DATABASE_URL")
+	if url == "" {
+		url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	db, err := newPostgresDB(ctx, url, 50, 4)
+	if err != nil {
+		t.Fatalf("newPostgresDB(%s): %v\nStart PostgreSQL with a database \"test\" for user postgres, or set CACHEASIDE_TEST_DATABASE_URL.", url, err)
+	}
+	defer db.close()
+	if got, err := db.product(ctx, 7); err != nil || got != productRow(7) {
+		t.Errorf("product(7) = %+v, %v; want %+v", got, err, productRow(7))
+	}
+	if _, err := db.product(ctx, 1_000_000_000); !errors.Is(err, errNoProduct) {
+		t.Errorf("product(1e9) error = %v, want errNoProduct", err)
+	}
+	if n := db.queries(); n != 2 {
+		t.Errorf("queries() = %d, want 2", n)
+	}
+}
+
+func TestSimDBHonoursContextAndConnectionLimit(t *testing.T) {
+	db := newSimDB(10, 50*time.Millisecond, 1)
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.product(context.Background(), 1)
+		done <- err
+	}()
+	time.Sleep(5 * time.Millisecond) // let it take the only connection
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	if _, err := db.product(ctx, 2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("product while the only connection is busy = %v, want DeadlineExceeded", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("product(1) = %v, want nil", err)
+	}
+	if n := db.queries(); n != 1 {
+		t.Errorf("queries() = %d, want 1 (a query that never got a connection is not counted)", n)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantErr string
+	}{
+		{nil, ""},
+		{[]string{"-healthy", "1500ms"}, "-healthy"},
+		{[]string{"-outage", "0s"}, "-outage"},
+		{[]string{"-instances", "0", "-rate", "-1"}, "-rate"},
+		{[]string{"-redis", "127.0.0.1:1", "-miniredis"}, "exclude"},
+		{[]string{"extra"}, "unexpected"},
+	}
+	for _, tt := range tests {
+		_, _, err := parseFlags(tt.args, new(bytes.Buffer))
+		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("parseFlags(%q) = %v, want an error containing %q", tt.args, err, tt.wantErr)
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ds := []time.Duration{5, 1, 4, 2, 3, 6, 7, 8, 9, 10}
+	for _, tt := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 5}, {99, 10}, {10, 1}, {100, 10}} {
+		if got := percentile(ds, tt.p); got != tt.want {
+			t.Errorf("percentile(1..10, %v) = %v, want %v", tt.p, got, tt.want)
+		}
+	}
+	if got := percentile(nil, 99); got != 0 {
+		t.Errorf("percentile(nil, 99) = %v, want 0", got)
+	}
+}

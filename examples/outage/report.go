@@ -1,0 +1,379 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+)
+
+// Result is what a run measured: the summary per strategy and the
+// timeline behind it. It is also the JSON that -json writes.
+type Result struct {
+	Params     Params           `json:"params"`
+	Redis      string           `json:"redis"`
+	RestartMs  float64          `json:"restart_ms"` // until the restarted Redis answered
+	RunSeconds float64          `json:"run_seconds"`
+	Strategies []StrategyResult `json:"strategies"`
+	Notes      []string         `json:"notes"`
+}
+
+// Params are the settings of the run, in JSON-friendly units.
+type Params struct {
+	Instances   int     `json:"instances"`
+	Keys        int     `json:"keys"`
+	Rate        float64 `json:"rate"`
+	WarmS       int     `json:"warm_s"`
+	HealthyS    int     `json:"healthy_s"`
+	OutageS     int     `json:"outage_s"`
+	RecoveryS   int     `json:"recovery_s"`
+	DBLatencyMs float64 `json:"db_latency_ms"`
+	DBConns     int     `json:"db_conns"`
+	DeadlineMs  float64 `json:"deadline_ms"`
+	Database    string  `json:"database"`
+	Seed        uint64  `json:"seed"`
+}
+
+// StrategyResult is one strategy's summary and timeline.
+type StrategyResult struct {
+	Name     string   `json:"name"`
+	Summary  Summary  `json:"summary"`
+	Timeline []Second `json:"timeline"`
+}
+
+// Summary holds the numbers of the side-by-side table.
+type Summary struct {
+	HealthyDBQPS    float64  `json:"healthy_db_qps"`
+	OutageDBQPS     float64  `json:"outage_db_qps"`
+	OutageToHealthy *float64 `json:"outage_to_healthy"` // outage DB q/s ÷ healthy DB q/s; nil when healthy is 0
+	PeakDBQPS       float64  `json:"peak_db_qps"`       // outside the warming phase
+	Errors          uint64   `json:"errors"`            // outside the warming phase
+	WarmingErrors   uint64   `json:"warming_errors"`
+	OutageErrors    uint64   `json:"outage_errors"`
+	P99HealthyMs    float64  `json:"p99_healthy_ms"`
+	P99OutageMs     float64  `json:"p99_outage_ms"`
+	P99RecoveryMs   float64  `json:"p99_recovery_ms"`
+	DBP99OutageMs   float64  `json:"db_p99_outage_ms"` // the loader's own latency
+	HitRatioHealthy float64  `json:"hit_ratio_healthy"`
+	HitRatioOutage  float64  `json:"hit_ratio_outage"`
+	// RecoverySeconds is the end of the first second after the restart
+	// whose hit ratio came back to the healthy average minus 2 points; nil
+	// when none did.
+	RecoverySeconds *int `json:"recovery_s"`
+	// RedisBackMs is how long after the restart every instance used Redis
+	// again (textbook: a GET answered; cacheaside: breaker closed); nil
+	// when not within the run.
+	RedisBackMs *float64 `json:"redis_back_ms"`
+}
+
+// Second is one strategy's second of the timeline.
+type Second struct {
+	T         int     `json:"t"`
+	Phase     string  `json:"phase"`
+	Requests  uint64  `json:"requests"`
+	Gets      uint64  `json:"gets"` // reads the cache counted: hits + misses
+	Errors    uint64  `json:"errors"`
+	Shed      uint64  `json:"shed"`
+	DBQueries uint64  `json:"db_queries"`
+	HitRatio  float64 `json:"hit_ratio"`
+	LocalHits uint64  `json:"local_hits"`
+	P50Ms     float64 `json:"p50_ms"`
+	P99Ms     float64 `json:"p99_ms"`
+	Breakers  int     `json:"breakers_open"` // instances whose breaker was not closed
+}
+
+// recoveryMargin is how close to the healthy hit ratio counts as
+// recovered.
+const recoveryMargin = 0.02
+
+// buildResult reduces the lanes' windows to the result.
+func buildResult(cfg Config, redisDesc string, lanes []*lane) *Result {
+	res := &Result{
+		Params: Params{
+			Instances: cfg.Instances, Keys: cfg.Keys, Rate: cfg.Rate,
+			WarmS: secs(cfg.Warm), HealthyS: secs(cfg.Healthy), OutageS: secs(cfg.Outage), RecoveryS: secs(cfg.Recovery),
+			DBLatencyMs: ms(cfg.DBLatency), DBConns: cfg.DBConns, DeadlineMs: ms(cfg.Deadline),
+			Database: "simulated", Seed: cfg.Seed,
+		},
+		Redis: redisDesc,
+	}
+	if cfg.DatabaseURL != "" {
+		res.Params.Database = "postgres"
+	}
+	restartAt := secs(cfg.Warm + cfg.Healthy + cfg.Outage)
+	for _, l := range lanes {
+		l.mu.Lock()
+		sr := StrategyResult{Name: l.s.name()}
+		type acc struct {
+			secs, gets, hits, queries, errs uint64
+			lat, dbLat                      []time.Duration
+		}
+		by := map[string]*acc{}
+		for t, w := range l.win {
+			ph := cfg.phaseOf(t)
+			sr.Timeline = append(sr.Timeline, Second{
+				T: t, Phase: ph, Requests: w.requests, Gets: w.counts.gets, Errors: w.errors, Shed: w.shed,
+				DBQueries: w.dbQueries, HitRatio: ratio(w.counts.hits, w.counts.gets), LocalHits: w.counts.localHits,
+				P50Ms: ms(percentile(slices.Clone(w.lat), 50)), P99Ms: ms(percentile(slices.Clone(w.lat), 99)),
+				Breakers: w.counts.open,
+			})
+			a := by[ph]
+			if a == nil {
+				a = &acc{}
+				by[ph] = a
+			}
+			a.secs++
+			a.gets += w.counts.gets
+			a.hits += w.counts.hits
+			a.queries += w.dbQueries
+			a.errs += w.errors
+			a.lat = append(a.lat, w.lat...)
+			a.dbLat = append(a.dbLat, w.dbLat...)
+			if ph == phaseWarming {
+				sr.Summary.WarmingErrors += w.errors
+			} else {
+				sr.Summary.Errors += w.errors
+				sr.Summary.PeakDBQPS = max(sr.Summary.PeakDBQPS, float64(w.dbQueries))
+			}
+		}
+		l.mu.Unlock()
+		get := func(ph string) *acc {
+			if a := by[ph]; a != nil {
+				return a
+			}
+			return &acc{}
+		}
+		h, o, rc := get(phaseHealthy), get(phaseOutage), get(phaseRecovery)
+		s := &sr.Summary
+		s.HealthyDBQPS = perSec(h.queries, h.secs)
+		s.OutageDBQPS = perSec(o.queries, o.secs)
+		if s.HealthyDBQPS > 0 {
+			v := s.OutageDBQPS / s.HealthyDBQPS
+			s.OutageToHealthy = &v
+		}
+		s.OutageErrors = o.errs
+		s.P99HealthyMs = ms(percentile(h.lat, 99))
+		s.P99OutageMs = ms(percentile(o.lat, 99))
+		s.P99RecoveryMs = ms(percentile(rc.lat, 99))
+		s.DBP99OutageMs = ms(percentile(o.dbLat, 99))
+		s.HitRatioHealthy = ratio(h.hits, h.gets)
+		s.HitRatioOutage = ratio(o.hits, o.gets)
+		for _, sec := range sr.Timeline[restartAt:] {
+			if sec.HitRatio >= s.HitRatioHealthy-recoveryMargin {
+				n := sec.T - restartAt + 1
+				s.RecoverySeconds = &n
+				break
+			}
+		}
+		res.Strategies = append(res.Strategies, sr)
+	}
+	return res
+}
+
+// strategy returns the result of the named strategy, or nil.
+func (r *Result) strategy(name string) *StrategyResult {
+	for i := range r.Strategies {
+		if r.Strategies[i].Name == name {
+			return &r.Strategies[i]
+		}
+	}
+	return nil
+}
+
+func ratio(a, b uint64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func perSec(n, secs uint64) float64 {
+	if secs == 0 {
+		return 0
+	}
+	return float64(n) / float64(secs)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// percentile returns the p-th percentile (0 < p ≤ 100) of ds, which it
+// sorts, or 0 when ds is empty.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	i := int(math.Ceil(float64(len(ds))*p/100)) - 1
+	return ds[min(max(i, 0), len(ds)-1)]
+}
+
+// reporter prints the header, the live lines and the notes of a run.
+type reporter struct {
+	w   io.Writer
+	cfg Config
+}
+
+func newReporter(w io.Writer, cfg Config) *reporter { return &reporter{w: w, cfg: cfg} }
+
+func (r *reporter) header(redisDesc, dbDesc string) {
+	c := r.cfg
+	fmt.Fprintf(r.w, "Redis outage: textbook cache-aside vs cacheaside, same traffic, same Redis, one database each\n")
+	fmt.Fprintf(r.w, "  fleet       %d instances per strategy, each its own *redis.Client with go-redis default options (only Addr set)\n", c.Instances)
+	fmt.Fprintf(r.w, "  traffic     %.0f req/s per strategy, open loop (same key sequence for both); %d products, Zipf s=%.1f; deadline %v per request; at most %d in flight\n",
+		c.Rate, c.Keys, zipfS, c.Deadline, c.maxInFlight())
+	fmt.Fprintf(r.w, "  timeline    warming %v → healthy %v → Redis killed: outage %v → Redis back, empty: recovery %v  (%ds)\n",
+		c.Warm, c.Healthy, c.Outage, c.Recovery, c.total())
+	fmt.Fprintf(r.w, "  redis       %s\n", redisDesc)
+	fmt.Fprintf(r.w, "  database    %s\n", dbDesc)
+	fmt.Fprintf(r.w, "  textbook    GET; on redis.Nil or any error: query the database, then SET with TTL %v; no coalescing, no bounds\n", cacheTTL)
+	fmt.Fprintf(r.w, "  cacheaside  %s\n", describeCacheAside(c.Keys))
+	fmt.Fprintf(r.w, "  hit ratio   (Redis hits + L1 hits) / gets; an error counts as a request that failed or ran past the deadline\n\n")
+}
+
+// live prints second i of every lane, unless quiet. The progress bar
+// leads the first lane's line; lines are plain, with no carriage returns,
+// so that they read the same in a terminal, a pipe or a file.
+func (r *reporter) live(i int, lanes []*lane) {
+	if r.cfg.Quiet {
+		return
+	}
+	total := r.cfg.total()
+	prefix := fmt.Sprintf("%s %3ds/%ds %-8s", bar(i+1, total, 20), i+1, total, r.cfg.phaseOf(i))
+	for k, l := range lanes {
+		l.mu.Lock()
+		w := l.win[i]
+		lat := slices.Clone(w.lat)
+		l.mu.Unlock()
+		if k > 0 {
+			prefix = strings.Repeat(" ", len([]rune(prefix)))
+		}
+		extra := ""
+		if l.s.name() == "cacheaside" {
+			extra = fmt.Sprintf("  L1 %5d  breaker open %d/%d", w.counts.localHits, w.counts.open, r.cfg.Instances)
+		}
+		fmt.Fprintf(r.w, "%s  %-10s  req %5d  db %5d q/s  hit %5.1f%%  err %4d  p50 %7s  p99 %7s%s\n",
+			prefix, l.s.name(), w.requests, w.dbQueries, 100*ratio(w.counts.hits, w.counts.gets), w.errors,
+			fmtMs(percentile(lat, 50)), fmtMs(percentile(lat, 99)), extra)
+	}
+}
+
+// bar draws a progress bar of done out of total steps.
+func bar(done, total, width int) string {
+	n := done * width / max(total, 1)
+	s := strings.Repeat("=", n)
+	if n < width {
+		s += ">" + strings.Repeat(" ", width-n-1)
+	}
+	return "[" + s + "]"
+}
+
+func (r *reporter) note(s string) {
+	if !r.cfg.Quiet {
+		fmt.Fprintf(r.w, "  ── %s\n", s)
+	}
+}
+
+// fmtMs prints a latency with precision that suits its size.
+func fmtMs(d time.Duration) string {
+	switch m := ms(d); {
+	case m >= 100:
+		return fmt.Sprintf("%.0fms", m)
+	case m >= 10:
+		return fmt.Sprintf("%.1fms", m)
+	default:
+		return fmt.Sprintf("%.2fms", m)
+	}
+}
+
+// printSummary prints the side-by-side table and the notes.
+func printSummary(w io.Writer, res *Result) {
+	tb, ca := res.strategy("textbook"), res.strategy("cacheaside")
+	if tb == nil || ca == nil {
+		return
+	}
+	a, b := tb.Summary, ca.Summary
+	fmt.Fprintf(w, "\nSummary (%d instances, %.0f req/s per strategy, %d keys; the warming phase is left out)\n\n", res.Params.Instances, res.Params.Rate, res.Params.Keys)
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', tabwriter.AlignRight)
+	row := func(label, x, y string) { fmt.Fprintf(tw, "%s\t%s\t%s\t\n", label, x, y) }
+	ms := func(v float64) string { return fmtMs(time.Duration(v * float64(time.Millisecond))) }
+	pct := func(v float64) string { return fmt.Sprintf("%.1f%%", 100*v) }
+	times := func(v *float64) string {
+		if v == nil {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.1f×", *v)
+	}
+	back := func(v *float64) string {
+		if v == nil {
+			return "not within the run"
+		}
+		return fmtMs(time.Duration(*v * float64(time.Millisecond)))
+	}
+	rec := func(n *int) string {
+		if n == nil {
+			return "not within the run"
+		}
+		return fmt.Sprintf("%ds", *n)
+	}
+	row("", "textbook", "cacheaside")
+	row("DB queries/s, healthy", fmt.Sprintf("%.1f", a.HealthyDBQPS), fmt.Sprintf("%.1f", b.HealthyDBQPS))
+	row("DB queries/s, outage", fmt.Sprintf("%.1f", a.OutageDBQPS), fmt.Sprintf("%.1f", b.OutageDBQPS))
+	row("  outage ÷ healthy", times(a.OutageToHealthy), times(b.OutageToHealthy))
+	row("peak DB queries/s", fmt.Sprintf("%.0f", a.PeakDBQPS), fmt.Sprintf("%.0f", b.PeakDBQPS))
+	row("errors, total", fmt.Sprint(a.Errors), fmt.Sprint(b.Errors))
+	row("errors, during outage", fmt.Sprint(a.OutageErrors), fmt.Sprint(b.OutageErrors))
+	row("errors, warming (not in the total)", fmt.Sprint(a.WarmingErrors), fmt.Sprint(b.WarmingErrors))
+	row("p99 latency, healthy", ms(a.P99HealthyMs), ms(b.P99HealthyMs))
+	row("p99 latency, outage", ms(a.P99OutageMs), ms(b.P99OutageMs))
+	row("p99 latency, recovery", ms(a.P99RecoveryMs), ms(b.P99RecoveryMs))
+	row("p99 DB query, outage", ms(a.DBP99OutageMs), ms(b.DBP99OutageMs))
+	row("hit ratio, healthy", pct(a.HitRatioHealthy), pct(b.HitRatioHealthy))
+	row("hit ratio, outage", pct(a.HitRatioOutage), pct(b.HitRatioOutage))
+	row("Redis in use again after restart", back(a.RedisBackMs), back(b.RedisBackMs))
+	row("hit ratio back to healthy−2pt after restart", rec(a.RecoverySeconds), rec(b.RecoverySeconds))
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+	for _, n := range res.Notes {
+		fmt.Fprintf(w, "  %s\n", n)
+	}
+	fmt.Fprintf(w, "  ran %.1fs; Redis answered %.0fms after the restart began\n", res.RunSeconds, res.RestartMs)
+}
+
+// l1Note says whether cacheaside's in-process cache was warm when Redis
+// died, from what it answered in the first second of the outage.
+func l1Note(cfg Config, res *Result) string {
+	ca := res.strategy("cacheaside")
+	kill := secs(cfg.Warm + cfg.Healthy)
+	if ca == nil || kill >= len(ca.Timeline) {
+		return ""
+	}
+	sec := ca.Timeline[kill]
+	state := "cold"
+	if ratio(sec.LocalHits, sec.Gets) >= 0.5 {
+		state = "warm"
+	}
+	return fmt.Sprintf("cacheaside's L1 was %s when Redis died: in the first outage second it answered %d of %d Gets (%.0f%%); it is filled by Redis hits (the warming phase's included) and by loads, each entry for %v",
+		state, sec.LocalHits, sec.Gets, 100*ratio(sec.LocalHits, sec.Gets), localTTL)
+}
+
+// cacheAsideNotes summarises the cacheaside counters of the whole run.
+func cacheAsideNotes(s cacheaside.Stats) string {
+	return fmt.Sprintf("cacheaside counters: %d loads, %d fill locks taken, %d lock waits (%d ran out), %d Redis errors (%d calls skipped by the open breaker, %d abandoned at the Redis timeout), %d breaker openings, %d empty restarts detected, %d warm-ups writing %d keys",
+		s.Loads, s.LockAcquired, s.LockWaits, s.LockWaitTimeouts, s.RedisErrors, s.RedisSkipped, s.Abandoned, s.BreakerOpens, s.RestartsDetected, s.WarmUps, s.Warmed)
+}
+
+// writeJSON writes the result to path.
+func writeJSON(path string, res *Result) error {
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

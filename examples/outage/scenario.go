@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// lane is one strategy under load: its database, its per-second windows,
+// and the cumulative counters sampled at each second's end.
+type lane struct {
+	s        strategy
+	db       *meteredDB
+	inflight atomic.Int64
+
+	mu  sync.Mutex
+	win []window // one per second of the run
+
+	lastQueries uint64
+	lastCounts  cacheCounts
+	backAfter   time.Duration // from the restart until redisBack; 0 until then
+}
+
+// window is what one lane did in one second. Requests, errors and
+// latencies are recorded when a request completes; the database and
+// cache counters are sampled at the second's end.
+type window struct {
+	requests, errors, shed uint64
+	lat                    []time.Duration
+	dbQueries              uint64
+	dbLat                  []time.Duration
+	counts                 cacheCounts // deltas, except open
+}
+
+// record files a completed (or shed) request under the second it ended in.
+func (l *lane) record(t0 time.Time, d time.Duration, failed, shed bool) {
+	i := min(int(time.Since(t0)/time.Second), len(l.win)-1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := &l.win[i]
+	w.requests++
+	if failed {
+		w.errors++
+	}
+	if shed {
+		w.shed++
+		return
+	}
+	w.lat = append(w.lat, d)
+}
+
+// sample closes second i: the database and cache counters since the last
+// sample, and the database latencies, go to its window.
+func (l *lane) sample(i int) {
+	q, c := l.db.queries(), l.s.counts()
+	lat := l.db.drain()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := &l.win[i]
+	w.dbQueries += q - l.lastQueries
+	w.dbLat = append(w.dbLat, lat...)
+	w.counts.gets += c.gets - l.lastCounts.gets
+	w.counts.hits += c.hits - l.lastCounts.hits
+	w.counts.localHits += c.localHits - l.lastCounts.localHits
+	w.counts.open = c.open
+	l.lastQueries, l.lastCounts = q, c
+}
+
+// runner drives the lanes through the timeline.
+type runner struct {
+	cfg   Config
+	ctl   redisCtl
+	lanes []*lane
+	out   *reporter
+	wg    sync.WaitGroup // requests in flight
+	t0    time.Time
+}
+
+// run runs the whole scenario and returns its result. It prints the header,
+// the live lines (unless cfg.Quiet) and notes to w; the caller prints the
+// summary. Everything it starts is stopped before it returns.
+func run(ctx context.Context, cfg Config, w io.Writer) (res *Result, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	silenceGoRedis()
+	ctl, err := newRedisCtl(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, ctl.close()) }()
+
+	var dbs []*meteredDB
+	defer func() {
+		for _, db := range dbs {
+			db.close()
+		}
+	}()
+	for range 2 { // one database per strategy
+		db, err := newDatabase(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		dbs = append(dbs, &meteredDB{database: db})
+	}
+
+	tb := newTextbook(ctl.addr(), cfg.Instances, dbs[0])
+	ca, err := newCacheAside(ctl.addr(), cfg.Instances, cfg.Keys, dbs[1])
+	if err != nil {
+		_ = tb.close()
+		return nil, err
+	}
+	r := &runner{cfg: cfg, ctl: ctl, out: newReporter(w, cfg)}
+	for i, s := range []strategy{tb, ca} {
+		r.lanes = append(r.lanes, &lane{s: s, db: dbs[i], win: make([]window, cfg.total())})
+	}
+	r.out.header(ctl.describe(), describeDB(cfg))
+
+	res, err = r.timeline(ctx)
+	// Requests are done: close the caches, then the clients.
+	err = errors.Join(err, ca.close(), tb.close())
+	if res != nil {
+		res.Notes = append(res.Notes, l1Note(cfg, res), cacheAsideNotes(ca.stats()), goRedisNote())
+	}
+	return res, err
+}
+
+// newDatabase returns the database of one strategy: PostgreSQL when a URL
+// was given, else the simulated one.
+func newDatabase(ctx context.Context, cfg Config) (database, error) {
+	if cfg.DatabaseURL != "" {
+		return newPostgresDB(ctx, cfg.DatabaseURL, cfg.Keys, cfg.DBConns)
+	}
+	return newSimDB(cfg.Keys, cfg.DBLatency, cfg.DBConns), nil
+}
+
+func describeDB(cfg Config) string {
+	if cfg.DatabaseURL != "" {
+		return fmt.Sprintf("PostgreSQL (table %s, %d rows), a pgxpool of %d connections per strategy", pgTable, cfg.Keys, cfg.DBConns)
+	}
+	return fmt.Sprintf("simulated, in process: %v ±25%% per query, %d connections per strategy (queries wait for one)", cfg.DBLatency, cfg.DBConns)
+}
+
+// timeline offers the load, samples each second, kills and restarts Redis
+// at the phase boundaries, and builds the result once the last request is
+// done.
+func (r *runner) timeline(ctx context.Context) (*Result, error) {
+	cfg := r.cfg
+	total := cfg.total()
+	killAt := secs(cfg.Warm + cfg.Healthy)
+	restartAt := killAt + secs(cfg.Outage)
+	var restartTook time.Duration
+	var runErr error
+
+	r.t0 = time.Now()
+	stop := make(chan struct{})
+	var pacer sync.WaitGroup
+	pacer.Go(func() { r.pace(ctx, stop) })
+
+	if cfg.Warm == 0 {
+		r.out.note("no warming phase: the healthy phase starts with an empty Redis and a cold L1")
+	}
+	var restarted time.Time // zero until Redis is back
+loop:
+	for i := range total {
+		if err := r.waitSecond(ctx, i, restarted); err != nil {
+			runErr = err
+			break loop
+		}
+		for _, l := range r.lanes {
+			l.sample(i)
+		}
+		r.out.live(i, r.lanes)
+		switch i + 1 {
+		case secs(cfg.Warm):
+			r.out.note("warming done: L1 of every cacheaside instance starts the healthy phase warm (each Redis hit of the warming phase filled it)")
+		case killAt:
+			if err := r.ctl.kill(); err != nil {
+				runErr = fmt.Errorf("kill redis: %w", err)
+				break loop
+			}
+			r.out.note("Redis killed: outage begins")
+		case restartAt:
+			start := time.Now()
+			if err := r.ctl.restart(ctx); err != nil {
+				runErr = fmt.Errorf("restart redis: %w", err)
+				break loop
+			}
+			restarted = time.Now()
+			restartTook = restarted.Sub(start)
+			r.out.note(fmt.Sprintf("Redis restarted empty on the same address (answering after %v): recovery begins", restartTook.Round(time.Millisecond)))
+		}
+	}
+	close(stop)
+	pacer.Wait()
+	r.wg.Wait()
+	// Requests that ended after the last sample belong to the last second.
+	for _, l := range r.lanes {
+		l.sample(total - 1)
+	}
+	if runErr != nil {
+		return nil, runErr
+	}
+	res := buildResult(cfg, r.ctl.describe(), r.lanes)
+	for k, l := range r.lanes {
+		if l.backAfter > 0 {
+			v := ms(l.backAfter)
+			res.Strategies[k].Summary.RedisBackMs = &v
+		}
+	}
+	res.RestartMs = ms(restartTook)
+	res.RunSeconds = time.Since(r.t0).Seconds()
+	return res, nil
+}
+
+// waitSecond waits for the end of second i. After the restart it also
+// polls, every few milliseconds, whether each strategy uses Redis again,
+// to time that more finely than the one-second windows can.
+func (r *runner) waitSecond(ctx context.Context, i int, restarted time.Time) error {
+	end := r.t0.Add(time.Duration(i+1) * time.Second)
+	for {
+		pending := false
+		if !restarted.IsZero() {
+			for _, l := range r.lanes {
+				if l.backAfter == 0 && l.s.redisBack(restarted) {
+					l.backAfter = time.Since(restarted)
+				}
+				pending = pending || l.backAfter == 0
+			}
+		}
+		wait := time.Until(end)
+		if wait <= 0 {
+			return nil
+		}
+		if pending {
+			wait = min(wait, 5*time.Millisecond)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// pace offers the load open-loop: every millisecond it starts the
+// requests that are due by the configured rate, each on its own
+// goroutine, whatever the previous ones are doing. Both strategies get the
+// same key at the same moment.
+func (r *runner) pace(ctx context.Context, stop <-chan struct{}) {
+	cfg := r.cfg
+	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
+	zipf := rand.NewZipf(rng, zipfS, 1, uint64(cfg.Keys-1))
+	limit := cfg.maxInFlight()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	var issued int64
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		due := int64(cfg.Rate * time.Since(r.t0).Seconds())
+		for ; issued < due; issued++ {
+			id := int64(zipf.Uint64()) + 1
+			inst := int(issued % int64(cfg.Instances))
+			for _, l := range r.lanes {
+				if l.inflight.Load() >= limit {
+					l.record(r.t0, 0, true, true)
+					continue
+				}
+				l.inflight.Add(1)
+				r.wg.Go(func() {
+					defer l.inflight.Add(-1)
+					r.request(ctx, l, inst, id)
+				})
+			}
+		}
+	}
+}
+
+// request serves one request under the per-request deadline, as an HTTP
+// handler would, and records how long it took. A request that returned an
+// error or ran past the deadline failed.
+func (r *runner) request(ctx context.Context, l *lane, inst int, id int64) {
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.Deadline)
+	defer cancel()
+	start := time.Now()
+	_, err := l.s.get(rctx, inst, id)
+	d := time.Since(start)
+	l.record(r.t0, d, err != nil || d > r.cfg.Deadline, false)
+}
+
+// goRedisLogs counts the lines go-redis logged (dial failures during the
+// outage); they are counted instead of printed so the live lines stay
+// readable.
+var goRedisLogs atomic.Uint64
+
+type countingLogger struct{}
+
+func (countingLogger) Printf(context.Context, string, ...any) { goRedisLogs.Add(1) }
+
+var silenceOnce sync.Once
+
+func silenceGoRedis() { silenceOnce.Do(func() { redis.SetLogger(countingLogger{}) }) }
+
+func goRedisNote() string {
+	return fmt.Sprintf("go-redis logged %d lines (dial failures while Redis was down); counted here, not printed", goRedisLogs.Load())
+}

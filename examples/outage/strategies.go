@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/redis/go-redis/v9"
+)
+
+// The two strategies share one Redis under different key prefixes.
+const (
+	textbookPrefix   = "outage:textbook:"
+	cacheasidePrefix = "outage:cacheaside:"
+)
+
+// The cacheaside configuration under test. The values are the ones a
+// team would pick for a product catalogue: a long Redis TTL, an in-process
+// TTL long enough to ride out a short outage (and still under the Redis
+// TTL), Redis calls bounded well below the request deadline, and the whole
+// catalogue as warm-up keys so that an empty restart refills it at once.
+const (
+	cacheTTL        = 60 * time.Second
+	localTTL        = 30 * time.Second
+	redisTimeout    = 100 * time.Millisecond
+	breakerFailures = 5
+	breakerCooldown = 500 * time.Millisecond
+	maxLoads        = 16
+	warmKeys        = 1000
+	restartCheck    = 250 * time.Millisecond
+)
+
+// strategy is one way of serving product reads from a fleet of instances,
+// each with its own Redis client.
+type strategy interface {
+	name() string
+	// get serves one request on instance i.
+	get(ctx context.Context, i int, id int64) (Product, error)
+	// counts returns the strategy's cumulative cache counters.
+	counts() cacheCounts
+	// redisBack reports whether every instance has used Redis
+	// successfully again since t (Redis restarted at t).
+	redisBack(t time.Time) bool
+	// close stops the instances, then closes their Redis clients.
+	close() error
+}
+
+// cacheCounts are cumulative counters, summed over a strategy's instances.
+type cacheCounts struct {
+	gets      uint64 // reads that reached the cache: hits + misses
+	hits      uint64 // answered from Redis or the in-process cache
+	localHits uint64 // of hits, answered from the in-process cache
+	open      int    // instances whose circuit breaker is not closed now
+}
+
+// newClients returns n Redis clients with go-redis's default options
+// except Addr: what most applications run with.
+func newClients(addr string, n int) []*redis.Client {
+	cs := make([]*redis.Client, n)
+	for i := range cs {
+		cs[i] = redis.NewClient(&redis.Options{Addr: addr})
+	}
+	return cs
+}
+
+func closeClients(cs []*redis.Client) error {
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// textbook is cache-aside as tutorials write it: GET; on a miss or any
+// Redis error, query the database and SET the result with a TTL. Nothing
+// coalesces concurrent misses, bounds a Redis call beyond the client's own
+// timeouts, or protects the database when Redis is gone.
+type textbook struct {
+	clients    []*redis.Client
+	db         database
+	gets, hits atomic.Uint64
+	lastOK     []atomic.Int64 // per instance: UnixNano of the last GET Redis answered
+}
+
+func newTextbook(addr string, n int, db database) *textbook {
+	return &textbook{clients: newClients(addr, n), db: db, lastOK: make([]atomic.Int64, n)}
+}
+
+func (t *textbook) name() string { return "textbook" }
+
+func (t *textbook) get(ctx context.Context, i int, id int64) (Product, error) {
+	rdb := t.clients[i]
+	key := textbookPrefix + strconv.FormatInt(id, 10)
+	b, err := rdb.Get(ctx, key).Bytes()
+	t.gets.Add(1)
+	if err == nil || errors.Is(err, redis.Nil) {
+		t.lastOK[i].Store(time.Now().UnixNano())
+	}
+	var p Product
+	if err == nil && json.Unmarshal(b, &p) == nil {
+		t.hits.Add(1)
+		return p, nil
+	}
+	// A miss, or Redis failed: either way, ask the database.
+	p, err = t.db.product(ctx, id)
+	if err != nil {
+		return Product{}, err
+	}
+	if b, err := json.Marshal(p); err == nil {
+		_ = rdb.Set(ctx, key, b, cacheTTL).Err() // the textbook ignores a failed SET
+	}
+	return p, nil
+}
+
+func (t *textbook) counts() cacheCounts {
+	return cacheCounts{gets: t.gets.Load(), hits: t.hits.Load()}
+}
+
+func (t *textbook) redisBack(since time.Time) bool {
+	for i := range t.lastOK {
+		if t.lastOK[i].Load() <= since.UnixNano() {
+			return false
+		}
+	}
+	return true
+}
+
+func (t *textbook) close() error { return closeClients(t.clients) }
+
+// cacheAside serves reads through one cacheaside.Cache per instance.
+type cacheAside struct {
+	clients []*redis.Client
+	caches  []*cacheaside.Cache[int64, Product]
+}
+
+// newCacheAside builds n instances over Redis at addr, loading from db.
+// The warm-up list is the top warmKeys keys by popularity: ids 1 to 1000,
+// since key popularity falls with the id.
+func newCacheAside(addr string, n, keys int, db database) (*cacheAside, error) {
+	load := func(ctx context.Context, id int64) (Product, error) {
+		p, err := db.product(ctx, id)
+		if errors.Is(err, errNoProduct) {
+			return p, fmt.Errorf("product %d: %w", id, cacheaside.ErrNotFound)
+		}
+		return p, err
+	}
+	top := make([]int64, min(warmKeys, keys))
+	for i := range top {
+		top[i] = int64(i + 1)
+	}
+	s := &cacheAside{clients: newClients(addr, n)}
+	for _, rdb := range s.clients {
+		c, err := cacheaside.New(rdb, load,
+			cacheaside.WithPrefix(cacheasidePrefix),
+			cacheaside.WithTTL(cacheTTL),
+			cacheaside.WithLocalCache(keys, localTTL),
+			cacheaside.WithRedisTimeout(redisTimeout),
+			cacheaside.WithBreaker(breakerFailures, breakerCooldown),
+			cacheaside.WithMaxConcurrentLoads(maxLoads),
+			cacheaside.WithWarmupKeys(top...),
+			cacheaside.WithRestartCheck(restartCheck),
+		)
+		if err != nil {
+			_ = s.close()
+			return nil, err
+		}
+		s.caches = append(s.caches, c)
+	}
+	return s, nil
+}
+
+func (s *cacheAside) name() string { return "cacheaside" }
+
+func (s *cacheAside) get(ctx context.Context, i int, id int64) (Product, error) {
+	return s.caches[i].Get(ctx, id)
+}
+
+// counts sums the instances' Stats. A Get is a hit when Redis or the
+// in-process cache answered it, a miss when the loader did.
+func (s *cacheAside) counts() cacheCounts {
+	var c cacheCounts
+	for _, cache := range s.caches {
+		st := cache.Stats()
+		c.hits += st.Hits + st.LocalHits
+		c.localHits += st.LocalHits
+		c.gets += st.Hits + st.LocalHits + st.Misses
+		if st.Breaker != cacheaside.BreakerClosed {
+			c.open++
+		}
+	}
+	return c
+}
+
+// redisBack reports whether every instance's circuit breaker is closed: a
+// breaker that opened during the outage closes only after a call to Redis
+// succeeded.
+func (s *cacheAside) redisBack(time.Time) bool {
+	for _, c := range s.caches {
+		if c.Stats().Breaker != cacheaside.BreakerClosed {
+			return false
+		}
+	}
+	return true
+}
+
+// stats sums the instances' Stats, for the closing notes.
+func (s *cacheAside) stats() cacheaside.Stats {
+	var t cacheaside.Stats
+	for _, cache := range s.caches {
+		st := cache.Stats()
+		t.Loads += st.Loads
+		t.LoadErrors += st.LoadErrors
+		t.RedisErrors += st.RedisErrors
+		t.RedisSkipped += st.RedisSkipped
+		t.Abandoned += st.Abandoned
+		t.BreakerOpens += st.BreakerOpens
+		t.Warmed += st.Warmed
+		t.WarmUps += st.WarmUps
+		t.RestartsDetected += st.RestartsDetected
+		t.LockWaits += st.LockWaits
+		t.LockWaitTimeouts += st.LockWaitTimeouts
+		t.LockAcquired += st.LockAcquired
+	}
+	return t
+}
+
+// close closes every cache first (they wait for their goroutines, some of
+// which use the clients), then the clients.
+func (s *cacheAside) close() error {
+	var errs []error
+	for _, c := range s.caches {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(append(errs, closeClients(s.clients))...)
+}
+
+// describeCacheAside is the header line of the cacheaside configuration.
+func describeCacheAside(keys int) string {
+	return fmt.Sprintf("cacheaside.New per instance: WithTTL(%v), WithLocalCache(%d, %v), WithRedisTimeout(%v), WithBreaker(%d, %v), WithMaxConcurrentLoads(%d), WithWarmupKeys(top %d), WithRestartCheck(%v)",
+		cacheTTL, keys, localTTL, redisTimeout, breakerFailures, breakerCooldown, maxLoads, min(warmKeys, keys), restartCheck)
+}
