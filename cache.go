@@ -260,12 +260,10 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	case errors.Is(err, redis.Nil):
 	default:
 		c.redisError(err)
-		if c.l1 != nil {
-			if r, ok := c.l1.get(vkey, false); ok {
-				c.flights.finish(vkey, fl, r)
-				c.stats.localHits.Add(1)
-				return r.val, r.err
-			}
+		if r, ok := c.localCopy(vkey); ok {
+			c.flights.finish(vkey, fl, r)
+			c.stats.localHits.Add(1)
+			return r.val, r.err
 		}
 		// Redis is unavailable: load without the lock, write nothing.
 		c.startFlight(ctx, fl, vkey, func(fctx context.Context) result[V] {
@@ -365,9 +363,13 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 }
 
 // Invalidate removes keys from Redis and from this process's in-process
-// cache, and makes any load of them in flight anywhere in the fleet discard
-// its result instead of writing it. Once Invalidate has returned nil, no Get
-// started afterwards returns a value loaded before it (see the README for
+// cache, tells the other processes to drop their in-process copies, and
+// makes any load of them in flight anywhere in the fleet discard its result
+// instead of writing it. Once Invalidate has returned nil, no Get started
+// afterwards on this Cache returns a value loaded before it. On other
+// processes the same holds for every Redis read sent after Invalidate
+// returned; a Get there may still join a read or load that was already in
+// flight, at most one round trip or one load old (see the README, also for
 // the limits across a failover). When Redis cannot be written it still
 // clears the local copies and returns an error: the shared copies may then
 // be stale.

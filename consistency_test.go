@@ -177,15 +177,18 @@ func TestMaxRefillsZeroReturnsConflictingLoadUncached(t *testing.T) {
 
 	first := getAsync(ctx, a, "k")
 	await(t, db.entered, "the first load to read the row")
+	db.update("updated")
 	if err := b.Invalidate(ctx, "k"); err != nil {
 		t.Fatalf("Invalidate(%q) = %v, want nil", "k", err)
 	}
 	db.letGo()
-	if r := await(t, first, "the Get whose load conflicted"); r.err != nil || r.val != "loaded" {
-		t.Errorf("Get(%q) = %q, %v; want %q, nil (returned uncached)", "k", r.val, r.err, "loaded")
+	// The conflicting load read "loaded" before the Invalidate: it goes to
+	// no one. One more load, returned uncached, reads "updated".
+	if r := await(t, first, "the Get whose load conflicted"); r.err != nil || r.val != "updated" {
+		t.Errorf("Get(%q) = %q, %v; want %q, nil (reloaded, returned uncached)", "k", r.val, r.err, "updated")
 	}
-	if n := db.calls.Load(); n != 1 {
-		t.Errorf("loader called %d times with WithMaxRefills(0), want 1", n)
+	if n := db.calls.Load(); n != 2 {
+		t.Errorf("loader called %d times with WithMaxRefills(0), want 2 (the discarded load and one uncached reload)", n)
 	}
 	if ex := srv.CLI(t, "EXISTS", "ca:{k}"); ex != "0" {
 		t.Errorf("EXISTS ca:{k} = %s after a conflicting fill with WithMaxRefills(0), want 0", ex)

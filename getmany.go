@@ -278,7 +278,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		keys[j] = items[i].key
 	}
 	var vals map[K]V
-	err, took, late, ttl, skip := c.runLoader(ctx, func(ctx context.Context) (err error) {
+	took, late, ttl, skip, err := c.runLoader(ctx, func(ctx context.Context) (err error) {
 		defer func() {
 			if p := recover(); p != nil {
 				err = &PanicError{Value: p, Stack: stack()}

@@ -309,9 +309,3 @@ func (t *tracker) close() bool {
 	t.closed = true
 	return true
 }
-
-func (t *tracker) isClosed() bool {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.closed
-}

@@ -178,11 +178,12 @@ func WithRedisTimeout(d time.Duration) Option {
 	return func(c *config) { c.redisTTL = d }
 }
 
-// WithMaxRefills bounds how many times one Get reloads a value whose
-// conditional fill failed because the key was invalidated or set during the
-// load. After that many reloads the last fresh value is returned without
-// being cached. Zero means never reload: the first fresh value is returned
-// uncached.
+// WithMaxRefills bounds how many times one Get reloads and refills a value
+// whose conditional fill failed because the key was invalidated or set
+// during the load. A conflicting value is never handed out; after that many
+// refills fail too, the value is loaded once more and returned without
+// being cached. Zero means: after the first conflict, load once more and
+// return that uncached.
 //
 // Default: 2.
 func WithMaxRefills(n int) Option {

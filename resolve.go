@@ -36,14 +36,21 @@ func (c *Cache[K, V]) resolve(ctx context.Context, key K, vkey string) result[V]
 	case errors.Is(err, redis.Nil):
 	default:
 		c.redisError(err)
-		if c.l1 != nil {
-			if r, ok := c.l1.get(vkey, false); ok {
-				return r
-			}
+		if r, ok := c.localCopy(vkey); ok {
+			return r
 		}
 		return c.loadAndFill(ctx, key, keysFor(vkey), lease{}, epoch)
 	}
 	return c.miss(ctx, key, keysFor(vkey), unreadable, epoch)
+}
+
+// localCopy returns the in-process copy of vkey for a read that Redis
+// could not serve, if L1 is on and has one.
+func (c *Cache[K, V]) localCopy(vkey string) (result[V], bool) {
+	if c.l1 == nil {
+		return result[V]{}, false
+	}
+	return c.l1.get(vkey, false)
 }
 
 // read GETs the value key through the guard. The inline path is spelled
@@ -87,9 +94,14 @@ func (c *Cache[K, V]) miss(ctx context.Context, key K, ks keys, unreadable bool,
 			return last
 		}
 	}
-	// Every attempt lost to an Invalidate or Set: hand out the last fresh
-	// value without caching it.
-	return last
+	// Every attempt lost to an Invalidate or Set, so every value loaded was
+	// read before one of them and must go to no one. Load once more, after
+	// the last of them, and hand that out without caching it.
+	if last.err != nil && !errors.Is(last.err, ErrNotFound) {
+		return last // an error holds no value to go stale
+	}
+	ld := c.callLoader(ctx, key)
+	return result[V]{val: ld.val, err: ld.err, src: fromLoad}
 }
 
 // lockOrWait returns either a value another process stored (done is true)
@@ -225,7 +237,7 @@ func (c *Cache[K, V]) prepare(ld loaded[V]) (env []byte, ttl time.Duration, nega
 // callLoader runs the loader for one key; see runLoader.
 func (c *Cache[K, V]) callLoader(ctx context.Context, key K) loaded[V] {
 	var ld loaded[V]
-	ld.err, ld.took, ld.late, ld.ttl, ld.skip = c.runLoader(ctx, func(ctx context.Context) error {
+	ld.took, ld.late, ld.ttl, ld.skip, ld.err = c.runLoader(ctx, func(ctx context.Context) error {
 		var err error
 		ld.val, err = safeLoad(ctx, c.load, key)
 		return err
@@ -239,13 +251,13 @@ func (c *Cache[K, V]) callLoader(ctx context.Context, key K) loaded[V] {
 // must not be cached: a load that old may have read data from before an
 // Invalidate whose generation has since expired. ttl and skip are what the
 // loader asked for with SetTTL.
-func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) error) (err error, took time.Duration, late bool, ttl time.Duration, skip bool) {
+func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) error) (took time.Duration, late bool, ttl time.Duration, skip bool, err error) {
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.loadTimeout)
 	defer cancel()
 	if c.loads != nil {
 		if err := c.loads.Acquire(lctx, 1); err != nil {
 			c.stats.loadErrors.Add(1)
-			return fmt.Errorf("cacheaside: waiting for a load slot (WithMaxConcurrentLoads): %w", err), 0, true, 0, false
+			return 0, true, 0, false, fmt.Errorf("cacheaside: waiting for a load slot (WithMaxConcurrentLoads): %w", err)
 		}
 		defer c.loads.Release(1)
 	}
@@ -263,7 +275,7 @@ func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) 
 			c.stats.panics.Add(1)
 		}
 	}
-	return err, took, late, scope.ttl, scope.skip
+	return took, late, scope.ttl, scope.skip, err
 }
 
 // decodeResult turns a Redis value into a hit and returns the envelope's

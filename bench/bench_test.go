@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestQuickRun runs the whole program in -quick mode against a real
+// redis-server and checks the report: a row for every strategy in every
+// table, and no error returned by cacheaside while Redis is killed or
+// frozen. goleak (TestMain) checks that every goroutine ended.
+func TestQuickRun(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server not found in PATH: install it with `apt-get install redis-server` (Redis 7+): %v", err)
+	}
+	out := filepath.Join(t.TempDir(), "results.md")
+	cfg, err := parseFlags([]string{"-quick", "-out", out})
+	if err != nil {
+		t.Fatalf("parseFlags: %v", err)
+	}
+	cfg.command = "go test"
+	ctx, cancel := context.WithTimeout(t.Context(), 75*time.Second)
+	defer cancel()
+	var stdout bytes.Buffer
+	r, err := run(ctx, cfg, &stdout, testLog{t})
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	md := stdout.String()
+	file, err := os.ReadFile(out)
+	if err != nil || string(file) != md {
+		t.Errorf("-out file = %q, %v; want the report printed on stdout", file, err)
+	}
+
+	sections := strings.Split(md, "\n## ")[1:]
+	if len(sections) != 5 {
+		t.Fatalf("report has %d sections, want 5:\n%s", len(sections), md)
+	}
+	for i, sec := range sections {
+		title, _, _ := strings.Cut(sec, "\n")
+		names := []string{}
+		for _, k := range kinds {
+			names = append(names, k.name)
+		}
+		if i == 0 {
+			names = append(names, nameCacheasideNoL1)
+		}
+		if i >= 3 {
+			names = append(names, nameCacheaside+" (ContextTimeoutEnabled client)")
+		}
+		for _, name := range names {
+			want := "| " + name + " |"
+			if i == 0 {
+				want = "| default " + want
+			}
+			if !strings.Contains(sec, want) {
+				t.Errorf("section %q has no row %q:\n%s", title, want, sec)
+			}
+		}
+	}
+
+	for _, f := range [][]faultResult{r.killed, r.frozen} {
+		for _, row := range f {
+			if strings.HasPrefix(row.name, nameCacheaside) && (row.errs != 0 || row.requests == 0) {
+				t.Errorf("%s: %d errors in %d requests, want 0 errors", row.name, row.errs, row.requests)
+			}
+		}
+	}
+	for _, h := range r.hit {
+		if h.errs != 0 || h.loads != 0 {
+			t.Errorf("hit path %s/%s: %d errors, %d loads; want 0 and 0", h.client, h.name, h.errs, h.loads)
+		}
+	}
+	for _, s := range r.stampede {
+		if s.name == nameCacheaside && (median(s.loads) != 1 || s.errs != 0) {
+			t.Errorf("stampede %s: %v loads per stampede, %d errors; want 1 and 0", s.name, s.loads, s.errs)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		args    []string
+		want    config
+		wantErr bool
+	}{
+		{args: nil, want: defaults(false)},
+		{args: []string{"-quick"}, want: defaults(true)},
+		{args: []string{"-quick", "-rounds", "2", "-duration", "1s"}, want: func() config {
+			c := defaults(true)
+			c.rounds, c.duration = 2, time.Second
+			return c
+		}()},
+		{args: []string{"-out", "r.md", "-goroutines", "4"}, want: func() config {
+			c := defaults(false)
+			c.out, c.goroutines = "r.md", 4
+			return c
+		}()},
+		{args: []string{"-rounds", "0"}, wantErr: true},
+		{args: []string{"-duration", "-1s"}, wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parseFlags(tt.args)
+		if (err != nil) != tt.wantErr || (!tt.wantErr && got != tt.want) {
+			t.Errorf("parseFlags(%q) = %+v, %v; want %+v, error %v", tt.args, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// testLog sends progress lines to t.Log.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
