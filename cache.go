@@ -280,15 +280,13 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 // await waits for flight fl on behalf of one caller and counts where its
 // answer came from.
 func (c *Cache[K, V]) await(ctx context.Context, fl *call[V]) (V, error) {
-	r, ready, done := c.flights.wait(fl)
-	if !ready {
-		select {
-		case <-done:
-			r = c.flights.result(fl)
-		case <-ctx.Done():
-			var zero V
-			return zero, ctx.Err()
-		}
+	var r result[V]
+	select {
+	case <-fl.done:
+		r = fl.res
+	case <-ctx.Done():
+		var zero V
+		return zero, ctx.Err()
 	}
 	if r.stale {
 		c.stats.staleServed.Add(1)

@@ -20,10 +20,12 @@ type group[V any] struct {
 
 // call is one flight. Its fields are guarded by the group's mutex.
 type call[V any] struct {
-	done     chan struct{} // made by the first caller that waits; closed by finish
-	finished bool
-	shared   bool // another caller holds a pointer: never recycle
-	res      result[V]
+	// done is made under the mutex by join (for a joiner) or hold (for a
+	// leader that will wait) before the caller can read it, and closed by
+	// finish after res is set: reading res after <-done needs no lock.
+	done   chan struct{}
+	shared bool // another caller holds a pointer: never recycle
+	res    result[V]
 }
 
 // result is what a flight hands to every caller that joined it.
@@ -50,6 +52,9 @@ func (g *group[V]) join(key string) (c *call[V], leader bool) {
 	defer g.mu.Unlock()
 	if c := g.m[key]; c != nil {
 		c.shared = true
+		if c.done == nil {
+			c.done = make(chan struct{})
+		}
 		return c, false
 	}
 	if g.m == nil {
@@ -63,42 +68,23 @@ func (g *group[V]) join(key string) (c *call[V], leader bool) {
 	return c, true
 }
 
-// wait returns the flight's result once it is finished, or reports that
-// done closed first.
-func (g *group[V]) wait(c *call[V]) (r result[V], ready bool, done <-chan struct{}) {
+// hold marks c as seen by a caller that will wait for it later, so that
+// finish does not recycle it, and makes its done channel. A leader calls it
+// before handing its flight to a goroutine.
+func (g *group[V]) hold(c *call[V]) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if c.finished {
-		return c.res, true, nil
-	}
 	c.shared = true
 	if c.done == nil {
 		c.done = make(chan struct{})
 	}
-	return r, false, c.done
-}
-
-// hold marks c as seen by a caller that will wait for it later, so that
-// finish does not recycle it. A leader calls it before handing its flight
-// to a goroutine.
-func (g *group[V]) hold(c *call[V]) {
-	g.mu.Lock()
-	c.shared = true
 	g.mu.Unlock()
-}
-
-// result returns the result of a finished flight.
-func (g *group[V]) result(c *call[V]) result[V] {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return c.res
 }
 
 // finish publishes r to every caller of c. A Get that starts afterwards
 // starts a new flight. A flight that no other caller ever saw is recycled.
 func (g *group[V]) finish(key string, c *call[V], r result[V]) {
 	g.mu.Lock()
-	c.res, c.finished = r, true
+	c.res = r
 	if g.m[key] == c {
 		delete(g.m, key)
 	}

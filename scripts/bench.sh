@@ -15,7 +15,7 @@ go test -c -o "$out/cacheaside.test" .
 : >"$out/raw.txt"
 for i in $(seq 1 "$rounds"); do
 	echo "round $i/$rounds" >&2
-	"$out/cacheaside.test" -test.run '^$' -test.bench 'GetHit|RawRedisGet|GetHotKey|Stampede' \
+	"$out/cacheaside.test" -test.run '^$' -test.bench "${BENCH:-GetHit|RawRedisGet|GetHotKey|Stampede}" \
 		-test.benchtime "$benchtime" >>"$out/raw.txt"
 done
 # Hit path: cacheaside against the raw GET, per client setup.
