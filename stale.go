@@ -33,6 +33,9 @@ func WithStaleIfError(maxStale time.Duration) Option {
 // value it could serve stale (see [WithStaleIfError]): after d it returns
 // the stale value, and the load goes on in the background and fills Redis
 // when it completes. Zero means wait for the load (up to the load timeout).
+// With [WithMaxConcurrentLoads], a stale value is served at once, without
+// a reload, while every load slot is busy: the database is the bottleneck
+// and a reload would only queue.
 //
 // Default: 0.
 func WithSoftTimeout(d time.Duration) Option {
@@ -69,6 +72,15 @@ func (c *Cache[K, V]) physical(ttl time.Duration, negative bool) time.Duration {
 // another process is reloading it, or after the soft timeout.
 func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale result[V], epoch uint64) result[V] {
 	stale.stale = true
+	if c.loads != nil {
+		// Every load slot is busy: the database is the bottleneck, and a
+		// reload would only queue behind the others. Serve the stale value
+		// now; a later Get retries.
+		if !c.loads.TryAcquire(1) {
+			return stale
+		}
+		c.loads.Release(1)
+	}
 	ks := keysFor(vkey)
 	st, _, l, err := c.acquireMode(ctx, ks, c.newToken(), acquireRefresh, c.cfg.maxStale)
 	switch {
