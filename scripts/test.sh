@@ -31,40 +31,36 @@ if ! command -v redis-server >/dev/null; then
 fi
 redis-server --version
 
-export CACHEASIDE_TEST_DATABASE_URL="${CACHEASIDE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}"
+default_url='postgres://postgres@127.0.0.1:5432/test?sslmode=disable'
+export CACHEASIDE_TEST_DATABASE_URL="${CACHEASIDE_TEST_DATABASE_URL:-$default_url}"
 say "checking PostgreSQL at ${CACHEASIDE_TEST_DATABASE_URL%%\?*}"
-pg_up() { pg_isready -q -d "$CACHEASIDE_TEST_DATABASE_URL" 2>/dev/null; }
-if ! command -v pg_isready >/dev/null; then
-	can_apt || die "PostgreSQL client tools not found: install PostgreSQL 15+ (Debian/Ubuntu: sudo apt-get install postgresql) or set CACHEASIDE_TEST_DATABASE_URL"
+if ! command -v psql >/dev/null || ! command -v pg_isready >/dev/null; then
+	can_apt || die "PostgreSQL not found: install PostgreSQL 15+ (Debian/Ubuntu: sudo apt-get install postgresql) or set CACHEASIDE_TEST_DATABASE_URL"
 	echo "installing postgresql with apt-get"
 	apt_install postgresql
 fi
-if ! pg_up; then
-	if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ] && [ "$(id -u)" = 0 ]; then
-		echo "starting the local PostgreSQL cluster"
-		for v in /etc/postgresql/*; do
-			pg_ctlcluster --skip-systemctl-redirect "$(basename "$v")" main start || true
-		done
-		for _ in $(seq 1 30); do pg_up && break; sleep 1; done
-	elif can_apt && ! command -v pg_ctlcluster >/dev/null; then
-		echo "installing postgresql with apt-get"
-		apt_install postgresql
-		for v in /etc/postgresql/*; do
-			pg_ctlcluster --skip-systemctl-redirect "$(basename "$v")" main start || true
-		done
-		for _ in $(seq 1 30); do pg_up && break; sleep 1; done
-	fi
+pg_listening() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+pg_ok() { psql "$CACHEASIDE_TEST_DATABASE_URL" -Atqc 'select 1' >/dev/null 2>&1; }
+if ! pg_ok && ! pg_listening && [ "$(id -u)" = 0 ] && command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+	echo "starting the local PostgreSQL cluster"
+	for v in /etc/postgresql/*; do
+		pg_ctlcluster --skip-systemctl-redirect "$(basename "$v")" main start || true
+	done
+	for _ in $(seq 1 30); do pg_listening && break; sleep 1; done
 fi
-if ! pg_up; then
-	# The server may be up while the database does not exist yet.
-	if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null && runuser -u postgres -- psql -Atqc 'select 1' >/dev/null 2>&1; then
-		runuser -u postgres -- createdb test 2>/dev/null || true
-	fi
+if ! pg_ok && [ "$CACHEASIDE_TEST_DATABASE_URL" = "$default_url" ] && [ "$(id -u)" = 0 ] &&
+	command -v runuser >/dev/null && runuser -u postgres -- psql -Atqc 'select 1' >/dev/null 2>&1; then
+	# A fresh Debian server allows no password-less TCP login: make a role
+	# and a database of our own for the tests.
+	echo "creating the PostgreSQL role and database cacheaside_test"
+	runuser -u postgres -- psql -q -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cacheaside') THEN CREATE ROLE cacheaside LOGIN SUPERUSER PASSWORD 'cacheaside'; END IF; END \$\$;" >/dev/null
+	runuser -u postgres -- createdb -O cacheaside cacheaside_test 2>/dev/null || true
+	export CACHEASIDE_TEST_DATABASE_URL='postgres://cacheaside:cacheaside@127.0.0.1:5432/cacheaside_test?sslmode=disable'
 fi
-pg_up || die "PostgreSQL is not reachable at $CACHEASIDE_TEST_DATABASE_URL.
+pg_ok || die "cannot connect to PostgreSQL at $CACHEASIDE_TEST_DATABASE_URL.
 Install and start PostgreSQL 15+ (Debian/Ubuntu: sudo apt-get install postgresql && sudo pg_ctlcluster 15 main start),
-create the database (sudo -u postgres createdb test) and allow the postgres user to connect over TCP from 127.0.0.1
-(trust or a password in the URL), or point CACHEASIDE_TEST_DATABASE_URL at a server you have."
+then either allow the postgres user to connect over TCP to a database named test, or point
+CACHEASIDE_TEST_DATABASE_URL at a database your user can create tables in."
 echo "PostgreSQL is up"
 
 modules=$(find . -name go.mod -not -path './.git/*' -exec dirname {} \; | sort)
