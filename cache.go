@@ -85,6 +85,7 @@ type Cache[K comparable, V any] struct {
 
 	tokenPrefix string
 	tokenSeq    atomic.Uint64
+	lastReload  atomic.Int64 // UnixNano of the last Cluster slot-map reload asked for
 
 	bp backplane
 	// markerUnsure says a marker write failed and may have run anyway;
@@ -457,6 +458,26 @@ func (c *Cache[K, V]) breakerChanged(from, to BreakerState) {
 }
 
 // redisError counts a Redis fault. Faults are never returned by Get.
-func (c *Cache[K, V]) redisError(error) {
+//
+// On a Redis Cluster it also asks the client to re-read the slot map, at
+// most once per clusterReload: go-redis re-reads it only after a MOVED or
+// ASK reply or every ClusterStateReloadInterval (60 s by default), and a
+// dead primary answers neither, so without this the cache would keep
+// sending a failed-over slot's commands to the dead node for up to a
+// minute after its replica took over.
+func (c *Cache[K, V]) redisError(err error) {
 	c.stats.redisErrors.Add(1)
+	cc, ok := c.rdb.(*redis.ClusterClient)
+	if !ok || !isOutage(err) {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := c.lastReload.Load()
+	if now-last >= int64(clusterReload) && c.lastReload.CompareAndSwap(last, now) {
+		cc.ReloadState(context.Background()) // lazy: marks the map stale, returns at once
+	}
 }
+
+// clusterReload bounds how often a Redis fault makes a Cluster client
+// re-read its slot map.
+const clusterReload = 250 * time.Millisecond

@@ -32,7 +32,8 @@ type Cluster struct {
 // StartCluster starts six redis-server processes on free loopback ports with
 // cluster mode enabled (node timeout 1s, no persistence), joins them with
 // redis-cli --cluster create --cluster-replicas 1, and waits until every
-// node reports cluster_state:ok. It fails the test if redis-server or
+// node reports cluster_state:ok and every replica has finished its first
+// sync (so that it can be promoted). It fails the test if redis-server or
 // redis-cli is missing or the cluster does not form.
 func StartCluster(tb testing.TB) *Cluster {
 	tb.Helper()
@@ -54,6 +55,8 @@ func StartCluster(tb testing.TB) *Cluster {
 			"--cluster-port", strconv.Itoa(bus),
 			"--cluster-config-file", filepath.Join(confDir, "nodes-"+strconv.Itoa(bus)+".conf"),
 			"--cluster-node-timeout", "1000",
+			// Start replication at once instead of after 5s.
+			"--repl-diskless-sync-delay", "0",
 		))
 	}
 	args := []string{"--cluster", "create"}
@@ -69,8 +72,8 @@ func StartCluster(tb testing.TB) *Cluster {
 	return c
 }
 
-// waitOK polls CLUSTER INFO on every running node until all report
-// cluster_state:ok and agree on three primaries covering all slots.
+// waitOK polls every running node until all report cluster_state:ok with
+// all 16384 slots served and every replica's link to its primary is up.
 func (c *Cluster) waitOK(ctx context.Context) {
 	c.tb.Helper()
 	var last string
@@ -87,6 +90,13 @@ func (c *Cluster) waitOK(ctx context.Context) {
 			}
 			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_slots_ok:16384") {
 				ok, last = false, n.Addr()+": "+info
+				break
+			}
+			// A replica that has not finished its first sync cannot be
+			// promoted: wait until every replica is in sync.
+			repl, err := nodeCmd(ctx, n.Addr(), "INFO", "replication")
+			if err != nil || (strings.Contains(repl, "role:slave") && !strings.Contains(repl, "master_link_status:up")) {
+				ok, last = false, n.Addr()+": replica not in sync: "+repl
 				break
 			}
 		}
@@ -153,7 +163,9 @@ func (c *Cluster) Slot(key string) int {
 }
 
 // PrimaryFor returns the node that is currently primary for key's slot,
-// according to CLUSTER NODES on the first running node that answers.
+// according to CLUSTER NODES on the first running node that answers, or
+// nil while the slot has no healthy owner (its primary is marked failed
+// and no replica has taken over yet).
 func (c *Cluster) PrimaryFor(key string) *Server {
 	c.tb.Helper()
 	slot := c.Slot(key)
@@ -176,7 +188,6 @@ func (c *Cluster) PrimaryFor(key string) *Server {
 		}
 		c.tb.Fatalf("redistest: slot %d owned by unknown node %s", slot, addr)
 	}
-	c.tb.Fatalf("redistest: no node knows the owner of slot %d", slot)
 	return nil
 }
 
@@ -185,6 +196,9 @@ func (c *Cluster) PrimaryFor(key string) *Server {
 func (c *Cluster) KillPrimaryFor(key string) *Server {
 	c.tb.Helper()
 	p := c.PrimaryFor(key)
+	if p == nil {
+		c.tb.Fatalf("redistest: key %q has no healthy primary to kill", key)
+	}
 	p.Kill()
 	return p
 }

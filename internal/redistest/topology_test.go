@@ -52,3 +52,40 @@ func TestTopologySentinel(t *testing.T) {
 		t.Fatalf("Primary() = %s, want initial primary %s", p.Addr(), s.Servers()[0].Addr())
 	}
 }
+
+// TestTopologyClusterFailover: after the primary of a key's slot is killed,
+// its replica takes the slot over and a fresh client reads the key there.
+func TestTopologyClusterFailover(t *testing.T) {
+	c := redistest.StartCluster(t)
+	setGet(t, c.Client(t), 1)
+	// Replication is asynchronous: make sure the replica has the key.
+	if got := c.PrimaryFor("topology:0").CLI(t, "WAIT", "1", "5000"); got != "1" {
+		t.Fatalf("WAIT 1 = %s, want 1", got)
+	}
+	old := c.KillPrimaryFor("topology:0")
+	start := time.Now()
+	deadline := start.Add(20 * time.Second)
+	for {
+		if p := c.PrimaryFor("topology:0"); p != nil && p != old {
+			t.Logf("slot taken over by %s after %v", p.Addr(), time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			var nodes string
+			for _, n := range c.Nodes() {
+				if n != old {
+					nodes = n.CLI(t, "CLUSTER", "NODES")
+					break
+				}
+			}
+			t.Fatalf("no replica took over the slot of %s within 20s; CLUSTER NODES:\n%s", old.Addr(), nodes)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.WaitOK()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if got, err := c.Client(t).Get(ctx, "topology:0").Result(); err != nil || got != "v0" {
+		t.Fatalf("GET after failover = %q, %v, want v0", got, err)
+	}
+}
