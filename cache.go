@@ -239,42 +239,13 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 		})
 		return zero, ctx.Err()
 	}
-	unreadable := false
-	switch {
-	case err == nil:
-		if r, h, ok := c.decodeResult(raw); ok {
-			if c.isStale(r, h.Expiry) {
-				c.startFlight(ctx, fl, vkey, func(fctx context.Context) result[V] {
-					return c.revive(fctx, key, vkey, r, epoch)
-				})
-				return c.await(ctx, fl)
-			}
-			if c.l1 != nil {
-				c.l1.refresh(vkey, r, h.Expiry, epoch)
-			}
-			c.flights.finish(vkey, fl, r)
-			c.maybeRefresh(key, vkey, h.Expiry, h.LoadTime)
-			c.stats.hits.Add(1)
-			return r.val, r.err
-		}
-		unreadable = true
-	case errors.Is(err, redis.Nil):
-	default:
-		c.redisError(err)
-		if r, ok := c.localCopy(vkey); ok {
-			c.flights.finish(vkey, fl, r)
-			c.stats.localHits.Add(1)
-			return r.val, r.err
-		}
-		// Redis is unavailable: load without the lock, write nothing.
-		c.startFlight(ctx, fl, vkey, func(fctx context.Context) result[V] {
-			return c.loadAndFill(fctx, key, keysFor(vkey), lease{}, epoch)
-		})
-		return c.await(ctx, fl)
+	r, rest := c.afterRead(key, vkey, raw, err, epoch)
+	if rest == nil {
+		c.flights.finish(vkey, fl, r)
+		c.count(r)
+		return r.val, r.err
 	}
-	c.startFlight(ctx, fl, vkey, func(fctx context.Context) result[V] {
-		return c.miss(fctx, key, keysFor(vkey), unreadable, epoch)
-	})
+	c.startFlight(ctx, fl, vkey, rest)
 	return c.await(ctx, fl)
 }
 
@@ -289,6 +260,12 @@ func (c *Cache[K, V]) await(ctx context.Context, fl *call[V]) (V, error) {
 		var zero V
 		return zero, ctx.Err()
 	}
+	c.count(r)
+	return r.val, r.err
+}
+
+// count records where one caller's answer came from.
+func (c *Cache[K, V]) count(r result[V]) {
 	if r.stale {
 		c.stats.staleServed.Add(1)
 	}
@@ -300,7 +277,6 @@ func (c *Cache[K, V]) await(ctx context.Context, fl *call[V]) (V, error) {
 	default:
 		c.stats.misses.Add(1)
 	}
-	return r.val, r.err
 }
 
 // startFlight runs the rest of flight fl on a goroutine owned by the Cache

@@ -162,8 +162,7 @@ func (c *Cache[K, V]) acquireMode(ctx context.Context, ks keys, token, forceArg 
 	if err != nil {
 		return 0, "", lease{}, err
 	}
-	st, raw, l, err := parseAcquire(res, token)
-	return st, raw, l, err
+	return parseAcquire(res, token)
 }
 
 // parseAcquire reads the reply of acquireScript called with token.

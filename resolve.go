@@ -13,35 +13,50 @@ import (
 
 // resolve is a whole flight run on a flight goroutine: the Redis read and,
 // on a miss, the lock, the wait, the load and the conditional fill described
-// in the package documentation. Get runs the read itself and calls only the
-// later steps; resolve serves when the leader left before its read ended.
-// ctx is detached from the callers and cancelled only by Close.
+// in the package documentation. Get runs the read itself and hands only the
+// later steps to a goroutine; resolve serves when the leader left before
+// its read ended. ctx is detached from the callers and cancelled only by
+// Close.
 func (c *Cache[K, V]) resolve(ctx context.Context, key K, vkey string) result[V] {
 	epoch := c.localEpoch()
 	raw, err := c.read(ctx, vkey)
+	r, rest := c.afterRead(key, vkey, raw, err, epoch)
+	if rest == nil {
+		return r
+	}
+	return rest(ctx)
+}
+
+// afterRead decides what the Redis read of a flight means: an answer now
+// (a hit, or the in-process copy while Redis fails; rest is nil), or the
+// rest of the flight, to run detached from the caller: reviving a stale
+// value, loading without the lock while Redis fails, or the miss path.
+// Only the paths that need rest build a closure, so a hit allocates none.
+func (c *Cache[K, V]) afterRead(key K, vkey string, raw []byte, err error, epoch uint64) (r result[V], rest func(context.Context) result[V]) {
 	unreadable := false
 	switch {
 	case err == nil:
 		if r, h, ok := c.decodeResult(raw); ok {
 			if c.isStale(r, h.Expiry) {
-				return c.revive(ctx, key, vkey, r, epoch)
+				return r, func(ctx context.Context) result[V] { return c.revive(ctx, key, vkey, r, epoch) }
 			}
 			if c.l1 != nil {
 				c.l1.refresh(vkey, r, h.Expiry, epoch)
 			}
 			c.maybeRefresh(key, vkey, h.Expiry, h.LoadTime)
-			return r
+			return r, nil
 		}
 		unreadable = true
 	case errors.Is(err, redis.Nil):
 	default:
 		c.redisError(err)
 		if r, ok := c.localCopy(vkey); ok {
-			return r
+			return r, nil
 		}
-		return c.loadAndFill(ctx, key, keysFor(vkey), lease{}, epoch)
+		// Redis is unavailable: load without the lock, write nothing.
+		return r, func(ctx context.Context) result[V] { return c.loadAndFill(ctx, key, keysFor(vkey), lease{}, epoch) }
 	}
-	return c.miss(ctx, key, keysFor(vkey), unreadable, epoch)
+	return r, func(ctx context.Context) result[V] { return c.miss(ctx, key, keysFor(vkey), unreadable, epoch) }
 }
 
 // localCopy returns the in-process copy of vkey for a read that Redis
