@@ -88,11 +88,13 @@ type Cache[K comparable, V any] struct {
 	lastReload  atomic.Int64 // UnixNano of the last Cluster slot-map reload asked for
 
 	bp backplane
-	// markerUnsure says a marker write failed and may have run anyway;
-	// only the restart watcher goroutine touches it.
-	markerUnsure bool
-	refreshing   sync.Map      // value keys this process is refreshing early
-	refreshSem   chan struct{} // bounds early refreshes
+	// markerSeq numbers the restart watcher's marker writes; unsureFrom is
+	// the first of those that failed and may have run anyway since the last
+	// one known to have run, 0 if none. Only the watcher goroutine touches
+	// them.
+	markerSeq, unsureFrom uint64
+	refreshing            sync.Map      // value keys this process is refreshing early
+	refreshSem            chan struct{} // bounds early refreshes
 	// releaseSlots bounds lock releases retried past the guard.
 	releaseSlots chan struct{}
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,23 +91,41 @@ func (c *Cache[K, V]) startWatcher() {
 // and do nothing. A new run_id alone would not do: it also changes on a
 // Sentinel failover that kept the data.
 func (c *Cache[K, V]) checkRestart(ctx context.Context) {
+	// Each write carries its own number, so that a write whose outcome was
+	// lost (an error, or a call abandoned at the budget that may still
+	// run) can be recognised later: the marker written at start-up by this
+	// same process must not pass for it.
+	c.markerSeq++
+	value := c.tokenPrefix + "/" + strconv.FormatUint(c.markerSeq, 10)
+	// The call may outlive the guard's wait (an abandoned call on a client
+	// that ignores deadlines): it reads only these copies.
+	unsureFrom, prefix := c.unsureFrom, c.tokenPrefix+"/"
 	var created bool
 	err := c.guard.do(ctx, func(ctx context.Context) error {
 		var err error
-		created, err = c.rdb.SetNX(ctx, c.markerKey(), c.tokenPrefix, 0).Result()
-		if err == nil && !created && c.markerUnsure {
-			// An earlier SET NX failed on our side but may have run on the
-			// server: if the marker is ours, that restart is ours to warm.
+		created, err = c.rdb.SetNX(ctx, c.markerKey(), value, 0).Result()
+		if err == nil && !created && unsureFrom != 0 {
+			// An earlier write failed on our side but may have run on the
+			// server: if the marker is one of those, that restart is ours
+			// to warm.
 			owner, gerr := c.rdb.Get(ctx, c.markerKey()).Result()
-			created = gerr == nil && owner == c.tokenPrefix
+			if n, ok := strings.CutPrefix(owner, prefix); gerr == nil && ok {
+				seq, perr := strconv.ParseUint(n, 10, 64)
+				created = perr == nil && seq >= unsureFrom
+			}
 		}
 		return err
 	})
-	if err != nil {
-		c.markerUnsure = true
+	switch {
+	case errors.Is(err, errSkipped): // not sent
+		return
+	case err != nil:
+		if c.unsureFrom == 0 {
+			c.unsureFrom = c.markerSeq
+		}
 		return
 	}
-	c.markerUnsure = false
+	c.unsureFrom = 0
 	if !created {
 		return
 	}

@@ -255,3 +255,36 @@ func TestWarmedCountsOnlyStoredKeys(t *testing.T) {
 		t.Errorf("Stats().Warmed = %d, but the warm-up stored %d keys in Redis (key 2 is not found and WithNegativeTTL(0))", s.Warmed, stored)
 	}
 }
+
+// TestRestartWatcherAcrossFreeze runs the restart watcher on a default
+// client (which ignores context deadlines on reads, so the guard abandons
+// calls at its budget) while the server is frozen and thawed. The marker
+// calls that complete after the watcher gave up on them must not touch the
+// watcher's state (the race detector checks that), and the thawed server,
+// which kept its data, must not count as restarted.
+func TestRestartWatcherAcrossFreeze(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := newFaultClient(t, srv.Addr())
+	ld := &faultLoader{}
+	keys := faultKeys(1, 5)
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithPrefix("wf:"),
+		cacheaside.WithWarmupKeys(keys...),
+		cacheaside.WithRedisTimeout(30*time.Millisecond),
+		cacheaside.WithBreaker(1000, time.Second), // keep sending marker calls
+		cacheaside.WithRestartCheck(20*time.Millisecond))
+	waitFor(t, 5*time.Second, "the first warm-up finishes", func() bool { return c.Stats().Warmed == uint64(len(keys)) })
+	before := c.Stats()
+
+	thaw := freezeServer(t, srv)
+	waitFor(t, 5*time.Second, "the watcher abandons marker calls on the frozen server", func() bool {
+		return c.Stats().Abandoned >= 2
+	})
+	thaw()
+	recoverServer(t, srv, rdb)
+	// The abandoned calls complete now; Close waits for any that has not.
+	time.Sleep(200 * time.Millisecond) // a few more checks on the thawed server
+	if got := c.Stats().RestartsDetected; got != before.RestartsDetected {
+		t.Errorf("Stats().RestartsDetected = %d after a freeze that kept the data, want %d", got, before.RestartsDetected)
+	}
+}
