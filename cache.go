@@ -180,7 +180,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		tracker: &c.tracker,
 		stats:   &c.stats,
 	}
-	c.guard.cb = newBreaker(&cfg, cfg.logger, c.breakerChanged)
+	c.guard.cbs = newBreakers(&cfg, rdb, cfg.logger, c.breakerChanged)
 	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.startWatcher()
 	c.startBackplane()
@@ -321,7 +321,7 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if c.l1 != nil {
 		c.l1.beginInvalidate(vkey)
 	}
-	err = c.guard.do(ctx, func(ctx context.Context) error {
+	err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
 		return overwriteScript.Run(ctx, c.rdb, keysFor(vkey), c.overwriteArgs(env, px)...).Err()
 	})
 	c.flights.forget(vkey)
@@ -365,16 +365,14 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	if c.l1 != nil {
 		c.l1.beginInvalidate(vkeys...)
 	}
-	err := c.guard.do(ctx, func(ctx context.Context) error {
-		if len(vkeys) == 1 {
-			return overwriteScript.Run(ctx, c.rdb, keysFor(vkeys[0]), c.overwriteArgs(nil, 0)...).Err()
+	err := c.perNode(ctx, vkeys, func(ctx context.Context, idx []int) error {
+		if len(idx) == 1 {
+			return overwriteScript.Run(ctx, c.rdb, keysFor(vkeys[idx[0]]), c.overwriteArgs(nil, 0)...).Err()
 		}
 		// EVAL, not EVALSHA: a pipeline learns of NOSCRIPT only after Exec.
-		// Each EVAL touches one key's slot, so a Cluster client may split
-		// the pipeline by node.
 		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, vk := range vkeys {
-				overwriteScript.Eval(ctx, p, keysFor(vk), c.overwriteArgs(nil, 0)...)
+			for _, i := range idx {
+				overwriteScript.Eval(ctx, p, keysFor(vkeys[i]), c.overwriteArgs(nil, 0)...)
 			}
 			return nil
 		})

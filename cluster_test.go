@@ -3,6 +3,7 @@ package cacheaside_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -173,11 +174,21 @@ func TestClusterGetManyBatch(t *testing.T) {
 	}
 }
 
-// TestClusterPrimaryFailover kills -9 the primary owning the keys under
-// load, with a ClusterClient with default options; see runFailover.
+// The failover tests kill -9 the primary that serves the keys under load
+// and check that the cache returns no error and goes back to Redis hits by
+// itself; see runFailover. Each runs with the cache's default options
+// (no L1: every Get that cannot reach Redis loads) and with an L1
+// (WithLocalCache), which bounds the loads to about none: the keys were
+// read before, so the L1 answers while their primary is gone.
+
 func TestClusterPrimaryFailover(t *testing.T) {
 	cl := redistest.StartCluster(t)
 	clusterFailover(t, cl, cl.Client(t))
+}
+
+func TestClusterPrimaryFailoverWithL1(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	clusterFailover(t, cl, cl.Client(t), cacheaside.WithLocalCache(1000, time.Minute))
 }
 
 // TestClusterPrimaryFailoverFastReload is TestClusterPrimaryFailover with
@@ -191,7 +202,7 @@ func TestClusterPrimaryFailoverFastReload(t *testing.T) {
 	clusterFailover(t, cl, rdb)
 }
 
-func clusterFailover(t *testing.T, cl *redistest.Cluster, rdb *redis.ClusterClient) {
+func clusterFailover(t *testing.T, cl *redistest.Cluster, rdb *redis.ClusterClient, opts ...cacheaside.Option) {
 	t.Helper()
 	// Pick 20 keys whose slots the same primary owns.
 	victim := cl.PrimaryFor(strconv.Itoa(0))
@@ -201,11 +212,16 @@ func clusterFailover(t *testing.T, cl *redistest.Cluster, rdb *redis.ClusterClie
 			keys = append(keys, k)
 		}
 	}
-	runFailover(t, rdb, keys, func() {
+	kill := func() {
 		if p := cl.KillPrimaryFor(strconv.Itoa(keys[0])); p != victim {
 			t.Fatalf("killed %s, want %s", p.Addr(), victim.Addr())
 		}
-	})
+	}
+	promoted := func() bool {
+		p := cl.PrimaryFor(strconv.Itoa(keys[0]))
+		return p != nil && p != victim
+	}
+	runFailover(t, "Cluster", rdb, keys, kill, promoted, opts...)
 	// go-redis keeps a goroutine per dead node that redials once a second
 	// until the node answers or the client closes; bring the node back (it
 	// rejoins as a replica) and give that goroutine one round to see it,
@@ -214,27 +230,52 @@ func clusterFailover(t *testing.T, cl *redistest.Cluster, rdb *redis.ClusterClie
 	time.Sleep(1500 * time.Millisecond)
 }
 
-// TestSentinelPrimaryFailover kills -9 the Sentinel-monitored primary under
-// load; see runFailover.
 func TestSentinelPrimaryFailover(t *testing.T) {
-	s := redistest.StartSentinel(t)
-	runFailover(t, s.Client(t), faultKeys(0, 19), func() { s.KillPrimary() })
+	sentinelFailover(t)
 }
 
-// runFailover warms keys into a cache with default options over rdb, runs
-// Gets of them from 8 goroutines, calls kill, and waits until the cache
-// serves those keys from Redis again without loading: a full second with
-// Redis hits and no loader call. Every Get must return the loader's value
-// with a nil error throughout. It logs the degraded window (kill to the
-// last loader call) and the loader calls it took.
-func runFailover(t *testing.T, rdb redis.UniversalClient, keys []int, kill func()) {
+func TestSentinelPrimaryFailoverWithL1(t *testing.T) {
+	sentinelFailover(t, cacheaside.WithLocalCache(1000, time.Minute))
+}
+
+func sentinelFailover(t *testing.T, opts ...cacheaside.Option) {
+	s := redistest.StartSentinel(t)
+	var victim *redistest.Server
+	kill := func() { victim = s.KillPrimary() }
+	promoted := func() bool { return s.Primary() != victim }
+	runFailover(t, "Sentinel", s.Client(t), faultKeys(0, 19), kill, promoted, opts...)
+}
+
+// failoverReport is what runFailover measured, from the kill on.
+type failoverReport struct {
+	promoted time.Duration // until the topology had a new primary for the keys
+	degraded time.Duration // until the last Get that was not a Redis hit
+	loads    int64         // loader calls
+	gets     int64
+	errors   int64
+	p99      time.Duration // of the Gets started while degraded
+
+}
+
+// runFailover warms keys into a cache over rdb (with opts), runs Gets of
+// them from 8 goroutines, calls kill, and waits until the cache serves
+// those keys from Redis again by itself: a full second of Redis hits with
+// no miss and no L1 answer. It polls promoted to time the topology's own
+// failover. Every Get must return the loader's value with a nil error
+// throughout; with an L1 each key may be loaded at most once (the bound
+// the L1 gives while Redis is unreachable), and the cache must be back on
+// Redis hits within a generous 5 s of the promotion (the README reports
+// the measured lag; without the cache's own slot-map reloads a Cluster
+// client stays on the dead node for up to a minute).
+func runFailover(t *testing.T, topology string, rdb redis.UniversalClient, keys []int, kill func(), promoted func() bool, opts ...cacheaside.Option) {
 	t.Helper()
 	const (
 		recoverWithin = 30 * time.Second
 		quietFor      = time.Second
 	)
 	ld := &faultLoader{}
-	c := newFaultCache(t, rdb, ld.load)
+	c := newFaultCache(t, rdb, ld.load, opts...)
+	withL1 := len(opts) > 0
 	mustGetAll(t, c, keys)
 	waitFor(t, 10*time.Second, "warm keys are Redis hits", func() bool {
 		before := c.Stats()
@@ -242,16 +283,28 @@ func runFailover(t *testing.T, rdb redis.UniversalClient, keys []int, kill func(
 		after := c.Stats()
 		return after.Loads == before.Loads && after.Hits-before.Hits == uint64(len(keys))
 	})
+	nonHits := func(st cacheaside.Stats) uint64 { return st.Misses + st.LocalHits + st.StaleServed }
 
+	type sample struct {
+		start time.Time
+		took  time.Duration
+	}
 	var (
 		gets, errs atomic.Int64
-		lastLoad   atomic.Int64 // UnixNano of the last Get that saw loads grow
 		stop       = make(chan struct{})
 		wg         sync.WaitGroup
 		firstErr   atomic.Value
+		mu         sync.Mutex
+		samples    []sample
 	)
 	for w := range 8 {
 		wg.Go(func() {
+			var mine []sample
+			defer func() {
+				mu.Lock()
+				samples = append(samples, mine...)
+				mu.Unlock()
+			}()
 			for i := w; ; i++ {
 				select {
 				case <-stop:
@@ -260,7 +313,9 @@ func runFailover(t *testing.T, rdb redis.UniversalClient, keys []int, kill func(
 				}
 				k := keys[i%len(keys)]
 				ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
+				start := time.Now()
 				v, err := c.Get(ctx, k)
+				mine = append(mine, sample{start, time.Since(start)})
 				cancel()
 				gets.Add(1)
 				if err != nil || v != faultValue(k) {
@@ -274,57 +329,245 @@ func runFailover(t *testing.T, rdb redis.UniversalClient, keys []int, kill func(
 			}
 		})
 	}
-	defer func() {
-		close(stop)
-		wg.Wait()
-	}()
+	halt := func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+			wg.Wait()
+		}
+	}
+	defer halt()
 
 	time.Sleep(300 * time.Millisecond) // steady state before the kill
 	base := c.Stats()
 	baseLoads := ld.calls.Load()
+	baseGets := gets.Load()
 	killed := time.Now()
 	kill()
 
-	// Track the last moment loads grew; done when loads stayed flat for
-	// quietFor while hits kept growing.
-	lastLoad.Store(killed.UnixNano())
-	prevLoads, prevHits, quietSince := baseLoads, base.Hits, time.Now()
+	// Track the last moment a Get was answered other than by a Redis hit;
+	// done when that stayed flat for quietFor while hits kept growing.
+	var promotedAt time.Time
+	lastDegraded := killed
+	prevNon, prevHits, quietSince := nonHits(base), base.Hits, time.Now()
 	deadline := killed.Add(recoverWithin)
 	for {
 		time.Sleep(50 * time.Millisecond)
 		now := time.Now()
-		loads, hits := ld.calls.Load(), c.Stats().Hits
-		if loads != prevLoads {
-			lastLoad.Store(now.UnixNano())
+		if promotedAt.IsZero() && promoted() {
+			promotedAt = time.Now()
+		}
+		st := c.Stats()
+		non, hits := nonHits(st), st.Hits
+		if non != prevNon {
+			lastDegraded = now
 			quietSince = now
 		}
 		if hits == prevHits {
 			quietSince = now
 		}
-		prevLoads, prevHits = loads, hits
-		if loads > baseLoads && now.Sub(quietSince) >= quietFor {
+		prevNon, prevHits = non, hits
+		if !promotedAt.IsZero() && non > nonHits(base) && now.Sub(quietSince) >= quietFor {
 			break
 		}
-		if loads == baseLoads && now.Sub(killed) >= 5*time.Second {
-			break // never degraded at all
-		}
 		if now.After(deadline) {
-			st := c.Stats()
 			gctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_, gerr := rdb.Get(gctx, "ca:{"+strconv.Itoa(keys[0])+"}").Result()
 			cancel()
-			t.Fatalf("direct GET through the same client now: %v; cache did not return to Redis hits within %v of the kill: loader calls %d, Stats %+v", gerr, recoverWithin, loads-baseLoads, st)
+			t.Fatalf("direct GET through the same client now: %v; cache did not return to Redis hits within %v of the kill (promoted: %v): loader calls %d, Stats %+v",
+				gerr, recoverWithin, !promotedAt.IsZero(), ld.calls.Load()-baseLoads, st)
 		}
 	}
+	halt()
 	st := c.Stats()
-	window := time.Unix(0, lastLoad.Load()).Sub(killed)
-	t.Logf("degraded window (kill to last loader call): %v; loader calls during failover: %d; Gets: %d; errors: %d",
-		window.Round(time.Millisecond), ld.calls.Load()-baseLoads, gets.Load(), errs.Load())
-	t.Logf("stats delta: Hits +%d Misses +%d RedisErrors +%d RedisSkipped +%d Abandoned +%d BreakerOpens +%d LockAcquired +%d FillConflicts +%d RestartsDetected +%d; breaker %s",
-		st.Hits-base.Hits, st.Misses-base.Misses, st.RedisErrors-base.RedisErrors, st.RedisSkipped-base.RedisSkipped,
+	r := failoverReport{
+		promoted: promotedAt.Sub(killed),
+		degraded: lastDegraded.Sub(killed),
+		loads:    ld.calls.Load() - baseLoads,
+		gets:     gets.Load() - baseGets,
+		errors:   errs.Load(),
+	}
+	var during []time.Duration
+	for _, s := range samples {
+		if !s.start.Before(killed) && !s.start.After(lastDegraded) {
+			during = append(during, s.took)
+		}
+	}
+	slices.Sort(during)
+	if len(during) > 0 {
+		r.p99 = during[len(during)*99/100]
+	}
+	variant := "default options"
+	if withL1 {
+		variant = "WithLocalCache"
+	}
+	t.Logf("| %s | %s | %.1f s | %.1f s | %+.1f s | %d | %d | %d | %v |", topology, variant,
+		r.promoted.Seconds(), r.degraded.Seconds(), (r.degraded - r.promoted).Seconds(), r.loads, r.gets, r.errors, r.p99.Round(time.Microsecond))
+	t.Logf("stats delta: Hits +%d Misses +%d LocalHits +%d RedisErrors +%d RedisSkipped +%d Abandoned +%d BreakerOpens +%d LockAcquired +%d FillConflicts +%d RestartsDetected +%d; breaker %s",
+		st.Hits-base.Hits, st.Misses-base.Misses, st.LocalHits-base.LocalHits, st.RedisErrors-base.RedisErrors, st.RedisSkipped-base.RedisSkipped,
 		st.Abandoned-base.Abandoned, st.BreakerOpens-base.BreakerOpens, st.LockAcquired-base.LockAcquired,
 		st.FillConflicts-base.FillConflicts, st.RestartsDetected-base.RestartsDetected, st.Breaker)
-	if n := errs.Load(); n != 0 {
-		t.Errorf("%d of %d Gets failed during the failover; first: %v", n, gets.Load(), firstErr.Load())
+	if r.errors != 0 {
+		t.Errorf("%d of %d Gets failed during the failover; first: %v", r.errors, r.gets, firstErr.Load())
+	}
+	if withL1 && r.loads > int64(len(keys)) {
+		t.Errorf("with an L1, %d loader calls for %d keys during the failover, want at most one per key", r.loads, len(keys))
+	}
+	if lag := r.degraded - r.promoted; lag > 5*time.Second {
+		t.Errorf("back on Redis hits %v after the promotion, want well within 5s", lag)
+	}
+}
+
+// TestClusterBreakerPerNode kills -9 the primary that owns half of the keys
+// and reads all of them (Get and GetMany) until its breaker has opened and
+// well after: the
+// other nodes' keys must stay Redis hits (no load at all), because each
+// node has its own breaker. With one breaker per cluster they would all
+// go to the loader once it opened.
+func TestClusterBreakerPerNode(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	rdb := cl.Client(t)
+	victim := cl.PrimaryFor("0")
+	var onVictim, elsewhere []int
+	for k := 0; len(onVictim) < 20 || len(elsewhere) < 20; k++ {
+		if cl.PrimaryFor(strconv.Itoa(k)) == victim {
+			if len(onVictim) < 20 {
+				onVictim = append(onVictim, k)
+			}
+		} else if len(elsewhere) < 20 {
+			elsewhere = append(elsewhere, k)
+		}
+	}
+	var mu sync.Mutex
+	loads := map[int]int{}
+	c := newFaultCache(t, rdb, func(ctx context.Context, k int) (string, error) {
+		mu.Lock()
+		loads[k]++
+		mu.Unlock()
+		return faultValue(k), nil
+	})
+	all := append(append([]int(nil), onVictim...), elsewhere...)
+	mustGetAll(t, c, all)
+	mustGetAll(t, c, all) // hits now
+	loadsOf := func(keys []int) (n int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, k := range keys {
+			n += loads[k]
+		}
+		return n
+	}
+	base := c.Stats()
+	baseVictim, baseElsewhere := loadsOf(onVictim), loadsOf(elsewhere)
+
+	cl.KillPrimaryFor("0")
+	t.Cleanup(func() {
+		// Let go-redis's redial goroutine for the dead node see it again
+		// before goleak looks (see clusterFailover).
+		victim.Start()
+		time.Sleep(1500 * time.Millisecond)
+	})
+	waitFor(t, 10*time.Second, "the dead node's breaker opens", func() bool {
+		mustGetAll(t, c, all)
+		return c.Stats().BreakerOpens > base.BreakerOpens
+	})
+	// Keep reading for a while with that breaker open (or half-open),
+	// one key at a time and with GetMany.
+	ctx := testContext(t)
+	for range 20 {
+		mustGetAll(t, c, all)
+		got, err := c.GetMany(ctx, all)
+		if err != nil || len(got) != len(all) {
+			t.Fatalf("GetMany(%d keys) = %d values, %v; want all, nil", len(all), len(got), err)
+		}
+		for _, k := range all {
+			if got[k] != faultValue(k) {
+				t.Fatalf("GetMany[%d] = %q, want %q", k, got[k], faultValue(k))
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := c.Stats()
+	if n := loadsOf(elsewhere) - baseElsewhere; n != 0 {
+		t.Errorf("keys on the live nodes were loaded %d times after another node died, want 0 (their node's breaker must stay closed); Stats %+v", n, st)
+	}
+	if n := loadsOf(onVictim) - baseVictim; n == 0 {
+		t.Errorf("keys on the dead node were never loaded, want the loader to answer them")
+	}
+	if st.RedisSkipped == base.RedisSkipped {
+		t.Errorf("RedisSkipped did not grow: the dead node's breaker never skipped a call")
+	}
+	t.Logf("after the kill: %d loads of the dead node's keys, %d of the others; BreakerOpens +%d, RedisSkipped +%d, breaker %s",
+		loadsOf(onVictim)-baseVictim, loadsOf(elsewhere)-baseElsewhere, st.BreakerOpens-base.BreakerOpens, st.RedisSkipped-base.RedisSkipped, st.Breaker)
+}
+
+// TestClusterGetManyOneRoundTripPerNode counts what each node of the
+// cluster receives for a GetMany of 300 warm keys spread over every node:
+// exactly one pipeline (the per-slot MGETs) per node, and nothing else.
+func TestClusterGetManyOneRoundTripPerNode(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	var mu sync.Mutex
+	perNode := map[string]*netCounter{}
+	rdb.OnNewNode(func(node *redis.Client) {
+		h := &netCounter{}
+		mu.Lock()
+		perNode[node.Options().Addr] = h
+		mu.Unlock()
+		node.AddHook(h)
+	})
+	counts := func() map[string]int64 {
+		mu.Lock()
+		defer mu.Unlock()
+		out := map[string]int64{}
+		for a, h := range perNode {
+			out[a] = h.commands.Load()
+		}
+		return out
+	}
+	batch := func(ctx context.Context, keys []int) (map[int]string, error) {
+		out := make(map[int]string, len(keys))
+		for _, k := range keys {
+			out[k] = faultValue(k)
+		}
+		return out, nil
+	}
+	c := newCacheOn(t, rdb, func(ctx context.Context, k int) (string, error) { return faultValue(k), nil },
+		cacheaside.WithBatchLoader(batch))
+	ctx := testContext(t)
+	keys := faultKeys(0, 299)
+	primaries := map[string]bool{}
+	for _, k := range keys {
+		primaries[cl.PrimaryFor(strconv.Itoa(k)).Addr()] = true
+	}
+	if len(primaries) != 3 {
+		t.Fatalf("300 keys are on %d primaries, want all 3", len(primaries))
+	}
+	for round := range 2 { // cold, then warm
+		got, err := c.GetMany(ctx, keys)
+		if err != nil || len(got) != len(keys) {
+			t.Fatalf("round %d: GetMany = %d values, %v", round, len(got), err)
+		}
+	}
+	before := counts()
+	got, err := c.GetMany(ctx, keys)
+	if err != nil || len(got) != len(keys) {
+		t.Fatalf("warm GetMany = %d values, %v", len(got), err)
+	}
+	after := counts()
+	for addr := range primaries {
+		if n := after[addr] - before[addr]; n != 1 {
+			t.Errorf("primary %s received %d commands or pipelines for one warm GetMany, want 1", addr, n)
+		}
+	}
+	for addr, n := range after {
+		if !primaries[addr] && n != before[addr] {
+			t.Errorf("node %s, which owns none of the keys, received %d commands", addr, n-before[addr])
+		}
+	}
+	if st := c.Stats(); st.Hits < uint64(len(keys)) || st.RedisErrors != 0 {
+		t.Errorf("Stats = %+v, want at least %d hits and no Redis error", st, len(keys))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -45,11 +46,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 	}
 	defer c.tracker.done()
 	out := make(map[K]V, len(keys))
-	var (
-		todo  []pendingKey[K, V] // not answered yet, flights joined or started
-		owned []pendingKey[K, V] // flights this call leads
-		errs  []error
-	)
+	var errs []error
 	seen := make(map[K]struct{}, len(keys))
 	uniq := keys[:0:0]
 	for _, k := range keys {
@@ -82,14 +79,53 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 		return out, errors.Join(errs...)
 	}
 
-	epoch := c.localEpoch()
 	vkeys := make([]string, len(uniq))
 	for i, k := range uniq {
 		vkeys[i] = valueKey(c.cfg.prefix, c.encode(k))
 	}
+	// On a Cluster each node's keys go their own way, concurrently, under
+	// that node's breaker and budget: a dead node fails only its keys.
+	groups := c.guard.cbs.byNode(ctx, vkeys)
+	if len(groups) == 1 {
+		c.getGroup(ctx, uniq, vkeys, add)
+	} else {
+		var (
+			mu sync.Mutex
+			wg sync.WaitGroup
+		)
+		locked := func(k K, r result[V]) {
+			mu.Lock()
+			defer mu.Unlock()
+			add(k, r)
+		}
+		for _, idx := range groups {
+			ks, vks := make([]K, len(idx)), make([]string, len(idx))
+			for j, i := range idx {
+				ks[j], vks[j] = uniq[i], vkeys[i]
+			}
+			wg.Go(func() { c.getGroup(ctx, ks, vks, locked) })
+		}
+		wg.Wait()
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return out, errors.Join(errs...)
+}
+
+// getGroup answers uniq, whose value keys are vkeys, through add: the
+// hits from one MGET round trip, the misses from flights this call leads
+// or joins. On a Cluster the keys are all on one node. It returns early,
+// leaving keys unanswered, when ctx is done.
+func (c *Cache[K, V]) getGroup(ctx context.Context, uniq []K, vkeys []string, add func(K, result[V])) {
+	var (
+		todo  []pendingKey[K, V] // not answered yet, flights joined or started
+		owned []pendingKey[K, V] // flights this call leads
+	)
+	epoch := c.localEpoch()
 	raws, rerr := c.mget(ctx, vkeys)
 	if ctx.Err() != nil {
-		return nil, ctx.Err()
+		return
 	}
 	redisDown := rerr != nil
 	if redisDown {
@@ -133,11 +169,10 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 	for _, p := range todo {
 		v, err := c.await(ctx, p.fl)
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return
 		}
 		add(p.key, result[V]{val: v, err: err})
 	}
-	return out, errors.Join(errs...)
 }
 
 // pendingKey is one key of a GetMany that missed, with its flight.
@@ -218,7 +253,7 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V], results []result[V], leases []lease) (locked, rest []int) {
 	tokens := make([]string, len(items))
 	cmds := make([]*redis.Cmd, len(items))
-	err := c.guard.do(ctx, func(ctx context.Context) error {
+	err := c.guard.do(ctx, items[0].vkey, func(ctx context.Context) error {
 		return c.pipelineScript(ctx, acquireScript, len(items), func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
 			tokens[i] = c.newToken()
 			force := "0"
@@ -322,7 +357,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	}
 	cmds := make([]*redis.Cmd, len(writes))
 	sent := time.Now() // L1 copies must not outlive the Redis entries
-	ferr := c.guard.do(ctx, func(ctx context.Context) error {
+	ferr := c.guard.do(ctx, items[writes[0].i].vkey, func(ctx context.Context) error {
 		return c.pipelineScript(ctx, fillScript, len(writes), func(p redis.Pipeliner, j int, eval bool) *redis.Cmd {
 			w, l := writes[j], leases[writes[j].i]
 			nx := "0"
@@ -391,7 +426,7 @@ func (c *Cache[K, V]) pipelineScript(ctx context.Context, s *redis.Script, n int
 // round trip). The result has nil for missing keys.
 func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) ([][]byte, error) {
 	out := make([][]byte, len(vkeys))
-	err := c.guard.do(ctx, func(ctx context.Context) error {
+	err := c.guard.do(ctx, vkeys[0], func(ctx context.Context) error {
 		if _, cluster := c.rdb.(*redis.ClusterClient); !cluster {
 			vals, err := c.rdb.MGet(ctx, vkeys...).Result()
 			if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,8 +36,8 @@ type guard struct {
 	inline    bool          // the client honours context deadlines
 	slots     chan struct{} // one per call running on its own goroutine
 	abandoned atomic.Int64
-	cb        *gobreaker.CircuitBreaker[struct{}] // nil when disabled
-	tracker   *tracker                            // registers goroutines with Close
+	cbs       *breakers
+	tracker   *tracker // registers goroutines with Close
 	stats     *counters
 }
 
@@ -89,40 +88,6 @@ func honoursContext(rdb redis.UniversalClient) bool {
 	return false
 }
 
-// newBreaker builds the circuit breaker from the config. onChange runs on
-// every state change, under the breaker's lock: it must not call the guard.
-func newBreaker(cfg *config, logger *slog.Logger, onChange func(from, to BreakerState)) *gobreaker.CircuitBreaker[struct{}] {
-	if cfg.breakerFailures == 0 {
-		return nil
-	}
-	failures := uint32(cfg.breakerFailures)
-	return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        "redis",
-		MaxRequests: 1,
-		Timeout:     cfg.breakerCooldown,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
-		IsSuccessful: func(err error) bool {
-			return !isOutage(err)
-		},
-		IsExcluded: func(err error) bool {
-			_, gone := err.(callerGone)
-			return gone
-		},
-		OnStateChange: func(_ string, from, to gobreaker.State) {
-			f, t := breakerState(from), breakerState(to)
-			if logger != nil {
-				level := slog.LevelInfo
-				if t == BreakerOpen {
-					level = slog.LevelWarn
-				}
-				logger.Log(context.Background(), level, "cacheaside: redis circuit breaker changed state",
-					"from", string(f), "to", string(t))
-			}
-			onChange(f, t)
-		},
-	})
-}
-
 // isOutage reports whether err means Redis is unavailable, as opposed to a
 // miss or an error reply from a live server. An error reply such as OOM
 // under maxmemory says the server is up: it must not open the breaker by
@@ -148,49 +113,57 @@ func isOutage(err error) bool {
 // context that carries the budget as its deadline. When do returns an error
 // that wraps errIncomplete, fn may still be running: the caller must not
 // read anything fn writes.
-func (g *guard) do(ctx context.Context, fn func(context.Context) error) error {
+func (g *guard) do(ctx context.Context, key string, fn func(context.Context) error) error {
 	if g.inline {
-		return g.doInline(ctx, fn)
+		return g.doInline(ctx, key, fn)
 	}
-	return g.breaker(ctx, func() error { return g.abandonable(ctx, fn, nil) })
+	return g.breaker(ctx, key, func() error { return g.abandonable(ctx, fn, nil) })
 }
 
 // doUndo is do for a call whose effect must be undone if it completes
 // after the guard stopped waiting for it: undo runs then, on the call's
 // goroutine. (With a client that honours context deadlines a timed-out
 // call may also have run on the server; the caller handles that case.)
-func (g *guard) doUndo(ctx context.Context, fn func(context.Context) error, undo func()) error {
+func (g *guard) doUndo(ctx context.Context, key string, fn func(context.Context) error, undo func()) error {
 	if g.inline {
-		return g.doInline(ctx, fn)
+		return g.doInline(ctx, key, fn)
 	}
-	return g.breaker(ctx, func() error { return g.abandonable(ctx, fn, undo) })
+	return g.breaker(ctx, key, func() error { return g.abandonable(ctx, fn, undo) })
 }
 
 // doInline runs fn on the calling goroutine under a context with the
 // budget. It is separate from the abandoning path so that fn does not
 // escape: a hit then allocates no closure.
-func (g *guard) doInline(ctx context.Context, fn func(context.Context) error) error {
-	return g.breaker(ctx, func() error {
+func (g *guard) doInline(ctx context.Context, key string, fn func(context.Context) error) error {
+	return g.breaker(ctx, key, func() error {
 		rctx, cancel := context.WithTimeout(ctx, g.budget)
 		defer cancel()
 		return fn(rctx)
 	})
 }
 
-// breaker runs call unless the breaker is open. A call that failed because
-// the caller's own context ended says nothing about Redis and is not
-// counted either way.
-func (g *guard) breaker(ctx context.Context, call func() error) error {
-	if g.cb == nil {
-		return call()
+// breaker runs call unless the breaker of key's node is open. A call that
+// failed because the caller's own context ended says nothing about Redis
+// and is not counted either way.
+func (g *guard) breaker(ctx context.Context, key string, call func() error) error {
+	cb := g.cbs.forKey(ctx, key)
+	if cb == nil {
+		err := call()
+		if !isOutage(err) {
+			g.cbs.succeeded()
+		}
+		return err
 	}
-	_, err := g.cb.Execute(func() (struct{}, error) {
+	_, err := cb.Execute(func() (struct{}, error) {
 		err := call()
 		if err != nil && ctx.Err() != nil {
 			return struct{}{}, callerGone{err}
 		}
 		return struct{}{}, err
 	})
+	if !isOutage(err) {
+		g.cbs.succeeded() // an answer: a Cluster client now has its slot map
+	}
 	switch {
 	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
 		g.stats.redisSkipped.Add(1)
@@ -264,13 +237,8 @@ func (g *guard) abandonable(ctx context.Context, fn func(context.Context) error,
 	return fmt.Errorf("%w (%v)", errBudget, g.budget)
 }
 
-// state returns the breaker's state.
-func (g *guard) state() BreakerState {
-	if g.cb == nil {
-		return BreakerDisabled
-	}
-	return breakerState(g.cb.State())
-}
+// state returns the breakers' state.
+func (g *guard) state() BreakerState { return g.cbs.state() }
 
 // tracker counts goroutines for Close. It is the Cache's mutex and
 // WaitGroup, shared with flights.

@@ -155,7 +155,7 @@ func (c *Cache[K, V]) acquireMode(ctx context.Context, ks keys, token, forceArg 
 			c.releaseNow(token, ks)
 		}
 	}
-	err := c.guard.doUndo(ctx, get, undo)
+	err := c.guard.doUndo(ctx, ks[0], get, undo)
 	if err != nil && c.guard.inline && !errors.Is(err, errSkipped) {
 		c.release(context.WithoutCancel(ctx), ks, token)
 	}
@@ -218,7 +218,7 @@ func (c *Cache[K, V]) fill(ctx context.Context, ks keys, l lease, env []byte, tt
 			c.releaseNow(l.token, ks)
 		}
 	}
-	err := c.guard.doUndo(ctx, run, undo)
+	err := c.guard.doUndo(ctx, ks[0], run, undo)
 	if err != nil {
 		if l.token != "" && (!errors.Is(err, errIncomplete) || errors.Is(err, errSkipped)) {
 			c.release(ctx, ks, l.token)
@@ -245,7 +245,7 @@ func (c *Cache[K, V]) release(ctx context.Context, ks keys, token string) {
 	// Not cancelled with the load: a lock left behind would stall the key
 	// for a whole lock TTL.
 	ctx = context.WithoutCancel(ctx)
-	err := c.guard.do(ctx, func(ctx context.Context) error {
+	err := c.guard.do(ctx, ks[0], func(ctx context.Context) error {
 		return releaseScript.Run(ctx, c.rdb, ks, token).Err()
 	})
 	if err != nil {

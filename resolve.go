@@ -73,7 +73,7 @@ func (c *Cache[K, V]) localCopy(vkey string) (result[V], bool) {
 func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
 	if c.guard.inline {
 		var raw []byte
-		err := c.guard.doInline(ctx, func(ctx context.Context) error {
+		err := c.guard.doInline(ctx, vkey, func(ctx context.Context) error {
 			var err error
 			raw, err = c.rdb.Get(ctx, vkey).Bytes()
 			return err
@@ -81,7 +81,7 @@ func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
 		return raw, err
 	}
 	var raw []byte
-	err := c.guard.do(ctx, func(ctx context.Context) error {
+	err := c.guard.do(ctx, vkey, func(ctx context.Context) error {
 		var err error
 		raw, err = c.rdb.Get(ctx, vkey).Bytes()
 		return err

@@ -131,7 +131,7 @@ func (c *Cache[K, V]) reload(ctx context.Context, key K, ks keys, l lease, epoch
 	env, ttl, negative, ok := c.prepare(ld)
 	if !ok {
 		if ld.err != nil && !errors.Is(ld.err, ErrNotFound) {
-			_ = c.guard.do(context.WithoutCancel(ctx), func(ctx context.Context) error {
+			_ = c.guard.do(context.WithoutCancel(ctx), ks[0], func(ctx context.Context) error {
 				return holdScript.Run(ctx, c.rdb, ks, l.token, staleRetryAfter.Milliseconds()).Err()
 			})
 		} else {

@@ -101,7 +101,7 @@ func (c *Cache[K, V]) checkRestart(ctx context.Context) {
 	// that ignores deadlines): it reads only these copies.
 	unsureFrom, prefix := c.unsureFrom, c.tokenPrefix+"/"
 	var created bool
-	err := c.guard.do(ctx, func(ctx context.Context) error {
+	err := c.guard.do(ctx, c.markerKey(), func(ctx context.Context) error {
 		var err error
 		created, err = c.rdb.SetNX(ctx, c.markerKey(), value, 0).Result()
 		if err == nil && !created && unsureFrom != 0 {

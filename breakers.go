@@ -1,0 +1,202 @@
+package cacheaside
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+)
+
+// breakers holds the circuit breakers around Redis. A single server, or
+// the primary a Sentinel failover client talks to, has one breaker. On a
+// Redis Cluster each primary node (slot owner) has its own, found from the
+// key of each call, so that losing one primary sends only the keys of its
+// slots to the loader while the other nodes go on answering: with one
+// breaker for the whole cluster, one dead node would make every key skip
+// Redis. After a failover the slot map names the promoted replica, whose
+// breaker is closed, so its keys return to Redis as soon as the client has
+// re-read the map (redisError asks it to).
+type breakers struct {
+	make func(node string) *gobreaker.CircuitBreaker[struct{}]
+	// one serves a single server; on a Cluster it serves the calls made
+	// before the client first loaded its slot map (finding a key's node
+	// then would mean a network round trip outside the budget).
+	one     *gobreaker.CircuitBreaker[struct{}] // nil when disabled
+	cluster *redis.ClusterClient                // nil unless a Cluster
+	ready   atomic.Bool                         // the Cluster client has a slot map
+
+	mu    sync.Mutex                                                     // serialises additions to nodes
+	nodes atomic.Pointer[map[string]*gobreaker.CircuitBreaker[struct{}]] // by node address; copy on write
+}
+
+// newBreakers builds the breakers from the config. onChange runs on every
+// state change, under that breaker's lock: it must not call the guard.
+func newBreakers(cfg *config, rdb redis.UniversalClient, logger *slog.Logger, onChange func(from, to BreakerState)) *breakers {
+	b := &breakers{}
+	b.cluster, _ = rdb.(*redis.ClusterClient)
+	if cfg.breakerFailures == 0 {
+		return b
+	}
+	failures := uint32(cfg.breakerFailures)
+	b.make = func(node string) *gobreaker.CircuitBreaker[struct{}] {
+		return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+			Name:        node,
+			MaxRequests: 1,
+			Timeout:     cfg.breakerCooldown,
+			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+			IsSuccessful: func(err error) bool {
+				return !isOutage(err)
+			},
+			IsExcluded: func(err error) bool {
+				_, gone := err.(callerGone)
+				return gone
+			},
+			OnStateChange: func(node string, from, to gobreaker.State) {
+				f, t := breakerState(from), breakerState(to)
+				if logger != nil {
+					level := slog.LevelInfo
+					if t == BreakerOpen {
+						level = slog.LevelWarn
+					}
+					attrs := []any{"from", string(f), "to", string(t)}
+					if node != "" {
+						attrs = append(attrs, "node", node)
+					}
+					logger.Log(context.Background(), level, "cacheaside: redis circuit breaker changed state", attrs...)
+				}
+				onChange(f, t)
+			},
+		})
+	}
+	b.one = b.make("")
+	return b
+}
+
+// forKey returns the breaker of the node that owns key (the breaker of
+// the server on anything but a Cluster), or nil when breakers are
+// disabled.
+func (b *breakers) forKey(ctx context.Context, key string) *gobreaker.CircuitBreaker[struct{}] {
+	if b.one == nil {
+		return nil
+	}
+	addr := b.node(ctx, key)
+	if addr == "" {
+		return b.one
+	}
+	if m := b.nodes.Load(); m != nil {
+		if cb, ok := (*m)[addr]; ok {
+			return cb
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	old := b.nodes.Load()
+	if old != nil {
+		if cb, ok := (*old)[addr]; ok {
+			return cb
+		}
+	}
+	// One entry per address the Cluster ever had: a few hundred bytes each.
+	m := make(map[string]*gobreaker.CircuitBreaker[struct{}], 8)
+	if old != nil {
+		for a, cb := range *old {
+			m[a] = cb
+		}
+	}
+	cb := b.make(addr)
+	m[addr] = cb
+	b.nodes.Store(&m)
+	return cb
+}
+
+// node returns the address of the Cluster node that owns key, or "" when
+// that is unknown or the client is not a Cluster client.
+func (b *breakers) node(ctx context.Context, key string) string {
+	if b.cluster == nil || key == "" || !b.ready.Load() {
+		return ""
+	}
+	// The client has a slot map, so this neither blocks nor sends anything.
+	node, err := b.cluster.MasterForKey(ctx, key)
+	if err != nil {
+		return ""
+	}
+	return node.Options().Addr
+}
+
+// byNode groups the indexes of keys by the Cluster node that owns them, in
+// the order nodes first appear; on anything but a Cluster there is one
+// group. Multi-key calls run one group at a time under that node's
+// breaker and budget, so one dead or frozen node fails only its keys.
+func (b *breakers) byNode(ctx context.Context, keys []string) [][]int {
+	if b.cluster == nil || len(keys) < 2 {
+		return [][]int{indexes(len(keys))}
+	}
+	var groups [][]int
+	at := make(map[string]int)
+	for i, k := range keys {
+		addr := b.node(ctx, k)
+		g, ok := at[addr]
+		if !ok {
+			g = len(groups)
+			at[addr] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	return groups
+}
+
+// succeeded notes that a call through the Cluster client worked, so the
+// client has loaded its slot map.
+func (b *breakers) succeeded() {
+	if b.cluster != nil && !b.ready.Load() {
+		b.ready.Store(true)
+	}
+}
+
+// state is the state reported by Stats: on a Cluster the worst state of
+// any node's breaker.
+func (b *breakers) state() BreakerState {
+	if b.one == nil {
+		return BreakerDisabled
+	}
+	if b.cluster == nil || !b.ready.Load() {
+		return breakerState(b.one.State())
+	}
+	worst := BreakerClosed
+	if m := b.nodes.Load(); m != nil {
+		for _, cb := range *m {
+			switch breakerState(cb.State()) {
+			case BreakerOpen:
+				return BreakerOpen
+			case BreakerHalfOpen:
+				worst = BreakerHalfOpen
+			}
+		}
+	}
+	return worst
+}
+
+// perNode runs fn, a Redis call, once per Cluster node that owns some of
+// vkeys (once in all on anything but a Cluster) with the indexes of that
+// node's keys, each under its node's breaker and budget, the nodes
+// concurrently. The error joins those of the nodes that failed.
+func (c *Cache[K, V]) perNode(ctx context.Context, vkeys []string, fn func(ctx context.Context, idx []int) error) error {
+	groups := c.guard.cbs.byNode(ctx, vkeys)
+	if len(groups) == 1 {
+		return c.guard.do(ctx, vkeys[groups[0][0]], func(ctx context.Context) error { return fn(ctx, groups[0]) })
+	}
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	for g, idx := range groups {
+		wg.Go(func() {
+			errs[g] = c.guard.do(ctx, vkeys[idx[0]], func(ctx context.Context) error { return fn(ctx, idx) })
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
