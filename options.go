@@ -227,6 +227,11 @@ func WithLogger(l *slog.Logger) Option {
 // OOM under maxmemory) do not count as failures. failures = 0 disables the
 // breaker; cooldown must then be ignored, otherwise it must be positive.
 //
+// On a Redis Cluster (*redis.ClusterClient) each primary node has its own
+// breaker, so a dead primary sends only the keys of its slots to the
+// loader; once the client's slot map names the promoted replica, those
+// keys go to it at once, through a breaker of its own.
+//
 // Default: 5 failures, 500 milliseconds.
 func WithBreaker(failures int, cooldown time.Duration) Option {
 	return func(c *config) { c.breakerFailures, c.breakerCooldown = failures, cooldown }

@@ -28,7 +28,7 @@ type Stats struct {
 	LocalInvalidations uint64 // invalidation messages from other processes applied to L1
 	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithStaleIfError)
 
-	Breaker BreakerState // the circuit breaker's current state
+	Breaker BreakerState // the circuit breaker's current state; on a Cluster the most open of the nodes' breakers
 }
 
 // counters are the live, atomically updated form of Stats.

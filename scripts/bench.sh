@@ -18,10 +18,21 @@ for i in $(seq 1 "$rounds"); do
 	"$out/cacheaside.test" -test.run '^$' -test.bench "${BENCH:-GetHit|RawRedisGet|GetHotKey|Stampede}" \
 		-test.benchtime "$benchtime" >>"$out/raw.txt"
 done
+# compare NAME [benchstat flags]: benchstat of $out/NAME.txt, if that run
+# had any of those benchmarks.
+compare() {
+	local name=$1
+	shift
+	[ -s "$out/$name.txt" ] || return 0
+	benchstat "$@" "$out/$name.txt" | tee "$out/$name-benchstat.txt"
+}
 # Hit path: cacheaside against the raw GET, per client setup.
 sed -n 's#^BenchmarkGetHit/impl=\([a-z-]*\)/#BenchmarkHit/impl=\1/#p; s#^BenchmarkRawRedisGet/impl=\([a-z-]*\)/#BenchmarkHit/impl=\1/#p' "$out/raw.txt" >"$out/hit.txt"
-benchstat -col /impl "$out/hit.txt" | tee "$out/hit-benchstat.txt"
-grep -E '^BenchmarkGetHotKey' "$out/raw.txt" >"$out/hotkey.txt"
-benchstat -col /impl "$out/hotkey.txt" | tee "$out/hotkey-benchstat.txt"
-grep -E '^BenchmarkStampede' "$out/raw.txt" >"$out/stampede.txt"
-benchstat "$out/stampede.txt" | tee "$out/stampede-benchstat.txt"
+compare hit -col /impl
+grep -E '^BenchmarkGetHotKey' "$out/raw.txt" >"$out/hotkey.txt" || true
+compare hotkey -col /impl
+grep -E '^BenchmarkStampede' "$out/raw.txt" >"$out/stampede.txt" || true
+compare stampede
+# Hit path per topology (BENCH=TopologyHit): cacheaside against the raw GET.
+grep -E '^BenchmarkTopologyHit' "$out/raw.txt" >"$out/topology.txt" || true
+compare topology -col /impl
