@@ -79,11 +79,11 @@ func newBreakers(cfg *config, rdb redis.UniversalClient, logger *slog.Logger, on
 // forKey returns the breaker of the node that owns key (the breaker of
 // the server on anything but a Cluster), or nil when breakers are
 // disabled.
-func (b *breakers) forKey(ctx context.Context, key string) *gobreaker.CircuitBreaker[struct{}] {
+func (b *breakers) forKey(key string) *gobreaker.CircuitBreaker[struct{}] {
 	if b.one == nil {
 		return nil
 	}
-	addr := b.node(ctx, key)
+	addr := b.node(key)
 	if addr == "" {
 		return b.one
 	}
@@ -115,12 +115,13 @@ func (b *breakers) forKey(ctx context.Context, key string) *gobreaker.CircuitBre
 
 // node returns the address of the Cluster node that owns key, or "" when
 // that is unknown or the client is not a Cluster client.
-func (b *breakers) node(ctx context.Context, key string) string {
+func (b *breakers) node(key string) string {
 	if b.cluster == nil || key == "" || !b.ready.Load() {
 		return ""
 	}
-	// The client has a slot map, so this neither blocks nor sends anything.
-	node, err := b.cluster.MasterForKey(ctx, key)
+	// The client has a slot map, so this neither blocks nor sends anything;
+	// the cancelled context makes sure of it.
+	node, err := b.cluster.MasterForKey(cancelled, key)
 	if err != nil {
 		return ""
 	}
@@ -131,14 +132,14 @@ func (b *breakers) node(ctx context.Context, key string) string {
 // the order nodes first appear; on anything but a Cluster there is one
 // group. Multi-key calls run one group at a time under that node's
 // breaker and budget, so one dead or frozen node fails only its keys.
-func (b *breakers) byNode(ctx context.Context, keys []string) [][]int {
+func (b *breakers) byNode(keys []string) [][]int {
 	if b.cluster == nil || len(keys) < 2 {
 		return [][]int{indexes(len(keys))}
 	}
 	var groups [][]int
 	at := make(map[string]int)
 	for i, k := range keys {
-		addr := b.node(ctx, k)
+		addr := b.node(k)
 		g, ok := at[addr]
 		if !ok {
 			g = len(groups)
@@ -150,8 +151,18 @@ func (b *breakers) byNode(ctx context.Context, keys []string) [][]int {
 	return groups
 }
 
-// succeeded notes that a call through the Cluster client worked, so the
-// client has loaded its slot map.
+// cancelled is a context that is done: a ClusterClient without a slot map
+// fails at once under it instead of loading one over the network.
+var cancelled = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// succeeded notes that a call through the Cluster client was answered
+// (a value or a miss, not an error reply such as NOAUTH, which a client
+// that could not load its slot map also returns), so the client has loaded
+// its slot map.
 func (b *breakers) succeeded() {
 	if b.cluster != nil && !b.ready.Load() {
 		b.ready.Store(true)
@@ -184,19 +195,38 @@ func (b *breakers) state() BreakerState {
 // perNode runs fn, a Redis call, once per Cluster node that owns some of
 // vkeys (once in all on anything but a Cluster) with the indexes of that
 // node's keys, each under its node's breaker and budget, the nodes
-// concurrently. The error joins those of the nodes that failed.
-func (c *Cache[K, V]) perNode(ctx context.Context, vkeys []string, fn func(ctx context.Context, idx []int) error) error {
-	groups := c.guard.cbs.byNode(ctx, vkeys)
-	if len(groups) == 1 {
-		return c.guard.do(ctx, vkeys[groups[0][0]], func(ctx context.Context) error { return fn(ctx, groups[0]) })
+// concurrently. undo, if not nil, is doUndo's undo for the indexes of a
+// call the guard stopped waiting for. errOf holds each index's error (nil
+// where its node's call succeeded); joined joins them. fn may still be
+// running for the indexes whose error wraps errIncomplete: whatever it
+// writes for them must not be read.
+func (c *Cache[K, V]) perNode(ctx context.Context, vkeys []string, fn func(ctx context.Context, idx []int) error, undo func(idx []int)) (errOf []error, joined error) {
+	errOf = make([]error, len(vkeys))
+	if len(vkeys) == 0 {
+		return errOf, nil
 	}
+	run := func(idx []int) error {
+		call := func(ctx context.Context) error { return fn(ctx, idx) }
+		if undo == nil {
+			return c.guard.do(ctx, vkeys[idx[0]], call)
+		}
+		return c.guard.doUndo(ctx, vkeys[idx[0]], call, func() { undo(idx) })
+	}
+	groups := c.guard.cbs.byNode(vkeys)
 	errs := make([]error, len(groups))
-	var wg sync.WaitGroup
-	for g, idx := range groups {
-		wg.Go(func() {
-			errs[g] = c.guard.do(ctx, vkeys[idx[0]], func(ctx context.Context) error { return fn(ctx, idx) })
-		})
+	if len(groups) == 1 {
+		errs[0] = run(groups[0])
+	} else {
+		var wg sync.WaitGroup
+		for g, idx := range groups {
+			wg.Go(func() { errs[g] = run(idx) })
+		}
+		wg.Wait()
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	for g, idx := range groups {
+		for _, i := range idx {
+			errOf[i] = errs[g]
+		}
+	}
+	return errOf, errors.Join(errs...)
 }

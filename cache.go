@@ -365,7 +365,7 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	if c.l1 != nil {
 		c.l1.beginInvalidate(vkeys...)
 	}
-	err := c.perNode(ctx, vkeys, func(ctx context.Context, idx []int) error {
+	_, err := c.perNode(ctx, vkeys, func(ctx context.Context, idx []int) error {
 		if len(idx) == 1 {
 			return overwriteScript.Run(ctx, c.rdb, keysFor(vkeys[idx[0]]), c.overwriteArgs(nil, 0)...).Err()
 		}
@@ -377,7 +377,7 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 			return nil
 		})
 		return err
-	})
+	}, nil)
 	for _, vk := range vkeys {
 		c.flights.forget(vk)
 	}

@@ -146,6 +146,11 @@ func TestClusterGetManyBatch(t *testing.T) {
 		return faultValue(k), nil
 	}, cacheaside.WithBatchLoader(batch))
 	ctx := testContext(t)
+	// A first call loads the client's slot map, so that GetMany takes its
+	// per-node paths: still one batch-loader call for all nodes.
+	if err := c.Invalidate(ctx, -1); err != nil {
+		t.Fatal(err)
+	}
 	keys := faultKeys(0, 499)
 	check := func(round string) {
 		t.Helper()
@@ -446,7 +451,16 @@ func TestClusterBreakerPerNode(t *testing.T) {
 		loads[k]++
 		mu.Unlock()
 		return faultValue(k), nil
-	})
+	}, cacheaside.WithBatchLoader(func(ctx context.Context, keys []int) (map[int]string, error) {
+		out := make(map[int]string, len(keys))
+		mu.Lock()
+		defer mu.Unlock()
+		for _, k := range keys {
+			loads[k]++
+			out[k] = faultValue(k)
+		}
+		return out, nil
+	}))
 	all := append(append([]int(nil), onVictim...), elsewhere...)
 	mustGetAll(t, c, all)
 	mustGetAll(t, c, all) // hits now

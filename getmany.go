@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,8 +29,9 @@ const getManyConcurrency = 16
 
 // GetMany returns the values of keys: the ones in Redis with one MGET (on a
 // Redis Cluster, one MGET per hash slot, pipelined so that each node costs
-// one round trip), the others from one call of the batch loader (see
-// [WithBatchLoader]) under their fill locks, written back in one pipeline.
+// one round trip, each node under its own circuit breaker), the others
+// from one call of the batch loader (see [WithBatchLoader]) under their
+// fill locks, written back in one pipeline per node.
 // A missing key shares the flight of a concurrent Get of the same key, so it
 // is loaded once. Keys that do not exist are absent from the map. The error
 // joins the errors of the keys that failed; the map still holds every key
@@ -83,56 +83,22 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 	for i, k := range uniq {
 		vkeys[i] = valueKey(c.cfg.prefix, c.encode(k))
 	}
-	// On a Cluster each node's keys go their own way, concurrently, under
-	// that node's breaker and budget: a dead node fails only its keys.
-	groups := c.guard.cbs.byNode(ctx, vkeys)
-	if len(groups) == 1 {
-		c.getGroup(ctx, uniq, vkeys, add)
-	} else {
-		var (
-			mu sync.Mutex
-			wg sync.WaitGroup
-		)
-		locked := func(k K, r result[V]) {
-			mu.Lock()
-			defer mu.Unlock()
-			add(k, r)
-		}
-		for _, idx := range groups {
-			ks, vks := make([]K, len(idx)), make([]string, len(idx))
-			for j, i := range idx {
-				ks[j], vks[j] = uniq[i], vkeys[i]
-			}
-			wg.Go(func() { c.getGroup(ctx, ks, vks, locked) })
-		}
-		wg.Wait()
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return out, errors.Join(errs...)
-}
-
-// getGroup answers uniq, whose value keys are vkeys, through add: the
-// hits from one MGET round trip, the misses from flights this call leads
-// or joins. On a Cluster the keys are all on one node. It returns early,
-// leaving keys unanswered, when ctx is done.
-func (c *Cache[K, V]) getGroup(ctx context.Context, uniq []K, vkeys []string, add func(K, result[V])) {
 	var (
 		todo  []pendingKey[K, V] // not answered yet, flights joined or started
 		owned []pendingKey[K, V] // flights this call leads
 	)
 	epoch := c.localEpoch()
-	raws, rerr := c.mget(ctx, vkeys)
+	// On a Cluster the MGETs run per node, each under that node's breaker
+	// and budget: a dead node fails only its keys (failed[i]).
+	raws, failed, rerr := c.mget(ctx, vkeys)
 	if ctx.Err() != nil {
-		return
+		return nil, ctx.Err()
 	}
-	redisDown := rerr != nil
-	if redisDown {
+	if rerr != nil {
 		c.redisError(rerr)
 	}
 	for i, k := range uniq {
-		unreadable := false
+		unreadable, redisDown := false, failed[i] != nil
 		if !redisDown && raws[i] != nil {
 			if r, h, ok := c.decodeResult(raws[i]); ok {
 				if c.isStale(r, h.Expiry) {
@@ -157,22 +123,23 @@ func (c *Cache[K, V]) getGroup(ctx context.Context, uniq []K, vkeys []string, ad
 			}
 		}
 		fl, leader := c.flights.join(vkeys[i])
-		p := pendingKey[K, V]{key: k, vkey: vkeys[i], fl: fl, unreadable: unreadable}
+		p := pendingKey[K, V]{key: k, vkey: vkeys[i], fl: fl, unreadable: unreadable, redisDown: redisDown}
 		todo = append(todo, p)
 		if leader {
 			owned = append(owned, p)
 		}
 	}
 	if len(owned) > 0 {
-		c.startBatch(ctx, owned, redisDown, epoch)
+		c.startBatch(ctx, owned, epoch)
 	}
 	for _, p := range todo {
 		v, err := c.await(ctx, p.fl)
 		if ctx.Err() != nil {
-			return
+			return nil, ctx.Err()
 		}
 		add(p.key, result[V]{val: v, err: err})
 	}
+	return out, errors.Join(errs...)
 }
 
 // pendingKey is one key of a GetMany that missed, with its flight.
@@ -181,11 +148,12 @@ type pendingKey[K comparable, V any] struct {
 	vkey       string
 	fl         *call[V]
 	unreadable bool
+	redisDown  bool // its MGET failed: load it without a lock, do not write
 }
 
 // startBatch resolves the flights a GetMany leads on a goroutine owned by
 // the Cache, detached from the caller's cancellation, and finishes each.
-func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V], redisDown bool, epoch uint64) {
+func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V], epoch uint64) {
 	for _, p := range items {
 		c.flights.hold(p.fl)
 	}
@@ -204,21 +172,22 @@ func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V
 				c.flights.finish(p.vkey, p.fl, results[i])
 			}
 		}()
-		c.resolveBatch(detach(caller, c.life), items, results, redisDown, epoch)
+		c.resolveBatch(detach(caller, c.life), items, results, epoch)
 		finished = true
 	}()
 }
 
 // resolveBatch fills results for items: lock what it can, load the locked
-// keys in one batch, fill them in one pipeline, and hand the rest (keys
-// locked by others, conflicts) to the single-key path.
-func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V], results []result[V], redisDown bool, epoch uint64) {
+// keys and those Redis could not be asked about in one batch, fill the
+// locked ones in one pipeline per node, and hand the rest (keys locked by
+// others, conflicts) to the single-key path.
+func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V], results []result[V], epoch uint64) {
 	single := func(idx []int) {
 		var g errgroup.Group
 		g.SetLimit(getManyConcurrency)
 		for _, i := range idx {
 			g.Go(func() error {
-				if redisDown {
+				if items[i].redisDown {
 					results[i] = c.loadAndFill(ctx, items[i].key, keysFor(items[i].vkey), lease{}, epoch)
 				} else {
 					results[i] = c.miss(ctx, items[i].key, keysFor(items[i].vkey), items[i].unreadable, epoch)
@@ -228,18 +197,22 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 		}
 		_ = g.Wait()
 	}
-	all := indexes(len(items))
 	batch, _ := c.cfg.batchLoad.(BatchLoadFunc[K, V])
 	if batch == nil {
-		single(all)
+		single(indexes(len(items)))
 		return
 	}
-	leases := make([]lease, len(items))
-	toLoad := all
-	var rest []int
-	if !redisDown {
-		toLoad, rest = c.acquireBatch(ctx, items, results, leases)
+	var up, toLoad []int
+	for i := range items {
+		if items[i].redisDown {
+			toLoad = append(toLoad, i) // without a lock, not written
+		} else {
+			up = append(up, i)
+		}
 	}
+	leases := make([]lease, len(items))
+	locked, rest, down := c.acquireBatch(ctx, items, up, results, leases)
+	toLoad = append(append(toLoad, locked...), down...)
 	if len(toLoad) > 0 {
 		conflicts := c.loadBatch(ctx, batch, items, toLoad, results, leases, epoch, nil)
 		rest = append(rest, conflicts...)
@@ -247,15 +220,43 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 	single(rest)
 }
 
-// acquireBatch runs the acquire script for every item in one pipeline. It
-// answers items whose value appeared, and returns the items this call now
-// holds the lock of and those it must leave to the single-key path.
-func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V], results []result[V], leases []lease) (locked, rest []int) {
+// acquireBatch runs the acquire script for the items idx, in one pipeline
+// per node. It answers items whose value appeared, and returns the items
+// this call now holds the lock of, those it must leave to the single-key
+// path, and those whose node could not be reached (down: load them without
+// a lock and do not write them).
+func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V], idx []int, results []result[V], leases []lease) (locked, rest, down []int) {
+	if len(idx) == 0 {
+		return nil, nil, nil
+	}
 	tokens := make([]string, len(items))
 	cmds := make([]*redis.Cmd, len(items))
-	err := c.guard.do(ctx, items[0].vkey, func(ctx context.Context) error {
-		return c.pipelineScript(ctx, acquireScript, len(items), func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
-			tokens[i] = c.newToken()
+	vkeys := make([]string, len(idx))
+	for j, i := range idx {
+		vkeys[j] = items[i].vkey
+	}
+	// at maps the indexes perNode uses (into vkeys) to items.
+	at := func(sub []int) []int {
+		out := make([]int, len(sub))
+		for j, x := range sub {
+			out[j] = idx[x]
+		}
+		return out
+	}
+	// A call the guard stopped waiting for may still take locks: give them
+	// back (compare-and-delete, harmless where it took none).
+	giveBack := func(sub []int) {
+		for _, i := range at(sub) {
+			if tokens[i] != "" {
+				c.releaseNow(tokens[i], keysFor(items[i].vkey))
+			}
+		}
+	}
+	errOf, err := c.perNode(ctx, vkeys, func(ctx context.Context, sub []int) error {
+		return c.pipelineScript(ctx, acquireScript, at(sub), func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
+			if tokens[i] == "" {
+				tokens[i] = c.newToken()
+			}
 			force := "0"
 			if items[i].unreadable {
 				force = "1"
@@ -266,17 +267,28 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 			}
 			return acquireScript.EvalSha(ctx, p, keysFor(items[i].vkey), args...)
 		}, cmds)
-	})
+	}, giveBack)
 	if err != nil {
 		c.redisError(err)
-		if errors.Is(err, errIncomplete) {
-			// The pipeline may still be running: leave cmds alone.
-			return nil, indexes(len(items))
-		}
 	}
-	for i := range items {
+	var giveUp []heldLock
+	for j, i := range idx {
+		if e := errOf[j]; errors.Is(e, errIncomplete) {
+			// Not sent, or still running (giveBack runs when it ends).
+			down = append(down, i)
+			continue
+		}
 		if cmds[i] == nil || cmds[i].Err() != nil {
-			rest = append(rest, i)
+			// The call failed, but may have run on the server (a reply
+			// lost to a timeout): give the lock back.
+			if tokens[i] != "" {
+				giveUp = append(giveUp, heldLock{tokens[i], items[i].vkey})
+			}
+			if cmds[i] == nil || isOutage(cmds[i].Err()) {
+				down = append(down, i)
+			} else {
+				rest = append(rest, i)
+			}
 			continue
 		}
 		reply, _ := cmds[i].Slice()
@@ -298,7 +310,8 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 			rest = append(rest, i) // someone else is loading it: wait for them
 		}
 	}
-	return locked, rest
+	c.releaseAll(giveUp)
+	return locked, rest, down
 }
 
 // loadBatch calls the batch loader once for the items idx and fills them
@@ -356,9 +369,22 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		return nil
 	}
 	cmds := make([]*redis.Cmd, len(writes))
+	vkeys := make([]string, len(writes))
+	for j, w := range writes {
+		vkeys[j] = items[w.i].vkey
+	}
+	// A fill the guard stopped waiting for may never reach the server:
+	// give its locks back (a fill that ran released them already).
+	giveBack := func(sub []int) {
+		for _, j := range sub {
+			if l := leases[writes[j].i]; l.token != "" {
+				c.releaseNow(l.token, keysFor(vkeys[j]))
+			}
+		}
+	}
 	sent := time.Now() // L1 copies must not outlive the Redis entries
-	ferr := c.guard.do(ctx, items[writes[0].i].vkey, func(ctx context.Context) error {
-		return c.pipelineScript(ctx, fillScript, len(writes), func(p redis.Pipeliner, j int, eval bool) *redis.Cmd {
+	errOf, _ := c.perNode(ctx, vkeys, func(ctx context.Context, sub []int) error {
+		return c.pipelineScript(ctx, fillScript, sub, func(p redis.Pipeliner, j int, eval bool) *redis.Cmd {
 			w, l := writes[j], leases[writes[j].i]
 			nx := "0"
 			if w.negative {
@@ -366,16 +392,21 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 			}
 			args := []any{l.token, l.gen, w.env, c.physical(w.ttl, w.negative).Milliseconds(), nx, l.start, c.genTTL.Milliseconds()}
 			if eval {
-				return fillScript.Eval(ctx, p, keysFor(items[w.i].vkey), args...)
+				return fillScript.Eval(ctx, p, keysFor(vkeys[j]), args...)
 			}
-			return fillScript.EvalSha(ctx, p, keysFor(items[w.i].vkey), args...)
+			return fillScript.EvalSha(ctx, p, keysFor(vkeys[j]), args...)
 		}, cmds)
-	})
+	}, giveBack)
+	var giveUp []heldLock
 	for j, w := range writes {
 		var res int64
-		cerr := ferr
-		if !errors.Is(ferr, errIncomplete) && cmds[j] != nil {
+		cerr := errOf[j]
+		if !errors.Is(cerr, errIncomplete) && cmds[j] != nil {
 			res, cerr = cmds[j].Int64()
+		}
+		// A fill that failed outright, or was never sent, leaves the lock.
+		if e, tok := errOf[j], leases[w.i].token; e != nil && tok != "" && (!errors.Is(e, errIncomplete) || errors.Is(e, errSkipped)) {
+			giveUp = append(giveUp, heldLock{tok, vkeys[j]})
 		}
 		if c.settle(items[w.i].vkey, results[w.i], sent.Add(w.ttl), fillResult(res), cerr, epoch) {
 			conflicts = append(conflicts, w.i)
@@ -383,22 +414,23 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 			stored[w.i] = true
 		}
 	}
+	c.releaseAll(giveUp)
 	return conflicts
 }
 
-// pipelineScript sends n script calls in one pipeline with EVALSHA and
-// resends with EVAL the calls that found the script missing (a Redis that
-// restarted, or a Cluster node that never saw it). cmds receives the final
-// command of each call.
-func (c *Cache[K, V]) pipelineScript(ctx context.Context, s *redis.Script, n int, call func(p redis.Pipeliner, i int, eval bool) *redis.Cmd, cmds []*redis.Cmd) error {
+// pipelineScript sends the script calls idx in one pipeline with EVALSHA
+// and resends with EVAL the calls that found the script missing (a Redis
+// that restarted, or a Cluster node that never saw it). cmds[i] receives
+// the final command of call i.
+func (c *Cache[K, V]) pipelineScript(ctx context.Context, s *redis.Script, idx []int, call func(p redis.Pipeliner, i int, eval bool) *redis.Cmd, cmds []*redis.Cmd) error {
 	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i := range n {
+		for _, i := range idx {
 			cmds[i] = call(p, i, false)
 		}
 		return nil
 	})
 	var again []int
-	for i := range n {
+	for _, i := range idx {
 		if e := cmds[i].Err(); e != nil && strings.HasPrefix(e.Error(), "NOSCRIPT") {
 			again = append(again, i)
 		}
@@ -421,13 +453,16 @@ func (c *Cache[K, V]) pipelineScript(ctx context.Context, s *redis.Script, n int
 	return err
 }
 
-// mget reads vkeys: one MGET on a single node; on a Redis Cluster one MGET
-// per hash slot, pipelined (go-redis sends each node its commands in one
-// round trip). The result has nil for missing keys.
-func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) ([][]byte, error) {
-	out := make([][]byte, len(vkeys))
-	err := c.guard.do(ctx, vkeys[0], func(ctx context.Context) error {
-		if _, cluster := c.rdb.(*redis.ClusterClient); !cluster {
+// mget reads vkeys: one MGET per node (on a single server, one MGET), on
+// a Redis Cluster one MGET per hash slot, pipelined so that each node costs
+// one round trip, each node under its own breaker and budget. The result
+// has nil for missing keys; failed[i] is the error of key i's node, and
+// out[i] must not be read where it is not nil.
+func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) (out [][]byte, failed []error, err error) {
+	out = make([][]byte, len(vkeys))
+	_, cluster := c.rdb.(*redis.ClusterClient)
+	failed, err = c.perNode(ctx, vkeys, func(ctx context.Context, idx []int) error {
+		if !cluster {
 			vals, err := c.rdb.MGet(ctx, vkeys...).Result()
 			if err != nil {
 				return err
@@ -436,20 +471,20 @@ func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) ([][]byte, error
 			return nil
 		}
 		bySlot := make(map[uint16][]int)
-		for i, k := range vkeys {
-			s := clusterSlot(k)
+		for _, i := range idx {
+			s := clusterSlot(vkeys[i])
 			bySlot[s] = append(bySlot[s], i)
 		}
 		cmds := make([]*redis.SliceCmd, 0, len(bySlot))
 		groups := make([][]int, 0, len(bySlot))
 		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, idx := range bySlot {
-				ks := make([]string, len(idx))
-				for j, i := range idx {
+			for _, slotIdx := range bySlot {
+				ks := make([]string, len(slotIdx))
+				for j, i := range slotIdx {
 					ks[j] = vkeys[i]
 				}
 				cmds = append(cmds, p.MGet(ctx, ks...))
-				groups = append(groups, idx)
+				groups = append(groups, slotIdx)
 			}
 			return nil
 		})
@@ -460,11 +495,8 @@ func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) ([][]byte, error
 			fillRaw(out, groups[g], cmd.Val())
 		}
 		return nil
-	})
-	if err != nil {
-		return nil, err // out may still be written by an abandoned call
-	}
-	return out, nil
+	}, nil)
+	return out, failed, err
 }
 
 // indexes returns 0, 1, …, n-1.

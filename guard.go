@@ -17,7 +17,8 @@ import (
 // gives each call a time budget that holds whatever the client's own
 // settings, and a circuit breaker that stops calling Redis at all after
 // consecutive failures, so that a dead or frozen Redis costs Get
-// microseconds, not seconds.
+// microseconds, not seconds. Each call names a key, which picks the
+// breaker: one per Cluster node (breakers.go).
 //
 // The budget: go-redis honours a context deadline on socket reads only when
 // the client was built with ContextTimeoutEnabled. With such a client (we
@@ -146,10 +147,10 @@ func (g *guard) doInline(ctx context.Context, key string, fn func(context.Contex
 // failed because the caller's own context ended says nothing about Redis
 // and is not counted either way.
 func (g *guard) breaker(ctx context.Context, key string, call func() error) error {
-	cb := g.cbs.forKey(ctx, key)
+	cb := g.cbs.forKey(key)
 	if cb == nil {
 		err := call()
-		if !isOutage(err) {
+		if err == nil || errors.Is(err, redis.Nil) {
 			g.cbs.succeeded()
 		}
 		return err
@@ -161,7 +162,7 @@ func (g *guard) breaker(ctx context.Context, key string, call func() error) erro
 		}
 		return struct{}{}, err
 	})
-	if !isOutage(err) {
+	if err == nil || errors.Is(err, redis.Nil) {
 		g.cbs.succeeded() // an answer: a Cluster client now has its slot map
 	}
 	switch {

@@ -239,6 +239,38 @@ func (c *Cache[K, V]) releaseNow(token string, ks keys) {
 	_ = releaseScript.Run(ctx, c.rdb, ks, token).Err()
 }
 
+// heldLock is a fill lock to give back: its token and value key.
+type heldLock struct{ token, vkey string }
+
+// releaseAll gives back locks of a batch whose Redis call failed, in the
+// background and past the guard (the node's breaker may be open while
+// other processes wait for these locks), one pipeline for all. When too
+// many releases are already running it gives up: the locks then expire
+// after the lock TTL.
+func (c *Cache[K, V]) releaseAll(held []heldLock) {
+	if len(held) == 0 {
+		return
+	}
+	select {
+	case c.releaseSlots <- struct{}{}:
+	default:
+		return
+	}
+	c.tracker.spawn()
+	go func() {
+		defer c.tracker.done()
+		defer func() { <-c.releaseSlots }()
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.lockTTL)
+		defer cancel()
+		_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, h := range held {
+				releaseScript.Eval(ctx, p, keysFor(h.vkey), h.token)
+			}
+			return nil
+		})
+	}()
+}
+
 // release gives the lock back after a load that wrote nothing, so that
 // waiters take over at once instead of after the lock TTL.
 func (c *Cache[K, V]) release(ctx context.Context, ks keys, token string) {

@@ -222,7 +222,7 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	}
 	results := make([]result[V], len(items))
 	leases := make([]lease, len(items))
-	locked, _ := c.acquireBatch(ctx, items, results, leases)
+	locked, _, _ := c.acquireBatch(ctx, items, indexes(len(items)), results, leases)
 	stored := make([]bool, len(items))
 	c.loadBatch(ctx, batch, items, locked, results, leases, c.localEpoch(), stored)
 	isLocked := make(map[int]bool, len(locked))
