@@ -549,7 +549,7 @@ func TestClusterGetManyOneRoundTripPerNode(t *testing.T) {
 		return out, nil
 	}
 	c := newCacheOn(t, rdb, func(ctx context.Context, k int) (string, error) { return faultValue(k), nil },
-		cacheaside.WithBatchLoader(batch))
+		cacheaside.WithBatchLoader(batch), cacheaside.WithRedisTimeout(time.Second))
 	ctx := testContext(t)
 	keys := faultKeys(0, 299)
 	primaries := map[string]bool{}
@@ -583,5 +583,50 @@ func TestClusterGetManyOneRoundTripPerNode(t *testing.T) {
 	}
 	if st := c.Stats(); st.Hits < uint64(len(keys)) || st.RedisErrors != 0 {
 		t.Errorf("Stats = %+v, want at least %d hits and no Redis error", st, len(keys))
+	}
+}
+
+// TestUniversalClientTopologies builds the client with
+// redis.NewUniversalClient, as services that switch topologies by
+// configuration do: several addresses give a ClusterClient, a master name
+// a Sentinel failover client. The cache must see through it (per-node
+// breakers on the Cluster) and work without a Redis error on both.
+func TestUniversalClientTopologies(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	sn := redistest.StartSentinel(t)
+	for _, tc := range []struct {
+		name string
+		opts *redis.UniversalOptions
+	}{
+		{"cluster", &redis.UniversalOptions{Addrs: cl.Addrs()}},
+		{"sentinel", &redis.UniversalOptions{Addrs: sn.SentinelAddrs(), MasterName: sn.MasterName()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rdb := redis.NewUniversalClient(tc.opts)
+			t.Cleanup(func() { _ = rdb.Close() })
+			var calls atomic.Int64
+			c := newFaultCache(t, rdb, func(ctx context.Context, k int) (string, error) {
+				calls.Add(1)
+				return faultValue(k), nil
+			}, cacheaside.WithRedisTimeout(time.Second))
+			ctx := testContext(t)
+			keys := faultKeys(0, 49)
+			mustGetAll(t, c, keys)
+			mustGetAll(t, c, keys)
+			if err := c.Set(ctx, 1, "set"); err != nil {
+				t.Fatalf("Set: %v", err)
+			}
+			if err := c.Invalidate(ctx, keys[10:]...); err != nil {
+				t.Fatalf("Invalidate(40 keys): %v", err)
+			}
+			got, err := c.GetMany(ctx, keys)
+			if err != nil || len(got) != len(keys) || got[1] != "set" || got[20] != faultValue(20) {
+				t.Fatalf("GetMany = %d values (1: %q, 20: %q), %v", len(got), got[1], got[20], err)
+			}
+			st := c.Stats()
+			if n := calls.Load(); n != 90 || st.RedisErrors != 0 {
+				t.Errorf("loader calls = %d, RedisErrors = %d; want 90 (50 cold + 40 invalidated), 0; Stats %+v", n, st.RedisErrors, st)
+			}
+		})
 	}
 }
