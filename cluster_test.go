@@ -630,3 +630,42 @@ func TestUniversalClientTopologies(t *testing.T) {
 		})
 	}
 }
+
+// TestClusterBackplane runs the L1 invalidation backplane (pub/sub) over a
+// Redis Cluster: an Invalidate on A drops B's L1 copy, although A and B
+// may publish and subscribe through different nodes (Cluster pub/sub
+// broadcasts over the cluster bus).
+func TestClusterBackplane(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	var version atomic.Int64
+	version.Store(1)
+	load := func(ctx context.Context, k string) (int64, error) { return version.Load(), nil }
+	opts := []cacheaside.Option{cacheaside.WithLocalCache(100, time.Minute), cacheaside.WithLocalFirst(true)}
+	a := newCacheOn(t, cl.Client(t), load, opts...)
+	b := newCacheOn(t, cl.Client(t), load, opts...)
+	ctx := testContext(t)
+	for _, c := range []*cacheaside.Cache[string, int64]{a, b} {
+		if v, err := c.Get(ctx, "k"); err != nil || v != 1 {
+			t.Fatalf("Get(k) = %v, %v; want 1", v, err)
+		}
+	}
+	if v, _ := b.Get(ctx, "k"); v != 1 || b.Stats().LocalHits == 0 {
+		t.Fatalf("B's second Get(k) = %v with %d local hits; want 1 from its L1", v, b.Stats().LocalHits)
+	}
+	version.Store(2)
+	// B subscribes in the background after New: invalidate until one
+	// message has reached it.
+	waitFor(t, 10*time.Second, "B applies an invalidation published by A", func() bool {
+		if err := a.Invalidate(ctx, "k"); err != nil {
+			t.Fatalf("Invalidate(k) = %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		return b.Stats().LocalInvalidations > 0
+	})
+	if v, err := b.Get(ctx, "k"); err != nil || v != 2 {
+		t.Errorf("B's Get(k) after A's Invalidate reached it = %v, %v; want 2", v, err)
+	}
+	if n := a.Stats().LocalInvalidations; n != 0 {
+		t.Errorf("A applied %d invalidations, want 0: its own messages are ignored", n)
+	}
+}
