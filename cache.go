@@ -161,6 +161,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		warm:        warm,
 		tokenPrefix: hex.EncodeToString(id[:]) + ".",
 	}
+	c.flights.track = cfg.waiterCtxs
 	if cfg.localSize > 0 {
 		l1, err := newLocal[V](cfg.localSize, cfg.localTTL)
 		if err != nil {
@@ -219,7 +220,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 			return r.val, r.err
 		}
 	}
-	fl, leader := c.flights.join(vkey)
+	fl, leader := c.flights.join(ctx, vkey)
 	if !leader {
 		return c.await(ctx, fl)
 	}
@@ -298,7 +299,11 @@ func (c *Cache[K, V]) startFlight(caller context.Context, fl *call[V], vkey stri
 			}
 			c.flights.finish(vkey, fl, r)
 		}()
-		r = run(detach(caller, c.life))
+		ctx := detach(caller, c.life)
+		if fl.waiters != nil {
+			ctx = withWaiters(ctx, []*waiters{fl.waiters})
+		}
+		r = run(ctx)
 	}()
 }
 

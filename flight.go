@@ -1,6 +1,9 @@
 package cacheaside
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // group coalesces concurrent Gets of one key in one process into one
 // flight: one Redis read and, on a miss, one load.
@@ -13,9 +16,10 @@ import "sync"
 // made only when a second caller has to wait, and a flight nobody else saw
 // is recycled, so an uncontended hit allocates nothing for coalescing.
 type group[V any] struct {
-	mu   sync.Mutex
-	m    map[string]*call[V]
-	pool sync.Pool
+	mu    sync.Mutex
+	m     map[string]*call[V]
+	pool  sync.Pool
+	track bool // WithWaiterContexts: flights record their waiters
 }
 
 // call is one flight. Its fields are guarded by the group's mutex.
@@ -23,9 +27,10 @@ type call[V any] struct {
 	// done is made under the mutex by join (for a joiner) or hold (for a
 	// leader that will wait) before the caller can read it, and closed by
 	// finish after res is set: reading res after <-done needs no lock.
-	done   chan struct{}
-	shared bool // another caller holds a pointer: never recycle
-	res    result[V]
+	done    chan struct{}
+	shared  bool // another caller holds a pointer: never recycle
+	res     result[V]
+	waiters *waiters // set when the flight starts, with WithWaiterContexts
 }
 
 // result is what a flight hands to every caller that joined it.
@@ -47,13 +52,18 @@ const (
 
 // join returns the flight for key, starting one if none is in the air. The
 // caller that starts it is the leader and must see that finish is called.
-func (g *group[V]) join(key string) (c *call[V], leader bool) {
+// ctx is the caller's, remembered as a waiter's when it joins a flight and
+// the group tracks them.
+func (g *group[V]) join(ctx context.Context, key string) (c *call[V], leader bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if c := g.m[key]; c != nil {
 		c.shared = true
 		if c.done == nil {
 			c.done = make(chan struct{})
+		}
+		if c.waiters != nil {
+			c.waiters.add(ctx)
 		}
 		return c, false
 	}
@@ -63,6 +73,9 @@ func (g *group[V]) join(key string) (c *call[V], leader bool) {
 	c, _ = g.pool.Get().(*call[V])
 	if c == nil {
 		c = new(call[V])
+	}
+	if g.track {
+		c.waiters = &waiters{}
 	}
 	g.m[key] = c
 	return c, true

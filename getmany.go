@@ -122,7 +122,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 				continue
 			}
 		}
-		fl, leader := c.flights.join(vkeys[i])
+		fl, leader := c.flights.join(ctx, vkeys[i])
 		p := pendingKey[K, V]{key: k, vkey: vkeys[i], fl: fl, unreadable: unreadable, redisDown: redisDown}
 		todo = append(todo, p)
 		if leader {
@@ -172,7 +172,15 @@ func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V
 				c.flights.finish(p.vkey, p.fl, results[i])
 			}
 		}()
-		c.resolveBatch(detach(caller, c.life), items, results, epoch)
+		ctx := detach(caller, c.life)
+		if c.flights.track {
+			ws := make([]*waiters, len(items))
+			for i, p := range items {
+				ws[i] = p.fl.waiters
+			}
+			ctx = withWaiters(ctx, ws)
+		}
+		c.resolveBatch(ctx, items, results, epoch)
 		finished = true
 	}()
 }

@@ -44,6 +44,7 @@ type config struct {
 	localSize  int
 	localTTL   time.Duration
 	localFirst bool
+	waiterCtxs bool
 
 	warmKeys        any // []K
 	warmFunc        any // func(context.Context) ([]K, error)

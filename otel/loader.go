@@ -50,12 +50,13 @@ var loadBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.7
 // call that started the load: the Get that started the flight (the cache
 // keeps that caller's values but not its cancellation), or Warm. The span
 // is therefore a child of that caller's span, when it has one. The other
-// Gets that share the flight, in this process or, through the fill lock,
-// in other processes, wait for the same load, but their spans are not
-// linked to it: the cache exposes no hook that tells the loader who else
-// is waiting, so their traces show the wait without the load. Loads of the
-// automatic warm-up after an empty Redis restart have no caller and start
-// a new trace.
+// Gets of this process that share the flight wait for the same load: with
+// [cacheaside.WithWaiterContexts] on, the span gets a link to each of
+// their spans (those that joined before the load ended, up to 128), read
+// with [cacheaside.Waiters] when the load ends. Without it, or for Gets in
+// other processes, which wait through the fill lock, their traces show the
+// wait without the load. Loads of the automatic warm-up after an empty
+// Redis restart have no caller and start a new trace.
 //
 // A panic in load is recorded (outcome error, span status Error) and goes
 // on to the cache, which returns it as a [*cacheaside.PanicError] with the
@@ -167,6 +168,13 @@ func (r *recorder) start(ctx context.Context, attrs ...attribute.KeyValue) (cont
 		}
 		r.hist.Record(ctx, time.Since(begin).Seconds(), r.outcomes[outcome])
 		span.SetAttributes(attribute.String(attrOutcome, outcome))
+		if span.IsRecording() {
+			for _, w := range cacheaside.Waiters(ctx) {
+				if sc := trace.SpanContextFromContext(w); sc.IsValid() {
+					span.AddLink(trace.Link{SpanContext: sc})
+				}
+			}
+		}
 		span.End()
 	}
 }

@@ -3,6 +3,7 @@ package cacheotel_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync"
@@ -79,36 +80,14 @@ func TestLoadSpansHaveCallerParent(t *testing.T) {
 // shared load: two callers, one load, and the span is a child of the
 // caller that started the flight only.
 func TestCoalescedCallersShareOneLoadSpan(t *testing.T) {
-	entered, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	r := newRig(t, func(ctx context.Context, id int64) (product, error) {
-		once.Do(func() { close(entered) })
-		select {
-		case <-release:
-		case <-ctx.Done():
-			return product{}, ctx.Err()
-		}
-		return loadProduct(ctx, id)
-	})
-	tracer := r.tracer.Tracer("test")
-
-	var wg sync.WaitGroup
-	get := func(name string) trace.Span {
-		ctx, span := tracer.Start(context.Background(), name)
-		wg.Go(func() {
-			defer span.End()
-			if p, err := r.cache.Get(ctx, 1); err != nil || p.Name != "teapot" {
-				t.Errorf("Get(1) from %s = %+v, %v, want teapot", name, p, err)
-			}
-		})
-		return span
-	}
-	first := get("first caller")
-	<-entered // the first caller's flight is loading
-	second := get("second caller")
+	f := newFlightRig(t)
+	first := f.get("first caller")
+	<-f.entered // the first caller's flight is loading
+	second := f.get("second caller")
 	time.Sleep(50 * time.Millisecond) // let the second caller join the flight
-	close(release)
-	wg.Wait()
+	close(f.release)
+	f.wg.Wait()
+	r := f.rig
 
 	if s := r.cache.Stats(); s.Loads != 1 {
 		t.Errorf("Stats().Loads = %d, want 1 for two coalesced Gets", s.Loads)
@@ -122,8 +101,43 @@ func TestCoalescedCallersShareOneLoadSpan(t *testing.T) {
 	}
 	for _, l := range spans[0].Links() {
 		if l.SpanContext.SpanID() == second.SpanContext().SpanID() {
-			t.Errorf("load span links the second caller; update WrapLoader's documentation")
+			t.Errorf("load span links the second caller without WithWaiterContexts")
 		}
+	}
+}
+
+// TestLoadSpanLinksWaiters: with WithWaiterContexts, the load span of a
+// flight links the spans of the three Gets that joined it, and not the
+// span of the Get that started it (its parent).
+func TestLoadSpanLinksWaiters(t *testing.T) {
+	f := newFlightRig(t, cacheaside.WithWaiterContexts(true))
+	first := f.get("first caller")
+	<-f.entered
+	var waiting []trace.Span
+	for i := range 3 {
+		waiting = append(waiting, f.get(fmt.Sprintf("waiter %d", i)))
+	}
+	time.Sleep(50 * time.Millisecond) // let them join the flight
+	close(f.release)
+	f.wg.Wait()
+	r := f.rig
+
+	spans := loadSpans(r)
+	if len(spans) != 1 {
+		t.Fatalf("recorded %d cacheaside.load spans, want 1", len(spans))
+	}
+	linked := map[trace.SpanID]bool{}
+	for _, l := range spans[0].Links() {
+		linked[l.SpanContext.SpanID()] = true
+	}
+	for i, w := range waiting {
+		if !linked[w.SpanContext().SpanID()] {
+			t.Errorf("load span does not link waiter %d", i)
+		}
+	}
+	if linked[first.SpanContext().SpanID()] || len(linked) != len(waiting) {
+		t.Errorf("load span links %d spans (the first caller's: %v), want exactly the %d waiters",
+			len(linked), linked[first.SpanContext().SpanID()], len(waiting))
 	}
 }
 
@@ -248,4 +262,41 @@ func TestWrapBatchLoader(t *testing.T) {
 	if ended[1].Status().Code != codes.Error {
 		t.Errorf("failed batch span status = %v, want Error", ended[1].Status().Code)
 	}
+}
+
+// flightRig is a rig whose loader stalls on its first call until release
+// is closed, with Gets that each run in a span of their own.
+type flightRig struct {
+	*rig
+	entered, release chan struct{}
+	wg               sync.WaitGroup
+	t                *testing.T
+}
+
+func newFlightRig(t *testing.T, opts ...cacheaside.Option) *flightRig {
+	f := &flightRig{entered: make(chan struct{}), release: make(chan struct{}), t: t}
+	var once sync.Once
+	f.rig = newRig(t, func(ctx context.Context, id int64) (product, error) {
+		once.Do(func() { close(f.entered) })
+		select {
+		case <-f.release:
+		case <-ctx.Done():
+			return product{}, ctx.Err()
+		}
+		return loadProduct(ctx, id)
+	}, opts...)
+	return f
+}
+
+// get starts a Get of product 1 in a new span named name and returns the
+// span, which ends when the Get returns.
+func (f *flightRig) get(name string) trace.Span {
+	ctx, span := f.tracer.Tracer("test").Start(context.Background(), name)
+	f.wg.Go(func() {
+		defer span.End()
+		if p, err := f.cache.Get(ctx, 1); err != nil || p.Name != "teapot" {
+			f.t.Errorf("Get(1) from %s = %+v, %v, want teapot", name, p, err)
+		}
+	})
+	return span
 }
