@@ -48,6 +48,22 @@ func TestInvalidateReachesOtherLocalCaches(t *testing.T) {
 	if v, err := b.Get(ctx, "k"); err != nil || v != 2 {
 		t.Errorf("B's Get(k) after A's Invalidate reached it = %v, %v; want 2", v, err)
 	}
+
+	// A Set on A reaches B's L1 the same way; B then reads the value A set.
+	applied := b.Stats().LocalInvalidations
+	if err := a.Set(ctx, "k", 3); err != nil {
+		t.Fatalf("Set(k, 3) = %v", err)
+	}
+	deadline = time.Now().Add(waitLimit)
+	for b.Stats().LocalInvalidations == applied {
+		if time.Now().After(deadline) {
+			t.Fatalf("B applied no invalidation within %v of A's Set", waitLimit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if v, err := b.Get(ctx, "k"); err != nil || v != 3 {
+		t.Errorf("B's Get(k) after A's Set reached it = %v, %v; want 3", v, err)
+	}
 	if n := a.Stats().LocalInvalidations; n != 0 {
 		t.Errorf("A applied %d invalidations, want 0: its own messages are ignored", n)
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,5 +206,57 @@ func TestMaxAbandonedBoundsStuckCalls(t *testing.T) {
 	}
 	if s.RedisSkipped == 0 {
 		t.Errorf("Stats().RedisSkipped = 0, want calls refused once %d were abandoned", maxAbandoned)
+	}
+}
+
+// TestBreakerHookSeesChanges: the hook of WithBreakerHook is told when the
+// breaker opens after Redis dies and when it closes again after Redis is
+// back; a panicking hook does not break Gets.
+func TestBreakerHookSeesChanges(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	var (
+		mu      sync.Mutex
+		changes []cacheaside.BreakerChange
+	)
+	seen := func(to cacheaside.BreakerState) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ch := range changes {
+			if ch.To == to {
+				return true
+			}
+		}
+		return false
+	}
+	ld := &faultLoader{}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(3, 100*time.Millisecond),
+		cacheaside.WithBreakerHook(func(ch cacheaside.BreakerChange) {
+			mu.Lock()
+			changes = append(changes, ch)
+			mu.Unlock()
+			panic("a careless hook")
+		}))
+	mustGetAll(t, c, faultKeys(0, 9))
+	srv.Kill()
+	waitFor(t, 5*time.Second, "the hook sees the breaker open", func() bool {
+		mustGet(t, c, 0)
+		return seen(cacheaside.BreakerOpen)
+	})
+	recoverServer(t, srv, rdb)
+	waitFor(t, 10*time.Second, "the hook sees the breaker close", func() bool {
+		mustGet(t, c, 0)
+		return seen(cacheaside.BreakerClosed)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	first := changes[0]
+	if first.From != cacheaside.BreakerClosed || first.To != cacheaside.BreakerOpen || first.Node != "" {
+		t.Errorf("first change = %+v, want closed → open on node \"\"", first)
+	}
+	if got := c.Stats().BreakerOpens; got < 1 {
+		t.Errorf("Stats().BreakerOpens = %d, want at least 1", got)
 	}
 }

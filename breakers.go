@@ -3,6 +3,7 @@ package cacheaside
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,9 @@ func newBreakers(cfg *config, rdb redis.UniversalClient, logger *slog.Logger, on
 					logger.Log(context.Background(), level, "cacheaside: redis circuit breaker changed state", attrs...)
 				}
 				onChange(f, t)
+				if cfg.breakerHook != nil {
+					callHook(cfg.breakerHook, BreakerChange{Node: node, From: f, To: t}, logger)
+				}
 			},
 		})
 	}
@@ -229,4 +233,15 @@ func (c *Cache[K, V]) perNode(ctx context.Context, vkeys []string, fn func(ctx c
 		}
 	}
 	return errOf, errors.Join(errs...)
+}
+
+// callHook runs the user's breaker hook, recovering a panic in it: a
+// breaker change happens inside some Get, which must not crash.
+func callHook(hook func(BreakerChange), ch BreakerChange, logger *slog.Logger) {
+	defer func() {
+		if p := recover(); p != nil && logger != nil {
+			logger.Error("cacheaside: breaker hook panicked", "panic", fmt.Sprint(p))
+		}
+	}()
+	hook(ch)
 }

@@ -64,6 +64,16 @@ const (
 	BreakerDisabled BreakerState = "disabled"  // WithBreaker(0, …)
 )
 
+// BreakerChange is one state change of a circuit breaker around Redis,
+// as [WithBreakerHook] receives it.
+type BreakerChange struct {
+	// Node is the address of the Redis Cluster primary whose breaker
+	// changed; "" for the breaker of a single server or Sentinel primary,
+	// or of a Cluster client that has not loaded its slot map yet.
+	Node     string
+	From, To BreakerState
+}
+
 func breakerState(s gobreaker.State) BreakerState {
 	switch s {
 	case gobreaker.StateOpen:

@@ -38,6 +38,7 @@ type config struct {
 
 	breakerFailures int
 	breakerCooldown time.Duration
+	breakerHook     func(BreakerChange)
 	maxAbandoned    int
 	maxLoads        int
 
@@ -219,6 +220,17 @@ func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
 }
 
+// WithBreakerHook sets a function called on every state change of a
+// circuit breaker around Redis (see [WithBreaker]), for alerting or
+// metrics beyond [Stats].Breaker and the log line of [WithLogger]. It runs
+// synchronously, while the breaker is locked: it must return quickly and
+// must not call the Cache. A panic in it is recovered and logged.
+//
+// Default: nil.
+func WithBreakerHook(fn func(BreakerChange)) Option {
+	return func(c *config) { c.breakerHook = fn }
+}
+
 // WithBreaker sets the circuit breaker around Redis: after failures
 // consecutive Redis calls fail (errors, refused or timed-out connections,
 // calls past the Redis timeout), the breaker opens and the cache stops
@@ -264,7 +276,9 @@ func WithMaxConcurrentLoads(n int) Option {
 // default L1 is read only while Redis is unavailable (the breaker is open or
 // a call failed), so an outage costs at most one load per key per process
 // per ttl; see [WithLocalFirst] to read it on every Get. Invalidate and Set
-// drop the key from this process's L1. size = 0 disables L1.
+// drop the key from this process's L1 and, through Redis pub/sub on the
+// channel <prefix>invalidations, from the L1 of every other process of the
+// fleet within milliseconds. size = 0 disables L1.
 //
 // Default: disabled.
 func WithLocalCache(size int, ttl time.Duration) Option {
@@ -273,8 +287,11 @@ func WithLocalCache(size int, ttl time.Duration) Option {
 
 // WithLocalFirst makes Get read the in-process cache of [WithLocalCache]
 // before Redis on every call, which takes load off Redis for hot keys. The
-// price: an Invalidate or Set on another process is seen here only when
-// the local entry expires, up to the local TTL later.
+// price: an Invalidate or Set on another process reaches this process's L1
+// through Redis pub/sub, normally within milliseconds; until the message
+// arrives a Get here may still return the old local copy. When the
+// subscription drops, messages may have been missed: L1 copies are then
+// not read on healthy Gets until they have been read from Redis again.
 //
 // Default: false.
 func WithLocalFirst(on bool) Option {

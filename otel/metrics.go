@@ -86,9 +86,9 @@ func breakerValue(s cacheaside.BreakerState) (v int64, ok bool) {
 }
 
 // RegisterMetrics creates on meter one observable counter per counter of
-// [cacheaside.Stats] and the gauge cacheaside.breaker.state (0
-// closed, 1 half-open, 2 open, -1 disabled), and registers one callback that calls stats once
-// per collection and reports them all. Pass the Stats method of any
+// [cacheaside.Stats] and the gauge cacheaside.breaker.state (0 closed,
+// 1 half-open, 2 open, -1 disabled), and registers one callback that calls
+// stats once per collection and reports them all. Pass the Stats method of any
 // [cacheaside.Cache], as in cache.Stats. Every measurement carries the
 // attribute cache=name; an empty name leaves it out.
 //
@@ -99,9 +99,12 @@ func breakerValue(s cacheaside.BreakerState) (v int64, ok bool) {
 // cacheaside.lock.wait_timeouts, cacheaside.fill.conflicts,
 // cacheaside.corrupt_entries, cacheaside.redis.errors,
 // cacheaside.redis.skipped, cacheaside.redis.abandoned,
-// cacheaside.breaker.opens, cacheaside.warmup.keys, cacheaside.warmup.runs
-// and cacheaside.restarts_detected, each documented by the Stats field it
-// reads.
+// cacheaside.breaker.opens, cacheaside.warmup.keys, cacheaside.warmup.runs,
+// cacheaside.restarts_detected, cacheaside.early_refreshes,
+// cacheaside.local.invalidations and cacheaside.stale_served, each
+// documented by the Stats field it reads. On a Redis Cluster the breaker
+// gauge and cacheaside.breaker.opens cover every node's breaker (the gauge
+// shows the most open one).
 //
 // Call Unregister on the returned registration before closing the cache,
 // or when the meter's provider outlives it; a closed cache still reports
