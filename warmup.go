@@ -163,7 +163,15 @@ func (c *Cache[K, V]) Warm(ctx context.Context) error {
 		errs            []error
 	)
 	g.SetLimit(c.cfg.warmConcurrency)
+	c.log(ctx, slog.LevelInfo, "cacheaside: warm-up started", "keys", len(keys))
+	// Progress: a log line each tenth of the keys (at least 100 keys).
+	var done atomic.Int64
+	step := int64(max(100, len(keys)/10))
 	record := func(k K, did bool, err error) {
+		if n := done.Add(1); n%step == 0 && n < int64(len(keys)) {
+			c.log(ctx, slog.LevelInfo, "cacheaside: warm-up progress",
+				"done", n, "keys", len(keys), "warmed", warmed.Load(), "took", time.Since(start).Round(time.Millisecond).String())
+		}
 		switch {
 		case err != nil:
 			mu.Lock()

@@ -3,6 +3,7 @@ package cacheaside_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -286,5 +287,29 @@ func TestRestartWatcherAcrossFreeze(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // a few more checks on the thawed server
 	if got := c.Stats().RestartsDetected; got != before.RestartsDetected {
 		t.Errorf("Stats().RestartsDetected = %d after a freeze that kept the data, want %d", got, before.RestartsDetected)
+	}
+}
+
+// TestWarmLogsProgress: a warm-up of 1,000 keys logs its start, a progress
+// line each tenth of the keys, and its end.
+func TestWarmLogsProgress(t *testing.T) {
+	srv := redistest.Start(t)
+	var logs syncBuffer
+	ld := &faultLoader{}
+	c := newFaultCache(t, srv.Client(t), ld.load,
+		cacheaside.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))),
+		cacheaside.WithRestartCheck(0),
+		cacheaside.WithWarmupKeys(faultKeys(1, 1000)...))
+	if err := c.Warm(testContext(t)); err != nil {
+		t.Fatalf("Warm() = %v", err)
+	}
+	out := logs.String()
+	for _, want := range []string{"warm-up started", "warm-up finished"} {
+		if strings.Count(out, want) != 1 {
+			t.Errorf("log has %d %q lines, want 1:\n%s", strings.Count(out, want), want, out)
+		}
+	}
+	if n := strings.Count(out, "warm-up progress"); n != 9 {
+		t.Errorf("log has %d progress lines for 1,000 keys, want 9 (one per 100 keys before the end):\n%s", n, out)
 	}
 }
