@@ -3,6 +3,7 @@ package cacheaside_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -112,4 +113,48 @@ func TestStaleNeedsOption(t *testing.T) {
 	if err == nil {
 		t.Fatal("New(WithSoftTimeout without WithStaleIfError) = nil error, want one naming WithSoftTimeout")
 	}
+}
+
+// TestFailingReloadThrottledAcrossFleet: three processes serve a stale key
+// while the database fails. A failed reload holds the key's fill lock for
+// about a second, so the whole fleet retries about once per second, not
+// once per process or per Get.
+func TestFailingReloadThrottledAcrossFleet(t *testing.T) {
+	srv := redistest.Start(t)
+	db := &staleDB{}
+	db.version.Store(1)
+	var fleet []*cacheaside.Cache[string, int64]
+	for range 3 {
+		fleet = append(fleet, newCache(t, srv, db.load, cacheaside.WithTTL(200*time.Millisecond), cacheaside.WithJitter(0),
+			cacheaside.WithStaleIfError(time.Minute)))
+	}
+	ctx := context.Background()
+	if v, err := fleet[0].Get(ctx, "k"); err != nil || v != 1 {
+		t.Fatalf("Get(k) = %v, %v; want 1", v, err)
+	}
+	db.fail.Store(true)
+	time.Sleep(250 * time.Millisecond) // past the logical expiry
+	before := db.calls.Load()
+	const window = 2 * time.Second
+	var wg sync.WaitGroup
+	for _, c := range fleet {
+		wg.Go(func() {
+			for end := time.Now().Add(window); time.Now().Before(end); {
+				if v, err := c.Get(ctx, "k"); err != nil || v != 1 {
+					t.Errorf("Get(k) with the database down = %v, %v; want the stale 1, nil", v, err)
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	// About one retry per second across the fleet: 2-3 in 2 s, with room
+	// for a slow machine; without the fleet-wide hold it would be at
+	// least one per process per second (6+), without any throttle hundreds.
+	n := db.calls.Load() - before
+	if n < 1 || n > 4 {
+		t.Errorf("loader calls from 3 processes in %v of stale Gets = %d, want 1 to 4 (about one per second across the fleet)", window, n)
+	}
+	t.Logf("loader calls from 3 processes in %v of stale Gets: %d", window, n)
 }
