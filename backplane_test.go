@@ -38,13 +38,15 @@ func TestInvalidateReachesOtherLocalCaches(t *testing.T) {
 	if err := a.Invalidate(ctx, "k"); err != nil {
 		t.Fatalf("Invalidate(k) = %v", err)
 	}
-	deadline := time.Now().Add(waitLimit)
+	sent := time.Now()
+	deadline := sent.Add(waitLimit)
 	for b.Stats().LocalInvalidations == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("B applied no invalidation within %v of A's Invalidate", waitLimit)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(100 * time.Microsecond)
 	}
+	t.Logf("B applied A's invalidation %v after Invalidate returned", time.Since(sent).Round(10*time.Microsecond))
 	if v, err := b.Get(ctx, "k"); err != nil || v != 2 {
 		t.Errorf("B's Get(k) after A's Invalidate reached it = %v, %v; want 2", v, err)
 	}

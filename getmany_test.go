@@ -188,7 +188,17 @@ func TestGetManySharesFlightsWithGet(t *testing.T) {
 func TestGetManyWithoutBatchLoader(t *testing.T) {
 	srv := redistest.Start(t)
 	db := &batchDB{size: 50}
-	c := newCache(t, srv, db.single)
+	// A slow loader that tracks how many calls run at once: the fallback
+	// runs at most 16.
+	var running, most atomic.Int64
+	c := newCache(t, srv, func(ctx context.Context, id int64) (string, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(20 * time.Millisecond)
+		return db.single(ctx, id)
+	})
 	ids := make([]int64, 60)
 	for i := range ids {
 		ids[i] = int64(i)
@@ -199,6 +209,9 @@ func TestGetManyWithoutBatchLoader(t *testing.T) {
 	}
 	if n := db.singleCalls.Load(); n != 60 {
 		t.Errorf("single loader calls = %d, want 60", n)
+	}
+	if n := most.Load(); n > 16 || n < 2 {
+		t.Errorf("%d single loads ran at once, want between 2 and 16 (parallel, bounded)", n)
 	}
 }
 
