@@ -1,0 +1,105 @@
+package cacheaside
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The write path: Set and Invalidate replace or delete a key's value in
+// Redis, delete its fill lock and write a new generation (overwriteScript),
+// so that no load in flight anywhere in the fleet writes an older value.
+
+// Set stores value under key now, replacing what Redis holds, and makes any
+// load of key in flight anywhere in the fleet discard its result instead of
+// writing it. It returns an error when Redis could not be written; the
+// key is dropped from this process's in-process cache either way.
+func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
+	if !c.tracker.add() {
+		return ErrClosed
+	}
+	defer c.tracker.done()
+	ttl := jittered(c.cfg.ttl, c.cfg.jitter)
+	env, err := c.encodeValue(value, 0, ttl)
+	px := c.physical(ttl, false)
+	if err != nil {
+		return fmt.Errorf("cacheaside: set: %w", err)
+	}
+	vkey := valueKey(c.cfg.prefix, c.encode(key))
+	if c.l1 != nil {
+		c.l1.beginInvalidate(vkey)
+	}
+	err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
+		return overwriteScript.Run(ctx, c.rdb, keysFor(vkey), c.overwriteArgs(env, px)...).Err()
+	})
+	c.flights.forget(vkey)
+	if c.l1 != nil {
+		c.l1.endInvalidate(vkey)
+	}
+	if err != nil {
+		c.redisError(err)
+		return fmt.Errorf("cacheaside: set: %w", err)
+	}
+	if err := c.publish(ctx, vkey); err != nil {
+		c.redisError(err)
+		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", err)
+	}
+	return nil
+}
+
+// Invalidate removes keys from Redis and from this process's in-process
+// cache, tells the other processes to drop their in-process copies, and
+// makes any load of them in flight anywhere in the fleet discard its result
+// instead of writing it. Once Invalidate has returned nil, no Get started
+// afterwards on this Cache returns a value loaded before it. On other
+// processes the same holds for every Redis read sent after Invalidate
+// returned; a Get there may still join a read or load that was already in
+// flight, at most one round trip or one load old (see the README, also for
+// the limits across a failover). When Redis cannot be written it still
+// clears the local copies and returns an error: the shared copies may then
+// be stale.
+func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
+	if !c.tracker.add() {
+		return ErrClosed
+	}
+	defer c.tracker.done()
+	if len(keys) == 0 {
+		return nil
+	}
+	vkeys := make([]string, len(keys))
+	for i, k := range keys {
+		vkeys[i] = valueKey(c.cfg.prefix, c.encode(k))
+	}
+	if c.l1 != nil {
+		c.l1.beginInvalidate(vkeys...)
+	}
+	_, err := c.perNode(ctx, vkeys, func(ctx context.Context, idx []int) error {
+		if len(idx) == 1 {
+			return overwriteScript.Run(ctx, c.rdb, keysFor(vkeys[idx[0]]), c.overwriteArgs(nil, 0)...).Err()
+		}
+		// EVAL, not EVALSHA: a pipeline learns of NOSCRIPT only after Exec.
+		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, i := range idx {
+				overwriteScript.Eval(ctx, p, keysFor(vkeys[i]), c.overwriteArgs(nil, 0)...)
+			}
+			return nil
+		})
+		return err
+	}, nil)
+	for _, vk := range vkeys {
+		c.flights.forget(vk)
+	}
+	if c.l1 != nil {
+		c.l1.endInvalidate(vkeys...)
+	}
+	if err != nil {
+		c.redisError(err)
+		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale: %w", err)
+	}
+	if err := c.publish(ctx, vkeys...); err != nil {
+		c.redisError(err)
+		return fmt.Errorf("cacheaside: invalidate: other processes' local copies may be stale: %w", err)
+	}
+	return nil
+}
