@@ -115,7 +115,9 @@ func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) error {
 		return nil
 	}
 	msg := c.tokenPrefix + "\n" + strings.Join(vkeys, "\n")
-	return c.guard.do(ctx, c.channel(), func(ctx context.Context) error {
+	// PUBLISH has no key: go-redis sends it to any node of a Cluster, so
+	// it goes through the breaker of no particular node.
+	return c.guard.do(ctx, "", func(ctx context.Context) error {
 		return c.rdb.Publish(ctx, c.channel(), msg).Err()
 	})
 }

@@ -2,7 +2,6 @@ package cacheaside
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -132,18 +131,19 @@ func (b *breakers) node(key string) string {
 	return node.Options().Addr
 }
 
-// byNode groups the indexes of keys by the Cluster node that owns them, in
-// the order nodes first appear; on anything but a Cluster there is one
-// group. Multi-key calls run one group at a time under that node's
-// breaker and budget, so one dead or frozen node fails only its keys.
-func (b *breakers) byNode(keys []string) [][]int {
-	if b.cluster == nil || len(keys) < 2 {
-		return [][]int{indexes(len(keys))}
+// byNode groups idx, indexes into keys, by the Cluster node that owns
+// their key, in the order nodes first appear; on anything but a Cluster
+// there is one group. Multi-key calls run one group at a time under that
+// node's breaker and budget, so one dead or frozen node fails only its
+// keys.
+func (b *breakers) byNode(keys []string, idx []int) [][]int {
+	if b.cluster == nil || len(idx) < 2 {
+		return [][]int{idx}
 	}
 	var groups [][]int
 	at := make(map[string]int)
-	for i, k := range keys {
-		addr := b.node(k)
+	for _, i := range idx {
+		addr := b.node(keys[i])
 		g, ok := at[addr]
 		if !ok {
 			g = len(groups)
@@ -194,45 +194,6 @@ func (b *breakers) state() BreakerState {
 		}
 	}
 	return worst
-}
-
-// perNode runs fn, a Redis call, once per Cluster node that owns some of
-// vkeys (once in all on anything but a Cluster) with the indexes of that
-// node's keys, each under its node's breaker and budget, the nodes
-// concurrently. undo, if not nil, is doUndo's undo for the indexes of a
-// call the guard stopped waiting for. errOf holds each index's error (nil
-// where its node's call succeeded); joined joins them. fn may still be
-// running for the indexes whose error wraps errIncomplete: whatever it
-// writes for them must not be read.
-func (c *Cache[K, V]) perNode(ctx context.Context, vkeys []string, fn func(ctx context.Context, idx []int) error, undo func(idx []int)) (errOf []error, joined error) {
-	errOf = make([]error, len(vkeys))
-	if len(vkeys) == 0 {
-		return errOf, nil
-	}
-	run := func(idx []int) error {
-		call := func(ctx context.Context) error { return fn(ctx, idx) }
-		if undo == nil {
-			return c.guard.do(ctx, vkeys[idx[0]], call)
-		}
-		return c.guard.doUndo(ctx, vkeys[idx[0]], call, func() { undo(idx) })
-	}
-	groups := c.guard.cbs.byNode(vkeys)
-	errs := make([]error, len(groups))
-	if len(groups) == 1 {
-		errs[0] = run(groups[0])
-	} else {
-		var wg sync.WaitGroup
-		for g, idx := range groups {
-			wg.Go(func() { errs[g] = run(idx) })
-		}
-		wg.Wait()
-	}
-	for g, idx := range groups {
-		for _, i := range idx {
-			errOf[i] = errs[g]
-		}
-	}
-	return errOf, errors.Join(errs...)
 }
 
 // callHook runs the user's breaker hook, recovering a panic in it: a

@@ -30,7 +30,7 @@ type call[V any] struct {
 	done    chan struct{}
 	shared  bool // another caller holds a pointer: never recycle
 	res     result[V]
-	waiters *waiters // set when the flight starts, with WithWaiterContexts
+	waiters *waiters // with WithWaiterContexts: made by the first joiner or hold
 }
 
 // result is what a flight hands to every caller that joined it.
@@ -62,7 +62,10 @@ func (g *group[V]) join(ctx context.Context, key string) (c *call[V], leader boo
 		if c.done == nil {
 			c.done = make(chan struct{})
 		}
-		if c.waiters != nil {
+		if g.track {
+			if c.waiters == nil {
+				c.waiters = &waiters{}
+			}
 			c.waiters.add(ctx)
 		}
 		return c, false
@@ -73,9 +76,6 @@ func (g *group[V]) join(ctx context.Context, key string) (c *call[V], leader boo
 	c, _ = g.pool.Get().(*call[V])
 	if c == nil {
 		c = new(call[V])
-	}
-	if g.track {
-		c.waiters = &waiters{}
 	}
 	g.m[key] = c
 	return c, true
@@ -89,6 +89,9 @@ func (g *group[V]) hold(c *call[V]) {
 	c.shared = true
 	if c.done == nil {
 		c.done = make(chan struct{})
+	}
+	if g.track && c.waiters == nil {
+		c.waiters = &waiters{} // callers that join later add themselves
 	}
 	g.mu.Unlock()
 }

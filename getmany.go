@@ -141,6 +141,17 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 	return out, errors.Join(errs...)
 }
 
+// waitersOf returns the waiters of the flights of items idx that have any.
+func waitersOf[K comparable, V any](items []pendingKey[K, V], idx ...int) []*waiters {
+	var ws []*waiters
+	for _, i := range idx {
+		if fl := items[i].fl; fl != nil && fl.waiters != nil {
+			ws = append(ws, fl.waiters)
+		}
+	}
+	return ws
+}
+
 // pendingKey is one key of a GetMany that missed, with its flight.
 type pendingKey[K comparable, V any] struct {
 	key        K
@@ -171,15 +182,7 @@ func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V
 				c.flights.finish(p.vkey, p.fl, results[i])
 			}
 		}()
-		ctx := detach(caller, c.life)
-		if c.flights.track {
-			ws := make([]*waiters, len(items))
-			for i, p := range items {
-				ws[i] = p.fl.waiters
-			}
-			ctx = withWaiters(ctx, ws)
-		}
-		c.resolveBatch(ctx, items, results, epoch)
+		c.resolveBatch(detach(caller, c.life), items, results, epoch)
 		finished = true
 	}()
 }
@@ -194,6 +197,7 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 		g.SetLimit(getManyConcurrency)
 		for _, i := range idx {
 			g.Go(func() error {
+				ctx := withWaiters(ctx, waitersOf(items, i))
 				if items[i].redisDown {
 					results[i] = c.loadAndFill(ctx, items[i].key, keysFor(items[i].vkey), lease{}, epoch)
 				} else {
@@ -221,7 +225,8 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 	locked, rest, down := c.acquireBatch(ctx, items, up, results, leases)
 	toLoad = append(append(toLoad, locked...), down...)
 	if len(toLoad) > 0 {
-		conflicts := c.loadBatch(ctx, batch, items, toLoad, results, leases, epoch, nil)
+		bctx := withWaiters(ctx, waitersOf(items, toLoad...))
+		conflicts := c.loadBatch(bctx, batch, items, toLoad, results, leases, epoch, nil)
 		rest = append(rest, conflicts...)
 	}
 	single(rest)
@@ -238,29 +243,23 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 	}
 	tokens := make([]string, len(items))
 	cmds := make([]*redis.Cmd, len(items))
-	vkeys := make([]string, len(idx))
-	for j, i := range idx {
-		vkeys[j] = items[i].vkey
-	}
-	// at maps the indexes perNode uses (into vkeys) to items.
-	at := func(sub []int) []int {
-		out := make([]int, len(sub))
-		for j, x := range sub {
-			out[j] = idx[x]
-		}
-		return out
+	vkeys := make([]string, len(items))
+	for i := range items {
+		vkeys[i] = items[i].vkey
 	}
 	// A call the guard stopped waiting for may still take locks: give them
 	// back (compare-and-delete, harmless where it took none).
 	giveBack := func(sub []int) {
-		for _, i := range at(sub) {
+		var held []heldLock
+		for _, i := range sub {
 			if tokens[i] != "" {
-				c.releaseNow(tokens[i], keysFor(items[i].vkey))
+				held = append(held, heldLock{tokens[i], items[i].vkey})
 			}
 		}
+		c.releaseNowAll(held)
 	}
-	errOf, err := c.perNode(ctx, vkeys, func(ctx context.Context, sub []int) error {
-		return c.pipelineScript(ctx, acquireScript, at(sub), func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
+	errOf, err := c.perNode(ctx, vkeys, idx, func(ctx context.Context, sub []int) error {
+		return c.pipelineScript(ctx, acquireScript, sub, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
 			if tokens[i] == "" {
 				tokens[i] = c.newToken()
 			}
@@ -279,8 +278,8 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 		c.redisError(err)
 	}
 	var giveUp []heldLock
-	for j, i := range idx {
-		if e := errOf[j]; errors.Is(e, errIncomplete) {
+	for _, i := range idx {
+		if errors.Is(errOf[i], errIncomplete) {
 			// Not sent, or still running (giveBack runs when it ends).
 			down = append(down, i)
 			continue
@@ -322,7 +321,7 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 }
 
 // loadBatch calls the batch loader once for the items idx and fills them
-// in one pipeline. It returns the items whose fill hit a conflict.
+// in one pipeline per node. It returns the items whose fill hit a conflict.
 // stored, if not nil, is set for the items written to Redis.
 func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], items []pendingKey[K, V], idx []int, results []result[V], leases []lease, epoch uint64, stored []bool) (conflicts []int) {
 	if len(idx) == 0 {
@@ -383,14 +382,16 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	// A fill the guard stopped waiting for may never reach the server:
 	// give its locks back (a fill that ran released them already).
 	giveBack := func(sub []int) {
+		var held []heldLock
 		for _, j := range sub {
 			if l := leases[writes[j].i]; l.token != "" {
-				c.releaseNow(l.token, keysFor(vkeys[j]))
+				held = append(held, heldLock{l.token, vkeys[j]})
 			}
 		}
+		c.releaseNowAll(held)
 	}
 	sent := time.Now() // L1 copies must not outlive the Redis entries
-	errOf, _ := c.perNode(ctx, vkeys, func(ctx context.Context, sub []int) error {
+	errOf, _ := c.perNode(ctx, vkeys, nil, func(ctx context.Context, sub []int) error {
 		return c.pipelineScript(ctx, fillScript, sub, func(p redis.Pipeliner, j int, eval bool) *redis.Cmd {
 			w, l := writes[j], leases[writes[j].i]
 			nx := "0"
@@ -411,8 +412,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		if !errors.Is(cerr, errIncomplete) && cmds[j] != nil {
 			res, cerr = cmds[j].Int64()
 		}
-		// A fill that failed outright, or was never sent, leaves the lock.
-		if e, tok := errOf[j], leases[w.i].token; e != nil && tok != "" && (!errors.Is(e, errIncomplete) || errors.Is(e, errSkipped)) {
+		if tok := leases[w.i].token; tok != "" && lockLeft(cerr) {
 			giveUp = append(giveUp, heldLock{tok, vkeys[j]})
 		}
 		if c.settle(items[w.i].vkey, results[w.i], sent.Add(w.ttl), fillResult(res), cerr, epoch) {

@@ -157,29 +157,25 @@ func (g *guard) doInline(ctx context.Context, key string, fn func(context.Contex
 // failed because the caller's own context ended says nothing about Redis
 // and is not counted either way.
 func (g *guard) breaker(ctx context.Context, key string, call func() error) error {
-	cb := g.cbs.forKey(key)
-	if cb == nil {
-		err := call()
-		if err == nil || errors.Is(err, redis.Nil) {
-			g.cbs.succeeded()
-		}
-		return err
-	}
-	_, err := cb.Execute(func() (struct{}, error) {
-		err := call()
-		if err != nil && ctx.Err() != nil {
-			return struct{}{}, callerGone{err}
-		}
-		return struct{}{}, err
-	})
-	if err == nil || errors.Is(err, redis.Nil) {
-		g.cbs.succeeded() // an answer: a Cluster client now has its slot map
+	var err error
+	if cb := g.cbs.forKey(key); cb == nil {
+		err = call()
+	} else {
+		_, err = cb.Execute(func() (struct{}, error) {
+			err := call()
+			if err != nil && ctx.Err() != nil {
+				return struct{}{}, callerGone{err}
+			}
+			return struct{}{}, err
+		})
 	}
 	switch {
+	case err == nil, errors.Is(err, redis.Nil):
+		g.cbs.succeeded() // an answer: a Cluster client now has its slot map
 	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
 		g.stats.redisSkipped.Add(1)
 		return errSkipped
-	case err != nil:
+	default:
 		if cg, ok := err.(callerGone); ok {
 			return cg.err
 		}

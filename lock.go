@@ -220,7 +220,7 @@ func (c *Cache[K, V]) fill(ctx context.Context, ks keys, l lease, env []byte, tt
 	}
 	err := c.guard.doUndo(ctx, ks[0], run, undo)
 	if err != nil {
-		if l.token != "" && (!errors.Is(err, errIncomplete) || errors.Is(err, errSkipped)) {
+		if l.token != "" && lockLeft(err) {
 			c.release(ctx, ks, l.token)
 		}
 		return 0, err // n may still be written by an abandoned call
@@ -242,11 +242,12 @@ func (c *Cache[K, V]) releaseNow(token string, ks keys) {
 // heldLock is a fill lock to give back: its token and value key.
 type heldLock struct{ token, vkey string }
 
-// releaseAll gives back locks of a batch whose Redis call failed, in the
-// background and past the guard (the node's breaker may be open while
-// other processes wait for these locks), one pipeline for all. When too
-// many releases are already running it gives up: the locks then expire
-// after the lock TTL.
+// releaseAll gives back locks whose Redis call failed, in the background
+// and past the guard (this process's breaker may be open, or the call
+// lost, while other processes reach Redis fine and would wait for these
+// locks for a whole lock TTL), one pipeline for all. When too many
+// releases are already running it gives up: the locks then expire after
+// the lock TTL.
 func (c *Cache[K, V]) releaseAll(held []heldLock) {
 	if len(held) == 0 {
 		return
@@ -260,15 +261,25 @@ func (c *Cache[K, V]) releaseAll(held []heldLock) {
 	go func() {
 		defer c.tracker.done()
 		defer func() { <-c.releaseSlots }()
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.lockTTL)
-		defer cancel()
-		_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, h := range held {
-				releaseScript.Eval(ctx, p, keysFor(h.vkey), h.token)
-			}
-			return nil
-		})
+		c.releaseNowAll(held)
 	}()
+}
+
+// releaseNowAll gives back held on the calling goroutine, past the guard,
+// in one pipeline (compare-and-delete: harmless for a lock that was never
+// taken or is no longer ours).
+func (c *Cache[K, V]) releaseNowAll(held []heldLock) {
+	if len(held) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.lockTTL)
+	defer cancel()
+	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, h := range held {
+			releaseScript.Eval(ctx, p, keysFor(h.vkey), h.token)
+		}
+		return nil
+	})
 }
 
 // release gives the lock back after a load that wrote nothing, so that
@@ -282,21 +293,16 @@ func (c *Cache[K, V]) release(ctx context.Context, ks keys, token string) {
 	})
 	if err != nil {
 		c.redisError(err)
-		// This process's breaker may be open, or the call lost, while other
-		// processes reach Redis fine and would wait for this lock for a
-		// whole lock TTL. Try again past the guard, in the background, a
-		// bounded number at a time.
-		select {
-		case c.releaseSlots <- struct{}{}:
-			c.tracker.spawn()
-			go func() {
-				defer c.tracker.done()
-				defer func() { <-c.releaseSlots }()
-				c.releaseNow(token, ks)
-			}()
-		default:
-		}
+		c.releaseAll([]heldLock{{token, ks[0]}})
 	}
+}
+
+// lockLeft reports whether a fill lock may still be held after a fill
+// call that failed with err: it failed outright (an error reply, a
+// timeout on a client that honours deadlines) or was never sent. A call
+// still running past the budget is left to its undo.
+func lockLeft(err error) bool {
+	return err != nil && (!errors.Is(err, errIncomplete) || errors.Is(err, errSkipped))
 }
 
 // overwriteArgs returns the ARGV of overwriteScript; env nil means

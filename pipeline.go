@@ -2,13 +2,57 @@ package cacheaside
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // Redis I/O for many keys at once: script calls and MGETs in pipelines,
-// split by Cluster node (see perNode in breakers.go).
+// split by Cluster node.
+
+// perNode runs fn, a Redis call, once per Cluster node that owns some of
+// the keys vkeys[i] for i in idx (nil: all of vkeys; once in all on
+// anything but a Cluster) with the indexes of that node's keys, each under its node's breaker and budget, the nodes
+// concurrently. undo, if not nil, is doUndo's undo for the indexes of a
+// call the guard stopped waiting for. errOf holds each index's error (nil
+// where its node's call succeeded); joined joins them. fn may still be
+// running for the indexes whose error wraps errIncomplete: whatever it
+// writes for them must not be read.
+func (c *Cache[K, V]) perNode(ctx context.Context, vkeys []string, idx []int, fn func(ctx context.Context, idx []int) error, undo func(idx []int)) (errOf []error, joined error) {
+	errOf = make([]error, len(vkeys))
+	if idx == nil {
+		idx = indexes(len(vkeys))
+	}
+	if len(idx) == 0 {
+		return errOf, nil
+	}
+	run := func(idx []int) error {
+		call := func(ctx context.Context) error { return fn(ctx, idx) }
+		if undo == nil {
+			return c.guard.do(ctx, vkeys[idx[0]], call)
+		}
+		return c.guard.doUndo(ctx, vkeys[idx[0]], call, func() { undo(idx) })
+	}
+	groups := c.guard.cbs.byNode(vkeys, idx)
+	errs := make([]error, len(groups))
+	if len(groups) == 1 {
+		errs[0] = run(groups[0])
+	} else {
+		var wg sync.WaitGroup
+		for g, idx := range groups {
+			wg.Go(func() { errs[g] = run(idx) })
+		}
+		wg.Wait()
+	}
+	for g, idx := range groups {
+		for _, i := range idx {
+			errOf[i] = errs[g]
+		}
+	}
+	return errOf, errors.Join(errs...)
+}
 
 // pipelineScript sends the script calls idx in one pipeline with EVALSHA
 // and resends with EVAL the calls that found the script missing (a Redis
@@ -45,21 +89,24 @@ func (c *Cache[K, V]) pipelineScript(ctx context.Context, s *redis.Script, idx [
 	return err
 }
 
-// mget reads vkeys: one MGET per node (on a single server, one MGET), on
-// a Redis Cluster one MGET per hash slot, pipelined so that each node costs
-// one round trip, each node under its own breaker and budget. The result
-// has nil for missing keys; failed[i] is the error of key i's node, and
-// out[i] must not be read where it is not nil.
+// mget reads vkeys: on a single server one MGET; on a Redis Cluster one
+// MGET per hash slot, pipelined per node so that each node costs one round
+// trip under its own breaker and budget. The result has nil for missing
+// keys; failed[i] is the error of key i's node, and out[i] must not be read
+// where it is not nil.
 func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) (out [][]byte, failed []error, err error) {
 	out = make([][]byte, len(vkeys))
-	_, cluster := c.rdb.(*redis.ClusterClient)
-	failed, err = c.perNode(ctx, vkeys, func(ctx context.Context, idx []int) error {
-		if !cluster {
-			vals, err := c.rdb.MGet(ctx, vkeys...).Result()
+	failed, err = c.perNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
+		if c.guard.cbs.cluster == nil {
+			ks := make([]string, len(idx))
+			for j, i := range idx {
+				ks[j] = vkeys[i]
+			}
+			vals, err := c.rdb.MGet(ctx, ks...).Result()
 			if err != nil {
 				return err
 			}
-			fillRaw(out, nil, vals)
+			fillRaw(out, idx, vals)
 			return nil
 		}
 		bySlot := make(map[uint16][]int)

@@ -13,7 +13,8 @@ import (
 // of links per span. Waiters in other processes, which wait through the
 // fill lock, are not known.
 //
-// Default: off; a joining Get then costs no extra work.
+// Default: off. When on, a flight that a second caller joins allocates a
+// small record, and each joining caller appends its context to it.
 func WithWaiterContexts(on bool) Option {
 	return func(c *config) { c.waiterCtxs = on }
 }

@@ -63,3 +63,45 @@ func TestWaitersOffByDefault(t *testing.T) {
 		t.Errorf("Waiters without WithWaiterContexts = %q, want none", got)
 	}
 }
+
+// TestWaitersInBatchLoad: a Get that joins the flight of one key of a
+// GetMany is among the waiters its batch loader sees.
+func TestWaitersInBatchLoad(t *testing.T) {
+	srv := redistest.Start(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var seen []string
+	batch := func(ctx context.Context, keys []string) (map[string]string, error) {
+		close(entered)
+		<-release
+		for _, w := range cacheaside.Waiters(ctx) {
+			name, _ := w.Value(callerName{}).(string)
+			seen = append(seen, name)
+		}
+		out := map[string]string{}
+		for _, k := range keys {
+			out[k] = "v-" + k
+		}
+		return out, nil
+	}
+	c := newCache(t, srv, func(ctx context.Context, k string) (string, error) { return "v-" + k, nil },
+		cacheaside.WithBatchLoader(batch), cacheaside.WithWaiterContexts(true))
+	ctx := testContext(t)
+	many := make(chan error, 1)
+	go func() {
+		_, err := c.GetMany(ctx, []string{"a", "b"})
+		many <- err
+	}()
+	<-entered
+	single := getAsync(context.WithValue(ctx, callerName{}, "joiner"), c, "b")
+	time.Sleep(50 * time.Millisecond) // let it join b's flight
+	close(release)
+	if err := <-many; err != nil {
+		t.Fatalf("GetMany = %v", err)
+	}
+	if res := await(t, single, "the joining Get"); res.err != nil || res.val != "v-b" {
+		t.Fatalf("Get(b) = %q, %v", res.val, res.err)
+	}
+	if !slices.Equal(seen, []string{"joiner"}) {
+		t.Errorf("Waiters in the batch loader = %q, want the Get that joined b's flight", seen)
+	}
+}

@@ -96,10 +96,11 @@ func (c *Cache[K, V]) checkRestart(ctx context.Context) {
 	// run) can be recognised later: the marker written at start-up by this
 	// same process must not pass for it.
 	c.markerSeq++
-	value := c.tokenPrefix + "/" + strconv.FormatUint(c.markerSeq, 10)
+	prefix := c.tokenPrefix + "/"
+	value := prefix + strconv.FormatUint(c.markerSeq, 10)
 	// The call may outlive the guard's wait (an abandoned call on a client
-	// that ignores deadlines): it reads only these copies.
-	unsureFrom, prefix := c.unsureFrom, c.tokenPrefix+"/"
+	// that ignores deadlines): it reads only local copies.
+	unsureFrom := c.unsureFrom
 	var created bool
 	err := c.guard.do(ctx, c.markerKey(), func(ctx context.Context) error {
 		var err error
@@ -168,10 +169,6 @@ func (c *Cache[K, V]) Warm(ctx context.Context) error {
 	var done atomic.Int64
 	step := int64(max(100, len(keys)/10))
 	record := func(k K, did bool, err error) {
-		if n := done.Add(1); n%step == 0 && n < int64(len(keys)) {
-			c.log(ctx, slog.LevelInfo, "cacheaside: warm-up progress",
-				"done", n, "keys", len(keys), "warmed", warmed.Load(), "took", time.Since(start).Round(time.Millisecond).String())
-		}
 		switch {
 		case err != nil:
 			mu.Lock()
@@ -182,6 +179,10 @@ func (c *Cache[K, V]) Warm(ctx context.Context) error {
 			c.stats.warmed.Add(1)
 		default:
 			skipped.Add(1)
+		}
+		if n := done.Add(1); n%step == 0 && n < int64(len(keys)) {
+			c.log(ctx, slog.LevelInfo, "cacheaside: warm-up progress",
+				"done", n, "keys", len(keys), "warmed", warmed.Load(), "took", time.Since(start).Round(time.Millisecond).String())
 		}
 	}
 	if batch, _ := c.cfg.batchLoad.(BatchLoadFunc[K, V]); batch != nil {
@@ -222,6 +223,10 @@ func (c *Cache[K, V]) Warm(ctx context.Context) error {
 // warmChunk is how many keys one batch load of a warm-up covers.
 const warmChunk = 100
 
+// errWarmRedis is the error of a warm-up key whose Redis node could not be
+// reached to take its fill lock.
+var errWarmRedis = errors.New("cacheaside: warm: redis unavailable for this key")
+
 // warmBatch warms keys with one batch load.
 func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], keys []K, record func(K, bool, error)) {
 	items := make([]pendingKey[K, V], len(keys))
@@ -230,16 +235,23 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	}
 	results := make([]result[V], len(items))
 	leases := make([]lease, len(items))
-	locked, _, _ := c.acquireBatch(ctx, items, indexes(len(items)), results, leases)
+	locked, _, down := c.acquireBatch(ctx, items, indexes(len(items)), results, leases)
 	stored := make([]bool, len(items))
 	c.loadBatch(ctx, batch, items, locked, results, leases, c.localEpoch(), stored)
 	isLocked := make(map[int]bool, len(locked))
 	for _, i := range locked {
 		isLocked[i] = true
 	}
+	isDown := make(map[int]bool, len(down))
+	for _, i := range down {
+		isDown[i] = true
+	}
 	for i := range keys {
 		err := results[i].err
-		if !isLocked[i] || errors.Is(err, ErrNotFound) {
+		switch {
+		case isDown[i]:
+			err = errWarmRedis // its node could not be reached: not warmed
+		case !isLocked[i] || errors.Is(err, ErrNotFound):
 			err = nil // present, filled by another process, or not found
 		}
 		record(keys[i], stored[i], err)

@@ -74,18 +74,24 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	if c.l1 != nil {
 		c.l1.beginInvalidate(vkeys...)
 	}
-	_, err := c.perNode(ctx, vkeys, func(ctx context.Context, idx []int) error {
-		if len(idx) == 1 {
-			return overwriteScript.Run(ctx, c.rdb, keysFor(vkeys[idx[0]]), c.overwriteArgs(nil, 0)...).Err()
-		}
-		// EVAL, not EVALSHA: a pipeline learns of NOSCRIPT only after Exec.
-		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, i := range idx {
-				overwriteScript.Eval(ctx, p, keysFor(vkeys[i]), c.overwriteArgs(nil, 0)...)
+	cmds := make([]*redis.Cmd, len(vkeys))
+	args := c.overwriteArgs(nil, 0)
+	_, err := c.perNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
+		err := c.pipelineScript(ctx, overwriteScript, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
+			if eval {
+				return overwriteScript.Eval(ctx, p, keysFor(vkeys[i]), args...)
 			}
-			return nil
-		})
-		return err
+			return overwriteScript.EvalSha(ctx, p, keysFor(vkeys[i]), args...)
+		}, cmds)
+		if err != nil {
+			return err
+		}
+		for _, i := range idx {
+			if err := cmds[i].Err(); err != nil {
+				return err
+			}
+		}
+		return nil
 	}, nil)
 	for _, vk := range vkeys {
 		c.flights.forget(vk)

@@ -52,7 +52,8 @@ var loadBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.7
 // is therefore a child of that caller's span, when it has one. The other
 // Gets of this process that share the flight wait for the same load: with
 // [cacheaside.WithWaiterContexts] on, the span gets a link to each of
-// their spans (those that joined before the load ended, up to 128), read
+// their spans (those that joined before the load ended, up to 128 per
+// key), read
 // with [cacheaside.Waiters] when the load ends. Without it, or for Gets in
 // other processes, which wait through the fill lock, their traces show the
 // wait without the load. Loads of the automatic warm-up after an empty
