@@ -27,15 +27,22 @@
 //
 // Across a fleet this gives at most one load per key per lock TTL while Redis
 // is healthy. When Redis fails, Get still returns the loader's value with a
-// nil error: a Redis fault is counted in [Stats], never returned.
+// nil error: a Redis fault is counted in [Stats], never returned. Every
+// Redis call has a time budget ([WithRedisTimeout]) and goes through a
+// circuit breaker ([WithBreaker]), one per primary on a Redis Cluster.
+//
+// The Cache works over any go-redis v9 client: a single server, a
+// Sentinel-managed primary (redis.NewFailoverClient) or a Redis Cluster
+// (redis.NewClusterClient), also as built by redis.NewUniversalClient.
 //
 // # Keys in Redis
 //
 // For a key that encodes to s (see [WithKeyFunc]) the cache uses
 // <prefix>{s} for the value, <prefix>{s}:lock for the fill lock and
 // <prefix>{s}:gen for the generation. The braces are a Redis Cluster hash
-// tag: all three keys live in one slot. When s is empty or contains '}', the
-// tag is "#" and the hex SHA-256 of s. Values are stored in a small
+// tag: all three keys live in one slot. When s is empty, contains '}' or
+// starts with '#', the tag is "#" and the hex SHA-256 of s. Values are
+// stored in a small
 // versioned envelope around the codec's bytes; entries the cache cannot read
 // (corrupt, foreign, or from an incompatible future version) are misses.
 //
