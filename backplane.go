@@ -51,7 +51,7 @@ func (c *Cache[K, V]) startBackplane() {
 // listen runs one subscription until it fails, and reports whether it got
 // as far as being subscribed.
 func (c *Cache[K, V]) listen() (subscribed bool) {
-	sub := c.rdb.Subscribe(c.life, c.channel())
+	sub := c.sub.Subscribe(c.life, c.channel())
 	c.bp.mu.Lock()
 	if c.bp.closed {
 		c.bp.mu.Unlock()

@@ -47,17 +47,23 @@ func newBenchProduct(id int64) benchProduct {
 	}
 }
 
-// benchClients are the two client setups users have: go-redis defaults,
-// and ContextTimeoutEnabled, with which the cache can enforce its Redis
-// timeout without a goroutine per call.
+// benchClients are the client setups users have: go-redis defaults, and
+// ContextTimeoutEnabled, with which the cache can enforce its Redis timeout
+// without a goroutine per call; and go-redis defaults with the cache's
+// WithTimeoutClone, which gets the same without the client option (the raw
+// benchmarks run it as a plain default client, the same-run baseline).
 var benchClients = []struct {
-	name string
-	opts func(addr string) *redis.Options
+	name  string
+	opts  func(addr string) *redis.Options
+	cache []cacheaside.Option // what the cache adds for this setup
 }{
-	{"client=default", func(addr string) *redis.Options { return &redis.Options{Addr: addr} }},
+	{"client=default", func(addr string) *redis.Options { return &redis.Options{Addr: addr} }, nil},
 	{"client=ctxtimeout", func(addr string) *redis.Options {
 		return &redis.Options{Addr: addr, ContextTimeoutEnabled: true}
-	}},
+	}, nil},
+	// A default client, with the cache's calls through a timeout clone.
+	{"client=default-clone", func(addr string) *redis.Options { return &redis.Options{Addr: addr} },
+		[]cacheaside.Option{cacheaside.WithTimeoutClone(true)}},
 }
 
 func benchLoad(ctx context.Context, id int64) (benchProduct, error) { return newBenchProduct(id), nil }
@@ -70,7 +76,7 @@ func BenchmarkGetHit(b *testing.B) {
 		b.Run("impl=cacheaside/"+bc.name, func(b *testing.B) {
 			rdb := redis.NewClient(bc.opts(srv.Addr()))
 			defer rdb.Close()
-			cache, err := cacheaside.New(rdb, benchLoad, cacheaside.WithTTL(time.Hour))
+			cache, err := cacheaside.New(rdb, benchLoad, append([]cacheaside.Option{cacheaside.WithTTL(time.Hour)}, bc.cache...)...)
 			if err != nil {
 				b.Fatal(err)
 			}

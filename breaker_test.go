@@ -191,7 +191,7 @@ func TestMaxAbandonedBoundsStuckCalls(t *testing.T) {
 	c := newFaultCache(t, rdb, ld.load,
 		cacheaside.WithRedisTimeout(faultBudget),
 		cacheaside.WithBreaker(0, 0),
-		cacheaside.WithMaxAbandoned(maxAbandoned))
+		cacheaside.WithMaxAbandoned(maxAbandoned), cacheaside.WithTimeoutClone(false))
 	mustGet(t, c, -1) // connect
 
 	thaw := freezeServer(t, srv)

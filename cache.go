@@ -76,7 +76,8 @@ var ErrClosed = errors.New("cacheaside: cache closed")
 // concurrent use by multiple goroutines. Close it when done; it does not
 // close the Redis client.
 type Cache[K comparable, V any] struct {
-	rdb    redis.UniversalClient
+	rdb    redis.UniversalClient // the client given to New, or its timeout clone
+	sub    redis.UniversalClient // the client given to New: for the backplane's subscription
 	load   LoadFunc[K, V]
 	encode keyEncoder[K]
 	cfg    config
@@ -160,6 +161,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails
 	c := &Cache[K, V]{
 		rdb:         rdb,
+		sub:         rdb,
 		load:        load,
 		encode:      enc,
 		cfg:         cfg,
@@ -181,9 +183,15 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	if cfg.maxLoads > 0 {
 		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
 	}
+	inline := honoursContext(rdb)
+	if cl, ok := rdb.(*redis.Client); ok && !inline && cfg.timeoutClone {
+		// Socket deadlines of the Redis timeout, on the same pool: the
+		// budget then holds without a goroutine per call.
+		c.rdb, inline = cl.WithTimeout(cfg.redisTTL), true
+	}
 	c.guard = guard{
 		budget:  cfg.redisTTL,
-		inline:  honoursContext(rdb),
+		inline:  inline,
 		slots:   make(chan struct{}, cfg.maxAbandoned),
 		tracker: &c.tracker,
 		stats:   &c.stats,

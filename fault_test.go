@@ -73,104 +73,116 @@ func TestGetSurvivesRedisKill(t *testing.T) {
 }
 
 func TestGetSurvivesFrozenRedis(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	ld := &faultLoader{delay: 20 * time.Millisecond}
-	c := newFaultCache(t, rdb, ld.load,
-		cacheaside.WithRedisTimeout(faultBudget),
-		cacheaside.WithBreaker(5, 300*time.Millisecond))
-	keys := faultKeys(0, 19)
-	mustGetAll(t, c, keys)
+	for _, m := range budgetModes {
+		t.Run(m.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			rdb := srv.Client(t)
+			ld := &faultLoader{delay: 20 * time.Millisecond}
+			c := newFaultCache(t, rdb, ld.load,
+				cacheaside.WithRedisTimeout(faultBudget),
+				cacheaside.WithBreaker(5, 300*time.Millisecond), m.opt)
+			keys := faultKeys(0, 19)
+			mustGetAll(t, c, keys)
 
-	storm := startGetStorm(c, 4, len(keys))
-	time.Sleep(100 * time.Millisecond)
-	thaw := freezeServer(t, srv)
-	waitFor(t, 5*time.Second, "the breaker opens while Redis is frozen", func() bool {
-		return c.Stats().Breaker == cacheaside.BreakerOpen
-	})
-	time.Sleep(700 * time.Millisecond)
-	frozen := c.Stats()
-	thaw()
-	waitFor(t, 10*time.Second, "Gets hit Redis again after the thaw", func() bool {
-		s := c.Stats()
-		return s.Breaker == cacheaside.BreakerClosed && s.Hits > frozen.Hits+uint64(len(keys))
-	})
-	// Every Get waited at most one Redis timeout before it loaded: never the
-	// client's 3s read timeout.
-	storm.halt(t, ld.delay+faultBudget+faultSlack)
+			storm := startGetStorm(c, 4, len(keys))
+			time.Sleep(100 * time.Millisecond)
+			thaw := freezeServer(t, srv)
+			waitFor(t, 5*time.Second, "the breaker opens while Redis is frozen", func() bool {
+				return c.Stats().Breaker == cacheaside.BreakerOpen
+			})
+			time.Sleep(700 * time.Millisecond)
+			frozen := c.Stats()
+			thaw()
+			waitFor(t, 10*time.Second, "Gets hit Redis again after the thaw", func() bool {
+				s := c.Stats()
+				return s.Breaker == cacheaside.BreakerClosed && s.Hits > frozen.Hits+uint64(len(keys))
+			})
+			// Every Get waited at most one Redis timeout before it loaded: never the
+			// client's 3s read timeout.
+			storm.halt(t, ld.delay+faultBudget+faultSlack)
 
-	if s := c.Stats(); s.Abandoned == 0 || s.Loads <= uint64(len(keys)) {
-		t.Errorf("Stats() = %+v, want calls abandoned at the Redis timeout and loads during the freeze", s)
-	}
-	start := time.Now()
-	if err := c.Close(); err != nil {
-		t.Errorf("Close() = %v, want nil", err)
-	}
-	// Abandoned calls end once the thawed server answers them.
-	if took := time.Since(start); took > 4*time.Second {
-		t.Errorf("Close() after the thaw took %v, want under the client's read timeout", took)
+			if s := c.Stats(); (s.Abandoned == 0) == m.abandons || s.Loads <= uint64(len(keys)) {
+				t.Errorf("Stats() = %+v, want loads during the freeze and calls abandoned at the Redis timeout: %v", s, m.abandons)
+			}
+			start := time.Now()
+			if err := c.Close(); err != nil {
+				t.Errorf("Close() = %v, want nil", err)
+			}
+			// Abandoned calls end once the thawed server answers them.
+			if took := time.Since(start); took > 4*time.Second {
+				t.Errorf("Close() after the thaw took %v, want under the client's read timeout", took)
+			}
+		})
 	}
 }
 
 func TestGetSurvivesBlackhole(t *testing.T) {
-	srv := redistest.Start(t)
-	px := faultproxy.New(t, srv.Addr())
-	rdb := newFaultClient(t, px.Addr())
-	ld := &faultLoader{delay: 20 * time.Millisecond}
-	c := newFaultCache(t, rdb, ld.load,
-		cacheaside.WithRedisTimeout(faultBudget),
-		cacheaside.WithBreaker(5, 300*time.Millisecond))
-	keys := faultKeys(0, 19)
-	mustGetAll(t, c, keys)
+	for _, m := range budgetModes {
+		t.Run(m.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			px := faultproxy.New(t, srv.Addr())
+			rdb := newFaultClient(t, px.Addr())
+			ld := &faultLoader{delay: 20 * time.Millisecond}
+			c := newFaultCache(t, rdb, ld.load,
+				cacheaside.WithRedisTimeout(faultBudget),
+				cacheaside.WithBreaker(5, 300*time.Millisecond), m.opt)
+			keys := faultKeys(0, 19)
+			mustGetAll(t, c, keys)
 
-	storm := startGetStorm(c, 4, len(keys))
-	time.Sleep(100 * time.Millisecond)
-	px.Blackhole(t)
-	t.Cleanup(func() { px.Reset(t) })
-	waitFor(t, 5*time.Second, "the breaker opens behind a black hole", func() bool {
-		return c.Stats().Breaker == cacheaside.BreakerOpen
-	})
-	time.Sleep(700 * time.Millisecond)
-	holed := c.Stats()
-	px.Reset(t)
-	waitFor(t, 10*time.Second, "Gets hit Redis again after the black hole", func() bool {
-		s := c.Stats()
-		return s.Breaker == cacheaside.BreakerClosed && s.Hits > holed.Hits+uint64(len(keys))
-	})
-	storm.halt(t, ld.delay+faultBudget+faultSlack)
-	if s := c.Stats(); s.Abandoned == 0 {
-		t.Errorf("Stats().Abandoned = 0, want calls abandoned at the Redis timeout")
+			storm := startGetStorm(c, 4, len(keys))
+			time.Sleep(100 * time.Millisecond)
+			px.Blackhole(t)
+			t.Cleanup(func() { px.Reset(t) })
+			waitFor(t, 5*time.Second, "the breaker opens behind a black hole", func() bool {
+				return c.Stats().Breaker == cacheaside.BreakerOpen
+			})
+			time.Sleep(700 * time.Millisecond)
+			holed := c.Stats()
+			px.Reset(t)
+			waitFor(t, 10*time.Second, "Gets hit Redis again after the black hole", func() bool {
+				s := c.Stats()
+				return s.Breaker == cacheaside.BreakerClosed && s.Hits > holed.Hits+uint64(len(keys))
+			})
+			storm.halt(t, ld.delay+faultBudget+faultSlack)
+			if s := c.Stats(); (s.Abandoned == 0) == m.abandons {
+				t.Errorf("Stats().Abandoned = %d, want calls abandoned at the Redis timeout: %v", s.Abandoned, m.abandons)
+			}
+		})
 	}
 }
 
 func TestGetSurvivesSlowRedis(t *testing.T) {
-	srv := redistest.Start(t)
-	px := faultproxy.New(t, srv.Addr())
-	rdb := newFaultClient(t, px.Addr())
-	ld := &faultLoader{delay: 20 * time.Millisecond}
-	c := newFaultCache(t, rdb, ld.load,
-		cacheaside.WithRedisTimeout(faultBudget),
-		cacheaside.WithBreaker(5, 300*time.Millisecond))
-	keys := faultKeys(0, 19)
-	mustGetAll(t, c, keys)
+	for _, m := range budgetModes {
+		t.Run(m.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			px := faultproxy.New(t, srv.Addr())
+			rdb := newFaultClient(t, px.Addr())
+			ld := &faultLoader{delay: 20 * time.Millisecond}
+			c := newFaultCache(t, rdb, ld.load,
+				cacheaside.WithRedisTimeout(faultBudget),
+				cacheaside.WithBreaker(5, 300*time.Millisecond), m.opt)
+			keys := faultKeys(0, 19)
+			mustGetAll(t, c, keys)
 
-	storm := startGetStorm(c, 4, len(keys))
-	time.Sleep(100 * time.Millisecond)
-	px.AddLatency(t, 3*faultBudget, 0)
-	t.Cleanup(func() { px.Reset(t) })
-	waitFor(t, 5*time.Second, "the breaker opens while every reply is late", func() bool {
-		return c.Stats().Breaker == cacheaside.BreakerOpen
-	})
-	time.Sleep(700 * time.Millisecond)
-	slow := c.Stats()
-	px.Reset(t)
-	waitFor(t, 10*time.Second, "Gets hit Redis again after the latency is gone", func() bool {
-		s := c.Stats()
-		return s.Breaker == cacheaside.BreakerClosed && s.Hits > slow.Hits+uint64(len(keys))
-	})
-	storm.halt(t, ld.delay+faultBudget+faultSlack)
-	if slow.Loads <= uint64(len(keys)) || slow.Abandoned == 0 {
-		t.Errorf("Stats() = %+v while slow, want loads and calls abandoned at the Redis timeout", slow)
+			storm := startGetStorm(c, 4, len(keys))
+			time.Sleep(100 * time.Millisecond)
+			px.AddLatency(t, 3*faultBudget, 0)
+			t.Cleanup(func() { px.Reset(t) })
+			waitFor(t, 5*time.Second, "the breaker opens while every reply is late", func() bool {
+				return c.Stats().Breaker == cacheaside.BreakerOpen
+			})
+			time.Sleep(700 * time.Millisecond)
+			slow := c.Stats()
+			px.Reset(t)
+			waitFor(t, 10*time.Second, "Gets hit Redis again after the latency is gone", func() bool {
+				s := c.Stats()
+				return s.Breaker == cacheaside.BreakerClosed && s.Hits > slow.Hits+uint64(len(keys))
+			})
+			storm.halt(t, ld.delay+faultBudget+faultSlack)
+			if slow.Loads <= uint64(len(keys)) || (slow.Abandoned == 0) == m.abandons {
+				t.Errorf("Stats() = %+v while slow, want loads, and calls abandoned at the Redis timeout: %v", slow, m.abandons)
+			}
+		})
 	}
 }
 
@@ -180,32 +192,36 @@ func TestGetSurvivesSlowRedis(t *testing.T) {
 // token nobody holds; a later Get of that key must not wait for that lock
 // to expire (WithLockTTL, 3s by default).
 func TestSlowAcquireLeavesNoStrayLock(t *testing.T) {
-	srv := redistest.Start(t)
-	px := faultproxy.New(t, srv.Addr())
-	rdb := newFaultClient(t, px.Addr())
-	ld := &faultLoader{}
-	c := newFaultCache(t, rdb, ld.load,
-		cacheaside.WithRedisTimeout(faultBudget),
-		cacheaside.WithBreaker(0, 0), // every call goes to Redis
-		cacheaside.WithPrefix("stray:"))
-	keys := faultKeys(0, 39)
-	getConcurrently(t, c, faultKeys(100, 139)) // opens the pool's connections
+	for _, m := range budgetModes {
+		t.Run(m.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			px := faultproxy.New(t, srv.Addr())
+			rdb := newFaultClient(t, px.Addr())
+			ld := &faultLoader{}
+			c := newFaultCache(t, rdb, ld.load,
+				cacheaside.WithRedisTimeout(faultBudget),
+				cacheaside.WithBreaker(0, 0), // every call goes to Redis
+				cacheaside.WithPrefix("stray:"), m.opt)
+			keys := faultKeys(0, 39)
+			getConcurrently(t, c, faultKeys(100, 139)) // opens the pool's connections
 
-	px.AddLatency(t, faultBudget, faultBudget*9/10) // replies take 10ms to 190ms
-	t.Cleanup(func() { px.Reset(t) })
-	getConcurrently(t, c, keys)
-	time.Sleep(3 * faultBudget) // late replies arrive
-	px.Reset(t)
-	stray := strings.Trim(srv.CLI(t, "KEYS", "stray:*:lock"), "[]")
-	var slow []string
-	for _, k := range keys {
-		if took := mustGet(t, c, k); took > 3*faultBudget+faultSlack {
-			slow = append(slow, fmt.Sprintf("Get(%d) took %v", k, took))
-		}
-	}
-	if len(slow) > 0 {
-		t.Errorf("after a latency spike, Gets waited for fill locks that abandoned calls took and nobody holds: %v; "+
-			"want each Get within %v; locks left behind: [%s]", slow, 3*faultBudget+faultSlack, stray)
+			px.AddLatency(t, faultBudget, faultBudget*9/10) // replies take 10ms to 190ms
+			t.Cleanup(func() { px.Reset(t) })
+			getConcurrently(t, c, keys)
+			time.Sleep(3 * faultBudget) // late replies arrive
+			px.Reset(t)
+			stray := strings.Trim(srv.CLI(t, "KEYS", "stray:*:lock"), "[]")
+			var slow []string
+			for _, k := range keys {
+				if took := mustGet(t, c, k); took > 3*faultBudget+faultSlack {
+					slow = append(slow, fmt.Sprintf("Get(%d) took %v", k, took))
+				}
+			}
+			if len(slow) > 0 {
+				t.Errorf("after a latency spike, Gets waited for fill locks that abandoned calls took and nobody holds: %v; "+
+					"want each Get within %v; locks left behind: [%s]", slow, 3*faultBudget+faultSlack, stray)
+			}
+		})
 	}
 }
 
@@ -215,44 +231,48 @@ func TestSlowAcquireLeavesNoStrayLock(t *testing.T) {
 // abandoned call must not touch memory the flight still reads (under -race
 // a data race fails this test).
 func TestRedisSlowsDuringLoad(t *testing.T) {
-	srv := redistest.Start(t)
-	px := faultproxy.New(t, srv.Addr())
-	rdb := newFaultClient(t, px.Addr())
-	loading, slowed := make(chan int, 1), make(chan struct{})
-	c := newFaultCache(t, rdb, func(ctx context.Context, k int) (string, error) {
-		if k == 1 {
-			loading <- k
-			<-slowed
-		}
-		return faultValue(k), nil
-	}, cacheaside.WithRedisTimeout(faultBudget), cacheaside.WithBreaker(0, 0), cacheaside.WithPrefix("slowfill:"))
-	mustGet(t, c, 0) // opens a connection
+	for _, m := range budgetModes {
+		t.Run(m.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			px := faultproxy.New(t, srv.Addr())
+			rdb := newFaultClient(t, px.Addr())
+			loading, slowed := make(chan int, 1), make(chan struct{})
+			c := newFaultCache(t, rdb, func(ctx context.Context, k int) (string, error) {
+				if k == 1 {
+					loading <- k
+					<-slowed
+				}
+				return faultValue(k), nil
+			}, cacheaside.WithRedisTimeout(faultBudget), cacheaside.WithBreaker(0, 0), cacheaside.WithPrefix("slowfill:"), m.opt)
+			mustGet(t, c, 0) // opens a connection
 
-	got := make(chan time.Duration, 1)
-	go func() {
-		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
-		defer cancel()
-		if v, err := c.Get(ctx, 1); err != nil || v != faultValue(1) {
-			t.Errorf("Get(1) = %q, %v, want %q, nil", v, err, faultValue(1))
-		}
-		got <- time.Since(start)
-	}()
-	select {
-	case <-loading:
-	case <-time.After(faultGetTimeout):
-		t.Fatal("the loader of key 1 was not called")
+			got := make(chan time.Duration, 1)
+			go func() {
+				start := time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
+				defer cancel()
+				if v, err := c.Get(ctx, 1); err != nil || v != faultValue(1) {
+					t.Errorf("Get(1) = %q, %v, want %q, nil", v, err, faultValue(1))
+				}
+				got <- time.Since(start)
+			}()
+			select {
+			case <-loading:
+			case <-time.After(faultGetTimeout):
+				t.Fatal("the loader of key 1 was not called")
+			}
+			px.AddLatency(t, 3*faultBudget, 0)
+			t.Cleanup(func() { px.Reset(t) })
+			close(slowed)
+			if took := <-got; took > 3*faultBudget+faultSlack {
+				t.Errorf("Get(1) with a fill slower than the Redis timeout took %v, want at most %v", took, 3*faultBudget+faultSlack)
+			}
+			time.Sleep(4 * faultBudget) // the late reply arrives
+			waitFor(t, 2*time.Second, "the late fill lands and releases the lock", func() bool {
+				return existing(t, srv, "slowfill:", []int{1}) == 1 && srv.CLI(t, "EXISTS", "slowfill:{1}:lock") == "0"
+			})
+		})
 	}
-	px.AddLatency(t, 3*faultBudget, 0)
-	t.Cleanup(func() { px.Reset(t) })
-	close(slowed)
-	if took := <-got; took > 3*faultBudget+faultSlack {
-		t.Errorf("Get(1) with a fill slower than the Redis timeout took %v, want at most %v", took, 3*faultBudget+faultSlack)
-	}
-	time.Sleep(4 * faultBudget) // the late reply arrives
-	waitFor(t, 2*time.Second, "the late fill lands and releases the lock", func() bool {
-		return existing(t, srv, "slowfill:", []int{1}) == 1 && srv.CLI(t, "EXISTS", "slowfill:{1}:lock") == "0"
-	})
 }
 
 func TestGetSurvivesFlappingRedis(t *testing.T) {
@@ -312,4 +332,27 @@ func TestMaxConcurrentLoadsDuringOutage(t *testing.T) {
 		t.Errorf("loader called %d times, want %d", got, len(keys)+1)
 	}
 	recoverServer(t, srv, rdb)
+}
+
+// TestTimeoutCloneSharesPool: with WithTimeoutClone on a default
+// *redis.Client, the cache's calls use the client's own connection pool
+// (no extra connections) and none is abandoned. It also logs whether the
+// client's hooks saw them (go-redis v9.23 does not carry hooks over to
+// the clone, which WithTimeoutClone's documentation states).
+func TestTimeoutCloneSharesPool(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := newFaultClient(t, srv.Addr())
+	var wire netCounter
+	rdb.AddHook(&wire)
+	ld := &faultLoader{}
+	c := newFaultCache(t, rdb, ld.load, cacheaside.WithTimeoutClone(true))
+	mustGetAll(t, c, faultKeys(0, 9))
+	mustGetAll(t, c, faultKeys(0, 9))
+	if st := rdb.PoolStats(); st.TotalConns == 0 || st.Hits+st.Misses == 0 {
+		t.Errorf("the client's pool was not used by the cache's Gets, want the clone to share it: %+v", st)
+	}
+	if st := c.Stats(); st.Hits != 10 || st.Abandoned != 0 {
+		t.Errorf("Stats() = %+v, want 10 hits and nothing abandoned", st)
+	}
+	t.Logf("the client's hook saw %d of the cache's commands", wire.commands.Load())
 }

@@ -81,6 +81,20 @@ func (l *faultLoader) load(ctx context.Context, k int) (string, error) {
 	return faultValue(k), nil
 }
 
+// budgetModes are the two ways the Redis timeout holds on a *redis.Client
+// built with default options (no ContextTimeoutEnabled): calls abandoned at
+// the timeout on goroutines of their own (the default, and what Cluster
+// clients always use), and the timeout clone (WithTimeoutClone). The fault
+// tests run in both.
+var budgetModes = []struct {
+	name     string
+	opt      cacheaside.Option
+	abandons bool
+}{
+	{"mode=clone", cacheaside.WithTimeoutClone(true), false},
+	{"mode=abandon", cacheaside.WithTimeoutClone(false), true},
+}
+
 // newFaultClient returns a go-redis client for addr with default options,
 // closed when the test ends (after the caches built on it).
 func newFaultClient(t *testing.T, addr string) *redis.Client {

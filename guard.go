@@ -28,10 +28,12 @@ import (
 // at the budget; the abandoned call finishes by the client's own timeouts.
 // At most WithMaxAbandoned calls may be abandoned at once (beyond that the
 // guard fails calls at once instead of piling them up on the pool), and
-// Close waits for them. The other known way, a private client derived from
-// the user's options with enforced timeouts, was rejected: it doubles the
-// connections and cannot carry over the hooks (tracing, metrics) the user
-// added, which go-redis gives no way to read.
+// Close waits for them. The other known way, a client derived from the
+// user's with enforced timeouts, is opt-in (WithTimeoutClone): go-redis's
+// Client.WithTimeout shares the pool, so it costs no connections, but it
+// does not carry over the hooks (tracing, metrics) the user added, and
+// go-redis gives no way to read them; Cluster and Ring clients have no
+// such clone.
 type guard struct {
 	budget    time.Duration
 	inline    bool          // the client honours context deadlines

@@ -40,6 +40,7 @@ type config struct {
 	breakerCooldown time.Duration
 	breakerHook     func(BreakerChange)
 	maxAbandoned    int
+	timeoutClone    bool
 	maxLoads        int
 
 	localSize  int
@@ -250,11 +251,31 @@ func WithBreaker(failures int, cooldown time.Duration) Option {
 	return func(c *config) { c.breakerFailures, c.breakerCooldown = failures, cooldown }
 }
 
+// WithTimeoutClone decides how the Redis timeout holds on a *redis.Client
+// (a single server or a Sentinel failover client) built without
+// ContextTimeoutEnabled, which ignores context deadlines on socket reads.
+// Off (the default), every Redis call of the cache runs on a goroutine of
+// its own and is abandoned at the Redis timeout (see [WithMaxAbandoned]).
+// On, the cache sends its calls through rdb.WithTimeout(the Redis
+// timeout): a clone that shares rdb's connection pool (no extra
+// connections), with read and write timeouts equal to the Redis timeout,
+// so each call runs on the caller's goroutine and a hit costs less. The
+// price: go-redis does not carry the client's hooks over to the clone, so
+// hooks you added (tracing, metrics) do not see the cache's commands. It
+// has no effect on clients with ContextTimeoutEnabled (already the fast
+// path) or on Cluster and Ring clients (no such clone).
+//
+// Default: false.
+func WithTimeoutClone(on bool) Option {
+	return func(c *config) { c.timeoutClone = on }
+}
+
 // WithMaxAbandoned bounds how many Redis calls past the Redis timeout may
-// still be running at once. It matters only for clients built without
-// ContextTimeoutEnabled, whose calls the cache must abandon rather than
-// cancel (see the README's failure behaviour). Beyond the bound, Redis calls
-// fail at once instead of taking more connections from the pool.
+// still be running at once. It matters only for clients that ignore
+// context deadlines and get no timeout clone (see [WithTimeoutClone]),
+// whose calls the cache must abandon rather than cancel (see the README's
+// failure behaviour). Beyond the bound, Redis calls fail at once instead of
+// taking more connections from the pool.
 //
 // Default: 64.
 func WithMaxAbandoned(n int) Option {

@@ -273,7 +273,8 @@ func TestRestartWatcherAcrossFreeze(t *testing.T) {
 		cacheaside.WithWarmupKeys(keys...),
 		cacheaside.WithRedisTimeout(30*time.Millisecond),
 		cacheaside.WithBreaker(1000, time.Second), // keep sending marker calls
-		cacheaside.WithRestartCheck(20*time.Millisecond))
+		cacheaside.WithRestartCheck(20*time.Millisecond),
+		cacheaside.WithTimeoutClone(false)) // calls are abandoned at the timeout
 	waitFor(t, 5*time.Second, "the first warm-up finishes", func() bool { return c.Stats().Warmed == uint64(len(keys)) })
 	before := c.Stats()
 
