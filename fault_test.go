@@ -119,67 +119,55 @@ func TestGetSurvivesFrozenRedis(t *testing.T) {
 func TestGetSurvivesBlackhole(t *testing.T) {
 	for _, m := range budgetModes {
 		t.Run(m.name, func(t *testing.T) {
-			srv := redistest.Start(t)
-			px := faultproxy.New(t, srv.Addr())
-			rdb := newFaultClient(t, px.Addr())
-			ld := &faultLoader{delay: 20 * time.Millisecond}
-			c := newFaultCache(t, rdb, ld.load,
-				cacheaside.WithRedisTimeout(faultBudget),
-				cacheaside.WithBreaker(5, 300*time.Millisecond), m.opt)
-			keys := faultKeys(0, 19)
-			mustGetAll(t, c, keys)
-
-			storm := startGetStorm(c, 4, len(keys))
-			time.Sleep(100 * time.Millisecond)
-			px.Blackhole(t)
-			t.Cleanup(func() { px.Reset(t) })
-			waitFor(t, 5*time.Second, "the breaker opens behind a black hole", func() bool {
-				return c.Stats().Breaker == cacheaside.BreakerOpen
-			})
-			time.Sleep(700 * time.Millisecond)
-			holed := c.Stats()
-			px.Reset(t)
-			waitFor(t, 10*time.Second, "Gets hit Redis again after the black hole", func() bool {
-				s := c.Stats()
-				return s.Breaker == cacheaside.BreakerClosed && s.Hits > holed.Hits+uint64(len(keys))
-			})
-			storm.halt(t, ld.delay+faultBudget+faultSlack)
-			if s := c.Stats(); (s.Abandoned == 0) == m.abandons {
-				t.Errorf("Stats().Abandoned = %d, want calls abandoned at the Redis timeout: %v", s.Abandoned, m.abandons)
+			holed := survivesProxyFault(t, m.opt, "a black hole", func(px *faultproxy.Proxy) { px.Blackhole(t) })
+			if (holed.Abandoned == 0) == m.abandons {
+				t.Errorf("Stats().Abandoned = %d, want calls abandoned at the Redis timeout: %v", holed.Abandoned, m.abandons)
 			}
 		})
 	}
 }
 
+// survivesProxyFault runs Gets of 20 warm keys from 4 goroutines through a
+// fault proxy, injects a fault with inject, waits for the breaker to open,
+// keeps the fault 700 ms, removes it and waits until Gets hit Redis again.
+// Every Get must return the loader's value within the loader's time plus
+// one Redis timeout (and slack). It returns the Stats taken just before the
+// fault was removed.
+func survivesProxyFault(t *testing.T, opt cacheaside.Option, fault string, inject func(px *faultproxy.Proxy)) cacheaside.Stats {
+	t.Helper()
+	srv := redistest.Start(t)
+	px := faultproxy.New(t, srv.Addr())
+	rdb := newFaultClient(t, px.Addr())
+	ld := &faultLoader{delay: 20 * time.Millisecond}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(5, 300*time.Millisecond), opt)
+	keys := faultKeys(0, 19)
+	mustGetAll(t, c, keys)
+
+	storm := startGetStorm(c, 4, len(keys))
+	time.Sleep(100 * time.Millisecond)
+	inject(px)
+	t.Cleanup(func() { px.Reset(t) })
+	waitFor(t, 5*time.Second, "the breaker opens with "+fault, func() bool {
+		return c.Stats().Breaker == cacheaside.BreakerOpen
+	})
+	time.Sleep(700 * time.Millisecond)
+	during := c.Stats()
+	px.Reset(t)
+	waitFor(t, 10*time.Second, "Gets hit Redis again after "+fault, func() bool {
+		s := c.Stats()
+		return s.Breaker == cacheaside.BreakerClosed && s.Hits > during.Hits+uint64(len(keys))
+	})
+	storm.halt(t, ld.delay+faultBudget+faultSlack)
+	return during
+}
+
 func TestGetSurvivesSlowRedis(t *testing.T) {
 	for _, m := range budgetModes {
 		t.Run(m.name, func(t *testing.T) {
-			srv := redistest.Start(t)
-			px := faultproxy.New(t, srv.Addr())
-			rdb := newFaultClient(t, px.Addr())
-			ld := &faultLoader{delay: 20 * time.Millisecond}
-			c := newFaultCache(t, rdb, ld.load,
-				cacheaside.WithRedisTimeout(faultBudget),
-				cacheaside.WithBreaker(5, 300*time.Millisecond), m.opt)
-			keys := faultKeys(0, 19)
-			mustGetAll(t, c, keys)
-
-			storm := startGetStorm(c, 4, len(keys))
-			time.Sleep(100 * time.Millisecond)
-			px.AddLatency(t, 3*faultBudget, 0)
-			t.Cleanup(func() { px.Reset(t) })
-			waitFor(t, 5*time.Second, "the breaker opens while every reply is late", func() bool {
-				return c.Stats().Breaker == cacheaside.BreakerOpen
-			})
-			time.Sleep(700 * time.Millisecond)
-			slow := c.Stats()
-			px.Reset(t)
-			waitFor(t, 10*time.Second, "Gets hit Redis again after the latency is gone", func() bool {
-				s := c.Stats()
-				return s.Breaker == cacheaside.BreakerClosed && s.Hits > slow.Hits+uint64(len(keys))
-			})
-			storm.halt(t, ld.delay+faultBudget+faultSlack)
-			if slow.Loads <= uint64(len(keys)) || (slow.Abandoned == 0) == m.abandons {
+			slow := survivesProxyFault(t, m.opt, "every reply late", func(px *faultproxy.Proxy) { px.AddLatency(t, 3*faultBudget, 0) })
+			if slow.Loads <= 20 || (slow.Abandoned == 0) == m.abandons {
 				t.Errorf("Stats() = %+v while slow, want loads, and calls abandoned at the Redis timeout: %v", slow, m.abandons)
 			}
 		})
