@@ -199,6 +199,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	c.guard.cbs = newBreakers(&cfg, rdb, cfg.logger, c.breakerChanged)
 	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.startWatcher()
+	c.startPrefill()
 	c.startBackplane()
 	return c, nil
 }

@@ -43,10 +43,11 @@ type config struct {
 	timeoutClone    bool
 	maxLoads        int
 
-	localSize  int
-	localTTL   time.Duration
-	localFirst bool
-	waiterCtxs bool
+	localSize    int
+	localTTL     time.Duration
+	localFirst   bool
+	localPrefill bool
+	waiterCtxs   bool
 
 	warmKeys        any // []K
 	warmFunc        any // func(context.Context) ([]K, error)
@@ -425,6 +426,9 @@ func (c *config) resolve() error {
 	}
 	if c.localFirst && c.localSize == 0 {
 		bad("WithLocalFirst: needs WithLocalCache")
+	}
+	if c.localPrefill && c.localSize == 0 {
+		bad("WithLocalPrefill: needs WithLocalCache")
 	}
 	if c.warmConcurrency < 1 {
 		bad("WithWarmupConcurrency: %d must be at least 1", c.warmConcurrency)

@@ -1,0 +1,83 @@
+package cacheaside
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// WithLocalPrefill keeps every process's in-process cache ([WithLocalCache])
+// filled with the warm-up keys ([WithWarmupKeys], [WithWarmup]) as Redis
+// holds them: at start and then every half L1 TTL, the cache reads them
+// with MGET (500 a round) and stores the hits in L1. When Redis then
+// becomes unavailable, each process answers those keys from its own L1
+// even if it never read them before, instead of loading them from the
+// database. Without warm-up keys it does nothing. WithWarmup's function is
+// called at every round. The L1 must be large enough for the keys.
+//
+// Default: false.
+func WithLocalPrefill(on bool) Option {
+	return func(c *config) { c.localPrefill = on }
+}
+
+// prefillChunk is how many keys one prefill MGET round reads.
+const prefillChunk = 500
+
+// minPrefillEvery bounds how often the prefill runs with a short L1 TTL.
+const minPrefillEvery = 100 * time.Millisecond
+
+// startPrefill starts the goroutine of WithLocalPrefill, when it applies.
+func (c *Cache[K, V]) startPrefill() {
+	if !c.cfg.localPrefill || c.l1 == nil || !c.warm.configured() {
+		return
+	}
+	c.tracker.spawn() // New has not returned: nothing can be waiting yet
+	go func() {
+		defer c.tracker.done()
+		t := time.NewTicker(max(c.cfg.localTTL/2, minPrefillEvery))
+		defer t.Stop()
+		for {
+			c.prefill(c.life)
+			select {
+			case <-c.life.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// prefill reads the warm-up keys from Redis into L1. Keys that are missing,
+// unreadable or past their logical expiry are left out; a Redis fault ends
+// nothing but this round's reads of the keys concerned.
+func (c *Cache[K, V]) prefill(ctx context.Context) {
+	keys := c.warm.keys
+	if c.warm.list != nil {
+		more, err := c.warm.list(ctx)
+		if err == nil {
+			keys = append(keys[:len(keys):len(keys)], more...)
+		}
+	}
+	for chunk := range slices.Chunk(keys, prefillChunk) {
+		if ctx.Err() != nil {
+			return
+		}
+		vkeys := make([]string, len(chunk))
+		for i, k := range chunk {
+			vkeys[i] = valueKey(c.cfg.prefix, c.encode(k))
+		}
+		epoch := c.localEpoch()
+		raws, failed, err := c.mget(ctx, vkeys)
+		if err != nil {
+			c.redisError(err)
+		}
+		for i, vk := range vkeys {
+			if failed[i] != nil || raws[i] == nil {
+				continue
+			}
+			if r, h, ok := c.decodeResult(raws[i]); ok && !c.isStale(r, h.Expiry) {
+				c.l1.refresh(vk, r, h.Expiry, epoch)
+			}
+		}
+	}
+}
