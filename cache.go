@@ -105,6 +105,8 @@ type Cache[K comparable, V any] struct {
 	refreshSem            chan struct{} // bounds early refreshes
 	// releaseSlots bounds lock releases retried past the guard.
 	releaseSlots chan struct{}
+	// prefillKick asks WithLocalPrefill's goroutine for a round now.
+	prefillKick chan struct{}
 
 	// tracker registers every goroutine the Cache starts, so that Close can
 	// wait for them; life is cancelled by Close and is the parent of every
@@ -198,6 +200,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	}
 	c.guard.cbs = newBreakers(&cfg, rdb, cfg.logger, c.breakerChanged)
 	c.life, c.stopLife = context.WithCancel(context.Background())
+	c.prefillKick = make(chan struct{}, 1)
 	c.startWatcher()
 	c.startPrefill()
 	c.startBackplane()

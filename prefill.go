@@ -8,8 +8,9 @@ import (
 
 // WithLocalPrefill keeps every process's in-process cache ([WithLocalCache])
 // filled with the warm-up keys ([WithWarmupKeys], [WithWarmup]) as Redis
-// holds them: at start and then every half L1 TTL, the cache reads them
-// with MGET (500 a round) and stores the hits in L1. When Redis then
+// holds them: at start, after each warm-up this process runs, and every 5
+// seconds (every half L1 TTL if that is shorter), the cache reads them with
+// MGET (500 a round) and stores the hits in L1. When Redis then
 // becomes unavailable, each process answers those keys from its own L1
 // even if it never read them before, instead of loading them from the
 // database. Without warm-up keys it does nothing. WithWarmup's function is
@@ -23,8 +24,13 @@ func WithLocalPrefill(on bool) Option {
 // prefillChunk is how many keys one prefill MGET round reads.
 const prefillChunk = 500
 
-// minPrefillEvery bounds how often the prefill runs with a short L1 TTL.
-const minPrefillEvery = 100 * time.Millisecond
+// The prefill runs every half L1 TTL, within these bounds: often enough to
+// pick up keys other processes warmed, and not constantly with a short L1
+// TTL.
+const (
+	minPrefillEvery = 100 * time.Millisecond
+	maxPrefillEvery = 5 * time.Second
+)
 
 // startPrefill starts the goroutine of WithLocalPrefill, when it applies.
 func (c *Cache[K, V]) startPrefill() {
@@ -34,7 +40,7 @@ func (c *Cache[K, V]) startPrefill() {
 	c.tracker.spawn() // New has not returned: nothing can be waiting yet
 	go func() {
 		defer c.tracker.done()
-		t := time.NewTicker(max(c.cfg.localTTL/2, minPrefillEvery))
+		t := time.NewTicker(min(max(c.cfg.localTTL/2, minPrefillEvery), maxPrefillEvery))
 		defer t.Stop()
 		for {
 			c.prefill(c.life)
@@ -42,9 +48,18 @@ func (c *Cache[K, V]) startPrefill() {
 			case <-c.life.Done():
 				return
 			case <-t.C:
+			case <-c.prefillKick:
 			}
 		}
 	}()
+}
+
+// kickPrefill asks for a prefill round now, if WithLocalPrefill runs.
+func (c *Cache[K, V]) kickPrefill() {
+	select {
+	case c.prefillKick <- struct{}{}:
+	default:
+	}
 }
 
 // prefill reads the warm-up keys from Redis into L1. Keys that are missing,

@@ -18,7 +18,7 @@ func TestLocalPrefillServesUnreadKeysInOutage(t *testing.T) {
 	keys := faultKeys(1, 20)
 	common := []cacheaside.Option{
 		cacheaside.WithPrefix("pf:"),
-		cacheaside.WithLocalCache(100, time.Second),
+		cacheaside.WithLocalCache(100, 3*time.Second),
 		cacheaside.WithWarmupKeys(keys...),
 		cacheaside.WithRestartCheck(0),
 		cacheaside.WithRedisTimeout(faultBudget),
@@ -30,7 +30,7 @@ func TestLocalPrefillServesUnreadKeysInOutage(t *testing.T) {
 	if err := a.Warm(testContext(t)); err != nil {
 		t.Fatalf("A.Warm() = %v", err)
 	}
-	time.Sleep(700 * time.Millisecond) // B's prefill runs every 500ms
+	time.Sleep(1700 * time.Millisecond) // B's prefill runs every 1.5s (half the L1 TTL)
 
 	srv.Kill()
 	mustGetAll(t, b, keys)

@@ -210,6 +210,7 @@ func (c *Cache[K, V]) Warm(ctx context.Context) error {
 		}
 	}
 	_ = g.Wait()
+	c.kickPrefill() // the warmed keys are in Redis: into L1 with them
 	err := errors.Join(append([]error{ctx.Err()}, errs...)...)
 	c.log(ctx, slog.LevelInfo, "cacheaside: warm-up finished",
 		"keys", len(keys), "warmed", warmed.Load(), "skipped", skipped.Load(),

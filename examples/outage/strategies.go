@@ -159,6 +159,7 @@ func newCacheAside(addr string, n, keys int, db database) (*cacheAside, error) {
 			cacheaside.WithPrefix(cacheasidePrefix),
 			cacheaside.WithTTL(cacheTTL),
 			cacheaside.WithLocalCache(keys, localTTL),
+			cacheaside.WithLocalPrefill(true),
 			cacheaside.WithRedisTimeout(redisTimeout),
 			cacheaside.WithBreaker(breakerFailures, breakerCooldown),
 			cacheaside.WithMaxConcurrentLoads(maxLoads),
@@ -241,6 +242,6 @@ func (s *cacheAside) close() error {
 
 // describeCacheAside is the header line of the cacheaside configuration.
 func describeCacheAside(keys int) string {
-	return fmt.Sprintf("cacheaside.New per instance: WithTTL(%v), WithLocalCache(%d, %v), WithRedisTimeout(%v), WithBreaker(%d, %v), WithMaxConcurrentLoads(%d), WithWarmupKeys(top %d), WithRestartCheck(%v)",
+	return fmt.Sprintf("cacheaside.New per instance: WithTTL(%v), WithLocalCache(%d, %v), WithLocalPrefill(true), WithRedisTimeout(%v), WithBreaker(%d, %v), WithMaxConcurrentLoads(%d), WithWarmupKeys(top %d), WithRestartCheck(%v)",
 		cacheTTL, keys, localTTL, redisTimeout, breakerFailures, breakerCooldown, maxLoads, min(warmKeys, keys), restartCheck)
 }
