@@ -173,6 +173,13 @@ func (b *breakers) succeeded() {
 	}
 }
 
+// closed reports whether the breaker of key's node lets every call
+// through (or there is none).
+func (b *breakers) closed(key string) bool {
+	cb := b.forKey(key)
+	return cb == nil || cb.State() == gobreaker.StateClosed
+}
+
 // state is the state reported by Stats: on a Cluster the worst state of
 // any node's breaker.
 func (b *breakers) state() BreakerState {

@@ -241,6 +241,15 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	}
 	fl, leader := c.flights.join(ctx, vkey)
 	if !leader {
+		// While Redis is failing, a local copy beats waiting for the
+		// flight's Redis call: it may be the breaker's probe, which can
+		// take the whole Redis timeout.
+		if c.l1 != nil && !c.guard.cbs.closed(vkey) {
+			if r, ok := c.l1.get(vkey, false); ok {
+				c.stats.localHits.Add(1)
+				return r.val, r.err
+			}
+		}
 		return c.await(ctx, fl)
 	}
 	if !c.tracker.add() {

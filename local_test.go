@@ -185,3 +185,37 @@ func TestLocalFirstSkipsRedisRead(t *testing.T) {
 		t.Errorf("Stats() went from %+v to %+v, want 10 local hits and no Redis hit or load", before, after)
 	}
 }
+
+// TestJoinerUsesLocalCopyDuringProbe: while the breaker is half-open, the
+// Get that probes a frozen Redis waits out the Redis timeout; a Get of the
+// same key that joins its flight meanwhile answers from L1 at once.
+func TestJoinerUsesLocalCopyDuringProbe(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := newFaultClient(t, srv.Addr())
+	ld := &faultLoader{}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithLocalCache(100, time.Minute),
+		cacheaside.WithRedisTimeout(time.Second),
+		cacheaside.WithBreaker(1, 200*time.Millisecond))
+	mustGet(t, c, 7) // in Redis and in L1
+	thaw := freezeServer(t, srv)
+	mustGet(t, c, 7) // waits the timeout, opens the breaker, answers from L1
+	if st := c.Stats(); st.Breaker != cacheaside.BreakerOpen {
+		t.Fatalf("breaker = %s after a call past the Redis timeout, want open", st.Breaker)
+	}
+	time.Sleep(300 * time.Millisecond) // past the cooldown: the next call probes
+
+	probe := getAsync(testContext(t), c, 7)
+	time.Sleep(50 * time.Millisecond) // the probe is waiting on the frozen Redis
+	if took := mustGet(t, c, 7); took > 500*time.Millisecond {
+		t.Errorf("a Get joining the probe's flight took %v, want an L1 answer well before the 1s Redis timeout", took)
+	}
+	if res := await(t, probe, "the probe Get"); res.err != nil || res.val != faultValue(7) {
+		t.Errorf("probe Get(7) = %q, %v", res.val, res.err)
+	}
+	thaw()
+	recoverServer(t, srv, rdb)
+	if n := ld.calls.Load(); n != 1 {
+		t.Errorf("loader calls = %d, want 1 (the first Get): every other answer came from Redis or L1", n)
+	}
+}
