@@ -153,27 +153,9 @@ func TestFrozenRedisContextTimeoutClient(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
-	ld := &faultLoader{delay: 20 * time.Millisecond}
-	c := newFaultCache(t, rdb, ld.load,
-		cacheaside.WithRedisTimeout(faultBudget),
-		cacheaside.WithBreaker(5, 300*time.Millisecond))
-	keys := faultKeys(0, 19)
-	mustGetAll(t, c, keys)
-
-	storm := startGetStorm(c, 4, len(keys))
-	time.Sleep(100 * time.Millisecond)
-	thaw := freezeServer(t, srv)
-	waitFor(t, 5*time.Second, "the breaker opens while Redis is frozen", func() bool {
-		return c.Stats().Breaker == cacheaside.BreakerOpen
-	})
-	time.Sleep(500 * time.Millisecond)
-	frozen := c.Stats()
-	thaw()
-	waitFor(t, 10*time.Second, "Gets hit Redis again after the thaw", func() bool {
-		s := c.Stats()
-		return s.Breaker == cacheaside.BreakerClosed && s.Hits > frozen.Hits+uint64(len(keys))
-	})
-	storm.halt(t, ld.delay+faultBudget+faultSlack)
+	var thaw func()
+	c, _ := survivesFault(t, rdb, nil, "Redis frozen",
+		func() { thaw = freezeServer(t, srv) }, func() { thaw() })
 	if s := c.Stats(); s.Abandoned != 0 || s.RedisErrors == 0 {
 		t.Errorf("Stats() = %+v, want Redis errors but no abandoned call with ContextTimeoutEnabled", s)
 	}

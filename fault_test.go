@@ -12,6 +12,7 @@ import (
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/faultproxy"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // The tests in this file break a real redis-server (SIGKILL, SIGSTOP, an
@@ -76,32 +77,10 @@ func TestGetSurvivesFrozenRedis(t *testing.T) {
 	for _, m := range budgetModes {
 		t.Run(m.name, func(t *testing.T) {
 			srv := redistest.Start(t)
-			rdb := srv.Client(t)
-			ld := &faultLoader{delay: 20 * time.Millisecond}
-			c := newFaultCache(t, rdb, ld.load,
-				cacheaside.WithRedisTimeout(faultBudget),
-				cacheaside.WithBreaker(5, 300*time.Millisecond), m.opt)
-			keys := faultKeys(0, 19)
-			mustGetAll(t, c, keys)
-
-			storm := startGetStorm(c, 4, len(keys))
-			time.Sleep(100 * time.Millisecond)
-			thaw := freezeServer(t, srv)
-			waitFor(t, 5*time.Second, "the breaker opens while Redis is frozen", func() bool {
-				return c.Stats().Breaker == cacheaside.BreakerOpen
-			})
-			time.Sleep(700 * time.Millisecond)
-			frozen := c.Stats()
-			thaw()
-			waitFor(t, 10*time.Second, "Gets hit Redis again after the thaw", func() bool {
-				s := c.Stats()
-				return s.Breaker == cacheaside.BreakerClosed && s.Hits > frozen.Hits+uint64(len(keys))
-			})
-			// Every Get waited at most one Redis timeout before it loaded: never the
-			// client's 3s read timeout.
-			storm.halt(t, ld.delay+faultBudget+faultSlack)
-
-			if s := c.Stats(); (s.Abandoned == 0) == m.abandons || s.Loads <= uint64(len(keys)) {
+			var thaw func()
+			c, _ := survivesFault(t, srv.Client(t), []cacheaside.Option{m.opt}, "Redis frozen",
+				func() { thaw = freezeServer(t, srv) }, func() { thaw() })
+			if s := c.Stats(); (s.Abandoned == 0) == m.abandons || s.Loads <= 20 {
 				t.Errorf("Stats() = %+v, want loads during the freeze and calls abandoned at the Redis timeout: %v", s, m.abandons)
 			}
 			start := time.Now()
@@ -127,40 +106,55 @@ func TestGetSurvivesBlackhole(t *testing.T) {
 	}
 }
 
-// survivesProxyFault runs Gets of 20 warm keys from 4 goroutines through a
-// fault proxy, injects a fault with inject, waits for the breaker to open,
-// keeps the fault 700 ms, removes it and waits until Gets hit Redis again.
-// Every Get must return the loader's value within the loader's time plus
-// one Redis timeout (and slack). It returns the Stats taken just before the
-// fault was removed.
+// survivesProxyFault runs survivesFault through a fault proxy in front of
+// a server of its own; inject puts the fault on the proxy, and removing it
+// resets the proxy. It returns the Stats taken just before the fault was
+// removed.
 func survivesProxyFault(t *testing.T, opt cacheaside.Option, fault string, inject func(px *faultproxy.Proxy)) cacheaside.Stats {
 	t.Helper()
 	srv := redistest.Start(t)
 	px := faultproxy.New(t, srv.Addr())
-	rdb := newFaultClient(t, px.Addr())
+	_, during := survivesFault(t, newFaultClient(t, px.Addr()), []cacheaside.Option{opt}, fault,
+		func() {
+			inject(px)
+			t.Cleanup(func() { px.Reset(t) }) // before the cache closes, should the test fail
+		}, func() { px.Reset(t) })
+	return during
+}
+
+// survivesFault runs Gets of 20 warm keys from 4 goroutines on a cache over
+// rdb (Redis timeout faultBudget, breaker after 5 failures, 300ms cooldown,
+// then opts), calls inject, waits for the breaker to open, keeps the fault
+// 700 ms, calls heal and waits until Gets hit Redis again. Every Get must
+// return the loader's value within the loader's time plus one Redis
+// timeout (and slack). It returns the cache and the Stats taken just
+// before heal.
+func survivesFault(t *testing.T, rdb redis.UniversalClient, opts []cacheaside.Option, fault string, inject, heal func()) (*cacheaside.Cache[int, string], cacheaside.Stats) {
+	t.Helper()
 	ld := &faultLoader{delay: 20 * time.Millisecond}
-	c := newFaultCache(t, rdb, ld.load,
+	c := newFaultCache(t, rdb, ld.load, append([]cacheaside.Option{
 		cacheaside.WithRedisTimeout(faultBudget),
-		cacheaside.WithBreaker(5, 300*time.Millisecond), opt)
+		cacheaside.WithBreaker(5, 300*time.Millisecond)}, opts...)...)
 	keys := faultKeys(0, 19)
 	mustGetAll(t, c, keys)
 
 	storm := startGetStorm(c, 4, len(keys))
 	time.Sleep(100 * time.Millisecond)
-	inject(px)
-	t.Cleanup(func() { px.Reset(t) })
+	inject()
 	waitFor(t, 5*time.Second, "the breaker opens with "+fault, func() bool {
 		return c.Stats().Breaker == cacheaside.BreakerOpen
 	})
 	time.Sleep(700 * time.Millisecond)
 	during := c.Stats()
-	px.Reset(t)
+	heal()
 	waitFor(t, 10*time.Second, "Gets hit Redis again after "+fault, func() bool {
 		s := c.Stats()
 		return s.Breaker == cacheaside.BreakerClosed && s.Hits > during.Hits+uint64(len(keys))
 	})
+	// Every Get waited at most one Redis timeout before it loaded: never the
+	// client's 3s read timeout.
 	storm.halt(t, ld.delay+faultBudget+faultSlack)
-	return during
+	return c, during
 }
 
 func TestGetSurvivesSlowRedis(t *testing.T) {
