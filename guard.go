@@ -151,8 +151,20 @@ func (g *guard) doInline(ctx context.Context, key string, fn func(context.Contex
 	return g.breaker(ctx, key, func() error {
 		rctx, cancel := context.WithTimeout(ctx, g.budget)
 		defer cancel()
-		return fn(rctx)
+		return callSafely(rctx, fn)
 	})
+}
+
+// callSafely runs fn, a Redis call, and turns a panic in it (a go-redis
+// hook, a dialer) into the call's error: a failed call like any other,
+// never a crash and never a flight left open.
+func callSafely(ctx context.Context, fn func(context.Context) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("cacheaside: redis call panicked: %w", &PanicError{Value: p, Stack: stack()})
+		}
+	}()
+	return fn(ctx)
 }
 
 // breaker runs call unless the breaker of key's node is open. A call that
@@ -217,7 +229,7 @@ func (g *guard) abandonable(ctx context.Context, fn func(context.Context) error,
 	g.tracker.spawn()
 	go func() {
 		defer g.tracker.done()
-		err := fn(rctx)
+		err := callSafely(rctx, fn)
 		<-g.slots
 		done <- err
 		if !state.CompareAndSwap(0, 1) {

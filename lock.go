@@ -236,7 +236,7 @@ func (c *Cache[K, V]) fill(ctx context.Context, ks keys, l lease, env []byte, tt
 func (c *Cache[K, V]) releaseNow(token string, ks keys) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.lockTTL)
 	defer cancel()
-	_ = releaseScript.Run(ctx, c.rdb, ks, token).Err()
+	_ = callSafely(ctx, func(ctx context.Context) error { return releaseScript.Run(ctx, c.rdb, ks, token).Err() })
 }
 
 // heldLock is a fill lock to give back: its token and value key.
@@ -274,11 +274,14 @@ func (c *Cache[K, V]) releaseNowAll(held []heldLock) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.lockTTL)
 	defer cancel()
-	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, h := range held {
-			releaseScript.Eval(ctx, p, keysFor(h.vkey), h.token)
-		}
-		return nil
+	_ = callSafely(ctx, func(ctx context.Context) error {
+		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, h := range held {
+				releaseScript.Eval(ctx, p, keysFor(h.vkey), h.token)
+			}
+			return nil
+		})
+		return err
 	})
 }
 

@@ -241,6 +241,7 @@ func WithBreakerHook(fn func(BreakerChange)) Option {
 // succeeds the breaker closes. Error replies from a live server (such as
 // OOM under maxmemory) do not count as failures. failures = 0 disables the
 // breaker; cooldown must then be ignored, otherwise it must be positive.
+// failures must be at most 2³²−1.
 //
 // On a Redis Cluster (*redis.ClusterClient) each primary node has its own
 // breaker, so a dead primary sends only the keys of its slots to the
@@ -406,8 +407,8 @@ func (c *config) resolve() error {
 	if c.softTimeout > 0 && c.maxStale == 0 {
 		bad("WithSoftTimeout: needs WithStaleIfError, or there is nothing to serve at the timeout")
 	}
-	if c.breakerFailures < 0 {
-		bad("WithBreaker: %d failures is negative", c.breakerFailures)
+	if c.breakerFailures < 0 || uint64(c.breakerFailures) > math.MaxUint32 {
+		bad("WithBreaker: %d failures is outside [0, %d]", c.breakerFailures, uint64(math.MaxUint32))
 	}
 	if c.breakerFailures > 0 && c.breakerCooldown <= 0 {
 		bad("WithBreaker: cooldown %v must be positive", c.breakerCooldown)

@@ -102,6 +102,10 @@ func TestResolveRejectsInvalidOption(t *testing.T) {
 		{"max refills negative", []Option{WithMaxRefills(-1)}, "WithMaxRefills"},
 		{"codec nil", []Option{WithCodec(nil)}, "WithCodec"},
 		{"codec typed nil pointer", []Option{WithCodec((*ptrCodec)(nil))}, "WithCodec"},
+		// A count the breaker cannot hold (it counts in uint32) must not
+		// wrap around to a breaker that opens on the first failure.
+		{"breaker failures 1<<32", []Option{WithBreaker(1<<32, time.Second)}, "WithBreaker"},
+		{"breaker failures above uint32", []Option{WithBreaker(math.MaxUint32+5, time.Second)}, "WithBreaker"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

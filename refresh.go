@@ -33,8 +33,10 @@ const refreshSlots = 4
 // xfetch reports whether a value that expires at expiry and took delta to
 // load should be refreshed now, for a uniform u in (0, 1].
 func xfetch(now, expiry time.Time, delta time.Duration, beta, u float64) bool {
+	// Compared as floats: Δ·β·ln u may be beyond what a Duration holds
+	// (a huge β), and converting it would wrap around.
 	gap := -float64(delta) * beta * math.Log(u)
-	return !now.Add(time.Duration(gap)).Before(expiry)
+	return gap >= float64(expiry.Sub(now))
 }
 
 // maybeRefresh starts a background refresh of key when XFetch says so.

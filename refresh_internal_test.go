@@ -43,3 +43,19 @@ func TestXFetchProbability(t *testing.T) {
 		t.Error("xfetch at or after the expiry = false, want true")
 	}
 }
+
+// TestXFetchHugeBeta: a β so large that Δ·β·ln u overflows a Duration
+// must refresh (the gap is larger than any time left), never wrap around
+// to "never refresh".
+func TestXFetchHugeBeta(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	for _, beta := range []float64{1e12, 1e300, math.MaxFloat64} {
+		if !xfetch(now, now.Add(time.Hour), time.Millisecond, beta, 0.5) {
+			t.Errorf("xfetch(1h before expiry, Δ 1ms, β %g, u 0.5) = false, want true", beta)
+		}
+	}
+	// u = 1 gives a gap of 0 for any β: only the expiry itself triggers.
+	if xfetch(now, now.Add(time.Hour), time.Millisecond, 1e300, 1) {
+		t.Error("xfetch(1h before expiry, β 1e300, u 1) = true, want false")
+	}
+}
