@@ -64,6 +64,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
 )
@@ -84,7 +85,7 @@ type Cache[K comparable, V any] struct {
 	genTTL time.Duration
 	logger *slog.Logger
 
-	flights group[V]
+	flights flight.Group[result[V]]
 	stats   counters
 	guard   guard
 	l1      *local[V]           // nil without WithLocalCache
@@ -172,7 +173,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		warm:        warm,
 		tokenPrefix: hex.EncodeToString(id[:]) + ".",
 	}
-	c.flights.track = cfg.waiterCtxs
+	c.flights.Track = cfg.waiterCtxs
 	if cfg.localSize > 0 {
 		l1, err := newLocal[V](cfg.localSize, cfg.localTTL)
 		if err != nil {
@@ -239,7 +240,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 			return r.val, r.err
 		}
 	}
-	fl, leader := c.flights.join(ctx, vkey)
+	fl, leader := c.flights.Join(ctx, vkey)
 	if !leader {
 		// While Redis is failing, a local copy beats waiting for the
 		// flight's Redis call: it may be the breaker's probe, which can
@@ -253,7 +254,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 		return c.await(ctx, fl)
 	}
 	if !c.tracker.add() {
-		c.flights.finish(vkey, fl, result[V]{err: ErrClosed})
+		c.flights.Finish(vkey, fl, result[V]{err: ErrClosed})
 		return zero, ErrClosed
 	}
 	defer c.tracker.done()
@@ -272,7 +273,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	}
 	r, rest := c.afterRead(key, vkey, raw, err, epoch)
 	if rest == nil {
-		c.flights.finish(vkey, fl, r)
+		c.flights.Finish(vkey, fl, r)
 		c.count(r)
 		return r.val, r.err
 	}
@@ -282,11 +283,11 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 
 // await waits for flight fl on behalf of one caller and counts where its
 // answer came from.
-func (c *Cache[K, V]) await(ctx context.Context, fl *call[V]) (V, error) {
+func (c *Cache[K, V]) await(ctx context.Context, fl *flight.Call[result[V]]) (V, error) {
 	var r result[V]
 	select {
-	case <-fl.done:
-		r = fl.res
+	case <-fl.Done():
+		r = fl.Result()
 	case <-ctx.Done():
 		var zero V
 		return zero, ctx.Err()
@@ -315,8 +316,8 @@ func (c *Cache[K, V]) count(r result[V]) {
 // detached from the cancellation of the caller (but not from its values),
 // and publishes its result. A panic anywhere in it (a codec, a hook)
 // becomes the flight's error.
-func (c *Cache[K, V]) startFlight(caller context.Context, fl *call[V], vkey string, run func(context.Context) result[V]) {
-	c.flights.hold(fl)
+func (c *Cache[K, V]) startFlight(caller context.Context, fl *flight.Call[result[V]], vkey string, run func(context.Context) result[V]) {
+	c.flights.Hold(fl)
 	c.tracker.spawn()
 	go func() {
 		defer c.tracker.done()
@@ -325,13 +326,9 @@ func (c *Cache[K, V]) startFlight(caller context.Context, fl *call[V], vkey stri
 			if p := recover(); p != nil {
 				r = result[V]{err: &PanicError{Value: p, Stack: stack()}}
 			}
-			c.flights.finish(vkey, fl, r)
+			c.flights.Finish(vkey, fl, r)
 		}()
-		ctx := detach(caller, c.life)
-		if fl.waiters != nil {
-			ctx = withWaiters(ctx, []*waiters{fl.waiters})
-		}
-		r = run(ctx)
+		r = run(flight.WithWaiters(detach(caller, c.life), fl.Waiters()))
 	}()
 }
 

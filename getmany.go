@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 )
@@ -121,7 +122,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 				continue
 			}
 		}
-		fl, leader := c.flights.join(ctx, vkeys[i])
+		fl, leader := c.flights.Join(ctx, vkeys[i])
 		p := pendingKey[K, V]{key: k, vkey: vkeys[i], fl: fl, unreadable: unreadable, redisDown: redisDown}
 		todo = append(todo, p)
 		if leader {
@@ -142,11 +143,11 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 }
 
 // waitersOf returns the waiters of the flights of items idx that have any.
-func waitersOf[K comparable, V any](items []pendingKey[K, V], idx ...int) []*waiters {
-	var ws []*waiters
+func waitersOf[K comparable, V any](items []pendingKey[K, V], idx ...int) []*flight.Waiters {
+	var ws []*flight.Waiters
 	for _, i := range idx {
-		if fl := items[i].fl; fl != nil && fl.waiters != nil {
-			ws = append(ws, fl.waiters)
+		if fl := items[i].fl; fl != nil {
+			ws = append(ws, fl.Waiters())
 		}
 	}
 	return ws
@@ -156,7 +157,7 @@ func waitersOf[K comparable, V any](items []pendingKey[K, V], idx ...int) []*wai
 type pendingKey[K comparable, V any] struct {
 	key        K
 	vkey       string
-	fl         *call[V]
+	fl         *flight.Call[result[V]]
 	unreadable bool
 	redisDown  bool // its MGET failed: load it without a lock, do not write
 }
@@ -165,7 +166,7 @@ type pendingKey[K comparable, V any] struct {
 // the Cache, detached from the caller's cancellation, and finishes each.
 func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V], epoch uint64) {
 	for _, p := range items {
-		c.flights.hold(p.fl)
+		c.flights.Hold(p.fl)
 	}
 	c.tracker.spawn()
 	go func() {
@@ -179,7 +180,7 @@ func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V
 				}
 			}
 			for i, p := range items {
-				c.flights.finish(p.vkey, p.fl, results[i])
+				c.flights.Finish(p.vkey, p.fl, results[i])
 			}
 		}()
 		c.resolveBatch(detach(caller, c.life), items, results, epoch)
@@ -197,7 +198,7 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 		g.SetLimit(getManyConcurrency)
 		for _, i := range idx {
 			g.Go(func() error {
-				ctx := withWaiters(ctx, waitersOf(items, i))
+				ctx := flight.WithWaiters(ctx, waitersOf(items, i)...)
 				if items[i].redisDown {
 					results[i] = c.loadAndFill(ctx, items[i].key, keysFor(items[i].vkey), lease{}, epoch)
 				} else {
@@ -225,7 +226,7 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 	locked, rest, down := c.acquireBatch(ctx, items, up, results, leases)
 	toLoad = append(append(toLoad, locked...), down...)
 	if len(toLoad) > 0 {
-		bctx := withWaiters(ctx, waitersOf(items, toLoad...))
+		bctx := flight.WithWaiters(ctx, waitersOf(items, toLoad...)...)
 		conflicts := c.loadBatch(bctx, batch, items, toLoad, results, leases, epoch, nil)
 		rest = append(rest, conflicts...)
 	}

@@ -2,7 +2,8 @@ package cacheaside
 
 import (
 	"context"
-	"sync"
+
+	"github.com/cacheaside/cacheaside/internal/flight"
 )
 
 // WithWaiterContexts makes the cache remember, for each flight, the
@@ -19,48 +20,10 @@ func WithWaiterContexts(on bool) Option {
 	return func(c *config) { c.waiterCtxs = on }
 }
 
-// maxWaiters bounds the contexts kept per flight.
-const maxWaiters = 128
-
-// waiters are the contexts of the callers that joined one flight.
-type waiters struct {
-	mu   sync.Mutex
-	ctxs []context.Context
-}
-
-func (w *waiters) add(ctx context.Context) {
-	w.mu.Lock()
-	if len(w.ctxs) < maxWaiters {
-		w.ctxs = append(w.ctxs, ctx)
-	}
-	w.mu.Unlock()
-}
-
-// waitersKey is the context key under which a flight's goroutine carries
-// the waiters of the flights it resolves.
-type waitersKey struct{}
-
-// withWaiters returns ctx carrying ws, or ctx itself when there are none.
-func withWaiters(ctx context.Context, ws []*waiters) context.Context {
-	if len(ws) == 0 {
-		return ctx
-	}
-	return context.WithValue(ctx, waitersKey{}, ws)
-}
-
 // Waiters returns, from inside a loader, the contexts of the calls in this
 // process that wait for the load running under ctx besides the one that
 // started it (whose values ctx carries): the Gets that joined its flight
 // so far, or for a batch load the Gets and GetManys that joined any of
 // its keys. It returns nil unless [WithWaiterContexts] is on. The
 // contexts may be done: their callers may have left.
-func Waiters(ctx context.Context) []context.Context {
-	ws, _ := ctx.Value(waitersKey{}).([]*waiters)
-	var out []context.Context
-	for _, w := range ws {
-		w.mu.Lock()
-		out = append(out, w.ctxs...)
-		w.mu.Unlock()
-	}
-	return out
-}
+func Waiters(ctx context.Context) []context.Context { return flight.Contexts(ctx) }

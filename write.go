@@ -33,7 +33,7 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
 		return overwriteScript.Run(ctx, c.rdb, keysFor(vkey), c.overwriteArgs(env, px)...).Err()
 	})
-	c.flights.forget(vkey)
+	c.flights.Forget(vkey)
 	if c.l1 != nil {
 		c.l1.endInvalidate(vkey)
 	}
@@ -94,7 +94,7 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 		return nil
 	}, nil)
 	for _, vk := range vkeys {
-		c.flights.forget(vk)
+		c.flights.Forget(vk)
 	}
 	if c.l1 != nil {
 		c.l1.endInvalidate(vkeys...)

@@ -1,0 +1,161 @@
+package flight
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type ctxKey struct{}
+
+// TestJoinShareOneResult: every caller that joins a flight while it is in
+// the air is handed the leader's result; exactly one of them leads.
+func TestJoinSharesOneResult(t *testing.T) {
+	var g Group[int]
+	const callers = 64
+	var leaders atomic.Int64
+	start := make(chan struct{})
+	joined := make(chan struct{}, callers)
+	results := make(chan int, callers)
+	var wg sync.WaitGroup
+	var lead *Call[int]
+	var leadMu sync.Mutex
+	for range callers {
+		wg.Go(func() {
+			<-start
+			c, leader := g.Join(context.Background(), "k")
+			if leader {
+				leaders.Add(1)
+				g.Hold(c)
+				leadMu.Lock()
+				lead = c
+				leadMu.Unlock()
+			}
+			joined <- struct{}{}
+			<-c.Done()
+			results <- c.Result()
+		})
+	}
+	close(start)
+	for range callers {
+		<-joined
+	}
+	leadMu.Lock()
+	c := lead
+	leadMu.Unlock()
+	g.Finish("k", c, 42)
+	wg.Wait()
+	close(results)
+	if n := leaders.Load(); n != 1 {
+		t.Fatalf("leaders = %d, want 1", n)
+	}
+	for r := range results {
+		if r != 42 {
+			t.Fatalf("Result() = %d, want 42", r)
+		}
+	}
+}
+
+// TestFinishStartsANewFlight: after Finish, the next Join of the key leads
+// a new flight.
+func TestFinishStartsANewFlight(t *testing.T) {
+	var g Group[string]
+	c1, leader := g.Join(context.Background(), "k")
+	if !leader {
+		t.Fatal("first Join: leader = false, want true")
+	}
+	g.Finish("k", c1, "a")
+	c2, leader := g.Join(context.Background(), "k")
+	if !leader {
+		t.Fatal("Join after Finish: leader = false, want true")
+	}
+	g.Finish("k", c2, "b")
+}
+
+// TestForgetDetachesLaterCallers: callers already waiting keep the old
+// flight; a Join after Forget starts a new one, and finishing the old one
+// does not remove the new one.
+func TestForgetDetachesLaterCallers(t *testing.T) {
+	var g Group[string]
+	old, _ := g.Join(context.Background(), "k")
+	waiter, leader := g.Join(context.Background(), "k")
+	if leader || waiter != old {
+		t.Fatal("second Join did not join the flight in the air")
+	}
+	g.Forget("k")
+	fresh, leader := g.Join(context.Background(), "k")
+	if !leader || fresh == old {
+		t.Fatal("Join after Forget joined the old flight, want a new one")
+	}
+	g.Finish("k", old, "old")
+	select {
+	case <-waiter.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the old flight's waiter was never released")
+	}
+	if got := waiter.Result(); got != "old" {
+		t.Fatalf("old flight's Result() = %q, want %q", got, "old")
+	}
+	again, leader := g.Join(context.Background(), "k")
+	if leader || again != fresh {
+		t.Fatal("finishing the old flight removed the new one")
+	}
+	g.Finish("k", fresh, "new")
+	if got := again.Result(); got != "new" {
+		t.Fatalf("new flight's Result() = %q, want %q", got, "new")
+	}
+}
+
+// TestUnsharedFlightAllocatesNothing: a flight that nobody joined is
+// recycled, so a steady stream of uncontended requests allocates nothing.
+func TestUnsharedFlightAllocatesNothing(t *testing.T) {
+	var g Group[int]
+	ctx := context.Background()
+	c, _ := g.Join(ctx, "k") // make the map
+	g.Finish("k", c, 0)
+	allocs := testing.AllocsPerRun(1000, func() {
+		c, _ := g.Join(ctx, "k")
+		g.Finish("k", c, 1)
+	})
+	// sync.Pool may drop an item at a GC; a fraction of an allocation per
+	// run is that, a whole one is a leak of the design.
+	if allocs >= 1 {
+		t.Fatalf("allocations per uncontended flight = %v, want 0", allocs)
+	}
+}
+
+// TestWaitersTracked: with Track, the contexts of joining callers are
+// recorded (at most MaxWaiters) and carried by WithWaiters; without it,
+// none are.
+func TestWaitersTracked(t *testing.T) {
+	g := Group[int]{Track: true}
+	c, _ := g.Join(context.Background(), "k")
+	for i := range MaxWaiters + 10 {
+		g.Join(context.WithValue(context.Background(), ctxKey{}, i), "k")
+	}
+	ctxs := Contexts(WithWaiters(context.Background(), nil, c.Waiters()))
+	if len(ctxs) != MaxWaiters {
+		t.Fatalf("len(Contexts) = %d, want %d", len(ctxs), MaxWaiters)
+	}
+	if got := ctxs[0].Value(ctxKey{}); got != 0 {
+		t.Fatalf("first waiter's value = %v, want 0", got)
+	}
+	g.Finish("k", c, 0)
+
+	var off Group[int]
+	c, _ = off.Join(context.Background(), "k")
+	off.Join(context.Background(), "k")
+	if w := c.Waiters(); w != nil {
+		t.Fatalf("Waiters() without Track = %v, want nil", w)
+	}
+	if ctxs := Contexts(WithWaiters(context.Background(), c.Waiters())); ctxs != nil {
+		t.Fatalf("Contexts without Track = %v, want nil", ctxs)
+	}
+	off.Finish("k", c, 0)
+}
