@@ -263,11 +263,11 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 			if tokens[i] == "" {
 				tokens[i] = c.newToken()
 			}
-			force := "0"
+			mode := acquireNormal
 			if items[i].unreadable {
-				force = "1"
+				mode = acquireForce
 			}
-			args := []any{tokens[i], c.cfg.lockTTL.Milliseconds(), force, 0}
+			args := c.acquireArgs(tokens[i], mode, 0)
 			if eval {
 				return acquireScript.Eval(ctx, p, keysFor(items[i].vkey), args...)
 			}
@@ -360,7 +360,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		}
 		results[i] = result[V]{val: ld.val, err: ld.err, src: fromLoad}
 		env, wttl, negative, ok := c.prepare(ld)
-		if !ok || !leases[i].known {
+		if !ok || !leases[i].known() {
 			if leases[i].token != "" {
 				c.release(ctx, keysFor(items[i].vkey), leases[i].token)
 			}
@@ -393,12 +393,8 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	sent := time.Now() // L1 copies must not outlive the Redis entries
 	errOf, _ := c.perNode(ctx, vkeys, nil, func(ctx context.Context, sub []int) error {
 		return c.pipelineScript(ctx, fillScript, sub, func(p redis.Pipeliner, j int, eval bool) *redis.Cmd {
-			w, l := writes[j], leases[writes[j].i]
-			nx := "0"
-			if w.negative {
-				nx = "1"
-			}
-			args := []any{l.token, l.gen, w.env, c.physical(w.ttl, w.negative).Milliseconds(), nx, l.start, c.genTTL.Milliseconds()}
+			w := writes[j]
+			args := c.fillArgs(leases[w.i], w.env, w.ttl, w.negative)
 			if eval {
 				return fillScript.Eval(ctx, p, keysFor(vkeys[j]), args...)
 			}

@@ -178,7 +178,7 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lea
 	ld := c.callLoader(ctx, key)
 	r = result[V]{val: ld.val, err: ld.err, src: fromLoad}
 	env, ttl, negative, ok := c.prepare(ld)
-	if !ok || !l.known {
+	if !ok || !l.known() {
 		if l.token != "" {
 			c.release(ctx, ks, l.token)
 		}
@@ -190,7 +190,7 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lea
 		return r, false, false
 	}
 	expiry := time.Now().Add(ttl) // before the fill: L1 must not outlive the logical expiry
-	res, err := c.fill(ctx, ks, l, env, c.physical(ttl, negative), negative)
+	res, err := c.fill(ctx, ks, l, env, ttl, negative)
 	conflict = c.settle(ks[0], r, expiry, res, err, epoch)
 	return r, conflict, err == nil && (res == fillLocked || res == fillUnlocked)
 }

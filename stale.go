@@ -140,7 +140,7 @@ func (c *Cache[K, V]) reload(ctx context.Context, key K, ks keys, l lease, epoch
 		return r
 	}
 	expiry := time.Now().Add(ttl)
-	res, err := c.fill(ctx, ks, l, env, c.physical(ttl, negative), negative)
+	res, err := c.fill(ctx, ks, l, env, ttl, negative)
 	c.settle(ks[0], r, expiry, res, err, epoch)
 	return r
 }
