@@ -46,7 +46,8 @@
 // starts with '#', the tag is "#" and the hex SHA-256 of s. Values are
 // stored in a small
 // versioned envelope around the codec's bytes; entries the cache cannot read
-// (corrupt, foreign, or from an incompatible future version) are misses.
+// (corrupt, foreign, of another Redis type, or from an incompatible future
+// version) are misses.
 //
 // # Shared values
 //

@@ -97,32 +97,31 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 		c.redisError(rerr)
 	}
 	for i, k := range uniq {
-		unreadable, redisDown := false, failed[i] != nil
-		if !redisDown && raws[i] != nil {
-			if r, h, ok := c.decodeResult(raws[i]); ok {
-				if c.isStale(r, h.Expiry) {
-					// Serve it, and reload it in the background.
-					c.stats.staleServed.Add(1)
-					c.startRefresh(k, vkeys[i], c.cfg.maxStale)
-				} else if c.l1 != nil {
-					c.l1.refresh(vkeys[i], r, h.Expiry, epoch)
-				}
-				c.maybeRefresh(k, vkeys[i], h.Expiry, h.LoadTime)
-				c.stats.hits.Add(1)
-				add(k, r)
-				continue
+		r, h, kind := c.classify(raws[i], failed[i])
+		switch kind {
+		case readHit, readStale:
+			if kind == readStale {
+				// Serve it, and reload it in the background.
+				c.stats.staleServed.Add(1)
+				c.startRefresh(k, vkeys[i], c.cfg.maxStale)
+			} else if c.l1 != nil {
+				c.l1.refresh(vkeys[i], r, h.Expiry, epoch)
 			}
-			unreadable = true
-		}
-		if redisDown && c.l1 != nil {
-			if r, ok := c.l1.get(vkeys[i], false); ok {
-				c.stats.localHits.Add(1)
-				add(k, r)
-				continue
+			c.maybeRefresh(k, vkeys[i], h.Expiry, h.LoadTime)
+			c.stats.hits.Add(1)
+			add(k, r)
+			continue
+		case readFault:
+			if c.l1 != nil {
+				if r, ok := c.l1.get(vkeys[i], false); ok {
+					c.stats.localHits.Add(1)
+					add(k, r)
+					continue
+				}
 			}
 		}
 		fl, leader := c.flights.join(ctx, vkeys[i])
-		p := pendingKey[K, V]{key: k, vkey: vkeys[i], fl: fl, unreadable: unreadable, redisDown: redisDown}
+		p := pendingKey[K, V]{key: k, vkey: vkeys[i], fl: fl, unreadable: kind == readUnreadable, redisDown: kind == readFault}
 		todo = append(todo, p)
 		if leader {
 			owned = append(owned, p)
@@ -303,7 +302,7 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 		case perr != nil:
 			rest = append(rest, i)
 		case st == stateValue:
-			if r, _, ok := c.decodeResult([]byte(raw)); ok {
+			if r, _, kind := c.classify([]byte(raw), nil); kind == readHit || kind == readStale {
 				results[i] = r
 			} else {
 				rest = append(rest, i)

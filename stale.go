@@ -89,10 +89,8 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 		return stale
 	case st == stateFresh:
 		// Another process reloaded it since we read it: read it again.
-		if raw, err := c.read(ctx, vkey); err == nil {
-			if r, h, ok := c.decodeResult(raw); ok && !c.isStale(r, h.Expiry) {
-				return r
-			}
+		if r, _, kind := c.classify(c.read(ctx, vkey)); kind == readHit {
+			return r
 		}
 		return stale
 	case st != stateAcquired:
