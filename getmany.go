@@ -360,9 +360,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		results[i] = result[V]{val: ld.val, err: ld.err, src: fromLoad}
 		env, wttl, negative, ok := c.prepare(ld)
 		if !ok || !leases[i].known() {
-			if leases[i].token != "" {
-				c.release(ctx, keysFor(items[i].vkey), leases[i].token)
-			}
+			c.giveBack(ctx, keysFor(items[i].vkey), leases[i], ld.err)
 			if ok && c.l1 != nil {
 				c.l1.put(items[i].vkey, results[i], time.Time{}, epoch) // Redis is unavailable
 			}

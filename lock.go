@@ -101,6 +101,12 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('DEL', KEYS[2]) 
 return 0
 `)
 
+// holdScript extends the lock to ARGV[2] ms if it still holds token ARGV[1].
+var holdScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return 0
+`)
+
 // overwriteScript is Invalidate (ARGV[1] = "") and Set (ARGV[1] = the new
 // envelope, ARGV[2] its PX): it replaces or deletes the value, deletes the
 // lock so that an in-flight fill fails its condition, and writes a new
@@ -133,6 +139,10 @@ const (
 type lease struct {
 	token string
 	gen   string
+	// holdOnError, if not zero, is how long the lock stays held after a
+	// load that failed (stale reloads: it throttles the fleet's retries
+	// of a failing loader); otherwise the lock is released at once.
+	holdOnError time.Duration
 }
 
 // known reports whether l was read from Redis, so that a fill under it can
@@ -318,6 +328,21 @@ func (c *Cache[K, V]) releaseNowAll(held []heldLock) {
 		}
 		return nil
 	})
+}
+
+// giveBack returns the lock of l, if any, after a load that wrote
+// nothing: it holds it for l.holdOnError after a loader error, and
+// releases it otherwise.
+func (c *Cache[K, V]) giveBack(ctx context.Context, ks keys, l lease, loadErr error) {
+	switch {
+	case l.token == "":
+	case l.holdOnError > 0 && loadErr != nil && !errors.Is(loadErr, ErrNotFound):
+		_ = c.guard.do(context.WithoutCancel(ctx), ks[0], func(ctx context.Context) error {
+			return holdScript.Run(ctx, c.rdb, ks, l.token, l.holdOnError.Milliseconds()).Err()
+		})
+	default:
+		c.release(ctx, ks, l.token)
+	}
 }
 
 // release gives the lock back after a load that wrote nothing, so that

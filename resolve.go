@@ -243,9 +243,7 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lea
 	r = result[V]{val: ld.val, err: ld.err, src: fromLoad}
 	env, ttl, negative, ok := c.prepare(ld)
 	if !ok || !l.known() {
-		if l.token != "" {
-			c.release(ctx, ks, l.token)
-		}
+		c.giveBack(ctx, ks, l, ld.err)
 		if ok && c.l1 != nil {
 			// Redis is unavailable: the in-process copy is what bounds the
 			// loads of this key until it is back.

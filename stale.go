@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // WithStaleIfError keeps each value in Redis for maxStale past its logical
@@ -46,12 +44,6 @@ func WithSoftTimeout(d time.Duration) Option {
 // fill lock, so that the fleet retries a failing loader about once per key
 // per interval.
 const staleRetryAfter = time.Second
-
-// holdScript extends the lock to ARGV[2] ms if it still holds token ARGV[1].
-var holdScript = redis.NewScript(`
-if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-return 0
-`)
 
 // isStale reports whether a value read from Redis is past its logical
 // expiry and may only be served stale.
@@ -98,11 +90,16 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 	}
 	c.stats.lockAcquired.Add(1)
 
-	done := make(chan result[V], 1)
+	type outcome struct {
+		r           result[V]
+		invalidated bool
+	}
+	done := make(chan outcome, 1)
 	c.tracker.spawn()
 	go func() {
 		defer c.tracker.done()
-		done <- c.reload(ctx, key, ks, l, epoch)
+		r, invalidated := c.reload(ctx, key, ks, l, epoch)
+		done <- outcome{r, invalidated}
 	}()
 	var soft <-chan time.Time
 	if c.cfg.softTimeout > 0 {
@@ -111,34 +108,27 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 		soft = t.C
 	}
 	select {
-	case r := <-done:
-		if r.err != nil && !errors.Is(r.err, ErrNotFound) {
+	case o := <-done:
+		if !o.invalidated && o.r.err != nil && !errors.Is(o.r.err, ErrNotFound) {
 			return stale
 		}
-		return r
+		return o.r
 	case <-soft:
 		return stale // the reload goes on and fills Redis when it completes
 	}
 }
 
-// reload loads and fills a stale key under lease l. On a loader error it
-// keeps the lock for staleRetryAfter, throttling retries across the fleet.
-func (c *Cache[K, V]) reload(ctx context.Context, key K, ks keys, l lease, epoch uint64) result[V] {
-	ld := c.callLoader(ctx, key)
-	r := result[V]{val: ld.val, err: ld.err, src: fromLoad}
-	env, ttl, negative, ok := c.prepare(ld)
-	if !ok {
-		if ld.err != nil && !errors.Is(ld.err, ErrNotFound) {
-			_ = c.guard.do(context.WithoutCancel(ctx), ks[0], func(ctx context.Context) error {
-				return holdScript.Run(ctx, c.rdb, ks, l.token, staleRetryAfter.Milliseconds()).Err()
-			})
-		} else {
-			c.release(ctx, ks, l.token)
-		}
-		return r
+// reload loads and fills a stale key under lease l, like the miss path;
+// a loader error keeps the lock for staleRetryAfter, throttling retries
+// across the fleet. When the fill conflicts, the key was invalidated or
+// set during the reload: neither the reloaded value nor the stale one may
+// be served, and reload returns what the miss path answers instead, with
+// invalidated set.
+func (c *Cache[K, V]) reload(ctx context.Context, key K, ks keys, l lease, epoch uint64) (r result[V], invalidated bool) {
+	l.holdOnError = staleRetryAfter
+	r, conflict, _ := c.loadAndFillOnce(ctx, key, ks, l, epoch)
+	if !conflict {
+		return r, false
 	}
-	expiry := time.Now().Add(ttl)
-	res, err := c.fill(ctx, ks, l, env, ttl, negative)
-	c.settle(ks[0], r, expiry, res, err, epoch)
-	return r
+	return c.miss(ctx, key, ks, false, epoch), true
 }

@@ -3,6 +3,7 @@ package cacheaside_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -157,4 +158,84 @@ func TestFailingReloadThrottledAcrossFleet(t *testing.T) {
 		t.Errorf("loader calls from 3 processes in %v of stale Gets = %d, want 1 to 4 (about one per second across the fleet)", window, n)
 	}
 	t.Logf("loader calls from 3 processes in %v of stale Gets: %d", window, n)
+}
+
+// gatedDB is a one-row database whose reload can be held: while gate is
+// set, a load reads the row and then blocks until the test closes gate.
+type gatedDB struct {
+	val     atomic.Pointer[string] // nil: the row was deleted
+	calls   atomic.Int64
+	gate    atomic.Pointer[chan struct{}]
+	entered chan struct{} // receives once per load that blocks on gate
+}
+
+func newGatedDB(v string) *gatedDB {
+	db := &gatedDB{entered: make(chan struct{}, 16)}
+	db.set(v)
+	return db
+}
+
+func (db *gatedDB) set(v string) { db.val.Store(&v) }
+func (db *gatedDB) delete()      { db.val.Store(nil) }
+
+// hold makes the next loads block after reading the row; the returned
+// function lets them go (and is safe to call twice).
+func (db *gatedDB) hold(t *testing.T) (letGo func()) {
+	ch := make(chan struct{})
+	db.gate.Store(&ch)
+	var once sync.Once
+	letGo = func() { once.Do(func() { db.gate.Store(nil); close(ch) }) }
+	t.Cleanup(letGo)
+	return letGo
+}
+
+func (db *gatedDB) load(ctx context.Context, key string) (string, error) {
+	db.calls.Add(1)
+	v := db.val.Load()
+	if g := db.gate.Load(); g != nil {
+		db.entered <- struct{}{}
+		select {
+		case <-*g:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	if v == nil {
+		return "", fmt.Errorf("row %q: %w", key, cacheaside.ErrNotFound)
+	}
+	return *v, nil
+}
+
+// TestStaleReloadConflictNotServed: the reload of an expired value reads
+// the row, then the row changes and another process invalidates the key
+// before the reload fills. The fill conflicts, and the value the reload
+// read must go to no one: the Get answers the new row, as the miss path
+// does.
+func TestStaleReloadConflictNotServed(t *testing.T) {
+	srv := redistest.Start(t)
+	db := newGatedDB("old")
+	opts := []cacheaside.Option{cacheaside.WithTTL(200 * time.Millisecond), cacheaside.WithJitter(0), cacheaside.WithStaleIfError(time.Minute)}
+	a, b := newCache(t, srv, db.load, opts...), newCache(t, srv, db.load, opts...)
+	ctx := testContext(t)
+	if v, err := a.Get(ctx, "k"); err != nil || v != "old" {
+		t.Fatalf("Get(k) = %q, %v; want %q, nil", v, err, "old")
+	}
+	time.Sleep(250 * time.Millisecond) // past the logical expiry
+	letGo := db.hold(t)
+	res := getAsync(ctx, a, "k")
+	await(t, db.entered, "the reload to read the row")
+	db.set("new")
+	if err := b.Invalidate(ctx, "k"); err != nil {
+		t.Fatalf("Invalidate(k) = %v, want nil", err)
+	}
+	letGo()
+	if r := await(t, res, "the Get that reloaded"); r.err != nil || r.val != "new" {
+		t.Errorf("Get(k) whose reload conflicted with Invalidate = %q, %v; want %q, nil (the reload read the row before Invalidate)", r.val, r.err, "new")
+	}
+	if v, ok := storedValue[string](t, srv, "ca:{k}"); ok && v != "new" {
+		t.Errorf("Redis ca:{k} = %q after Invalidate, want %q or nothing", v, "new")
+	}
+	if s := a.Stats(); s.FillConflicts < 1 {
+		t.Errorf("Stats().FillConflicts = %d, want ≥ 1", s.FillConflicts)
+	}
 }
