@@ -67,9 +67,12 @@ return {2, g}
 // any of them is refused, whatever else Redis evicted. The lock token
 // ARGV[1] (empty for a load without the lock) only chooses how to write:
 // the holder overwrites and releases the lock; any other load writes only
-// if no value exists. With ARGV[5] = "1" (a not-found marker) an existing
-// value is never overwritten. A refused fill still releases the caller's
-// lock, so that a redo or another process can take it at once.
+// if no value exists. With ARGV[5] = "1" the holder too keeps an existing
+// value: a not-found marker from a load that began on a miss must not hide
+// a row that a load begun later found and stored. (A refresh or stale
+// reload passes "0": the value it finds is the one it reloads, and a row
+// deleted since must replace it.) A refused fill still releases the
+// caller's lock, so that a redo or another process can take it at once.
 //
 // It returns 1 (written, lock released), 2 (written without the lock),
 // 3 (not written: another fill got there first, the load is still fresh)
@@ -139,6 +142,10 @@ const (
 type lease struct {
 	token string
 	gen   string
+	// replace is set when the lock was taken to reload a value kept in
+	// place (early refresh, stale reload): the fill replaces that value
+	// even with a not-found marker.
+	replace bool
 	// holdOnError, if not zero, is how long the lock stays held after a
 	// load that failed (stale reloads: it throttles the fleet's retries
 	// of a failing loader); otherwise the lock is released at once.
@@ -195,7 +202,9 @@ func (c *Cache[K, V]) acquireMode(ctx context.Context, ks keys, token, mode stri
 	if err != nil {
 		return 0, "", lease{}, err
 	}
-	return parseAcquire(res, token)
+	st, raw, l, err := parseAcquire(res, token)
+	l.replace = mode == acquireRefresh
+	return st, raw, l, err
 }
 
 // acquireArgs returns the ARGV of acquireScript: the one place they are
@@ -269,11 +278,11 @@ func (c *Cache[K, V]) fill(ctx context.Context, ks keys, l lease, env []byte, tt
 // TTL is ttl, filled under l: the one place they are built, for single
 // keys and batches.
 func (c *Cache[K, V]) fillArgs(l lease, env []byte, ttl time.Duration, negative bool) []any {
-	nx := "0"
-	if negative {
-		nx = "1"
+	keep := "0"
+	if negative && !l.replace {
+		keep = "1"
 	}
-	return []any{l.token, l.gen, env, c.physical(ttl, negative).Milliseconds(), nx}
+	return []any{l.token, l.gen, env, c.physical(ttl, negative).Milliseconds(), keep}
 }
 
 // releaseNow releases a lock from a goroutine that must not wait on the

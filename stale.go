@@ -14,7 +14,9 @@ import (
 // reloading it, the old value is returned (counted in Stats.StaleServed)
 // with a nil error. After a failed reload the lock is held for a second, so
 // a failing database sees about one retry per key per second from the
-// whole fleet. Not-found answers are never served stale.
+// whole fleet. Not-found answers are never served stale, and a reload
+// that finds the row gone replaces the stale value with a not-found marker
+// (for the negative TTL).
 //
 // The logical expiry is a wall-clock time written by the process that
 // loaded the value: clocks that disagree by s make other processes see the

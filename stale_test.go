@@ -239,3 +239,39 @@ func TestStaleReloadConflictNotServed(t *testing.T) {
 		t.Errorf("Stats().FillConflicts = %d, want ≥ 1", s.FillConflicts)
 	}
 }
+
+// TestStaleDeletedRowCachedAsNotFound: the row of an expired value was
+// deleted. The reload's not-found answer replaces the stale value in Redis
+// with a not-found marker, so later Gets and GetMany answer from it
+// without calling the loader and never return the deleted row.
+func TestStaleDeletedRowCachedAsNotFound(t *testing.T) {
+	srv := redistest.Start(t)
+	db := newGatedDB("row")
+	c := newCache(t, srv, db.load, cacheaside.WithTTL(200*time.Millisecond), cacheaside.WithJitter(0),
+		cacheaside.WithStaleIfError(time.Minute))
+	ctx := testContext(t)
+	if v, err := c.Get(ctx, "k"); err != nil || v != "row" {
+		t.Fatalf("Get(k) = %q, %v; want %q, nil", v, err, "row")
+	}
+	db.delete()
+	time.Sleep(250 * time.Millisecond) // past the logical expiry
+	if v, err := c.Get(ctx, "k"); !errors.Is(err, cacheaside.ErrNotFound) {
+		t.Fatalf("Get(k) after the row was deleted = %q, %v; want ErrNotFound", v, err)
+	}
+	if !isNotFoundMarker(t, srv, "ca:{k}") {
+		v, ok := storedValue[string](t, srv, "ca:{k}")
+		t.Errorf("Redis ca:{k} = %q (present %v) after the reload found no row, want a not-found marker", v, ok)
+	}
+	calls := db.calls.Load()
+	for range 3 {
+		if v, err := c.Get(ctx, "k"); !errors.Is(err, cacheaside.ErrNotFound) {
+			t.Errorf("Get(k) = %q, %v; want ErrNotFound", v, err)
+		}
+	}
+	if m, err := c.GetMany(ctx, []string{"k"}); err != nil || len(m) != 0 {
+		t.Errorf("GetMany([k]) = %v, %v; want an empty map, nil (the row was deleted)", m, err)
+	}
+	if n := db.calls.Load() - calls; n != 0 {
+		t.Errorf("loader calls for 3 Gets and a GetMany of a deleted row = %d, want 0 (answered by the not-found marker)", n)
+	}
+}
