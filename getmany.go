@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,7 +31,10 @@ const getManyConcurrency = 16
 // Redis Cluster, one MGET per hash slot, pipelined so that each node costs
 // one round trip, each node under its own circuit breaker), the others
 // from one call of the batch loader (see [WithBatchLoader]) under their
-// fill locks, written back in one pipeline per node.
+// fill locks, written back in one pipeline per node. With
+// [WithStaleIfError], a value past its logical expiry is reloaded as
+// [Cache.Get] reloads it (with the LoadFunc) and served stale only when
+// that fails, another process is reloading it or the soft timeout passes.
 // A missing key shares the flight of a concurrent Get of the same key, so it
 // is loaded once. Keys that do not exist are absent from the map. The error
 // joins the errors of the keys that failed; the map still holds every key
@@ -98,19 +102,18 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 	}
 	for i, k := range uniq {
 		r, h, kind := c.classify(raws[i], failed[i])
+		var stale *result[V]
 		switch kind {
-		case readHit, readStale:
-			if kind == readStale {
-				// Serve it, and reload it in the background.
-				c.stats.staleServed.Add(1)
-				c.startRefresh(k, vkeys[i], c.cfg.maxStale)
-			} else if c.l1 != nil {
+		case readHit:
+			if c.l1 != nil {
 				c.l1.refresh(vkeys[i], r, h.Expiry, epoch)
 			}
 			c.maybeRefresh(k, vkeys[i], h.Expiry, h.LoadTime)
 			c.stats.hits.Add(1)
 			add(k, r)
 			continue
+		case readStale:
+			stale = &r // revived in the key's flight, as Get does
 		case readFault:
 			if c.l1 != nil {
 				if r, ok := c.l1.get(vkeys[i], false); ok {
@@ -121,7 +124,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 			}
 		}
 		fl, leader := c.flights.join(ctx, vkeys[i])
-		p := pendingKey[K, V]{key: k, vkey: vkeys[i], fl: fl, unreadable: kind == readUnreadable, redisDown: kind == readFault}
+		p := pendingKey[K, V]{key: k, vkey: vkeys[i], fl: fl, unreadable: kind == readUnreadable, redisDown: kind == readFault, stale: stale}
 		todo = append(todo, p)
 		if leader {
 			owned = append(owned, p)
@@ -151,13 +154,15 @@ func waitersOf[K comparable, V any](items []pendingKey[K, V], idx ...int) []*wai
 	return ws
 }
 
-// pendingKey is one key of a GetMany that missed, with its flight.
+// pendingKey is one key of a GetMany that missed or found a stale value,
+// with its flight.
 type pendingKey[K comparable, V any] struct {
 	key        K
 	vkey       string
 	fl         *call[V]
 	unreadable bool
-	redisDown  bool // its MGET failed: load it without a lock, do not write
+	redisDown  bool       // its MGET failed: load it without a lock, do not write
+	stale      *result[V] // the value past its logical expiry that the MGET found: revive it
 }
 
 // startBatch resolves the flights a GetMany leads on a goroutine owned by
@@ -189,7 +194,10 @@ func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V
 // resolveBatch fills results for items: lock what it can, load the locked
 // keys and those Redis could not be asked about in one batch, fill the
 // locked ones in one pipeline per node, and hand the rest (keys locked by
-// others, conflicts) to the single-key path.
+// others, conflicts) to the single-key path. Stale values are revived on
+// the single-key path meanwhile, as Get revives them: under the lock,
+// served stale only when the reload fails, another process reloads them
+// or the soft timeout passes.
 func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V], results []result[V], epoch uint64) {
 	single := func(idx []int) {
 		var g errgroup.Group
@@ -197,10 +205,14 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 		for _, i := range idx {
 			g.Go(func() error {
 				ctx := withWaiters(ctx, waitersOf(items, i))
-				if items[i].redisDown {
-					results[i] = c.loadAndFill(ctx, items[i].key, keysFor(items[i].vkey), lease{}, epoch)
-				} else {
-					results[i] = c.miss(ctx, items[i].key, keysFor(items[i].vkey), items[i].unreadable, epoch)
+				p := items[i]
+				switch {
+				case p.stale != nil:
+					results[i] = c.revive(ctx, p.key, p.vkey, *p.stale, epoch)
+				case p.redisDown:
+					results[i] = c.loadAndFill(ctx, p.key, keysFor(p.vkey), lease{}, epoch)
+				default:
+					results[i] = c.miss(ctx, p.key, keysFor(p.vkey), p.unreadable, epoch)
 				}
 				return nil
 			})
@@ -212,14 +224,22 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 		single(indexes(len(items)))
 		return
 	}
-	var up, toLoad []int
+	var up, toLoad, stale []int
 	for i := range items {
-		if items[i].redisDown {
+		switch {
+		case items[i].stale != nil:
+			stale = append(stale, i)
+		case items[i].redisDown:
 			toLoad = append(toLoad, i) // without a lock, not written
-		} else {
+		default:
 			up = append(up, i)
 		}
 	}
+	var revived sync.WaitGroup
+	if len(stale) > 0 {
+		revived.Go(func() { single(stale) })
+	}
+	defer revived.Wait()
 	leases := make([]lease, len(items))
 	locked, rest, down := c.acquireBatch(ctx, items, up, results, leases)
 	toLoad = append(append(toLoad, locked...), down...)

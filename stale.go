@@ -29,13 +29,13 @@ func WithStaleIfError(maxStale time.Duration) Option {
 	return func(c *config) { c.maxStale = maxStale }
 }
 
-// WithSoftTimeout bounds how long a Get waits for the reload of an expired
-// value it could serve stale (see [WithStaleIfError]): after d it returns
-// the stale value, and the load goes on in the background and fills Redis
-// when it completes. Zero means wait for the load (up to the load timeout).
-// With [WithMaxConcurrentLoads], a stale value is served at once, without
-// a reload, while every load slot is busy: the database is the bottleneck
-// and a reload would only queue.
+// WithSoftTimeout bounds how long a Get (or GetMany) waits for the reload
+// of an expired value it could serve stale (see [WithStaleIfError]): after
+// d it returns the stale value, and the load goes on in the background and
+// fills Redis when it completes. Zero means wait for the load (up to the
+// load timeout). With [WithMaxConcurrentLoads], a stale value is served at
+// once, without a reload, while every load slot is busy: the database is
+// the bottleneck and a reload would only queue.
 //
 // Default: 0.
 func WithSoftTimeout(d time.Duration) Option {

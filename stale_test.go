@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -273,5 +274,60 @@ func TestStaleDeletedRowCachedAsNotFound(t *testing.T) {
 	}
 	if n := db.calls.Load() - calls; n != 0 {
 		t.Errorf("loader calls for 3 Gets and a GetMany of a deleted row = %d, want 0 (answered by the not-found marker)", n)
+	}
+}
+
+// TestGetManyStaleReloadsLikeGet: GetMany of expired values with a healthy
+// loader reloads them under their locks and answers the fresh values, as
+// Get does, for every key (not the first few); with a failing loader it
+// answers the stale values with a nil error.
+func TestGetManyStaleReloadsLikeGet(t *testing.T) {
+	srv := redistest.Start(t)
+	db := &staleDB{}
+	db.version.Store(1)
+	c := newCache(t, srv, db.load, cacheaside.WithTTL(200*time.Millisecond), cacheaside.WithJitter(0),
+		cacheaside.WithStaleIfError(time.Minute))
+	ctx := testContext(t)
+	keys := make([]string, 10)
+	for i := range keys {
+		keys[i] = "k" + strconv.Itoa(i)
+	}
+	check := func(when string, want int64) {
+		t.Helper()
+		m, err := c.GetMany(ctx, keys)
+		if err != nil || len(m) != len(keys) {
+			t.Fatalf("GetMany %s = %v, %v; want %d keys, nil", when, m, err, len(keys))
+		}
+		for _, k := range keys {
+			if m[k] != want {
+				t.Errorf("GetMany %s: %s = %d, want %d", when, k, m[k], want)
+			}
+		}
+	}
+	check("of cold keys", 1)
+
+	db.version.Store(2)
+	time.Sleep(250 * time.Millisecond) // past the logical expiry
+	before, stale := db.calls.Load(), c.Stats().StaleServed
+	check("of expired keys, healthy loader", 2)
+	if n := db.calls.Load() - before; n != int64(len(keys)) {
+		t.Errorf("loader calls for GetMany of %d expired keys = %d, want %d (one reload each)", len(keys), n, len(keys))
+	}
+	if n := c.Stats().StaleServed - stale; n != 0 {
+		t.Errorf("Stats().StaleServed grew by %d with a healthy loader, want 0", n)
+	}
+	for _, k := range keys {
+		if v, ok := storedValue[int64](t, srv, valueKey(k)); !ok || v != 2 {
+			t.Errorf("Redis %s = %d (present %v) after GetMany, want 2", valueKey(k), v, ok)
+		}
+	}
+
+	db.fail.Store(true)
+	db.version.Store(3)
+	time.Sleep(250 * time.Millisecond)
+	stale = c.Stats().StaleServed
+	check("of expired keys, loader failing", 2)
+	if n := c.Stats().StaleServed - stale; n != uint64(len(keys)) {
+		t.Errorf("Stats().StaleServed grew by %d for GetMany of %d expired keys with the loader failing, want %d", n, len(keys), len(keys))
 	}
 }
