@@ -15,34 +15,9 @@ import (
 // key (value, lock or generation) under memory pressure; the conditional
 // fill must never accept a load that started before an Invalidate because
 // of it. These tests evict a key between the start of a load (held by a
-// blocking loader) and its fill: deterministically with DEL, and for real
-// by lowering maxmemory under each eviction policy.
-
-// invalidatedLoad runs the scenario: a's Get of k starts a load that reads
-// "old" and blocks; the row becomes "new" and b invalidates k; evict runs;
-// the load returns. It checks that a's Get answers "new" and that Redis
-// does not hold "old". opts are a's options.
-func invalidatedLoad(t *testing.T, srv *redistest.Server, evict func(), opts ...cacheaside.Option) {
-	t.Helper()
-	db := newRow(t, "old")
-	a, b := newCache(t, srv, db.load, opts...), newCache(t, srv, db.load)
-	ctx := testContext(t)
-
-	first := getAsync(ctx, a, "k")
-	await(t, db.entered, "the first load to read the row")
-	db.update("new")
-	if err := b.Invalidate(ctx, "k"); err != nil {
-		t.Fatalf("Invalidate(%q) = %v, want nil", "k", err)
-	}
-	evict()
-	db.letGo()
-	if r := await(t, first, "the Get whose load was invalidated"); r.err != nil || r.val != "new" {
-		t.Errorf("Get(%q) = %q, %v; want %q, nil (a load that read the row before Invalidate must not answer)", "k", r.val, r.err, "new")
-	}
-	if v, ok := storedValue[string](t, srv, "ca:{k}"); ok && v != "new" {
-		t.Errorf("Redis ca:{k} = %q after Invalidate, want %q or nothing (the fill of a load begun before Invalidate was accepted)", v, "new")
-	}
-}
+// blocking loader) and its fill (invalidatedLoad, in consistency_test.go):
+// deterministically with DEL, and for real by lowering maxmemory under
+// each eviction policy.
 
 // TestEvictedGenerationFencesFill evicts the generation Invalidate wrote
 // (with DEL, as eviction would) before an older load fills: the fill must

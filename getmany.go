@@ -380,10 +380,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		results[i] = result[V]{val: ld.val, err: ld.err, src: fromLoad}
 		env, wttl, negative, ok := c.prepare(ld)
 		if !ok || !leases[i].known() {
-			c.giveBack(ctx, keysFor(items[i].vkey), leases[i], ld.err)
-			if ok && c.l1 != nil {
-				c.l1.put(items[i].vkey, results[i], time.Time{}, epoch) // Redis is unavailable
-			}
+			c.unfilled(ctx, keysFor(items[i].vkey), leases[i], results[i], ok, epoch)
 			continue
 		}
 		writes = append(writes, write{i, env, wttl, negative})
@@ -428,9 +425,10 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		if tok := leases[w.i].token; tok != "" && lockLeft(cerr) {
 			giveUp = append(giveUp, heldLock{tok, vkeys[j]})
 		}
-		if c.settle(items[w.i].vkey, results[w.i], sent.Add(w.ttl), fillResult(res), cerr, epoch) {
+		conflict, ok := c.settle(items[w.i].vkey, results[w.i], sent.Add(w.ttl), fillResult(res), cerr, epoch)
+		if conflict {
 			conflicts = append(conflicts, w.i)
-		} else if stored != nil && cerr == nil && (fillResult(res) == fillLocked || fillResult(res) == fillUnlocked) {
+		} else if ok && stored != nil {
 			stored[w.i] = true
 		}
 	}

@@ -243,34 +243,43 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lea
 	r = result[V]{val: ld.val, err: ld.err, src: fromLoad}
 	env, ttl, negative, ok := c.prepare(ld)
 	if !ok || !l.known() {
-		c.giveBack(ctx, ks, l, ld.err)
-		if ok && c.l1 != nil {
-			// Redis is unavailable: the in-process copy is what bounds the
-			// loads of this key until it is back.
-			c.l1.put(ks[0], r, time.Time{}, epoch)
-		}
+		c.unfilled(ctx, ks, l, r, ok, epoch)
 		return r, false, false
 	}
 	expiry := time.Now().Add(ttl) // before the fill: L1 must not outlive the logical expiry
 	res, err := c.fill(ctx, ks, l, env, ttl, negative)
-	conflict = c.settle(ks[0], r, expiry, res, err, epoch)
-	return r, conflict, err == nil && (res == fillLocked || res == fillUnlocked)
+	conflict, stored = c.settle(ks[0], r, expiry, res, err, epoch)
+	return r, conflict, stored
 }
 
-// settle accounts for the outcome of one conditional fill and reports
-// whether it was a conflict.
-func (c *Cache[K, V]) settle(vkey string, r result[V], expiry time.Time, res fillResult, err error, epoch uint64) (conflict bool) {
+// unfilled settles a load whose result r is not written: not cacheable
+// (cacheable false) or loaded while Redis was unreachable (l not known).
+// It gives the lock back, and keeps a cacheable result in L1: while Redis
+// is unavailable, the in-process copy is what bounds the loads of the key.
+func (c *Cache[K, V]) unfilled(ctx context.Context, ks keys, l lease, r result[V], cacheable bool, epoch uint64) {
+	c.giveBack(ctx, ks, l, r.err)
+	if cacheable && c.l1 != nil {
+		c.l1.put(ks[0], r, time.Time{}, epoch)
+	}
+}
+
+// settle accounts for the outcome of one conditional fill, for every path
+// that fills (Get, GetMany, stale reloads, refreshes, warm-ups). conflict
+// reports that the key was invalidated or set since the load began (or its
+// generation evicted): the result must go to no one. stored reports that
+// the fill wrote it to Redis.
+func (c *Cache[K, V]) settle(vkey string, r result[V], expiry time.Time, res fillResult, err error, epoch uint64) (conflict, stored bool) {
 	switch {
 	case err != nil:
 		c.redisError(err)
 	case res == fillConflict:
 		c.stats.fillConflicts.Add(1)
-		return true
+		return true, false
 	}
 	if c.l1 != nil {
 		c.l1.put(vkey, r, expiry, epoch)
 	}
-	return false
+	return false, err == nil && (res == fillLocked || res == fillUnlocked)
 }
 
 // loaded is one loader answer for one key.

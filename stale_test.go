@@ -31,6 +31,21 @@ func (db *staleDB) load(ctx context.Context, k string) (int64, error) {
 	return db.version.Load(), nil
 }
 
+// staleTTL is the logical TTL of the stale tests' values; afterExpiry is
+// long enough past it for a value written at once to be stale.
+const (
+	staleTTL    = 200 * time.Millisecond
+	afterExpiry = staleTTL + 50*time.Millisecond
+)
+
+// newStaleCache returns a Cache whose values expire logically after
+// staleTTL (no jitter) and stay servable for a minute more.
+func newStaleCache[V any](t *testing.T, srv *redistest.Server, load cacheaside.LoadFunc[string, V], opts ...cacheaside.Option) *cacheaside.Cache[string, V] {
+	t.Helper()
+	opts = append([]cacheaside.Option{cacheaside.WithTTL(staleTTL), cacheaside.WithJitter(0), cacheaside.WithStaleIfError(time.Minute)}, opts...)
+	return newCache(t, srv, load, opts...)
+}
+
 // TestStaleServedWhileLoaderFails lets a value expire logically while the
 // database fails: Gets get the old value with a nil error, the failing
 // loader is retried about once per second for the key (not once per Get),
@@ -39,15 +54,14 @@ func TestStaleServedWhileLoaderFails(t *testing.T) {
 	srv := redistest.Start(t)
 	db := &staleDB{}
 	db.version.Store(1)
-	c := newCache(t, srv, db.load, cacheaside.WithTTL(200*time.Millisecond), cacheaside.WithJitter(0),
-		cacheaside.WithStaleIfError(time.Minute))
+	c := newStaleCache(t, srv, db.load)
 	ctx := context.Background()
 	if v, err := c.Get(ctx, "k"); err != nil || v != 1 {
 		t.Fatalf("Get(k) = %v, %v; want 1", v, err)
 	}
 	db.fail.Store(true)
 	db.version.Store(2)
-	time.Sleep(250 * time.Millisecond) // past the logical expiry
+	time.Sleep(afterExpiry) // past the logical expiry
 	before := db.calls.Load()
 	for range 50 {
 		if v, err := c.Get(ctx, "k"); err != nil || v != 1 {
@@ -81,15 +95,14 @@ func TestSoftTimeoutServesStale(t *testing.T) {
 	srv := redistest.Start(t)
 	db := &staleDB{}
 	db.version.Store(1)
-	c := newCache(t, srv, db.load, cacheaside.WithTTL(200*time.Millisecond), cacheaside.WithJitter(0),
-		cacheaside.WithStaleIfError(time.Minute), cacheaside.WithSoftTimeout(50*time.Millisecond))
+	c := newStaleCache(t, srv, db.load, cacheaside.WithSoftTimeout(50*time.Millisecond))
 	ctx := context.Background()
 	if _, err := c.Get(ctx, "k"); err != nil {
 		t.Fatal(err)
 	}
 	db.version.Store(2)
 	db.slow.Store(int64(time.Second))
-	time.Sleep(250 * time.Millisecond)
+	time.Sleep(afterExpiry)
 	start := time.Now()
 	v, err := c.Get(ctx, "k")
 	if took := time.Since(start); err != nil || v != 1 || took > 700*time.Millisecond {
@@ -127,15 +140,14 @@ func TestFailingReloadThrottledAcrossFleet(t *testing.T) {
 	db.version.Store(1)
 	var fleet []*cacheaside.Cache[string, int64]
 	for range 3 {
-		fleet = append(fleet, newCache(t, srv, db.load, cacheaside.WithTTL(200*time.Millisecond), cacheaside.WithJitter(0),
-			cacheaside.WithStaleIfError(time.Minute)))
+		fleet = append(fleet, newStaleCache(t, srv, db.load))
 	}
 	ctx := context.Background()
 	if v, err := fleet[0].Get(ctx, "k"); err != nil || v != 1 {
 		t.Fatalf("Get(k) = %v, %v; want 1", v, err)
 	}
 	db.fail.Store(true)
-	time.Sleep(250 * time.Millisecond) // past the logical expiry
+	time.Sleep(afterExpiry) // past the logical expiry
 	before := db.calls.Load()
 	const window = 2 * time.Second
 	var wg sync.WaitGroup
@@ -215,13 +227,12 @@ func (db *gatedDB) load(ctx context.Context, key string) (string, error) {
 func TestStaleReloadConflictNotServed(t *testing.T) {
 	srv := redistest.Start(t)
 	db := newGatedDB("old")
-	opts := []cacheaside.Option{cacheaside.WithTTL(200 * time.Millisecond), cacheaside.WithJitter(0), cacheaside.WithStaleIfError(time.Minute)}
-	a, b := newCache(t, srv, db.load, opts...), newCache(t, srv, db.load, opts...)
+	a, b := newStaleCache(t, srv, db.load), newStaleCache(t, srv, db.load)
 	ctx := testContext(t)
 	if v, err := a.Get(ctx, "k"); err != nil || v != "old" {
 		t.Fatalf("Get(k) = %q, %v; want %q, nil", v, err, "old")
 	}
-	time.Sleep(250 * time.Millisecond) // past the logical expiry
+	time.Sleep(afterExpiry) // past the logical expiry
 	letGo := db.hold(t)
 	res := getAsync(ctx, a, "k")
 	await(t, db.entered, "the reload to read the row")
@@ -248,14 +259,13 @@ func TestStaleReloadConflictNotServed(t *testing.T) {
 func TestStaleDeletedRowCachedAsNotFound(t *testing.T) {
 	srv := redistest.Start(t)
 	db := newGatedDB("row")
-	c := newCache(t, srv, db.load, cacheaside.WithTTL(200*time.Millisecond), cacheaside.WithJitter(0),
-		cacheaside.WithStaleIfError(time.Minute))
+	c := newStaleCache(t, srv, db.load)
 	ctx := testContext(t)
 	if v, err := c.Get(ctx, "k"); err != nil || v != "row" {
 		t.Fatalf("Get(k) = %q, %v; want %q, nil", v, err, "row")
 	}
 	db.delete()
-	time.Sleep(250 * time.Millisecond) // past the logical expiry
+	time.Sleep(afterExpiry) // past the logical expiry
 	if v, err := c.Get(ctx, "k"); !errors.Is(err, cacheaside.ErrNotFound) {
 		t.Fatalf("Get(k) after the row was deleted = %q, %v; want ErrNotFound", v, err)
 	}
@@ -285,8 +295,7 @@ func TestGetManyStaleReloadsLikeGet(t *testing.T) {
 	srv := redistest.Start(t)
 	db := &staleDB{}
 	db.version.Store(1)
-	c := newCache(t, srv, db.load, cacheaside.WithTTL(200*time.Millisecond), cacheaside.WithJitter(0),
-		cacheaside.WithStaleIfError(time.Minute))
+	c := newStaleCache(t, srv, db.load)
 	ctx := testContext(t)
 	keys := make([]string, 10)
 	for i := range keys {
@@ -307,7 +316,7 @@ func TestGetManyStaleReloadsLikeGet(t *testing.T) {
 	check("of cold keys", 1)
 
 	db.version.Store(2)
-	time.Sleep(250 * time.Millisecond) // past the logical expiry
+	time.Sleep(afterExpiry) // past the logical expiry
 	before, stale := db.calls.Load(), c.Stats().StaleServed
 	check("of expired keys, healthy loader", 2)
 	if n := db.calls.Load() - before; n != int64(len(keys)) {
@@ -324,7 +333,7 @@ func TestGetManyStaleReloadsLikeGet(t *testing.T) {
 
 	db.fail.Store(true)
 	db.version.Store(3)
-	time.Sleep(250 * time.Millisecond)
+	time.Sleep(afterExpiry)
 	stale = c.Stats().StaleServed
 	check("of expired keys, loader failing", 2)
 	if n := c.Stats().StaleServed - stale; n != uint64(len(keys)) {
