@@ -38,22 +38,35 @@ func TestEvictedGenerationFencesFill(t *testing.T) {
 }
 
 // TestEvictionWithoutInvalidateStillFills evicts the lock or the
-// generation during a load that nothing invalidated. The fence cannot tell
-// an evicted generation from a changed one, so that fill is refused and
-// redone; either way the Get answers the loaded value and Redis ends up
-// holding it, with the lock released.
+// generation during a load that nothing invalidated: with DEL, and for
+// real under volatile-ttl, which evicts the lock first (it has the
+// shortest TTL). The fence cannot tell an evicted generation from a
+// changed one, so that fill is refused and redone; either way the Get
+// answers the loaded value and Redis ends up holding it, with the lock
+// released.
 func TestEvictionWithoutInvalidateStillFills(t *testing.T) {
-	for _, suffix := range []string{":lock", ":gen"} {
-		t.Run("evict "+suffix, func(t *testing.T) {
-			srv := redistest.Start(t)
+	for _, tt := range []struct {
+		name   string
+		policy string
+		evict  func(t *testing.T, srv *redistest.Server)
+	}{
+		{"DEL lock", "noeviction", func(t *testing.T, srv *redistest.Server) { srv.CLI(t, "DEL", "ca:{k}:lock") }},
+		{"DEL generation", "noeviction", func(t *testing.T, srv *redistest.Server) { srv.CLI(t, "DEL", "ca:{k}:gen") }},
+		{"volatile-ttl evicts the lock", "volatile-ttl", func(t *testing.T, srv *redistest.Server) { evictUntilGone(t, srv, "ca:{k}:lock") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := redistest.Start(t, "--maxmemory-policy", tt.policy)
 			db := newRow(t, "v")
 			c := newCache(t, srv, db.load)
 			ctx := testContext(t)
 			res := getAsync(ctx, c, "k")
 			await(t, db.entered, "the load to read the row")
-			if n := srv.CLI(t, "DEL", "ca:{k}"+suffix); n != "1" {
-				t.Fatalf("DEL ca:{k}%s during the load = %s, want 1 (the key exists while a load runs)", suffix, n)
+			for _, suffix := range []string{":lock", ":gen"} {
+				if n := srv.CLI(t, "EXISTS", "ca:{k}"+suffix); n != "1" {
+					t.Fatalf("EXISTS ca:{k}%s during the load = %s, want 1", suffix, n)
+				}
 			}
+			tt.evict(t, srv)
 			db.letGo()
 			if r := await(t, res, "the Get"); r.err != nil || r.val != "v" {
 				t.Fatalf("Get(%q) = %q, %v; want %q, nil", "k", r.val, r.err, "v")
