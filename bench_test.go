@@ -313,8 +313,9 @@ func BenchmarkStampede(b *testing.B) {
 
 // fillClock is a go-redis hook that records when a fill script call (the
 // holder's conditional write of the loaded value: EVALSHA or EVAL with the
-// value, lock and generation keys and 7 arguments) returned 1, written
-// under the lock. The waiters' lag is measured from that moment: the value
+// value, lock and generation keys and 5 arguments, replying with an
+// integer, where the acquire script replies with an array) returned 1,
+// written under the lock. The waiters' lag is measured from that moment: the value
 // has landed in Redis.
 type fillClock struct{ at atomic.Int64 }
 
@@ -323,7 +324,7 @@ func (*fillClock) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *fillClock) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if name := cmd.Name(); (name == "evalsha" || name == "eval") && len(cmd.Args()) == 13 {
+		if name := cmd.Name(); (name == "evalsha" || name == "eval") && len(cmd.Args()) == 11 {
 			if c, ok := cmd.(*redis.Cmd); ok {
 				if n, _ := c.Int64(); n == 1 {
 					h.at.Store(time.Now().UnixNano())

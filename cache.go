@@ -13,13 +13,15 @@
 //  1. GET the value key. A value (or a cached "not found") is a hit: decode,
 //     hand to every caller of the flight, done.
 //  2. On a miss, one script re-reads the value and, if it is still missing,
-//     takes the fill lock with SET NX PX and reads the key's generation.
+//     takes the fill lock with SET NX PX and reads the key's generation (a
+//     unique token, created if absent).
 //  3. The lock holder calls the loader under the load timeout and stores the
 //     result with a conditional fill: one script that writes the value with
-//     a jittered TTL and deletes the lock only if the lock still holds the
-//     holder's token. [Cache.Invalidate] and [Cache.Set] delete the lock and
-//     change the generation, so a fill that started before them writes
-//     nothing and the load is redone.
+//     a jittered TTL and deletes the lock only if the generation is still
+//     the one it read. [Cache.Invalidate] and [Cache.Set] change the
+//     generation (and delete the lock), so a fill that started before them
+//     writes nothing and the load is redone. A generation Redis evicted is
+//     missing, which refuses the fill the same way.
 //  4. A process that finds the lock taken polls with a short jittered backoff
 //     until the holder's value lands, taking the lock over if the holder died
 //     and the lock expired. When the lock wait runs out it loads by itself;
@@ -44,7 +46,8 @@
 // starts with '#', the tag is "#" and the hex SHA-256 of s. Values are
 // stored in a small
 // versioned envelope around the codec's bytes; entries the cache cannot read
-// (corrupt, foreign, or from an incompatible future version) are misses.
+// (corrupt, foreign, of another Redis type, or from an incompatible future
+// version) are misses.
 //
 // # Shared values
 //
@@ -208,9 +211,11 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	return c, nil
 }
 
-// generationTTL is how long a generation written by Invalidate or Set
-// lives. A load without the lock started at most this long ago can still see
-// the generation it must compare against; older loads are not written.
+// generationTTL is how long a generation lives after it is written or a
+// lock is taken under it. It only has to outlive the loads that compare
+// against it (a fill that finds it gone is refused and redone, never
+// accepted): a load starts at most a lock TTL and a lock wait after the
+// lock its generation was extended with, and lasts less than a lock TTL.
 func generationTTL(cfg config) time.Duration {
 	return max(time.Minute, 4*(cfg.lockWait+cfg.lockTTL))
 }

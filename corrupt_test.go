@@ -143,3 +143,66 @@ func TestWaiterReloadsEntryItCannotRead(t *testing.T) {
 		t.Errorf("Redis ca:{1} after Get(1) returned = %q (decode error %v), want the reloaded value written over the unreadable entry", raw, err)
 	}
 }
+
+// TestWrongTypeValueIsReplaced puts a list or a hash under a value key, as
+// another program sharing the Redis might. Reading it gives WRONGTYPE (or
+// nil from MGET): an unreadable entry, which Get and GetMany treat as a
+// miss that takes the fill lock and replaces it. It is neither a Redis
+// fault nor a breaker failure, and once replaced the key is a hit.
+func TestWrongTypeValueIsReplaced(t *testing.T) {
+	foreign := map[string][]string{
+		"list": {"RPUSH", "ca:{1}", "a", "b"},
+		"hash": {"HSET", "ca:{1}", "field", "value"},
+	}
+	for _, kind := range []string{"list", "hash"} {
+		for _, via := range []string{"Get", "GetMany", "GetMany with a batch loader"} {
+			t.Run(kind+"/"+via, func(t *testing.T) {
+				srv := redistest.Start(t)
+				var loads atomic.Int64
+				load := func(ctx context.Context, id int64) (item, error) {
+					loads.Add(1)
+					return item{ID: id, Name: "from db"}, nil
+				}
+				opts := []cacheaside.Option{cacheaside.WithBreaker(1, time.Minute)}
+				if via == "GetMany with a batch loader" {
+					opts = append(opts, cacheaside.WithBatchLoader(func(ctx context.Context, ids []int64) (map[int64]item, error) {
+						out := make(map[int64]item, len(ids))
+						for _, id := range ids {
+							loads.Add(1)
+							out[id] = item{ID: id, Name: "from db"}
+						}
+						return out, nil
+					}))
+				}
+				c := newCache(t, srv, load, opts...)
+				srv.CLI(t, foreign[kind]...)
+				get := func() (item, error) {
+					if via == "Get" {
+						return c.Get(testContext(t), 1)
+					}
+					m, err := c.GetMany(testContext(t), []int64{1})
+					return m[1], err
+				}
+				want := item{ID: 1, Name: "from db"}
+				for i := range 3 {
+					if got, err := get(); err != nil || got != want {
+						t.Fatalf("%s(1) #%d over a %s = %v, %v; want %v, nil", via, i+1, kind, got, err, want)
+					}
+				}
+				s := c.Stats()
+				if n := loads.Load(); n != 1 {
+					t.Errorf("loads for 3 calls of %s over a %s = %d, want 1 (replaced once, then hits)", via, kind, n)
+				}
+				if s.RedisErrors != 0 || s.Breaker != cacheaside.BreakerClosed || s.LockAcquired != 1 {
+					t.Errorf("Stats() = %+v, want RedisErrors 0, Breaker closed, LockAcquired 1 (WRONGTYPE is an unreadable entry, not a fault)", s)
+				}
+				if typ := srv.CLI(t, "TYPE", "ca:{1}"); typ != "string" {
+					t.Fatalf("TYPE ca:{1} after %s = %s, want string (the %s replaced)", via, typ, kind)
+				}
+				if got, ok := storedValue[item](t, srv, "ca:{1}"); !ok || got != want {
+					t.Errorf("Redis ca:{1} = %v (present %v), want %v", got, ok, want)
+				}
+			})
+		}
+	}
+}

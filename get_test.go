@@ -56,7 +56,7 @@ type tenantKey struct {
 // TestKeyLayout proves that int64 keys, named string keys and struct keys
 // with WithKeyFunc land under the documented Redis keys <prefix>{s},
 // <prefix>{s}:lock (held during the load only) and <prefix>{s}:gen
-// (written by Invalidate), and that another Cache reads them back without
+// (the fence, written by the load's acquire and by Invalidate), and that another Cache reads them back without
 // loading.
 func TestKeyLayout(t *testing.T) {
 	t.Run("int64", func(t *testing.T) {
@@ -101,8 +101,9 @@ func loaderThatSeesLock[K comparable](t *testing.T, srv *redistest.Server, lockK
 }
 
 // checkLayout gets key through c and checks the Redis keys it leaves: the
-// value under vkey (with the lock seen during the load and gone after),
-// readable by other; then Invalidate leaves only the generation.
+// value under vkey (with the lock seen during the load and gone after) and
+// the generation that fenced the fill, readable by other; then Invalidate
+// leaves only a new generation.
 func checkLayout[K comparable](t *testing.T, srv *redistest.Server, c, other *cacheaside.Cache[K, string], key K, want, vkey string, lockSeen *atomic.Int64) {
 	t.Helper()
 	ctx := testContext(t)
@@ -112,9 +113,10 @@ func checkLayout[K comparable](t *testing.T, srv *redistest.Server, c, other *ca
 	if lockSeen.Load() != 1 {
 		t.Errorf("EXISTS %s during the load = %d, want 1", vkey+":lock", lockSeen.Load())
 	}
-	if keys := allKeys(t, srv); !slices.Equal(keys, []string{vkey}) {
-		t.Errorf("Redis keys after Get(%v) = %q, want exactly [%q] (the lock released)", key, keys, vkey)
+	if keys := allKeys(t, srv); !slices.Equal(keys, []string{vkey, vkey + ":gen"}) {
+		t.Errorf("Redis keys after Get(%v) = %q, want exactly [%q %q] (the lock released)", key, keys, vkey, vkey+":gen")
 	}
+	gen := srv.CLI(t, "GET", vkey+":gen")
 	if got, ok := storedValue[string](t, srv, vkey); !ok || got != want {
 		t.Errorf("Redis %s = %q (present %v), want %q", vkey, got, ok, want)
 	}
@@ -132,6 +134,9 @@ func checkLayout[K comparable](t *testing.T, srv *redistest.Server, c, other *ca
 	}
 	if ms := pttl(t, srv, vkey+":gen"); ms <= 0 {
 		t.Errorf("PTTL %s = %d, want a positive TTL (generations expire)", vkey+":gen", ms)
+	}
+	if now := srv.CLI(t, "GET", vkey+":gen"); now == gen {
+		t.Errorf("GET %s after Invalidate(%v) = %q, the generation before it; want a new one", vkey+":gen", key, now)
 	}
 }
 

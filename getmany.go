@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/flight"
@@ -31,7 +32,10 @@ const getManyConcurrency = 16
 // Redis Cluster, one MGET per hash slot, pipelined so that each node costs
 // one round trip, each node under its own circuit breaker), the others
 // from one call of the batch loader (see [WithBatchLoader]) under their
-// fill locks, written back in one pipeline per node.
+// fill locks, written back in one pipeline per node. With
+// [WithStaleIfError], a value past its logical expiry is reloaded as
+// [Cache.Get] reloads it (with the LoadFunc) and served stale only when
+// that fails, another process is reloading it or the soft timeout passes.
 // A missing key shares the flight of a concurrent Get of the same key, so it
 // is loaded once. Keys that do not exist are absent from the map. The error
 // joins the errors of the keys that failed; the map still holds every key
@@ -98,32 +102,30 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 		c.redisError(rerr)
 	}
 	for i, k := range uniq {
-		unreadable, redisDown := false, failed[i] != nil
-		if !redisDown && raws[i] != nil {
-			if r, h, ok := c.decodeResult(raws[i]); ok {
-				if c.isStale(r, h.Expiry) {
-					// Serve it, and reload it in the background.
-					c.stats.staleServed.Add(1)
-					c.startRefresh(k, vkeys[i], c.cfg.maxStale)
-				} else if c.l1 != nil {
-					c.l1.refresh(vkeys[i], r, h.Expiry, epoch)
-				}
-				c.maybeRefresh(k, vkeys[i], h.Expiry, h.LoadTime)
-				c.stats.hits.Add(1)
-				add(k, r)
-				continue
+		r, h, kind := c.classify(raws[i], failed[i])
+		var stale *result[V]
+		switch kind {
+		case readHit:
+			if c.l1 != nil {
+				c.l1.refresh(vkeys[i], r, h.Expiry, epoch)
 			}
-			unreadable = true
-		}
-		if redisDown && c.l1 != nil {
-			if r, ok := c.l1.get(vkeys[i], false); ok {
-				c.stats.localHits.Add(1)
-				add(k, r)
-				continue
+			c.maybeRefresh(k, vkeys[i], h.Expiry, h.LoadTime)
+			c.stats.hits.Add(1)
+			add(k, r)
+			continue
+		case readStale:
+			stale = &r // revived in the key's flight, as Get does
+		case readFault:
+			if c.l1 != nil {
+				if r, ok := c.l1.get(vkeys[i], false); ok {
+					c.stats.localHits.Add(1)
+					add(k, r)
+					continue
+				}
 			}
 		}
 		fl, leader := c.flights.Join(ctx, vkeys[i])
-		p := pendingKey[K, V]{key: k, vkey: vkeys[i], fl: fl, unreadable: unreadable, redisDown: redisDown}
+		p := pendingKey[K, V]{key: k, vkey: vkeys[i], fl: fl, unreadable: kind == readUnreadable, redisDown: kind == readFault, stale: stale}
 		todo = append(todo, p)
 		if leader {
 			owned = append(owned, p)
@@ -153,13 +155,15 @@ func waitersOf[K comparable, V any](items []pendingKey[K, V], idx ...int) []*fli
 	return ws
 }
 
-// pendingKey is one key of a GetMany that missed, with its flight.
+// pendingKey is one key of a GetMany that missed or found a stale value,
+// with its flight.
 type pendingKey[K comparable, V any] struct {
 	key        K
 	vkey       string
 	fl         *flight.Call[result[V]]
 	unreadable bool
-	redisDown  bool // its MGET failed: load it without a lock, do not write
+	redisDown  bool       // its MGET failed: load it without a lock, do not write
+	stale      *result[V] // the value past its logical expiry that the MGET found: revive it
 }
 
 // startBatch resolves the flights a GetMany leads on a goroutine owned by
@@ -191,7 +195,10 @@ func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V
 // resolveBatch fills results for items: lock what it can, load the locked
 // keys and those Redis could not be asked about in one batch, fill the
 // locked ones in one pipeline per node, and hand the rest (keys locked by
-// others, conflicts) to the single-key path.
+// others, conflicts) to the single-key path. Stale values are revived on
+// the single-key path meanwhile, as Get revives them: under the lock,
+// served stale only when the reload fails, another process reloads them
+// or the soft timeout passes.
 func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V], results []result[V], epoch uint64) {
 	single := func(idx []int) {
 		var g errgroup.Group
@@ -199,10 +206,14 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 		for _, i := range idx {
 			g.Go(func() error {
 				ctx := flight.WithWaiters(ctx, waitersOf(items, i)...)
-				if items[i].redisDown {
-					results[i] = c.loadAndFill(ctx, items[i].key, keysFor(items[i].vkey), lease{}, epoch)
-				} else {
-					results[i] = c.miss(ctx, items[i].key, keysFor(items[i].vkey), items[i].unreadable, epoch)
+				p := items[i]
+				switch {
+				case p.stale != nil:
+					results[i] = c.revive(ctx, p.key, p.vkey, *p.stale, epoch)
+				case p.redisDown:
+					results[i] = c.loadAndFill(ctx, p.key, keysFor(p.vkey), lease{}, epoch)
+				default:
+					results[i] = c.miss(ctx, p.key, keysFor(p.vkey), p.unreadable, epoch)
 				}
 				return nil
 			})
@@ -214,14 +225,22 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 		single(indexes(len(items)))
 		return
 	}
-	var up, toLoad []int
+	var up, toLoad, stale []int
 	for i := range items {
-		if items[i].redisDown {
+		switch {
+		case items[i].stale != nil:
+			stale = append(stale, i)
+		case items[i].redisDown:
 			toLoad = append(toLoad, i) // without a lock, not written
-		} else {
+		default:
 			up = append(up, i)
 		}
 	}
+	var revived sync.WaitGroup
+	if len(stale) > 0 {
+		revived.Go(func() { single(stale) })
+	}
+	defer revived.Wait()
 	leases := make([]lease, len(items))
 	locked, rest, down := c.acquireBatch(ctx, items, up, results, leases)
 	toLoad = append(append(toLoad, locked...), down...)
@@ -264,11 +283,11 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 			if tokens[i] == "" {
 				tokens[i] = c.newToken()
 			}
-			force := "0"
+			mode := acquireNormal
 			if items[i].unreadable {
-				force = "1"
+				mode = acquireForce
 			}
-			args := []any{tokens[i], c.cfg.lockTTL.Milliseconds(), force, 0}
+			args := c.acquireArgs(tokens[i], mode, 0)
 			if eval {
 				return acquireScript.Eval(ctx, p, keysFor(items[i].vkey), args...)
 			}
@@ -304,7 +323,7 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 		case perr != nil:
 			rest = append(rest, i)
 		case st == stateValue:
-			if r, _, ok := c.decodeResult([]byte(raw)); ok {
+			if r, _, kind := c.classify([]byte(raw), nil); kind == readHit || kind == readStale {
 				results[i] = r
 			} else {
 				rest = append(rest, i)
@@ -361,13 +380,8 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		}
 		results[i] = result[V]{val: ld.val, err: ld.err, src: fromLoad}
 		env, wttl, negative, ok := c.prepare(ld)
-		if !ok || !leases[i].known {
-			if leases[i].token != "" {
-				c.release(ctx, keysFor(items[i].vkey), leases[i].token)
-			}
-			if ok && c.l1 != nil {
-				c.l1.put(items[i].vkey, results[i], time.Time{}, epoch) // Redis is unavailable
-			}
+		if !ok || !leases[i].known() {
+			c.unfilled(ctx, keysFor(items[i].vkey), leases[i], results[i], ok, epoch)
 			continue
 		}
 		writes = append(writes, write{i, env, wttl, negative})
@@ -394,12 +408,8 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	sent := time.Now() // L1 copies must not outlive the Redis entries
 	errOf, _ := c.perNode(ctx, vkeys, nil, func(ctx context.Context, sub []int) error {
 		return c.pipelineScript(ctx, fillScript, sub, func(p redis.Pipeliner, j int, eval bool) *redis.Cmd {
-			w, l := writes[j], leases[writes[j].i]
-			nx := "0"
-			if w.negative {
-				nx = "1"
-			}
-			args := []any{l.token, l.gen, w.env, c.physical(w.ttl, w.negative).Milliseconds(), nx, l.start, c.genTTL.Milliseconds()}
+			w := writes[j]
+			args := c.fillArgs(leases[w.i], w.env, w.ttl, w.negative)
 			if eval {
 				return fillScript.Eval(ctx, p, keysFor(vkeys[j]), args...)
 			}
@@ -416,9 +426,10 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		if tok := leases[w.i].token; tok != "" && lockLeft(cerr) {
 			giveUp = append(giveUp, heldLock{tok, vkeys[j]})
 		}
-		if c.settle(items[w.i].vkey, results[w.i], sent.Add(w.ttl), fillResult(res), cerr, epoch) {
+		conflict, ok := c.settle(items[w.i].vkey, results[w.i], sent.Add(w.ttl), fillResult(res), cerr, epoch)
+		if conflict {
 			conflicts = append(conflicts, w.i)
-		} else if stored != nil && cerr == nil && (fillResult(res) == fillLocked || fillResult(res) == fillUnlocked) {
+		} else if ok && stored != nil {
 			stored[w.i] = true
 		}
 	}

@@ -18,46 +18,73 @@ import (
 // costs one extra round trip, not an error.
 
 // acquireScript re-reads the value and, if there is none, tries to take the
-// fill lock. It returns {0, value} when a value exists, {1, gen, now} when
-// this caller took the lock, and {2, gen, now} when someone else holds it.
-// gen is the current generation ("" when none) and now the server's clock
-// in milliseconds: a later conditional fill checks both. ARGV[3] is the
-// mode: "0" normal; "1" the existing value is ignored (it was unreadable)
-// and deleted once the lock is taken; "2" (early refresh) the existing
-// value is ignored and kept, so readers go on getting it during the load,
-// unless it lives longer than ARGV[4] ms: then another process refreshed it
-// since the caller read it, and the reply is {3, ”}.
+// fill lock. ARGV[1] is the caller's token, ARGV[2] the lock TTL and
+// ARGV[5] the generation TTL, in milliseconds. It returns {0, value} when
+// a value exists, {1, gen} when this caller took the lock, and {2, gen}
+// when someone else holds it.
+//
+// gen is the fence of a later conditional fill (fillScript): the key's
+// generation, which the script creates when there is none (with the
+// caller's token: unique, so a generation never comes back once replaced,
+// expired or evicted). Every lease thus carries a generation, and a fill
+// that no longer finds it is refused. Taking the lock also extends the
+// generation to the generation TTL, so that it outlives any load that
+// relies on it.
+//
+// ARGV[3] is the mode: "0" normal (a value of another Redis type than a
+// string is unreadable: it is treated as in mode "1"); "1" the existing
+// value is ignored (it was unreadable) and deleted once the lock is taken;
+// "2" (early refresh) the existing value is ignored and kept, so readers
+// go on getting it during the load, unless it lives longer than ARGV[4]
+// ms: then another process refreshed it since the caller read it, and the
+// reply is {3, ""}.
 var acquireScript = redis.NewScript(`
-if ARGV[3] == '0' then
-  local v = redis.call('GET', KEYS[1])
-  if v then return {0, v} end
-elseif ARGV[3] == '2' and redis.call('PTTL', KEYS[1]) > tonumber(ARGV[4]) then
+local mode = ARGV[3]
+if mode == '0' then
+  local v = redis.pcall('GET', KEYS[1])
+  if type(v) == 'string' then return {0, v} end
+  if type(v) == 'table' and v.err then mode = '1' end
+elseif mode == '2' and redis.call('PTTL', KEYS[1]) > tonumber(ARGV[4]) then
   return {3, ''}
 end
-local g = redis.call('GET', KEYS[3]) or ''
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
-  return {1, g, now}
+local g = redis.call('GET', KEYS[3])
+if not g then
+  g = ARGV[1]
+  redis.call('SET', KEYS[3], g, 'PX', ARGV[5])
 end
-return {2, g, now}
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  if mode == '1' then redis.call('DEL', KEYS[1]) end
+  return {1, g}
+end
+return {2, g}
 `)
 
 // fillScript writes a loaded value only if nothing invalidated the key since
-// the load began. The lock holder (ARGV[1] matches the lock) writes and
-// releases the lock; Invalidate and Set delete the lock, so a holder that
-// lost it falls through to the generation check. A load without the lock
-// writes only if the generation is still ARGV[2], the load started less
-// than ARGV[7] ms ago by the server's clock (so the generation it read
-// cannot have expired and come back), and no value exists. With ARGV[5] =
-// "1" (a not-found marker) an existing value is never overwritten.
+// the load began: the generation must still be ARGV[2], the one the
+// acquire gave the load. Invalidate and Set replace the generation, and an
+// evicted or expired one never comes back (acquireScript), so a fill after
+// any of them is refused, whatever else Redis evicted. The lock token
+// ARGV[1] (empty for a load without the lock) only chooses how to write:
+// the holder overwrites and releases the lock; any other load writes only
+// if no value exists. With ARGV[5] = "1" the holder too keeps an existing
+// value: a not-found marker from a load that began on a miss must not hide
+// a row that a load begun later found and stored. (A refresh or stale
+// reload passes "0": the value it finds is the one it reloads, and a row
+// deleted since must replace it.) A refused fill still releases the
+// caller's lock, so that a redo or another process can take it at once.
 //
 // It returns 1 (written, lock released), 2 (written without the lock),
 // 3 (not written: another fill got there first, the load is still fresh)
-// or 0 (not written: the key was invalidated or set during the load).
+// or 0 (not written: the key was invalidated or set during the load, or
+// its generation evicted).
 var fillScript = redis.NewScript(`
-if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then
+local mine = ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1]
+if redis.call('GET', KEYS[3]) ~= ARGV[2] then
+  if mine then redis.call('DEL', KEYS[2]) end
+  return 0
+end
+if mine then
   if ARGV[5] == '1' then
     redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[4])
   else
@@ -66,9 +93,6 @@ if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
   return 1
 end
-if (redis.call('GET', KEYS[3]) or '') ~= ARGV[2] then return 0 end
-local t = redis.call('TIME')
-if t[1] * 1000 + math.floor(t[2] / 1000) - tonumber(ARGV[6]) >= tonumber(ARGV[7]) then return 0 end
 if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[4]) then return 2 end
 return 3
 `)
@@ -77,6 +101,12 @@ return 3
 // token: compare-and-delete, never a plain DEL.
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('DEL', KEYS[2]) end
+return 0
+`)
+
+// holdScript extends the lock to ARGV[2] ms if it still holds token ARGV[1].
+var holdScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return 0
 `)
 
@@ -106,15 +136,25 @@ const (
 )
 
 // lease is what a load needs to fill conditionally: the lock token (empty
-// when the load runs without the lock), the generation and server time read
-// before the load began, and whether those were read at all (when Redis is
-// unreachable a load result is returned but not written).
+// when the load runs without the lock) and the generation read before the
+// load began. The zero lease (Redis was unreachable) fences nothing: its
+// load's result is returned but not written.
 type lease struct {
 	token string
 	gen   string
-	start int64
-	known bool
+	// replace is set when the lock was taken to reload a value kept in
+	// place (early refresh, stale reload): the fill replaces that value
+	// even with a not-found marker.
+	replace bool
+	// holdOnError, if not zero, is how long the lock stays held after a
+	// load that failed (stale reloads: it throttles the fleet's retries
+	// of a failing loader); otherwise the lock is released at once.
+	holdOnError time.Duration
 }
+
+// known reports whether l was read from Redis, so that a fill under it can
+// be fenced by its generation.
+func (l lease) known() bool { return l.gen != "" }
 
 // acquire runs acquireScript. For stateValue it returns the raw value.
 func (c *Cache[K, V]) acquire(ctx context.Context, ks keys, token string, force bool) (acquireState, string, lease, error) {
@@ -135,11 +175,11 @@ const (
 // acquireMode runs acquireScript in the given mode.
 // For acquireRefresh, freshAfter is the remaining life above which the value
 // counts as already refreshed.
-func (c *Cache[K, V]) acquireMode(ctx context.Context, ks keys, token, forceArg string, freshAfter time.Duration) (acquireState, string, lease, error) {
+func (c *Cache[K, V]) acquireMode(ctx context.Context, ks keys, token, mode string, freshAfter time.Duration) (acquireState, string, lease, error) {
 	var res []any
 	get := func(ctx context.Context) error {
 		var err error
-		res, err = acquireScript.Run(ctx, c.rdb, ks, token, c.cfg.lockTTL.Milliseconds(), forceArg, freshAfter.Milliseconds()).Slice()
+		res, err = acquireScript.Run(ctx, c.rdb, ks, c.acquireArgs(token, mode, freshAfter)...).Slice()
 		return err
 	}
 	// A call the guard stopped waiting for may still take the lock: give it
@@ -162,7 +202,15 @@ func (c *Cache[K, V]) acquireMode(ctx context.Context, ks keys, token, forceArg 
 	if err != nil {
 		return 0, "", lease{}, err
 	}
-	return parseAcquire(res, token)
+	st, raw, l, err := parseAcquire(res, token)
+	l.replace = mode == acquireRefresh
+	return st, raw, l, err
+}
+
+// acquireArgs returns the ARGV of acquireScript: the one place they are
+// built, for single keys and batches.
+func (c *Cache[K, V]) acquireArgs(token, mode string, freshAfter time.Duration) []any {
+	return []any{token, c.cfg.lockTTL.Milliseconds(), mode, freshAfter.Milliseconds(), c.genTTL.Milliseconds()}
 }
 
 // parseAcquire reads the reply of acquireScript called with token.
@@ -172,14 +220,17 @@ func parseAcquire(res []any, token string) (acquireState, string, lease, error) 
 	}
 	st, _ := res[0].(int64)
 	s, _ := res[1].(string)
-	if acquireState(st) == stateValue || acquireState(st) == stateFresh {
+	switch acquireState(st) {
+	case stateValue, stateFresh:
 		return acquireState(st), s, lease{}, nil
-	}
-	if len(res) < 3 {
+	case stateAcquired, stateLocked:
+	default:
 		return 0, "", lease{}, fmt.Errorf("cacheaside: acquire: unexpected reply %v", res)
 	}
-	now, _ := res[2].(int64)
-	l := lease{gen: s, start: now, known: true}
+	if s == "" {
+		return 0, "", lease{}, fmt.Errorf("cacheaside: acquire: no generation in reply %v", res)
+	}
+	l := lease{gen: s}
 	if acquireState(st) == stateAcquired {
 		l.token = token
 	}
@@ -196,17 +247,12 @@ const (
 	fillPreempted fillResult = 3
 )
 
-// fill runs fillScript for an encoded envelope.
+// fill runs fillScript for an encoded envelope whose logical TTL is ttl.
 func (c *Cache[K, V]) fill(ctx context.Context, ks keys, l lease, env []byte, ttl time.Duration, negative bool) (fillResult, error) {
-	nx := "0"
-	if negative {
-		nx = "1"
-	}
 	var n int64
 	run := func(ctx context.Context) error {
 		var err error
-		n, err = fillScript.Run(ctx, c.rdb, ks, l.token, l.gen, env, ttl.Milliseconds(), nx,
-			l.start, c.genTTL.Milliseconds()).Int64()
+		n, err = fillScript.Run(ctx, c.rdb, ks, c.fillArgs(l, env, ttl, negative)...).Int64()
 		return err
 	}
 	// A fill that fails may never have reached the server (a pool wait cut
@@ -226,6 +272,17 @@ func (c *Cache[K, V]) fill(ctx context.Context, ks keys, l lease, env []byte, tt
 		return 0, err // n may still be written by an abandoned call
 	}
 	return fillResult(n), nil
+}
+
+// fillArgs returns the ARGV of fillScript for an envelope whose logical
+// TTL is ttl, filled under l: the one place they are built, for single
+// keys and batches.
+func (c *Cache[K, V]) fillArgs(l lease, env []byte, ttl time.Duration, negative bool) []any {
+	keep := "0"
+	if negative && !l.replace {
+		keep = "1"
+	}
+	return []any{l.token, l.gen, env, c.physical(ttl, negative).Milliseconds(), keep}
 }
 
 // releaseNow releases a lock from a goroutine that must not wait on the
@@ -283,6 +340,21 @@ func (c *Cache[K, V]) releaseNowAll(held []heldLock) {
 		})
 		return err
 	})
+}
+
+// giveBack returns the lock of l, if any, after a load that wrote
+// nothing: it holds it for l.holdOnError after a loader error, and
+// releases it otherwise.
+func (c *Cache[K, V]) giveBack(ctx context.Context, ks keys, l lease, loadErr error) {
+	switch {
+	case l.token == "":
+	case l.holdOnError > 0 && loadErr != nil && !errors.Is(loadErr, ErrNotFound):
+		_ = c.guard.do(context.WithoutCancel(ctx), ks[0], func(ctx context.Context) error {
+			return holdScript.Run(ctx, c.rdb, ks, l.token, l.holdOnError.Milliseconds()).Err()
+		})
+	default:
+		c.release(ctx, ks, l.token)
+	}
 }
 
 // release gives the lock back after a load that wrote nothing, so that

@@ -87,10 +87,7 @@ func (c *Cache[K, V]) prefill(ctx context.Context) {
 			c.redisError(err)
 		}
 		for i, vk := range vkeys {
-			if failed[i] != nil || raws[i] == nil {
-				continue
-			}
-			if r, h, ok := c.decodeResult(raws[i]); ok && !c.isStale(r, h.Expiry) {
+			if r, h, kind := c.classify(raws[i], failed[i]); kind == readHit {
 				c.l1.refresh(vk, r, h.Expiry, epoch)
 			}
 		}

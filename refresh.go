@@ -19,8 +19,11 @@ import (
 // chance grows as the expiry nears and is larger for slow loads; β > 1
 // refreshes earlier. The fill lock makes a fleet start about one refresh
 // per expiry; refreshes run at most 4 at a time per Cache, on goroutines
-// that Close stops. Values written by Set carry no load time and are not
-// refreshed early. beta = 0 disables early refresh.
+// that Close stops. A refresh due while all 4 run is skipped and counted
+// in [Stats].RefreshesSkipped; a later hit of the key tries again, and the
+// value expires and is reloaded on a miss if none does. Values written by
+// Set carry no load time and are not refreshed early. beta = 0 disables
+// early refresh.
 //
 // Default: 0 (disabled).
 func WithEarlyRefresh(beta float64) Option {
@@ -65,6 +68,7 @@ func (c *Cache[K, V]) startRefresh(key K, vkey string, freshAfter time.Duration)
 	case c.refreshSem <- struct{}{}:
 	default:
 		c.refreshing.Delete(vkey)
+		c.stats.refreshesSkipped.Add(1)
 		return // the pool is full: a later hit will try again
 	}
 	c.tracker.spawn()

@@ -2,6 +2,7 @@ package cacheaside_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -82,5 +83,52 @@ func TestEarlyRefreshHotKey(t *testing.T) {
 				t.Errorf("misses without early refresh = 0, want some at each expiry (the test cannot tell otherwise)")
 			}
 		})
+	}
+}
+
+// TestEarlyRefreshSkippedIsCounted: early refreshes run at most 4 at a
+// time; a refresh due while all 4 are busy is skipped (a later hit tries
+// again) and counted in Stats().RefreshesSkipped, never dropped silently.
+func TestEarlyRefreshSkippedIsCounted(t *testing.T) {
+	srv := redistest.Start(t)
+	var hold atomic.Bool
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	load := func(ctx context.Context, k string) (string, error) {
+		time.Sleep(20 * time.Millisecond) // a load time for XFetch
+		if hold.Load() {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return "v", nil
+	}
+	// β = 10⁶ with a 20 ms load makes every hit due for a refresh (the
+	// chance that one is not is about e^(−60s/(20ms·10⁶)) below 0.3%).
+	c := newCache(t, srv, load, cacheaside.WithTTL(time.Minute), cacheaside.WithEarlyRefresh(1e6))
+	ctx := testContext(t)
+	const n = 20
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "k" + strconv.Itoa(i)
+	}
+	if _, err := c.GetMany(ctx, keys); err != nil {
+		t.Fatalf("GetMany = %v, want nil", err)
+	}
+	hold.Store(true) // refreshes now stay busy until the test ends
+	for _, k := range keys {
+		if v, err := c.Get(ctx, k); err != nil || v != "v" {
+			t.Fatalf("Get(%s) = %q, %v; want %q, nil", k, v, err, "v")
+		}
+	}
+	s := c.Stats()
+	if s.EarlyRefreshes > 4 {
+		t.Errorf("Stats().EarlyRefreshes = %d with every refresh blocked, want at most 4 running", s.EarlyRefreshes)
+	}
+	// At most 4 of the 20 due refreshes run; nearly all of the others
+	// must be counted as skipped.
+	if s.RefreshesSkipped < n/2 {
+		t.Errorf("Stats().RefreshesSkipped = %d after %d hits due for a refresh with 4 running, want ≥ %d", s.RefreshesSkipped, n, n/2)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/envelope"
@@ -33,22 +34,17 @@ func (c *Cache[K, V]) resolve(ctx context.Context, key K, vkey string) result[V]
 // value, loading without the lock while Redis fails, or the miss path.
 // Only the paths that need rest build a closure, so a hit allocates none.
 func (c *Cache[K, V]) afterRead(key K, vkey string, raw []byte, err error, epoch uint64) (r result[V], rest func(context.Context) result[V]) {
-	unreadable := false
-	switch {
-	case err == nil:
-		if r, h, ok := c.decodeResult(raw); ok {
-			if c.isStale(r, h.Expiry) {
-				return r, func(ctx context.Context) result[V] { return c.revive(ctx, key, vkey, r, epoch) }
-			}
-			if c.l1 != nil {
-				c.l1.refresh(vkey, r, h.Expiry, epoch)
-			}
-			c.maybeRefresh(key, vkey, h.Expiry, h.LoadTime)
-			return r, nil
+	r, h, kind := c.classify(raw, err)
+	switch kind {
+	case readHit:
+		if c.l1 != nil {
+			c.l1.refresh(vkey, r, h.Expiry, epoch)
 		}
-		unreadable = true
-	case errors.Is(err, redis.Nil):
-	default:
+		c.maybeRefresh(key, vkey, h.Expiry, h.LoadTime)
+		return r, nil
+	case readStale:
+		return r, func(ctx context.Context) result[V] { return c.revive(ctx, key, vkey, r, epoch) }
+	case readFault:
 		c.redisError(err)
 		if r, ok := c.localCopy(vkey); ok {
 			return r, nil
@@ -56,7 +52,59 @@ func (c *Cache[K, V]) afterRead(key K, vkey string, raw []byte, err error, epoch
 		// Redis is unavailable: load without the lock, write nothing.
 		return r, func(ctx context.Context) result[V] { return c.loadAndFill(ctx, key, keysFor(vkey), lease{}, epoch) }
 	}
+	unreadable := kind == readUnreadable
 	return r, func(ctx context.Context) result[V] { return c.miss(ctx, key, keysFor(vkey), unreadable, epoch) }
+}
+
+// readKind is what one Redis read of a value key means.
+type readKind int
+
+const (
+	readHit        readKind = iota // a value or not-found marker to answer with
+	readStale                      // a value past its logical expiry (WithStaleIfError): reload it
+	readMiss                       // nothing there
+	readUnreadable                 // bytes or a Redis type the cache cannot read: a miss that replaces them
+	readFault                      // no answer from Redis: neither a hit nor a miss
+)
+
+// classify says what a read of a value key means, for every path that
+// reads one: raw and err are the reply of a GET (see read), of one key of
+// an MGET (raw nil for a missing key, err the error of its node) or the
+// value an acquire found (err nil). r and h are the decoded entry of a hit
+// or a stale value. An unreadable entry is counted in Stats.Corrupt.
+func (c *Cache[K, V]) classify(raw []byte, err error) (r result[V], h envelope.Header, kind readKind) {
+	switch {
+	case errors.Is(err, errWrongType):
+		c.stats.corrupt.Add(1)
+		return r, h, readUnreadable
+	case errors.Is(err, redis.Nil), err == nil && raw == nil:
+		return r, h, readMiss
+	case err != nil:
+		return r, h, readFault
+	}
+	r, h, ok := c.decodeResult(raw)
+	switch {
+	case !ok:
+		return result[V]{}, h, readUnreadable
+	case c.isStale(r, h.Expiry):
+		return r, h, readStale
+	}
+	return r, h, readHit
+}
+
+// errWrongType is what read returns for a value key that holds another
+// Redis type than a string (a list, a hash: another program's data). It
+// is an unreadable entry, which the miss path replaces under the lock;
+// the guard never sees it, so it is not a Redis fault.
+var errWrongType = errors.New("cacheaside: value key holds another Redis type")
+
+// isWrongType reports whether err is Redis's WRONGTYPE reply.
+func isWrongType(err error) bool {
+	if err == nil {
+		return false // the hit path: no allocation for errors.As
+	}
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "WRONGTYPE")
 }
 
 // localCopy returns the in-process copy of vkey for a read that Redis
@@ -68,26 +116,42 @@ func (c *Cache[K, V]) localCopy(vkey string) (result[V], bool) {
 	return c.l1.get(vkey, false)
 }
 
-// read GETs the value key through the guard. The inline path is spelled
-// out so that its closure stays on the stack: this is the hit path.
+// read GETs the value key through the guard. A WRONGTYPE reply is an
+// answer, not a fault: the guard sees success and read returns
+// errWrongType. The inline path is spelled out so that its closure stays
+// on the stack: this is the hit path.
 func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
+	var (
+		raw   []byte
+		wrong bool
+		err   error
+	)
 	if c.guard.inline {
-		var raw []byte
-		err := c.guard.doInline(ctx, vkey, func(ctx context.Context) error {
+		err = c.guard.doInline(ctx, vkey, func(ctx context.Context) error {
 			var err error
 			raw, err = c.rdb.Get(ctx, vkey).Bytes()
+			wrong = isWrongType(err)
+			if wrong {
+				return nil
+			}
 			return err
 		})
-		return raw, err
+	} else {
+		err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
+			var err error
+			raw, err = c.rdb.Get(ctx, vkey).Bytes()
+			wrong = isWrongType(err)
+			if wrong {
+				return nil
+			}
+			return err
+		})
 	}
-	var raw []byte
-	err := c.guard.do(ctx, vkey, func(ctx context.Context) error {
-		var err error
-		raw, err = c.rdb.Get(ctx, vkey).Bytes()
-		return err
-	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err // raw may still be written by an abandoned call
+	case wrong:
+		return nil, errWrongType
 	}
 	return raw, nil
 }
@@ -136,7 +200,7 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) 
 		}
 		switch st {
 		case stateValue:
-			if r, _, ok := c.decodeResult([]byte(raw)); ok {
+			if r, _, kind := c.classify([]byte(raw), nil); kind == readHit || kind == readStale {
 				return r, l, true
 			}
 			// Unreadable bytes: poll again ignoring them, so that this
@@ -178,37 +242,44 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lea
 	ld := c.callLoader(ctx, key)
 	r = result[V]{val: ld.val, err: ld.err, src: fromLoad}
 	env, ttl, negative, ok := c.prepare(ld)
-	if !ok || !l.known {
-		if l.token != "" {
-			c.release(ctx, ks, l.token)
-		}
-		if ok && c.l1 != nil {
-			// Redis is unavailable: the in-process copy is what bounds the
-			// loads of this key until it is back.
-			c.l1.put(ks[0], r, time.Time{}, epoch)
-		}
+	if !ok || !l.known() {
+		c.unfilled(ctx, ks, l, r, ok, epoch)
 		return r, false, false
 	}
 	expiry := time.Now().Add(ttl) // before the fill: L1 must not outlive the logical expiry
-	res, err := c.fill(ctx, ks, l, env, c.physical(ttl, negative), negative)
-	conflict = c.settle(ks[0], r, expiry, res, err, epoch)
-	return r, conflict, err == nil && (res == fillLocked || res == fillUnlocked)
+	res, err := c.fill(ctx, ks, l, env, ttl, negative)
+	conflict, stored = c.settle(ks[0], r, expiry, res, err, epoch)
+	return r, conflict, stored
 }
 
-// settle accounts for the outcome of one conditional fill and reports
-// whether it was a conflict.
-func (c *Cache[K, V]) settle(vkey string, r result[V], expiry time.Time, res fillResult, err error, epoch uint64) (conflict bool) {
+// unfilled settles a load whose result r is not written: not cacheable
+// (cacheable false) or loaded while Redis was unreachable (l not known).
+// It gives the lock back, and keeps a cacheable result in L1: while Redis
+// is unavailable, the in-process copy is what bounds the loads of the key.
+func (c *Cache[K, V]) unfilled(ctx context.Context, ks keys, l lease, r result[V], cacheable bool, epoch uint64) {
+	c.giveBack(ctx, ks, l, r.err)
+	if cacheable && c.l1 != nil {
+		c.l1.put(ks[0], r, time.Time{}, epoch)
+	}
+}
+
+// settle accounts for the outcome of one conditional fill, for every path
+// that fills (Get, GetMany, stale reloads, refreshes, warm-ups). conflict
+// reports that the key was invalidated or set since the load began (or its
+// generation evicted): the result must go to no one. stored reports that
+// the fill wrote it to Redis.
+func (c *Cache[K, V]) settle(vkey string, r result[V], expiry time.Time, res fillResult, err error, epoch uint64) (conflict, stored bool) {
 	switch {
 	case err != nil:
 		c.redisError(err)
 	case res == fillConflict:
 		c.stats.fillConflicts.Add(1)
-		return true
+		return true, false
 	}
 	if c.l1 != nil {
 		c.l1.put(vkey, r, expiry, epoch)
 	}
-	return false
+	return false, err == nil && (res == fillLocked || res == fillUnlocked)
 }
 
 // loaded is one loader answer for one key.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // WithStaleIfError keeps each value in Redis for maxStale past its logical
@@ -16,7 +14,9 @@ import (
 // reloading it, the old value is returned (counted in Stats.StaleServed)
 // with a nil error. After a failed reload the lock is held for a second, so
 // a failing database sees about one retry per key per second from the
-// whole fleet. Not-found answers are never served stale.
+// whole fleet. Not-found answers are never served stale, and a reload
+// that finds the row gone replaces the stale value with a not-found marker
+// (for the negative TTL).
 //
 // The logical expiry is a wall-clock time written by the process that
 // loaded the value: clocks that disagree by s make other processes see the
@@ -29,13 +29,13 @@ func WithStaleIfError(maxStale time.Duration) Option {
 	return func(c *config) { c.maxStale = maxStale }
 }
 
-// WithSoftTimeout bounds how long a Get waits for the reload of an expired
-// value it could serve stale (see [WithStaleIfError]): after d it returns
-// the stale value, and the load goes on in the background and fills Redis
-// when it completes. Zero means wait for the load (up to the load timeout).
-// With [WithMaxConcurrentLoads], a stale value is served at once, without
-// a reload, while every load slot is busy: the database is the bottleneck
-// and a reload would only queue.
+// WithSoftTimeout bounds how long a Get (or GetMany) waits for the reload
+// of an expired value it could serve stale (see [WithStaleIfError]): after
+// d it returns the stale value, and the load goes on in the background and
+// fills Redis when it completes. Zero means wait for the load (up to the
+// load timeout). With [WithMaxConcurrentLoads], a stale value is served at
+// once, without a reload, while every load slot is busy: the database is
+// the bottleneck and a reload would only queue.
 //
 // Default: 0.
 func WithSoftTimeout(d time.Duration) Option {
@@ -46,12 +46,6 @@ func WithSoftTimeout(d time.Duration) Option {
 // fill lock, so that the fleet retries a failing loader about once per key
 // per interval.
 const staleRetryAfter = time.Second
-
-// holdScript extends the lock to ARGV[2] ms if it still holds token ARGV[1].
-var holdScript = redis.NewScript(`
-if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-return 0
-`)
 
 // isStale reports whether a value read from Redis is past its logical
 // expiry and may only be served stale.
@@ -89,10 +83,8 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 		return stale
 	case st == stateFresh:
 		// Another process reloaded it since we read it: read it again.
-		if raw, err := c.read(ctx, vkey); err == nil {
-			if r, h, ok := c.decodeResult(raw); ok && !c.isStale(r, h.Expiry) {
-				return r
-			}
+		if r, _, kind := c.classify(c.read(ctx, vkey)); kind == readHit {
+			return r
 		}
 		return stale
 	case st != stateAcquired:
@@ -100,11 +92,16 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 	}
 	c.stats.lockAcquired.Add(1)
 
-	done := make(chan result[V], 1)
+	type outcome struct {
+		r           result[V]
+		invalidated bool
+	}
+	done := make(chan outcome, 1)
 	c.tracker.spawn()
 	go func() {
 		defer c.tracker.done()
-		done <- c.reload(ctx, key, ks, l, epoch)
+		r, invalidated := c.reload(ctx, key, ks, l, epoch)
+		done <- outcome{r, invalidated}
 	}()
 	var soft <-chan time.Time
 	if c.cfg.softTimeout > 0 {
@@ -113,34 +110,27 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 		soft = t.C
 	}
 	select {
-	case r := <-done:
-		if r.err != nil && !errors.Is(r.err, ErrNotFound) {
+	case o := <-done:
+		if !o.invalidated && o.r.err != nil && !errors.Is(o.r.err, ErrNotFound) {
 			return stale
 		}
-		return r
+		return o.r
 	case <-soft:
 		return stale // the reload goes on and fills Redis when it completes
 	}
 }
 
-// reload loads and fills a stale key under lease l. On a loader error it
-// keeps the lock for staleRetryAfter, throttling retries across the fleet.
-func (c *Cache[K, V]) reload(ctx context.Context, key K, ks keys, l lease, epoch uint64) result[V] {
-	ld := c.callLoader(ctx, key)
-	r := result[V]{val: ld.val, err: ld.err, src: fromLoad}
-	env, ttl, negative, ok := c.prepare(ld)
-	if !ok {
-		if ld.err != nil && !errors.Is(ld.err, ErrNotFound) {
-			_ = c.guard.do(context.WithoutCancel(ctx), ks[0], func(ctx context.Context) error {
-				return holdScript.Run(ctx, c.rdb, ks, l.token, staleRetryAfter.Milliseconds()).Err()
-			})
-		} else {
-			c.release(ctx, ks, l.token)
-		}
-		return r
+// reload loads and fills a stale key under lease l, like the miss path;
+// a loader error keeps the lock for staleRetryAfter, throttling retries
+// across the fleet. When the fill conflicts, the key was invalidated or
+// set during the reload: neither the reloaded value nor the stale one may
+// be served, and reload returns what the miss path answers instead, with
+// invalidated set.
+func (c *Cache[K, V]) reload(ctx context.Context, key K, ks keys, l lease, epoch uint64) (r result[V], invalidated bool) {
+	l.holdOnError = staleRetryAfter
+	r, conflict, _ := c.loadAndFillOnce(ctx, key, ks, l, epoch)
+	if !conflict {
+		return r, false
 	}
-	expiry := time.Now().Add(ttl)
-	res, err := c.fill(ctx, ks, l, env, c.physical(ttl, negative), negative)
-	c.settle(ks[0], r, expiry, res, err, epoch)
-	return r
+	return c.miss(ctx, key, ks, false, epoch), true
 }

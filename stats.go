@@ -25,6 +25,7 @@ type Stats struct {
 	WarmUps            uint64 // warm-ups run (by Warm or automatically)
 	RestartsDetected   uint64 // empty Redis restarts this process detected and warmed after
 	EarlyRefreshes     uint64 // background refreshes this process ran (WithEarlyRefresh)
+	RefreshesSkipped   uint64 // early refreshes due but not started: all 4 refresh slots were busy (WithEarlyRefresh)
 	LocalInvalidations uint64 // invalidation messages from other processes applied to L1
 	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithStaleIfError)
 
@@ -38,6 +39,7 @@ type counters struct {
 	fillConflicts, corrupt                                                     atomic.Uint64
 	redisErrors, redisSkipped, abandoned, breakerOpens                         atomic.Uint64
 	warmed, warmUps, restarts, earlyRefreshes, localInvalidations, staleServed atomic.Uint64
+	refreshesSkipped                                                           atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -61,6 +63,7 @@ func (c *counters) snapshot() Stats {
 		WarmUps:            c.warmUps.Load(),
 		RestartsDetected:   c.restarts.Load(),
 		EarlyRefreshes:     c.earlyRefreshes.Load(),
+		RefreshesSkipped:   c.refreshesSkipped.Load(),
 		LocalInvalidations: c.localInvalidations.Load(),
 		StaleServed:        c.staleServed.Load(),
 	}

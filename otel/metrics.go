@@ -59,6 +59,8 @@ var counters = []counter{
 		func(s cacheaside.Stats) uint64 { return s.RestartsDetected }},
 	{"cacheaside.early_refreshes", "{refresh}", "Background refreshes this process ran before values expired.",
 		func(s cacheaside.Stats) uint64 { return s.EarlyRefreshes }},
+	{"cacheaside.early_refreshes.skipped", "{refresh}", "Early refreshes due but not started because every refresh slot was busy.",
+		func(s cacheaside.Stats) uint64 { return s.RefreshesSkipped }},
 	{"cacheaside.local.invalidations", "{message}", "Invalidation messages from other processes applied to the in-process cache.",
 		func(s cacheaside.Stats) uint64 { return s.LocalInvalidations }},
 	{"cacheaside.stale_served", "{request}", "Gets answered with a value past its logical expiry.",
