@@ -13,12 +13,14 @@ import (
 // The backplane keeps the in-process caches of a fleet in step: Invalidate
 // and Set on one process publish the value keys they touched on the Redis
 // channel <prefix>invalidations, and every other process with
-// WithLocalCache drops them from its L1 within a round trip. A message is
+// WithLocalCache drops them from its L1 within a round trip, together with
+// the results of reads of them that are in flight (see local). A message is
 // "<origin>\n<value key>\n…"; a process ignores its own (it already dropped
 // them). When the subscription drops, or a reconnect is needed, the process
-// cannot know what it missed, so it marks its whole L1 unverified (see
-// local.resync): healthy reads stop trusting it until entries are
-// rewritten, while reads during a Redis outage still may use it.
+// cannot know what it missed, so it marks its whole L1 unverified
+// (local.unverify): healthy reads stop trusting it until entries are read
+// again under the new subscription, while reads during a Redis outage
+// still may use it.
 
 // backplane holds the subscription so that Close can end it.
 type backplane struct {
@@ -42,7 +44,7 @@ func (c *Cache[K, V]) startBackplane() {
 			if c.listen() {
 				round = 0
 			}
-			c.l1.resync()
+			c.l1.unverify()
 			sleep(c.life, min(100*time.Millisecond<<min(round, 4), 2*time.Second))
 		}
 	}()
@@ -88,7 +90,7 @@ func (c *Cache[K, V]) listen() (subscribed bool) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
 				subscribed = true
-				c.l1.resync() // anything written before may have missed invalidations
+				c.l1.verifyFromNow() // anything read before may have missed invalidations
 			}
 		case *redis.Message:
 			c.applyInvalidation(m.Payload)
@@ -103,9 +105,7 @@ func (c *Cache[K, V]) applyInvalidation(payload string) {
 	if !ok || origin == c.tokenPrefix {
 		return
 	}
-	for k := range strings.SplitSeq(keys, "\n") {
-		c.l1.drop(k)
-	}
+	c.l1.invalidate(strings.Split(keys, "\n")...)
 	c.stats.localInvalidations.Add(1)
 }
 

@@ -23,7 +23,7 @@ func TestInvalidateReachesOtherLocalCaches(t *testing.T) {
 	a := newCache(t, srv, load, opts...)
 	b := newCache(t, srv, load, opts...)
 	ctx := context.Background()
-	waitSubscribed(t, srv, 2)
+	applied := waitListening(t, srv, a, b, "probe")
 
 	for _, c := range []*cacheaside.Cache[string, int64]{a, b} {
 		if v, err := c.Get(ctx, "k"); err != nil || v != 1 {
@@ -40,7 +40,7 @@ func TestInvalidateReachesOtherLocalCaches(t *testing.T) {
 	}
 	sent := time.Now()
 	deadline := sent.Add(waitLimit)
-	for b.Stats().LocalInvalidations == 0 {
+	for b.Stats().LocalInvalidations == applied {
 		if time.Now().After(deadline) {
 			t.Fatalf("B applied no invalidation within %v of A's Invalidate", waitLimit)
 		}
@@ -52,7 +52,7 @@ func TestInvalidateReachesOtherLocalCaches(t *testing.T) {
 	}
 
 	// A Set on A reaches B's L1 the same way; B then reads the value A set.
-	applied := b.Stats().LocalInvalidations
+	applied = b.Stats().LocalInvalidations
 	if err := a.Set(ctx, "k", 3); err != nil {
 		t.Fatalf("Set(k, 3) = %v", err)
 	}
