@@ -152,7 +152,8 @@ func (l *local[V]) stripe(vkey string) *atomic.Uint64 {
 }
 
 // verifyFromNow trusts, on healthy reads, only the entries whose reads
-// begin from now on: the backplane has just subscribed.
+// begin from now on: the backplane has just subscribed, or it received a
+// message it cannot read, which may have named any key.
 func (l *local[V]) verifyFromNow() { l.verified.Store(l.epoch.Add(1)) }
 
 // unverify trusts no entry on healthy reads until verifyFromNow: the

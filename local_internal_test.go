@@ -1,6 +1,7 @@
 package cacheaside
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,4 +69,67 @@ func TestLocalTrustsOnlyReadsUnderTheCurrentSubscription(t *testing.T) {
 			t.Errorf("step %d: get(%s) during an outage found nothing, want the entry", i, s.key)
 		}
 	}
+}
+
+func TestInvalidationRoundTrip(t *testing.T) {
+	for _, keys := range [][]string{
+		{"ca:{1}"},
+		{"ca:{1}", "ca:{2}", "ca:{3}"},
+		{"p\n:{a\nb}", "\n", "", "\x00", "\xff\xfe", "\r\n\r\n", strings.Repeat("k", 300)},
+		{},
+	} {
+		msg := encodeInvalidation("0123456789abcdef.", keys)
+		origin, got, ok := decodeInvalidation(string(msg))
+		if !ok || origin != "0123456789abcdef." || !slices.Equal(got, keys) {
+			t.Errorf("decodeInvalidation(encodeInvalidation(%q)) = %q, %q, %v; want the origin and keys back", keys, origin, got, ok)
+		}
+	}
+}
+
+func TestDecodeInvalidationRejects(t *testing.T) {
+	valid := string(encodeInvalidation("o.", []string{"ca:{1}"}))
+	for name, msg := range map[string]string{
+		"empty":                  "",
+		"earlier format":         "0123456789abcdef.\nca:{1}\nca:{2}",
+		"format only":            invFormat,
+		"other version":          "\x00inv2" + valid[len(invFormat):],
+		"cut in a key":           valid[:len(valid)-1],
+		"length past the end":    invFormat + "\x02o.\x7fca:{1}",
+		"length overflows":       invFormat + "\x02o.\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+		"varint cut short":       invFormat + "\x02o.\x80",
+		"huge origin length":     invFormat + "\xff\xff\xff\xff\xff\xff\xff\xff\x7f",
+		"uvarint longer than 10": invFormat + "\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x00",
+	} {
+		if origin, keys, ok := decodeInvalidation(msg); ok {
+			t.Errorf("%s: decodeInvalidation(%q) = %q, %q, true; want ok false", name, msg, origin, keys)
+		}
+	}
+}
+
+// FuzzDecodeInvalidation: whatever arrives on the channel, decoding never
+// panics, keys are substrings of the message, and a message it accepts
+// says the same once encoded again.
+func FuzzDecodeInvalidation(f *testing.F) {
+	f.Add(encodeInvalidation("0123456789abcdef.", []string{"ca:{1}", "ca:{a\nb}"}))
+	f.Add(encodeInvalidation("", nil))
+	f.Add([]byte("0123456789abcdef.\nca:{1}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		msg := string(b)
+		origin, keys, ok := decodeInvalidation(msg)
+		if !ok {
+			if origin != "" || keys != nil {
+				t.Fatalf("decodeInvalidation(%q) = %q, %q with ok false, want nothing", msg, origin, keys)
+			}
+			return
+		}
+		for _, k := range append(keys, origin) {
+			if !strings.Contains(msg, k) {
+				t.Fatalf("decodeInvalidation(%q) field %q is not in the message", msg, k)
+			}
+		}
+		o2, k2, ok := decodeInvalidation(string(encodeInvalidation(origin, keys)))
+		if !ok || o2 != origin || !slices.Equal(k2, keys) {
+			t.Fatalf("re-encoding decodeInvalidation(%q) = %q, %q decodes to %q, %q, %v", msg, origin, keys, o2, k2, ok)
+		}
+	})
 }
