@@ -2,7 +2,9 @@ package cacheaside
 
 import (
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -132,4 +134,57 @@ func FuzzDecodeInvalidation(f *testing.F) {
 			t.Fatalf("re-encoding decodeInvalidation(%q) = %q, %q decodes to %q, %q, %v", msg, origin, keys, o2, k2, ok)
 		}
 	})
+}
+
+// BenchmarkLocalPut measures an L1 write, with its check that no
+// invalidation of the key came since its read began, on many distinct keys
+// in parallel. BenchmarkLocalGet is a healthy read of a trusted entry.
+func BenchmarkLocalPut(b *testing.B) {
+	l, vkeys := benchLocal(b)
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(7919))
+		for pb.Next() {
+			i = (i + 1) % len(vkeys)
+			l.put(vkeys[i], result[int]{val: i}, time.Time{}, l.epoch.Load())
+		}
+	})
+}
+
+func BenchmarkLocalGet(b *testing.B) {
+	l, vkeys := benchLocal(b)
+	for i, k := range vkeys {
+		l.put(k, result[int]{val: i}, time.Time{}, l.epoch.Load())
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(7919))
+		for pb.Next() {
+			i = (i + 1) % len(vkeys)
+			if _, ok := l.get(vkeys[i], true); !ok {
+				b.Errorf("get(%s) found nothing", vkeys[i])
+				return
+			}
+		}
+	})
+}
+
+// benchLocal returns a subscribed L1 of 10,000 entries and as many value
+// keys.
+func benchLocal(b *testing.B) (*local[int], []string) {
+	l, err := newLocal[int](10_000, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(l.close)
+	l.verifyFromNow()
+	vkeys := make([]string, 10_000)
+	for i := range vkeys {
+		vkeys[i] = valueKey("ca:", strconv.Itoa(i))
+	}
+	return l, vkeys
 }
