@@ -171,6 +171,9 @@ func TestLocalFirstSkipsRedisRead(t *testing.T) {
 	c := newFaultCache(t, rdb, ld.load,
 		cacheaside.WithLocalCache(100, 10*time.Second),
 		cacheaside.WithLocalFirst(true))
+	// L1 copies are trusted once read under a confirmed subscription.
+	other := newFaultCache(t, srv.Client(t), ld.load, cacheaside.WithLocalCache(100, 10*time.Second))
+	waitListening(t, srv, other, c, -1)
 	mustGet(t, c, 1)
 	gets := redisCommands(t, srv, "get")
 	before := c.Stats()
