@@ -2,123 +2,50 @@ package cacheaside
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
-	"strings"
-	"sync"
-	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/cacheaside/cacheaside/internal/l1"
 )
 
 // The backplane keeps the in-process caches of a fleet in step: Invalidate
 // and Set on one process publish the value keys they touched on the Redis
 // channel <prefix>invalidations, and every other process with
-// WithLocalCache drops them from its L1 within a round trip, together with
-// the results of reads of them that are in flight (see local). A process
-// ignores its own messages (it already dropped the keys). When the
-// subscription drops, or a reconnect is needed, the process cannot know
-// what it missed, so it marks its whole L1 unverified (local.unverify):
-// healthy reads stop trusting it until entries are read again under the
-// new subscription, while reads during a Redis outage still may use it.
-//
-// Keys and prefixes may hold any byte, so a message is length-prefixed:
-//
-//	invFormat                      "\x00inv1"
-//	uvarint len(origin), origin    the sender's token prefix
-//	uvarint len(key), key          once per value key
-//
-// Earlier versions sent "<origin>\n<key>\n…", which cannot carry a
-// newline and never starts with a NUL. A message in that format, or in
-// none, may name any key: the process then marks its whole L1 unverified
-// (local.verifyFromNow), as after a dropped subscription.
-const invFormat = "\x00inv1"
-
-// backplane holds the subscription so that Close can end it.
-type backplane struct {
-	mu     sync.Mutex
-	sub    *redis.PubSub
-	closed bool
-}
+// WithLocalCache drops them from its L1 (internal/l1 holds the listener,
+// the message format and the rules). A process ignores its own messages:
+// it already dropped the keys.
 
 // channel is the Redis pub/sub channel of this Cache's prefix.
 func (c *Cache[K, V]) channel() string { return c.cfg.prefix + "invalidations" }
 
-// startBackplane subscribes when L1 is on.
+// startBackplane subscribes when L1 is on, on a goroutine Close waits for.
 func (c *Cache[K, V]) startBackplane() {
 	if c.l1 == nil {
 		return
 	}
+	c.bp = &l1.Listener{
+		Sub:     c.sub,
+		Channel: c.channel(),
+		// Anything read before may have missed invalidations.
+		OnSubscribed: c.l1.VerifyFromNow,
+		OnDrop:       c.l1.Unverify,
+		OnMessage:    c.applyInvalidation,
+	}
 	c.tracker.spawn() // New has not returned: nothing can be waiting yet
 	go func() {
 		defer c.tracker.done()
-		for round := 0; c.life.Err() == nil; round++ {
-			if c.listen() {
-				round = 0
-			}
-			c.l1.unverify()
-			sleep(c.life, min(100*time.Millisecond<<min(round, 4), 2*time.Second))
-		}
+		c.bp.Run(c.life)
 	}()
 }
 
-// listen runs one subscription until it fails, and reports whether it got
-// as far as being subscribed.
-func (c *Cache[K, V]) listen() (subscribed bool) {
-	sub := c.sub.Subscribe(c.life, c.channel())
-	c.bp.mu.Lock()
-	if c.bp.closed {
-		c.bp.mu.Unlock()
-		_ = sub.Close()
-		return false
-	}
-	c.bp.sub = sub
-	c.bp.mu.Unlock()
-	defer func() {
-		c.bp.mu.Lock()
-		c.bp.sub = nil
-		c.bp.mu.Unlock()
-		_ = sub.Close()
-	}()
-
-	const idle = 2 * time.Second // ping an idle subscription this often
-	pinged := false
-	for c.life.Err() == nil {
-		msg, err := sub.ReceiveTimeout(c.life, idle)
-		if err != nil {
-			var nerr interface{ Timeout() bool }
-			if errors.As(err, &nerr) && nerr.Timeout() && !pinged {
-				// Quiet channel: check the connection is alive. A second
-				// timeout without the pong means it is not.
-				pinged = sub.Ping(c.life) == nil
-				if pinged {
-					continue
-				}
-			}
-			return subscribed
-		}
-		pinged = false
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				subscribed = true
-				c.l1.verifyFromNow() // anything read before may have missed invalidations
-			}
-		case *redis.Message:
-			c.applyInvalidation(m.Payload)
-		}
-	}
-	return subscribed
-}
-
-// applyInvalidation drops the keys of a message from another process.
+// applyInvalidation drops the keys of a message from another process. A
+// message it cannot read may have named any key: the whole L1 is then
+// distrusted, as after a dropped subscription.
 func (c *Cache[K, V]) applyInvalidation(payload string) {
-	origin, keys, ok := decodeInvalidation(payload)
+	origin, keys, ok := l1.Decode(payload)
 	switch {
 	case !ok:
-		c.l1.verifyFromNow()
+		c.l1.VerifyFromNow()
 	case origin != c.tokenPrefix:
-		c.l1.invalidate(keys...)
+		c.l1.Invalidate(keys...)
 		c.stats.localInvalidations.Add(1)
 	}
 }
@@ -128,7 +55,7 @@ func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) error {
 	if c.l1 == nil {
 		return nil
 	}
-	msg := encodeInvalidation(c.tokenPrefix, vkeys)
+	msg := l1.Encode(c.tokenPrefix, vkeys)
 	// PUBLISH has no key: go-redis sends it to any node of a Cluster, so
 	// it goes through the breaker of no particular node.
 	return c.guard.do(ctx, "", func(ctx context.Context) error {
@@ -136,59 +63,9 @@ func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) error {
 	})
 }
 
-// encodeInvalidation returns the message that names keys, sent by origin.
-func encodeInvalidation(origin string, keys []string) []byte {
-	n := len(invFormat) + binary.MaxVarintLen64 + len(origin)
-	for _, k := range keys {
-		n += binary.MaxVarintLen64 + len(k)
-	}
-	b := append(make([]byte, 0, n), invFormat...)
-	b = binary.AppendUvarint(b, uint64(len(origin)))
-	b = append(b, origin...)
-	for _, k := range keys {
-		b = binary.AppendUvarint(b, uint64(len(k)))
-		b = append(b, k...)
-	}
-	return b
-}
-
-// decodeInvalidation reads a message of encodeInvalidation. ok is false
-// when msg is in another format or cut short; the keys are substrings of
-// msg.
-func decodeInvalidation(msg string) (origin string, keys []string, ok bool) {
-	rest, ok := strings.CutPrefix(msg, invFormat)
-	if !ok {
-		return "", nil, false
-	}
-	if origin, rest, ok = cutField(rest); !ok {
-		return "", nil, false
-	}
-	for rest != "" {
-		var k string
-		if k, rest, ok = cutField(rest); !ok {
-			return "", nil, false
-		}
-		keys = append(keys, k)
-	}
-	return origin, keys, true
-}
-
-// cutField splits a uvarint-length-prefixed field off the front of s.
-func cutField(s string) (field, rest string, ok bool) {
-	n, w := binary.Uvarint([]byte(s[:min(len(s), binary.MaxVarintLen64)]))
-	if w <= 0 || n > uint64(len(s)-w) {
-		return "", "", false
-	}
-	return s[w : w+int(n)], s[w+int(n):], true
-}
-
 // stopBackplane ends the subscription; Close calls it before waiting.
 func (c *Cache[K, V]) stopBackplane() {
-	c.bp.mu.Lock()
-	c.bp.closed = true
-	sub := c.bp.sub
-	c.bp.mu.Unlock()
-	if sub != nil {
-		_ = sub.Close()
+	if c.bp != nil {
+		c.bp.Stop()
 	}
 }

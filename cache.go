@@ -68,6 +68,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/flight"
+	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
 )
@@ -99,7 +100,7 @@ type Cache[K comparable, V any] struct {
 	tokenSeq    atomic.Uint64
 	lastReload  atomic.Int64 // UnixNano of the last Cluster slot-map reload asked for
 
-	bp backplane
+	bp *l1.Listener // the backplane's subscription; nil without WithLocalCache
 	// markerSeq numbers the restart watcher's marker writes; unsureFrom is
 	// the first of those that failed and may have run anyway since the last
 	// one known to have run, 0 if none. Only the watcher goroutine touches
@@ -359,7 +360,7 @@ func (c *Cache[K, V]) Close() error {
 	c.stopBackplane()
 	c.tracker.wg.Wait()
 	if c.l1 != nil {
-		c.l1.close()
+		c.l1.Close()
 	}
 	return nil
 }

@@ -429,7 +429,7 @@ func (c *Cache[K, V]) localEpoch() uint64 {
 	if c.l1 == nil {
 		return 0
 	}
-	return c.l1.epoch.Load()
+	return c.l1.Epoch()
 }
 
 // detached is a context with the values of one caller and the lifetime of

@@ -28,14 +28,14 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	}
 	vkey := valueKey(c.cfg.prefix, c.encode(key))
 	if c.l1 != nil {
-		c.l1.beginInvalidate(vkey)
+		c.l1.Invalidate(vkey)
 	}
 	err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
 		return overwriteScript.Run(ctx, c.rdb, keysFor(vkey), c.overwriteArgs(env, px)...).Err()
 	})
 	c.flights.Forget(vkey)
 	if c.l1 != nil {
-		c.l1.endInvalidate(vkey)
+		c.l1.Invalidate(vkey)
 	}
 	if err != nil {
 		c.redisError(err)
@@ -72,7 +72,7 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 		vkeys[i] = valueKey(c.cfg.prefix, c.encode(k))
 	}
 	if c.l1 != nil {
-		c.l1.beginInvalidate(vkeys...)
+		c.l1.Invalidate(vkeys...)
 	}
 	cmds := make([]*redis.Cmd, len(vkeys))
 	args := c.overwriteArgs(nil, 0)
@@ -97,7 +97,7 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 		c.flights.Forget(vk)
 	}
 	if c.l1 != nil {
-		c.l1.endInvalidate(vkeys...)
+		c.l1.Invalidate(vkeys...)
 	}
 	if err != nil {
 		c.redisError(err)

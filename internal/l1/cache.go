@@ -1,0 +1,163 @@
+// Package l1 is cacheaside's optional in-process cache (L1) and the
+// backplane that keeps the L1s of a fleet in step: invalidation messages
+// over Redis pub/sub, in a binary-safe format.
+package l1
+
+import (
+	"hash/maphash"
+	"sync/atomic"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+)
+
+// Cache is the optional in-process cache (L1), built on otter and keyed by
+// the value's Redis key. It keeps results, "not found" answers included,
+// for at most its TTL and never past the expiry of the Redis entry they
+// came from.
+//
+// The rule: a result whose Redis read or load began before an invalidation
+// of its key does not stay in L1 after that invalidation. Invalidate and
+// Set on this process invalidate before they write Redis and again after;
+// the backplane (listener.go) invalidates what other processes name. Each
+// invalidation advances epoch, a logical clock, and records the new epoch
+// in the key's stripe of dropped, then drops the key. A flight reads epoch
+// before its Redis read or load, puts its result, then compares the key's
+// stripe with the epoch it began at, and drops the entry if an
+// invalidation came since. Put and invalidation each write before they
+// read, so whichever comes last sees the other: a Get that starts after an
+// invalidation was applied never finds an older value in L1. A stripe is
+// shared by 1/dropStripes of the keys; an invalidation of one of them
+// costs the others' puts in flight at that moment, not correctness.
+//
+// The backplane may miss invalidations while it is not subscribed, so an
+// entry is trusted by healthy reads (WithLocalFirst) only if its read began
+// after the current subscription was confirmed (verified). A read during a
+// Redis outage takes any entry, since the alternative is the database.
+type Cache[V any] struct {
+	c   *otter.Cache[string, entry[V]]
+	ttl time.Duration
+	// epoch is advanced by every invalidation, local or remote, and by
+	// every confirmed subscription. Flights read it before they start.
+	epoch atomic.Uint64
+	// dropped[i] is the epoch of the latest invalidation of a key of
+	// stripe i.
+	dropped [dropStripes]atomic.Uint64
+	// verified is the epoch at which the backplane's current subscription
+	// was confirmed; 0 while it has none.
+	verified atomic.Uint64
+	seed     maphash.Seed
+}
+
+// dropStripes is the number of stripes of Cache.dropped: 8 KiB an L1.
+// Invalidating a key discards the L1 writes of the other keys of its
+// stripe whose reads are in flight at that moment, about 1 in 1024.
+const dropStripes = 1024
+
+type entry[V any] struct {
+	val      V
+	notFound bool
+	stored   int64  // UnixNano when written
+	expires  int64  // UnixNano
+	epoch    uint64 // when its read or load began
+}
+
+// New returns an L1 of up to size entries, each kept at most ttl.
+func New[V any](size int, ttl time.Duration) (*Cache[V], error) {
+	c, err := otter.New(&otter.Options[string, entry[V]]{
+		MaximumSize: size,
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, entry[V]]) time.Duration {
+			return time.Duration(e.Value.expires - time.Now().UnixNano())
+		}),
+		// Run maintenance on the calling goroutine: the cache then starts no
+		// goroutine that Close would have to chase, except otter's periodic
+		// clean-up, which Close stops.
+		Executor: func(fn func()) { fn() },
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Cache[V]{c: c, ttl: ttl, seed: maphash.MakeSeed()}, nil
+}
+
+// Get returns the entry for vkey if it has not expired: its value, or
+// notFound for a cached "not found" answer. A healthy read also requires
+// that no invalidation could have been missed since its read began.
+func (l *Cache[V]) Get(vkey string, healthy bool) (v V, notFound, ok bool) {
+	e, ok := l.c.GetIfPresent(vkey)
+	if !ok || e.expires <= time.Now().UnixNano() || (healthy && !l.trusted(e)) {
+		return v, false, false
+	}
+	return e.val, e.notFound, true
+}
+
+// trusted reports whether e was read under the current subscription.
+func (l *Cache[V]) trusted(e entry[V]) bool {
+	v := l.verified.Load()
+	return v != 0 && e.epoch >= v
+}
+
+// Put stores v (or a "not found" answer) for vkey, expiring at the earlier of now + TTL and
+// redisExpiry (zero when unknown), unless vkey was invalidated since
+// epoch, the value of l.epoch when the result's Redis read or load began;
+// see the type's comment.
+func (l *Cache[V]) Put(vkey string, v V, notFound bool, redisExpiry time.Time, epoch uint64) {
+	now := time.Now().UnixNano()
+	exp := now + int64(l.ttl)
+	if !redisExpiry.IsZero() {
+		exp = min(exp, redisExpiry.UnixNano())
+	}
+	if exp <= now {
+		return
+	}
+	l.c.Set(vkey, entry[V]{val: v, notFound: notFound, stored: now, expires: exp, epoch: epoch})
+	if l.stripe(vkey).Load() > epoch {
+		l.c.Invalidate(vkey)
+	}
+}
+
+// Refresh is Put for a Redis hit: it writes only when the entry is missing,
+// older than half the TTL or not trusted, so a hot key does not rewrite L1
+// on every Get.
+func (l *Cache[V]) Refresh(vkey string, v V, notFound bool, redisExpiry time.Time, epoch uint64) {
+	if e, ok := l.c.GetIfPresent(vkey); ok && l.trusted(e) && time.Now().UnixNano()-e.stored < int64(l.ttl/2) {
+		return
+	}
+	l.Put(vkey, v, notFound, redisExpiry, epoch)
+}
+
+// Invalidate drops keys, and the results of reads and loads of them in
+// flight, when they are put. Invalidate and Set call it before they write
+// Redis, so that no Get of this process finds the key in L1 meanwhile, and
+// again after, so that a Get whose read began in between but reached
+// Redis before the write does not keep what it read.
+func (l *Cache[V]) Invalidate(vkeys ...string) {
+	at := l.epoch.Add(1)
+	for _, k := range vkeys {
+		s := l.stripe(k)
+		for old := s.Load(); old < at && !s.CompareAndSwap(old, at); old = s.Load() {
+		}
+		l.c.Invalidate(k)
+	}
+}
+
+// stripe returns the entry of dropped for vkey.
+func (l *Cache[V]) stripe(vkey string) *atomic.Uint64 {
+	return &l.dropped[maphash.String(l.seed, vkey)%dropStripes]
+}
+
+// VerifyFromNow trusts, on healthy reads, only the entries whose reads
+// begin from now on: the backplane has just subscribed, or it received a
+// message it cannot read, which may have named any key.
+func (l *Cache[V]) VerifyFromNow() { l.verified.Store(l.epoch.Add(1)) }
+
+// Unverify trusts no entry on healthy reads until VerifyFromNow: the
+// backplane is not subscribed, and may miss invalidations.
+func (l *Cache[V]) Unverify() { l.verified.Store(0) }
+
+// Epoch returns the current epoch: a flight reads it before its Redis
+// read or load and passes it to Put.
+func (l *Cache[V]) Epoch() uint64 { return l.epoch.Load() }
+
+// Close stops otter's clean-up goroutine.
+func (l *Cache[V]) Close() { l.c.StopAllGoroutines() }

@@ -1,0 +1,130 @@
+package l1
+
+import (
+	"go.uber.org/goleak"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The in-process cache's bookkeeping, without Redis: which writes an
+// invalidation takes back, which entries healthy reads trust, and the
+// message format. The races these rules close are shown end to end, on
+// real Redis servers, in the root package's local_window_test.go.
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newTestLocal(t *testing.T) *Cache[int] {
+	t.Helper()
+	l, err := New[int](100, time.Minute)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(l.Close)
+	return l
+}
+
+func TestLocalDropsPutsThatRacedAnInvalidation(t *testing.T) {
+	l := newTestLocal(t)
+	l.VerifyFromNow()
+	began := l.Epoch() // reads of k and other begin
+	other := "other"
+	for i := 0; l.stripe(other) == l.stripe("k"); i++ {
+		other = "other" + strings.Repeat("+", i)
+	}
+	l.Invalidate("k") // k changes while they are in flight
+
+	l.Put("k", 1, false, time.Time{}, began)
+	if v, _, ok := l.Get("k", false); ok {
+		t.Errorf("Get(k) = %v after a put whose read began before k's invalidation, want no entry", v)
+	}
+	l.Put(other, 2, false, time.Time{}, began)
+	if v, _, ok := l.Get(other, true); !ok || v != 2 {
+		t.Errorf("Get(%q) = %v, %v; want 2: only k was invalidated, and %q is in another stripe", other, v, ok, other)
+	}
+	l.Put("k", 3, false, time.Time{}, l.Epoch())
+	if v, _, ok := l.Get("k", true); !ok || v != 3 {
+		t.Errorf("Get(k) = %v, %v; want 3, read after the invalidation", v, ok)
+	}
+}
+
+func TestLocalTrustsOnlyReadsUnderTheCurrentSubscription(t *testing.T) {
+	l := newTestLocal(t)
+	steps := []struct {
+		do      func()
+		key     string
+		healthy bool // whether a healthy read may use key
+	}{
+		{func() { l.Put("a", 1, false, time.Time{}, l.Epoch()) }, "a", false}, // never subscribed
+		{l.VerifyFromNow, "a", false},                                         // read before the subscription
+		{func() { l.Put("b", 2, false, time.Time{}, l.Epoch()) }, "b", true},
+		{l.Unverify, "b", false},      // the subscription dropped
+		{l.VerifyFromNow, "b", false}, // and came back: b may have missed an invalidation
+		{func() { l.Refresh("b", 2, false, time.Time{}, l.Epoch()) }, "b", true},
+		{l.VerifyFromNow, "b", false}, // a message nobody can read
+	}
+	for i, s := range steps {
+		s.do()
+		if _, _, ok := l.Get(s.key, true); ok != s.healthy {
+			t.Errorf("step %d: healthy get(%s) found it = %v, want %v", i, s.key, ok, s.healthy)
+		}
+		if _, _, ok := l.Get(s.key, false); !ok {
+			t.Errorf("step %d: get(%s) during an outage found nothing, want the entry", i, s.key)
+		}
+	}
+}
+
+// BenchmarkLocalPut measures an L1 write, with its check that no
+// invalidation of the key came since its read began, on many distinct keys
+// in parallel. BenchmarkLocalGet is a healthy read of a trusted entry.
+func BenchmarkLocalPut(b *testing.B) {
+	l, vkeys := benchLocal(b)
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(7919))
+		for pb.Next() {
+			i = (i + 1) % len(vkeys)
+			l.Put(vkeys[i], i, false, time.Time{}, l.Epoch())
+		}
+	})
+}
+
+func BenchmarkLocalGet(b *testing.B) {
+	l, vkeys := benchLocal(b)
+	for i, k := range vkeys {
+		l.Put(k, i, false, time.Time{}, l.Epoch())
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(7919))
+		for pb.Next() {
+			i = (i + 1) % len(vkeys)
+			if _, _, ok := l.Get(vkeys[i], true); !ok {
+				b.Errorf("get(%s) found nothing", vkeys[i])
+				return
+			}
+		}
+	})
+}
+
+// benchLocal returns a subscribed L1 of 10,000 entries and as many value
+// keys.
+func benchLocal(b *testing.B) (*Cache[int], []string) {
+	l, err := New[int](10_000, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(l.Close)
+	l.VerifyFromNow()
+	vkeys := make([]string, 10_000)
+	for i := range vkeys {
+		vkeys[i] = "ca:{" + strconv.Itoa(i) + "}"
+	}
+	return l, vkeys
+}
