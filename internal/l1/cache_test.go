@@ -1,12 +1,13 @@
 package l1
 
 import (
-	"go.uber.org/goleak"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // The in-process cache's bookkeeping, without Redis: which writes an
