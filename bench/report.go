@@ -21,6 +21,7 @@ type report struct {
 	hot            []hotResult
 	stampede       []stampedeResult
 	killed, frozen []faultResult
+	avalanche      []avalancheResult
 }
 
 // describeMachine says what the numbers were measured on.
@@ -88,6 +89,9 @@ func (r *report) markdown() string {
 			fmt.Sprintf("Redis is stopped for the window, then continued (SIGCONT); %d goroutines Get over %d warm keys with a %s deadline each; "+
 				"a request that returns an error or takes longer than the deadline is an error; loader takes %s.",
 				faultWorkers, faultKeys, faultDeadline, faultLoad))
+	}
+	if r.avalanche != nil {
+		r.avalancheTable(p)
 	}
 	return b.String()
 }
