@@ -14,16 +14,23 @@
 //     hand to every caller of the flight, done.
 //  2. On a miss, one script re-reads the value and, if it is still missing,
 //     takes the fill lock with SET NX PX and reads the key's generation.
-//  3. The lock holder calls the loader under the load timeout and stores the
-//     result with a conditional fill: one script that writes the value with
-//     a jittered TTL and deletes the lock only if the lock still holds the
-//     holder's token. [Cache.Invalidate] and [Cache.Set] delete the lock and
-//     change the generation, so a fill that started before them writes
-//     nothing and the load is redone.
-//  4. A process that finds the lock taken polls with a short jittered backoff
+//  3. The lock holder keeps the lock alive while it loads, waits for one of
+//     the Cache's load slots ([WithMaxConcurrentLoads]), calls the loader
+//     under the load timeout and stores the result with a conditional fill:
+//     one script that writes the value with a jittered TTL and deletes the
+//     lock only if the lock still holds the holder's token.
+//     [Cache.Invalidate] and [Cache.Set] delete the lock and change the
+//     generation, so a fill that started before them writes nothing and the
+//     load is redone.
+//  4. A process that finds the lock taken polls with a jittered backoff
 //     until the holder's value lands, taking the lock over if the holder died
-//     and the lock expired. When the lock wait runs out it loads by itself;
-//     that value is written only if the generation did not change meanwhile.
+//     and the lock expired. With a lock wait ([WithLockWait]) that runs out
+//     it loads by itself; that value is written only if the generation did
+//     not change meanwhile.
+//
+// A slow database makes Gets slow, never failed: the load slots, the lock
+// and its waiters only wait, each caller for as long as its own context
+// allows, and the database sees each missing key loaded once.
 //
 // Across a fleet this gives at most one load per key per lock TTL while Redis
 // is healthy. When Redis fails, Get still returns the loader's value with a
@@ -209,9 +216,12 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 
 // generationTTL is how long a generation written by Invalidate or Set
 // lives. A load without the lock started at most this long ago can still see
-// the generation it must compare against; older loads are not written.
+// the generation it must compare against; older loads are not written. A
+// load's age is counted from its last look at the lock, just before it
+// waits for a load slot and starts, so the time a Get waited for the lock
+// does not count.
 func generationTTL(cfg config) time.Duration {
-	return max(time.Minute, 4*(cfg.lockWait+cfg.lockTTL))
+	return max(time.Minute, 4*(cfg.loadTimeout+cfg.lockTTL))
 }
 
 // Get returns the value of key: from Redis when it is there, else from the

@@ -331,6 +331,11 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	for j, i := range idx {
 		keys[j] = items[i].key
 	}
+	var held []heldLock
+	for _, i := range idx {
+		held = append(held, leases[i].held(items[i].vkey)...)
+	}
+	stop := c.keepAlive(ctx, held)
 	var vals map[K]V
 	took, late, ttl, skip, err := c.runLoader(ctx, func(ctx context.Context) (err error) {
 		defer func() {
@@ -341,6 +346,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		vals, err = batch(ctx, keys)
 		return err
 	})
+	stop()
 	type write struct {
 		i        int
 		env      []byte

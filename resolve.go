@@ -121,9 +121,14 @@ func (c *Cache[K, V]) miss(ctx context.Context, key K, ks keys, unreadable bool,
 
 // lockOrWait returns either a value another process stored (done is true)
 // or the lease under which this flight loads: the lock, or, when the wait
-// ran out or Redis failed, a load without it.
+// ran out or Redis failed, a load without it. A holder keeps its lock
+// alive while it loads (see keepAlive), so without a lock wait of its own
+// (the default) a waiter waits for the holder's value, or takes the lock
+// over once a dead holder's lock has expired.
 func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) (r result[V], l lease, done bool) {
-	deadline := time.Now().Add(c.cfg.lockWait)
+	began := time.Now()
+	bounded := c.cfg.lockWait >= 0
+	deadline := began.Add(c.cfg.lockWait)
 	var waited bool
 	for round := 0; ; round++ {
 		st, raw, got, err := c.acquire(ctx, ks, c.newToken(), unreadable)
@@ -152,17 +157,34 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) 
 				c.stats.lockWaits.Add(1)
 			}
 		}
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			c.stats.lockWaitTimeouts.Add(1)
-			l.token = ""
-			return r, l, false
+		pause := pollInterval(round, time.Since(began))
+		if bounded {
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				c.stats.lockWaitTimeouts.Add(1)
+				l.token = ""
+				return r, l, false
+			}
+			pause = min(pause, wait)
 		}
-		if !sleep(ctx, min(backoff(round), wait)) {
+		if !sleep(ctx, pause) {
 			return result[V]{err: ctx.Err()}, l, true
 		}
 	}
 }
+
+// pollInterval is how long a waiter sleeps before it looks at the fill
+// lock again, after round looks over waited: backoff's short steps while
+// the wait is as short as a quick load, then an eighth of the time waited,
+// at most pollSlow. A waiter on a slow database then adds at most about an
+// eighth to its wait, and each of the many waiters of an overloaded
+// database sends Redis a few commands per second instead of hundreds.
+func pollInterval(round int, waited time.Duration) time.Duration {
+	return max(backoff(round), min(waited/8, pollSlow))
+}
+
+// pollSlow bounds the poll interval of a long lock wait.
+const pollSlow = 200 * time.Millisecond
 
 // loadAndFill loads and fills once, without retrying a conflict.
 func (c *Cache[K, V]) loadAndFill(ctx context.Context, key K, ks keys, l lease, epoch uint64) result[V] {
@@ -175,7 +197,9 @@ func (c *Cache[K, V]) loadAndFill(ctx context.Context, key K, ks keys, l lease, 
 // load began: the result must then be handed to no one. stored reports
 // that the fill wrote the result to Redis.
 func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lease, epoch uint64) (r result[V], conflict, stored bool) {
+	stop := c.keepAlive(ctx, l.held(ks[0]))
 	ld := c.callLoader(ctx, key)
+	stop()
 	r = result[V]{val: ld.val, err: ld.err, src: fromLoad}
 	env, ttl, negative, ok := c.prepare(ld)
 	if !ok || !l.known {

@@ -1,0 +1,188 @@
+package cacheaside_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/faultproxy"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+)
+
+// Overload is not an outage: a database that is slow but answers must
+// cost the callers time, never errors the textbook cache-aside read (GET,
+// load, SET, with no timeout of its own) would not return, and must not
+// be asked for the same key twice. One test per protective mechanism: the
+// load timeout, the lock wait, the wait for a load slot.
+
+// getKeysOnAll has perCache goroutines on every Cache Get every key at
+// once, and reports every Get that did not return the key's value with a
+// nil error.
+func getKeysOnAll(t *testing.T, caches []*cacheaside.Cache[int, string], keys []int, perCache int) {
+	t.Helper()
+	ctx := testContext(t)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range caches {
+		for _, k := range keys {
+			for range perCache {
+				wg.Go(func() {
+					<-start
+					if got, err := c.Get(ctx, k); err != nil || got != faultValue(k) {
+						t.Errorf("Get(%d) = %q, %v; want %q, nil", k, got, err, faultValue(k))
+					}
+				})
+			}
+		}
+	}
+	close(start)
+	wg.Wait()
+}
+
+// TestSlowDatabaseYieldsValuesWithDefaults: with default options, a
+// database that takes longer than the load timeout once was (2.4s, 80% of
+// the lock TTL) yields the value to every Get on four instances, from one
+// load per key.
+func TestSlowDatabaseYieldsValuesWithDefaults(t *testing.T) {
+	srv := redistest.Start(t)
+	ld := &faultLoader{delay: 2600 * time.Millisecond}
+	caches := make([]*cacheaside.Cache[int, string], 4)
+	for i := range caches {
+		caches[i] = newCache(t, srv, ld.load)
+	}
+	keys := []int{1, 2}
+	getKeysOnAll(t, caches, keys, 10)
+	if got := ld.calls.Load(); got != int64(len(keys)) {
+		t.Errorf("loader called %d times for %d keys on %d instances, want one load per key", got, len(keys), len(caches))
+	}
+	for _, c := range caches {
+		if s := c.Stats(); s.LoadErrors != 0 || s.LockWaitTimeouts != 0 {
+			t.Errorf("Stats() = %+v, want LoadErrors 0, LockWaitTimeouts 0", s)
+		}
+	}
+}
+
+// TestHolderKeepsLockAliveWhileLoading: a load six lock TTLs long keeps
+// its fill lock (the holder extends it while the load runs), so the Gets
+// on the other instances wait for its value instead of loading by
+// themselves when the lock TTL has passed, and nobody gets an error.
+func TestHolderKeepsLockAliveWhileLoading(t *testing.T) {
+	srv := redistest.Start(t)
+	const lockTTL = 200 * time.Millisecond
+	ld := &faultLoader{delay: 6 * lockTTL}
+	caches := make([]*cacheaside.Cache[int, string], 4)
+	for i := range caches {
+		caches[i] = newCache(t, srv, ld.load, cacheaside.WithLockTTL(lockTTL))
+	}
+	getKeysOnAll(t, caches, []int{7}, 10)
+	if got := ld.calls.Load(); got != 1 {
+		t.Errorf("loader called %d times for one key on %d instances, want 1", got, len(caches))
+	}
+	var waits uint64
+	for _, c := range caches {
+		s := c.Stats()
+		waits += s.LockWaits
+		if s.LockWaitTimeouts != 0 || s.LoadErrors != 0 {
+			t.Errorf("Stats() = %+v, want LockWaitTimeouts 0, LoadErrors 0", s)
+		}
+	}
+	if waits != uint64(len(caches)-1) {
+		t.Errorf("%d flights waited on the lock, want %d (one per other instance)", waits, len(caches)-1)
+	}
+	if ex := srv.CLI(t, "EXISTS", valueKey("7")+":lock"); ex != "0" {
+		t.Errorf("EXISTS %s:lock after every Get returned = %s, want 0", valueKey("7"), ex)
+	}
+}
+
+// TestBatchLoadKeepsLocksAlive: a batch load six lock TTLs long keeps the
+// fill locks of all its keys, so a Get of one of them on another instance
+// waits for the batch's value instead of loading the key alone.
+func TestBatchLoadKeepsLocksAlive(t *testing.T) {
+	srv := redistest.Start(t)
+	const lockTTL = 200 * time.Millisecond
+	var batches atomic.Int64
+	entered := make(chan struct{}, 1)
+	batch := func(ctx context.Context, keys []int) (map[int]string, error) {
+		if batches.Add(1) == 1 {
+			entered <- struct{}{}
+		}
+		select {
+		case <-time.After(6 * lockTTL):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		m := make(map[int]string, len(keys))
+		for _, k := range keys {
+			m[k] = faultValue(k)
+		}
+		return m, nil
+	}
+	single := &faultLoader{}
+	a := newCache(t, srv, single.load, cacheaside.WithLockTTL(lockTTL), cacheaside.WithBatchLoader(batch))
+	b := newCache(t, srv, single.load, cacheaside.WithLockTTL(lockTTL))
+	ctx := testContext(t)
+	many := make(chan error, 1)
+	go func() {
+		m, err := a.GetMany(ctx, []int{1, 2, 3})
+		if err == nil && len(m) != 3 {
+			t.Errorf("GetMany(1, 2, 3) = %v, want 3 values", m)
+		}
+		many <- err
+	}()
+	await(t, entered, "the batch load to start")
+	if got, err := b.Get(ctx, 2); err != nil || got != faultValue(2) {
+		t.Errorf("Get(2) on another instance = %q, %v; want %q, nil", got, err, faultValue(2))
+	}
+	if err := await(t, many, "GetMany"); err != nil {
+		t.Errorf("GetMany(1, 2, 3) = %v, want nil", err)
+	}
+	if n, m := batches.Load(), single.calls.Load(); n != 1 || m != 0 {
+		t.Errorf("%d batch loads and %d single loads, want 1 and 0 (the other instance waits for the batch)", n, m)
+	}
+}
+
+// TestLockOfHolderCutOffFromRedisExpires: the heartbeat keeps a lock alive
+// only while its holder reaches Redis. A holder cut off from Redis in the
+// middle of its load stops extending its lock, which then expires within
+// the lock TTL, and a Get on another instance takes the lock over.
+func TestLockOfHolderCutOffFromRedisExpires(t *testing.T) {
+	srv := redistest.Start(t)
+	px := faultproxy.New(t, srv.Addr())
+	const lockTTL = 300 * time.Millisecond
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	holder := newFaultCache(t, newFaultClient(t, px.Addr()), func(ctx context.Context, k int) (string, error) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return "from the holder", nil
+	}, cacheaside.WithRedisTimeout(faultBudget), cacheaside.WithLockTTL(lockTTL))
+	t.Cleanup(func() {
+		close(release)
+		px.Disable(t) // ends the calls the holder is still waiting on, before its Close waits for them
+	})
+	ld := &faultLoader{}
+	other := newCache(t, srv, ld.load, cacheaside.WithLockTTL(lockTTL))
+	ctx := testContext(t)
+	_ = getAsync(ctx, holder, 1)
+	await(t, entered, "the holder's load to start")
+	time.Sleep(2 * lockTTL)
+	if ex := srv.CLI(t, "EXISTS", valueKey("1")+":lock"); ex != "1" {
+		t.Fatalf("EXISTS %s:lock two lock TTLs into the holder's load = %s, want 1 (kept alive)", valueKey("1"), ex)
+	}
+	px.Blackhole(t)
+	cut := time.Now()
+	if got, err := other.Get(ctx, 1); err != nil || got != faultValue(1) {
+		t.Errorf("Get(1) on another instance = %q, %v; want %q, nil", got, err, faultValue(1))
+	}
+	if took, limit := time.Since(cut), 2*lockTTL+faultSlack; took > limit {
+		t.Errorf("Get(1) on another instance took %v after the holder was cut off, want at most %v (the lock TTL, polls and slack)", took, limit)
+	}
+	if n := ld.calls.Load(); n != 1 {
+		t.Errorf("other instance's loader called %d times, want 1 (it took the lock over)", n)
+	}
+}
