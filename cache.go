@@ -95,7 +95,7 @@ type Cache[K comparable, V any] struct {
 	stats   counters
 	guard   guard
 	l1      *local[V]           // nil without WithLocalCache
-	loads   *semaphore.Weighted // nil without WithMaxConcurrentLoads
+	loads   *semaphore.Weighted // nil with WithMaxConcurrentLoads(0)
 	warm    warmup[K]
 
 	tokenPrefix string

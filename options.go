@@ -64,6 +64,7 @@ const (
 	defaultLockTTL      = 3 * time.Second
 	defaultLockWait     = noLimit
 	defaultLoadTimeout  = 30 * time.Second
+	defaultMaxLoads     = 16
 	defaultRedisTimeout = 100 * time.Millisecond
 	defaultMaxRefills   = 2
 
@@ -96,6 +97,7 @@ func defaultConfig() config {
 		breakerFailures: defaultBreakerFailures,
 		breakerCooldown: defaultBreakerCooldown,
 		maxAbandoned:    defaultMaxAbandoned,
+		maxLoads:        defaultMaxLoads,
 		warmConcurrency: defaultWarmConcurrency,
 		restartCheck:    defaultRestartCheck,
 	}
@@ -293,11 +295,18 @@ func WithMaxAbandoned(n int) Option {
 }
 
 // WithMaxConcurrentLoads bounds how many loader calls one Cache runs at
-// once, to protect the database when Redis is unavailable. A load that
-// finds every slot taken waits for one; the wait counts against the load
-// timeout. Zero means no bound.
+// once, so that a burst of misses (many keys expiring together, Redis
+// unavailable) queues in the cache instead of in the database's connection
+// pool. Set it to about this process's share of the database's
+// connections. A load that finds every slot taken waits for one, on the
+// flight's goroutine: the wait is not counted against the load timeout
+// and is never an error of its own, and each caller still stops waiting
+// when its context is done. Loads started by a loader (a loader that calls
+// Get or GetMany) use their parent's slot and do not wait for another.
+// With [WithStaleIfError], an expired value is served without a reload
+// while every slot is busy. Zero means no bound.
 //
-// Default: 0 (no bound).
+// Default: 16.
 func WithMaxConcurrentLoads(n int) Option {
 	return func(c *config) { c.maxLoads = n }
 }

@@ -186,3 +186,68 @@ func TestLockOfHolderCutOffFromRedisExpires(t *testing.T) {
 		t.Errorf("other instance's loader called %d times, want 1 (it took the lock over)", n)
 	}
 }
+
+// TestLoadSlotWaitIsNotAnError: Gets of more keys than there are load
+// slots queue for the slots; the queue does not eat into the load timeout,
+// so each load gets the whole timeout and every Get its value.
+func TestLoadSlotWaitIsNotAnError(t *testing.T) {
+	srv := redistest.Start(t)
+	const slots = 2
+	ld := &faultLoader{delay: 150 * time.Millisecond}
+	c := newCache(t, srv, ld.load, cacheaside.WithMaxConcurrentLoads(slots),
+		cacheaside.WithLoadTimeout(400*time.Millisecond)) // 2.7 loads long; the queue is 6 loads long
+	keys := make([]int, 12)
+	for i := range keys {
+		keys[i] = i
+	}
+	getKeysOnAll(t, []*cacheaside.Cache[int, string]{c}, keys, 1)
+	if got := ld.maxRunning.Load(); got > slots {
+		t.Errorf("%d loads ran at once, want at most %d (WithMaxConcurrentLoads(%d))", got, slots, slots)
+	}
+	if got := ld.calls.Load(); got != int64(len(keys)) {
+		t.Errorf("loader called %d times for %d keys, want one load per key", got, len(keys))
+	}
+}
+
+// TestConcurrentLoadsBoundedByDefault: with default options one Cache runs
+// at most 16 loads at once, and the Gets beyond that wait for a slot
+// without an error.
+func TestConcurrentLoadsBoundedByDefault(t *testing.T) {
+	srv := redistest.Start(t)
+	ld := &faultLoader{delay: 100 * time.Millisecond}
+	c := newCache(t, srv, ld.load)
+	keys := make([]int, 40)
+	for i := range keys {
+		keys[i] = i
+	}
+	getKeysOnAll(t, []*cacheaside.Cache[int, string]{c}, keys, 1)
+	if got := ld.maxRunning.Load(); got > 16 {
+		t.Errorf("%d loads ran at once with default options, want at most 16", got)
+	}
+	if got := ld.calls.Load(); got != int64(len(keys)) {
+		t.Errorf("loader called %d times for %d keys, want one load per key", got, len(keys))
+	}
+}
+
+// TestLoaderMayGetFromItsOwnCache: a loader that Gets another key of its
+// own Cache does not wait for a second load slot (its load already holds
+// one), so a bound of one slot does not deadlock it.
+func TestLoaderMayGetFromItsOwnCache(t *testing.T) {
+	srv := redistest.Start(t)
+	var c *cacheaside.Cache[string, string]
+	c = newCache(t, srv, func(ctx context.Context, key string) (string, error) {
+		if key != "child" {
+			return "leaf", nil
+		}
+		parent, err := c.Get(ctx, "parent")
+		return "child of " + parent, err
+	}, cacheaside.WithMaxConcurrentLoads(1))
+	done := make(chan outcome[string], 1)
+	go func() {
+		v, err := c.Get(testContext(t), "child")
+		done <- outcome[string]{v, err}
+	}()
+	if got := await(t, done, "Get(child)"); got.err != nil || got.val != "child of leaf" {
+		t.Errorf("Get(%q) = %q, %v; want %q, nil", "child", got.val, got.err, "child of leaf")
+	}
+}

@@ -285,21 +285,22 @@ func (c *Cache[K, V]) callLoader(ctx context.Context, key K) loaded[V] {
 }
 
 // runLoader runs one call of a loader under the load timeout, after
-// waiting for a slot when WithMaxConcurrentLoads is set, and counts it.
-// late reports that the loader returned after the timeout, when its result
-// must not be cached: a load that old may have read data from before an
-// Invalidate whose generation has since expired. ttl and skip are what the
-// loader asked for with SetTTL.
+// waiting for a load slot (WithMaxConcurrentLoads), and counts it. The
+// slot wait is not part of the load timeout and ends only with ctx (the
+// flight's: Close); a call nested in a loader's call (a loader that calls
+// Get) uses its parent's slot. late reports that the loader returned after
+// the timeout, when its result must not be cached: a load that old may
+// have read data from before an Invalidate whose generation has since
+// expired. ttl and skip are what the loader asked for with SetTTL.
 func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) error) (took time.Duration, late bool, ttl time.Duration, skip bool, err error) {
-	lctx, cancel := context.WithTimeout(ctx, c.cfg.loadTimeout)
-	defer cancel()
-	if c.loads != nil {
-		if err := c.loads.Acquire(lctx, 1); err != nil {
-			c.stats.loadErrors.Add(1)
-			return 0, true, 0, false, fmt.Errorf("cacheaside: waiting for a load slot (WithMaxConcurrentLoads): %w", err)
+	if _, nested := ctx.Value(loadScopeKey{}).(*loadScope); c.loads != nil && !nested {
+		if err := c.loads.Acquire(ctx, 1); err != nil {
+			return 0, true, 0, false, fmt.Errorf("cacheaside: waiting for a load slot: %w", err)
 		}
 		defer c.loads.Release(1)
 	}
+	lctx, cancel := context.WithTimeout(ctx, c.cfg.loadTimeout)
+	defer cancel()
 	scope := &loadScope{}
 	lctx = context.WithValue(lctx, loadScopeKey{}, scope)
 	c.stats.loads.Add(1)
