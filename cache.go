@@ -96,6 +96,7 @@ type Cache[K comparable, V any] struct {
 	guard   guard
 	l1      *local[V]           // nil without WithLocalCache
 	loads   *semaphore.Weighted // nil with WithMaxConcurrentLoads(0)
+	hb      heartbeat           // the fill locks held by loads in flight
 	warm    warmup[K]
 
 	tokenPrefix string

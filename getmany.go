@@ -335,7 +335,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	for _, i := range idx {
 		held = append(held, leases[i].held(items[i].vkey)...)
 	}
-	stop := c.keepAlive(ctx, held)
+	stop := c.keepAlive(held)
 	var vals map[K]V
 	took, late, ttl, skip, err := c.runLoader(ctx, func(ctx context.Context) (err error) {
 		defer func() {

@@ -2,6 +2,8 @@ package cacheaside_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/faultproxy"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // Overload is not an outage: a database that is slow but answers must
@@ -184,6 +187,76 @@ func TestLockOfHolderCutOffFromRedisExpires(t *testing.T) {
 	}
 	if n := ld.calls.Load(); n != 1 {
 		t.Errorf("other instance's loader called %d times, want 1 (it took the lock over)", n)
+	}
+}
+
+// holdCounter is a go-redis hook that counts the round trips that extend
+// fill locks, and the extensions they carry: calls of a script with three
+// keys and two arguments, which only the lock heartbeat sends.
+type holdCounter struct{ trips, holds atomic.Int64 }
+
+func isHold(cmd redis.Cmder) bool {
+	a := cmd.Args()
+	name := strings.ToLower(fmt.Sprint(a[0]))
+	return (name == "evalsha" || name == "eval") && len(a) == 8 && fmt.Sprint(a[2]) == "3"
+}
+
+func (h *holdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *holdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isHold(cmd) {
+			h.trips.Add(1)
+			h.holds.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *holdCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		var n int64
+		for _, cmd := range cmds {
+			if isHold(cmd) {
+				n++
+			}
+		}
+		if n > 0 {
+			h.trips.Add(1)
+			h.holds.Add(n)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+var _ redis.Hook = (*holdCounter)(nil)
+
+// TestHeartbeatExtendsEveryLockInOneRoundTrip: the locks of all the loads
+// of a Cache, those running and those waiting for a load slot, are
+// extended together, one round trip per beat (a third of the lock TTL),
+// however many there are, and none lapses.
+func TestHeartbeatExtendsEveryLockInOneRoundTrip(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	var hc holdCounter
+	rdb.AddHook(&hc)
+	const lockTTL = 300 * time.Millisecond
+	ld := &faultLoader{delay: 2 * lockTTL}
+	c := newCacheOn(t, rdb, ld.load, cacheaside.WithLockTTL(lockTTL), cacheaside.WithMaxConcurrentLoads(8))
+	keys := make([]int, 40)
+	for i := range keys {
+		keys[i] = i
+	}
+	start := time.Now()
+	getKeysOnAll(t, []*cacheaside.Cache[int, string]{c}, keys, 1)
+	elapsed := time.Since(start)
+	if got := ld.calls.Load(); got != int64(len(keys)) {
+		t.Errorf("loader called %d times for %d keys, want one load per key", got, len(keys))
+	}
+	beats := int64(elapsed/(lockTTL/3)) + 1 // the most a ticker of that period fires
+	if trips, holds := hc.trips.Load(), hc.holds.Load(); trips > beats || holds < int64(len(keys)) {
+		t.Errorf("%d round trips carried %d lock extensions in %v; want at most %d round trips (one per beat) and at least %d extensions (every lock)",
+			trips, holds, elapsed.Round(time.Millisecond), beats, len(keys))
 	}
 }
 

@@ -197,7 +197,7 @@ func (c *Cache[K, V]) loadAndFill(ctx context.Context, key K, ks keys, l lease, 
 // load began: the result must then be handed to no one. stored reports
 // that the fill wrote the result to Redis.
 func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lease, epoch uint64) (r result[V], conflict, stored bool) {
-	stop := c.keepAlive(ctx, l.held(ks[0]))
+	stop := c.keepAlive(l.held(ks[0]))
 	ld := c.callLoader(ctx, key)
 	stop()
 	r = result[V]{val: ld.val, err: ld.err, src: fromLoad}

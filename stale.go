@@ -126,7 +126,7 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 // reload loads and fills a stale key under lease l. On a loader error it
 // keeps the lock for staleRetryAfter, throttling retries across the fleet.
 func (c *Cache[K, V]) reload(ctx context.Context, key K, ks keys, l lease, epoch uint64) result[V] {
-	stop := c.keepAlive(ctx, l.held(ks[0]))
+	stop := c.keepAlive(l.held(ks[0]))
 	ld := c.callLoader(ctx, key)
 	stop()
 	r := result[V]{val: ld.val, err: ld.err, src: fromLoad}
