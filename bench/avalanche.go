@@ -32,8 +32,15 @@ const (
 	avalancheDeadline = time.Minute
 )
 
-// nameCacheasideDefaults is cacheaside as New makes it with no options.
-const nameCacheasideDefaults = "cacheaside (default options)"
+// nameCacheasideDefaults is cacheaside as New makes it with no options;
+// nameCacheasidePatient is the same with a Redis budget as long as
+// go-redis's own read timeout and no breaker, which leaves the load side
+// alone: it shows what the Redis guard's budget and breaker cost when a
+// busy machine answers Redis calls late.
+const (
+	nameCacheasideDefaults = "cacheaside (default options)"
+	nameCacheasidePatient  = "cacheaside (defaults but WithRedisTimeout(3s), WithBreaker(0, 0))"
+)
 
 // avalancheKind is a strategy in the avalanche, and where it keeps the
 // value of a key in Redis, so that the run can make the keys expire.
@@ -43,8 +50,7 @@ type avalancheKind struct {
 }
 
 // avalancheKinds are the textbook cache, go-redis/cache and cacheaside
-// with default options (its key layout is the documented one:
-// "ca:{<id>}").
+// (its key layout is the documented one: "ca:{<id>}").
 func avalancheKinds() []avalancheKind {
 	prefixed := func(id int64) string { return "p:" + strconv.FormatInt(id, 10) }
 	var out []avalancheKind
@@ -53,16 +59,20 @@ func avalancheKinds() []avalancheKind {
 			out = append(out, avalancheKind{k, prefixed})
 		}
 	}
-	return append(out, avalancheKind{
-		kind: kind{nameCacheasideDefaults, func(rdb *redis.Client, db *database, _ string) (strategy, error) {
-			c, err := cacheaside.New(rdb, db.load)
-			if err != nil {
-				return nil, err
-			}
-			return &ca{c: c}, nil
-		}},
-		key: func(id int64) string { return "ca:{" + strconv.FormatInt(id, 10) + "}" },
-	})
+	cacheasideWith := func(name string, opts ...cacheaside.Option) avalancheKind {
+		return avalancheKind{
+			kind: kind{name, func(rdb *redis.Client, db *database, _ string) (strategy, error) {
+				c, err := cacheaside.New(rdb, db.load, opts...)
+				if err != nil {
+					return nil, err
+				}
+				return &ca{c: c}, nil
+			}},
+			key: func(id int64) string { return "ca:{" + strconv.FormatInt(id, 10) + "}" },
+		}
+	}
+	return append(out, cacheasideWith(nameCacheasideDefaults),
+		cacheasideWith(nameCacheasidePatient, cacheaside.WithRedisTimeout(3*time.Second), cacheaside.WithBreaker(0, 0)))
 }
 
 type avalancheResult struct {
@@ -75,7 +85,17 @@ type avalancheResult struct {
 	breakerOpens      int64           // -1: the strategy has no breaker
 	redisErrs         int64           // -1: not counted
 	lockWaitTimeouts  int64
-	loadErrs, loaders int64 // cacheaside's own load counters
+	loadErrs, loaders int64            // cacheaside's own load counters
+	redisCmds         map[string]int64 // commands the server ran during the run
+}
+
+// commands sums redisCmds.
+func (r avalancheResult) commands() int64 {
+	var n int64
+	for _, c := range r.redisCmds {
+		n += c
+	}
+	return n
 }
 
 // maxWindow and meanWindow are the most and the mean database calls
@@ -101,8 +121,8 @@ func (e *env) measureAvalanche(ctx context.Context) ([]avalancheResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", k.name, err)
 		}
-		e.progress("avalanche %-30s %d Gets, %d errors, %d loads (max %d per %s), p99 %s, breaker opened %d×",
-			k.name, r.gets, r.errs, r.loads, r.maxWindow(), loadWindow, dur(pct(r.lat, 0.99)), r.breakerOpens)
+		e.progress("avalanche %-30s %d Gets, %d errors, %d loads (max %d per %s), p99 %s, breaker opened %d×; Redis ran %v",
+			k.name, r.gets, r.errs, r.loads, r.maxWindow(), loadWindow, dur(pct(r.lat, 0.99)), r.breakerOpens, r.redisCmds)
 		res = append(res, r)
 	}
 	return res, nil
@@ -143,15 +163,24 @@ func (e *env) avalancheTrial(ctx context.Context, k avalancheKind) (avalancheRes
 		}
 	}
 
+	if err := admin.ConfigResetStat(ctx).Err(); err != nil {
+		return res, err
+	}
 	start := time.Now()
 	db.starts.begin(start)
+	expired := make([]*redis.BoolCmd, len(ids))
 	if _, err := admin.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, id := range ids {
-			p.PExpire(ctx, k.key(id), time.Millisecond+rand.N(avalancheSpread))
+		for i, id := range ids {
+			expired[i] = p.PExpire(ctx, k.key(id), time.Millisecond+rand.N(avalancheSpread))
 		}
 		return nil
 	}); err != nil {
 		return res, fmt.Errorf("expire the warm keys: %w", err)
+	}
+	for i, e := range expired {
+		if !e.Val() {
+			return res, fmt.Errorf("PEXPIRE %s: no such key; the warm keys are not where the run expects them", k.key(ids[i]))
+		}
 	}
 	var (
 		wg  sync.WaitGroup
@@ -188,6 +217,10 @@ func (e *env) avalancheTrial(ctx context.Context, k avalancheKind) (avalancheRes
 	res.gets, res.lat = int64(len(lat)), lat
 	res.loads, res.cancelled = db.calls.Load()-calls0, db.cancelled.Load()-cancelled0
 	res.perWindow = db.starts.counts()
+	if res.redisCmds, err = commandCalls(ctx, admin); err != nil {
+		return res, err
+	}
+	delete(res.redisCmds, "info")
 	for i, s := range insts {
 		c, ok := s.(*ca)
 		if !ok {
@@ -253,20 +286,21 @@ func (r *report) avalancheTable(p func(string, ...any)) {
 	p("")
 	p("Each instance has a go-redis client of its own on default options; each strategy gets a fresh redis-server, warmed, then every key is")
 	p("given a random PEXPIRE under %s. The Gets start on schedule (open loop, uniformly random keys) whether or not earlier ones have", avalancheSpread)
-	p("returned, and none has a deadline short of %s. cacheaside runs with default options (no WithRedisTimeout, WithBreaker or", avalancheDeadline)
-	p("WithLocalCache). Loads are database calls started, per %s window from the first expiry to the last answer; cancelled ones", loadWindow)
+	p("returned, and none has a deadline short of %s. cacheaside runs with default options, and once more with a Redis budget as", avalancheDeadline)
+	p("long as go-redis's read timeout and no breaker, which shows its load side alone. Loads are database calls started, per %s", loadWindow)
+	p("window from the first expiry to the last answer; cancelled ones")
 	p("returned their context's error (a load timeout) while waiting for a connection or mid-query. Latency is per Get, from its start.")
 	p("")
-	p("| strategy | Gets | errors | breaker opens | loads | cancelled | loads/%s max | mean | p50 | p99 | max | cacheaside counters |", loadWindow)
-	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	p("| strategy | Gets | errors | breaker opens | loads | cancelled | loads/%s max | mean | p50 | p99 | max | Redis commands | cacheaside counters |", loadWindow)
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	for _, a := range r.avalanche {
 		opens, notes := "—", ""
 		if a.breakerOpens >= 0 {
 			opens = strconv.FormatInt(a.breakerOpens, 10)
 			notes = fmt.Sprintf("loads %d, load errors %d, lock-wait timeouts %d, Redis errors %d", a.loaders, a.loadErrs, a.lockWaitTimeouts, a.redisErrs)
 		}
-		p("| %s | %d | %d | %s | %d | %d | %d | %.1f | %s | %s | %s | %s |", a.name, a.gets, a.errs, opens, a.loads, a.cancelled,
-			a.maxWindow(), a.meanWindow(), dur(pct(a.lat, 0.5)), dur(pct(a.lat, 0.99)), dur(pct(a.lat, 1)), notes)
+		p("| %s | %d | %d | %s | %d | %d | %d | %.1f | %s | %s | %s | %d | %s |", a.name, a.gets, a.errs, opens, a.loads, a.cancelled,
+			a.maxWindow(), a.meanWindow(), dur(pct(a.lat, 0.5)), dur(pct(a.lat, 0.99)), dur(pct(a.lat, 1)), a.commands(), notes)
 	}
 	p("")
 }

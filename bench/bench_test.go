@@ -87,6 +87,11 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("hit path %s/%s: %d errors, %d loads; want 0 and 0", h.client, h.name, h.errs, h.loads)
 		}
 	}
+	for _, a := range r.avalanche {
+		if strings.HasPrefix(a.name, nameCacheaside) && (a.errs != 0 || a.gets == 0) {
+			t.Errorf("avalanche %s: %d errors in %d Gets, want 0 errors (a slow database is not an outage)", a.name, a.errs, a.gets)
+		}
+	}
 	for _, s := range r.stampede {
 		if s.name == nameCacheaside && (median(s.loads) != 1 || s.errs != 0) {
 			t.Errorf("stampede %s: %v loads per stampede, %d errors; want 1 and 0", s.name, s.loads, s.errs)
