@@ -160,8 +160,9 @@ func WithLockTTL(d time.Duration) Option {
 // for the holder's value before it loads the value itself (its value is
 // then written only if nothing invalidated the key meanwhile). A negative
 // d means no bound: a Get waits as long as the holder keeps the lock
-// alive, that is while its load runs, up to the load timeout, and takes
-// the lock over once a dead holder's lock has expired. Zero means do not
+// alive, that is while its load waits for a load slot and runs (up to the
+// load timeout), and takes the lock over once a dead holder's lock has
+// expired. Zero means do not
 // wait at all. A bound shorter than the loads of a slow database turns
 // each of its loads into several, one per waiting process.
 //
