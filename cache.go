@@ -15,17 +15,24 @@
 //  2. On a miss, one script re-reads the value and, if it is still missing,
 //     takes the fill lock with SET NX PX and reads the key's generation (a
 //     unique token, created if absent).
-//  3. The lock holder calls the loader under the load timeout and stores the
-//     result with a conditional fill: one script that writes the value with
-//     a jittered TTL and deletes the lock only if the generation is still
-//     the one it read. [Cache.Invalidate] and [Cache.Set] change the
-//     generation (and delete the lock), so a fill that started before them
-//     writes nothing and the load is redone. A generation Redis evicted is
-//     missing, which refuses the fill the same way.
-//  4. A process that finds the lock taken polls with a short jittered backoff
+//  3. The lock holder keeps the lock alive while it loads, waits for one of
+//     the Cache's load slots ([WithMaxConcurrentLoads]), calls the loader
+//     under the load timeout and stores the result with a conditional fill:
+//     one script that writes the value with a jittered TTL and deletes the
+//     lock only if the generation is still the one it read.
+//     [Cache.Invalidate] and [Cache.Set] change the generation (and delete
+//     the lock), so a fill that started before them writes nothing and the
+//     load is redone. A generation Redis evicted is missing, which refuses
+//     the fill the same way.
+//  4. A process that finds the lock taken polls with a jittered backoff
 //     until the holder's value lands, taking the lock over if the holder died
-//     and the lock expired. When the lock wait runs out it loads by itself;
-//     that value is written only if the generation did not change meanwhile.
+//     and the lock expired. With a lock wait ([WithLockWait]) that runs out
+//     it loads by itself; that value is written only if the generation did
+//     not change meanwhile.
+//
+// A slow database makes Gets slow, never failed: the load slots, the lock
+// and its waiters only wait, each caller for as long as its own context
+// allows, and the database sees each missing key loaded once.
 //
 // Across a fleet this gives at most one load per key per lock TTL while Redis
 // is healthy. When Redis fails, Get still returns the loader's value with a
@@ -93,7 +100,8 @@ type Cache[K comparable, V any] struct {
 	stats   counters
 	guard   guard
 	l1      *local[V]           // nil without WithLocalCache
-	loads   *semaphore.Weighted // nil without WithMaxConcurrentLoads
+	loads   *semaphore.Weighted // nil with WithMaxConcurrentLoads(0)
+	hb      heartbeat           // the fill locks held by loads in flight
 	warm    warmup[K]
 
 	tokenPrefix string
@@ -214,11 +222,11 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 
 // generationTTL is how long a generation lives after it is written or a
 // lock is taken under it. It only has to outlive the loads that compare
-// against it (a fill that finds it gone is refused and redone, never
-// accepted): a load starts at most a lock TTL and a lock wait after the
-// lock its generation was extended with, and lasts less than a lock TTL.
+// against it: a fill that finds it gone is refused and redone, never
+// accepted, so a shorter life costs reloads, not correctness. Four times a
+// load timeout plus a lock TTL covers a wait for a load slot and the load.
 func generationTTL(cfg config) time.Duration {
-	return max(time.Minute, 4*(cfg.lockWait+cfg.lockTTL))
+	return max(time.Minute, 4*(cfg.loadTimeout+cfg.lockTTL))
 }
 
 // Get returns the value of key: from Redis when it is there, else from the

@@ -112,7 +112,7 @@ func TestWaiterReloadsEntryItCannotRead(t *testing.T) {
 	c := newCache(t, srv, func(ctx context.Context, id int64) (item, error) {
 		loads.Add(1)
 		return item{ID: id, Name: "from db"}, nil
-	}, cacheaside.WithLockTTL(lockWait)) // the lock wait defaults to the lock TTL
+	}, cacheaside.WithLockWait(lockWait))
 	srv.CLI(t, "SET", "ca:{1}:lock", "token-of-a-newer-process", "PX", "60000")
 
 	res := getAsync(testContext(t), c, int64(1))

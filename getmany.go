@@ -351,6 +351,11 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	for j, i := range idx {
 		keys[j] = items[i].key
 	}
+	var held []heldLock
+	for _, i := range idx {
+		held = append(held, leases[i].held(items[i].vkey)...)
+	}
+	stop := c.keepAlive(held)
 	var vals map[K]V
 	took, late, ttl, skip, err := c.runLoader(ctx, func(ctx context.Context) (err error) {
 		defer func() {
@@ -361,6 +366,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		vals, err = batch(ctx, keys)
 		return err
 	})
+	stop()
 	type write struct {
 		i        int
 		env      []byte

@@ -15,9 +15,7 @@ import (
 // infer it from their argument, and [New] reports a mismatch as an error.
 type Option func(*config)
 
-// config holds every knob of a Cache. Durations are kept with a flag that
-// says whether the user set them, so that New can derive the ones that were
-// left out from the ones that were given.
+// config holds every knob of a Cache.
 type config struct {
 	ttl         time.Duration
 	jitter      float64
@@ -54,19 +52,19 @@ type config struct {
 	warmConcurrency int
 	restartCheck    time.Duration
 
-	lockTTLSet, lockWaitSet, loadTimeoutSet bool
-
 	errs []error // problems found while applying options
 }
 
-// Defaults, in one place. The derived durations (lock wait from lock TTL,
-// load timeout from lock TTL and the reverse) are computed in resolve.
+// Defaults, in one place.
 const (
 	defaultTTL          = 10 * time.Minute
 	defaultJitter       = 0.10
 	defaultNegativeTTL  = 30 * time.Second
 	defaultPrefix       = "ca:"
 	defaultLockTTL      = 3 * time.Second
+	defaultLockWait     = noLimit
+	defaultLoadTimeout  = 30 * time.Second
+	defaultMaxLoads     = 16
 	defaultRedisTimeout = 100 * time.Millisecond
 	defaultMaxRefills   = 2
 
@@ -75,9 +73,9 @@ const (
 	defaultMaxAbandoned    = 64
 	defaultWarmConcurrency = 8
 	defaultRestartCheck    = time.Second
-	// loadTimeoutShare is the part of the lock TTL a load may use when
-	// only the lock TTL is known; the rest is headroom for the fill.
-	loadTimeoutShare = 0.8
+	// noLimit is a lock wait without a bound of its own; any negative
+	// lock wait means the same.
+	noLimit = time.Duration(-1)
 	// maxDuration bounds every duration option, so that jitter and derived
 	// durations cannot overflow; nothing cached needs to live longer.
 	maxDuration = 10 * 365 * 24 * time.Hour
@@ -90,6 +88,8 @@ func defaultConfig() config {
 		negativeTTL: defaultNegativeTTL,
 		prefix:      defaultPrefix,
 		lockTTL:     defaultLockTTL,
+		lockWait:    defaultLockWait,
+		loadTimeout: defaultLoadTimeout,
 		redisTTL:    defaultRedisTimeout,
 		maxRefills:  defaultMaxRefills,
 		codec:       JSON{},
@@ -97,6 +97,7 @@ func defaultConfig() config {
 		breakerFailures: defaultBreakerFailures,
 		breakerCooldown: defaultBreakerCooldown,
 		maxAbandoned:    defaultMaxAbandoned,
+		maxLoads:        defaultMaxLoads,
 		warmConcurrency: defaultWarmConcurrency,
 		restartCheck:    defaultRestartCheck,
 	}
@@ -141,36 +142,47 @@ func WithPrefix(p string) Option {
 	return func(c *config) { c.prefix = p }
 }
 
-// WithLockTTL sets how long the fill lock taken on a miss lives. It bounds
-// how long other processes wait for a holder that died. When the load
-// timeout is not set it is derived as 80% of the lock TTL; when the lock wait
-// is not set it equals the lock TTL.
+// WithLockTTL sets how long the fill lock taken on a miss outlives its
+// holder. The holder extends the lock every third of this while its load
+// runs (and while the load waits for a slot, see [WithMaxConcurrentLoads]),
+// so the lock never expires under a live load however long the database
+// takes; a holder that dies or loses Redis stops extending it, and the
+// lock then expires within the lock TTL for another process to take over.
+// Keep it a few times longer than the Redis timeout, so that one slow
+// extension does not let the lock lapse. It must be at least 1ms.
 //
-// Default: 3 seconds, or 1.25 × the load timeout when only that is set.
+// Default: 3 seconds.
 func WithLockTTL(d time.Duration) Option {
-	return func(c *config) { c.lockTTL, c.lockTTLSet = d, true }
+	return func(c *config) { c.lockTTL = d }
 }
 
-// WithLockWait sets how long a Get that found the fill lock taken waits for
-// the holder's value before it loads the value itself. A wait at least as
-// long as the lock TTL lets a waiter take the lock over from a holder that
-// died; a shorter wait is allowed, and the waiter then loads without the
-// lock (its value is written only if nothing invalidated the key meanwhile).
-// Zero means do not wait at all.
+// WithLockWait bounds how long a Get that found the fill lock taken waits
+// for the holder's value before it loads the value itself (its value is
+// then written only if nothing invalidated the key meanwhile). A negative
+// d means no bound: a Get waits as long as the holder keeps the lock
+// alive, that is while its load waits for a load slot and runs (up to the
+// load timeout), and takes the lock over once a dead holder's lock has
+// expired. Zero means do not
+// wait at all. A bound shorter than the loads of a slow database turns
+// each of its loads into several, one per waiting process.
 //
-// Default: the lock TTL.
+// Default: no bound (a negative duration). The caller's context still
+// bounds every Get.
 func WithLockWait(d time.Duration) Option {
-	return func(c *config) { c.lockWait, c.lockWaitSet = d, true }
+	return func(c *config) { c.lockWait = d }
 }
 
-// WithLoadTimeout bounds one call of the loader. The loader's context is
-// cancelled at the timeout and a value it returns after that is not cached.
-// It must be shorter than the lock TTL, so that a lock never expires under a
-// live load.
+// WithLoadTimeout bounds one call of the loader, from the moment it has a
+// load slot (see [WithMaxConcurrentLoads]): the loader's context is
+// cancelled at the timeout, the Gets that wait for it get its error, and a
+// value it returns after that is not cached. It is a guard against a
+// query that hangs, not a deadline for callers (their own contexts are):
+// the fill lock is kept alive while the load runs, so the load timeout may
+// be longer than the lock TTL. It must be at least 1ms.
 //
-// Default: 80% of the lock TTL (2.4 seconds with the default lock TTL).
+// Default: 30 seconds.
 func WithLoadTimeout(d time.Duration) Option {
-	return func(c *config) { c.loadTimeout, c.loadTimeoutSet = d, true }
+	return func(c *config) { c.loadTimeout = d }
 }
 
 // WithRedisTimeout bounds each Redis call the cache makes. A call that takes
@@ -285,11 +297,18 @@ func WithMaxAbandoned(n int) Option {
 }
 
 // WithMaxConcurrentLoads bounds how many loader calls one Cache runs at
-// once, to protect the database when Redis is unavailable. A load that
-// finds every slot taken waits for one; the wait counts against the load
-// timeout. Zero means no bound.
+// once, so that a burst of misses (many keys expiring together, Redis
+// unavailable) queues in the cache instead of in the database's connection
+// pool. Set it to about this process's share of the database's
+// connections. A load that finds every slot taken waits for one, on the
+// flight's goroutine: the wait is not counted against the load timeout
+// and is never an error of its own, and each caller still stops waiting
+// when its context is done. Loads started by a loader (a loader that calls
+// Get or GetMany) use their parent's slot and do not wait for another.
+// With [WithStaleIfError], an expired value is served without a reload
+// while every slot is busy. Zero means no bound.
 //
-// Default: 0 (no bound).
+// Default: 16.
 func WithMaxConcurrentLoads(n int) Option {
 	return func(c *config) { c.maxLoads = n }
 }
@@ -438,35 +457,11 @@ func (c *config) resolve() error {
 		bad("WithRestartCheck: %v is negative", c.restartCheck)
 	}
 
-	// Lock TTL, load timeout and lock wait must fit together. Derive the
-	// ones the user left out so that they do.
-	lockOK, loadOK := true, true
-	if c.lockTTLSet && c.lockTTL < time.Millisecond {
+	if c.lockTTL < time.Millisecond {
 		bad("WithLockTTL: %v is under the minimum of 1ms", c.lockTTL)
-		lockOK = false
 	}
-	if c.loadTimeoutSet && c.loadTimeout < time.Millisecond {
+	if c.loadTimeout < time.Millisecond {
 		bad("WithLoadTimeout: %v is under the minimum of 1ms", c.loadTimeout)
-		loadOK = false
-	}
-	switch {
-	case !lockOK || !loadOK || c.lockTTL > maxDuration || c.loadTimeout > maxDuration:
-	case c.lockTTLSet && c.loadTimeoutSet:
-		if c.loadTimeout >= c.lockTTL {
-			bad("WithLoadTimeout: %v must be shorter than WithLockTTL (%v), or a lock would expire under a live load", c.loadTimeout, c.lockTTL)
-		}
-	case c.loadTimeoutSet:
-		c.lockTTL = (c.loadTimeout + max(c.loadTimeout/4, time.Millisecond)).Truncate(time.Millisecond)
-	case c.lockTTL < 2*time.Millisecond:
-		bad("WithLockTTL: %v leaves no room for a load timeout below it; use at least 2ms", c.lockTTL)
-	default:
-		c.loadTimeout = time.Duration(float64(c.lockTTL) * loadTimeoutShare)
-	}
-	if c.lockWaitSet && c.lockWait < 0 {
-		bad("WithLockWait: %v is negative", c.lockWait)
-	}
-	if !c.lockWaitSet {
-		c.lockWait = c.lockTTL
 	}
 	return errors.Join(errs...)
 }

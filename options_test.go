@@ -50,8 +50,9 @@ func TestResolveDefaults(t *testing.T) {
 		{"negativeTTL", c.negativeTTL, 30 * time.Second},
 		{"prefix", c.prefix, "ca:"},
 		{"lockTTL", c.lockTTL, 3 * time.Second},
-		{"loadTimeout", c.loadTimeout, 2400 * time.Millisecond},
-		{"lockWait", c.lockWait, 3 * time.Second},
+		{"loadTimeout", c.loadTimeout, 30 * time.Second},
+		{"lockWait", c.lockWait, time.Duration(-1)}, // no bound
+		{"maxLoads", c.maxLoads, 16},
 		{"redisTimeout", c.redisTTL, 100 * time.Millisecond},
 		{"maxRefills", c.maxRefills, 2},
 		{"codec", c.codec, Codec(JSON{})},
@@ -92,11 +93,9 @@ func TestResolveRejectsInvalidOption(t *testing.T) {
 		{"lock TTL zero", []Option{WithLockTTL(0)}, "WithLockTTL"},
 		{"lock TTL negative", []Option{WithLockTTL(-time.Second)}, "WithLockTTL"},
 		{"lock TTL 999µs", []Option{WithLockTTL(999 * time.Microsecond)}, "WithLockTTL"},
-		{"lock wait negative", []Option{WithLockWait(-time.Millisecond)}, "WithLockWait"},
 		{"load timeout zero", []Option{WithLoadTimeout(0)}, "WithLoadTimeout"},
 		{"load timeout negative", []Option{WithLoadTimeout(-time.Second)}, "WithLoadTimeout"},
-		{"load timeout equals lock TTL", []Option{WithLockTTL(time.Second), WithLoadTimeout(time.Second)}, "WithLoadTimeout"},
-		{"load timeout over lock TTL", []Option{WithLoadTimeout(2 * time.Second), WithLockTTL(time.Second)}, "WithLoadTimeout"},
+		{"max concurrent loads negative", []Option{WithMaxConcurrentLoads(-1)}, "WithMaxConcurrentLoads"},
 		{"Redis timeout zero", []Option{WithRedisTimeout(0)}, "WithRedisTimeout"},
 		{"Redis timeout negative", []Option{WithRedisTimeout(-time.Millisecond)}, "WithRedisTimeout"},
 		{"max refills negative", []Option{WithMaxRefills(-1)}, "WithMaxRefills"},
@@ -135,12 +134,16 @@ func TestResolveAcceptsValidOption(t *testing.T) {
 		{"negative TTL 1ms", []Option{WithNegativeTTL(time.Millisecond)}},
 		{"prefix empty", []Option{WithPrefix("")}},
 		{"prefix with colons and unicode", []Option{WithPrefix("app:v2:ключ:")}},
-		{"lock TTL 2ms", []Option{WithLockTTL(2 * time.Millisecond)}},
+		{"lock TTL 1ms", []Option{WithLockTTL(time.Millisecond)}},
 		{"lock wait zero", []Option{WithLockWait(0)}},
+		{"lock wait negative (no bound)", []Option{WithLockWait(-time.Millisecond)}},
 		{"lock wait shorter than lock TTL", []Option{WithLockTTL(10 * time.Second), WithLockWait(100 * time.Millisecond)}},
 		{"lock wait longer than lock TTL", []Option{WithLockTTL(time.Second), WithLockWait(time.Minute)}},
 		{"load timeout 1ms", []Option{WithLoadTimeout(time.Millisecond)}},
 		{"load timeout just under lock TTL", []Option{WithLockTTL(time.Second), WithLoadTimeout(time.Second - time.Nanosecond)}},
+		{"load timeout equals lock TTL", []Option{WithLockTTL(time.Second), WithLoadTimeout(time.Second)}},
+		{"load timeout far over lock TTL", []Option{WithLockTTL(time.Millisecond), WithLoadTimeout(time.Hour)}},
+		{"max concurrent loads zero (no bound)", []Option{WithMaxConcurrentLoads(0)}},
 		{"max refills zero", []Option{WithMaxRefills(0)}},
 		{"codec pointer", []Option{WithCodec(&ptrCodec{})}},
 		{"logger nil", []Option{WithLogger(nil)}},
@@ -161,7 +164,7 @@ func TestResolveNamesEveryBadOption(t *testing.T) {
 		WithJitter(math.NaN()),
 		WithNegativeTTL(-1),
 		WithPrefix("{"),
-		WithLockWait(-1),
+		WithLoadTimeout(0),
 		WithRedisTimeout(0),
 		WithMaxRefills(-1),
 		WithCodec(nil),
@@ -170,7 +173,7 @@ func TestResolveNamesEveryBadOption(t *testing.T) {
 		t.Fatal("resolve(nine bad options) = nil, want one error naming all of them")
 	}
 	for _, name := range []string{
-		"WithTTL", "WithJitter", "WithNegativeTTL", "WithPrefix", "WithLockWait",
+		"WithTTL", "WithJitter", "WithNegativeTTL", "WithPrefix", "WithLoadTimeout",
 		"WithRedisTimeout", "WithMaxRefills", "WithCodec",
 	} {
 		if !strings.Contains(err.Error(), name) {
@@ -215,7 +218,6 @@ func TestResolveErrorNamesOnlyTheBadOption(t *testing.T) {
 		{WithNegativeTTL(-1), "WithNegativeTTL"},
 		{WithPrefix("}"), "WithPrefix"},
 		{WithLockTTL(0), "WithLockTTL"},
-		{WithLockWait(-1), "WithLockWait"},
 		{WithLoadTimeout(0), "WithLoadTimeout"},
 		{WithRedisTimeout(0), "WithRedisTimeout"},
 		{WithMaxRefills(-1), "WithMaxRefills"},
@@ -235,21 +237,21 @@ func TestResolveErrorNamesOnlyTheBadOption(t *testing.T) {
 	}
 }
 
-func TestResolveDerivesLockDurations(t *testing.T) {
+// The lock TTL, the load timeout and the lock wait are independent: the
+// holder's heartbeat keeps its lock alive however long its load runs, so
+// none is derived from another.
+func TestResolveLockDurations(t *testing.T) {
 	tests := []struct {
 		name                           string
 		opt                            []Option
 		lockTTL, loadTimeout, lockWait time.Duration
 	}{
-		{"defaults", nil, 3 * time.Second, 2400 * time.Millisecond, 3 * time.Second},
-		{"only lock TTL", []Option{WithLockTTL(5 * time.Second)}, 5 * time.Second, 4 * time.Second, 5 * time.Second},
-		{"only lock TTL, odd value", []Option{WithLockTTL(7 * time.Millisecond)}, 7 * time.Millisecond, 5600 * time.Microsecond, 7 * time.Millisecond},
-		{"only lock TTL 2ms", []Option{WithLockTTL(2 * time.Millisecond)}, 2 * time.Millisecond, 1600 * time.Microsecond, 2 * time.Millisecond},
-		{"only load timeout", []Option{WithLoadTimeout(4 * time.Second)}, 5 * time.Second, 4 * time.Second, 5 * time.Second},
-		{"only load timeout 2s", []Option{WithLoadTimeout(2 * time.Second)}, 2500 * time.Millisecond, 2 * time.Second, 2500 * time.Millisecond},
-		{"both", []Option{WithLockTTL(10 * time.Second), WithLoadTimeout(2 * time.Second)}, 10 * time.Second, 2 * time.Second, 10 * time.Second},
-		{"lock TTL and shorter wait", []Option{WithLockTTL(10 * time.Second), WithLockWait(time.Second)}, 10 * time.Second, 8 * time.Second, time.Second},
-		{"load timeout and zero wait", []Option{WithLoadTimeout(2 * time.Second), WithLockWait(0)}, 2500 * time.Millisecond, 2 * time.Second, 0},
+		{"defaults", nil, 3 * time.Second, 30 * time.Second, -1},
+		{"only lock TTL", []Option{WithLockTTL(5 * time.Second)}, 5 * time.Second, 30 * time.Second, -1},
+		{"only load timeout", []Option{WithLoadTimeout(4 * time.Second)}, 3 * time.Second, 4 * time.Second, -1},
+		{"only lock wait", []Option{WithLockWait(time.Second)}, 3 * time.Second, 30 * time.Second, time.Second},
+		{"load timeout over lock TTL", []Option{WithLockTTL(time.Second), WithLoadTimeout(time.Minute)}, time.Second, time.Minute, -1},
+		{"zero wait", []Option{WithLockWait(0)}, 3 * time.Second, 30 * time.Second, 0},
 		{"all three", []Option{WithLockWait(time.Minute), WithLoadTimeout(time.Second), WithLockTTL(2 * time.Second)}, 2 * time.Second, time.Second, time.Minute},
 	}
 	for _, tt := range tests {
@@ -271,38 +273,6 @@ func TestResolveDerivesLockDurations(t *testing.T) {
 	}
 }
 
-// Whatever load timeout is given alone, resolve must either reject it or
-// derive a lock TTL that is itself valid (at least 1ms, the minimum
-// WithLockTTL accepts, and Redis's PX resolution) and longer than the load
-// timeout, the invariant that WithLoadTimeout documents.
-func TestResolveDerivedLockTTLIsValid(t *testing.T) {
-	for _, load := range []time.Duration{
-		time.Nanosecond,
-		3 * time.Nanosecond,
-		time.Microsecond,
-		500 * time.Microsecond,
-		799 * time.Microsecond,
-		800 * time.Microsecond,
-		time.Millisecond,
-		time.Hour,
-		math.MaxInt64 / 2,
-		math.MaxInt64 / 10 * 9,
-		math.MaxInt64,
-	} {
-		c, err := resolveWith(WithLoadTimeout(load))
-		if err != nil {
-			if !strings.Contains(err.Error(), "WithLoadTimeout") {
-				t.Errorf("resolve(WithLoadTimeout(%v)) = %q, want an error naming WithLoadTimeout", load, err)
-			}
-			continue
-		}
-		if c.lockTTL < time.Millisecond || c.lockTTL <= c.loadTimeout {
-			t.Errorf("resolve(WithLoadTimeout(%v)) derived lockTTL = %v, want ≥ 1ms and > the load timeout %v (or an error naming WithLoadTimeout)",
-				load, c.lockTTL, c.loadTimeout)
-		}
-	}
-}
-
 func TestResolveLastOptionWins(t *testing.T) {
 	tests := []struct {
 		name string
@@ -319,6 +289,7 @@ func TestResolveLastOptionWins(t *testing.T) {
 		{"negative TTL", []Option{WithNegativeTTL(time.Second), WithNegativeTTL(0)}, func(c config) any { return c.negativeTTL }, time.Duration(0)},
 		{"lock TTL", []Option{WithLockTTL(time.Second), WithLockTTL(4 * time.Second)}, func(c config) any { return c.lockTTL }, 4 * time.Second},
 		{"lock wait", []Option{WithLockWait(-1), WithLockWait(time.Second)}, func(c config) any { return c.lockWait }, time.Second},
+		{"max concurrent loads", []Option{WithMaxConcurrentLoads(-1), WithMaxConcurrentLoads(0)}, func(c config) any { return c.maxLoads }, 0},
 		{"load timeout", []Option{WithLoadTimeout(0), WithLoadTimeout(time.Second)}, func(c config) any { return c.loadTimeout }, time.Second},
 		{"Redis timeout", []Option{WithRedisTimeout(0), WithRedisTimeout(time.Second)}, func(c config) any { return c.redisTTL }, time.Second},
 		{"max refills", []Option{WithMaxRefills(-1), WithMaxRefills(5)}, func(c config) any { return c.maxRefills }, 5},

@@ -185,9 +185,14 @@ func (c *Cache[K, V]) miss(ctx context.Context, key K, ks keys, unreadable bool,
 
 // lockOrWait returns either a value another process stored (done is true)
 // or the lease under which this flight loads: the lock, or, when the wait
-// ran out or Redis failed, a load without it.
+// ran out or Redis failed, a load without it. A holder keeps its lock
+// alive while it loads (see keepAlive), so without a lock wait of its own
+// (the default) a waiter waits for the holder's value, or takes the lock
+// over once a dead holder's lock has expired.
 func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) (r result[V], l lease, done bool) {
-	deadline := time.Now().Add(c.cfg.lockWait)
+	began := time.Now()
+	bounded := c.cfg.lockWait >= 0
+	deadline := began.Add(c.cfg.lockWait)
 	var waited bool
 	for round := 0; ; round++ {
 		st, raw, got, err := c.acquire(ctx, ks, c.newToken(), unreadable)
@@ -216,17 +221,34 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) 
 				c.stats.lockWaits.Add(1)
 			}
 		}
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			c.stats.lockWaitTimeouts.Add(1)
-			l.token = ""
-			return r, l, false
+		pause := pollInterval(round, time.Since(began))
+		if bounded {
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				c.stats.lockWaitTimeouts.Add(1)
+				l.token = ""
+				return r, l, false
+			}
+			pause = min(pause, wait)
 		}
-		if !sleep(ctx, min(backoff(round), wait)) {
+		if !sleep(ctx, pause) {
 			return result[V]{err: ctx.Err()}, l, true
 		}
 	}
 }
+
+// pollInterval is how long a waiter sleeps before it looks at the fill
+// lock again, after round looks over waited: backoff's short steps while
+// the wait is as short as a quick load, then an eighth of the time waited,
+// at most pollSlow. A waiter on a slow database then adds at most about an
+// eighth to its wait, and each of the many waiters of an overloaded
+// database sends Redis a few commands per second instead of hundreds.
+func pollInterval(round int, waited time.Duration) time.Duration {
+	return max(backoff(round), min(waited/8, pollSlow))
+}
+
+// pollSlow bounds the poll interval of a long lock wait.
+const pollSlow = 200 * time.Millisecond
 
 // loadAndFill loads and fills once, without retrying a conflict.
 func (c *Cache[K, V]) loadAndFill(ctx context.Context, key K, ks keys, l lease, epoch uint64) result[V] {
@@ -239,7 +261,9 @@ func (c *Cache[K, V]) loadAndFill(ctx context.Context, key K, ks keys, l lease, 
 // load began: the result must then be handed to no one. stored reports
 // that the fill wrote the result to Redis.
 func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lease, epoch uint64) (r result[V], conflict, stored bool) {
+	stop := c.keepAlive(l.held(ks[0]))
 	ld := c.callLoader(ctx, key)
+	stop()
 	r = result[V]{val: ld.val, err: ld.err, src: fromLoad}
 	env, ttl, negative, ok := c.prepare(ld)
 	if !ok || !l.known() {
@@ -332,21 +356,22 @@ func (c *Cache[K, V]) callLoader(ctx context.Context, key K) loaded[V] {
 }
 
 // runLoader runs one call of a loader under the load timeout, after
-// waiting for a slot when WithMaxConcurrentLoads is set, and counts it.
-// late reports that the loader returned after the timeout, when its result
-// must not be cached: a load that old may have read data from before an
-// Invalidate whose generation has since expired. ttl and skip are what the
-// loader asked for with SetTTL.
+// waiting for a load slot (WithMaxConcurrentLoads), and counts it. The
+// slot wait is not part of the load timeout and ends only with ctx (the
+// flight's: Close); a call nested in a loader's call (a loader that calls
+// Get) uses its parent's slot. late reports that the loader returned after
+// the timeout, when its result must not be cached: a load that old may
+// have read data from before an Invalidate whose generation has since
+// expired. ttl and skip are what the loader asked for with SetTTL.
 func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) error) (took time.Duration, late bool, ttl time.Duration, skip bool, err error) {
-	lctx, cancel := context.WithTimeout(ctx, c.cfg.loadTimeout)
-	defer cancel()
-	if c.loads != nil {
-		if err := c.loads.Acquire(lctx, 1); err != nil {
-			c.stats.loadErrors.Add(1)
-			return 0, true, 0, false, fmt.Errorf("cacheaside: waiting for a load slot (WithMaxConcurrentLoads): %w", err)
+	if _, nested := ctx.Value(loadScopeKey{}).(*loadScope); c.loads != nil && !nested {
+		if err := c.loads.Acquire(ctx, 1); err != nil {
+			return 0, true, 0, false, fmt.Errorf("cacheaside: waiting for a load slot: %w", err)
 		}
 		defer c.loads.Release(1)
 	}
+	lctx, cancel := context.WithTimeout(ctx, c.cfg.loadTimeout)
+	defer cancel()
 	scope := &loadScope{}
 	lctx = context.WithValue(lctx, loadScopeKey{}, scope)
 	c.stats.loads.Add(1)

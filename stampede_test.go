@@ -194,7 +194,7 @@ func TestGetTakesOverLockOfDeadHolder(t *testing.T) {
 	c := newCache(t, srv, func(ctx context.Context, key string) (string, error) {
 		loads.Add(1)
 		return "fresh " + key, nil
-	}, cacheaside.WithLockTTL(500*time.Millisecond)) // the lock wait defaults to the lock TTL
+	}, cacheaside.WithLockTTL(500*time.Millisecond)) // the lock wait has no bound of its own
 
 	locked := time.Now()
 	srv.CLI(t, "SET", "ca:{k}:lock", "token-of-a-dead-process", "PX", "500")

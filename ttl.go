@@ -34,7 +34,8 @@ func backoff(round int) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
-// Poll bounds for waiters. A waiter sees the holder's value at most about
+// Poll bounds for waiters (a wait longer than a quick load polls more
+// slowly; see pollInterval). A waiter sees the holder's value at most about
 // pollMax after it lands (BenchmarkStampede measures it); with one poller
 // per process per key (the others share its flight) that costs a fleet of
 // N processes about N small commands every 2 ms for the length of one

@@ -43,8 +43,8 @@ func TestQuickRun(t *testing.T) {
 	}
 
 	sections := strings.Split(md, "\n## ")[1:]
-	if len(sections) != 5 {
-		t.Fatalf("report has %d sections, want 5:\n%s", len(sections), md)
+	if len(sections) != 6 {
+		t.Fatalf("report has %d sections, want 6:\n%s", len(sections), md)
 	}
 	for i, sec := range sections {
 		title, _, _ := strings.Cut(sec, "\n")
@@ -52,10 +52,16 @@ func TestQuickRun(t *testing.T) {
 		for _, k := range kinds {
 			names = append(names, k.name)
 		}
+		if i == 5 {
+			names = names[:0]
+			for _, k := range avalancheKinds() {
+				names = append(names, k.name)
+			}
+		}
 		if i == 0 {
 			names = append(names, nameCacheasideNoL1)
 		}
-		if i >= 3 {
+		if i == 3 || i == 4 {
 			names = append(names, nameCacheaside+" (ContextTimeoutEnabled client)")
 		}
 		for _, name := range names {
@@ -79,6 +85,11 @@ func TestQuickRun(t *testing.T) {
 	for _, h := range r.hit {
 		if h.errs != 0 || h.loads != 0 {
 			t.Errorf("hit path %s/%s: %d errors, %d loads; want 0 and 0", h.client, h.name, h.errs, h.loads)
+		}
+	}
+	for _, a := range r.avalanche {
+		if strings.HasPrefix(a.name, nameCacheaside) && (a.errs != 0 || a.gets == 0) {
+			t.Errorf("avalanche %s: %d errors in %d Gets, want 0 errors (a slow database is not an outage)", a.name, a.errs, a.gets)
 		}
 	}
 	for _, s := range r.stampede {

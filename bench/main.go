@@ -6,6 +6,10 @@
 // same run.
 //
 //	go run -C bench . [-duration 2s] [-rounds 3] [-goroutines 16] [-quick] [-only hit,hot,...] [-out results.md]
+//
+// The last measurement, -only avalanche, is an expiry avalanche: many
+// warm keys expire at once under a steady stream of Gets over a database
+// of few connections.
 package main
 
 import (
@@ -47,6 +51,8 @@ type config struct {
 	goroutines    int // hit path
 	keys          int // hit path
 	stampedeKeys  int
+	avalancheKeys int           // warm keys that expire at once
+	avalancheFor  time.Duration // how long Gets arrive in the avalanche
 	quick         bool
 	only          string // comma-separated measurements to run
 	out           string
@@ -56,14 +62,16 @@ type config struct {
 func defaults(quick bool) config {
 	if quick {
 		return config{duration: 150 * time.Millisecond, faultDuration: 1200 * time.Millisecond,
-			rounds: 1, goroutines: 16, keys: 1000, stampedeKeys: 3, quick: true, only: allMeasurements}
+			rounds: 1, goroutines: 16, keys: 1000, stampedeKeys: 3,
+			avalancheKeys: 1000, avalancheFor: 1500 * time.Millisecond, quick: true, only: allMeasurements}
 	}
 	return config{duration: 2 * time.Second, faultDuration: 3 * time.Second,
-		rounds: 3, goroutines: 16, keys: 10_000, stampedeKeys: 20, only: allMeasurements}
+		rounds: 3, goroutines: 16, keys: 10_000, stampedeKeys: 20,
+		avalancheKeys: 10_000, avalancheFor: 10 * time.Second, only: allMeasurements}
 }
 
 // allMeasurements names the measurements, in the order they run.
-const allMeasurements = "hit,hot,stampede,killed,frozen"
+const allMeasurements = "hit,hot,stampede,killed,frozen,avalanche"
 
 // runs reports whether the measurement called name was asked for.
 func (c config) runs(name string) bool { return slices.Contains(strings.Split(c.only, ","), name) }
@@ -79,6 +87,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.goroutines, "goroutines", 0, "goroutines on the hit path (default 16)")
 	fs.IntVar(&c.keys, "keys", 0, "warm keys on the hit path (default 10000, -quick 1000)")
 	fs.IntVar(&c.stampedeKeys, "stampede-keys", 0, "cold keys stampeded per strategy (default 20, -quick 3)")
+	fs.IntVar(&c.avalancheKeys, "avalanche-keys", 0, "warm keys that expire at once in the avalanche (default 10000, -quick 1000)")
+	fs.DurationVar(&c.avalancheFor, "avalanche-duration", 0, "how long Gets arrive in the avalanche (default 10s, -quick 1.5s)")
 	fs.BoolVar(&c.quick, "quick", false, "short mode, for tests")
 	fs.StringVar(&c.only, "only", allMeasurements, "run only these measurements (comma-separated)")
 	fs.StringVar(&c.out, "out", "", "also write the report to this file")
@@ -100,12 +110,14 @@ func parseFlags(args []string) (config, error) {
 	c.goroutines = int(pick("goroutines", int64(c.goroutines), int64(d.goroutines)))
 	c.keys = int(pick("keys", int64(c.keys), int64(d.keys)))
 	c.stampedeKeys = int(pick("stampede-keys", int64(c.stampedeKeys), int64(d.stampedeKeys)))
+	c.avalancheKeys = int(pick("avalanche-keys", int64(c.avalancheKeys), int64(d.avalancheKeys)))
+	c.avalancheFor = time.Duration(pick("avalanche-duration", int64(c.avalancheFor), int64(d.avalancheFor)))
 	var err error
 	switch {
-	case c.duration <= 0, c.faultDuration <= 0:
-		err = errors.New("-duration and -fault-duration must be positive")
-	case c.rounds < 1, c.goroutines < 1, c.keys < 1, c.stampedeKeys < 1:
-		err = errors.New("-rounds, -goroutines, -keys and -stampede-keys must be at least 1")
+	case c.duration <= 0, c.faultDuration <= 0, c.avalancheFor <= 0:
+		err = errors.New("-duration, -fault-duration and -avalanche-duration must be positive")
+	case c.rounds < 1, c.goroutines < 1, c.keys < 1, c.stampedeKeys < 1, c.avalancheKeys < 1:
+		err = errors.New("-rounds, -goroutines, -keys, -stampede-keys and -avalanche-keys must be at least 1")
 	}
 	for name := range strings.SplitSeq(c.only, ",") {
 		if !slices.Contains(strings.Split(allMeasurements, ","), name) {
@@ -200,6 +212,11 @@ func run(ctx context.Context, cfg config, out, log io.Writer) (*report, error) {
 	if cfg.runs("frozen") {
 		if r.frozen, err = e.measureFault(ctx, frozen); err != nil {
 			return nil, err
+		}
+	}
+	if cfg.runs("avalanche") {
+		if r.avalanche, err = e.measureAvalanche(ctx); err != nil {
+			return nil, fmt.Errorf("avalanche: %w", err)
 		}
 	}
 	if err := ctx.Err(); err != nil {

@@ -21,6 +21,7 @@ type report struct {
 	hot            []hotResult
 	stampede       []stampedeResult
 	killed, frozen []faultResult
+	avalanche      []avalancheResult
 }
 
 // describeMachine says what the numbers were measured on.
@@ -55,8 +56,8 @@ func (r *report) markdown() string {
 	p("- command: `%s`", r.cfg.command)
 	p("- runtime: %s", r.runtime.Round(time.Second))
 	p("- machine: %s", r.machine)
-	p("- settings: -duration %s, -rounds %d, -goroutines %d, %d hit-path keys, %d stampede keys, fault window %s%s",
-		c.duration, c.rounds, c.goroutines, c.keys, c.stampedeKeys, c.faultDuration, map[bool]string{true: " (-quick)"}[c.quick])
+	p("- settings: -duration %s, -rounds %d, -goroutines %d, %d hit-path keys, %d stampede keys, fault window %s, avalanche of %d keys for %s%s",
+		c.duration, c.rounds, c.goroutines, c.keys, c.stampedeKeys, c.faultDuration, c.avalancheKeys, c.avalancheFor, map[bool]string{true: " (-quick)"}[c.quick])
 	p("")
 	p("Every strategy reads through the same loader from a redis-server of our own on a loopback port: one server for")
 	p("sections 1–3, a fresh one per strategy in sections 4–5. `× raw` is the ratio to the raw baseline (go-redis GET +")
@@ -88,6 +89,9 @@ func (r *report) markdown() string {
 			fmt.Sprintf("Redis is stopped for the window, then continued (SIGCONT); %d goroutines Get over %d warm keys with a %s deadline each; "+
 				"a request that returns an error or takes longer than the deadline is an error; loader takes %s.",
 				faultWorkers, faultKeys, faultDeadline, faultLoad))
+	}
+	if r.avalanche != nil {
+		r.avalancheTable(p)
 	}
 	return b.String()
 }

@@ -36,20 +36,38 @@ func newProduct(id int64) Product {
 }
 
 // database is the loader every strategy reads through: it counts calls
-// and takes delay per call, like a query.
+// and takes delay per call, like a query. With conns set, a call first
+// takes one of its slots, like a query waiting for a connection of a pool
+// of that size.
 type database struct {
-	calls atomic.Int64
-	delay atomic.Int64 // time.Duration
+	calls     atomic.Int64
+	cancelled atomic.Int64  // calls that returned their context's error
+	delay     atomic.Int64  // time.Duration
+	conns     chan struct{} // nil: unlimited connections
+	starts    *windows      // nil: calls are not counted per window
 }
 
 func (db *database) load(ctx context.Context, id int64) (Product, error) {
 	db.calls.Add(1)
+	if db.starts != nil {
+		db.starts.add(time.Now())
+	}
+	if db.conns != nil {
+		select {
+		case db.conns <- struct{}{}:
+			defer func() { <-db.conns }()
+		case <-ctx.Done():
+			db.cancelled.Add(1)
+			return Product{}, ctx.Err()
+		}
+	}
 	if d := time.Duration(db.delay.Load()); d > 0 {
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
+			db.cancelled.Add(1)
 			return Product{}, ctx.Err()
 		}
 	}
