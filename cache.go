@@ -76,6 +76,7 @@ import (
 
 	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/l1"
+	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
 )
@@ -93,7 +94,7 @@ type Cache[K comparable, V any] struct {
 	load   LoadFunc[K, V]
 	encode keyEncoder[K]
 	cfg    config
-	genTTL time.Duration
+	proto  protocol.Params // the timings of every script call
 	logger *slog.Logger
 
 	flights flight.Group[result[V]]
@@ -180,7 +181,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		load:        load,
 		encode:      enc,
 		cfg:         cfg,
-		genTTL:      generationTTL(cfg),
+		proto:       protocol.Params{LockTTL: cfg.lockTTL, GenTTL: generationTTL(cfg)},
 		logger:      cfg.logger,
 		warm:        warm,
 		tokenPrefix: hex.EncodeToString(id[:]) + ".",
@@ -247,7 +248,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if c.closed.Load() {
 		return zero, ErrClosed
 	}
-	vkey := valueKey(c.cfg.prefix, c.encode(key))
+	vkey := protocol.ValueKey(c.cfg.prefix, c.encode(key))
 	if c.l1 != nil && c.cfg.localFirst {
 		if r, ok := c.l1.get(vkey, true); ok {
 			c.stats.localHits.Add(1)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/flight"
+	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 )
@@ -70,7 +71,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 	if c.l1 != nil && c.cfg.localFirst {
 		rest := uniq[:0:0]
 		for _, k := range uniq {
-			if r, ok := c.l1.get(valueKey(c.cfg.prefix, c.encode(k)), true); ok {
+			if r, ok := c.l1.get(protocol.ValueKey(c.cfg.prefix, c.encode(k)), true); ok {
 				c.stats.localHits.Add(1)
 				add(k, r)
 				continue
@@ -85,7 +86,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 
 	vkeys := make([]string, len(uniq))
 	for i, k := range uniq {
-		vkeys[i] = valueKey(c.cfg.prefix, c.encode(k))
+		vkeys[i] = protocol.ValueKey(c.cfg.prefix, c.encode(k))
 	}
 	var (
 		todo  []pendingKey[K, V] // not answered yet, flights joined or started
@@ -211,9 +212,9 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 				case p.stale != nil:
 					results[i] = c.revive(ctx, p.key, p.vkey, *p.stale, epoch)
 				case p.redisDown:
-					results[i] = c.loadAndFill(ctx, p.key, keysFor(p.vkey), lease{}, epoch)
+					results[i] = c.loadAndFill(ctx, p.key, protocol.KeysFor(p.vkey), protocol.Lease{}, epoch)
 				default:
-					results[i] = c.miss(ctx, p.key, keysFor(p.vkey), p.unreadable, epoch)
+					results[i] = c.miss(ctx, p.key, protocol.KeysFor(p.vkey), p.unreadable, epoch)
 				}
 				return nil
 			})
@@ -241,7 +242,7 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 		revived.Go(func() { single(stale) })
 	}
 	defer revived.Wait()
-	leases := make([]lease, len(items))
+	leases := make([]protocol.Lease, len(items))
 	locked, rest, down := c.acquireBatch(ctx, items, up, results, leases)
 	toLoad = append(append(toLoad, locked...), down...)
 	if len(toLoad) > 0 {
@@ -257,7 +258,7 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 // this call now holds the lock of, those it must leave to the single-key
 // path, and those whose node could not be reached (down: load them without
 // a lock and do not write them).
-func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V], idx []int, results []result[V], leases []lease) (locked, rest, down []int) {
+func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V], idx []int, results []result[V], leases []protocol.Lease) (locked, rest, down []int) {
 	if len(idx) == 0 {
 		return nil, nil, nil
 	}
@@ -279,19 +280,19 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 		c.releaseNowAll(held)
 	}
 	errOf, err := c.perNode(ctx, vkeys, idx, func(ctx context.Context, sub []int) error {
-		return c.pipelineScript(ctx, acquireScript, sub, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
+		return c.pipelineScript(ctx, protocol.Acquire, sub, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
 			if tokens[i] == "" {
 				tokens[i] = c.newToken()
 			}
-			mode := acquireNormal
+			mode := protocol.ModeNormal
 			if items[i].unreadable {
-				mode = acquireForce
+				mode = protocol.ModeForce
 			}
-			args := c.acquireArgs(tokens[i], mode, 0)
+			args := c.proto.AcquireArgs(tokens[i], mode, 0)
 			if eval {
-				return acquireScript.Eval(ctx, p, keysFor(items[i].vkey), args...)
+				return protocol.Acquire.Eval(ctx, p, protocol.KeysFor(items[i].vkey), args...)
 			}
-			return acquireScript.EvalSha(ctx, p, keysFor(items[i].vkey), args...)
+			return protocol.Acquire.EvalSha(ctx, p, protocol.KeysFor(items[i].vkey), args...)
 		}, cmds)
 	}, giveBack)
 	if err != nil {
@@ -318,17 +319,17 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 			continue
 		}
 		reply, _ := cmds[i].Slice()
-		st, raw, l, perr := parseAcquire(reply, tokens[i])
+		st, raw, l, perr := protocol.ParseAcquire(reply, tokens[i])
 		switch {
 		case perr != nil:
 			rest = append(rest, i)
-		case st == stateValue:
+		case st == protocol.StateValue:
 			if r, _, kind := c.classify([]byte(raw), nil); kind == readHit || kind == readStale {
 				results[i] = r
 			} else {
 				rest = append(rest, i)
 			}
-		case st == stateAcquired:
+		case st == protocol.StateAcquired:
 			c.stats.lockAcquired.Add(1)
 			leases[i] = l
 			locked = append(locked, i)
@@ -343,7 +344,7 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 // loadBatch calls the batch loader once for the items idx and fills them
 // in one pipeline per node. It returns the items whose fill hit a conflict.
 // stored, if not nil, is set for the items written to Redis.
-func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], items []pendingKey[K, V], idx []int, results []result[V], leases []lease, epoch uint64, stored []bool) (conflicts []int) {
+func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], items []pendingKey[K, V], idx []int, results []result[V], leases []protocol.Lease, epoch uint64, stored []bool) (conflicts []int) {
 	if len(idx) == 0 {
 		return nil
 	}
@@ -353,7 +354,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	}
 	var held []heldLock
 	for _, i := range idx {
-		held = append(held, leases[i].held(items[i].vkey)...)
+		held = append(held, heldBy(leases[i], items[i].vkey)...)
 	}
 	stop := c.keepAlive(held)
 	var vals map[K]V
@@ -386,8 +387,8 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		}
 		results[i] = result[V]{val: ld.val, err: ld.err, src: fromLoad}
 		env, wttl, negative, ok := c.prepare(ld)
-		if !ok || !leases[i].known() {
-			c.unfilled(ctx, keysFor(items[i].vkey), leases[i], results[i], ok, epoch)
+		if !ok || !leases[i].Known() {
+			c.unfilled(ctx, protocol.KeysFor(items[i].vkey), leases[i], results[i], ok, epoch)
 			continue
 		}
 		writes = append(writes, write{i, env, wttl, negative})
@@ -405,21 +406,21 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	giveBack := func(sub []int) {
 		var held []heldLock
 		for _, j := range sub {
-			if l := leases[writes[j].i]; l.token != "" {
-				held = append(held, heldLock{l.token, vkeys[j]})
+			if l := leases[writes[j].i]; l.Token != "" {
+				held = append(held, heldLock{l.Token, vkeys[j]})
 			}
 		}
 		c.releaseNowAll(held)
 	}
 	sent := time.Now() // L1 copies must not outlive the Redis entries
 	errOf, _ := c.perNode(ctx, vkeys, nil, func(ctx context.Context, sub []int) error {
-		return c.pipelineScript(ctx, fillScript, sub, func(p redis.Pipeliner, j int, eval bool) *redis.Cmd {
+		return c.pipelineScript(ctx, protocol.Fill, sub, func(p redis.Pipeliner, j int, eval bool) *redis.Cmd {
 			w := writes[j]
-			args := c.fillArgs(leases[w.i], w.env, w.ttl, w.negative)
+			args := protocol.FillArgs(leases[w.i], w.env, c.physical(w.ttl, w.negative), w.negative)
 			if eval {
-				return fillScript.Eval(ctx, p, keysFor(vkeys[j]), args...)
+				return protocol.Fill.Eval(ctx, p, protocol.KeysFor(vkeys[j]), args...)
 			}
-			return fillScript.EvalSha(ctx, p, keysFor(vkeys[j]), args...)
+			return protocol.Fill.EvalSha(ctx, p, protocol.KeysFor(vkeys[j]), args...)
 		}, cmds)
 	}, giveBack)
 	var giveUp []heldLock
@@ -429,10 +430,10 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		if !errors.Is(cerr, errIncomplete) && cmds[j] != nil {
 			res, cerr = cmds[j].Int64()
 		}
-		if tok := leases[w.i].token; tok != "" && lockLeft(cerr) {
+		if tok := leases[w.i].Token; tok != "" && lockLeft(cerr) {
 			giveUp = append(giveUp, heldLock{tok, vkeys[j]})
 		}
-		conflict, ok := c.settle(items[w.i].vkey, results[w.i], sent.Add(w.ttl), fillResult(res), cerr, epoch)
+		conflict, ok := c.settle(items[w.i].vkey, results[w.i], sent.Add(w.ttl), protocol.FillResult(res), cerr, epoch)
 		if conflict {
 			conflicts = append(conflicts, w.i)
 		} else if ok && stored != nil {

@@ -5,13 +5,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/redis/go-redis/v9"
 )
 
 // The fill lock's heartbeat. A lock's TTL only has to outlive a holder
 // that died: while its load runs (or waits for a load slot), the holder
 // extends the lock every third of the lock TTL (compare-and-PEXPIRE:
-// holdScript), so the lock never expires under a live load, however long
+// protocol.Hold), so the lock never expires under a live load, however long
 // the database takes, and the other processes keep waiting for its value
 // instead of loading the key themselves. A holder that dies, freezes or
 // loses Redis stops extending, and its lock expires within the lock TTL.
@@ -107,13 +108,13 @@ func (c *Cache[K, V]) beat() {
 	}
 }
 
-// held returns the lock of lease l on the key whose value key is vkey, as
+// heldBy returns the lock of lease l on the key whose value key is vkey, as
 // keepAlive takes it: none for a load without the lock.
-func (l lease) held(vkey string) []heldLock {
-	if l.token == "" {
+func heldBy(l protocol.Lease, vkey string) []heldLock {
+	if l.Token == "" {
 		return nil
 	}
-	return []heldLock{{l.token, vkey}}
+	return []heldLock{{l.Token, vkey}}
 }
 
 // extend resets the TTL of the locks held to the lock TTL, in one pipeline
@@ -127,11 +128,11 @@ func (c *Cache[K, V]) extend(ctx context.Context, held []heldLock) (lost []heldL
 	cmds := make([]*redis.Cmd, len(held))
 	ttl := c.cfg.lockTTL.Milliseconds()
 	errOf, err := c.perNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
-		return c.pipelineScript(ctx, holdScript, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
+		return c.pipelineScript(ctx, protocol.Hold, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
 			if eval {
-				return holdScript.Eval(ctx, p, keysFor(vkeys[i]), held[i].token, ttl)
+				return protocol.Hold.Eval(ctx, p, protocol.KeysFor(vkeys[i]), held[i].token, ttl)
 			}
-			return holdScript.EvalSha(ctx, p, keysFor(vkeys[i]), held[i].token, ttl)
+			return protocol.Hold.EvalSha(ctx, p, protocol.KeysFor(vkeys[i]), held[i].token, ttl)
 		}, cmds)
 	}, nil)
 	if err != nil && ctx.Err() == nil {

@@ -1,31 +1,13 @@
 package cacheaside
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"reflect"
 	"strconv"
-	"strings"
 )
 
-// Redis key layout. For a key whose encoded form is s the cache uses
-//
-//	<prefix>{s}        the value, in the envelope format
-//	<prefix>{s}:lock   the fill lock (a random token, with PX = lock TTL)
-//	<prefix>{s}:gen    the generation, rewritten by Invalidate and Set
-//
-// The braces make s a Redis Cluster hash tag, so the three keys share one
-// slot and every script touches one slot only. When s is empty or contains
-// '}', which would end the tag early, or starts with '#', which would make
-// it look like such a tag, the tag is "#" followed by the hex SHA-256 of s
-// instead.
-const (
-	lockSuffix = ":lock"
-	genSuffix  = ":gen"
-)
-
-// keyEncoder turns a K into the string s of the layout above.
+// keyEncoder turns a K into the string s of the key layout
+// (internal/protocol/keys.go).
 type keyEncoder[K comparable] func(K) string
 
 // newKeyEncoder returns the user's WithKeyFunc if it has the right type, or
@@ -68,44 +50,4 @@ func newKeyEncoder[K comparable](custom any) (keyEncoder[K], error) {
 	default:
 		return nil, fmt.Errorf("key type %v has no default encoding: pass WithKeyFunc", t)
 	}
-}
-
-// valueKey returns the Redis key of the value for encoded key s.
-func valueKey(prefix, s string) string {
-	if s == "" || s[0] == '#' || strings.IndexByte(s, '}') >= 0 {
-		sum := sha256.Sum256([]byte(s))
-		return prefix + "{#" + hex.EncodeToString(sum[:]) + "}"
-	}
-	return prefix + "{" + s + "}"
-}
-
-// keys holds the three Redis keys of one cache key (value, lock,
-// generation), in the order the Lua scripts take them.
-type keys []string
-
-func keysFor(vkey string) keys {
-	return keys{vkey, vkey + lockSuffix, vkey + genSuffix}
-}
-
-// clusterSlot returns the Redis Cluster hash slot of key: CRC16 (XMODEM) of
-// its hash tag, modulo 16384. go-redis computes the same internally but
-// does not export it; GetMany needs it to send one MGET per slot.
-func clusterSlot(key string) uint16 {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for k := 0; k < len(key); k++ {
-		crc ^= uint16(key[k]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc % 16384
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -111,7 +112,7 @@ func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) (out [][]byte, f
 		}
 		bySlot := make(map[uint16][]int)
 		for _, i := range idx {
-			s := clusterSlot(vkeys[i])
+			s := protocol.Slot(vkeys[i])
 			bySlot[s] = append(bySlot[s], i)
 		}
 		cmds := make([]*redis.SliceCmd, 0, len(bySlot))

@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/cacheaside/cacheaside/internal/protocol"
 )
 
 // WithLocalPrefill keeps every process's in-process cache ([WithLocalCache])
@@ -79,7 +81,7 @@ func (c *Cache[K, V]) prefill(ctx context.Context) {
 		}
 		vkeys := make([]string, len(chunk))
 		for i, k := range chunk {
-			vkeys[i] = valueKey(c.cfg.prefix, c.encode(k))
+			vkeys[i] = protocol.ValueKey(c.cfg.prefix, c.encode(k))
 		}
 		epoch := c.localEpoch()
 		raws, failed, err := c.mget(ctx, vkeys)

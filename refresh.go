@@ -7,6 +7,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"time"
+
+	"github.com/cacheaside/cacheaside/internal/protocol"
 )
 
 // WithEarlyRefresh turns on refresh-ahead: before a value expires, one
@@ -89,13 +91,13 @@ func (c *Cache[K, V]) startRefresh(key K, vkey string, freshAfter time.Duration)
 // place until the new one is written. It does nothing when another
 // process holds the lock or has refreshed the value since it was read.
 func (c *Cache[K, V]) refresh(ctx context.Context, key K, vkey string, freshAfter time.Duration) {
-	ks := keysFor(vkey)
-	st, _, l, err := c.acquireMode(ctx, ks, c.newToken(), acquireRefresh, freshAfter)
+	ks := protocol.KeysFor(vkey)
+	st, _, l, err := c.acquireMode(ctx, ks, c.newToken(), protocol.ModeRefresh, freshAfter)
 	if err != nil {
 		c.redisError(err)
 		return
 	}
-	if st != stateAcquired {
+	if st != protocol.StateAcquired {
 		return
 	}
 	c.stats.lockAcquired.Add(1)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/envelope"
+	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -50,10 +51,14 @@ func (c *Cache[K, V]) afterRead(key K, vkey string, raw []byte, err error, epoch
 			return r, nil
 		}
 		// Redis is unavailable: load without the lock, write nothing.
-		return r, func(ctx context.Context) result[V] { return c.loadAndFill(ctx, key, keysFor(vkey), lease{}, epoch) }
+		return r, func(ctx context.Context) result[V] {
+			return c.loadAndFill(ctx, key, protocol.KeysFor(vkey), protocol.Lease{}, epoch)
+		}
 	}
 	unreadable := kind == readUnreadable
-	return r, func(ctx context.Context) result[V] { return c.miss(ctx, key, keysFor(vkey), unreadable, epoch) }
+	return r, func(ctx context.Context) result[V] {
+		return c.miss(ctx, key, protocol.KeysFor(vkey), unreadable, epoch)
+	}
 }
 
 // readKind is what one Redis read of a value key means.
@@ -159,7 +164,7 @@ func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
 // miss takes the fill lock or waits for its holder, then loads and fills.
 // A fill that fails because the key was invalidated or set during the load
 // is redone up to the WithMaxRefills bound.
-func (c *Cache[K, V]) miss(ctx context.Context, key K, ks keys, unreadable bool, epoch uint64) result[V] {
+func (c *Cache[K, V]) miss(ctx context.Context, key K, ks protocol.Keys, unreadable bool, epoch uint64) result[V] {
 	var last result[V]
 	for attempt := 0; attempt <= c.cfg.maxRefills; attempt++ {
 		r, l, done := c.lockOrWait(ctx, ks, unreadable)
@@ -189,7 +194,7 @@ func (c *Cache[K, V]) miss(ctx context.Context, key K, ks keys, unreadable bool,
 // alive while it loads (see keepAlive), so without a lock wait of its own
 // (the default) a waiter waits for the holder's value, or takes the lock
 // over once a dead holder's lock has expired.
-func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) (r result[V], l lease, done bool) {
+func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks protocol.Keys, unreadable bool) (r result[V], l protocol.Lease, done bool) {
 	began := time.Now()
 	bounded := c.cfg.lockWait >= 0
 	deadline := began.Add(c.cfg.lockWait)
@@ -200,21 +205,21 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) 
 			c.redisError(err)
 			return r, l, false // l is the last lease read, if any
 		}
-		if st != stateValue {
+		if st != protocol.StateValue {
 			l = got
 		}
 		switch st {
-		case stateValue:
+		case protocol.StateValue:
 			if r, _, kind := c.classify([]byte(raw), nil); kind == readHit || kind == readStale {
 				return r, l, true
 			}
 			// Unreadable bytes: poll again ignoring them, so that this
 			// flight takes the lock (and replaces them) once nobody holds it.
 			unreadable = true
-		case stateAcquired:
+		case protocol.StateAcquired:
 			c.stats.lockAcquired.Add(1)
 			return r, l, false
-		case stateLocked:
+		case protocol.StateLocked:
 			unreadable = false // look at what the holder writes
 			if !waited {
 				waited = true
@@ -226,7 +231,7 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) 
 			wait := time.Until(deadline)
 			if wait <= 0 {
 				c.stats.lockWaitTimeouts.Add(1)
-				l.token = ""
+				l.Token = ""
 				return r, l, false
 			}
 			pause = min(pause, wait)
@@ -251,7 +256,7 @@ func pollInterval(round int, waited time.Duration) time.Duration {
 const pollSlow = 200 * time.Millisecond
 
 // loadAndFill loads and fills once, without retrying a conflict.
-func (c *Cache[K, V]) loadAndFill(ctx context.Context, key K, ks keys, l lease, epoch uint64) result[V] {
+func (c *Cache[K, V]) loadAndFill(ctx context.Context, key K, ks protocol.Keys, l protocol.Lease, epoch uint64) result[V] {
 	r, _, _ := c.loadAndFillOnce(ctx, key, ks, l, epoch)
 	return r
 }
@@ -260,13 +265,13 @@ func (c *Cache[K, V]) loadAndFill(ctx context.Context, key K, ks keys, l lease, 
 // reports conflict when the fill found the key invalidated or set since the
 // load began: the result must then be handed to no one. stored reports
 // that the fill wrote the result to Redis.
-func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lease, epoch uint64) (r result[V], conflict, stored bool) {
-	stop := c.keepAlive(l.held(ks[0]))
+func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks protocol.Keys, l protocol.Lease, epoch uint64) (r result[V], conflict, stored bool) {
+	stop := c.keepAlive(heldBy(l, ks[0]))
 	ld := c.callLoader(ctx, key)
 	stop()
 	r = result[V]{val: ld.val, err: ld.err, src: fromLoad}
 	env, ttl, negative, ok := c.prepare(ld)
-	if !ok || !l.known() {
+	if !ok || !l.Known() {
 		c.unfilled(ctx, ks, l, r, ok, epoch)
 		return r, false, false
 	}
@@ -280,7 +285,7 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks keys, l lea
 // (cacheable false) or loaded while Redis was unreachable (l not known).
 // It gives the lock back, and keeps a cacheable result in L1: while Redis
 // is unavailable, the in-process copy is what bounds the loads of the key.
-func (c *Cache[K, V]) unfilled(ctx context.Context, ks keys, l lease, r result[V], cacheable bool, epoch uint64) {
+func (c *Cache[K, V]) unfilled(ctx context.Context, ks protocol.Keys, l protocol.Lease, r result[V], cacheable bool, epoch uint64) {
 	c.giveBack(ctx, ks, l, r.err)
 	if cacheable && c.l1 != nil {
 		c.l1.put(ks[0], r, time.Time{}, epoch)
@@ -292,18 +297,18 @@ func (c *Cache[K, V]) unfilled(ctx context.Context, ks keys, l lease, r result[V
 // reports that the key was invalidated or set since the load began (or its
 // generation evicted): the result must go to no one. stored reports that
 // the fill wrote it to Redis.
-func (c *Cache[K, V]) settle(vkey string, r result[V], expiry time.Time, res fillResult, err error, epoch uint64) (conflict, stored bool) {
+func (c *Cache[K, V]) settle(vkey string, r result[V], expiry time.Time, res protocol.FillResult, err error, epoch uint64) (conflict, stored bool) {
 	switch {
 	case err != nil:
 		c.redisError(err)
-	case res == fillConflict:
+	case res == protocol.FillConflict:
 		c.stats.fillConflicts.Add(1)
 		return true, false
 	}
 	if c.l1 != nil {
 		c.l1.put(vkey, r, expiry, epoch)
 	}
-	return false, err == nil && (res == fillLocked || res == fillUnlocked)
+	return false, err == nil && (res == protocol.FillLocked || res == protocol.FillUnlocked)
 }
 
 // loaded is one loader answer for one key.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/cacheaside/cacheaside/internal/protocol"
 )
 
 // WithStaleIfError keeps each value in Redis for maxStale past its logical
@@ -75,19 +77,19 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 		}
 		c.loads.Release(1)
 	}
-	ks := keysFor(vkey)
-	st, _, l, err := c.acquireMode(ctx, ks, c.newToken(), acquireRefresh, c.cfg.maxStale)
+	ks := protocol.KeysFor(vkey)
+	st, _, l, err := c.acquireMode(ctx, ks, c.newToken(), protocol.ModeRefresh, c.cfg.maxStale)
 	switch {
 	case err != nil:
 		c.redisError(err)
 		return stale
-	case st == stateFresh:
+	case st == protocol.StateFresh:
 		// Another process reloaded it since we read it: read it again.
 		if r, _, kind := c.classify(c.read(ctx, vkey)); kind == readHit {
 			return r
 		}
 		return stale
-	case st != stateAcquired:
+	case st != protocol.StateAcquired:
 		return stale // someone else is reloading it, or a failed reload is throttled
 	}
 	c.stats.lockAcquired.Add(1)
@@ -126,8 +128,8 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 // set during the reload: neither the reloaded value nor the stale one may
 // be served, and reload returns what the miss path answers instead, with
 // invalidated set.
-func (c *Cache[K, V]) reload(ctx context.Context, key K, ks keys, l lease, epoch uint64) (r result[V], invalidated bool) {
-	l.holdOnError = staleRetryAfter
+func (c *Cache[K, V]) reload(ctx context.Context, key K, ks protocol.Keys, l protocol.Lease, epoch uint64) (r result[V], invalidated bool) {
+	l.HoldOnError = staleRetryAfter
 	r, conflict, _ := c.loadAndFillOnce(ctx, key, ks, l, epoch)
 	if !conflict {
 		return r, false

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cacheaside/cacheaside/internal/protocol"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -232,10 +233,10 @@ var errWarmRedis = errors.New("cacheaside: warm: redis unavailable for this key"
 func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], keys []K, record func(K, bool, error)) {
 	items := make([]pendingKey[K, V], len(keys))
 	for i, k := range keys {
-		items[i] = pendingKey[K, V]{key: k, vkey: valueKey(c.cfg.prefix, c.encode(k))}
+		items[i] = pendingKey[K, V]{key: k, vkey: protocol.ValueKey(c.cfg.prefix, c.encode(k))}
 	}
 	results := make([]result[V], len(items))
-	leases := make([]lease, len(items))
+	leases := make([]protocol.Lease, len(items))
 	locked, _, down := c.acquireBatch(ctx, items, indexes(len(items)), results, leases)
 	stored := make([]bool, len(items))
 	c.loadBatch(ctx, batch, items, locked, results, leases, c.localEpoch(), stored)
@@ -262,13 +263,13 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 // warmKey loads and writes one key under its fill lock. did is false when
 // the key was already there or another process was filling it.
 func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) {
-	ks := keysFor(valueKey(c.cfg.prefix, c.encode(key)))
+	ks := protocol.KeysFor(protocol.ValueKey(c.cfg.prefix, c.encode(key)))
 	st, _, l, err := c.acquire(ctx, ks, c.newToken(), false)
 	if err != nil {
 		c.redisError(err)
 		return false, err
 	}
-	if st != stateAcquired {
+	if st != protocol.StateAcquired {
 		return false, nil
 	}
 	c.stats.lockAcquired.Add(1)

@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/redis/go-redis/v9"
 )
 
 // The write path: Set and Invalidate replace or delete a key's value in
-// Redis, delete its fill lock and write a new generation (overwriteScript),
+// Redis, delete its fill lock and write a new generation (protocol.Overwrite),
 // so that no load in flight anywhere in the fleet writes an older value.
 
 // Set stores value under key now, replacing what Redis holds, and makes any
@@ -26,12 +27,12 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if err != nil {
 		return fmt.Errorf("cacheaside: set: %w", err)
 	}
-	vkey := valueKey(c.cfg.prefix, c.encode(key))
+	vkey := protocol.ValueKey(c.cfg.prefix, c.encode(key))
 	if c.l1 != nil {
 		c.l1.Invalidate(vkey)
 	}
 	err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
-		return overwriteScript.Run(ctx, c.rdb, keysFor(vkey), c.overwriteArgs(env, px)...).Err()
+		return protocol.Overwrite.Run(ctx, c.rdb, protocol.KeysFor(vkey), c.proto.OverwriteArgs(env, px, c.newToken())...).Err()
 	})
 	c.flights.Forget(vkey)
 	if c.l1 != nil {
@@ -69,19 +70,19 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	}
 	vkeys := make([]string, len(keys))
 	for i, k := range keys {
-		vkeys[i] = valueKey(c.cfg.prefix, c.encode(k))
+		vkeys[i] = protocol.ValueKey(c.cfg.prefix, c.encode(k))
 	}
 	if c.l1 != nil {
 		c.l1.Invalidate(vkeys...)
 	}
 	cmds := make([]*redis.Cmd, len(vkeys))
-	args := c.overwriteArgs(nil, 0)
+	args := c.proto.OverwriteArgs(nil, 0, c.newToken())
 	_, err := c.perNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
-		err := c.pipelineScript(ctx, overwriteScript, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
+		err := c.pipelineScript(ctx, protocol.Overwrite, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
 			if eval {
-				return overwriteScript.Eval(ctx, p, keysFor(vkeys[i]), args...)
+				return protocol.Overwrite.Eval(ctx, p, protocol.KeysFor(vkeys[i]), args...)
 			}
-			return overwriteScript.EvalSha(ctx, p, keysFor(vkeys[i]), args...)
+			return protocol.Overwrite.EvalSha(ctx, p, protocol.KeysFor(vkeys[i]), args...)
 		}, cmds)
 		if err != nil {
 			return err

@@ -1,0 +1,69 @@
+// Package protocol is what the processes of a fleet agree on in Redis:
+// the key layout, the Lua scripts of the fill lock and the conditional
+// fill, their arguments and the meaning of their replies. It is written
+// once here and used by every path of the cache (Get, GetMany, stale
+// reloads, early refresh, warm-up, Set and Invalidate).
+package protocol
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+)
+
+// Redis key layout. For a key whose encoded form is s the cache uses
+//
+//	<prefix>{s}        the value, in the envelope format
+//	<prefix>{s}:lock   the fill lock (a random token, with PX = lock TTL)
+//	<prefix>{s}:gen    the generation, rewritten by Invalidate and Set
+//
+// The braces make s a Redis Cluster hash tag, so the three keys share one
+// slot and every script touches one slot only. When s is empty or contains
+// '}', which would end the tag early, or starts with '#', which would make
+// it look like such a tag, the tag is "#" followed by the hex SHA-256 of s
+// instead.
+const (
+	LockSuffix = ":lock"
+	GenSuffix  = ":gen"
+)
+
+// ValueKey returns the Redis key of the value for encoded key s.
+func ValueKey(prefix, s string) string {
+	if s == "" || s[0] == '#' || strings.IndexByte(s, '}') >= 0 {
+		sum := sha256.Sum256([]byte(s))
+		return prefix + "{#" + hex.EncodeToString(sum[:]) + "}"
+	}
+	return prefix + "{" + s + "}"
+}
+
+// Keys holds the three Redis keys of one cache key (value, lock,
+// generation), in the order the Lua scripts take them.
+type Keys []string
+
+// KeysFor returns the keys of the value key vkey.
+func KeysFor(vkey string) Keys {
+	return Keys{vkey, vkey + LockSuffix, vkey + GenSuffix}
+}
+
+// Slot returns the Redis Cluster hash slot of key: CRC16 (XMODEM) of
+// its hash tag, modulo 16384. go-redis computes the same internally but
+// does not export it; GetMany needs it to send one MGET per slot.
+func Slot(key string) uint16 {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for k := 0; k < len(key); k++ {
+		crc ^= uint16(key[k]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc % 16384
+}
