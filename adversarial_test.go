@@ -1,0 +1,113 @@
+package cacheaside_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+)
+
+// Adversarial tests of the fill fence and of L1 consistency (issue 11):
+// each one attacks a promise of the README with real redis-servers.
+
+// TestInvalidateFromCacheWithoutL1ReachesOtherL1: a fleet where the
+// writer (an admin service, a batch job) builds its Cache without
+// WithLocalCache, and the readers keep an L1 read first. "Invalidate and
+// Set drop the key from this process's L1 and, through Redis pub/sub ...
+// from the L1 of every other process of the fleet": the writer must
+// publish whether or not it has an L1 of its own, or the readers serve the
+// old value until their L1 TTL.
+func TestInvalidateFromCacheWithoutL1ReachesOtherL1(t *testing.T) {
+	for _, op := range []string{"Invalidate", "Set"} {
+		t.Run(op, func(t *testing.T) {
+			srv := redistest.Start(t)
+			version, load := versioned()
+			reader := newCache(t, srv, load, localFirst...)
+			writer := newCache(t, srv, load) // no L1
+			// sync has an L1 only to send a marker invalidation after the
+			// writer's: pub/sub keeps the order of one channel, so once
+			// the reader applied the marker it applied anything published
+			// before it.
+			sync := newCache(t, srv, load, localFirst...)
+			applied := waitListening(t, srv, sync, reader, "probe")
+
+			mustGetValue(t, reader, "k", 1, "reader fills Redis and its L1")
+			mustGetValue(t, reader, "k", 1, "reader hits its L1")
+			version.Store(2)
+			ctx := testContext(t)
+			switch op {
+			case "Invalidate":
+				if err := writer.Invalidate(ctx, "k"); err != nil {
+					t.Fatalf("writer.Invalidate(k) = %v", err)
+				}
+			case "Set":
+				if err := writer.Set(ctx, "k", 2); err != nil {
+					t.Fatalf("writer.Set(k, 2) = %v", err)
+				}
+			}
+			if err := sync.Invalidate(ctx, "marker"); err != nil {
+				t.Fatalf("sync.Invalidate(marker) = %v", err)
+			}
+			waitApplied(t, reader, applied)
+			mustGetValue(t, reader, "k", 2, "reader after writer."+op+" returned and the next message was applied")
+		})
+	}
+}
+
+// TestGarbageGenerationKey: a value of another Redis type under a key's
+// generation (a user's own key under the prefix, a bug elsewhere) must not
+// turn the key into one that every Get loads, fleet-wide and without the
+// lock, for ever.
+func TestGarbageGenerationKey(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.CLI(t, "HSET", "ca:{k}:gen", "f", "v")
+	db := newRow(t, "v")
+	db.letGo()
+	c := newCache(t, srv, db.load)
+	ctx := testContext(t)
+	for i := range 5 {
+		if v, err := c.Get(ctx, "k"); err != nil || v != "v" {
+			t.Fatalf("Get #%d = %q, %v; want %q, nil", i, v, err, "v")
+		}
+	}
+	if n := db.calls.Load(); n != 1 {
+		t.Errorf("5 sequential Gets of a key whose generation holds a hash made %d loads, want 1 (Stats %+v)", n, c.Stats())
+	}
+	if v, ok := storedValue[string](t, srv, "ca:{k}"); !ok || v != "v" {
+		t.Errorf("Redis ca:{k} = %q (present %v), want %q: the key is never cached", v, ok, "v")
+	}
+}
+
+// TestGarbageLockKey: a lock key the cache never wrote (no TTL: every
+// lock the cache takes has one; or another Redis type) must not lock the
+// key for ever, making every miss on every instance wait the whole lock
+// wait and then load without the lock.
+func TestGarbageLockKey(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		write []string
+	}{
+		{"string without TTL", []string{"SET", "ca:{k}:lock", "junk"}},
+		{"list", []string{"RPUSH", "ca:{k}:lock", "junk"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			srv.CLI(t, tt.write...)
+			db := newRow(t, "v")
+			db.letGo()
+			c := newCache(t, srv, db.load, cacheaside.WithLockTTL(time.Second))
+			ctx := testContext(t)
+			if v, err := c.Get(ctx, "k"); err != nil || v != "v" {
+				t.Fatalf("Get = %q, %v; want %q, nil", v, err, "v")
+			}
+			s := c.Stats()
+			if s.LockWaitTimeouts != 0 || s.LockAcquired != 1 {
+				t.Errorf("Stats: LockWaitTimeouts %d, LockAcquired %d; want 0, 1 (a lock nobody can ever release is not a lock)", s.LockWaitTimeouts, s.LockAcquired)
+			}
+			if n := srv.CLI(t, "EXISTS", "ca:{k}:lock"); n != "0" {
+				t.Errorf("EXISTS ca:{k}:lock after the Get = %s, want 0: the key stays locked for ever", n)
+			}
+		})
+	}
+}
