@@ -123,11 +123,12 @@ func (c *Cache[K, V]) applyInvalidation(payload string) {
 	}
 }
 
-// publish tells the other processes to drop vkeys from their L1.
+// publish tells the other processes to drop vkeys from their L1. A
+// process without an L1 publishes too: the other processes of its fleet
+// may keep one (a writer service without L1 beside readers with
+// WithLocalFirst), and would otherwise serve the old value until their
+// L1 TTL.
 func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) error {
-	if c.l1 == nil {
-		return nil
-	}
 	msg := encodeInvalidation(c.tokenPrefix, vkeys)
 	// PUBLISH has no key: go-redis sends it to any node of a Cluster, so
 	// it goes through the breaker of no particular node.
