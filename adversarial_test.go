@@ -1,10 +1,15 @@
 package cacheaside_test
 
 import (
+	"context"
+	"errors"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/envelope"
 	"github.com/cacheaside/cacheaside/internal/redistest"
 )
 
@@ -110,4 +115,98 @@ func TestGarbageLockKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+// putStale writes, as another process would have, a value of key s whose
+// logical expiry has passed but which Redis keeps for a minute more
+// (WithStaleIfError).
+func putStale(t *testing.T, srv *redistest.Server, s, jsonPayload string) {
+	t.Helper()
+	env := envelope.Append(nil, envelope.Header{LoadTime: time.Millisecond, Expiry: time.Now().Add(-time.Second)}, []byte(jsonPayload))
+	rdb := srv.Client(t)
+	defer rdb.Close()
+	if err := rdb.Set(context.Background(), valueKey(s), env, time.Minute).Err(); err != nil {
+		t.Fatalf("SET %s: %v", valueKey(s), err)
+	}
+}
+
+// goexitLoader calls runtime.Goexit (what t.FailNow or require.NoError
+// do when they fail on a goroutine other than the test's) on every call
+// after the first n.
+func goexitLoader(n int64) (*atomic.Int64, cacheaside.LoadFunc[string, string]) {
+	var calls atomic.Int64
+	return &calls, func(ctx context.Context, k string) (string, error) {
+		if calls.Add(1) > n {
+			runtime.Goexit()
+		}
+		return "loaded", nil
+	}
+}
+
+// TestLoaderGoexit: a loader that ends its goroutine with runtime.Goexit
+// (a test helper's FailNow in a mocked loader) is not a panic, and
+// recover does not see it. It must still end the flight with an error,
+// on every path that runs a loader on a goroutine of the cache: never a
+// zero value with a nil error, never a flight or Close that waits for
+// ever.
+func TestLoaderGoexit(t *testing.T) {
+	check := func(t *testing.T, c *cacheaside.Cache[string, string], get func(ctx context.Context) (string, error)) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		v, err := get(ctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("the call waited %v for a flight whose loader called runtime.Goexit", waitLimit)
+		}
+		if err == nil {
+			t.Errorf("the call = %q, nil; want an error (its loader never returned a value)", v)
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- c.Close() }()
+		select {
+		case <-closed:
+		case <-time.After(waitLimit):
+			t.Fatalf("Close did not return within %v", waitLimit)
+		}
+	}
+	t.Run("Get miss", func(t *testing.T) {
+		srv := redistest.Start(t)
+		_, load := goexitLoader(0)
+		c := newCache(t, srv, load)
+		check(t, c, func(ctx context.Context) (string, error) { return c.Get(ctx, "k") })
+	})
+	t.Run("GetMany miss", func(t *testing.T) {
+		srv := redistest.Start(t)
+		_, load := goexitLoader(0)
+		c := newCache(t, srv, load)
+		check(t, c, func(ctx context.Context) (string, error) {
+			m, err := c.GetMany(ctx, []string{"k"})
+			if err == nil && len(m) == 0 {
+				return "", errors.New("no error, no value")
+			}
+			return m["k"], err
+		})
+	})
+	t.Run("Get stale reload", func(t *testing.T) {
+		srv := redistest.Start(t)
+		putStale(t, srv, "k", `"old"`)
+		_, load := goexitLoader(0)
+		c := newCache(t, srv, load, cacheaside.WithStaleIfError(time.Minute))
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		// Serving the stale value is a fine answer here; waiting for ever
+		// is not.
+		v, err := c.Get(ctx, "k")
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Get waited %v for a stale reload whose loader called runtime.Goexit", waitLimit)
+		}
+		t.Logf("Get = %q, %v", v, err)
+		closed := make(chan error, 1)
+		go func() { closed <- c.Close() }()
+		select {
+		case <-closed:
+		case <-time.After(waitLimit):
+			t.Fatalf("Close did not return within %v", waitLimit)
+		}
+	})
 }
