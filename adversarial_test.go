@@ -210,3 +210,53 @@ func TestLoaderGoexit(t *testing.T) {
 		}
 	})
 }
+
+// panicCodec panics in Marshal and Unmarshal, or calls runtime.Goexit
+// when goexit is set.
+type panicCodec struct{ goexit bool }
+
+func (c panicCodec) Marshal(v any) ([]byte, error) {
+	if c.goexit {
+		runtime.Goexit()
+	}
+	panic("codec: marshal")
+}
+
+func (c panicCodec) Unmarshal(b []byte, v any) error {
+	if c.goexit {
+		runtime.Goexit()
+	}
+	panic("codec: unmarshal")
+}
+
+// TestGetManyCodecPanics: a codec that panics on every call, reached on
+// GetMany's concurrent single-key path (no batch loader: acquire finds a
+// value it must decode, the fill must encode one; a stale value revived).
+// No crash, no flight left open: every key answers, a later Get of each
+// answers, and Close returns.
+func TestGetManyCodecPanics(t *testing.T) {
+	srv := redistest.Start(t)
+	putStale(t, srv, "stale", `"old"`)
+	rdb := srv.Client(t)
+	if err := rdb.Set(context.Background(), valueKey("present"), envelope.Append(nil, envelope.Header{Expiry: time.Now().Add(time.Hour)}, []byte(`"x"`)), time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_ = rdb.Close()
+	c := newCache(t, srv, func(ctx context.Context, k string) (string, error) { return "loaded-" + k, nil },
+		cacheaside.WithCodec(panicCodec{}), cacheaside.WithStaleIfError(time.Minute))
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	keys := []string{"stale", "present", "missing"}
+	m, err := c.GetMany(ctx, keys)
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("GetMany waited %v", waitLimit)
+	}
+	t.Logf("GetMany = %v, %v", m, err)
+	for _, k := range keys {
+		if v, err := c.Get(ctx, k); errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Get(%q) after GetMany waited %v", k, waitLimit)
+		} else {
+			t.Logf("Get(%q) = %q, %v", k, v, err)
+		}
+	}
+}
