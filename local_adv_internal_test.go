@@ -45,8 +45,8 @@ func TestLocalPutNeverShowsAnInvalidatedRead(t *testing.T) {
 	t.Cleanup(l.close)
 	l.verifyFromNow()
 
-	began := l.epoch.Load() // a read of k begins: it will return 1
-	l.invalidate("k")       // k changes to 2 and the invalidation is applied
+	began := l.epoch.Load()                                      // a read of k begins: it will return 1
+	l.invalidate("k")                                            // k changes to 2 and the invalidation is applied
 	l.put("k", result[int]{val: 2}, time.Time{}, l.epoch.Load()) // a later read puts 2
 	probe = true
 	l.put("k", result[int]{val: 1}, time.Time{}, began) // the first read's answer arrives
