@@ -3,6 +3,7 @@ package cacheaside_test
 import (
 	"context"
 	"errors"
+	"net"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/envelope"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // Adversarial tests of the fill fence and of L1 consistency (issue 11):
@@ -259,4 +261,44 @@ func TestGetManyCodecPanics(t *testing.T) {
 			t.Logf("Get(%q) = %q, %v", k, v, err)
 		}
 	}
+}
+
+// dialPanicHook panics in every dial, as a buggy tracing hook might.
+type dialPanicHook struct{ dials atomic.Int64 }
+
+func (h *dialPanicHook) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		h.dials.Add(1)
+		panic("dial hook exploded")
+	}
+}
+
+func (*dialPanicHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (*dialPanicHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestDialHookPanicWithLocalCache: a go-redis dial hook that panics is a
+// Redis fault on every path the cache calls Redis from, including the
+// backplane's subscription (WithLocalCache), which dials a connection of
+// its own on a goroutine of the cache: an unrecovered panic there kills
+// the process.
+func TestDialHookPanicWithLocalCache(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	h := &dialPanicHook{}
+	rdb.AddHook(h)
+	c := newCacheOn(t, rdb, func(ctx context.Context, k string) (string, error) { return "v", nil },
+		cacheaside.WithLocalCache(10, time.Minute))
+	if v, err := c.Get(testContext(t), "k"); err != nil || v != "v" {
+		t.Errorf("Get = %q, %v; want %q, nil (from the loader)", v, err, "v")
+	}
+	// Let the backplane try to subscribe a few times (it retries after
+	// 100 ms, 200 ms, ...).
+	deadline := time.Now().Add(waitLimit)
+	for h.dials.Load() < 4 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("%d dials panicked", h.dials.Load())
 }
