@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -53,13 +55,27 @@ func (c *Cache[K, V]) startBackplane() {
 	go func() {
 		defer c.tracker.done()
 		for round := 0; c.life.Err() == nil; round++ {
-			if c.listen() {
+			if c.listenSafely() {
 				round = 0
 			}
 			c.l1.unverify()
 			sleep(c.life, min(100*time.Millisecond<<min(round, 4), 2*time.Second))
 		}
 	}()
+}
+
+// listenSafely is listen, with a panic in it taken for a subscription
+// that failed: the subscription dials a connection of its own through the
+// client's hooks (a tracing hook may panic), on a goroutine of the cache,
+// where an unrecovered panic would kill the process.
+func (c *Cache[K, V]) listenSafely() (subscribed bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.log(context.Background(), slog.LevelError, "cacheaside: backplane subscription panicked", "panic", fmt.Sprint(p))
+			subscribed = false
+		}
+	}()
+	return c.listen()
 }
 
 // listen runs one subscription until it fails, and reports whether it got
