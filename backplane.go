@@ -2,6 +2,8 @@ package cacheaside
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 
 	"github.com/cacheaside/cacheaside/internal/l1"
 )
@@ -28,6 +30,9 @@ func (c *Cache[K, V]) startBackplane() {
 		OnSubscribed: c.l1.VerifyFromNow,
 		OnDrop:       c.l1.Unverify,
 		OnMessage:    c.applyInvalidation,
+		OnPanic: func(p any) {
+			c.log(context.Background(), slog.LevelError, "cacheaside: backplane subscription panicked", "panic", fmt.Sprint(p))
+		},
 	}
 	c.tracker.spawn() // New has not returned: nothing can be waiting yet
 	go func() {
@@ -50,11 +55,12 @@ func (c *Cache[K, V]) applyInvalidation(payload string) {
 	}
 }
 
-// publish tells the other processes to drop vkeys from their L1.
+// publish tells the other processes to drop vkeys from their L1. A
+// process without an L1 publishes too: the other processes of its fleet
+// may keep one (a writer service without L1 beside readers with
+// WithLocalFirst), and would otherwise serve the old value until their
+// L1 TTL.
 func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) error {
-	if c.l1 == nil {
-		return nil
-	}
 	msg := l1.Encode(c.tokenPrefix, vkeys)
 	// PUBLISH has no key: go-redis sends it to any node of a Cluster, so
 	// it goes through the breaker of no particular node.

@@ -381,7 +381,7 @@ func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) 
 	lctx = context.WithValue(lctx, loadScopeKey{}, scope)
 	c.stats.loads.Add(1)
 	start := time.Now()
-	err = call(lctx)
+	err = callContained(lctx, call)
 	took = time.Since(start)
 	late = lctx.Err() != nil
 	if err != nil && !errors.Is(err, ErrNotFound) {
@@ -392,6 +392,32 @@ func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) 
 		}
 	}
 	return took, late, scope.ttl, scope.skip, err
+}
+
+// errLoaderExited is the error of a load whose loader ended its goroutine
+// with runtime.Goexit instead of returning.
+var errLoaderExited = errors.New("cacheaside: loader called runtime.Goexit (t.FailNow or similar on a loader goroutine?)")
+
+// callContained runs call, a loader call whose panics it recovers itself,
+// on a goroutine of its own and waits for it, so that a runtime.Goexit in
+// the loader (a test helper's FailNow) ends only that goroutine: it
+// becomes the load's error instead of ending a flight's goroutine
+// silently, which would hand its callers a zero value with a nil error or
+// leave them, and Close, waiting for ever.
+func callContained(ctx context.Context, call func(context.Context) error) error {
+	done := make(chan error, 1)
+	go func() {
+		returned := false
+		defer func() {
+			if !returned {
+				done <- errLoaderExited
+			}
+		}()
+		err := call(ctx)
+		returned = true
+		done <- err
+	}()
+	return <-done
 }
 
 // decodeResult turns a Redis value into a hit and returns the envelope's

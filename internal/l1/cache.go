@@ -22,11 +22,11 @@ import (
 // the backplane (listener.go) invalidates what other processes name. Each
 // invalidation advances epoch, a logical clock, and records the new epoch
 // in the key's stripe of dropped, then drops the key. A flight reads epoch
-// before its Redis read or load, puts its result, then compares the key's
-// stripe with the epoch it began at, and drops the entry if an
-// invalidation came since. Put and invalidation each write before they
-// read, so whichever comes last sees the other: a Get that starts after an
-// invalidation was applied never finds an older value in L1. A stripe is
+// before its Redis read or load, and puts its result only if no
+// invalidation of the key's stripe came since, checked and written
+// atomically with respect to the invalidation's drop of the key: a Get
+// that starts after an invalidation was applied never finds an older
+// value in L1. A stripe is
 // shared by 1/dropStripes of the keys; an invalidation of one of them
 // costs the others' puts in flight at that moment, not correctness.
 //
@@ -110,10 +110,19 @@ func (l *Cache[V]) Put(vkey string, v V, notFound bool, redisExpiry time.Time, e
 	if exp <= now {
 		return
 	}
-	l.c.Set(vkey, entry[V]{val: v, notFound: notFound, stored: now, expires: exp, epoch: epoch})
-	if l.stripe(vkey).Load() > epoch {
-		l.c.Invalidate(vkey)
-	}
+	// The check and the write are one step under the key's bucket lock,
+	// which Invalidate's removal of the key also takes: an invalidation
+	// whose stripe write the check missed removes the entry after it,
+	// and one it saw leaves nothing written, not even for an instant (a
+	// write followed by a check would show the entry to any Get in
+	// between) and not over an entry read after it.
+	s := l.stripe(vkey)
+	l.c.Compute(vkey, func(old entry[V], found bool) (entry[V], otter.ComputeOp) {
+		if s.Load() > epoch {
+			return old, otter.CancelOp
+		}
+		return entry[V]{val: v, notFound: notFound, stored: now, expires: exp, epoch: epoch}, otter.WriteOp
+	})
 }
 
 // Refresh is Put for a Redis hit: it writes only when the entry is missing,

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/maypok86/otter/v2"
 	"go.uber.org/goleak"
 )
 
@@ -128,4 +129,56 @@ func benchLocal(b *testing.B) (*Cache[int], []string) {
 		vkeys[i] = "ca:{" + strconv.Itoa(i) + "}"
 	}
 	return l, vkeys
+}
+
+// TestPutNeverShowsAnInvalidatedRead: a Get that starts after an
+// invalidation was applied never finds an older value in L1, not even for
+// the instant between a write and a check. The test looks inside Put
+// through otter's OnDeletion, which runs on the goroutine of a write that
+// replaces an entry: a read-first Get of this process running there.
+func TestPutNeverShowsAnInvalidatedRead(t *testing.T) {
+	l, err := New[int](100, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		seen  []int
+		probe bool
+	)
+	l.c.StopAllGoroutines()
+	l.c, err = otter.New(&otter.Options[string, entry[int]]{
+		MaximumSize: 100,
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, entry[int]]) time.Duration {
+			return time.Duration(e.Value.expires - time.Now().UnixNano())
+		}),
+		Executor: func(fn func()) { fn() },
+		OnDeletion: func(e otter.DeletionEvent[string, entry[int]]) {
+			if probe && e.Cause == otter.CauseReplacement {
+				// A Get that starts now, long after the invalidation.
+				if v, _, ok := l.Get("k", true); ok {
+					seen = append(seen, v)
+				}
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	l.VerifyFromNow()
+
+	began := l.Epoch()                           // a read of k begins: it will return 1
+	l.Invalidate("k")                            // k changes to 2 and the invalidation is applied
+	l.Put("k", 2, false, time.Time{}, l.Epoch()) // a later read puts 2
+	probe = true
+	l.Put("k", 1, false, time.Time{}, began) // the first read's answer arrives
+	probe = false
+	for _, v := range seen {
+		if v == 1 {
+			t.Errorf("a read-first Get after the invalidation of k was applied found 1 in L1, read before it (during the put of that read)")
+		}
+	}
+	if v, _, ok := l.Get("k", true); ok && v == 1 {
+		t.Errorf("Get(k) = 1 after the put, want 2 or nothing")
+	}
 }

@@ -26,6 +26,10 @@ type Listener struct {
 	// fails to start. They run on Run's goroutine.
 	OnSubscribed, OnDrop func()
 	OnMessage            func(payload string)
+	// OnPanic, if not nil, is told of a panic in a subscription (the
+	// subscription dials a connection of its own through the client's
+	// hooks, and a hook may panic), which is then taken for a failed one.
+	OnPanic func(p any)
 
 	mu     sync.Mutex
 	sub    *redis.PubSub
@@ -39,7 +43,7 @@ const idle = 2 * time.Second
 // done or Stop is called.
 func (l *Listener) Run(ctx context.Context) {
 	for round := 0; ctx.Err() == nil; round++ {
-		if l.listen(ctx) {
+		if l.listenSafely(ctx) {
 			round = 0
 		}
 		l.OnDrop()
@@ -50,6 +54,20 @@ func (l *Listener) Run(ctx context.Context) {
 			t.Stop()
 		}
 	}
+}
+
+// listenSafely is listen with a panic in it taken for a subscription that
+// failed: Run's goroutine must not crash the process.
+func (l *Listener) listenSafely(ctx context.Context) (subscribed bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			if l.OnPanic != nil {
+				l.OnPanic(p)
+			}
+			subscribed = false
+		}
+	}()
+	return l.listen(ctx)
 }
 
 // listen runs one subscription until it fails, and reports whether it got

@@ -21,7 +21,12 @@ import "github.com/redis/go-redis/v9"
 // expired or evicted). Every lease thus carries a generation, and a fill
 // that no longer finds it is refused. Taking the lock also extends the
 // generation to the generation TTL, so that it outlives any load that
-// relies on it.
+// relies on it. A generation of another Redis type than a string (no
+// process wrote it) is replaced like a missing one.
+//
+// A lock key that no process of the cache wrote (one without a TTL, which
+// every lock taken here has, or of another Redis type) would never be
+// released: it is taken over as if free.
 //
 // ARGV[3] is the mode: "0" normal (a value of another Redis type than a
 // string is unreadable: it is treated as in mode "1"); "1" the existing
@@ -39,12 +44,16 @@ if mode == '0' then
 elseif mode == '2' and redis.call('PTTL', KEYS[1]) > tonumber(ARGV[4]) then
   return {3, ''}
 end
-local g = redis.call('GET', KEYS[3])
-if not g then
+local g = redis.pcall('GET', KEYS[3])
+if type(g) ~= 'string' then
   g = ARGV[1]
   redis.call('SET', KEYS[3], g, 'PX', ARGV[5])
 end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local took = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
+if not took and (redis.call('PTTL', KEYS[2]) == -1 or redis.call('TYPE', KEYS[2]).ok ~= 'string') then
+  took = redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+end
+if took then
   redis.call('PEXPIRE', KEYS[3], ARGV[5])
   if mode == '1' then redis.call('DEL', KEYS[1]) end
   return {1, g}
@@ -71,8 +80,8 @@ return {2, g}
 // or 0 (not written: the key was invalidated or set during the load, or
 // its generation evicted).
 var Fill = redis.NewScript(`
-local mine = ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1]
-if redis.call('GET', KEYS[3]) ~= ARGV[2] then
+local mine = ARGV[1] ~= '' and redis.pcall('GET', KEYS[2]) == ARGV[1]
+if redis.pcall('GET', KEYS[3]) ~= ARGV[2] then
   if mine then redis.call('DEL', KEYS[2]) end
   return 0
 end
@@ -92,13 +101,13 @@ return 3
 // Release deletes the lock only if it still holds this caller's
 // token: compare-and-delete, never a plain DEL.
 var Release = redis.NewScript(`
-if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('DEL', KEYS[2]) end
+if redis.pcall('GET', KEYS[2]) == ARGV[1] then return redis.call('DEL', KEYS[2]) end
 return 0
 `)
 
 // Hold extends the lock to ARGV[2] ms if it still holds token ARGV[1].
 var Hold = redis.NewScript(`
-if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+if redis.pcall('GET', KEYS[2]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return 0
 `)
 
