@@ -15,8 +15,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Adversarial tests of the fill fence and of L1 consistency (issue 11):
-// each one attacks a promise of the README with real redis-servers.
+// The edges of the fill fence and of L1 consistency (issue 11): keys the
+// cache never wrote, a loader that calls runtime.Goexit, a writer without
+// an L1, hooks that panic. Each test attacks a promise of the README with
+// real redis-servers.
 
 // TestInvalidateFromCacheWithoutL1ReachesOtherL1: a fleet where the
 // writer (an admin service, a batch job) builds its Cache without
