@@ -185,18 +185,23 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	if cfg.maxLoads > 0 {
 		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
 	}
-	inline := honoursContext(rdb)
+	inline, pool := clientTraits(rdb)
+	clone := false
 	if cl, ok := rdb.(*redis.Client); ok && !inline && cfg.timeoutClone {
 		// Socket deadlines of the Redis timeout, on the same pool: the
 		// budget then holds without a goroutine per call.
-		c.rdb, inline = cl.WithTimeout(cfg.redisTTL), true
+		c.rdb, inline, clone = cl.WithTimeout(cfg.redisTTL), true, true
 	}
 	c.guard = guard{
-		budget:  cfg.redisTTL,
-		inline:  inline,
-		slots:   make(chan struct{}, cfg.maxAbandoned),
-		tracker: &c.tracker,
-		stats:   &c.stats,
+		budget:    cfg.redisTTL,
+		limit:     max(cfg.redisTTL, cfg.lockWait),
+		calmAfter: calmPeriod * cfg.redisTTL,
+		inline:    inline,
+		clone:     clone,
+		pool:      int64(pool),
+		slots:     make(chan struct{}, cfg.maxAbandoned),
+		tracker:   &c.tracker,
+		stats:     &c.stats,
 	}
 	c.guard.cbs = newBreakers(&cfg, rdb, cfg.logger, c.breakerChanged)
 	c.life, c.stopLife = context.WithCancel(context.Background())

@@ -71,9 +71,9 @@ func (c *Cache[K, V]) localCopy(vkey string) (result[V], bool) {
 // read GETs the value key through the guard. The inline path is spelled
 // out so that its closure stays on the stack: this is the hit path.
 func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
-	if c.guard.inline {
+	if n, d := c.guard.inlineNode(vkey); n != nil {
 		var raw []byte
-		err := c.guard.doInline(ctx, vkey, func(ctx context.Context) error {
+		err := c.guard.doInline(ctx, n, d, func(ctx context.Context) error {
 			var err error
 			raw, err = c.rdb.Get(ctx, vkey).Bytes()
 			return err
