@@ -2,6 +2,7 @@ package cacheaside
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -99,6 +100,15 @@ func (g *guard) doInline(ctx context.Context, n *node, d time.Duration, fn func(
 		}
 		return err
 	})
+}
+
+// retrySlow reports whether a flight whose call ended with err should try
+// Redis again rather than load without the fill lock: the call was cut at
+// the budget while its node answered (errSlow, not past the limit), and
+// the guard can wait past the budget for the next call (not the timeout
+// clone, whose socket timeouts would cut it again).
+func (g *guard) retrySlow(err error) bool {
+	return !g.clone && errors.Is(err, errSlow) && !errors.Is(err, errIncomplete)
 }
 
 // cutWasSlow reports whether a call to n that began at start and was cut

@@ -53,8 +53,11 @@ func (c *Cache[K, V]) afterRead(key K, vkey string, raw []byte, err error, epoch
 		if r, ok := c.localCopy(vkey); ok {
 			return r, nil
 		}
-		// Redis is unavailable: load without the lock, write nothing.
-		return r, func(ctx context.Context) result[V] { return c.loadAndFill(ctx, key, keysFor(vkey), lease{}, epoch) }
+		if !c.guard.retrySlow(err) {
+			// Redis is unavailable: load without the lock, write nothing.
+			return r, func(ctx context.Context) result[V] { return c.loadAndFill(ctx, key, keysFor(vkey), lease{}, epoch) }
+		}
+		// Redis answers, slowly: the lock script reads the value again.
 	}
 	return r, func(ctx context.Context) result[V] { return c.miss(ctx, key, keysFor(vkey), unreadable, epoch) }
 }
@@ -129,7 +132,15 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks keys, unreadable bool) 
 		st, raw, got, err := c.acquire(ctx, ks, c.newToken(), unreadable)
 		if err != nil {
 			c.redisError(err)
-			return r, l, false // l is the last lease read, if any
+			if !c.guard.retrySlow(err) || time.Until(deadline) <= 0 {
+				return r, l, false // l is the last lease read, if any
+			}
+			// Redis answers, slowly: try again rather than load without
+			// the lock.
+			if !sleep(ctx, min(backoff(round), time.Until(deadline))) {
+				return result[V]{err: ctx.Err()}, l, true
+			}
+			continue
 		}
 		if st != stateValue {
 			l = got
