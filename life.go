@@ -148,11 +148,13 @@ func (w *watch) judge(due, now int64) verdict {
 	return silent
 }
 
-// busy reports whether this process has more goroutines ready to run
-// than it runs at once: a reply may then have arrived and wait for its
-// reader to be scheduled (under load the run queue, not the network,
-// delays it). The answer is at most busyFor old: the runtime's metrics are
-// read under a process-wide lock.
+// busy reports whether this process has many more goroutines ready to run
+// than it runs at once (busyQueue per P): a reply may then have arrived
+// and wait for its reader to be scheduled (under load the run queue, not
+// the network, delays it). A short queue drains in microseconds and is
+// not counted: it would send calls off the inline path for nothing. The
+// answer is at most busyFor old: the runtime's metrics are read under a
+// process-wide lock.
 func busy() bool {
 	now := clock()
 	if now-busyState.at.Load() < int64(busyFor) {
@@ -162,14 +164,16 @@ func busy() bool {
 	metrics.Read(s[:])
 	runnable, procs := s[0].Value, s[1].Value
 	busySamples.Put(s)
-	b := runnable.Kind() == metrics.KindUint64 && procs.Kind() == metrics.KindUint64 && runnable.Uint64() > procs.Uint64()
+	b := runnable.Kind() == metrics.KindUint64 && procs.Kind() == metrics.KindUint64 && runnable.Uint64() > busyQueue*procs.Uint64()
 	busyState.busy.Store(b)
 	busyState.at.Store(now)
 	return b
 }
 
-// busyFor is how long busy reuses its answer.
-const busyFor = time.Millisecond
+const (
+	busyQueue = 8                // runnable goroutines per P that make a process busy
+	busyFor   = time.Millisecond // how long busy reuses its answer
+)
 
 var busyState struct {
 	at   atomic.Int64 // clock of the answer
