@@ -2,6 +2,7 @@ package cacheaside
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -11,8 +12,9 @@ import (
 	"github.com/sony/gobreaker/v2"
 )
 
-// breakers holds the circuit breakers around Redis. A single server, or
-// the primary a Sentinel failover client talks to, has one breaker. On a
+// breakers holds what the guard knows about each Redis node: its circuit
+// breaker and its sign of life (life.go). A single server, or the primary
+// a Sentinel failover client talks to, is one node. On a
 // Redis Cluster each primary node (slot owner) has its own, found from the
 // key of each call, so that losing one primary sends only the keys of its
 // slots to the loader while the other nodes go on answering: with one
@@ -21,16 +23,32 @@ import (
 // breaker is closed, so its keys return to Redis as soon as the client has
 // re-read the map (redisError asks it to).
 type breakers struct {
-	make func(node string) *gobreaker.CircuitBreaker[struct{}]
+	make func(node string) *gobreaker.CircuitBreaker[struct{}] // nil when disabled
 	// one serves a single server; on a Cluster it serves the calls made
 	// before the client first loaded its slot map (finding a key's node
 	// then would mean a network round trip outside the budget).
-	one     *gobreaker.CircuitBreaker[struct{}] // nil when disabled
-	cluster *redis.ClusterClient                // nil unless a Cluster
-	ready   atomic.Bool                         // the Cluster client has a slot map
+	one     *node
+	cluster *redis.ClusterClient // nil unless a Cluster
+	ready   atomic.Bool          // the Cluster client has a slot map
 
-	mu    sync.Mutex                                                     // serialises additions to nodes
-	nodes atomic.Pointer[map[string]*gobreaker.CircuitBreaker[struct{}]] // by node address; copy on write
+	mu    sync.Mutex                       // serialises additions to nodes
+	nodes atomic.Pointer[map[string]*node] // by node address; copy on write
+}
+
+// node is one Redis node as the guard sees it.
+type node struct {
+	cb       *gobreaker.CircuitBreaker[struct{}] // nil when breakers are disabled
+	inflight atomic.Int64                        // the guard's calls to the node that are running
+	life
+}
+
+// newNode returns the node of addr with a breaker of its own, if enabled.
+func (b *breakers) newNode(addr string) *node {
+	n := &node{}
+	if b.make != nil {
+		n.cb = b.make(addr)
+	}
+	return n
 }
 
 // newBreakers builds the breakers from the config. onChange runs on every
@@ -38,11 +56,17 @@ type breakers struct {
 func newBreakers(cfg *config, rdb redis.UniversalClient, logger *slog.Logger, onChange func(from, to BreakerState)) *breakers {
 	b := &breakers{}
 	b.cluster, _ = rdb.(*redis.ClusterClient)
-	if cfg.breakerFailures == 0 {
-		return b
+	if cfg.breakerFailures > 0 {
+		b.make = breakerMaker(cfg, logger, onChange)
 	}
+	b.one = b.newNode("")
+	return b
+}
+
+// breakerMaker returns the function that builds the breaker of one node.
+func breakerMaker(cfg *config, logger *slog.Logger, onChange func(from, to BreakerState)) func(node string) *gobreaker.CircuitBreaker[struct{}] {
 	failures := uint32(cfg.breakerFailures)
-	b.make = func(node string) *gobreaker.CircuitBreaker[struct{}] {
+	return func(node string) *gobreaker.CircuitBreaker[struct{}] {
 		return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 			Name:        node,
 			MaxRequests: 1,
@@ -51,9 +75,11 @@ func newBreakers(cfg *config, rdb redis.UniversalClient, logger *slog.Logger, on
 			IsSuccessful: func(err error) bool {
 				return !isOutage(err)
 			},
+			// A call its caller gave up on, or one that was slow while
+			// its node kept answering, says nothing about the node.
 			IsExcluded: func(err error) bool {
 				_, gone := err.(callerGone)
-				return gone
+				return gone || errors.Is(err, errSlow)
 			},
 			OnStateChange: func(node string, from, to gobreaker.State) {
 				f, t := breakerState(from), breakerState(to)
@@ -75,45 +101,39 @@ func newBreakers(cfg *config, rdb redis.UniversalClient, logger *slog.Logger, on
 			},
 		})
 	}
-	b.one = b.make("")
-	return b
 }
 
-// forKey returns the breaker of the node that owns key (the breaker of
-// the server on anything but a Cluster), or nil when breakers are
-// disabled.
-func (b *breakers) forKey(key string) *gobreaker.CircuitBreaker[struct{}] {
-	if b.one == nil {
-		return nil
-	}
+// forKey returns the node that owns key (the server on anything but a
+// Cluster).
+func (b *breakers) forKey(key string) *node {
 	addr := b.node(key)
 	if addr == "" {
 		return b.one
 	}
 	if m := b.nodes.Load(); m != nil {
-		if cb, ok := (*m)[addr]; ok {
-			return cb
+		if n, ok := (*m)[addr]; ok {
+			return n
 		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	old := b.nodes.Load()
 	if old != nil {
-		if cb, ok := (*old)[addr]; ok {
-			return cb
+		if n, ok := (*old)[addr]; ok {
+			return n
 		}
 	}
 	// One entry per address the Cluster ever had: a few hundred bytes each.
-	m := make(map[string]*gobreaker.CircuitBreaker[struct{}], 8)
+	m := make(map[string]*node, 8)
 	if old != nil {
-		for a, cb := range *old {
-			m[a] = cb
+		for a, n := range *old {
+			m[a] = n
 		}
 	}
-	cb := b.make(addr)
-	m[addr] = cb
+	n := b.newNode(addr)
+	m[addr] = n
 	b.nodes.Store(&m)
-	return cb
+	return n
 }
 
 // node returns the address of the Cluster node that owns key, or "" when
@@ -176,23 +196,23 @@ func (b *breakers) succeeded() {
 // closed reports whether the breaker of key's node lets every call
 // through (or there is none).
 func (b *breakers) closed(key string) bool {
-	cb := b.forKey(key)
+	cb := b.forKey(key).cb
 	return cb == nil || cb.State() == gobreaker.StateClosed
 }
 
 // state is the state reported by Stats: on a Cluster the worst state of
 // any node's breaker.
 func (b *breakers) state() BreakerState {
-	if b.one == nil {
+	if b.make == nil {
 		return BreakerDisabled
 	}
 	if b.cluster == nil || !b.ready.Load() {
-		return breakerState(b.one.State())
+		return breakerState(b.one.cb.State())
 	}
 	worst := BreakerClosed
 	if m := b.nodes.Load(); m != nil {
-		for _, cb := range *m {
-			switch breakerState(cb.State()) {
+		for _, n := range *m {
+			switch breakerState(n.cb.State()) {
 			case BreakerOpen:
 				return BreakerOpen
 			case BreakerHalfOpen:

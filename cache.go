@@ -199,18 +199,23 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	if cfg.maxLoads > 0 {
 		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
 	}
-	inline := honoursContext(rdb)
+	inline, pool := clientTraits(rdb)
+	clone := false
 	if cl, ok := rdb.(*redis.Client); ok && !inline && cfg.timeoutClone {
 		// Socket deadlines of the Redis timeout, on the same pool: the
 		// budget then holds without a goroutine per call.
-		c.rdb, inline = cl.WithTimeout(cfg.redisTTL), true
+		c.rdb, inline, clone = cl.WithTimeout(cfg.redisTTL), true, true
 	}
 	c.guard = guard{
-		budget:  cfg.redisTTL,
-		inline:  inline,
-		slots:   make(chan struct{}, cfg.maxAbandoned),
-		tracker: &c.tracker,
-		stats:   &c.stats,
+		budget:    cfg.redisTTL,
+		limit:     slowLimit(cfg),
+		calmAfter: calmPeriod * cfg.redisTTL,
+		inline:    inline,
+		clone:     clone,
+		pool:      int64(pool),
+		slots:     make(chan struct{}, cfg.maxAbandoned),
+		tracker:   &c.tracker,
+		stats:     &c.stats,
 	}
 	c.guard.cbs = newBreakers(&cfg, rdb, cfg.logger, c.breakerChanged)
 	c.life, c.stopLife = context.WithCancel(context.Background())
@@ -219,6 +224,17 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	c.startPrefill()
 	c.startBackplane()
 	return c, nil
+}
+
+// slowLimit is the longest the guard waits for a call to a node that
+// answers other calls (life.go): the lock wait, which a Get already
+// accepts to wait for a value another process loads, or the lock TTL when
+// the lock wait has no bound; never less than the budget.
+func slowLimit(cfg config) time.Duration {
+	if cfg.lockWait >= 0 {
+		return max(cfg.redisTTL, cfg.lockWait)
+	}
+	return max(cfg.redisTTL, cfg.lockTTL)
 }
 
 // generationTTL is how long a generation lives after it is written or a

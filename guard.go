@@ -17,26 +17,39 @@ import (
 // gives each call a time budget that holds whatever the client's own
 // settings, and a circuit breaker that stops calling Redis at all after
 // consecutive failures, so that a dead or frozen Redis costs Get
-// microseconds, not seconds. Each call names a key, which picks the
-// breaker: one per Cluster node (breakers.go).
+// microseconds, not seconds. Each call names a key, which picks the node
+// and its breaker: one per Cluster node (breakers.go). What counts as a
+// failure is life.go's: no reply from the node for a whole budget, or a
+// connection error; not a call that a busy process or pool held up while
+// the node answered others. Such a slow call is waited for, up to the
+// limit (the lock wait).
 //
 // The budget: go-redis honours a context deadline on socket reads only when
 // the client was built with ContextTimeoutEnabled. With such a client (we
 // check *redis.Client, *redis.ClusterClient and *redis.Ring) a call runs on
-// the caller's goroutine under a context with the budget. With any other
-// client a call runs on a goroutine of its own and the caller stops waiting
-// at the budget; the abandoned call finishes by the client's own timeouts.
-// At most WithMaxAbandoned calls may be abandoned at once (beyond that the
-// guard fails calls at once instead of piling them up on the pool), and
-// Close waits for them. The other known way, a client derived from the
-// user's with enforced timeouts, is opt-in (WithTimeoutClone): go-redis's
-// Client.WithTimeout shares the pool, so it costs no connections, but it
-// does not carry over the hooks (tracing, metrics) the user added, and
-// go-redis gives no way to read them; Cluster and Ring clients have no
-// such clone.
+// the caller's goroutine under a context with the budget, as long as calls
+// are calm and this process is not congested (inlineDeadline); otherwise,
+// and with any other client, a call runs on a goroutine of its own that
+// the caller watches (watched): it stops waiting once the node is judged
+// silent or at the limit, and the abandoned call finishes by the client's
+// own timeouts (or its context deadline, the limit). At most
+// WithMaxAbandoned calls run on their own goroutines at once (beyond that
+// a call waits for one to end, and is not sent if the node is judged
+// silent meanwhile), and Close waits for them. The other known way, a
+// client derived from the user's with enforced timeouts, is opt-in
+// (WithTimeoutClone): go-redis's Client.WithTimeout shares the pool, so it
+// costs no connections, but it does not carry over the hooks (tracing,
+// metrics) the user added, and go-redis gives no way to read them; its
+// socket timeouts cut every call at the budget, so with it a slow call
+// cannot be waited for. Cluster and Ring clients have no such clone.
 type guard struct {
 	budget    time.Duration
+	limit     time.Duration // the longest wait for a call to a node that answers (life.go)
+	calmAfter time.Duration // how long after a slow call calls run inline again
+	slowAt    atomic.Int64  // clock of the latest slow call (life.go): this process is congested
 	inline    bool          // the client honours context deadlines
+	clone     bool          // the client is the timeout clone: its socket timeouts are the budget
+	pool      int64         // the client's connections per node; 0: unknown
 	slots     chan struct{} // one per call running on its own goroutine
 	abandoned atomic.Int64
 	cbs       *breakers
@@ -54,6 +67,14 @@ var errSkipped = fmt.Errorf("%w: skipped: circuit open or too many abandoned cal
 
 // errBudget is the error of a call abandoned at the budget.
 var errBudget = fmt.Errorf("%w: exceeded the redis timeout", errIncomplete)
+
+// errOverdue is the error of a call abandoned at the limit while its node
+// answered other calls.
+var errOverdue = fmt.Errorf("%w: %w", errIncomplete, errSlow)
+
+// errSkippedSlow is the error of a call not sent because no slot freed up
+// within the limit while its node answered other calls.
+var errSkippedSlow = fmt.Errorf("%w: %w", errSkipped, errSlow)
 
 // BreakerState is the state of the circuit breaker around Redis.
 type BreakerState string
@@ -87,18 +108,19 @@ func breakerState(s gobreaker.State) BreakerState {
 	}
 }
 
-// honoursContext reports whether rdb applies context deadlines to socket
-// reads and writes.
-func honoursContext(rdb redis.UniversalClient) bool {
+// clientTraits reports whether rdb applies context deadlines to socket
+// reads and writes, and how many connections it keeps per node (0 when
+// unknown).
+func clientTraits(rdb redis.UniversalClient) (honoursContext bool, poolSize int) {
 	switch c := rdb.(type) {
 	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
+		return c.Options().ContextTimeoutEnabled, c.Options().PoolSize
 	case *redis.ClusterClient:
-		return c.Options().ContextTimeoutEnabled
+		return c.Options().ContextTimeoutEnabled, c.Options().PoolSize
 	case *redis.Ring:
-		return c.Options().ContextTimeoutEnabled
+		return c.Options().ContextTimeoutEnabled, c.Options().PoolSize
 	}
-	return false
+	return false, 0
 }
 
 // isOutage reports whether err means Redis is unavailable, as opposed to a
@@ -106,7 +128,7 @@ func honoursContext(rdb redis.UniversalClient) bool {
 // under maxmemory says the server is up: it must not open the breaker by
 // itself. Replies that say the server cannot serve yet do count.
 func isOutage(err error) bool {
-	if err == nil || errors.Is(err, redis.Nil) {
+	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, errSlow) {
 		return false
 	}
 	var rerr redis.Error
@@ -123,36 +145,23 @@ func isOutage(err error) bool {
 }
 
 // do runs fn, a Redis call, under the breaker and the budget. fn receives a
-// context that carries the budget as its deadline. When do returns an error
-// that wraps errIncomplete, fn may still be running: the caller must not
-// read anything fn writes.
+// context that carries the call's deadline. When do returns an error that
+// wraps errIncomplete, fn may still be running: the caller must not read
+// anything fn writes.
 func (g *guard) do(ctx context.Context, key string, fn func(context.Context) error) error {
-	if g.inline {
-		return g.doInline(ctx, key, fn)
-	}
-	return g.breaker(ctx, key, func() error { return g.abandonable(ctx, fn, nil) })
+	return g.doUndo(ctx, key, fn, nil)
 }
 
 // doUndo is do for a call whose effect must be undone if it completes
 // after the guard stopped waiting for it: undo runs then, on the call's
-// goroutine. (With a client that honours context deadlines a timed-out
-// call may also have run on the server; the caller handles that case.)
+// goroutine. (A call that runs inline may also have run on the server when
+// it times out; the caller handles that case.)
 func (g *guard) doUndo(ctx context.Context, key string, fn func(context.Context) error, undo func()) error {
-	if g.inline {
-		return g.doInline(ctx, key, fn)
+	n := g.cbs.forKey(key)
+	if d := g.inlineDeadline(n); d > 0 {
+		return g.doInline(ctx, n, d, fn)
 	}
-	return g.breaker(ctx, key, func() error { return g.abandonable(ctx, fn, undo) })
-}
-
-// doInline runs fn on the calling goroutine under a context with the
-// budget. It is separate from the abandoning path so that fn does not
-// escape: a hit then allocates no closure.
-func (g *guard) doInline(ctx context.Context, key string, fn func(context.Context) error) error {
-	return g.breaker(ctx, key, func() error {
-		rctx, cancel := context.WithTimeout(ctx, g.budget)
-		defer cancel()
-		return callSafely(rctx, fn)
-	})
+	return g.breaker(ctx, n, func() error { return g.watched(ctx, n, fn, undo) })
 }
 
 // callSafely runs fn, a Redis call, and turns a panic in it (a go-redis
@@ -167,15 +176,15 @@ func callSafely(ctx context.Context, fn func(context.Context) error) (err error)
 	return fn(ctx)
 }
 
-// breaker runs call unless the breaker of key's node is open. A call that
-// failed because the caller's own context ended says nothing about Redis
-// and is not counted either way.
-func (g *guard) breaker(ctx context.Context, key string, call func() error) error {
+// breaker runs call unless n's breaker is open. A call that failed because
+// the caller's own context ended says nothing about Redis and is not
+// counted either way; nor is a slow one (errSlow).
+func (g *guard) breaker(ctx context.Context, n *node, call func() error) error {
 	var err error
-	if cb := g.cbs.forKey(key); cb == nil {
+	if n.cb == nil {
 		err = call()
 	} else {
-		_, err = cb.Execute(func() (struct{}, error) {
+		_, err = n.cb.Execute(func() (struct{}, error) {
 			err := call()
 			if err != nil && ctx.Err() != nil {
 				return struct{}{}, callerGone{err}
@@ -193,6 +202,9 @@ func (g *guard) breaker(ctx context.Context, key string, call func() error) erro
 		if cg, ok := err.(callerGone); ok {
 			return cg.err
 		}
+		if ctx.Err() == nil && isOutage(err) {
+			note(&n.lastFault, clock())
+		}
 	}
 	return err
 }
@@ -202,61 +214,6 @@ func (g *guard) breaker(ctx context.Context, key string, call func() error) erro
 type callerGone struct{ err error }
 
 func (e callerGone) Error() string { return e.err.Error() }
-
-// abandonable runs fn on a goroutine of its own and stops waiting at the
-// budget: the way to bound a call on a client that ignores context
-// deadlines on socket reads. At most maxAbandoned such calls run at once; a
-// call that finds no free slot within the budget is not sent. onLate, if
-// not nil, runs on the call's goroutine when a call that was abandoned
-// completes after all, to undo what it did (a fill lock it took).
-func (g *guard) abandonable(ctx context.Context, fn func(context.Context) error, onLate func()) error {
-	rctx, cancel := context.WithTimeout(ctx, g.budget)
-	defer cancel()
-	select {
-	case g.slots <- struct{}{}:
-	default:
-		select {
-		case g.slots <- struct{}{}:
-		case <-rctx.Done():
-			g.stats.redisSkipped.Add(1)
-			return errSkipped
-		}
-	}
-	// state: 0 running, 1 finished in time, 2 abandoned. Whoever moves it
-	// first decides who accounts for an abandoned call.
-	var state atomic.Int32
-	done := make(chan error, 1)
-	g.tracker.spawn()
-	go func() {
-		defer g.tracker.done()
-		err := callSafely(rctx, fn)
-		<-g.slots
-		done <- err
-		if !state.CompareAndSwap(0, 1) {
-			g.abandoned.Add(-1)
-			if onLate != nil {
-				onLate()
-			}
-		}
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-rctx.Done():
-	}
-	// The budget ran out (or the caller left). The call goes on until the
-	// client's own timeouts end it; count it while it does.
-	g.abandoned.Add(1)
-	if !state.CompareAndSwap(0, 2) {
-		g.abandoned.Add(-1)
-		return <-done
-	}
-	g.stats.abandoned.Add(1)
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%w: %w", errIncomplete, err)
-	}
-	return fmt.Errorf("%w (%v)", errBudget, g.budget)
-}
 
 // state returns the breakers' state.
 func (g *guard) state() BreakerState { return g.cbs.state() }

@@ -57,6 +57,10 @@ func TestIsOutage(t *testing.T) {
 		{"client closed", redis.ErrClosed, true},
 		{"skipped", errSkipped, true},
 		{"over budget", fmt.Errorf("%w (%v)", errBudget, 100*time.Millisecond), true},
+		// A call slow while its node answered others is no outage.
+		{"slow", fmt.Errorf("%w: %w", errSlow, context.DeadlineExceeded), false},
+		{"overdue", errOverdue, false},
+		{"no slot, node answering", errSkippedSlow, false},
 		{"OOM", replyError("OOM command not allowed when used memory > 'maxmemory'."), false},
 		{"OOM in script", replyError("OOM command not allowed when used memory > 'maxmemory'. script: 5b1b, on @user_script:9."), false},
 		{"wrong type", replyError("WRONGTYPE Operation against a key holding the wrong kind of value"), false},

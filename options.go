@@ -181,9 +181,26 @@ func WithLoadTimeout(d time.Duration) Option {
 	return func(c *config) { c.loadTimeout = d }
 }
 
-// WithRedisTimeout bounds each Redis call the cache makes. A call that takes
-// longer counts as a Redis error: Get goes on to the loader instead of
-// waiting.
+// WithRedisTimeout sets the budget of each Redis call the cache makes: how
+// long a Redis node may give no reply at all before the call fails. A
+// Redis failure is a call that ends with a connection error (refused,
+// reset, closed) or an error reply saying the server cannot serve
+// (LOADING, MASTERDOWN, ...), or that gets no reply while its node answers
+// nothing else either, for the budget (twice the budget, or as long as the
+// node's replies took lately, while this process is busy or its calls fill
+// the client's pool). A failed call counts for the circuit breaker
+// ([WithBreaker]) and Get goes on to the loader without the fill lock.
+//
+// A call past the budget while its node answers other calls, promptly or
+// while this process holds the call up (short of CPU, or waiting for a
+// pooled connection behind its own calls), is slow, not failed: it is
+// waited for, up to the lock wait ([WithLockWait]), and counts neither for
+// nor against the breaker ([Stats].RedisSlow counts it). So are a fresh
+// client's calls until its node first answers: a slow first dial is not
+// an outage. A frozen, blackholed or dead Redis still costs a Get about
+// the budget once it has answered once. With [WithTimeoutClone] the
+// client's socket timeouts cut every call at the budget: such a call is
+// not waited for, though it is still not counted when it was slow.
 //
 // Default: 100 milliseconds.
 func WithRedisTimeout(d time.Duration) Option {
@@ -242,8 +259,9 @@ func WithBreakerHook(fn func(BreakerChange)) Option {
 }
 
 // WithBreaker sets the circuit breaker around Redis: after failures
-// consecutive Redis calls fail (errors, refused or timed-out connections,
-// calls past the Redis timeout), the breaker opens and the cache stops
+// consecutive Redis calls fail (as [WithRedisTimeout] defines it: errors,
+// refused or closed connections, no reply from the node for the Redis
+// timeout), the breaker opens and the cache stops
 // calling Redis: Gets go straight to the in-process cache, if any, and the
 // loader. After cooldown one call is let through as a probe; if it
 // succeeds the breaker closes. Error replies from a live server (such as
@@ -280,12 +298,15 @@ func WithTimeoutClone(on bool) Option {
 	return func(c *config) { c.timeoutClone = on }
 }
 
-// WithMaxAbandoned bounds how many Redis calls past the Redis timeout may
-// still be running at once. It matters only for clients that ignore
-// context deadlines and get no timeout clone (see [WithTimeoutClone]),
-// whose calls the cache must abandon rather than cancel (see the README's
-// failure behaviour). Beyond the bound, Redis calls fail at once instead of
-// taking more connections from the pool.
+// WithMaxAbandoned bounds how many Redis calls may run on goroutines of
+// their own at once: every call of a client that ignores context deadlines
+// and gets no timeout clone (see [WithTimeoutClone]), and the calls of one
+// that honours them while the cache must be able to wait for a call past
+// the Redis timeout. Such calls are abandoned, not cancelled, when their
+// node is judged failed (see the README's failure behaviour). Beyond the
+// bound a call waits for another to end, and is not sent if its node is
+// judged failed meanwhile, instead of taking more connections from the
+// pool.
 //
 // Default: 64.
 func WithMaxAbandoned(n int) Option {

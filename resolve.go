@@ -50,10 +50,13 @@ func (c *Cache[K, V]) afterRead(key K, vkey string, raw []byte, err error, epoch
 		if r, ok := c.localCopy(vkey); ok {
 			return r, nil
 		}
-		// Redis is unavailable: load without the lock, write nothing.
-		return r, func(ctx context.Context) result[V] {
-			return c.loadAndFill(ctx, key, protocol.KeysFor(vkey), protocol.Lease{}, epoch)
+		if !c.guard.retrySlow(err) {
+			// Redis is unavailable: load without the lock, write nothing.
+			return r, func(ctx context.Context) result[V] {
+				return c.loadAndFill(ctx, key, protocol.KeysFor(vkey), protocol.Lease{}, epoch)
+			}
 		}
+		// Redis answers, slowly: the lock script reads the value again.
 	}
 	unreadable := kind == readUnreadable
 	return r, func(ctx context.Context) result[V] {
@@ -131,8 +134,8 @@ func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
 		wrong bool
 		err   error
 	)
-	if c.guard.inline {
-		err = c.guard.doInline(ctx, vkey, func(ctx context.Context) error {
+	if n, d := c.guard.inlineNode(vkey); n != nil {
+		err = c.guard.doInline(ctx, n, d, func(ctx context.Context) error {
 			var err error
 			raw, err = c.rdb.Get(ctx, vkey).Bytes()
 			wrong = isWrongType(err)
@@ -203,7 +206,20 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks protocol.Keys, unreadab
 		st, raw, got, err := c.acquire(ctx, ks, c.newToken(), unreadable)
 		if err != nil {
 			c.redisError(err)
-			return r, l, false // l is the last lease read, if any
+			// Redis answers, slowly: try again rather than load without
+			// the lock, within the lock wait (or the guard's limit when
+			// the wait has no bound of its own).
+			retryUntil := deadline
+			if !bounded {
+				retryUntil = began.Add(c.guard.limit)
+			}
+			if !c.guard.retrySlow(err) || time.Until(retryUntil) <= 0 {
+				return r, l, false // l is the last lease read, if any
+			}
+			if !sleep(ctx, min(backoff(round), time.Until(retryUntil))) {
+				return result[V]{err: ctx.Err()}, l, true
+			}
+			continue
 		}
 		if st != protocol.StateValue {
 			l = got

@@ -18,6 +18,7 @@ type Stats struct {
 	FillConflicts      uint64 // loads discarded because the key was invalidated or set meanwhile
 	Corrupt            uint64 // Redis entries that could not be decoded (treated as misses)
 	RedisErrors        uint64 // Redis calls that failed, ran past the Redis timeout, or were skipped
+	RedisSlow          uint64 // Redis calls past the Redis timeout while their node answered others: waited for, not failures (see WithRedisTimeout)
 	RedisSkipped       uint64 // Redis calls not sent: breaker open or too many abandoned calls
 	Abandoned          uint64 // Redis calls abandoned at the Redis timeout
 	BreakerOpens       uint64 // times the circuit breaker opened
@@ -37,7 +38,7 @@ type counters struct {
 	hits, localHits, misses, loads, loadErrors, panics                         atomic.Uint64
 	lockAcquired, lockWaits, lockWaitTimeouts                                  atomic.Uint64
 	fillConflicts, corrupt                                                     atomic.Uint64
-	redisErrors, redisSkipped, abandoned, breakerOpens                         atomic.Uint64
+	redisErrors, redisSlow, redisSkipped, abandoned, breakerOpens              atomic.Uint64
 	warmed, warmUps, restarts, earlyRefreshes, localInvalidations, staleServed atomic.Uint64
 	refreshesSkipped                                                           atomic.Uint64
 }
@@ -56,6 +57,7 @@ func (c *counters) snapshot() Stats {
 		FillConflicts:      c.fillConflicts.Load(),
 		Corrupt:            c.corrupt.Load(),
 		RedisErrors:        c.redisErrors.Load(),
+		RedisSlow:          c.redisSlow.Load(),
 		RedisSkipped:       c.redisSkipped.Load(),
 		Abandoned:          c.abandoned.Load(),
 		BreakerOpens:       c.breakerOpens.Load(),

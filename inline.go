@@ -1,0 +1,129 @@
+package cacheaside
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Inline calls: with a client that honours context deadlines, a call runs
+// on the caller's goroutine under a deadline, no goroutine of its own, as
+// long as that deadline cannot cut a call the node is serving (life.go).
+
+// inlineNode returns key's node and the deadline of a call to it when the
+// call runs inline; else nil and 0.
+func (g *guard) inlineNode(key string) (*node, time.Duration) {
+	if !g.inline {
+		return nil, 0
+	}
+	n := g.cbs.forKey(key)
+	if d := g.inlineDeadline(n); d > 0 {
+		return n, d
+	}
+	return nil, 0
+}
+
+// inlineDeadline returns how long a call to n may run on the caller's
+// goroutine, under a context deadline, or 0 when it must be watched
+// instead (life.go). It runs inline when the client honours context
+// deadlines and either n has not answered yet (the first dial: the limit)
+// or this process is not congested and calls are calm (the budget): a
+// deadline at the budget would cut calls the node is serving, and a call
+// cut while reading closes its connection, so under load each cut adds a
+// dial. The timeout clone's socket timeouts cut every call at the budget
+// wherever it runs, so its calls always run inline.
+func (g *guard) inlineDeadline(n *node) time.Duration {
+	switch {
+	case !g.inline:
+		return 0
+	case g.clone:
+		return g.budget
+	case n.cold(): // before calm: a call that ends the cold state notes a slow one first
+		return g.limit
+	case g.congested(n):
+		return 0
+	case g.calm(n):
+		return g.budget
+	}
+	return 0
+}
+
+// congested reports whether this process holds calls to n up: it is busy,
+// or as many calls to n are running as the client has connections to it.
+func (g *guard) congested(n *node) bool {
+	return (g.pool > 0 && n.inflight.Load() >= g.pool) || busy()
+}
+
+// calm reports that a call to n may run with a hard deadline at the
+// budget, which would cut a call that is slow (life.go): no call was slow
+// lately, in this process that is short of CPU or of pooled connections;
+// and no call to n that was cut at the budget turned out slow (n answered
+// after the cut; if it did not, n froze).
+func (g *guard) calm(n *node) bool {
+	s, c := g.slowAt.Load(), n.lastCut.Load()
+	if s == 0 && c == 0 {
+		return true
+	}
+	now, period := clock(), int64(g.calmAfter)
+	if s != 0 && now-s < period {
+		return false
+	}
+	return c == 0 || now-c >= period || n.lastReply.Load() <= c
+}
+
+// doInline runs fn on the calling goroutine under a context with deadline
+// d. It is separate from the watched path so that fn does not escape: a
+// hit then allocates no closure.
+func (g *guard) doInline(ctx context.Context, n *node, d time.Duration, fn func(context.Context) error) error {
+	return g.breaker(ctx, n, func() error {
+		start := clock()
+		rctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		n.inflight.Add(1)
+		err := callSafely(rctx, fn)
+		n.inflight.Add(-1)
+		now := clock()
+		if isReply(err) {
+			if now-start > int64(g.budget) {
+				g.slowed(now) // before the reply ends a cold state
+			}
+			n.replied(start, now, int64(g.budget), int64(g.calmAfter))
+			return err
+		}
+		if ctx.Err() == nil && isTimeout(err) && g.cutWasSlow(n, start, d) {
+			// Slow, unless the node froze meanwhile: calm tells once the
+			// node answers again, or does not.
+			note(&n.lastCut, now)
+			g.stats.redisSlow.Add(1)
+			return fmt.Errorf("%w: %w", errSlow, err)
+		}
+		return err
+	})
+}
+
+// retrySlow reports whether a flight whose call ended with err should try
+// Redis again rather than load without the fill lock: the call was cut at
+// the budget while its node answered (errSlow, not past the limit), and
+// the guard can wait past the budget for the next call (not the timeout
+// clone, whose socket timeouts would cut it again).
+func (g *guard) retrySlow(err error) bool {
+	return !g.clone && errors.Is(err, errSlow) && !errors.Is(err, errIncomplete)
+}
+
+// cutWasSlow reports whether a call to n that began at start and was cut
+// by its deadline d was slow rather than failed (life.go): cut at the
+// budget while n answered others promptly or this process held it up, or
+// at the limit (the first dial) while n answered others.
+func (g *guard) cutWasSlow(n *node, start int64, d time.Duration) bool {
+	if d == g.budget {
+		return n.lastPrompt.Load() >= start || g.congested(n)
+	}
+	return n.lastReply.Load() >= start
+}
+
+// slowed notes a call that was slow.
+func (g *guard) slowed(now int64) {
+	note(&g.slowAt, now)
+	g.stats.redisSlow.Add(1)
+}

@@ -1,0 +1,193 @@
+package cacheaside_test
+
+import (
+	"context"
+	"sort"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// What counts as a Redis failure (see WithRedisTimeout): a call that gets
+// no reply within the Redis timeout while its node answers nothing else
+// either, or a connection error. A call that waits past the timeout for a
+// pooled connection, or in a process short of CPU, while the server answers
+// other calls, is slow: it must neither open the breaker nor make a flight
+// load without the fill lock. The cold-start tests cover the busy process;
+// these cover the pool wait and the other side, a Redis that is frozen
+// before it ever answered.
+
+// TestPoolWaitIsNotAnOutage gives each of two Caches a client with one
+// pooled connection and the default Redis timeout, and Gets 400 cold keys
+// on both at once: most calls wait for the connection far longer than the
+// timeout while the server answers the others. No breaker may open, no Get
+// may fail, and each key must be loaded once across both Caches.
+func TestPoolWaitIsNotAnOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, ctxTimeout := range []bool{false, true} {
+		t.Run("ContextTimeoutEnabled="+strconv.FormatBool(ctxTimeout), func(t *testing.T) {
+			const keys = 401 // the last one connects each client first
+			var loads [keys]atomic.Int64
+			load := func(ctx context.Context, k int) (string, error) {
+				loads[k].Add(1)
+				time.Sleep(5 * time.Millisecond)
+				return faultValue(k), nil
+			}
+			prefix := "pool" + strconv.FormatBool(ctxTimeout) + ":"
+			caches := make([]*cacheaside.Cache[int, string], 2)
+			for i := range caches {
+				rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 1, ContextTimeoutEnabled: ctxTimeout})
+				t.Cleanup(func() { _ = rdb.Close() })
+				caches[i] = newFaultCache(t, rdb, load, cacheaside.WithPrefix(prefix))
+				mustGet(t, caches[i], keys-1) // connect: this test is not about the first dial
+			}
+			var gets []func()
+			for _, c := range caches {
+				for k := range keys - 1 {
+					gets = append(gets, func() {
+						ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
+						defer cancel()
+						if v, err := c.Get(ctx, k); err != nil || v != faultValue(k) {
+							t.Errorf("Get(%d) = %q, %v, want %q, nil", k, v, err, faultValue(k))
+						}
+					})
+				}
+			}
+			atOnce(gets)
+
+			total := summed(caches)
+			t.Logf("%d cold keys on 2 Caches with one connection each: %d loads, %d Redis calls slow, %d Redis errors, %d breaker opens",
+				keys-1, total.Loads, total.RedisSlow, total.RedisErrors, total.BreakerOpens)
+			var twice []int
+			for k := range keys - 1 {
+				if loads[k].Load() != 1 {
+					twice = append(twice, k)
+				}
+			}
+			if len(twice) > 0 {
+				t.Errorf("%d keys were not loaded exactly once (first: %d, loaded %d times), want each once: a pool wait is not an outage",
+					len(twice), twice[0], loads[twice[0]].Load())
+			}
+			if total.BreakerOpens != 0 {
+				t.Errorf("summed Stats().BreakerOpens = %d with a healthy Redis and a busy pool, want 0", total.BreakerOpens)
+			}
+			if total.RedisSlow == 0 {
+				t.Errorf("summed Stats().RedisSlow = 0, want calls that waited for the pool past the Redis timeout (the test did not load the pool)")
+			}
+		})
+	}
+}
+
+// TestRedisFrozenBeforeFirstReply freezes Redis before a fresh Cache ever
+// reached it. Until a node has answered, its calls are waited for up to
+// the limit (the lock wait, here 500 ms): the first Gets cost that. Once a
+// call ran out the limit with no reply the node is known to fail, and
+// each later Get costs at most the Redis timeout, then nothing once the
+// breaker opens.
+func TestRedisFrozenBeforeFirstReply(t *testing.T) {
+	for _, ctxTimeout := range []bool{false, true} {
+		t.Run("ContextTimeoutEnabled="+strconv.FormatBool(ctxTimeout), func(t *testing.T) {
+			srv := redistest.Start(t)
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: ctxTimeout})
+			t.Cleanup(func() { _ = rdb.Close() })
+			const limit = 500 * time.Millisecond
+			ld := &faultLoader{}
+			c := newFaultCache(t, rdb, ld.load, cacheaside.WithLockWait(limit))
+			freezeServer(t, srv)
+
+			first := mustGet(t, c, 0)
+			if first > limit+faultSlack {
+				t.Errorf("first Get on a Redis frozen before it answered took %v, want at most the limit %v (+%v)", first, limit, faultSlack)
+			}
+			took := make([]time.Duration, 20)
+			for i := range took {
+				took[i] = mustGet(t, c, i+1)
+			}
+			sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+			if slowest := took[len(took)-1]; slowest > faultBudget+faultSlack {
+				t.Errorf("after the first Get, the slowest of %d Gets on the frozen Redis took %v, want at most the Redis timeout %v (+%v)",
+					len(took), slowest, faultBudget, faultSlack)
+			}
+			if median := took[len(took)/2]; median > faultBudget/2 {
+				t.Errorf("median Get on the frozen Redis took %v, want under %v: the breaker skips Redis", median, faultBudget/2)
+			}
+			if s := c.Stats(); s.BreakerOpens == 0 || s.RedisSlow != 0 {
+				t.Errorf("Stats() = %+v, want the breaker open and no call counted slow (the node never answered)", s)
+			}
+			t.Logf("first Get %v, later Gets %v .. %v", first, took[0], took[len(took)-1])
+		})
+	}
+}
+
+// TestDeadRedisCostsTheBudget: once Redis has answered, a frozen or killed
+// server costs each Get at most about the Redis timeout until the breaker
+// opens, then nothing: sequential Gets of warm keys after the fault, with
+// every client kind. Only the breaker's 5 failures may take half the
+// timeout or more (a frozen call waits it out; go-redis retries a refused
+// dial with backoff), give or take 2 that this process held up (a call cut
+// at its deadline while this process was congested is not counted), and
+// none may take much longer than the timeout.
+func TestDeadRedisCostsTheBudget(t *testing.T) {
+	kinds := []struct {
+		name string
+		ctx  bool
+		opt  cacheaside.Option
+	}{
+		{"client=default", false, cacheaside.WithTimeoutClone(false)},
+		{"client=ContextTimeoutEnabled", true, cacheaside.WithTimeoutClone(false)},
+		{"client=default-clone", false, cacheaside.WithTimeoutClone(true)},
+	}
+	faults := []struct {
+		name   string
+		inject func(t *testing.T, srv *redistest.Server)
+	}{
+		{"frozen", func(t *testing.T, srv *redistest.Server) { freezeServer(t, srv) }},
+		{"killed", func(t *testing.T, srv *redistest.Server) { srv.Kill() }},
+	}
+	for _, f := range faults {
+		for _, k := range kinds {
+			t.Run(f.name+"/"+k.name, func(t *testing.T) {
+				srv := redistest.Start(t)
+				rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: k.ctx})
+				t.Cleanup(func() { _ = rdb.Close() })
+				ld := &faultLoader{}
+				c := newFaultCache(t, rdb, ld.load, k.opt,
+					cacheaside.WithRedisTimeout(faultBudget),
+					cacheaside.WithBreaker(5, time.Minute)) // no probe during the test
+				keys := faultKeys(0, 29)
+				mustGetAll(t, c, keys)
+				f.inject(t, srv)
+
+				var paid []time.Duration
+				slowest := time.Duration(0)
+				for _, key := range keys {
+					took := mustGet(t, c, key)
+					if took >= faultBudget/2 {
+						paid = append(paid, took)
+					}
+					slowest = max(slowest, took)
+				}
+				t.Logf("%d Gets after Redis was %s: %d took half the Redis timeout or more %v; slowest %v",
+					len(keys), f.name, len(paid), paid, slowest)
+				if len(paid) > 5+2 {
+					t.Errorf("%d of %d Gets after Redis was %s took %v or more (%v), want at most 7: the breaker opens after 5 failures",
+						len(paid), len(keys), f.name, faultBudget/2, paid)
+				}
+				if slowest > faultBudget+faultSlack {
+					t.Errorf("slowest Get after Redis was %s took %v, want at most the Redis timeout %v (+%v)", f.name, slowest, faultBudget, faultSlack)
+				}
+				if s := c.Stats(); s.Breaker != cacheaside.BreakerOpen {
+					t.Errorf("Stats().Breaker = %q after Redis was %s, want %q", s.Breaker, f.name, cacheaside.BreakerOpen)
+				}
+				if f.name == "killed" {
+					recoverServer(t, srv, rdb)
+				}
+			})
+		}
+	}
+}
