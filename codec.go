@@ -1,6 +1,11 @@
 package cacheaside
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/cacheaside/cacheaside/internal/envelope"
+)
 
 // A Codec turns values into bytes for Redis and back. Implementations must
 // be safe for concurrent use. Unmarshal receives a pointer to a zero V and
@@ -24,3 +29,48 @@ func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 // Unmarshal implements [Codec].
 func (JSON) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+// decodeResult turns a Redis value into a hit and returns the envelope's
+// header (logical expiry, load time). ok is false when the bytes are not a
+// readable envelope or the codec rejects them: a miss.
+func (c *Cache[K, V]) decodeResult(raw []byte) (r result[V], h envelope.Header, ok bool) {
+	h, payload, err := envelope.Decode(raw)
+	if err != nil {
+		c.stats.corrupt.Add(1)
+		return r, h, false
+	}
+	if h.Flags&envelope.NotFound != 0 {
+		return result[V]{err: ErrNotFound, src: fromRedis}, h, true
+	}
+	if err := c.unmarshal(payload, &r.val); err != nil {
+		c.stats.corrupt.Add(1)
+		return result[V]{}, h, false
+	}
+	r.src = fromRedis
+	return r, h, true
+}
+
+// unmarshal calls the codec and turns its panic into an error: foreign
+// bytes must never crash the process.
+func (c *Cache[K, V]) unmarshal(b []byte, v *V) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &PanicError{Value: p, Stack: stack()}
+		}
+	}()
+	return c.cfg.codec.Unmarshal(b, v)
+}
+
+// encodeValue marshals v into an envelope that expires after ttl.
+func (c *Cache[K, V]) encodeValue(v V, took, ttl time.Duration) (env []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &PanicError{Value: p, Stack: stack()}
+		}
+	}()
+	b, err := c.cfg.codec.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return envelope.Append(make([]byte, 0, envelope.MaxHeader+len(b)), envelope.Header{LoadTime: took, Expiry: time.Now().Add(ttl)}, b), nil
+}

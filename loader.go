@@ -75,3 +75,76 @@ type loadScope struct {
 }
 
 type loadScopeKey struct{}
+
+// callLoader runs the loader for one key; see runLoader.
+func (c *Cache[K, V]) callLoader(ctx context.Context, key K) loaded[V] {
+	var ld loaded[V]
+	ld.took, ld.late, ld.ttl, ld.skip, ld.err = c.runLoader(ctx, func(ctx context.Context) error {
+		var err error
+		ld.val, err = safeLoad(ctx, c.load, key)
+		return err
+	})
+	return ld
+}
+
+// runLoader runs one call of a loader under the load timeout, after
+// waiting for a load slot (WithMaxConcurrentLoads), and counts it. The
+// slot wait is not part of the load timeout and ends only with ctx (the
+// flight's: Close); a call nested in a loader's call (a loader that calls
+// Get) uses its parent's slot. late reports that the loader returned after
+// the timeout, when its result must not be cached: a load that old may
+// have read data from before an Invalidate whose generation has since
+// expired. ttl and skip are what the loader asked for with SetTTL.
+func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) error) (took time.Duration, late bool, ttl time.Duration, skip bool, err error) {
+	if _, nested := ctx.Value(loadScopeKey{}).(*loadScope); c.loads != nil && !nested {
+		if err := c.loads.Acquire(ctx, 1); err != nil {
+			return 0, true, 0, false, fmt.Errorf("cacheaside: waiting for a load slot: %w", err)
+		}
+		defer c.loads.Release(1)
+	}
+	lctx, cancel := context.WithTimeout(ctx, c.cfg.loadTimeout)
+	defer cancel()
+	scope := &loadScope{}
+	lctx = context.WithValue(lctx, loadScopeKey{}, scope)
+	c.stats.loads.Add(1)
+	start := time.Now()
+	err = callContained(lctx, call)
+	took = time.Since(start)
+	late = lctx.Err() != nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		c.stats.loadErrors.Add(1)
+		var pe *PanicError
+		if errors.As(err, &pe) {
+			c.stats.panics.Add(1)
+		}
+	}
+	return took, late, scope.ttl, scope.skip, err
+}
+
+// errLoaderExited is the error of a load whose loader ended its goroutine
+// with runtime.Goexit instead of returning.
+var errLoaderExited = errors.New("cacheaside: loader called runtime.Goexit (t.FailNow or similar on a loader goroutine?)")
+
+// callContained runs call, a loader call whose panics it recovers itself,
+// on a goroutine of its own and waits for it, so that a runtime.Goexit in
+// the loader (a test helper's FailNow) ends only that goroutine: it
+// becomes the load's error instead of ending a flight's goroutine
+// silently, which would hand its callers a zero value with a nil error or
+// leave them, and Close, waiting for ever.
+func callContained(ctx context.Context, call func(context.Context) error) error {
+	done := make(chan error, 1)
+	go func() {
+		returned := false
+		defer func() {
+			if !returned {
+				done <- errLoaderExited
+			}
+		}()
+		err := call(ctx)
+		returned = true
+		done <- err
+	}()
+	return <-done
+}
+
+func stack() []byte { return debug.Stack() }

@@ -41,3 +41,11 @@ func (l *local[V]) put(vkey string, r result[V], redisExpiry time.Time, epoch ui
 func (l *local[V]) refresh(vkey string, r result[V], redisExpiry time.Time, epoch uint64) {
 	l.Refresh(vkey, r.val, r.err != nil, redisExpiry, epoch)
 }
+
+// localEpoch returns the in-process cache's invalidation epoch, or 0.
+func (c *Cache[K, V]) localEpoch() uint64 {
+	if c.l1 == nil {
+		return 0
+	}
+	return c.l1.Epoch()
+}

@@ -1,0 +1,115 @@
+package cacheaside
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/cacheaside/cacheaside/internal/envelope"
+	"github.com/redis/go-redis/v9"
+)
+
+// What a Redis read of a value key means, decided in one place for Get,
+// GetMany, prefill and the stale re-read: a hit, a value past its logical
+// expiry, a miss, an unreadable entry (corrupt, foreign or of another
+// Redis type: a miss that replaces it), or a fault.
+
+// readKind is what one Redis read of a value key means.
+type readKind int
+
+const (
+	readHit        readKind = iota // a value or not-found marker to answer with
+	readStale                      // a value past its logical expiry (WithStaleIfError): reload it
+	readMiss                       // nothing there
+	readUnreadable                 // bytes or a Redis type the cache cannot read: a miss that replaces them
+	readFault                      // no answer from Redis: neither a hit nor a miss
+)
+
+// classify says what a read of a value key means, for every path that
+// reads one: raw and err are the reply of a GET (see read), of one key of
+// an MGET (raw nil for a missing key, err the error of its node) or the
+// value an acquire found (err nil). r and h are the decoded entry of a hit
+// or a stale value. An unreadable entry is counted in Stats.Corrupt.
+func (c *Cache[K, V]) classify(raw []byte, err error) (r result[V], h envelope.Header, kind readKind) {
+	switch {
+	case errors.Is(err, errWrongType):
+		c.stats.corrupt.Add(1)
+		return r, h, readUnreadable
+	case errors.Is(err, redis.Nil), err == nil && raw == nil:
+		return r, h, readMiss
+	case err != nil:
+		return r, h, readFault
+	}
+	r, h, ok := c.decodeResult(raw)
+	switch {
+	case !ok:
+		return result[V]{}, h, readUnreadable
+	case c.isStale(r, h.Expiry):
+		return r, h, readStale
+	}
+	return r, h, readHit
+}
+
+// errWrongType is what read returns for a value key that holds another
+// Redis type than a string (a list, a hash: another program's data). It
+// is an unreadable entry, which the miss path replaces under the lock;
+// the guard never sees it, so it is not a Redis fault.
+var errWrongType = errors.New("cacheaside: value key holds another Redis type")
+
+// isWrongType reports whether err is Redis's WRONGTYPE reply.
+func isWrongType(err error) bool {
+	if err == nil {
+		return false // the hit path: no allocation for errors.As
+	}
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "WRONGTYPE")
+}
+
+// localCopy returns the in-process copy of vkey for a read that Redis
+// could not serve, if L1 is on and has one.
+func (c *Cache[K, V]) localCopy(vkey string) (result[V], bool) {
+	if c.l1 == nil {
+		return result[V]{}, false
+	}
+	return c.l1.get(vkey, false)
+}
+
+// read GETs the value key through the guard. A WRONGTYPE reply is an
+// answer, not a fault: the guard sees success and read returns
+// errWrongType. The inline path is spelled out so that its closure stays
+// on the stack: this is the hit path.
+func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
+	var (
+		raw   []byte
+		wrong bool
+		err   error
+	)
+	if n, d := c.guard.inlineNode(vkey); n != nil {
+		err = c.guard.doInline(ctx, n, d, func(ctx context.Context) error {
+			var err error
+			raw, err = c.rdb.Get(ctx, vkey).Bytes()
+			wrong = isWrongType(err)
+			if wrong {
+				return nil
+			}
+			return err
+		})
+	} else {
+		err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
+			var err error
+			raw, err = c.rdb.Get(ctx, vkey).Bytes()
+			wrong = isWrongType(err)
+			if wrong {
+				return nil
+			}
+			return err
+		})
+	}
+	switch {
+	case err != nil:
+		return nil, err // raw may still be written by an abandoned call
+	case wrong:
+		return nil, errWrongType
+	}
+	return raw, nil
+}
