@@ -10,7 +10,18 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// acquire runs protocol.Acquire. For protocol.StateValue it returns the raw value.
+// The fill lock. On a miss one process of the fleet takes the key's lock
+// (SET NX PX, with a token unique to it), loads, and fills conditionally;
+// the others wait for its value, taking the lock over when a dead
+// holder's lock expires. The lock is an efficiency mechanism: correctness
+// rests on the generation fence every fill checks (internal/protocol, where
+// the scripts, the key layout and their arguments are written once). This
+// file is the Redis I/O around those scripts, through the guard: acquire,
+// fill, release and hold, and giving back locks whose calls failed or were
+// abandoned, so that no key stays locked for a whole lock TTL.
+
+// acquire runs protocol.Acquire. For protocol.StateValue it returns the
+// raw value.
 func (c *Cache[K, V]) acquire(ctx context.Context, ks protocol.Keys, token string, force bool) (protocol.State, string, protocol.Lease, error) {
 	mode := protocol.ModeNormal
 	if force {
