@@ -101,7 +101,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 		c.redisError(rerr)
 	}
 	for i, k := range uniq {
-		r, h, kind := c.classify(raws[i], failed[i])
+		r, h, kind := c.classify(mgetReply(raws, failed, i))
 		var stale *result[V]
 		switch kind {
 		case readHit:

@@ -139,6 +139,17 @@ func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) (out [][]byte, f
 	return out, failed, err
 }
 
+// mgetReply returns key i's reply from mget's results: its bytes (nil
+// when missing) where its node's call completed, else its node's error
+// and no bytes. raws[i] must not even be read where failed[i] is set: the
+// abandoned call may still be writing it.
+func mgetReply(raws [][]byte, failed []error, i int) ([]byte, error) {
+	if failed[i] != nil {
+		return nil, failed[i]
+	}
+	return raws[i], nil
+}
+
 // indexes returns 0, 1, …, n-1.
 func indexes(n int) []int {
 	idx := make([]int, n)

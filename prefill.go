@@ -89,7 +89,7 @@ func (c *Cache[K, V]) prefill(ctx context.Context) {
 			c.redisError(err)
 		}
 		for i, vk := range vkeys {
-			if r, h, kind := c.classify(raws[i], failed[i]); kind == readHit {
+			if r, h, kind := c.classify(mgetReply(raws, failed, i)); kind == readHit {
 				c.l1.refresh(vk, r, h.Expiry, epoch)
 			}
 		}
