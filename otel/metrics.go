@@ -47,6 +47,8 @@ var counters = []counter{
 		func(s cacheaside.Stats) uint64 { return s.RedisErrors }},
 	{"cacheaside.redis.skipped", "{call}", "Redis calls not sent: circuit breaker open or too many abandoned calls.",
 		func(s cacheaside.Stats) uint64 { return s.RedisSkipped }},
+	{"cacheaside.redis.slow", "{call}", "Redis calls past the Redis timeout while their node answered others: waited for, not failures.",
+		func(s cacheaside.Stats) uint64 { return s.RedisSlow }},
 	{"cacheaside.redis.abandoned", "{call}", "Redis calls abandoned at the Redis timeout.",
 		func(s cacheaside.Stats) uint64 { return s.Abandoned }},
 	{"cacheaside.breaker.opens", "{transition}", "Times the circuit breaker around Redis opened.",
@@ -100,7 +102,7 @@ func breakerValue(s cacheaside.BreakerState) (v int64, ok bool) {
 // loader calls; then cacheaside.lock.acquisitions, cacheaside.lock.waits,
 // cacheaside.lock.wait_timeouts, cacheaside.fill.conflicts,
 // cacheaside.corrupt_entries, cacheaside.redis.errors,
-// cacheaside.redis.skipped, cacheaside.redis.abandoned,
+// cacheaside.redis.skipped, cacheaside.redis.slow, cacheaside.redis.abandoned,
 // cacheaside.breaker.opens, cacheaside.warmup.keys, cacheaside.warmup.runs,
 // cacheaside.restarts_detected, cacheaside.early_refreshes,
 // cacheaside.local.invalidations and cacheaside.stale_served, each

@@ -31,6 +31,7 @@ func statsMetrics(s cacheaside.Stats) map[string]uint64 {
 		"cacheaside.corrupt_entries":         s.Corrupt,
 		"cacheaside.redis.errors":            s.RedisErrors,
 		"cacheaside.redis.skipped":           s.RedisSkipped,
+		"cacheaside.redis.slow":              s.RedisSlow,
 		"cacheaside.redis.abandoned":         s.Abandoned,
 		"cacheaside.breaker.opens":           s.BreakerOpens,
 		"cacheaside.warmup.keys":             s.Warmed,
