@@ -86,23 +86,11 @@ func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
 	)
 	if n, d := c.guard.inlineNode(vkey); n != nil {
 		err = c.guard.doInline(ctx, n, d, func(ctx context.Context) error {
-			var err error
-			raw, err = c.rdb.Get(ctx, vkey).Bytes()
-			wrong = isWrongType(err)
-			if wrong {
-				return nil
-			}
-			return err
+			return c.get(ctx, vkey, &raw, &wrong)
 		})
 	} else {
 		err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
-			var err error
-			raw, err = c.rdb.Get(ctx, vkey).Bytes()
-			wrong = isWrongType(err)
-			if wrong {
-				return nil
-			}
-			return err
+			return c.get(ctx, vkey, &raw, &wrong)
 		})
 	}
 	switch {
@@ -112,4 +100,16 @@ func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
 		return nil, errWrongType
 	}
 	return raw, nil
+}
+
+// get is read's Redis call: GET vkey into raw, with a WRONGTYPE reply
+// noted in wrong rather than returned (an unreadable entry, not a fault).
+func (c *Cache[K, V]) get(ctx context.Context, vkey string, raw *[]byte, wrong *bool) error {
+	var err error
+	*raw, err = c.rdb.Get(ctx, vkey).Bytes()
+	*wrong = isWrongType(err)
+	if *wrong {
+		return nil
+	}
+	return err
 }
