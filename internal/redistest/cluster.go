@@ -37,10 +37,7 @@ type Cluster struct {
 // redis-cli is missing or the cluster does not form.
 func StartCluster(tb testing.TB) *Cluster {
 	tb.Helper()
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		tb.Fatalf("redis-cli not found in PATH: install it with `apt-get install redis-tools` (Redis 7+): %v", err)
-	}
+	cli := cliBin(tb)
 	confDir := tb.TempDir()
 	c := &Cluster{tb: tb}
 	for range clusterSize {
@@ -66,7 +63,7 @@ func StartCluster(tb testing.TB) *Cluster {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput()
 	if err != nil {
-		tb.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
+		tb.Fatalf("redistest: %s --cluster create: %v\n%s", filepath.Base(cli), err, out)
 	}
 	c.waitOK(ctx)
 	return c
@@ -188,6 +185,91 @@ func (c *Cluster) PrimaryFor(key string) *Server {
 		}
 		c.tb.Fatalf("redistest: slot %d owned by unknown node %s", slot, addr)
 	}
+	return nil
+}
+
+// WaitReplicated waits until every running replica has processed every
+// write its primary had acknowledged when WaitReplicated was called, so
+// that a replica promoted after a kill has all of it. It fails the test
+// after 10s.
+func (c *Cluster) WaitReplicated() {
+	c.tb.Helper()
+	waitCaughtUp(c.tb, c.nodes)
+}
+
+// ReplicasOf returns the running nodes that replicate primary, according
+// to CLUSTER NODES on primary.
+func (c *Cluster) ReplicasOf(primary *Server) []*Server {
+	c.tb.Helper()
+	out, err := nodeCmd(context.Background(), primary.Addr(), "CLUSTER", "NODES")
+	if err != nil {
+		c.tb.Fatalf("redistest: %v", err)
+	}
+	var id string
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for _, line := range lines {
+		if f := strings.Fields(line); len(f) > 2 && strings.Contains(f[2], "myself") {
+			id = f[0]
+		}
+	}
+	var replicas []*Server
+	for _, line := range lines {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] != id || strings.Contains(f[2], "fail") {
+			continue
+		}
+		addr, _, _ := strings.Cut(f[1], "@")
+		for _, n := range c.nodes {
+			if n.Addr() == addr && n.PID() != 0 {
+				replicas = append(replicas, n)
+			}
+		}
+	}
+	return replicas
+}
+
+// Owners returns, for each key, the node that is currently primary for
+// its slot (nil while the slot has no healthy owner), with one CLUSTER
+// NODES and one pipeline of CLUSTER KEYSLOT: cheaper than PrimaryFor per
+// key when picking many keys.
+func (c *Cluster) Owners(keys []string) []*Server {
+	c.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, n := range c.nodes {
+		if n.PID() == 0 {
+			continue
+		}
+		nodes, err := nodeCmd(ctx, n.Addr(), "CLUSTER", "NODES")
+		if err != nil {
+			continue
+		}
+		rc := redis.NewClient(&redis.Options{Addr: n.Addr(), PoolSize: 1, MaxRetries: -1})
+		cmds, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.ClusterKeySlot(ctx, k)
+			}
+			return nil
+		})
+		_ = rc.Close()
+		if err != nil {
+			continue
+		}
+		owners := make([]*Server, len(keys))
+		for i, cmd := range cmds {
+			addr, ok := ownerOf(nodes, int(cmd.(*redis.IntCmd).Val()))
+			if !ok {
+				continue
+			}
+			for _, m := range c.nodes {
+				if m.Addr() == addr {
+					owners[i] = m
+				}
+			}
+		}
+		return owners
+	}
+	c.tb.Fatalf("redistest: no cluster node answered CLUSTER NODES and CLUSTER KEYSLOT")
 	return nil
 }
 

@@ -51,6 +51,14 @@ func TestTopologySentinel(t *testing.T) {
 	if p := s.Primary(); p != s.Servers()[0] {
 		t.Fatalf("Primary() = %s, want initial primary %s", p.Addr(), s.Servers()[0].Addr())
 	}
+	s.WaitReplicated()
+	keys := make([]string, 20)
+	for i := range keys {
+		keys[i] = "topology:" + strconv.Itoa(i)
+	}
+	if r := s.Replica(); r != s.Servers()[1] || r.CountExisting(t, keys...) != len(keys) {
+		t.Fatalf("Replica() = %s (want %s) holds %d of %d keys after WaitReplicated", r.Addr(), s.Servers()[1].Addr(), r.CountExisting(t, keys...), len(keys))
+	}
 }
 
 // TestTopologyClusterFailover: after the primary of a key's slot is killed,
@@ -59,8 +67,14 @@ func TestTopologyClusterFailover(t *testing.T) {
 	c := redistest.StartCluster(t)
 	setGet(t, c.Client(t), 1)
 	// Replication is asynchronous: make sure the replica has the key.
-	if got := c.PrimaryFor("topology:0").CLI(t, "WAIT", "1", "5000"); got != "1" {
-		t.Fatalf("WAIT 1 = %s, want 1", got)
+	c.WaitReplicated()
+	primary := c.PrimaryFor("topology:0")
+	replicas := c.ReplicasOf(primary)
+	if len(replicas) != 1 {
+		t.Fatalf("ReplicasOf(%s) = %d nodes, want 1", primary.Addr(), len(replicas))
+	}
+	if n := replicas[0].CountExisting(t, "topology:0"); n != 1 {
+		t.Fatalf("replica %s has %d of 1 keys after WaitReplicated", replicas[0].Addr(), n)
 	}
 	old := c.KillPrimaryFor("topology:0")
 	start := time.Now()
