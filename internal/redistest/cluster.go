@@ -194,7 +194,7 @@ func (c *Cluster) PrimaryFor(key string) *Server {
 // after 10s.
 func (c *Cluster) WaitReplicated() {
 	c.tb.Helper()
-	waitCaughtUp(c.tb, c.nodes)
+	WaitReplicated(c.tb, c.nodes...)
 }
 
 // ReplicasOf returns the running nodes that replicate primary, according

@@ -40,12 +40,13 @@ func replInfo(ctx context.Context, addr string) (map[string]string, error) {
 	return fields, nil
 }
 
-// waitCaughtUp waits until every running server among servers that is a
-// replica has processed every write its primary had when waitCaughtUp was
-// called: its slave_repl_offset reaches the primary's master_repl_offset
-// read first, with the link up. Valkey 8 and Redis 7 name these fields
-// alike.
-func waitCaughtUp(tb testing.TB, servers []*Server) {
+// WaitReplicated waits until every running server among servers that is
+// a replica has processed every write its primary had acknowledged when
+// WaitReplicated was called: its slave_repl_offset reaches the primary's
+// master_repl_offset read first, with the link up. Each replica's primary
+// must be among servers. Valkey 8 and Redis 7 name these fields alike. It
+// fails the test after 10s.
+func WaitReplicated(tb testing.TB, servers ...*Server) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), replicationTimeout)
 	defer cancel()

@@ -249,7 +249,7 @@ func (s *Sentinel) Primary() *Server {
 // all of it if promoted. It fails the test after 10s.
 func (s *Sentinel) WaitReplicated() {
 	s.tb.Helper()
-	waitCaughtUp(s.tb, s.data)
+	WaitReplicated(s.tb, s.data...)
 }
 
 // Replica returns the data server that is not the current primary.

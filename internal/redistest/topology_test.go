@@ -3,6 +3,7 @@ package redistest_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +102,44 @@ func TestTopologyClusterFailover(t *testing.T) {
 	defer cancel()
 	if got, err := c.Client(t).Get(ctx, "topology:0").Result(); err != nil || got != "v0" {
 		t.Fatalf("GET after failover = %q, %v, want v0", got, err)
+	}
+}
+
+// TestWaitReplicated: a replica that lags (frozen while its primary takes
+// 200 writes) has them all once WaitReplicated returns.
+//
+// WAIT on a connection of its own, which TestTopologyClusterFailover used
+// before, is no such check on Valkey: it counts the replicas that
+// acknowledged that connection's writes, and on Valkey 8.0.1 a connection
+// that wrote nothing gets 1 at once here although the replica is frozen.
+// Redis 7.0.15 waits (0 after the timeout): it seems to record the
+// replication offset after any command, and go-redis sends HELLO first.
+func TestWaitReplicated(t *testing.T) {
+	primary := redistest.Start(t)
+	replica := redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(primary.Port()), "--repl-diskless-sync-delay", "0")
+	redistest.WaitReplicated(t, primary, replica)
+	// The primary streams writes to a replica after its first ACK, which
+	// may come after the replica reports its link up.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(primary.CLI(t, "INFO", "replication"), "state=online") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the primary does not see its replica online:\n%s", primary.CLI(t, "INFO", "replication"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	keys := make([]string, 200)
+	for i := range keys {
+		keys[i] = "lag:" + strconv.Itoa(i)
+	}
+	replica.Freeze()
+	for _, k := range keys {
+		primary.CLI(t, "SET", k, "v")
+	}
+	t.Logf("WAIT 1 100 on a fresh connection with the replica frozen = %s (the replicas that acknowledged all 200 writes: 0)", primary.CLI(t, "WAIT", "1", "100"))
+	replica.Thaw()
+	redistest.WaitReplicated(t, primary, replica)
+	if n := replica.CountExisting(t, keys...); n != len(keys) {
+		t.Fatalf("replica holds %d of %d keys after WaitReplicated, want all", n, len(keys))
 	}
 }
