@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -197,32 +198,22 @@ func (c *Cluster) WaitReplicated() {
 	WaitReplicated(c.tb, c.nodes...)
 }
 
-// ReplicasOf returns the running nodes that replicate primary, according
-// to CLUSTER NODES on primary.
+// ReplicasOf returns the running nodes that replicate primary, by each
+// node's own INFO replication (the primary's CLUSTER NODES may not list a
+// fresh replica yet: it learns the roles by gossip).
 func (c *Cluster) ReplicasOf(primary *Server) []*Server {
 	c.tb.Helper()
-	out, err := nodeCmd(context.Background(), primary.Addr(), "CLUSTER", "NODES")
-	if err != nil {
-		c.tb.Fatalf("redistest: %v", err)
-	}
-	var id string
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	for _, line := range lines {
-		if f := strings.Fields(line); len(f) > 2 && strings.Contains(f[2], "myself") {
-			id = f[0]
-		}
-	}
 	var replicas []*Server
-	for _, line := range lines {
-		f := strings.Fields(line)
-		if len(f) < 4 || f[3] != id || strings.Contains(f[2], "fail") {
+	for _, n := range c.nodes {
+		if n.PID() == 0 || n == primary {
 			continue
 		}
-		addr, _, _ := strings.Cut(f[1], "@")
-		for _, n := range c.nodes {
-			if n.Addr() == addr && n.PID() != 0 {
-				replicas = append(replicas, n)
-			}
+		info, err := replInfo(context.Background(), n.Addr())
+		if err != nil {
+			c.tb.Fatalf("redistest: %v", err)
+		}
+		if info["role"] == "slave" && net.JoinHostPort(info["master_host"], info["master_port"]) == primary.Addr() {
+			replicas = append(replicas, n)
 		}
 	}
 	return replicas
