@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -40,8 +41,8 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 		}
 		c.releaseNowAll(held)
 	}
-	errOf, err := c.perNode(ctx, vkeys, idx, func(ctx context.Context, sub []int) error {
-		return c.pipelineScript(ctx, protocol.Acquire, sub, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
+	errOf, err := c.guard.PerNode(ctx, vkeys, idx, func(ctx context.Context, sub []int) error {
+		return c.guard.PipelineScript(ctx, sub, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
 			if tokens[i] == "" {
 				tokens[i] = c.newToken()
 			}
@@ -61,7 +62,7 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 	}
 	var giveUp []heldLock
 	for _, i := range idx {
-		if errors.Is(errOf[i], errIncomplete) {
+		if errors.Is(errOf[i], redisguard.ErrIncomplete) {
 			// Not sent, or still running (giveBack runs when it ends).
 			down = append(down, i)
 			continue
@@ -72,7 +73,7 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 			if tokens[i] != "" {
 				giveUp = append(giveUp, heldLock{tokens[i], items[i].vkey})
 			}
-			if cmds[i] == nil || isOutage(cmds[i].Err()) {
+			if cmds[i] == nil || redisguard.IsOutage(cmds[i].Err()) {
 				down = append(down, i)
 			} else {
 				rest = append(rest, i)
@@ -174,8 +175,8 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		c.releaseNowAll(held)
 	}
 	sent := time.Now() // L1 copies must not outlive the Redis entries
-	errOf, _ := c.perNode(ctx, vkeys, nil, func(ctx context.Context, sub []int) error {
-		return c.pipelineScript(ctx, protocol.Fill, sub, func(p redis.Pipeliner, j int, eval bool) *redis.Cmd {
+	errOf, _ := c.guard.PerNode(ctx, vkeys, nil, func(ctx context.Context, sub []int) error {
+		return c.guard.PipelineScript(ctx, sub, func(p redis.Pipeliner, j int, eval bool) *redis.Cmd {
 			w := writes[j]
 			args := protocol.FillArgs(leases[w.i], w.env, c.physical(w.ttl, w.negative), w.negative)
 			if eval {
@@ -188,7 +189,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	for j, w := range writes {
 		var res int64
 		cerr := errOf[j]
-		if !errors.Is(cerr, errIncomplete) && cmds[j] != nil {
+		if !errors.Is(cerr, redisguard.ErrIncomplete) && cmds[j] != nil {
 			res, cerr = cmds[j].Int64()
 		}
 		if tok := leases[w.i].Token; tok != "" && lockLeft(cerr) {

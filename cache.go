@@ -77,6 +77,7 @@ import (
 	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
 )
@@ -99,7 +100,7 @@ type Cache[K comparable, V any] struct {
 
 	flights flight.Group[result[V]]
 	stats   counters
-	guard   guard
+	guard   *redisguard.Guard
 	l1      *local[V]           // nil without WithLocalCache
 	loads   *semaphore.Weighted // nil with WithMaxConcurrentLoads(0)
 	hb      heartbeat           // the fill locks held by loads in flight
@@ -199,25 +200,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	if cfg.maxLoads > 0 {
 		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
 	}
-	inline, pool := clientTraits(rdb)
-	clone := false
-	if cl, ok := rdb.(*redis.Client); ok && !inline && cfg.timeoutClone {
-		// Socket deadlines of the Redis timeout, on the same pool: the
-		// budget then holds without a goroutine per call.
-		c.rdb, inline, clone = cl.WithTimeout(cfg.redisTTL), true, true
-	}
-	c.guard = guard{
-		budget:    cfg.redisTTL,
-		limit:     slowLimit(cfg),
-		calmAfter: calmPeriod * cfg.redisTTL,
-		inline:    inline,
-		clone:     clone,
-		pool:      int64(pool),
-		slots:     make(chan struct{}, cfg.maxAbandoned),
-		tracker:   &c.tracker,
-		stats:     &c.stats,
-	}
-	c.guard.cbs = newBreakers(&cfg, rdb, cfg.logger, c.breakerChanged)
+	c.guard, c.rdb = newGuard(&cfg, rdb, c.breakerChanged)
 	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.prefillKick = make(chan struct{}, 1)
 	c.startWatcher()
@@ -249,7 +232,9 @@ func generationTTL(cfg config) time.Duration {
 // Stats returns a snapshot of the Cache's counters and breaker state.
 func (c *Cache[K, V]) Stats() Stats {
 	s := c.stats.snapshot()
-	s.Breaker = c.guard.state()
+	g := c.guard.Counts()
+	s.RedisSlow, s.RedisSkipped, s.Abandoned, s.BreakerOpens = g.Slow, g.Skipped, g.Abandoned, g.Opens
+	s.Breaker = breakerState(c.guard.State())
 	return s
 }
 
@@ -267,6 +252,7 @@ func (c *Cache[K, V]) Close() error {
 	c.stopLife()
 	c.stopBackplane()
 	c.tracker.wg.Wait()
+	c.guard.Close() // the Redis calls it abandoned
 	if c.l1 != nil {
 		c.l1.Close()
 	}
@@ -276,9 +262,6 @@ func (c *Cache[K, V]) Close() error {
 // breakerChanged runs on every breaker state change, under the breaker's
 // lock.
 func (c *Cache[K, V]) breakerChanged(from, to BreakerState) {
-	if to == BreakerOpen {
-		c.stats.breakerOpens.Add(1)
-	}
 	if from != BreakerClosed && to == BreakerClosed {
 		c.warm.nudge() // Redis is back: check at once whether it came back empty
 	}
@@ -295,7 +278,7 @@ func (c *Cache[K, V]) breakerChanged(from, to BreakerState) {
 func (c *Cache[K, V]) redisError(err error) {
 	c.stats.redisErrors.Add(1)
 	cc, ok := c.rdb.(*redis.ClusterClient)
-	if !ok || !isOutage(err) {
+	if !ok || !redisguard.IsOutage(err) {
 		return
 	}
 	now := time.Now().UnixNano()

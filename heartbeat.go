@@ -127,8 +127,8 @@ func (c *Cache[K, V]) extend(ctx context.Context, held []heldLock) (lost []heldL
 	}
 	cmds := make([]*redis.Cmd, len(held))
 	ttl := c.cfg.lockTTL.Milliseconds()
-	errOf, err := c.perNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
-		return c.pipelineScript(ctx, protocol.Hold, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
+	errOf, err := c.guard.PerNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
+		return c.guard.PipelineScript(ctx, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
 			if eval {
 				return protocol.Hold.Eval(ctx, p, protocol.KeysFor(vkeys[i]), held[i].token, ttl)
 			}

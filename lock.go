@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -53,8 +54,8 @@ func (c *Cache[K, V]) acquireMode(ctx context.Context, ks protocol.Keys, token, 
 			c.releaseNow(token, ks)
 		}
 	}
-	err := c.guard.doUndo(ctx, ks[0], get, undo)
-	if err != nil && c.guard.inline && !errors.Is(err, errSkipped) {
+	err := c.guard.DoUndo(ctx, ks[0], get, undo)
+	if err != nil && c.guard.HonoursDeadlines() && !errors.Is(err, redisguard.ErrSkipped) {
 		c.release(context.WithoutCancel(ctx), ks, token)
 	}
 	if err != nil {
@@ -82,7 +83,7 @@ func (c *Cache[K, V]) fill(ctx context.Context, ks protocol.Keys, l protocol.Lea
 			c.releaseNow(l.Token, ks)
 		}
 	}
-	err := c.guard.doUndo(ctx, ks[0], run, undo)
+	err := c.guard.DoUndo(ctx, ks[0], run, undo)
 	if err != nil {
 		if l.Token != "" && lockLeft(err) {
 			c.release(ctx, ks, l.Token)
@@ -100,7 +101,7 @@ func (c *Cache[K, V]) fill(ctx context.Context, ks protocol.Keys, l protocol.Lea
 func (c *Cache[K, V]) releaseNow(token string, ks protocol.Keys) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.lockTTL)
 	defer cancel()
-	_ = callSafely(ctx, func(ctx context.Context) error { return protocol.Release.Run(ctx, c.rdb, ks, token).Err() })
+	_ = c.guard.Bypass(ctx, func(ctx context.Context) error { return protocol.Release.Run(ctx, c.rdb, ks, token).Err() })
 }
 
 // heldLock is a fill lock to give back: its token and value key.
@@ -138,7 +139,7 @@ func (c *Cache[K, V]) releaseNowAll(held []heldLock) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.lockTTL)
 	defer cancel()
-	_ = callSafely(ctx, func(ctx context.Context) error {
+	_ = c.guard.Bypass(ctx, func(ctx context.Context) error {
 		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, h := range held {
 				protocol.Release.Eval(ctx, p, protocol.KeysFor(h.vkey), h.token)
@@ -156,7 +157,7 @@ func (c *Cache[K, V]) giveBack(ctx context.Context, ks protocol.Keys, l protocol
 	switch {
 	case l.Token == "":
 	case l.HoldOnError > 0 && loadErr != nil && !errors.Is(loadErr, ErrNotFound):
-		_ = c.guard.do(context.WithoutCancel(ctx), ks[0], func(ctx context.Context) error {
+		_ = c.guard.Do(context.WithoutCancel(ctx), ks[0], func(ctx context.Context) error {
 			return protocol.Hold.Run(ctx, c.rdb, ks, l.Token, l.HoldOnError.Milliseconds()).Err()
 		})
 	default:
@@ -170,7 +171,7 @@ func (c *Cache[K, V]) release(ctx context.Context, ks protocol.Keys, token strin
 	// Not cancelled with the load: a lock left behind would stall the key
 	// for a whole lock TTL.
 	ctx = context.WithoutCancel(ctx)
-	err := c.guard.do(ctx, ks[0], func(ctx context.Context) error {
+	err := c.guard.Do(ctx, ks[0], func(ctx context.Context) error {
 		return protocol.Release.Run(ctx, c.rdb, ks, token).Err()
 	})
 	if err != nil {
@@ -184,7 +185,7 @@ func (c *Cache[K, V]) release(ctx context.Context, ks protocol.Keys, token strin
 // timeout on a client that honours deadlines) or was never sent. A call
 // still running past the budget is left to its undo.
 func lockLeft(err error) bool {
-	return err != nil && (!errors.Is(err, errIncomplete) || errors.Is(err, errSkipped))
+	return err != nil && (!errors.Is(err, redisguard.ErrIncomplete) || errors.Is(err, redisguard.ErrSkipped))
 }
 
 // newToken returns a token unique to this process and call: a random

@@ -84,12 +84,12 @@ func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
 		wrong bool
 		err   error
 	)
-	if n, d := c.guard.inlineNode(vkey); n != nil {
-		err = c.guard.doInline(ctx, n, d, func(ctx context.Context) error {
+	if n, d := c.guard.Inline(vkey); n != nil {
+		err = c.guard.DoInline(ctx, n, d, func(ctx context.Context) error {
 			return c.get(ctx, vkey, &raw, &wrong)
 		})
 	} else {
-		err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
+		err = c.guard.Do(ctx, vkey, func(ctx context.Context) error {
 			return c.get(ctx, vkey, &raw, &wrong)
 		})
 	}

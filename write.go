@@ -31,7 +31,7 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if c.l1 != nil {
 		c.l1.Invalidate(vkey)
 	}
-	err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
+	err = c.guard.Do(ctx, vkey, func(ctx context.Context) error {
 		return protocol.Overwrite.Run(ctx, c.rdb, protocol.KeysFor(vkey), c.proto.OverwriteArgs(env, px, c.newToken())...).Err()
 	})
 	c.flights.Forget(vkey)
@@ -77,8 +77,8 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	}
 	cmds := make([]*redis.Cmd, len(vkeys))
 	args := c.proto.OverwriteArgs(nil, 0, c.newToken())
-	_, err := c.perNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
-		err := c.pipelineScript(ctx, protocol.Overwrite, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
+	_, err := c.guard.PerNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
+		err := c.guard.PipelineScript(ctx, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
 			if eval {
 				return protocol.Overwrite.Eval(ctx, p, protocol.KeysFor(vkeys[i]), args...)
 			}
