@@ -95,7 +95,6 @@ type Cache[K comparable, V any] struct {
 	load   LoadFunc[K, V]
 	encode keyEncoder[K]
 	cfg    config
-	proto  protocol.Params // the timings of every script call
 	logger *slog.Logger
 
 	flights flight.Group[result[V]]
@@ -106,9 +105,9 @@ type Cache[K comparable, V any] struct {
 	hb      heartbeat           // the fill locks held by loads in flight
 	warm    warmup[K]
 
-	tokenPrefix string
-	tokenSeq    atomic.Uint64
-	lastReload  atomic.Int64 // UnixNano of the last Cluster slot-map reload asked for
+	lock        *protocol.Locker // the fill lock's Redis I/O (lock.go)
+	tokenPrefix string           // unique to this Cache: starts its lock tokens, generations and messages
+	lastReload  atomic.Int64     // UnixNano of the last Cluster slot-map reload asked for
 
 	bp *l1.Listener // the backplane's subscription; nil without WithLocalCache
 	// markerSeq numbers the restart watcher's marker writes; unsureFrom is
@@ -118,8 +117,6 @@ type Cache[K comparable, V any] struct {
 	markerSeq, unsureFrom uint64
 	refreshing            sync.Map      // value keys this process is refreshing early
 	refreshSem            chan struct{} // bounds early refreshes
-	// releaseSlots bounds lock releases retried past the guard.
-	releaseSlots chan struct{}
 	// prefillKick asks WithLocalPrefill's goroutine for a round now.
 	prefillKick chan struct{}
 
@@ -182,7 +179,6 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		load:        load,
 		encode:      enc,
 		cfg:         cfg,
-		proto:       protocol.Params{LockTTL: cfg.lockTTL, GenTTL: generationTTL(cfg)},
 		logger:      cfg.logger,
 		warm:        warm,
 		tokenPrefix: hex.EncodeToString(id[:]) + ".",
@@ -196,11 +192,11 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		c.l1 = l1
 	}
 	c.refreshSem = make(chan struct{}, refreshSlots)
-	c.releaseSlots = make(chan struct{}, 16)
 	if cfg.maxLoads > 0 {
 		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
 	}
 	c.guard, c.rdb = newGuard(&cfg, rdb, c.breakerChanged)
+	c.lock = c.newLocker()
 	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.prefillKick = make(chan struct{}, 1)
 	c.startWatcher()

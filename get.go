@@ -223,7 +223,7 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks protocol.Keys, unreadab
 	deadline := began.Add(c.cfg.lockWait)
 	var waited bool
 	for round := 0; ; round++ {
-		st, raw, got, err := c.acquire(ctx, ks, c.newToken(), unreadable)
+		st, raw, got, err := c.acquire(ctx, ks, unreadable)
 		if err != nil {
 			c.redisError(err)
 			// Redis answers, slowly: try again rather than load without

@@ -265,7 +265,7 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 // the key was already there or another process was filling it.
 func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) {
 	ks := protocol.KeysFor(protocol.ValueKey(c.cfg.prefix, c.encode(key)))
-	st, _, l, err := c.acquire(ctx, ks, c.newToken(), false)
+	st, _, l, err := c.acquire(ctx, ks, false)
 	if err != nil {
 		c.redisError(err)
 		return false, err
