@@ -164,7 +164,10 @@ func (c *Cache[K, V]) afterRead(key K, vkey string, raw []byte, err error, epoch
 		c.maybeRefresh(key, vkey, h.Expiry, h.LoadTime)
 		return r, nil
 	case readStale:
-		return r, func(ctx context.Context) result[V] { return c.revive(ctx, key, vkey, r, epoch) }
+		// A copy declared here, captured by the closure: capturing r
+		// would put it on the heap on every read, hits included.
+		stale := r
+		return r, func(ctx context.Context) result[V] { return c.revive(ctx, key, vkey, stale, epoch) }
 	case readFault:
 		c.redisError(err)
 		if r, ok := c.localCopy(vkey); ok {
