@@ -11,7 +11,10 @@ import (
 	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/cacheaside/cacheaside/internal/redistest"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // newLocker returns a Locker over a fresh redis-server, through a real
 // guard, and the client to inspect the server with. Its background
