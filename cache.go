@@ -77,6 +77,7 @@ import (
 	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
 )
@@ -94,20 +95,19 @@ type Cache[K comparable, V any] struct {
 	load   LoadFunc[K, V]
 	encode keyEncoder[K]
 	cfg    config
-	proto  protocol.Params // the timings of every script call
 	logger *slog.Logger
 
 	flights flight.Group[result[V]]
 	stats   counters
-	guard   guard
+	guard   *redisguard.Guard
 	l1      *local[V]           // nil without WithLocalCache
 	loads   *semaphore.Weighted // nil with WithMaxConcurrentLoads(0)
 	hb      heartbeat           // the fill locks held by loads in flight
 	warm    warmup[K]
 
-	tokenPrefix string
-	tokenSeq    atomic.Uint64
-	lastReload  atomic.Int64 // UnixNano of the last Cluster slot-map reload asked for
+	lock        *protocol.Locker // the fill lock's Redis I/O (lock.go)
+	tokenPrefix string           // unique to this Cache: starts its lock tokens, generations and messages
+	lastReload  atomic.Int64     // UnixNano of the last Cluster slot-map reload asked for
 
 	bp *l1.Listener // the backplane's subscription; nil without WithLocalCache
 	// markerSeq numbers the restart watcher's marker writes; unsureFrom is
@@ -117,8 +117,6 @@ type Cache[K comparable, V any] struct {
 	markerSeq, unsureFrom uint64
 	refreshing            sync.Map      // value keys this process is refreshing early
 	refreshSem            chan struct{} // bounds early refreshes
-	// releaseSlots bounds lock releases retried past the guard.
-	releaseSlots chan struct{}
 	// prefillKick asks WithLocalPrefill's goroutine for a round now.
 	prefillKick chan struct{}
 
@@ -181,7 +179,6 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		load:        load,
 		encode:      enc,
 		cfg:         cfg,
-		proto:       protocol.Params{LockTTL: cfg.lockTTL, GenTTL: generationTTL(cfg)},
 		logger:      cfg.logger,
 		warm:        warm,
 		tokenPrefix: hex.EncodeToString(id[:]) + ".",
@@ -195,29 +192,11 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		c.l1 = l1
 	}
 	c.refreshSem = make(chan struct{}, refreshSlots)
-	c.releaseSlots = make(chan struct{}, 16)
 	if cfg.maxLoads > 0 {
 		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
 	}
-	inline, pool := clientTraits(rdb)
-	clone := false
-	if cl, ok := rdb.(*redis.Client); ok && !inline && cfg.timeoutClone {
-		// Socket deadlines of the Redis timeout, on the same pool: the
-		// budget then holds without a goroutine per call.
-		c.rdb, inline, clone = cl.WithTimeout(cfg.redisTTL), true, true
-	}
-	c.guard = guard{
-		budget:    cfg.redisTTL,
-		limit:     slowLimit(cfg),
-		calmAfter: calmPeriod * cfg.redisTTL,
-		inline:    inline,
-		clone:     clone,
-		pool:      int64(pool),
-		slots:     make(chan struct{}, cfg.maxAbandoned),
-		tracker:   &c.tracker,
-		stats:     &c.stats,
-	}
-	c.guard.cbs = newBreakers(&cfg, rdb, cfg.logger, c.breakerChanged)
+	c.guard, c.rdb = newGuard(&cfg, rdb, c.breakerChanged)
+	c.lock = c.newLocker()
 	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.prefillKick = make(chan struct{}, 1)
 	c.startWatcher()
@@ -249,7 +228,9 @@ func generationTTL(cfg config) time.Duration {
 // Stats returns a snapshot of the Cache's counters and breaker state.
 func (c *Cache[K, V]) Stats() Stats {
 	s := c.stats.snapshot()
-	s.Breaker = c.guard.state()
+	g := c.guard.Counts()
+	s.RedisSlow, s.RedisSkipped, s.Abandoned, s.BreakerOpens = g.Slow, g.Skipped, g.Abandoned, g.Opens
+	s.Breaker = breakerState(c.guard.State())
 	return s
 }
 
@@ -267,6 +248,7 @@ func (c *Cache[K, V]) Close() error {
 	c.stopLife()
 	c.stopBackplane()
 	c.tracker.wg.Wait()
+	c.guard.Close() // the Redis calls it abandoned
 	if c.l1 != nil {
 		c.l1.Close()
 	}
@@ -276,9 +258,6 @@ func (c *Cache[K, V]) Close() error {
 // breakerChanged runs on every breaker state change, under the breaker's
 // lock.
 func (c *Cache[K, V]) breakerChanged(from, to BreakerState) {
-	if to == BreakerOpen {
-		c.stats.breakerOpens.Add(1)
-	}
 	if from != BreakerClosed && to == BreakerClosed {
 		c.warm.nudge() // Redis is back: check at once whether it came back empty
 	}
@@ -295,7 +274,7 @@ func (c *Cache[K, V]) breakerChanged(from, to BreakerState) {
 func (c *Cache[K, V]) redisError(err error) {
 	c.stats.redisErrors.Add(1)
 	cc, ok := c.rdb.(*redis.ClusterClient)
-	if !ok || !isOutage(err) {
+	if !ok || !redisguard.IsOutage(err) {
 		return
 	}
 	now := time.Now().UnixNano()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -93,7 +94,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 	epoch := c.localEpoch()
 	// On a Cluster the MGETs run per node, each under that node's breaker
 	// and budget: a dead node fails only its keys (failed[i]).
-	raws, failed, rerr := c.mget(ctx, vkeys)
+	raws, failed, rerr := c.guard.MGet(ctx, vkeys)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -101,7 +102,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 		c.redisError(rerr)
 	}
 	for i, k := range uniq {
-		r, h, kind := c.classify(mgetReply(raws, failed, i))
+		r, h, kind := c.classify(redisguard.Reply(raws, failed, i))
 		var stale *result[V]
 		switch kind {
 		case readHit:
@@ -249,4 +250,13 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 		rest = append(rest, conflicts...)
 	}
 	single(rest)
+}
+
+// indexes returns 0, 1, …, n-1.
+func indexes(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 )
 
 // WithLocalPrefill keeps every process's in-process cache ([WithLocalCache])
@@ -84,12 +85,12 @@ func (c *Cache[K, V]) prefill(ctx context.Context) {
 			vkeys[i] = protocol.ValueKey(c.cfg.prefix, c.encode(k))
 		}
 		epoch := c.localEpoch()
-		raws, failed, err := c.mget(ctx, vkeys)
+		raws, failed, err := c.guard.MGet(ctx, vkeys)
 		if err != nil {
 			c.redisError(err)
 		}
 		for i, vk := range vkeys {
-			if r, h, kind := c.classify(mgetReply(raws, failed, i)); kind == readHit {
+			if r, h, kind := c.classify(redisguard.Reply(raws, failed, i)); kind == readHit {
 				c.l1.refresh(vk, r, h.Expiry, epoch)
 			}
 		}

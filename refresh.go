@@ -92,7 +92,7 @@ func (c *Cache[K, V]) startRefresh(key K, vkey string, freshAfter time.Duration)
 // process holds the lock or has refreshed the value since it was read.
 func (c *Cache[K, V]) refresh(ctx context.Context, key K, vkey string, freshAfter time.Duration) {
 	ks := protocol.KeysFor(vkey)
-	st, _, l, err := c.acquireMode(ctx, ks, c.newToken(), protocol.ModeRefresh, freshAfter)
+	st, _, l, err := c.lock.Acquire(ctx, ks, protocol.ModeRefresh, freshAfter)
 	if err != nil {
 		c.redisError(err)
 		return

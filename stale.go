@@ -78,7 +78,7 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 		c.loads.Release(1)
 	}
 	ks := protocol.KeysFor(vkey)
-	st, _, l, err := c.acquireMode(ctx, ks, c.newToken(), protocol.ModeRefresh, c.cfg.maxStale)
+	st, _, l, err := c.lock.Acquire(ctx, ks, protocol.ModeRefresh, c.cfg.maxStale)
 	switch {
 	case err != nil:
 		c.redisError(err)

@@ -33,12 +33,13 @@ type Stats struct {
 	Breaker BreakerState // the circuit breaker's current state; on a Cluster the most open of the nodes' breakers
 }
 
-// counters are the live, atomically updated form of Stats.
+// counters are the live, atomically updated form of Stats, but for the
+// guard's counts (redisguard.Counts), which Stats adds.
 type counters struct {
 	hits, localHits, misses, loads, loadErrors, panics                         atomic.Uint64
 	lockAcquired, lockWaits, lockWaitTimeouts                                  atomic.Uint64
 	fillConflicts, corrupt                                                     atomic.Uint64
-	redisErrors, redisSlow, redisSkipped, abandoned, breakerOpens              atomic.Uint64
+	redisErrors                                                                atomic.Uint64
 	warmed, warmUps, restarts, earlyRefreshes, localInvalidations, staleServed atomic.Uint64
 	refreshesSkipped                                                           atomic.Uint64
 }
@@ -57,10 +58,6 @@ func (c *counters) snapshot() Stats {
 		FillConflicts:      c.fillConflicts.Load(),
 		Corrupt:            c.corrupt.Load(),
 		RedisErrors:        c.redisErrors.Load(),
-		RedisSlow:          c.redisSlow.Load(),
-		RedisSkipped:       c.redisSkipped.Load(),
-		Abandoned:          c.abandoned.Load(),
-		BreakerOpens:       c.breakerOpens.Load(),
 		Warmed:             c.warmed.Load(),
 		WarmUps:            c.warmUps.Load(),
 		RestartsDetected:   c.restarts.Load(),

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -103,7 +104,7 @@ func (c *Cache[K, V]) checkRestart(ctx context.Context) {
 	// that ignores deadlines): it reads only local copies.
 	unsureFrom := c.unsureFrom
 	var created bool
-	err := c.guard.do(ctx, c.markerKey(), func(ctx context.Context) error {
+	err := c.guard.Do(ctx, c.markerKey(), func(ctx context.Context) error {
 		var err error
 		created, err = c.rdb.SetNX(ctx, c.markerKey(), value, 0).Result()
 		if err == nil && !created && unsureFrom != 0 {
@@ -119,7 +120,7 @@ func (c *Cache[K, V]) checkRestart(ctx context.Context) {
 		return err
 	})
 	switch {
-	case errors.Is(err, errSkipped): // not sent
+	case errors.Is(err, redisguard.ErrSkipped): // not sent
 		return
 	case err != nil:
 		if c.unsureFrom == 0 {
@@ -264,7 +265,7 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 // the key was already there or another process was filling it.
 func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) {
 	ks := protocol.KeysFor(protocol.ValueKey(c.cfg.prefix, c.encode(key)))
-	st, _, l, err := c.acquire(ctx, ks, c.newToken(), false)
+	st, _, l, err := c.acquire(ctx, ks, false)
 	if err != nil {
 		c.redisError(err)
 		return false, err

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/cacheaside/cacheaside/internal/protocol"
-	"github.com/redis/go-redis/v9"
 )
 
 // The write path: Set and Invalidate replace or delete a key's value in
@@ -31,9 +30,7 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if c.l1 != nil {
 		c.l1.Invalidate(vkey)
 	}
-	err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
-		return protocol.Overwrite.Run(ctx, c.rdb, protocol.KeysFor(vkey), c.proto.OverwriteArgs(env, px, c.newToken())...).Err()
-	})
+	err = c.lock.Overwrite(ctx, vkey, env, px)
 	c.flights.Forget(vkey)
 	if c.l1 != nil {
 		c.l1.Invalidate(vkey)
@@ -75,25 +72,7 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	if c.l1 != nil {
 		c.l1.Invalidate(vkeys...)
 	}
-	cmds := make([]*redis.Cmd, len(vkeys))
-	args := c.proto.OverwriteArgs(nil, 0, c.newToken())
-	_, err := c.perNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
-		err := c.pipelineScript(ctx, protocol.Overwrite, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
-			if eval {
-				return protocol.Overwrite.Eval(ctx, p, protocol.KeysFor(vkeys[i]), args...)
-			}
-			return protocol.Overwrite.EvalSha(ctx, p, protocol.KeysFor(vkeys[i]), args...)
-		}, cmds)
-		if err != nil {
-			return err
-		}
-		for _, i := range idx {
-			if err := cmds[i].Err(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}, nil)
+	err := c.lock.Invalidate(ctx, vkeys)
 	for _, vk := range vkeys {
 		c.flights.Forget(vk)
 	}
