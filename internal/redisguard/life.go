@@ -29,7 +29,12 @@ import (
 // serve (IsOutage), or that waits a whole quiet window with no reply from
 // its node: the budget, or while this process is congested, twice the
 // budget or as long as the node's replies took lately, whichever is
-// longer. A call past the budget while its node answers other calls,
+// longer. Silence is not judged at all while this process has many more
+// goroutines ready to run than it runs (busy: replies may sit unread
+// behind them), nor at a check that itself ran late by a quarter budget
+// or more; such a call waits on, up to the limit. A frozen Redis holds
+// its callers blocked, not runnable, so this costs freeze detection only
+// in a process that is busy for other reasons. A call past the budget while its node answers other calls,
 // promptly (within the budget of those calls) or while this process is
 // congested, is slow, not failed: the guard waits on for it, and it counts
 // neither for nor against the breaker. Calls sent before the node first
@@ -109,6 +114,10 @@ type watch struct {
 	limit     int64
 	period    int64       // calmPeriod budgets
 	congested func() bool // this process is busy, or its calls fill the node's pool
+	// starved reports that this process has many more goroutines ready to
+	// run than it runs (busy): replies may then sit unread, so silence is
+	// no evidence against the node. nil: never.
+	starved func() bool
 }
 
 // judge decides about a call still running at the check due at due, run
@@ -142,8 +151,10 @@ func (w *watch) judge(due, now int64) verdict {
 		return waiting // the first dial
 	case now-w.start < win:
 		return waiting // not quiet for a whole window yet
-	case now-due > w.budget/2:
+	case now-due > w.budget/4:
 		return waiting // this check ran late: so may the replies' readers
+	case w.starved != nil && w.starved():
+		return waiting // the replies' readers may be queued behind other goroutines
 	}
 	return silent
 }

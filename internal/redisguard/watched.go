@@ -19,7 +19,7 @@ import (
 // to undo what it did (a fill lock it took).
 func (g *Guard) watched(ctx context.Context, n *Node, fn func(context.Context) error, onLate func()) error {
 	w := watch{l: &n.life, start: clock(), cold: n.cold(), budget: int64(g.budget), limit: int64(g.limit), period: int64(g.calmAfter),
-		congested: func() bool { return g.congested(n) }}
+		congested: func() bool { return g.congested(n) }, starved: busy}
 	rctx, cancel := context.WithTimeout(ctx, g.limit)
 	defer cancel()
 	t := newTimer(g.budget)
