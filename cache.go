@@ -190,7 +190,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	if cfg.localSize > 0 {
 		l1, err := newLocal[V](cfg.localSize, cfg.localTTL)
 		if err != nil {
-			return nil, fmt.Errorf("cacheaside: invalid configuration:\nWithLocalCache: %w", err)
+			return nil, fmt.Errorf("cacheaside: invalid configuration:\nWithL1: %w", err)
 		}
 		c.l1 = l1
 	}
