@@ -573,7 +573,9 @@ func TestConfigErrorOneLinePerOption(t *testing.T) {
 		WithEarlyRefresh(-1), WithMaxConcurrentLoads(-1), WithKeyFunc(func(string) string { return "" }),
 		WithBatchLoader(BatchLoadFunc[string, int](nil)), WithWarmup[int](nil),
 	}
-	_, err := New[int, int](redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), func(context.Context, int) (int, error) { return 0, nil }, opts...)
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer rdb.Close()
+	_, err := New[int, int](rdb, func(context.Context, int) (int, error) { return 0, nil }, opts...)
 	if err == nil {
 		t.Fatal("New(every option bad) = nil, want an error")
 	}
