@@ -51,10 +51,18 @@
 // <prefix>{s}:gen for the generation. The braces are a Redis Cluster hash
 // tag: all three keys live in one slot. When s is empty, contains '}' or
 // starts with '#', the tag is "#" and the hex SHA-256 of s. Values are
-// stored in a small
-// versioned envelope around the codec's bytes; entries the cache cannot read
-// (corrupt, foreign, of another Redis type, or from an incompatible future
-// version) are misses.
+// stored in a small versioned envelope around the codec's bytes; entries
+// the cache cannot read (corrupt, foreign, of another Redis type, or from
+// an incompatible future version) are misses, counted in [Stats].Corrupt.
+//
+// The key does not name the value type, so two caches with the same
+// prefix (the default "ca:" included) and keys that encode alike share
+// keys. The envelope therefore carries a 32-bit fingerprint of the value
+// type's name (reflect) and the codec's type: an entry whose fingerprint
+// is not this cache's is a miss, never decoded into the wrong type. Such
+// caches still overwrite each other's entries, so give each its own
+// [WithPrefix]. Entries written by v0.1, which have no fingerprint, are
+// read as before until they expire.
 //
 // # Shared values
 //
@@ -106,6 +114,7 @@ type Cache[K comparable, V any] struct {
 	warm    warmup[K]
 
 	tokenPrefix string
+	fingerprint uint32 // of V and the codec, in every envelope written (typeFingerprint)
 	tokenSeq    atomic.Uint64
 	lastReload  atomic.Int64 // UnixNano of the last Cluster slot-map reload asked for
 
@@ -185,6 +194,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		logger:      cfg.logger,
 		warm:        warm,
 		tokenPrefix: hex.EncodeToString(id[:]) + ".",
+		fingerprint: typeFingerprint[V](cfg.codec),
 	}
 	c.flights.Track = cfg.waiterCtxs
 	if cfg.localSize > 0 {
