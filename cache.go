@@ -26,7 +26,7 @@
 //     the fill the same way.
 //  4. A process that finds the lock taken polls with a jittered backoff
 //     until the holder's value lands, taking the lock over if the holder died
-//     and the lock expired. With a lock wait ([WithLockWait]) that runs out
+//     and the lock expired. With a lock wait ([FillLock].Wait) that runs out
 //     it loads by itself; that value is written only if the generation did
 //     not change meanwhile.
 //
@@ -38,7 +38,7 @@
 // is healthy. When Redis fails, Get still returns the loader's value with a
 // nil error: a Redis fault is counted in [Stats], never returned. Every
 // Redis call has a time budget ([WithRedisTimeout]) and goes through a
-// circuit breaker ([WithBreaker]), one per primary on a Redis Cluster.
+// circuit breaker ([WithCircuitBreaker]), one per primary on a Redis Cluster.
 //
 // The Cache works over any go-redis v9 client: a single server, a
 // Sentinel-managed primary (redis.NewFailoverClient) or a Redis Cluster

@@ -20,7 +20,7 @@ const getManyConcurrency = 16
 // one round trip, each node under its own circuit breaker), the others
 // from one call of the batch loader (see [WithBatchLoader]) under their
 // fill locks, written back in one pipeline per node. With
-// [WithStaleIfError], a value past its logical expiry is reloaded as
+// [WithServeStale], a value past its logical expiry is reloaded as
 // [Cache.Get] reloads it (with the LoadFunc) and served stale only when
 // that fails, another process is reloading it or the soft timeout passes.
 // A missing key shares the flight of a concurrent Get of the same key, so it

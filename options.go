@@ -225,7 +225,7 @@ func WithLogger(l *slog.Logger) Option {
 // and is never an error of its own, and each caller still stops waiting
 // when its context is done. Loads started by a loader (a loader that calls
 // Get or GetMany) use their parent's slot and do not wait for another.
-// With [WithStaleIfError], an expired value is served without a reload
+// With [WithServeStale], an expired value is served without a reload
 // while every slot is busy. Zero means no bound.
 //
 // Default: 16.

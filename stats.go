@@ -28,7 +28,7 @@ type Stats struct {
 	EarlyRefreshes     uint64 // background refreshes this process ran (WithEarlyRefresh)
 	RefreshesSkipped   uint64 // early refreshes due but not started: all 4 refresh slots were busy (WithEarlyRefresh)
 	LocalInvalidations uint64 // invalidation messages from other processes applied to L1
-	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithStaleIfError)
+	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithServeStale)
 
 	Breaker BreakerState // the circuit breaker's current state; on a Cluster the most open of the nodes' breakers
 }

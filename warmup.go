@@ -137,7 +137,7 @@ func (c *Cache[K, V]) checkRestart(ctx context.Context) {
 }
 
 // Warm loads the warm-up keys (WithWarmupKeys and WithWarmup) and writes
-// them to Redis, at most WithWarmupConcurrency at a time. A key that is
+// them to Redis, at most 8 at a time. A key that is
 // already in Redis, or whose fill lock another process holds, is skipped,
 // so a fleet that warms at once loads each key about once. Warm returns
 // when every key is done or ctx is cancelled; its error joins the errors
