@@ -16,7 +16,7 @@ type Stats struct {
 	LockWaits          uint64 // flights that found the lock taken and waited
 	LockWaitTimeouts   uint64 // waits that ended without a value; the waiter then loaded by itself
 	FillConflicts      uint64 // loads discarded because the key was invalidated or set meanwhile
-	Corrupt            uint64 // Redis entries that could not be decoded (treated as misses)
+	Corrupt            uint64 // Redis entries that could not be decoded, or were written by a cache of another value type or codec (treated as misses)
 	RedisErrors        uint64 // Redis calls that failed, ran past the Redis timeout, or were skipped
 	RedisSlow          uint64 // Redis calls past the Redis timeout while their node answered others: waited for, not failures (see WithRedisTimeout)
 	RedisSkipped       uint64 // Redis calls not sent: breaker open or too many abandoned calls
