@@ -26,7 +26,7 @@
 //     the fill the same way.
 //  4. A process that finds the lock taken polls with a jittered backoff
 //     until the holder's value lands, taking the lock over if the holder died
-//     and the lock expired. With a lock wait ([WithLockWait]) that runs out
+//     and the lock expired. With a lock wait ([FillLock].Wait) that runs out
 //     it loads by itself; that value is written only if the generation did
 //     not change meanwhile.
 //
@@ -38,7 +38,7 @@
 // is healthy. When Redis fails, Get still returns the loader's value with a
 // nil error: a Redis fault is counted in [Stats], never returned. Every
 // Redis call has a time budget ([WithRedisTimeout]) and goes through a
-// circuit breaker ([WithBreaker]), one per primary on a Redis Cluster.
+// circuit breaker ([WithCircuitBreaker]), one per primary on a Redis Cluster.
 //
 // The Cache works over any go-redis v9 client: a single server, a
 // Sentinel-managed primary (redis.NewFailoverClient) or a Redis Cluster
@@ -51,10 +51,18 @@
 // <prefix>{s}:gen for the generation. The braces are a Redis Cluster hash
 // tag: all three keys live in one slot. When s is empty, contains '}' or
 // starts with '#', the tag is "#" and the hex SHA-256 of s. Values are
-// stored in a small
-// versioned envelope around the codec's bytes; entries the cache cannot read
-// (corrupt, foreign, of another Redis type, or from an incompatible future
-// version) are misses.
+// stored in a small versioned envelope around the codec's bytes; entries
+// the cache cannot read (corrupt, foreign, of another Redis type, or from
+// an incompatible future version) are misses, counted in [Stats].Corrupt.
+//
+// The key does not name the value type, so two caches with the same
+// prefix (the default "ca:" included) and keys that encode alike share
+// keys. The envelope therefore carries a 32-bit fingerprint of the value
+// type's name (reflect) and the codec's type: an entry whose fingerprint
+// is not this cache's is a miss, never decoded into the wrong type. Such
+// caches still overwrite each other's entries, so give each its own
+// [WithPrefix]. Entries written by v0.1, which have no fingerprint, are
+// read as before until they expire.
 //
 // # Shared values
 //
@@ -107,6 +115,7 @@ type Cache[K comparable, V any] struct {
 
 	lock        *protocol.Locker // the fill lock's Redis I/O (lock.go)
 	tokenPrefix string           // unique to this Cache: starts its lock tokens, generations and messages
+	fingerprint uint32           // of V and the codec, in every envelope written (typeFingerprint)
 	lastReload  atomic.Int64     // UnixNano of the last Cluster slot-map reload asked for
 
 	bp *l1.Listener // the backplane's subscription; nil without WithLocalCache
@@ -182,12 +191,13 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		logger:      cfg.logger,
 		warm:        warm,
 		tokenPrefix: hex.EncodeToString(id[:]) + ".",
+		fingerprint: typeFingerprint[V](cfg.codec),
 	}
 	c.flights.Track = cfg.waiterCtxs
 	if cfg.localSize > 0 {
 		l1, err := newLocal[V](cfg.localSize, cfg.localTTL)
 		if err != nil {
-			return nil, fmt.Errorf("cacheaside: invalid configuration:\nWithLocalCache: %w", err)
+			return nil, fmt.Errorf("cacheaside: invalid configuration:\nWithL1: %w", err)
 		}
 		c.l1 = l1
 	}

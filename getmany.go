@@ -12,18 +12,6 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// WithBatchLoader sets the loader [Cache.GetMany] calls once for all the
-// keys of a batch that missed. Its type parameters must match the Cache's;
-// New reports a mismatch. Keys missing from its map do not exist and are
-// remembered as not found; an error fails every key of the batch and is
-// never remembered as not found.
-//
-// Default: none; GetMany then calls the LoadFunc for each missing key, at
-// most 16 at a time.
-func WithBatchLoader[K comparable, V any](load BatchLoadFunc[K, V]) Option {
-	return func(c *config) { c.batchLoad = load }
-}
-
 // getManyConcurrency bounds the single-key loads of a GetMany without a
 // batch loader.
 const getManyConcurrency = 16
@@ -33,7 +21,7 @@ const getManyConcurrency = 16
 // one round trip, each node under its own circuit breaker), the others
 // from one call of the batch loader (see [WithBatchLoader]) under their
 // fill locks, written back in one pipeline per node. With
-// [WithStaleIfError], a value past its logical expiry is reloaded as
+// [WithServeStale], a value past its logical expiry is reloaded as
 // [Cache.Get] reloads it (with the LoadFunc) and served stale only when
 // that fails, another process is reloading it or the soft timeout passes.
 // A missing key shares the flight of a concurrent Get of the same key, so it

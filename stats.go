@@ -16,7 +16,7 @@ type Stats struct {
 	LockWaits          uint64 // flights that found the lock taken and waited
 	LockWaitTimeouts   uint64 // waits that ended without a value; the waiter then loaded by itself
 	FillConflicts      uint64 // loads discarded because the key was invalidated or set meanwhile
-	Corrupt            uint64 // Redis entries that could not be decoded (treated as misses)
+	Corrupt            uint64 // Redis entries that could not be decoded, or were written by a cache of another value type or codec (treated as misses)
 	RedisErrors        uint64 // Redis calls that failed, ran past the Redis timeout, or were skipped
 	RedisSlow          uint64 // Redis calls past the Redis timeout while their node answered others: waited for, not failures (see WithRedisTimeout)
 	RedisSkipped       uint64 // Redis calls not sent: breaker open or too many abandoned calls
@@ -28,7 +28,7 @@ type Stats struct {
 	EarlyRefreshes     uint64 // background refreshes this process ran (WithEarlyRefresh)
 	RefreshesSkipped   uint64 // early refreshes due but not started: all 4 refresh slots were busy (WithEarlyRefresh)
 	LocalInvalidations uint64 // invalidation messages from other processes applied to L1
-	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithStaleIfError)
+	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithServeStale)
 
 	Breaker BreakerState // the circuit breaker's current state; on a Cluster the most open of the nodes' breakers
 }

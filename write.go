@@ -14,7 +14,8 @@ import (
 // Set stores value under key now, replacing what Redis holds, and makes any
 // load of key in flight anywhere in the fleet discard its result instead of
 // writing it. It returns an error when Redis could not be written; the
-// key is dropped from this process's in-process cache either way.
+// key is dropped from this process's in-process cache either way. An error
+// that Redis being unavailable caused matches [ErrRedisUnavailable].
 func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if !c.tracker.add() {
 		return ErrClosed
@@ -37,11 +38,11 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	}
 	if err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: set: %w", err)
+		return fmt.Errorf("cacheaside: set: %w", redisUnavailable(ctx, err))
 	}
 	if err := c.publish(ctx, vkey); err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", err)
+		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", redisUnavailable(ctx, err))
 	}
 	return nil
 }
@@ -55,8 +56,9 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 // returned; a Get there may still join a read or load that was already in
 // flight, at most one round trip or one load old (see the README, also for
 // the limits across a failover). When Redis cannot be written it still
-// clears the local copies and returns an error: the shared copies may then
-// be stale.
+// clears the local copies and returns an error, which matches
+// [ErrRedisUnavailable] when Redis was unavailable: the shared copies may
+// then be stale.
 func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	if !c.tracker.add() {
 		return ErrClosed
@@ -81,11 +83,11 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	}
 	if err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale: %w", err)
+		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale: %w", redisUnavailable(ctx, err))
 	}
 	if err := c.publish(ctx, vkeys...); err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: invalidate: other processes' local copies may be stale: %w", err)
+		return fmt.Errorf("cacheaside: invalidate: other processes' local copies may be stale: %w", redisUnavailable(ctx, err))
 	}
 	return nil
 }
