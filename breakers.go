@@ -223,6 +223,25 @@ func (b *breakers) state() BreakerState {
 	return worst
 }
 
+// states returns the state of each node's breaker, by address ("" for
+// the single server, or the calls made before a Cluster client had a slot
+// map).
+func (b *breakers) states() map[string]BreakerState {
+	if b.make == nil {
+		return map[string]BreakerState{"": BreakerDisabled}
+	}
+	out := map[string]BreakerState{}
+	if b.cluster == nil || !b.ready.Load() {
+		out[""] = breakerState(b.one.cb.State())
+	}
+	if m := b.nodes.Load(); m != nil {
+		for addr, n := range *m {
+			out[addr] = breakerState(n.cb.State())
+		}
+	}
+	return out
+}
+
 // callHook runs the user's breaker hook, recovering a panic in it: a
 // breaker change happens inside some Get, which must not crash.
 func callHook(hook func(BreakerChange), ch BreakerChange, logger *slog.Logger) {

@@ -33,6 +33,7 @@ type config struct {
 	breakerFailures int
 	breakerCooldown time.Duration
 	breakerHook     func(BreakerChange)
+	getHook         func(context.Context, GetResult, time.Duration)
 	maxAbandoned    int
 	timeoutClone    bool
 	maxLoads        int
@@ -256,6 +257,20 @@ func WithLogger(l *slog.Logger) Option {
 // Default: nil.
 func WithBreakerHook(fn func(BreakerChange)) Option {
 	return func(c *config) { c.breakerHook = fn }
+}
+
+// WithGetHook sets a function called once per [Cache.Get], after its
+// answer is known, with the Get's context, how it was answered (exactly one
+// [GetResult] per Get) and how long it took, for metrics such as the otel
+// module's request counter and Get latency histogram. It runs
+// synchronously on the caller's goroutine before Get returns: it must be
+// quick and must not call the Cache. A panic in it is recovered and
+// logged. GetMany does not call it. Nil means no hook, and then Get does
+// not read the clock.
+//
+// Default: nil.
+func WithGetHook(fn func(ctx context.Context, result GetResult, took time.Duration)) Option {
+	return func(c *config) { c.getHook = fn }
 }
 
 // WithBreaker sets the circuit breaker around Redis: after failures
