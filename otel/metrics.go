@@ -145,7 +145,7 @@ func RegisterMetrics(meter metric.Meter, name string, c Source) (metric.Registra
 		observers[i] = o
 		instruments = append(instruments, o)
 	}
-	breaker, err := meter.Int64ObservableGauge(breakerStateName, metric.WithUnit("1"),
+	breaker, err := meter.Int64ObservableGauge(breakerStateName, metric.WithUnit("{state}"),
 		metric.WithDescription("1 for the current state of each Redis node's circuit breaker, 0 for its other states."))
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", breakerStateName, err))
