@@ -10,6 +10,7 @@ import (
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // hookLog records what a Get hook received.
@@ -134,5 +135,25 @@ func TestRedisKeyAndBreakerStates(t *testing.T) {
 	off := newCache(t, srv, func(context.Context, int64) (string, error) { return "v", nil }, cacheaside.WithBreaker(0, 0))
 	if got := off.BreakerStates(); len(got) != 1 || got[""] != cacheaside.BreakerDisabled {
 		t.Errorf("BreakerStates() with WithBreaker(0, 0) = %v, want {\"\": disabled}", got)
+	}
+}
+
+// BenchmarkGetHook measures what a Get hook adds to the hit path: the same
+// warm Gets without a hook and with one that does nothing (two clock reads
+// and the call).
+func BenchmarkGetHook(b *testing.B) {
+	srv := redistest.Start(b)
+	for _, bc := range []struct {
+		name string
+		opts []cacheaside.Option
+	}{
+		{"hook=none", nil},
+		{"hook=noop", []cacheaside.Option{cacheaside.WithGetHook(func(context.Context, cacheaside.GetResult, time.Duration) {})}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+			defer rdb.Close()
+			benchHitCache(b, rdb, bc.opts...)
+		})
 	}
 }

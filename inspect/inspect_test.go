@@ -16,6 +16,7 @@ import (
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/inspect"
+	"github.com/cacheaside/cacheaside/internal/envelope"
 	"github.com/cacheaside/cacheaside/internal/redistest"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
@@ -352,5 +353,42 @@ func TestNew(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/?format=json&key=a-1", nil))
 	if !strings.Contains(rec.Body.String(), `"payload": "1"`) {
 		t.Errorf("GET ?key=a-1 = %s, want the payload 1", rec.Body.String())
+	}
+}
+
+// TestHTMLEscapes stores an entry whose payload is markup (as a codec
+// other than JSON, which escapes it, may write) and checks that the HTML
+// view shows it escaped, with the invalidate form.
+func TestHTMLEscapes(t *testing.T) {
+	r := newServerRig(t, loadItem)
+	env := envelope.Append(nil, envelope.Header{Expiry: time.Now().Add(time.Minute)}, []byte("<script>alert(1)</script>"))
+	if err := r.rdb.Set(ctxFor(t), r.cache.RedisKey(1), env, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := do(t, http.MethodGet, r.srv.URL+"?key=1", nil, nil)
+	if resp.StatusCode != http.StatusOK || strings.Contains(body, "<script>") {
+		t.Fatalf("GET ?key=1 (HTML) = %d, body contains raw <script>: %s", resp.StatusCode, body)
+	}
+	for _, want := range []string{"&lt;script&gt;", `<form method="post">`, "version 1", "(server)</td><td>closed"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("GET ?key=1 (HTML) does not contain %q:\n%s", want, body)
+		}
+	}
+}
+
+// TestRedisDown kills the redis-server: the page still answers with the
+// read's error, the breakers and Stats, and a POST reports that the
+// invalidation failed.
+func TestRedisDown(t *testing.T) {
+	s := redistest.Start(t)
+	r := newRig(t, s.Client(t), loadItem, cacheaside.WithRedisTimeout(500*time.Millisecond))
+	s.Kill()
+	rep := r.report(t, "1")
+	if rep.Entry == nil || rep.Entry.Error == "" || rep.Entry.Value.Exists {
+		t.Errorf("report with Redis down = %+v, want the entry's read error", rep.Entry)
+	}
+	resp, body := do(t, http.MethodPost, r.srv.URL+"?format=json&key=1", nil, nil)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, `"error"`) {
+		t.Errorf("POST ?key=1 with Redis down = %d %s, want 502 and a JSON error", resp.StatusCode, body)
 	}
 }
