@@ -134,3 +134,16 @@ func WithRestartCheck(interval time.Duration) Option {
 func WithWaiterContexts(on bool) Option {
 	return func(c *config) { c.waiterCtxs = on }
 }
+
+// WithWarmupKeys names keys that [Cache.Warm] loads, and that are warmed
+// automatically when Redis comes back empty. Its type parameter must match
+// the Cache's key type. It adds to [WithWarmup].
+//
+// Default: none.
+//
+// Deprecated: use [WithWarmup] with a function that returns the keys (one
+// warm-up option instead of two); WithWarmupKeys keeps its v0.1 meaning
+// and still adds to WithWarmup's list.
+func WithWarmupKeys[K comparable](keys ...K) Option {
+	return func(c *config) { c.warmKeys = keys }
+}

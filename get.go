@@ -27,18 +27,25 @@ import (
 // The returned value may be shared with other callers and the in-process
 // cache: do not modify what it references.
 func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
-	var zero V
+	start := c.hookStart()
+	r := c.getResult(ctx, key)
+	c.observe(ctx, start, r)
+	return r.val, r.err
+}
+
+// getResult is Get, returning the whole answer for the Get hook.
+func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 	if err := ctx.Err(); err != nil {
-		return zero, err
+		return result[V]{err: err}
 	}
 	if c.closed.Load() {
-		return zero, ErrClosed
+		return result[V]{err: ErrClosed}
 	}
 	vkey := protocol.ValueKey(c.cfg.prefix, c.encode(key))
 	if c.l1 != nil && c.cfg.localFirst {
 		if r, ok := c.l1.get(vkey, true); ok {
-			c.stats.localHits.Add(1)
-			return r.val, r.err
+			c.count(r)
+			return r
 		}
 	}
 	fl, leader := c.flights.Join(ctx, vkey)
@@ -48,15 +55,15 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 		// take the whole Redis timeout.
 		if c.l1 != nil && !c.guard.Closed(vkey) {
 			if r, ok := c.l1.get(vkey, false); ok {
-				c.stats.localHits.Add(1)
-				return r.val, r.err
+				c.count(r)
+				return r
 			}
 		}
-		return c.await(ctx, fl)
+		return c.wait(ctx, fl)
 	}
 	if !c.tracker.add() {
 		c.flights.Finish(vkey, fl, result[V]{err: ErrClosed})
-		return zero, ErrClosed
+		return result[V]{err: ErrClosed}
 	}
 	defer c.tracker.done()
 
@@ -70,31 +77,35 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 		c.startFlight(ctx, fl, vkey, func(fctx context.Context) result[V] {
 			return c.resolve(fctx, key, vkey)
 		})
-		return zero, ctx.Err()
+		return result[V]{err: ctx.Err()}
 	}
 	r, rest := c.afterRead(key, vkey, raw, err, epoch)
 	if rest == nil {
 		c.flights.Finish(vkey, fl, r)
 		c.count(r)
-		return r.val, r.err
+		return r
 	}
 	c.startFlight(ctx, fl, vkey, rest)
-	return c.await(ctx, fl)
+	return c.wait(ctx, fl)
 }
 
 // await waits for flight fl on behalf of one caller and counts where its
 // answer came from.
 func (c *Cache[K, V]) await(ctx context.Context, fl *flight.Call[result[V]]) (V, error) {
-	var r result[V]
+	r := c.wait(ctx, fl)
+	return r.val, r.err
+}
+
+// wait is await, returning the whole answer.
+func (c *Cache[K, V]) wait(ctx context.Context, fl *flight.Call[result[V]]) result[V] {
 	select {
 	case <-fl.Done():
-		r = fl.Result()
+		r := fl.Result()
+		c.count(r)
+		return r
 	case <-ctx.Done():
-		var zero V
-		return zero, ctx.Err()
+		return result[V]{err: ctx.Err()}
 	}
-	c.count(r)
-	return r.val, r.err
 }
 
 // count records where one caller's answer came from.

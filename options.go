@@ -34,6 +34,7 @@ type config struct {
 	breakerFailures int
 	breakerCooldown time.Duration
 	breakerHook     func(BreakerChange)
+	getHook         func(context.Context, GetResult, time.Duration)
 	maxAbandoned    int
 	timeoutClone    bool
 	maxLoads        int
@@ -216,6 +217,20 @@ func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
 }
 
+// WithGetHook sets a function called once per [Cache.Get], after its
+// answer is known, with the Get's context, how it was answered (exactly one
+// [GetResult] per Get) and how long it took, for metrics such as the otel
+// module's request counter and Get latency histogram. It runs
+// synchronously on the caller's goroutine before Get returns: it must be
+// quick and must not call the Cache. A panic in it is recovered and
+// logged. GetMany does not call it. Nil means no hook, and then Get does
+// not read the clock.
+//
+// Default: nil.
+func WithGetHook(fn func(ctx context.Context, result GetResult, took time.Duration)) Option {
+	return func(c *config) { c.getHook = fn }
+}
+
 // WithMaxConcurrentLoads bounds how many loader calls one Cache runs at
 // once, so that a burst of misses (many keys expiring together, Redis
 // unavailable) queues in the cache instead of in the database's connection
@@ -233,18 +248,11 @@ func WithMaxConcurrentLoads(n int) Option {
 	return func(c *config) { c.maxLoads = n }
 }
 
-// WithWarmupKeys names keys that [Cache.Warm] loads, and that are warmed
-// automatically when Redis comes back empty. Its type parameter must match
-// the Cache's key type. It adds to [WithWarmup].
-//
-// Default: none.
-func WithWarmupKeys[K comparable](keys ...K) Option {
-	return func(c *config) { c.warmKeys = keys }
-}
-
 // WithWarmup sets a function that lists the keys to warm, called by each
 // warm-up (for example the top products by sales). Its type parameter must
-// match the Cache's key type. It adds to [WithWarmupKeys].
+// match the Cache's key type. A fixed list is a function that returns it:
+//
+//	cacheaside.WithWarmup(func(context.Context) ([]int64, error) { return hot, nil })
 //
 // Default: none.
 func WithWarmup[K comparable](list func(ctx context.Context) ([]K, error)) Option {

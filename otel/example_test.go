@@ -3,6 +3,9 @@ package cacheotel_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/cacheaside/cacheaside"
@@ -33,12 +36,15 @@ func Example() {
 	// cacheotel.WithTracerProvider as well to get a span per load.
 	load := cacheotel.WrapLoader(loadProduct,
 		cacheotel.WithMeterProvider(mp), cacheotel.WithName("products"))
-	cache, err := cacheaside.New(rdb, load)
+	// The Get hook counts Gets by result and times them. (The Redis
+	// timeout is raised so that the output holds on a loaded test machine.)
+	cache, err := cacheaside.New(rdb, load, cacheaside.WithRedisTimeout(time.Second),
+		cacheaside.WithGetHook(cacheotel.GetHook(cacheotel.WithMeterProvider(mp), cacheotel.WithName("products"))))
 	if err != nil {
 		panic(err)
 	}
 	defer cache.Close()
-	reg, err := cacheotel.RegisterMetrics(mp.Meter(cacheotel.ScopeName), "products", cache.Stats)
+	reg, err := cacheotel.RegisterMetrics(mp.Meter(cacheotel.ScopeName), "products", cache)
 	if err != nil {
 		panic(err)
 	}
@@ -52,20 +58,32 @@ func Example() {
 	if err := reader.Collect(ctx, &rm); err != nil {
 		panic(err)
 	}
+	var lines []string
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			switch d := m.Data.(type) {
 			case metricdata.Sum[int64]:
-				if m.Name == "cacheaside.hits" || m.Name == "cacheaside.misses" {
-					fmt.Println(m.Name, d.DataPoints[0].Value)
+				if m.Name == "cacheaside.requests" || m.Name == "cacheaside.loads" {
+					for _, p := range d.DataPoints {
+						res, _ := p.Attributes.Value("result")
+						lines = append(lines, fmt.Sprintf("%s{%s} %d", m.Name, res.AsString(), p.Value))
+					}
 				}
 			case metricdata.Histogram[float64]:
-				fmt.Println(m.Name, "count", d.DataPoints[0].Count)
+				var n uint64
+				for _, p := range d.DataPoints {
+					n += p.Count
+				}
+				lines = append(lines, fmt.Sprintf("%s count %d", m.Name, n))
 			}
 		}
 	}
+	slices.Sort(lines)
+	fmt.Println(strings.Join(lines, "\n"))
 	// Output:
+	// cacheaside.get.duration count 2
 	// cacheaside.load.duration count 1
-	// cacheaside.hits 1
-	// cacheaside.misses 1
+	// cacheaside.loads{} 1
+	// cacheaside.requests{hit} 1
+	// cacheaside.requests{miss} 1
 }

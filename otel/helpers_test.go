@@ -73,10 +73,14 @@ func newRig(t *testing.T, load cacheaside.LoadFunc[int64, product], opts ...cach
 		}
 	})
 
-	wrapped := cacheotel.WrapLoader(load,
+	otelOpts := []cacheotel.Option{
 		cacheotel.WithMeterProvider(r.meters),
 		cacheotel.WithTracerProvider(r.tracer),
-		cacheotel.WithName(cacheName))
+		cacheotel.WithName(cacheName),
+	}
+	rdb.AddHook(cacheotel.RedisHook(otelOpts...))
+	wrapped := cacheotel.WrapLoader(load, otelOpts...)
+	opts = append([]cacheaside.Option{cacheaside.WithGetHook(cacheotel.GetHook(otelOpts...))}, opts...)
 	c, err := cacheaside.New(rdb, wrapped, opts...)
 	if err != nil {
 		t.Fatalf("New() = %v", err)
@@ -84,7 +88,7 @@ func newRig(t *testing.T, load cacheaside.LoadFunc[int64, product], opts ...cach
 	t.Cleanup(func() { _ = c.Close() })
 	r.cache = c
 
-	reg, err := cacheotel.RegisterMetrics(r.meters.Meter("test"), cacheName, c.Stats)
+	reg, err := cacheotel.RegisterMetrics(r.meters.Meter("test"), cacheName, c)
 	if err != nil {
 		t.Fatalf("RegisterMetrics() = %v", err)
 	}
@@ -148,6 +152,13 @@ func int64Value(t *testing.T, rm metricdata.ResourceMetrics, name string, attrs 
 // called name, keyed by its outcome attribute.
 func histogramCounts(t *testing.T, rm metricdata.ResourceMetrics, name string) map[string]uint64 {
 	t.Helper()
+	return histogramCountsBy(t, rm, name, "outcome")
+}
+
+// histogramCountsBy returns the count of each data point of the histogram
+// called name, keyed by the value of its attribute key.
+func histogramCountsBy(t *testing.T, rm metricdata.ResourceMetrics, name, key string) map[string]uint64 {
+	t.Helper()
 	m, ok := find(rm, name)
 	if !ok {
 		t.Fatalf("metric %s was not collected", name)
@@ -164,8 +175,8 @@ func histogramCounts(t *testing.T, rm metricdata.ResourceMetrics, name string) m
 		if v, ok := p.Attributes.Value("cache"); !ok || v.AsString() != cacheName {
 			t.Errorf("%s point %v: cache attribute = %v, want %q", name, p.Attributes.ToSlice(), v.AsString(), cacheName)
 		}
-		outcome, _ := p.Attributes.Value("outcome")
-		counts[outcome.AsString()] += p.Count
+		v, _ := p.Attributes.Value(attribute.Key(key))
+		counts[v.AsString()] += p.Count
 	}
 	return counts
 }

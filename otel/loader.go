@@ -107,12 +107,7 @@ type recorder struct {
 }
 
 func newRecorder(opts []Option) *recorder {
-	cfg := defaultConfig()
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&cfg)
-		}
-	}
+	cfg := newConfig(opts)
 	r := &recorder{outcomes: map[string]metric.RecordOption{}}
 	var err error
 	r.hist, err = cfg.meters.Meter(ScopeName).Float64Histogram(loadDurationName,

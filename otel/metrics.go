@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"reflect"
+	"strconv"
 
 	"github.com/cacheaside/cacheaside"
 	"go.opentelemetry.io/otel/attribute"
@@ -18,30 +21,25 @@ type counter struct {
 	value            func(cacheaside.Stats) uint64
 }
 
-// counters lists every counter of cacheaside.Stats, in the order of its
-// fields.
+// counters lists the counters of cacheaside.Stats that RegisterMetrics
+// exports, in the order of its fields. Hits, LocalHits, Misses and
+// StaleServed are not among them: cacheaside.requests (GetHook) counts
+// every Get once with its result; nor is LoadErrors, which is the count of
+// cacheaside.load.duration{outcome="error"} (WrapLoader).
 var counters = []counter{
-	{"cacheaside.hits", "{request}", "Gets answered from Redis, values and cached not-found answers alike.",
-		func(s cacheaside.Stats) uint64 { return s.Hits }},
-	{"cacheaside.local_hits", "{request}", "Gets answered from the in-process cache.",
-		func(s cacheaside.Stats) uint64 { return s.LocalHits }},
-	{"cacheaside.misses", "{request}", "Gets answered by a load.",
-		func(s cacheaside.Stats) uint64 { return s.Misses }},
 	{"cacheaside.loads", "{load}", "Loader calls.",
 		func(s cacheaside.Stats) uint64 { return s.Loads }},
-	{"cacheaside.load.errors", "{load}", "Loader calls that failed with an error other than not found, or panicked.",
-		func(s cacheaside.Stats) uint64 { return s.LoadErrors }},
-	{"cacheaside.load.panics", "{load}", "Loader calls that panicked (also counted in cacheaside.load.errors).",
+	{"cacheaside.load.panics", "{load}", "Loader calls that panicked (outcome error in cacheaside.load.duration).",
 		func(s cacheaside.Stats) uint64 { return s.Panics }},
 	{"cacheaside.lock.acquisitions", "{lock}", "Fill locks this process took.",
 		func(s cacheaside.Stats) uint64 { return s.LockAcquired }},
 	{"cacheaside.lock.waits", "{wait}", "Flights that found the fill lock taken and waited for its holder.",
 		func(s cacheaside.Stats) uint64 { return s.LockWaits }},
-	{"cacheaside.lock.wait_timeouts", "{wait}", "Lock waits that ended without a value; the waiter then loaded by itself.",
+	{"cacheaside.lock.wait.timeouts", "{wait}", "Lock waits that ended without a value; the waiter then loaded by itself.",
 		func(s cacheaside.Stats) uint64 { return s.LockWaitTimeouts }},
 	{"cacheaside.fill.conflicts", "{fill}", "Loads discarded because the key was invalidated or set meanwhile.",
 		func(s cacheaside.Stats) uint64 { return s.FillConflicts }},
-	{"cacheaside.corrupt_entries", "{entry}", "Redis entries that could not be decoded and were treated as misses.",
+	{"cacheaside.entries.corrupt", "{entry}", "Redis entries that could not be decoded and were treated as misses.",
 		func(s cacheaside.Stats) uint64 { return s.Corrupt }},
 	{"cacheaside.redis.errors", "{call}", "Redis calls that failed, ran past the Redis timeout, or were skipped.",
 		func(s cacheaside.Stats) uint64 { return s.RedisErrors }},
@@ -51,77 +49,87 @@ var counters = []counter{
 		func(s cacheaside.Stats) uint64 { return s.RedisSlow }},
 	{"cacheaside.redis.abandoned", "{call}", "Redis calls abandoned at the Redis timeout.",
 		func(s cacheaside.Stats) uint64 { return s.Abandoned }},
-	{"cacheaside.breaker.opens", "{transition}", "Times the circuit breaker around Redis opened.",
+	{"cacheaside.breaker.opens", "{transition}", "Times a circuit breaker around Redis opened, all nodes together.",
 		func(s cacheaside.Stats) uint64 { return s.BreakerOpens }},
 	{"cacheaside.warmup.keys", "{key}", "Keys loaded and written by warm-ups.",
 		func(s cacheaside.Stats) uint64 { return s.Warmed }},
 	{"cacheaside.warmup.runs", "{run}", "Warm-ups run, by Warm or automatically.",
 		func(s cacheaside.Stats) uint64 { return s.WarmUps }},
-	{"cacheaside.restarts_detected", "{restart}", "Empty Redis restarts this process detected and warmed after.",
+	{"cacheaside.restarts.detected", "{restart}", "Empty Redis restarts this process detected and warmed after.",
 		func(s cacheaside.Stats) uint64 { return s.RestartsDetected }},
-	{"cacheaside.early_refreshes", "{refresh}", "Background refreshes this process ran before values expired.",
+	{"cacheaside.refresh.runs", "{refresh}", "Background refreshes this process ran before values expired.",
 		func(s cacheaside.Stats) uint64 { return s.EarlyRefreshes }},
-	{"cacheaside.early_refreshes.skipped", "{refresh}", "Early refreshes due but not started because every refresh slot was busy.",
+	{"cacheaside.refresh.skipped", "{refresh}", "Early refreshes due but not started because every refresh slot was busy.",
 		func(s cacheaside.Stats) uint64 { return s.RefreshesSkipped }},
 	{"cacheaside.local.invalidations", "{message}", "Invalidation messages from other processes applied to the in-process cache.",
 		func(s cacheaside.Stats) uint64 { return s.LocalInvalidations }},
-	{"cacheaside.stale_served", "{request}", "Gets answered with a value past its logical expiry.",
-		func(s cacheaside.Stats) uint64 { return s.StaleServed }},
 }
 
-// breakerStateName is the name of the gauge of the circuit breaker's state.
-const breakerStateName = "cacheaside.breaker.state"
+// The gauge of the circuit breakers' states and its attributes.
+const (
+	breakerStateName = "cacheaside.breaker.state"
+	attrState        = "state"
+	attrAddress      = "server.address"
+	attrPort         = "server.port"
+)
 
-// breakerValue returns the value the cacheaside.breaker.state gauge reports
-// for s: 0 closed, 1 half-open, 2 open, -1 disabled. ok is false for a state
-// this package does not know, which the gauge leaves out.
-func breakerValue(s cacheaside.BreakerState) (v int64, ok bool) {
-	switch s {
-	case cacheaside.BreakerClosed:
-		return 0, true
-	case cacheaside.BreakerHalfOpen:
-		return 1, true
-	case cacheaside.BreakerOpen:
-		return 2, true
-	case cacheaside.BreakerDisabled:
-		return -1, true
-	}
-	return 0, false
+// breakerStates are the values of the state attribute, one per
+// [cacheaside.BreakerState] but disabled, which is reported alone.
+var breakerStates = []struct {
+	state cacheaside.BreakerState
+	value string
+}{
+	{cacheaside.BreakerClosed, "closed"},
+	{cacheaside.BreakerHalfOpen, "half_open"},
+	{cacheaside.BreakerOpen, "open"},
+}
+
+// Source is what RegisterMetrics reads from a cache at each collection.
+// Every [cacheaside.Cache] satisfies it.
+type Source interface {
+	Stats() cacheaside.Stats
+	BreakerStates() map[string]cacheaside.BreakerState
 }
 
 // RegisterMetrics creates on meter one observable counter per counter of
-// [cacheaside.Stats] and the gauge cacheaside.breaker.state (0 closed,
-// 1 half-open, 2 open, -1 disabled), and registers one callback that calls
-// stats once per collection and reports them all. Pass the Stats method of any
-// [cacheaside.Cache], as in cache.Stats. Every measurement carries the
+// [cacheaside.Stats] it exports and the gauge cacheaside.breaker.state,
+// and registers one callback that reads c once per collection and reports
+// them all. Pass any [cacheaside.Cache]. Every measurement carries the
 // attribute cache=name; an empty name leaves it out.
 //
-// The counters are cumulative since the cache was created: cacheaside.hits,
-// cacheaside.local_hits and cacheaside.misses count Gets ("{request}");
-// cacheaside.loads, cacheaside.load.errors and cacheaside.load.panics count
-// loader calls; then cacheaside.lock.acquisitions, cacheaside.lock.waits,
-// cacheaside.lock.wait_timeouts, cacheaside.fill.conflicts,
-// cacheaside.corrupt_entries, cacheaside.redis.errors,
-// cacheaside.redis.skipped, cacheaside.redis.slow, cacheaside.redis.abandoned,
-// cacheaside.breaker.opens, cacheaside.warmup.keys, cacheaside.warmup.runs,
-// cacheaside.restarts_detected, cacheaside.early_refreshes,
-// cacheaside.local.invalidations and cacheaside.stale_served, each
-// documented by the Stats field it reads. On a Redis Cluster the breaker
-// gauge and cacheaside.breaker.opens cover every node's breaker (the gauge
-// shows the most open one).
+// The counters are cumulative since the cache was created, each
+// documented by the Stats field it reads: cacheaside.loads,
+// cacheaside.load.panics, cacheaside.lock.acquisitions,
+// cacheaside.lock.waits, cacheaside.lock.wait.timeouts,
+// cacheaside.fill.conflicts, cacheaside.entries.corrupt,
+// cacheaside.redis.errors, cacheaside.redis.skipped, cacheaside.redis.slow,
+// cacheaside.redis.abandoned, cacheaside.breaker.opens,
+// cacheaside.warmup.keys, cacheaside.warmup.runs,
+// cacheaside.restarts.detected, cacheaside.refresh.runs,
+// cacheaside.refresh.skipped and cacheaside.local.invalidations. Gets are
+// counted by [GetHook] (cacheaside.requests, by result) and load errors by
+// [WrapLoader] (cacheaside.load.duration, by outcome).
+//
+// cacheaside.breaker.state follows the OpenTelemetry convention for
+// states: for each Redis node, one point per state (state = closed,
+// half_open or open), 1 for the node's current state and 0 for the
+// others; a disabled breaker reports state=disabled 1 alone. On a Redis
+// Cluster each primary the cache has called is a node, named by the
+// attributes server.address and server.port; a single server or Sentinel
+// primary has no such attributes (see [cacheaside.Cache.BreakerStates]).
 //
 // Call Unregister on the returned registration before closing the cache,
 // or when the meter's provider outlives it; a closed cache still reports
-// its last counts. RegisterMetrics returns an error when meter or stats is
+// its last counts. RegisterMetrics returns an error when meter or c is
 // nil, or joining every error the meter returned while creating the
 // instruments or registering the callback.
-func RegisterMetrics(meter metric.Meter, name string, stats func() cacheaside.Stats) (metric.Registration, error) {
+func RegisterMetrics(meter metric.Meter, name string, c Source) (metric.Registration, error) {
 	var errs []error
 	if meter == nil {
 		errs = append(errs, errors.New("nil meter"))
 	}
-	if stats == nil {
-		errs = append(errs, errors.New("nil stats function"))
+	if c == nil || (reflect.ValueOf(c).Kind() == reflect.Pointer && reflect.ValueOf(c).IsNil()) {
+		errs = append(errs, errors.New("nil cache"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("cacheotel: register metrics: %w", err)
@@ -129,16 +137,16 @@ func RegisterMetrics(meter metric.Meter, name string, stats func() cacheaside.St
 
 	observers := make([]metric.Int64ObservableCounter, len(counters))
 	instruments := make([]metric.Observable, 0, len(counters)+1)
-	for i, c := range counters {
-		o, err := meter.Int64ObservableCounter(c.name, metric.WithUnit(c.unit), metric.WithDescription(c.desc))
+	for i, ctr := range counters {
+		o, err := meter.Int64ObservableCounter(ctr.name, metric.WithUnit(ctr.unit), metric.WithDescription(ctr.desc))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
+			errs = append(errs, fmt.Errorf("%s: %w", ctr.name, err))
 		}
 		observers[i] = o
 		instruments = append(instruments, o)
 	}
 	breaker, err := meter.Int64ObservableGauge(breakerStateName, metric.WithUnit("{state}"),
-		metric.WithDescription("State of the circuit breaker around Redis: 0 closed, 1 half-open, 2 open, -1 disabled."))
+		metric.WithDescription("1 for the current state of each Redis node's circuit breaker, 0 for its other states."))
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", breakerStateName, err))
 	}
@@ -146,12 +154,12 @@ func RegisterMetrics(meter metric.Meter, name string, stats func() cacheaside.St
 
 	attrs := metric.WithAttributeSet(attributes(name))
 	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		s := stats()
-		for i, c := range counters {
-			o.ObserveInt64(observers[i], toInt64(c.value(s)), attrs)
+		s := c.Stats()
+		for i, ctr := range counters {
+			o.ObserveInt64(observers[i], toInt64(ctr.value(s)), attrs)
 		}
-		if v, ok := breakerValue(s.Breaker); ok {
-			o.ObserveInt64(breaker, v, attrs)
+		for node, state := range c.BreakerStates() {
+			observeBreaker(o, breaker, name, node, state)
 		}
 		return nil
 	}, instruments...)
@@ -165,6 +173,31 @@ func RegisterMetrics(meter metric.Meter, name string, stats func() cacheaside.St
 		return nil, fmt.Errorf("cacheotel: register metrics: %w", err)
 	}
 	return reg, nil
+}
+
+// observeBreaker reports the state of the breaker of one node.
+func observeBreaker(o metric.Observer, g metric.Int64ObservableGauge, name, node string, state cacheaside.BreakerState) {
+	var base []attribute.KeyValue
+	if node != "" {
+		host, port, err := net.SplitHostPort(node)
+		if p, perr := strconv.Atoi(port); err == nil && perr == nil {
+			base = append(base, attribute.String(attrAddress, host), attribute.Int(attrPort, p))
+		} else {
+			base = append(base, attribute.String(attrAddress, node))
+		}
+	}
+	if state == cacheaside.BreakerDisabled {
+		o.ObserveInt64(g, 1, metric.WithAttributeSet(attributes(name, append(base, attribute.String(attrState, "disabled"))...)))
+		return
+	}
+	for _, s := range breakerStates {
+		var v int64
+		if s.state == state {
+			v = 1
+		}
+		kv := append(base[:len(base):len(base)], attribute.String(attrState, s.value))
+		o.ObserveInt64(g, v, metric.WithAttributeSet(attributes(name, kv...)))
+	}
 }
 
 // attributes returns the attribute set that names a cache: cache=name, or

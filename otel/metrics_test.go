@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,38 +12,39 @@ import (
 	cacheotel "github.com/cacheaside/cacheaside/otel"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
-// statsMetrics maps each counter of cacheaside.Stats to the metric that
-// must report it. It is written out here, apart from the package's own
-// table, so that a wrong mapping there cannot pass.
+// statsMetrics maps each counter of cacheaside.Stats that RegisterMetrics
+// exports to the metric that must report it. It is written out here, apart
+// from the package's own table, so that a wrong mapping there cannot pass.
 func statsMetrics(s cacheaside.Stats) map[string]uint64 {
 	return map[string]uint64{
-		"cacheaside.hits":                    s.Hits,
-		"cacheaside.local_hits":              s.LocalHits,
-		"cacheaside.misses":                  s.Misses,
-		"cacheaside.loads":                   s.Loads,
-		"cacheaside.load.errors":             s.LoadErrors,
-		"cacheaside.load.panics":             s.Panics,
-		"cacheaside.lock.acquisitions":       s.LockAcquired,
-		"cacheaside.lock.waits":              s.LockWaits,
-		"cacheaside.lock.wait_timeouts":      s.LockWaitTimeouts,
-		"cacheaside.fill.conflicts":          s.FillConflicts,
-		"cacheaside.corrupt_entries":         s.Corrupt,
-		"cacheaside.redis.errors":            s.RedisErrors,
-		"cacheaside.redis.skipped":           s.RedisSkipped,
-		"cacheaside.redis.slow":              s.RedisSlow,
-		"cacheaside.redis.abandoned":         s.Abandoned,
-		"cacheaside.breaker.opens":           s.BreakerOpens,
-		"cacheaside.warmup.keys":             s.Warmed,
-		"cacheaside.warmup.runs":             s.WarmUps,
-		"cacheaside.restarts_detected":       s.RestartsDetected,
-		"cacheaside.early_refreshes":         s.EarlyRefreshes,
-		"cacheaside.early_refreshes.skipped": s.RefreshesSkipped,
-		"cacheaside.local.invalidations":     s.LocalInvalidations,
-		"cacheaside.stale_served":            s.StaleServed,
+		"cacheaside.loads":               s.Loads,
+		"cacheaside.load.panics":         s.Panics,
+		"cacheaside.lock.acquisitions":   s.LockAcquired,
+		"cacheaside.lock.waits":          s.LockWaits,
+		"cacheaside.lock.wait.timeouts":  s.LockWaitTimeouts,
+		"cacheaside.fill.conflicts":      s.FillConflicts,
+		"cacheaside.entries.corrupt":     s.Corrupt,
+		"cacheaside.redis.errors":        s.RedisErrors,
+		"cacheaside.redis.skipped":       s.RedisSkipped,
+		"cacheaside.redis.slow":          s.RedisSlow,
+		"cacheaside.redis.abandoned":     s.Abandoned,
+		"cacheaside.breaker.opens":       s.BreakerOpens,
+		"cacheaside.warmup.keys":         s.Warmed,
+		"cacheaside.warmup.runs":         s.WarmUps,
+		"cacheaside.restarts.detected":   s.RestartsDetected,
+		"cacheaside.refresh.runs":        s.EarlyRefreshes,
+		"cacheaside.refresh.skipped":     s.RefreshesSkipped,
+		"cacheaside.local.invalidations": s.LocalInvalidations,
 	}
 }
+
+// coveredElsewhere are the counters of cacheaside.Stats that other
+// instruments report: cacheaside.requests by result (GetHook) and
+// cacheaside.load.duration{outcome="error"} (WrapLoader).
+var coveredElsewhere = []string{"Hits", "LocalHits", "Misses", "StaleServed", "LoadErrors"}
 
 // TestStatsFieldsAllExported fails when a counter is added to
 // cacheaside.Stats without a metric here.
@@ -50,19 +52,21 @@ func TestStatsFieldsAllExported(t *testing.T) {
 	var counters int
 	typ := reflect.TypeFor[cacheaside.Stats]()
 	for f := range typ.Fields() {
-		if f.Type.Kind() == reflect.Uint64 {
+		if f.Type.Kind() == reflect.Uint64 && !slices.Contains(coveredElsewhere, f.Name) {
 			counters++
 		}
 	}
 	if got := len(statsMetrics(cacheaside.Stats{})); got != counters {
-		t.Errorf("statsMetrics has %d metrics, want one per uint64 field of cacheaside.Stats (%d)", got, counters)
+		t.Errorf("statsMetrics has %d metrics, want one per uint64 field of cacheaside.Stats not in %v (%d)", got, coveredElsewhere, counters)
 	}
 }
 
 // TestMetricsMatchStats runs a miss, a hit, a not-found answer (loaded,
 // then cached) and a loader error against a real redis-server, and checks
-// that every collected counter equals its Stats field and that the load
-// histogram counted each load once, by outcome.
+// that every collected counter equals its Stats field, that the load
+// histogram counted each load once, by outcome, that cacheaside.requests
+// and cacheaside.get.duration counted each Get once, by result, and that
+// cacheaside.redis.duration saw the cache's commands.
 func TestMetricsMatchStats(t *testing.T) {
 	r := newRig(t, loadProduct)
 	ctx := context.Background()
@@ -97,8 +101,9 @@ func TestMetricsMatchStats(t *testing.T) {
 			t.Errorf("%s = %d, want %d (from Stats)", name, got, want)
 		}
 	}
-	if got, ok := int64Value(t, rm, "cacheaside.breaker.state", attrs); !ok || got != 0 {
-		t.Errorf("cacheaside.breaker.state = %d (collected %v), want 0 (closed)", got, ok)
+	closed := attribute.NewSet(attribute.String("cache", cacheName), attribute.String("state", "closed"))
+	if got, ok := int64Value(t, rm, "cacheaside.breaker.state", closed); !ok || got != 1 {
+		t.Errorf("cacheaside.breaker.state{state=closed} = %d (collected %v), want 1", got, ok)
 	}
 
 	counts := histogramCounts(t, rm, "cacheaside.load.duration")
@@ -113,32 +118,67 @@ func TestMetricsMatchStats(t *testing.T) {
 	if !reflect.DeepEqual(counts, want) {
 		t.Errorf("cacheaside.load.duration counts by outcome = %v, want %v", counts, want)
 	}
+
+	// Miss, hit, miss (not found, loaded), hit (cached not found), error.
+	wantGets := map[string]uint64{"hit": 2, "miss": 2, "error": 1}
+	for res, n := range wantGets {
+		set := attribute.NewSet(attribute.String("cache", cacheName), attribute.String("result", res))
+		if got, ok := int64Value(t, rm, "cacheaside.requests", set); !ok || got != int64(n) {
+			t.Errorf("cacheaside.requests{result=%s} = %d (collected %v), want %d", res, got, ok, n)
+		}
+	}
+	if got := histogramCountsBy(t, rm, "cacheaside.get.duration", "result"); !reflect.DeepEqual(got, wantGets) {
+		t.Errorf("cacheaside.get.duration counts by result = %v, want %v", got, wantGets)
+	}
+	ops := histogramCountsBy(t, rm, "cacheaside.redis.duration", "db.operation.name")
+	if ops["GET"] != 5 || ops["EVALSHA"] == 0 {
+		t.Errorf("cacheaside.redis.duration counts by command = %v, want GET 5 (one per Get) and some EVALSHA (locks and fills)", ops)
+	}
 }
 
-// TestBreakerStateGauge checks the value reported for each breaker state.
+// fakeSource is a cache as RegisterMetrics sees it.
+type fakeSource struct {
+	stats    cacheaside.Stats
+	breakers map[string]cacheaside.BreakerState
+}
+
+func (f fakeSource) Stats() cacheaside.Stats { return f.stats }
+
+func (f fakeSource) BreakerStates() map[string]cacheaside.BreakerState { return f.breakers }
+
+// TestBreakerStateGauge checks the points reported for each breaker
+// state, with and without a node address.
 func TestBreakerStateGauge(t *testing.T) {
 	for _, tc := range []struct {
+		node  string
 		state cacheaside.BreakerState
-		want  int64
-		ok    bool
+		want  map[string]int64 // by the state attribute
+		addr  []attribute.KeyValue
 	}{
-		{cacheaside.BreakerClosed, 0, true},
-		{cacheaside.BreakerHalfOpen, 1, true},
-		{cacheaside.BreakerOpen, 2, true},
-		{cacheaside.BreakerDisabled, -1, true},
-		{cacheaside.BreakerState("unknown"), 0, false},
+		{"", cacheaside.BreakerClosed, map[string]int64{"closed": 1, "half_open": 0, "open": 0}, nil},
+		{"", cacheaside.BreakerHalfOpen, map[string]int64{"closed": 0, "half_open": 1, "open": 0}, nil},
+		{"10.0.0.1:7001", cacheaside.BreakerOpen, map[string]int64{"closed": 0, "half_open": 0, "open": 1},
+			[]attribute.KeyValue{attribute.String("server.address", "10.0.0.1"), attribute.Int("server.port", 7001)}},
+		{"", cacheaside.BreakerDisabled, map[string]int64{"disabled": 1}, nil},
 	} {
 		t.Run(string(tc.state), func(t *testing.T) {
 			reader := sdkmetric.NewManualReader()
 			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 			defer func() { _ = mp.Shutdown(context.Background()) }()
-			stats := func() cacheaside.Stats { return cacheaside.Stats{Breaker: tc.state} }
-			if _, err := cacheotel.RegisterMetrics(mp.Meter("test"), "c", stats); err != nil {
+			src := fakeSource{breakers: map[string]cacheaside.BreakerState{tc.node: tc.state}}
+			if _, err := cacheotel.RegisterMetrics(mp.Meter("test"), "c", src); err != nil {
 				t.Fatalf("RegisterMetrics() = %v", err)
 			}
-			got, ok := int64Value(t, collect(t, reader), "cacheaside.breaker.state", cacheAttrs("c"))
-			if got != tc.want || ok != tc.ok {
-				t.Errorf("breaker state %q reported as %d (present %v), want %d (present %v)", tc.state, got, ok, tc.want, tc.ok)
+			rm := collect(t, reader)
+			for state, want := range tc.want {
+				set := attribute.NewSet(append([]attribute.KeyValue{attribute.String("cache", "c"), attribute.String("state", state)}, tc.addr...)...)
+				if got, ok := int64Value(t, rm, "cacheaside.breaker.state", set); !ok || got != want {
+					t.Errorf("breaker %q of node %q: point %v = %d (present %v), want %d", tc.state, tc.node, set.ToSlice(), got, ok, want)
+				}
+			}
+			m, _ := find(rm, "cacheaside.breaker.state")
+			if n := len(m.Data.(metricdata.Gauge[int64]).DataPoints); n != len(tc.want) {
+				t.Errorf("breaker %q: %d points, want %d", tc.state, n, len(tc.want))
 			}
 		})
 	}
@@ -152,8 +192,8 @@ func TestRegisterMetricsSeveralCaches(t *testing.T) {
 	defer func() { _ = mp.Shutdown(context.Background()) }()
 	meter := mp.Meter("test")
 	for name, hits := range map[string]uint64{"a": 1, "b": 2, "": 3} {
-		stats := func() cacheaside.Stats { return cacheaside.Stats{Hits: hits} }
-		if _, err := cacheotel.RegisterMetrics(meter, name, stats); err != nil {
+		src := fakeSource{stats: cacheaside.Stats{Loads: hits}}
+		if _, err := cacheotel.RegisterMetrics(meter, name, src); err != nil {
 			t.Fatalf("RegisterMetrics(%q) = %v", name, err)
 		}
 	}
@@ -162,8 +202,8 @@ func TestRegisterMetricsSeveralCaches(t *testing.T) {
 		attrs attribute.Set
 		want  int64
 	}{{cacheAttrs("a"), 1}, {cacheAttrs("b"), 2}, {attribute.NewSet(), 3}} {
-		if got, ok := int64Value(t, rm, "cacheaside.hits", tc.attrs); !ok || got != tc.want {
-			t.Errorf("cacheaside.hits%v = %d (present %v), want %d", tc.attrs.ToSlice(), got, ok, tc.want)
+		if got, ok := int64Value(t, rm, "cacheaside.loads", tc.attrs); !ok || got != tc.want {
+			t.Errorf("cacheaside.loads%v = %d (present %v), want %d", tc.attrs.ToSlice(), got, ok, tc.want)
 		}
 	}
 }
@@ -174,18 +214,18 @@ func TestUnregister(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer func() { _ = mp.Shutdown(context.Background()) }()
-	reg, err := cacheotel.RegisterMetrics(mp.Meter("test"), "c", func() cacheaside.Stats { return cacheaside.Stats{Hits: 5} })
+	reg, err := cacheotel.RegisterMetrics(mp.Meter("test"), "c", fakeSource{stats: cacheaside.Stats{Loads: 5}})
 	if err != nil {
 		t.Fatalf("RegisterMetrics() = %v", err)
 	}
-	if got, ok := int64Value(t, collect(t, reader), "cacheaside.hits", cacheAttrs("c")); !ok || got != 5 {
-		t.Fatalf("cacheaside.hits = %d (present %v) before Unregister, want 5", got, ok)
+	if got, ok := int64Value(t, collect(t, reader), "cacheaside.loads", cacheAttrs("c")); !ok || got != 5 {
+		t.Fatalf("cacheaside.loads = %d (present %v) before Unregister, want 5", got, ok)
 	}
 	if err := reg.Unregister(); err != nil {
 		t.Fatalf("Unregister() = %v", err)
 	}
-	if got, ok := int64Value(t, collect(t, reader), "cacheaside.hits", cacheAttrs("c")); ok {
-		t.Errorf("cacheaside.hits = %d after Unregister, want no data point", got)
+	if got, ok := int64Value(t, collect(t, reader), "cacheaside.loads", cacheAttrs("c")); ok {
+		t.Errorf("cacheaside.loads = %d after Unregister, want no data point", got)
 	}
 }
 
@@ -194,7 +234,7 @@ func TestRegisterMetricsNilArguments(t *testing.T) {
 	if err == nil {
 		t.Fatal("RegisterMetrics(nil, \"c\", nil) = nil error, want one")
 	}
-	for _, want := range []string{"nil meter", "nil stats function"} {
+	for _, want := range []string{"nil meter", "nil cache"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("RegisterMetrics(nil, \"c\", nil) = %q, want it to mention %q", err, want)
 		}

@@ -6,7 +6,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// An Option configures [WrapLoader]. Options are applied in order and the
+// An Option configures [WrapLoader], [WrapBatchLoader], [GetHook] and
+// [RedisHook]. Options are applied in order and the
 // last one wins.
 type Option func(*config)
 
@@ -20,8 +21,19 @@ func defaultConfig() config {
 	return config{meters: otel.GetMeterProvider()}
 }
 
-// WithMeterProvider sets where the cacheaside.load.duration histogram is
-// created. Nil means the default.
+// newConfig applies opts, in order, to the defaults.
+func newConfig(opts []Option) config {
+	cfg := defaultConfig()
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&cfg)
+		}
+	}
+	return cfg
+}
+
+// WithMeterProvider sets where the instruments of WrapLoader, GetHook and
+// RedisHook are created. Nil means the default.
 //
 // Default: the global MeterProvider (otel.GetMeterProvider) at the time
 // WrapLoader is called; it forwards to a provider set later with
@@ -35,8 +47,9 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 	}
 }
 
-// WithTracerProvider makes each load run in a span named cacheaside.load,
-// created by a tracer from tp. Nil means no spans.
+// WithTracerProvider makes each load of WrapLoader run in a span named
+// cacheaside.load, and each Get seen by GetHook a span named
+// cacheaside.get, created by a tracer from tp. Nil means no spans.
 //
 // Default: nil (no spans). The global TracerProvider is not used unless it
 // is passed here, as in WithTracerProvider(otel.GetTracerProvider()).
@@ -44,9 +57,10 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(c *config) { c.tracers = tp }
 }
 
-// WithName sets the value of the cache attribute on the load histogram and
-// the load span. Use the name given to [RegisterMetrics] for the same
-// cache. The empty string leaves the attribute out.
+// WithName sets the value of the cache attribute on the instruments and
+// spans of WrapLoader, GetHook and RedisHook. Use the name given to
+// [RegisterMetrics] for the same cache. The empty string leaves the
+// attribute out.
 //
 // Default: "" (no cache attribute).
 func WithName(name string) Option {

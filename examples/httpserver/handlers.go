@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cacheaside/cacheaside"
@@ -28,13 +29,17 @@ type server struct {
 	logger *slog.Logger
 }
 
-// routes returns the service's handler, with metrics served at /metrics.
-func (s *server) routes(metrics http.Handler) http.Handler {
+// routes returns the service's handler, with metrics served at /metrics
+// and the cache's inspector at /debug/cacheaside/.
+func (s *server) routes(metrics, inspector http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /products/{id}", s.getProduct)
 	mux.HandleFunc("PUT /products/{id}", s.putProduct)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /metrics", metrics)
+	// The inspector shows cached values and invalidates keys: a real
+	// service serves it, like /debug/pprof, on an internal port only.
+	mux.Handle(inspectPath, http.StripPrefix(strings.TrimSuffix(inspectPath, "/"), inspector))
 	return s.logRequests(mux)
 }
 

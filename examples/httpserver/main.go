@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/inspect"
 	cacheotel "github.com/cacheaside/cacheaside/otel"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,7 +45,8 @@ import (
 
 const (
 	cacheName       = "products" // the cache attribute of its metrics
-	warmProducts    = 50         // products warmed at start
+	inspectPath     = "/debug/cacheaside/"
+	warmProducts    = 50 // products warmed at start
 	shutdownTimeout = 10 * time.Second
 )
 
@@ -160,8 +162,13 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 	}
 	a.meters = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter))
 
-	load := cacheotel.WrapLoader(st.product, cacheotel.WithMeterProvider(a.meters), cacheotel.WithName(cacheName))
+	// Redis command latency (a hook on the client), load latency (the
+	// wrapped loader), and Gets by result with their latency (the Get hook).
+	otelOpts := []cacheotel.Option{cacheotel.WithMeterProvider(a.meters), cacheotel.WithName(cacheName)}
+	a.rdb.AddHook(cacheotel.RedisHook(otelOpts...))
+	load := cacheotel.WrapLoader(st.product, otelOpts...)
 	a.cache, err = cacheaside.New(a.rdb, load,
+		cacheaside.WithGetHook(cacheotel.GetHook(otelOpts...)),
 		cacheaside.WithPrefix("httpserver:"),
 		cacheaside.WithTTL(10*time.Minute),
 		cacheaside.WithLogger(logger),
@@ -173,7 +180,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 	if err != nil {
 		return nil, err
 	}
-	a.metrics, err = cacheotel.RegisterMetrics(a.meters.Meter(cacheotel.ScopeName), cacheName, a.cache.Stats)
+	a.metrics, err = cacheotel.RegisterMetrics(a.meters.Meter(cacheotel.ScopeName), cacheName, a.cache)
 	if err != nil {
 		return nil, err
 	}
@@ -186,8 +193,12 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 		logger.Warn("warm-up incomplete", "err", err)
 	}
 
+	inspector, err := inspect.New(a.rdb, a.cache, nil)
+	if err != nil {
+		return nil, err
+	}
 	s := &server{cache: a.cache, store: st, logger: logger}
-	a.handler = s.routes(promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	a.handler = s.routes(promhttp.HandlerFor(registry, promhttp.HandlerOpts{}), inspector)
 	return a, nil
 }
 

@@ -97,8 +97,9 @@ func getProduct(t *testing.T, ts *httptest.Server, id int64) Product {
 }
 
 // metricValue returns the value of the Prometheus sample of the given name
-// with the label cache="products".
-func metricValue(t *testing.T, ts *httptest.Server, name string) (float64, bool) {
+// with the label cache="products" and every label given, such as
+// `result="hit"`.
+func metricValue(t *testing.T, ts *httptest.Server, name string, labels ...string) (float64, bool) {
 	t.Helper()
 	status, body := do(t, http.MethodGet, ts.URL+"/metrics", "")
 	if status != http.StatusOK {
@@ -110,6 +111,9 @@ func metricValue(t *testing.T, ts *httptest.Server, name string) (float64, bool)
 		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, `cache="products"`) {
 			continue
 		}
+		if !containsAll(line, labels) {
+			continue
+		}
 		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 		if err != nil {
 			t.Fatalf("bad sample %q: %v", line, err)
@@ -117,6 +121,16 @@ func metricValue(t *testing.T, ts *httptest.Server, name string) (float64, bool)
 		return v, true
 	}
 	return 0, false
+}
+
+// containsAll reports whether s contains every one of subs.
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }
 
 func TestWarmUpAtStart(t *testing.T) {
@@ -150,8 +164,8 @@ func TestGetTwiceIsAHit(t *testing.T) {
 	if s.Hits != before.Hits+1 || s.Loads != before.Loads {
 		t.Errorf("second GET: hits %d → %d, loads %d → %d; want one more hit and no load", before.Hits, s.Hits, before.Loads, s.Loads)
 	}
-	if hits, ok := metricValue(t, ts, "cacheaside_hits_total"); !ok || hits < 1 {
-		t.Errorf("/metrics cacheaside_hits_total = %v (present %v), want ≥ 1", hits, ok)
+	if hits, ok := metricValue(t, ts, "cacheaside_requests_total", `result="hit"`); !ok || hits < 1 {
+		t.Errorf(`/metrics cacheaside_requests_total{result="hit"} = %v (present %v), want ≥ 1`, hits, ok)
 	}
 }
 
@@ -201,13 +215,54 @@ func TestMetricsAndHealth(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("GET /metrics = %d", status)
 	}
-	for _, want := range []string{"cacheaside_hits_total{", "cacheaside_load_duration_seconds_count{", "cacheaside_breaker_state{"} {
+	for _, want := range []string{
+		`cacheaside_requests_total{cache="products",result="hit"}`,
+		`cacheaside_get_duration_seconds_count{cache="products",result="hit"}`,
+		`cacheaside_load_duration_seconds_count{`,
+		`cacheaside_redis_duration_seconds_count{cache="products",db_operation_name="GET"}`,
+		`cacheaside_breaker_state{cache="products",state="closed"} 1`,
+	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics does not contain %q", want)
 		}
 	}
 	if status, body := do(t, http.MethodGet, ts.URL+"/healthz", ""); status != http.StatusOK || !strings.Contains(body, `"redis_breaker":"closed"`) {
 		t.Errorf("GET /healthz = %d %s, want 200 with the breaker closed", status, body)
+	}
+}
+
+// TestInspector reads a warmed product's entry through the mounted
+// inspector, invalidates it with a POST, and checks that it is gone.
+func TestInspector(t *testing.T) {
+	_, ts := startServer(t)
+	getProduct(t, ts, 1) // warmed, or loaded now
+	entry := func() map[string]any {
+		t.Helper()
+		status, body := do(t, http.MethodGet, ts.URL+"/debug/cacheaside/?format=json&key=1", "")
+		var rep struct {
+			Entry struct {
+				RedisKey string         `json:"redis_key"`
+				Value    map[string]any `json:"value"`
+			} `json:"entry"`
+			Breakers map[string]string `json:"breakers"`
+		}
+		if err := json.Unmarshal([]byte(body), &rep); status != http.StatusOK || err != nil {
+			t.Fatalf("GET /debug/cacheaside/?key=1 = %d %s (%v), want 200 and a JSON report", status, body, err)
+		}
+		if rep.Entry.RedisKey != "httpserver:{1}" || rep.Breakers[""] != "closed" {
+			t.Errorf("report: redis key %q, breakers %v; want httpserver:{1} and closed", rep.Entry.RedisKey, rep.Breakers)
+		}
+		return rep.Entry.Value
+	}
+	if v := entry(); v["exists"] != true || !strings.Contains(v["payload"].(string), `"name":"product 1"`) {
+		t.Errorf("value of product 1 = %v, want it stored with its JSON", v)
+	}
+	status, body := do(t, http.MethodPost, ts.URL+"/debug/cacheaside/?format=json&key=1", "")
+	if status != http.StatusOK || !strings.Contains(body, `"invalidated": true`) {
+		t.Errorf("POST /debug/cacheaside/?key=1 = %d %s, want 200 and invalidated", status, body)
+	}
+	if v := entry(); v["exists"] == true {
+		t.Errorf("value of product 1 after the POST = %v, want none", v)
 	}
 }
 

@@ -85,6 +85,15 @@ func Append(dst []byte, h Header, payload []byte) []byte {
 	return append(dst, payload...)
 }
 
+// VersionOf returns the version byte of b, and false when b does not start
+// like an envelope (no magic byte). It does not check the rest: see Decode.
+func VersionOf(b []byte) (int, bool) {
+	if len(b) < 2 || b[0] != magic {
+		return 0, false
+	}
+	return int(b[1]), true
+}
+
 // Decode parses b and returns its header and the payload, which aliases b.
 // It never panics: bytes that are not an envelope give ErrCorrupt, an
 // envelope of another version or with a flag this reader must understand

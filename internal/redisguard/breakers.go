@@ -206,3 +206,22 @@ func (b *breakers) state() State {
 	}
 	return worst
 }
+
+// states returns the state of each node's breaker, by address ("" for
+// the single server, or the calls made before a Cluster client had a slot
+// map).
+func (b *breakers) states() map[string]State {
+	if b.make == nil {
+		return map[string]State{"": Disabled}
+	}
+	out := map[string]State{}
+	if b.cluster == nil || !b.ready.Load() {
+		out[""] = stateOf(b.one.cb.State())
+	}
+	if m := b.nodes.Load(); m != nil {
+		for addr, n := range *m {
+			out[addr] = stateOf(n.cb.State())
+		}
+	}
+	return out
+}

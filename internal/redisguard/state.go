@@ -71,3 +71,8 @@ func (g *Guard) Counts() Counts {
 		Opens:     g.counts.opens.Load(),
 	}
 }
+
+// States returns the state of each node's breaker, by node address: ""
+// for a single server, or for the calls made before a Cluster client had
+// a slot map.
+func (g *Guard) States() map[string]State { return g.cbs.states() }

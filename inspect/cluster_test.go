@@ -1,0 +1,61 @@
+package inspect_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+)
+
+// TestClusterBreakersPerNode reads keys on every primary of a Cluster,
+// kills the primary of one, and checks that the inspector names each
+// key's node and shows that node's breaker open and the others closed.
+func TestClusterBreakersPerNode(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	r := newRig(t, cl.Client(t), loadItem, cacheaside.WithBreaker(1, time.Minute), cacheaside.WithRedisTimeout(time.Second))
+	ctx := ctxFor(t)
+	for id := range int64(30) {
+		if _, err := r.cache.Get(ctx, id); err != nil {
+			t.Fatalf("Get(%d) = %v", id, err)
+		}
+	}
+	rep := r.report(t, "7")
+	nodes := 0
+	for node, st := range rep.Breakers {
+		if node != "" {
+			nodes++
+		}
+		if st != cacheaside.BreakerClosed {
+			t.Errorf("breaker of node %q = %s before any failure, want closed", node, st)
+		}
+	}
+	if nodes != 3 {
+		t.Errorf("breakers = %v after 30 keys, want one per primary (3)", rep.Breakers)
+	}
+	victim := cl.PrimaryFor(r.cache.RedisKey(7))
+	if rep.Entry.Node != victim.Addr() || !rep.Entry.Value.Exists {
+		t.Errorf("entry of 7: node %q, value %+v; want node %s and a value", rep.Entry.Node, rep.Entry.Value, victim.Addr())
+	}
+
+	cl.KillPrimaryFor(r.cache.RedisKey(7))
+	if v, err := r.cache.Get(ctx, 7); err != nil || v.ID != 7 {
+		t.Fatalf("Get(7) with its primary dead = %+v, %v, want item 7 from the loader", v, err)
+	}
+	rep = r.report(t, "7")
+	for node, st := range rep.Breakers {
+		want := cacheaside.BreakerClosed
+		if node == victim.Addr() {
+			want = cacheaside.BreakerOpen
+		}
+		if node != "" && st != want {
+			t.Errorf("breaker of node %s = %s after killing %s, want %s", node, st, victim.Addr(), want)
+		}
+	}
+	if rep.Breakers[victim.Addr()] != cacheaside.BreakerOpen {
+		t.Errorf("breakers = %v, want %s open", rep.Breakers, victim.Addr())
+	}
+	if rep.Stats.Breaker != cacheaside.BreakerOpen || rep.Stats.BreakerOpens != 1 {
+		t.Errorf("stats: breaker %s, opens %d; want open, 1", rep.Stats.Breaker, rep.Stats.BreakerOpens)
+	}
+}
