@@ -14,6 +14,7 @@ import (
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/cacheaside/cacheaside/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -99,6 +100,7 @@ var budgetModes = []struct {
 // closed when the test ends (after the caches built on it).
 func newFaultClient(t *testing.T, addr string) *redis.Client {
 	t.Helper()
+	testlog.Attach(t)
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
@@ -108,6 +110,7 @@ func newFaultClient(t *testing.T, addr string) *redis.Client {
 // when the test ends, before the client it uses.
 func newFaultCache(t *testing.T, rdb redis.UniversalClient, load cacheaside.LoadFunc[int, string], opts ...cacheaside.Option) *cacheaside.Cache[int, string] {
 	t.Helper()
+	testlog.Attach(t)
 	c, err := cacheaside.New(rdb, load, opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)

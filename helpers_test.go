@@ -13,6 +13,7 @@ import (
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/envelope"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/cacheaside/cacheaside/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -63,6 +64,7 @@ const redisTimeout = 5 * time.Second
 // before rdb is closed.
 func newCacheOn[K comparable, V any](t *testing.T, rdb redis.UniversalClient, load cacheaside.LoadFunc[K, V], opts ...cacheaside.Option) *cacheaside.Cache[K, V] {
 	t.Helper()
+	testlog.Attach(t)
 	opts = append([]cacheaside.Option{cacheaside.WithRedisTimeout(redisTimeout)}, opts...)
 	c, err := cacheaside.New(rdb, load, opts...)
 	if err != nil {

@@ -10,16 +10,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cacheaside/cacheaside/internal/testlog"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(testlog.M(m)) }
 
 // TestQuickRun runs the whole program in -quick mode against a real
 // redis-server and checks the report: a row for every strategy in every
 // table, and no error returned by cacheaside while Redis is killed or
 // frozen. goleak (TestMain) checks that every goroutine ended.
 func TestQuickRun(t *testing.T) {
+	testlog.Attach(t)
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not found in PATH: install it with `apt-get install redis-server` (Redis 7+): %v", err)
 	}

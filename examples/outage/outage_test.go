@@ -13,12 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cacheaside/cacheaside/internal/testlog"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(testlog.M(m))
 }
 
 // shortRun is the scenario in a few seconds: enough load and time for
@@ -78,6 +79,7 @@ func strategyOf(t *testing.T, res *Result, name string) Summary {
 }
 
 func TestOutageWithRedisServer(t *testing.T) {
+	testlog.Attach(t)
 	needRedisServer(t)
 	out, res := runMain(t, shortRun...)
 	t.Logf("output:\n%s", out)
@@ -122,6 +124,7 @@ func loadAvg() string {
 }
 
 func TestOutageWithMiniredis(t *testing.T) {
+	testlog.Attach(t)
 	out, res := runMain(t, "-miniredis", "-warm", "1s", "-healthy", "1s", "-outage", "1s", "-recovery", "2s",
 		"-rate", "300", "-keys", "100")
 	if !strings.Contains(res.Redis, "miniredis") {
@@ -137,6 +140,7 @@ func TestOutageWithMiniredis(t *testing.T) {
 // TestOutageThroughProxy names an existing Redis with -redis: the proxy
 // takes the outage, and only the demo's keys are deleted.
 func TestOutageThroughProxy(t *testing.T) {
+	testlog.Attach(t)
 	bin := needRedisServer(t)
 	ctx := context.Background()
 	srv, err := startRedisServer(ctx, bin)
