@@ -51,6 +51,9 @@ func runMain(t *testing.T, args ...string) (string, *Result) {
 	if code := realMain(context.Background(), args, &stdout, &stderr); code != 0 {
 		t.Fatalf("realMain(%q) = %d, want 0\nstdout:\n%s\nstderr:\n%s", args, code, &stdout, &stderr)
 	}
+	if want := "chart: " + svgPath; !strings.Contains(stdout.String(), want) {
+		t.Errorf("output has no line %q:\n%s", want, &stdout)
+	}
 	b, err := os.ReadFile(jsonPath)
 	if err != nil {
 		t.Fatal(err)
@@ -247,5 +250,18 @@ func TestPercentile(t *testing.T) {
 	}
 	if got := percentile(nil, 99); got != 0 {
 		t.Errorf("percentile(nil, 99) = %v, want 0", got)
+	}
+}
+
+// TestChartPathIsAbsolute: the chart goes to outage.svg in the directory
+// the program runs in, which go run -C chose; the path printed must say
+// where that is.
+func TestChartPathIsAbsolute(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := absPath("outage.svg"), filepath.Join(wd, "outage.svg"); got != want {
+		t.Errorf("absPath(%q) = %q, want %q", "outage.svg", got, want)
 	}
 }
