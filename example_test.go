@@ -42,7 +42,11 @@ func Example() {
 	rdb, stop := exampleRedis()
 	defer stop()
 
-	cache, err := cacheaside.New(rdb, loadProduct, cacheaside.WithTTL(10*time.Minute))
+	cache, err := cacheaside.New(rdb, loadProduct, cacheaside.WithTTL(10*time.Minute),
+		// A Redis call slower than this fails open (a load, no error): the
+		// default, 100ms, suits a Redis next door, not a test machine busy
+		// enough to make the counts below vary.
+		cacheaside.WithRedisTimeout(time.Second))
 	if err != nil {
 		panic(err)
 	}

@@ -67,14 +67,21 @@ func TestSlowDatabaseYieldsValuesWithDefaults(t *testing.T) {
 	}
 }
 
-// TestHolderKeepsLockAliveWhileLoading: a load six lock TTLs long keeps
+// heldLockTTL is the lock TTL of the tests of the heartbeat. It extends the
+// lock every third of it, so the lock is lost only when the heartbeat or
+// Redis stalls for most of a TTL: 200ms did happen under -race on a
+// machine with a load average of 14 (two loads of one key); half a second
+// leaves a margin for that.
+const heldLockTTL = 500 * time.Millisecond
+
+// TestHolderKeepsLockAliveWhileLoading: a load four lock TTLs long keeps
 // its fill lock (the holder extends it while the load runs), so the Gets
 // on the other instances wait for its value instead of loading by
 // themselves when the lock TTL has passed, and nobody gets an error.
 func TestHolderKeepsLockAliveWhileLoading(t *testing.T) {
 	srv := redistest.Start(t)
-	const lockTTL = 200 * time.Millisecond
-	ld := &faultLoader{delay: 6 * lockTTL}
+	const lockTTL = heldLockTTL
+	ld := &faultLoader{delay: 4 * lockTTL}
 	caches := make([]*cacheaside.Cache[int, string], 4)
 	for i := range caches {
 		caches[i] = newCache(t, srv, ld.load, cacheaside.WithLockTTL(lockTTL))
@@ -99,12 +106,12 @@ func TestHolderKeepsLockAliveWhileLoading(t *testing.T) {
 	}
 }
 
-// TestBatchLoadKeepsLocksAlive: a batch load six lock TTLs long keeps the
+// TestBatchLoadKeepsLocksAlive: a batch load four lock TTLs long keeps the
 // fill locks of all its keys, so a Get of one of them on another instance
 // waits for the batch's value instead of loading the key alone.
 func TestBatchLoadKeepsLocksAlive(t *testing.T) {
 	srv := redistest.Start(t)
-	const lockTTL = 200 * time.Millisecond
+	const lockTTL = heldLockTTL
 	var batches atomic.Int64
 	entered := make(chan struct{}, 1)
 	batch := func(ctx context.Context, keys []int) (map[int]string, error) {
@@ -112,7 +119,7 @@ func TestBatchLoadKeepsLocksAlive(t *testing.T) {
 			entered <- struct{}{}
 		}
 		select {
-		case <-time.After(6 * lockTTL):
+		case <-time.After(4 * lockTTL):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
