@@ -10,7 +10,10 @@
 # temporary directory named in the summary. docs/testing.md says more.
 #
 # Environment:
-#   CACHEASIDE_TEST_JOBS   modules tested at once (default 2)
+#   CACHEASIDE_TEST_JOBS   steps run at once (default 4; the tests mostly
+#                          wait on timers and Redis, not on the CPU)
+#   CACHEASIDE_TEST_SHARDS processes the root package's tests are split
+#                          over (default 2): it is the longest step
 #   VALKEY_SERVER          a valkey-server binary: the root package's tests
 #                          run once more against it (row "valkey (root)")
 #
@@ -80,7 +83,8 @@ echo "PostgreSQL is up"
 export GOWORK="$PWD/go.work"
 modules=$(go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p' | sed 's#^\./##; s#^$#.#')
 [ -n "$modules" ] || die "go.work lists no modules"
-jobs=${CACHEASIDE_TEST_JOBS:-2}
+jobs=${CACHEASIDE_TEST_JOBS:-4}
+shards=${CACHEASIDE_TEST_SHARDS:-2}
 logs=$(mktemp -d "${TMPDIR:-/tmp}/cacheaside-test.XXXXXX")
 started=$SECONDS
 
@@ -140,12 +144,32 @@ lint() {
 
 gotest() { (cd "$1" && go test -race -count=1 -timeout 10m ./...); }
 
+# The root module: its packages other than the root package in one step,
+# and the root package's tests and examples split over $shards processes of
+# one test binary (every shard-th name of `-test.list`, in file order).
+root_rest() { go test -race -count=1 -timeout 10m $(go list ./... | grep -vx github.com/cacheaside/cacheaside); }
+build_failed() { cat "$logs/root-build.log"; return 1; }
+root_shard() {
+	local i=$1 names
+	names=$("$logs/root.test" -test.list '.*' | grep -E '^(Test|Example|Fuzz)' | awk -v n="$shards" -v i="$i" 'NR % n == i - 1' | paste -sd '|')
+	[ -n "$names" ] || { echo "no tests in shard $i"; return 0; }
+	echo "shard $i/$shards: $names" | tr '|' ' '
+	"$logs/root.test" -test.count=1 -test.timeout=10m -test.run "^($names)\$"
+}
+
 valkey() { CACHEASIDE_TEST_SERVER="$VALKEY_SERVER" go test -race -count=1 -timeout 10m .; }
 
 say "testing ${modules//$'\n'/, } ($jobs at a time; logs in $logs)"
 if command -v staticcheck >/dev/null; then lint_name="gofmt, vet, staticcheck"; else lint_name="gofmt, vet (staticcheck not installed)"; fi
-# The root module first: it takes longest.
-for m in $modules; do step "$m" gotest "$m"; done
+# The root package first: it takes longest.
+printf '[%s] build the root package'"'"'s test binary\n' "$(now)"
+if go test -race -c -o "$logs/root.test" . >"$logs/root-build.log" 2>&1; then
+	for i in $(seq 1 "$shards"); do step ". (package cacheaside, shard $i/$shards)" root_shard "$i"; done
+else
+	step ". (package cacheaside: build)" build_failed
+fi
+step ". (internal/...)" root_rest
+for m in $modules; do [ "$m" = . ] || step "$m" gotest "$m"; done
 step "$lint_name" lint
 if [ -n "${VALKEY_SERVER:-}" ]; then
 	step "valkey (root)" valkey
