@@ -78,7 +78,7 @@ func ExampleCache_Invalidate() {
 	load := func(ctx context.Context, id int64) (Product, error) {
 		return Product{ID: id, Name: "teapot", Price: price}, nil
 	}
-	cache, err := cacheaside.New(rdb, load)
+	cache, err := cacheaside.New(rdb, load, cacheaside.WithRedisTimeout(time.Second)) // see Example
 	if err != nil {
 		panic(err)
 	}
@@ -122,6 +122,7 @@ func ExampleWithKeyFunc() {
 	load := func(ctx context.Context, k SKU) (string, error) { return k.Vendor + "/" + k.Code, nil }
 	cache, err := cacheaside.New(rdb, load,
 		cacheaside.WithKeyFunc(func(k SKU) string { return k.Vendor + ":" + k.Code }),
+		cacheaside.WithRedisTimeout(time.Second), // see Example
 	)
 	if err != nil {
 		panic(err)

@@ -85,6 +85,15 @@ func TestQuickRun(t *testing.T) {
 		}
 	}
 	for _, h := range r.hit {
+		// cacheaside fails open: a Redis call past its 100ms budget (a
+		// busy machine makes them: 33 in one run at a load average of 24)
+		// becomes a load, not an error. Every load must follow such a call.
+		if h.redisErrs >= 0 {
+			if h.errs != 0 || h.loads > h.redisErrs {
+				t.Errorf("hit path %s/%s: %d errors, %d loads after %d failed Redis calls; want 0 errors, and no load without a failed Redis call", h.client, h.name, h.errs, h.loads, h.redisErrs)
+			}
+			continue
+		}
 		if h.errs != 0 || h.loads != 0 {
 			t.Errorf("hit path %s/%s: %d errors, %d loads; want 0 and 0", h.client, h.name, h.errs, h.loads)
 		}

@@ -161,15 +161,22 @@ valkey() { CACHEASIDE_TEST_SERVER="$VALKEY_SERVER" go test -race -count=1 -timeo
 
 say "testing ${modules//$'\n'/, } ($jobs at a time; logs in $logs)"
 if command -v staticcheck >/dev/null; then lint_name="gofmt, vet, staticcheck"; else lint_name="gofmt, vet (staticcheck not installed)"; fi
-# The root package first: it takes longest.
-printf '[%s] build the root package'"'"'s test binary\n' "$(now)"
-if go test -race -c -o "$logs/root.test" . >"$logs/root-build.log" 2>&1; then
+# The root package's shards first: they take longest. Its test binary
+# builds while the first other steps start.
+printf '[%s] building the root package'"'"'s test binary\n' "$(now)"
+(go test -race -c -o "$logs/root.test" . >"$logs/root-build.log" 2>&1; echo $? >"$logs/root-build.rc") &
+build=$!
+others=()
+for m in $modules; do [ "$m" = . ] || others+=("$m"); done
+step ". (internal/...)" root_rest
+step "${others[0]}" gotest "${others[0]}"
+wait "$build" || true
+if [ "$(cat "$logs/root-build.rc" 2>/dev/null)" = 0 ]; then
 	for i in $(seq 1 "$shards"); do step ". (package cacheaside, shard $i/$shards)" root_shard "$i"; done
 else
 	step ". (package cacheaside: build)" build_failed
 fi
-step ". (internal/...)" root_rest
-for m in $modules; do [ "$m" = . ] || step "$m" gotest "$m"; done
+for m in "${others[@]:1}"; do step "$m" gotest "$m"; done
 step "$lint_name" lint
 if [ -n "${VALKEY_SERVER:-}" ]; then
 	step "valkey (root)" valkey

@@ -210,13 +210,18 @@ func TestPostgresDB(t *testing.T) {
 }
 
 func TestSimDBHonoursContextAndConnectionLimit(t *testing.T) {
-	db := newSimDB(10, 50*time.Millisecond, 1)
+	// The first query holds the only connection for 375ms to 625ms: long
+	// enough that the second one finds it busy even on a machine that
+	// stalls the test for a while.
+	db := newSimDB(10, 500*time.Millisecond, 1)
 	done := make(chan error, 1)
 	go func() {
 		_, err := db.product(context.Background(), 1)
 		done <- err
 	}()
-	time.Sleep(5 * time.Millisecond) // let it take the only connection
+	for db.queries() == 0 { // counted once it holds the connection
+		time.Sleep(time.Millisecond)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
 	defer cancel()
 	if _, err := db.product(ctx, 2); !errors.Is(err, context.DeadlineExceeded) {
