@@ -176,8 +176,9 @@ if [ "$(cat "$logs/root-build.rc" 2>/dev/null)" = 0 ]; then
 else
 	step ". (package cacheaside: build)" build_failed
 fi
-for m in "${others[@]:1}"; do step "$m" gotest "$m"; done
+# The lint step is slow (staticcheck over every module): start it next.
 step "$lint_name" lint
+for m in "${others[@]:1}"; do step "$m" gotest "$m"; done
 if [ -n "${VALKEY_SERVER:-}" ]; then
 	step "valkey (root)" valkey
 fi
