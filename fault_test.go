@@ -9,7 +9,6 @@ import (
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/redistest"
-	"github.com/redis/go-redis/v9"
 )
 
 // The tests in this file break a real redis-server (SIGKILL, SIGSTOP, an
@@ -91,41 +90,6 @@ func TestGetSurvivesFrozenRedis(t *testing.T) {
 			}
 		})
 	}
-}
-
-// survivesFault runs Gets of 20 warm keys from 4 goroutines on a cache over
-// rdb (Redis timeout faultBudget, breaker after 5 failures, 300ms cooldown,
-// then opts), calls inject, waits for the breaker to open, keeps the fault
-// 700 ms, calls heal and waits until Gets hit Redis again. Every Get must
-// return the loader's value within the loader's time plus one Redis
-// timeout (and slack). It returns the cache and the Stats taken just
-// before heal.
-func survivesFault(t *testing.T, rdb redis.UniversalClient, opts []cacheaside.Option, fault string, inject, heal func()) (*cacheaside.Cache[int, string], cacheaside.Stats) {
-	t.Helper()
-	ld := &faultLoader{delay: 20 * time.Millisecond}
-	c := newFaultCache(t, rdb, ld.load, append([]cacheaside.Option{
-		cacheaside.WithRedisTimeout(faultBudget),
-		cacheaside.WithBreaker(5, 300*time.Millisecond)}, opts...)...)
-	keys := faultKeys(0, 19)
-	mustGetAll(t, c, keys)
-
-	storm := startGetStorm(c, 4, len(keys))
-	time.Sleep(100 * time.Millisecond)
-	inject()
-	waitFor(t, 5*time.Second, "the breaker opens with "+fault, func() bool {
-		return c.Stats().Breaker == cacheaside.BreakerOpen
-	})
-	time.Sleep(700 * time.Millisecond)
-	during := c.Stats()
-	heal()
-	waitFor(t, 10*time.Second, "Gets hit Redis again after "+fault, func() bool {
-		s := c.Stats()
-		return s.Breaker == cacheaside.BreakerClosed && s.Hits > during.Hits+uint64(len(keys))
-	})
-	// Every Get waited at most one Redis timeout before it loaded: never the
-	// client's 3s read timeout.
-	storm.halt(t, ld.delay+faultBudget+faultSlack)
-	return c, during
 }
 
 func TestGetSurvivesFlappingRedis(t *testing.T) {

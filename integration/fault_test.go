@@ -1,4 +1,4 @@
-package integration_test
+package cacheaside_test
 
 import (
 	"context"

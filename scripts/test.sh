@@ -92,7 +92,7 @@ started=$SECONDS
 rows=()
 now() { date -u +%H:%M:%S; }
 elapsed() { local s=$1; printf '%dm%02ds' $((s / 60)) $((s % 60)); }
-name_of() { printf '%s' "$1" | tr '/ ()' '____'; }
+name_of() { printf '%s' "$1" | sed 's/^\./root/' | tr '/ ()' '____'; }
 
 # step NAME CMD...: runs CMD in the background with its output in a file of
 # its own, after waiting for a free job slot, and records its result.
