@@ -139,7 +139,7 @@ func TestRedisSlowsDuringLoad(t *testing.T) {
 				t.Errorf("Get(1) with a fill slower than the Redis timeout took %v, want at most %v", took, 3*faultBudget+faultSlack)
 			}
 			time.Sleep(4 * faultBudget) // the late reply arrives
-			waitFor(t, 2*time.Second, "the late fill lands and releases the lock", func() bool {
+			waitFor(t, 10*time.Second, "the late fill lands and releases the lock", func() bool {
 				return existing(t, srv, "slowfill:", []int{1}) == 1 && srv.CLI(t, "EXISTS", "slowfill:{1}:lock") == "0"
 			})
 		})
