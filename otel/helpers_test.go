@@ -79,6 +79,10 @@ func newRig(t *testing.T, load cacheaside.LoadFunc[int64, product], opts ...cach
 		cacheotel.WithMeterProvider(r.meters),
 		cacheotel.WithTracerProvider(r.tracer),
 		cacheotel.WithName(cacheName))
+	// 1s instead of the default 100ms: the tests count spans and loads, and
+	// with two test suites at once a call past 100ms failed open (a load
+	// span for a hit). A test's own WithRedisTimeout comes later and wins.
+	opts = append([]cacheaside.Option{cacheaside.WithRedisTimeout(time.Second)}, opts...)
 	c, err := cacheaside.New(rdb, wrapped, opts...)
 	if err != nil {
 		t.Fatalf("New() = %v", err)
