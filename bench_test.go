@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -340,18 +339,3 @@ func (*fillClock) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 }
 
 func benchProcs() int { return runtime.GOMAXPROCS(0) }
-
-// redisCommands returns how many times the server ran cmd since the last
-// CONFIG RESETSTAT.
-func redisCommands(tb testing.TB, srv *redistest.Server, cmd string) int64 {
-	info := srv.CLI(tb, "INFO", "commandstats")
-	for line := range strings.SplitSeq(info, "\n") {
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls=")
-		if !ok {
-			continue
-		}
-		n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
-		return n
-	}
-	return 0
-}

@@ -42,7 +42,11 @@ func Example() {
 	rdb, stop := exampleRedis()
 	defer stop()
 
-	cache, err := cacheaside.New(rdb, loadProduct, cacheaside.WithTTL(10*time.Minute))
+	cache, err := cacheaside.New(rdb, loadProduct, cacheaside.WithTTL(10*time.Minute),
+		// A Redis call slower than this fails open (a load, no error): the
+		// default, 100ms, suits a Redis next door, not a test machine busy
+		// enough to make the counts below vary.
+		cacheaside.WithRedisTimeout(time.Second))
 	if err != nil {
 		panic(err)
 	}
@@ -74,7 +78,7 @@ func ExampleCache_Invalidate() {
 	load := func(ctx context.Context, id int64) (Product, error) {
 		return Product{ID: id, Name: "teapot", Price: price}, nil
 	}
-	cache, err := cacheaside.New(rdb, load)
+	cache, err := cacheaside.New(rdb, load, cacheaside.WithRedisTimeout(time.Second)) // see Example
 	if err != nil {
 		panic(err)
 	}
@@ -118,6 +122,7 @@ func ExampleWithKeyFunc() {
 	load := func(ctx context.Context, k SKU) (string, error) { return k.Vendor + "/" + k.Code, nil }
 	cache, err := cacheaside.New(rdb, load,
 		cacheaside.WithKeyFunc(func(k SKU) string { return k.Vendor + ":" + k.Code }),
+		cacheaside.WithRedisTimeout(time.Second), // see Example
 	)
 	if err != nil {
 		panic(err)

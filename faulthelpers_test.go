@@ -14,6 +14,7 @@ import (
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/cacheaside/cacheaside/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -99,6 +100,7 @@ var budgetModes = []struct {
 // closed when the test ends (after the caches built on it).
 func newFaultClient(t *testing.T, addr string) *redis.Client {
 	t.Helper()
+	testlog.Attach(t)
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
@@ -108,6 +110,7 @@ func newFaultClient(t *testing.T, addr string) *redis.Client {
 // when the test ends, before the client it uses.
 func newFaultCache(t *testing.T, rdb redis.UniversalClient, load cacheaside.LoadFunc[int, string], opts ...cacheaside.Option) *cacheaside.Cache[int, string] {
 	t.Helper()
+	testlog.Attach(t)
 	c, err := cacheaside.New(rdb, load, opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -346,4 +349,39 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// survivesFault runs Gets of 20 warm keys from 4 goroutines on a cache over
+// rdb (Redis timeout faultBudget, breaker after 5 failures, 300ms cooldown,
+// then opts), calls inject, waits for the breaker to open, keeps the fault
+// 700 ms, calls heal and waits until Gets hit Redis again. Every Get must
+// return the loader's value within the loader's time plus one Redis
+// timeout (and slack). It returns the cache and the Stats taken just
+// before heal.
+func survivesFault(t *testing.T, rdb redis.UniversalClient, opts []cacheaside.Option, fault string, inject, heal func()) (*cacheaside.Cache[int, string], cacheaside.Stats) {
+	t.Helper()
+	ld := &faultLoader{delay: 20 * time.Millisecond}
+	c := newFaultCache(t, rdb, ld.load, append([]cacheaside.Option{
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(5, 300*time.Millisecond)}, opts...)...)
+	keys := faultKeys(0, 19)
+	mustGetAll(t, c, keys)
+
+	storm := startGetStorm(c, 4, len(keys))
+	time.Sleep(100 * time.Millisecond)
+	inject()
+	waitFor(t, 5*time.Second, "the breaker opens with "+fault, func() bool {
+		return c.Stats().Breaker == cacheaside.BreakerOpen
+	})
+	time.Sleep(700 * time.Millisecond)
+	during := c.Stats()
+	heal()
+	waitFor(t, 10*time.Second, "Gets hit Redis again after "+fault, func() bool {
+		s := c.Stats()
+		return s.Breaker == cacheaside.BreakerClosed && s.Hits > during.Hits+uint64(len(keys))
+	})
+	// Every Get waited at most one Redis timeout before it loaded: never the
+	// client's 3s read timeout.
+	storm.halt(t, ld.delay+faultBudget+faultSlack)
+	return c, during
 }

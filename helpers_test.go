@@ -13,6 +13,7 @@ import (
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/envelope"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/cacheaside/cacheaside/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -63,6 +64,7 @@ const redisTimeout = 5 * time.Second
 // before rdb is closed.
 func newCacheOn[K comparable, V any](t *testing.T, rdb redis.UniversalClient, load cacheaside.LoadFunc[K, V], opts ...cacheaside.Option) *cacheaside.Cache[K, V] {
 	t.Helper()
+	testlog.Attach(t)
 	opts = append([]cacheaside.Option{cacheaside.WithRedisTimeout(redisTimeout)}, opts...)
 	c, err := cacheaside.New(rdb, load, opts...)
 	if err != nil {
@@ -204,4 +206,19 @@ func isPanic(err error) (*cacheaside.PanicError, bool) {
 	var pe *cacheaside.PanicError
 	ok := errors.As(err, &pe)
 	return pe, ok
+}
+
+// redisCommands returns how many times the server ran cmd since the last
+// CONFIG RESETSTAT.
+func redisCommands(tb testing.TB, srv *redistest.Server, cmd string) int64 {
+	info := srv.CLI(tb, "INFO", "commandstats")
+	for line := range strings.SplitSeq(info, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls=")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+		return n
+	}
+	return 0
 }

@@ -271,7 +271,10 @@ func TestRestartWatcherAcrossFreeze(t *testing.T) {
 	c := newFaultCache(t, rdb, ld.load,
 		cacheaside.WithPrefix("wf:"),
 		cacheaside.WithWarmupKeys(keys...),
-		cacheaside.WithRedisTimeout(30*time.Millisecond),
+		// Short enough to abandon calls quickly on the frozen server, long
+		// enough that the first warm-up completes on a busy machine (30ms
+		// did not within 5s at a load average of 24).
+		cacheaside.WithRedisTimeout(200*time.Millisecond),
 		cacheaside.WithBreaker(1000, time.Second), // keep sending marker calls
 		cacheaside.WithRestartCheck(20*time.Millisecond),
 		cacheaside.WithTimeoutClone(false)) // calls are abandoned at the timeout
@@ -298,6 +301,7 @@ func TestWarmLogsProgress(t *testing.T) {
 	var logs syncBuffer
 	ld := &faultLoader{}
 	c := newFaultCache(t, srv.Client(t), ld.load,
+		cacheaside.WithRedisTimeout(redisTimeout), // 100ms failed a call of the 1,000 at a load average of 24
 		cacheaside.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))),
 		cacheaside.WithRestartCheck(0),
 		cacheaside.WithWarmupKeys(faultKeys(1, 1000)...))

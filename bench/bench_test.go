@@ -10,16 +10,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cacheaside/cacheaside/internal/testlog"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(testlog.M(m)) }
 
 // TestQuickRun runs the whole program in -quick mode against a real
 // redis-server and checks the report: a row for every strategy in every
 // table, and no error returned by cacheaside while Redis is killed or
 // frozen. goleak (TestMain) checks that every goroutine ended.
 func TestQuickRun(t *testing.T) {
+	testlog.Attach(t)
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not found in PATH: install it with `apt-get install redis-server` (Redis 7+): %v", err)
 	}
@@ -29,7 +31,9 @@ func TestQuickRun(t *testing.T) {
 		t.Fatalf("parseFlags: %v", err)
 	}
 	cfg.command = "go test"
-	ctx, cancel := context.WithTimeout(t.Context(), 75*time.Second)
+	// Only so that a hang fails the test: the quick run takes about 50s
+	// alone and ran past 75s with two test suites at once on two cores.
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	var stdout bytes.Buffer
 	r, err := run(ctx, cfg, &stdout, testLog{t})
@@ -83,6 +87,15 @@ func TestQuickRun(t *testing.T) {
 		}
 	}
 	for _, h := range r.hit {
+		// cacheaside fails open: a Redis call past its 100ms budget (a
+		// busy machine makes them: 33 in one run at a load average of 24)
+		// becomes a load, not an error. Every load must follow such a call.
+		if h.redisErrs >= 0 {
+			if h.errs != 0 || h.loads > h.redisErrs {
+				t.Errorf("hit path %s/%s: %d errors, %d loads after %d failed Redis calls; want 0 errors, and no load without a failed Redis call", h.client, h.name, h.errs, h.loads, h.redisErrs)
+			}
+			continue
+		}
 		if h.errs != 0 || h.loads != 0 {
 			t.Errorf("hit path %s/%s: %d errors, %d loads; want 0 and 0", h.client, h.name, h.errs, h.loads)
 		}

@@ -2,10 +2,8 @@ module github.com/cacheaside/cacheaside/bench
 
 go 1.26.0
 
-replace github.com/cacheaside/cacheaside => ../
-
 require (
-	github.com/cacheaside/cacheaside v0.0.0-00010101000000-000000000000
+	github.com/cacheaside/cacheaside v0.2.0
 	github.com/go-redis/cache/v9 v9.0.0
 	github.com/redis/go-redis/v9 v9.23.0
 	go.uber.org/goleak v1.3.0

@@ -168,6 +168,7 @@ type hitResult struct {
 	goroutinesPerOp, allocsPer []float64
 	cpuPerOp                   []float64 // microseconds
 	errs, loads                int64
+	redisErrs                  int64  // Redis calls that failed or ran past the budget (cacheaside only; -1 for the others)
 	notes                      string // the strategy's own counters
 }
 
@@ -253,6 +254,10 @@ func (e *env) measureHit(ctx context.Context) ([]hitResult, error) {
 	for i := range res {
 		res[i].loads = dbs[i].calls.Load() - loads0[i]
 		res[i].notes = subjects[i].notes()
+		res[i].redisErrs = -1
+		if f, ok := subjects[i].(interface{ redisErrors() int64 }); ok {
+			res[i].redisErrs = f.redisErrors()
+		}
 	}
 	return res, ctx.Err()
 }

@@ -238,6 +238,10 @@ func (c *ca) notes() string {
 		s.RedisErrors, s.RedisSkipped, s.Abandoned, s.BreakerOpens, s.LocalHits)
 }
 
+// redisErrors counts the Redis calls that failed, ran past the Redis
+// timeout or were skipped: each may have made a Get load (fail open).
+func (c *ca) redisErrors() int64 { return int64(c.c.Stats().RedisErrors) }
+
 // goCache is github.com/go-redis/cache/v9 used through Once, its
 // cache-aside call, with JSON as the codec so that every strategy stores
 // and decodes the same bytes (its default is msgpack with s2).

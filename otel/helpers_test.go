@@ -9,6 +9,7 @@ import (
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/cacheaside/cacheaside/internal/testlog"
 	cacheotel "github.com/cacheaside/cacheaside/otel"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
@@ -19,7 +20,7 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(testlog.M(m)) }
 
 // cacheName is the name every test gives its cache.
 const cacheName = "products"
@@ -56,6 +57,7 @@ type rig struct {
 // ends.
 func newRig(t *testing.T, load cacheaside.LoadFunc[int64, product], opts ...cacheaside.Option) *rig {
 	t.Helper()
+	testlog.Attach(t)
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -80,7 +82,10 @@ func newRig(t *testing.T, load cacheaside.LoadFunc[int64, product], opts ...cach
 	}
 	rdb.AddHook(cacheotel.RedisHook(otelOpts...))
 	wrapped := cacheotel.WrapLoader(load, otelOpts...)
-	opts = append([]cacheaside.Option{cacheaside.WithGetHook(cacheotel.GetHook(otelOpts...))}, opts...)
+	// 1s instead of the default 100ms: the tests count spans and loads, and
+	// with two test suites at once a call past 100ms failed open (a load
+	// span for a hit). A test's own WithRedisTimeout comes later and wins.
+	opts = append([]cacheaside.Option{cacheaside.WithGetHook(cacheotel.GetHook(otelOpts...)), cacheaside.WithRedisTimeout(time.Second)}, opts...)
 	c, err := cacheaside.New(rdb, wrapped, opts...)
 	if err != nil {
 		t.Fatalf("New() = %v", err)

@@ -1,7 +1,21 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: gofmt, go vet and `go test -race` for every
-# module in the repository, against real redis-server processes (the tests
-# start their own) and a real PostgreSQL.
+# Runs the whole test suite: gofmt, go vet (and staticcheck if it is
+# installed) and `go test -race` for every module in the repository, against
+# real redis-server processes (the tests start their own) and a real
+# PostgreSQL. Every module runs even when another failed; a line is printed
+# as each starts and ends, and a summary table at the end. It exits non-zero
+# if anything failed. Passing tests print nothing (go-redis's log lines go to
+# the running test's log, see internal/testlog); a failing module's output
+# is printed when it ends, and every module's full output is kept in a
+# temporary directory named in the summary. docs/testing.md says more.
+#
+# Environment:
+#   CACHEASIDE_TEST_JOBS   steps run at once (default 4; the tests mostly
+#                          wait on timers and Redis, not on the CPU)
+#   CACHEASIDE_TEST_SHARDS processes the root package's tests are split
+#                          over (default 2): it is the longest step
+#   VALKEY_SERVER          a valkey-server binary: the root package's tests
+#                          run once more against it (row "valkey (root)")
 #
 # It needs Go, redis-server (Redis 7+) and a PostgreSQL 15+ server reachable
 # at $CACHEASIDE_TEST_DATABASE_URL (default
@@ -63,20 +77,127 @@ then either allow the postgres user to connect over TCP to a database named test
 CACHEASIDE_TEST_DATABASE_URL at a database your user can create tables in."
 echo "PostgreSQL is up"
 
-modules=$(find . -name go.mod -not -path './.git/*' -exec dirname {} \; | sort)
+# The modules require each other at the release they go with; go.work
+# (at the repository root) resolves those to this working tree. Without it
+# (GOWORK=off) nothing builds until that release is tagged.
+export GOWORK="$PWD/go.work"
+modules=$(go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p' | sed 's#^\./##; s#^$#.#')
+[ -n "$modules" ] || die "go.work lists no modules"
+jobs=${CACHEASIDE_TEST_JOBS:-4}
+shards=${CACHEASIDE_TEST_SHARDS:-2}
+logs=$(mktemp -d "${TMPDIR:-/tmp}/cacheaside-test.XXXXXX")
+started=$SECONDS
 
-say "gofmt"
-unformatted=$(gofmt -l . | grep -v '^\.git/' || true)
-[ -z "$unformatted" ] || die "these files need gofmt -w: $unformatted"
+# Rows of the summary, in the order steps were started.
+rows=()
+now() { date -u +%H:%M:%S; }
+elapsed() { local s=$1; printf '%dm%02ds' $((s / 60)) $((s % 60)); }
+name_of() { printf '%s' "$1" | sed 's/^\./root/' | tr '/ ()' '____'; }
 
-for m in $modules; do
-	say "go vet ($m)"
-	(cd "$m" && go vet ./...)
+# step NAME CMD...: runs CMD in the background with its output in a file of
+# its own, after waiting for a free job slot, and records its result.
+pids=()
+step() {
+	local name=$1
+	shift
+	while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+	local f
+	f="$logs/$(name_of "$name")"
+	printf '[%s] start %s\n' "$(now)" "$name"
+	rows+=("$name")
+	(
+		t0=$SECONDS
+		if "$@" >"$f.log" 2>&1; then r=ok; else r=FAIL; fi
+		t=$((SECONDS - t0))
+		printf '%s %s\n' "$r" "$t" >"$f.result"
+		printf '[%s] end   %s: %s in %s\n' "$(now)" "$name" "$r" "$(elapsed "$t")"
+		if [ "$r" = FAIL ]; then
+			# go test prints only failing tests' output (and the package
+			# lines); keep the end of it, where the failure is.
+			printf -- '----- %s output (last 150 lines of %s) -----\n' "$name" "$f.log"
+			tail -n 150 "$f.log"
+			printf -- '----- end of %s output -----\n' "$name"
+		fi
+	) &
+	pids+=($!)
+}
+
+lint() {
+	local bad
+	bad=$(gofmt -l . | grep -v '^\.git/' || true)
+	if [ -n "$bad" ]; then
+		echo "these files need gofmt -w:"
+		echo "$bad"
+		return 1
+	fi
+	local m ok=0
+	for m in $modules; do
+		echo "go vet ($m)"
+		(cd "$m" && go vet ./...) || ok=1
+		if command -v staticcheck >/dev/null; then
+			echo "staticcheck ($m)"
+			(cd "$m" && staticcheck ./...) || ok=1
+		fi
+	done
+	return $ok
+}
+
+gotest() { (cd "$1" && go test -race -count=1 -timeout 10m ./...); }
+
+# The root module: its packages other than the root package in one step,
+# and the root package's tests and examples split over $shards processes of
+# one test binary (every shard-th name of `-test.list`, in file order).
+root_rest() { go test -race -count=1 -timeout 10m $(go list ./... | grep -vx github.com/cacheaside/cacheaside); }
+build_failed() { cat "$logs/root-build.log"; return 1; }
+root_shard() {
+	local i=$1 names
+	names=$("$logs/root.test" -test.list '.*' | grep -E '^(Test|Example|Fuzz)' | awk -v n="$shards" -v i="$i" 'NR % n == i - 1' | paste -sd '|')
+	[ -n "$names" ] || { echo "no tests in shard $i"; return 0; }
+	echo "shard $i/$shards: $names" | tr '|' ' '
+	"$logs/root.test" -test.count=1 -test.timeout=10m -test.run "^($names)\$"
+}
+
+valkey() { CACHEASIDE_TEST_SERVER="$VALKEY_SERVER" go test -race -count=1 -timeout 10m .; }
+
+say "testing ${modules//$'\n'/, } ($jobs at a time; logs in $logs)"
+if command -v staticcheck >/dev/null; then lint_name="gofmt, vet, staticcheck"; else lint_name="gofmt, vet (staticcheck not installed)"; fi
+# The root package's shards first: they take longest. Its test binary
+# builds while the first other steps start.
+printf '[%s] building the root package'"'"'s test binary\n' "$(now)"
+(go test -race -c -o "$logs/root.test" . >"$logs/root-build.log" 2>&1; echo $? >"$logs/root-build.rc") &
+build=$!
+others=()
+for m in $modules; do [ "$m" = . ] || others+=("$m"); done
+step ". (internal/...)" root_rest
+step "${others[0]}" gotest "${others[0]}"
+wait "$build" || true
+if [ "$(cat "$logs/root-build.rc" 2>/dev/null)" = 0 ]; then
+	for i in $(seq 1 "$shards"); do step ". (package cacheaside, shard $i/$shards)" root_shard "$i"; done
+else
+	step ". (package cacheaside: build)" build_failed
+fi
+# The lint step is slow (staticcheck over every module): start it next.
+step "$lint_name" lint
+for m in "${others[@]:1}"; do step "$m" gotest "$m"; done
+if [ -n "${VALKEY_SERVER:-}" ]; then
+	step "valkey (root)" valkey
+fi
+for p in "${pids[@]}"; do wait "$p" || true; done
+
+say "summary ($(elapsed $((SECONDS - started))) in all; logs in $logs)"
+failed=0
+printf '%-40s %-6s %s\n' step result time
+for name in "${rows[@]}"; do
+	f="$logs/$(name_of "$name").result"
+	if [ -f "$f" ]; then read -r r t <"$f"; else r=LOST t=0; fi
+	[ "$r" = ok ] || failed=$((failed + 1))
+	printf '%-40s %-6s %s\n' "$name" "$r" "$(elapsed "$t")"
 done
-
-for m in $modules; do
-	say "go test -race ($m)"
-	(cd "$m" && go test -race -count=1 -timeout 20m ./...)
-done
-
-say "all modules passed"
+if [ -z "${VALKEY_SERVER:-}" ]; then
+	printf '%s\n' 'valkey: not run (set VALKEY_SERVER=$(../shared/valkey/build.sh) to run it)'
+fi
+if [ "$failed" -gt 0 ]; then
+	say "$failed of ${#rows[@]} steps FAILED (their output is above, and in $logs)"
+	exit 1
+fi
+say "all ${#rows[@]} steps passed"

@@ -7,16 +7,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheaside/cacheaside/internal/pgtest"
+	"github.com/cacheaside/cacheaside/integration/pgtest"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/cacheaside/cacheaside/internal/testlog"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(testlog.M(m)) }
 
 // TestRun runs the example against a redis-server of its own and the local
 // PostgreSQL, and checks what it prints.
 func TestRun(t *testing.T) {
+	testlog.Attach(t)
 	srv := redistest.Start(t)
 	pgtest.Pool(t) // fails with an install hint when PostgreSQL is missing
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

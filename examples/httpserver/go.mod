@@ -3,8 +3,8 @@ module github.com/cacheaside/cacheaside/examples/httpserver
 go 1.26.0
 
 require (
-	github.com/cacheaside/cacheaside v0.0.0
-	github.com/cacheaside/cacheaside/otel v0.0.0
+	github.com/cacheaside/cacheaside v0.2.0
+	github.com/cacheaside/cacheaside/otel v0.2.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
@@ -16,6 +16,7 @@ require (
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/cacheaside/cacheaside/integration v0.2.0
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
@@ -40,9 +41,4 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
-)
-
-replace (
-	github.com/cacheaside/cacheaside => ../..
-	github.com/cacheaside/cacheaside/otel => ../../otel
 )

@@ -54,6 +54,7 @@ type config struct {
 	addr, redisAddr, databaseURL string
 	table                        string        // products table; created if missing
 	warmTimeout                  time.Duration // bounds the warm-up at start
+	redisTimeout                 time.Duration // WithRedisTimeout; 0 keeps the library's default (100ms)
 }
 
 func main() {
@@ -167,16 +168,20 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 	otelOpts := []cacheotel.Option{cacheotel.WithMeterProvider(a.meters), cacheotel.WithName(cacheName)}
 	a.rdb.AddHook(cacheotel.RedisHook(otelOpts...))
 	load := cacheotel.WrapLoader(st.product, otelOpts...)
-	a.cache, err = cacheaside.New(a.rdb, load,
+	opts := []cacheaside.Option{
 		cacheaside.WithGetHook(cacheotel.GetHook(otelOpts...)),
 		cacheaside.WithPrefix("httpserver:"),
-		cacheaside.WithTTL(10*time.Minute),
+		cacheaside.WithTTL(10 * time.Minute),
 		cacheaside.WithLogger(logger),
 		cacheaside.WithWarmup(st.lowestIDs(warmProducts)),
 		// While Redis is down every GET is a load: leave half of the
 		// pool to the writes.
 		cacheaside.WithMaxConcurrentLoads(max(1, int(a.pool.Config().MaxConns)/2)),
-	)
+	}
+	if cfg.redisTimeout > 0 {
+		opts = append(opts, cacheaside.WithRedisTimeout(cfg.redisTimeout))
+	}
+	a.cache, err = cacheaside.New(a.rdb, load, opts...)
 	if err != nil {
 		return nil, err
 	}

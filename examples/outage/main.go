@@ -14,6 +14,12 @@
 // load, the timeline, the database (simulated, or PostgreSQL with
 // -database-url) and the Redis (-redis host:port puts a proxy in front of
 // an existing one instead of killing it).
+//
+// It writes the chart of database queries per second to outage.svg in the
+// directory it runs in (examples/outage with the command above; -svg sets
+// another path) and prints the chart's absolute path at the end.
+// docs/outage.svg in the repository is the chart of the run the README
+// reports.
 package main
 
 import (
@@ -24,6 +30,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 )
 
@@ -102,14 +109,23 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintf(stderr, "outage: %v\n", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "  chart: %s\n", out.svg)
+		fmt.Fprintf(stdout, "  chart: %s\n", absPath(out.svg))
 	}
 	if out.json != "" {
 		if err := writeJSON(out.json, res); err != nil {
 			fmt.Fprintf(stderr, "outage: %v\n", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "  json: %s\n", out.json)
+		fmt.Fprintf(stdout, "  json: %s\n", absPath(out.json))
 	}
 	return 0
+}
+
+// absPath returns path made absolute, or path itself if that fails: the
+// user sees where a file went whatever directory go run -C started in.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }

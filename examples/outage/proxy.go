@@ -4,30 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"sync"
 	"time"
 
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 )
 
 // proxy stands in front of a Redis the user named (-redis), which the demo
-// must not kill. A kill closes the proxy's listener and every connection
-// through it, so the fleet sees refused connections as in a crash; a
-// restart deletes the demo's keys from the real Redis with SCAN and DEL
-// (its other keys are left alone) and opens the listener again on the same
-// port.
+// must not kill. It is a Toxiproxy proxy (github.com/Shopify/toxiproxy/v2,
+// run in-process as a library, as the repository's fault tests do). A kill
+// stops it: its listener and every connection through it are closed, so
+// the fleet sees refused connections as in a crash. A restart deletes the
+// demo's keys from the real Redis with SCAN and DEL (its other keys are
+// left alone) and starts the proxy again on the same port.
 type proxy struct {
 	target   string
 	prefixes []string
 	direct   *redis.Client // to the target, for deleting the demo's keys
-
-	mu      sync.Mutex
-	ln      net.Listener // nil while down
-	address string
-	conns   map[net.Conn]struct{}
-	wg      sync.WaitGroup // the accept loop and the copy goroutines
+	px       *toxiproxy.Proxy
+	address  string
 }
 
 func newProxy(ctx context.Context, target string, prefixes []string) (*proxy, error) {
@@ -35,7 +31,6 @@ func newProxy(ctx context.Context, target string, prefixes []string) (*proxy, er
 		target:   target,
 		prefixes: prefixes,
 		direct:   redis.NewClient(&redis.Options{Addr: target}),
-		conns:    make(map[net.Conn]struct{}),
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -48,95 +43,32 @@ func newProxy(ctx context.Context, target string, prefixes []string) (*proxy, er
 		_ = p.direct.Close()
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	// The server only carries the logger (silent) and the metrics settings
+	// (a private registry nothing scrapes); its HTTP API is never started.
+	server := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
+	p.px = toxiproxy.NewProxy(server, "outage-demo", "127.0.0.1:0", target)
+	if err := p.px.Start(); err != nil {
 		_ = p.direct.Close()
-		return nil, err
+		return nil, fmt.Errorf("start proxy to %s: %w", target, err)
 	}
-	p.address = ln.Addr().String()
-	p.serve(ln)
+	// Start resolved the listen address to the bound port; restart comes
+	// back on it.
+	p.px.Lock()
+	p.address = p.px.Listen
+	p.px.Unlock()
 	return p, nil
 }
 
 func (p *proxy) addr() string { return p.address }
 
 func (p *proxy) describe() string {
-	return fmt.Sprintf("your Redis at %s behind an in-process TCP proxy on %s (your Redis is never killed); outage = the proxy refuses and drops connections, restart = the demo's keys (%v*) are deleted with SCAN+DEL and the proxy reopens",
+	return fmt.Sprintf("your Redis at %s behind an in-process Toxiproxy on %s (your Redis is never killed); outage = the proxy refuses and drops connections, restart = the demo's keys (%v*) are deleted with SCAN+DEL and the proxy reopens",
 		p.target, p.address, p.prefixes)
 }
 
-// serve runs the accept loop of ln on a tracked goroutine.
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return // closed by kill or close
-			}
-			p.wg.Go(func() { p.forward(c) })
-		}
-	})
-}
-
-// forward copies bytes both ways between client c and a new connection
-// to the target, until either side closes or kill drops them.
-func (p *proxy) forward(c net.Conn) {
-	up, err := net.DialTimeout("tcp", p.target, 2*time.Second)
-	if err != nil {
-		_ = c.Close()
-		return
-	}
-	if !p.track(c, up) {
-		_ = c.Close()
-		_ = up.Close()
-		return
-	}
-	var wg sync.WaitGroup
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		// One direction ended: end the other too.
-		_ = dst.Close()
-		_ = src.Close()
-	}
-	wg.Go(func() { pipe(up, c) })
-	wg.Go(func() { pipe(c, up) })
-	wg.Wait()
-	p.mu.Lock()
-	delete(p.conns, c)
-	delete(p.conns, up)
-	p.mu.Unlock()
-}
-
-// track registers a connection pair, unless the proxy went down
-// meanwhile.
-func (p *proxy) track(cs ...net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln == nil {
-		return false
-	}
-	for _, c := range cs {
-		p.conns[c] = struct{}{}
-	}
-	return true
-}
-
-// kill closes the listener and every connection, and waits until the
-// proxy's goroutines have ended.
+// kill stops the proxy: it closes the listener and every connection.
 func (p *proxy) kill() error {
-	p.mu.Lock()
-	if p.ln != nil {
-		_ = p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
+	p.px.Stop()
 	return nil
 }
 
@@ -147,9 +79,8 @@ func (p *proxy) restart(ctx context.Context) error {
 	}
 	deadline := time.Now().Add(rebindTimeout)
 	for {
-		ln, err := net.Listen("tcp", p.address)
-		if err == nil {
-			p.serve(ln)
+		err := p.px.Start()
+		if err == nil || errors.Is(err, toxiproxy.ErrProxyAlreadyStarted) {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {

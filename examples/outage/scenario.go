@@ -33,6 +33,7 @@ type lane struct {
 // cache counters are sampled at the second's end.
 type window struct {
 	requests, errors, shed uint64
+	returned               uint64 // errors the strategy returned, other than the deadline
 	lat                    []time.Duration
 	dbQueries              uint64
 	dbLat                  []time.Duration
@@ -40,7 +41,7 @@ type window struct {
 }
 
 // record files a completed (or shed) request under the second it ended in.
-func (l *lane) record(t0 time.Time, d time.Duration, failed, shed bool) {
+func (l *lane) record(t0 time.Time, d time.Duration, failed, shed bool, err error) {
 	i := min(int(time.Since(t0)/time.Second), len(l.win)-1)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -48,6 +49,9 @@ func (l *lane) record(t0 time.Time, d time.Duration, failed, shed bool) {
 	w.requests++
 	if failed {
 		w.errors++
+	}
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		w.returned++
 	}
 	if shed {
 		w.shed++
@@ -274,7 +278,7 @@ func (r *runner) pace(ctx context.Context, stop <-chan struct{}) {
 			inst := int(issued % int64(cfg.Instances))
 			for _, l := range r.lanes {
 				if l.inflight.Load() >= limit {
-					l.record(r.t0, 0, true, true)
+					l.record(r.t0, 0, true, true, nil)
 					continue
 				}
 				l.inflight.Add(1)
@@ -296,7 +300,7 @@ func (r *runner) request(ctx context.Context, l *lane, inst int, id int64) {
 	start := time.Now()
 	_, err := l.s.get(rctx, inst, id)
 	d := time.Since(start)
-	l.record(r.t0, d, err != nil || d > r.cfg.Deadline, false)
+	l.record(r.t0, d, err != nil || d > r.cfg.Deadline, false, err)
 }
 
 // goRedisLogs counts the lines go-redis logged (dial failures during the

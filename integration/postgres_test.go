@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside"
-	"github.com/cacheaside/cacheaside/internal/pgtest"
+	"github.com/cacheaside/cacheaside/integration/pgtest"
 	"github.com/cacheaside/cacheaside/internal/redistest"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"

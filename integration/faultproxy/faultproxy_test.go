@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
-	"github.com/cacheaside/cacheaside/internal/faultproxy"
+	"github.com/cacheaside/cacheaside/integration/faultproxy"
 	"github.com/cacheaside/cacheaside/internal/redistest"
 )
 

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
-	"github.com/cacheaside/cacheaside/internal/pgtest"
+	"github.com/cacheaside/cacheaside/integration/pgtest"
 )
 
 // TestMain fails the package if any test leaves goroutines behind. No

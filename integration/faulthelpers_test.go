@@ -1,0 +1,1 @@
+../faulthelpers_test.go
