@@ -363,7 +363,7 @@ func survivesFault(t *testing.T, rdb redis.UniversalClient, opts []cacheaside.Op
 	ld := &faultLoader{delay: 20 * time.Millisecond}
 	c := newFaultCache(t, rdb, ld.load, append([]cacheaside.Option{
 		cacheaside.WithRedisTimeout(faultBudget),
-		cacheaside.WithBreaker(5, 300*time.Millisecond)}, opts...)...)
+		cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: 5, Cooldown: 300 * time.Millisecond})}, opts...)...)
 	keys := faultKeys(0, 19)
 	mustGetAll(t, c, keys)
 

@@ -13,7 +13,7 @@ import (
 // key's node and shows that node's breaker open and the others closed.
 func TestClusterBreakersPerNode(t *testing.T) {
 	cl := redistest.StartCluster(t)
-	r := newRig(t, cl.Client(t), loadItem, cacheaside.WithBreaker(1, time.Minute), cacheaside.WithRedisTimeout(time.Second))
+	r := newRig(t, cl.Client(t), loadItem, cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: 1, Cooldown: time.Minute}), cacheaside.WithRedisTimeout(time.Second))
 	ctx := ctxFor(t)
 	for id := range int64(30) {
 		if _, err := r.cache.Get(ctx, id); err != nil {

@@ -228,7 +228,7 @@ func TestLockedKey(t *testing.T) {
 		started <- struct{}{}
 		<-release
 		return loadItem(ctx, id)
-	}, cacheaside.WithLockTTL(10*time.Second))
+	}, cacheaside.WithFillLock(cacheaside.FillLock{TTL: 10 * time.Second}))
 	ctx := ctxFor(t)
 	done := make(chan error, 1)
 	go func() {

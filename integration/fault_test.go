@@ -71,7 +71,7 @@ func TestSlowAcquireLeavesNoStrayLock(t *testing.T) {
 			ld := &faultLoader{}
 			c := newFaultCache(t, rdb, ld.load,
 				cacheaside.WithRedisTimeout(faultBudget),
-				cacheaside.WithBreaker(0, 0), // every call goes to Redis
+				cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: -1}), // every call goes to Redis
 				cacheaside.WithPrefix("stray:"), m.opt)
 			keys := faultKeys(0, 39)
 			getConcurrently(t, c, faultKeys(100, 139)) // opens the pool's connections
@@ -114,7 +114,7 @@ func TestRedisSlowsDuringLoad(t *testing.T) {
 					<-slowed
 				}
 				return faultValue(k), nil
-			}, cacheaside.WithRedisTimeout(faultBudget), cacheaside.WithBreaker(0, 0), cacheaside.WithPrefix("slowfill:"), m.opt)
+			}, cacheaside.WithRedisTimeout(faultBudget), cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: -1}), cacheaside.WithPrefix("slowfill:"), m.opt)
 			mustGet(t, c, 0) // opens a connection
 
 			got := make(chan time.Duration, 1)
@@ -162,13 +162,13 @@ func TestLockOfHolderCutOffFromRedisExpires(t *testing.T) {
 		case <-ctx.Done():
 		}
 		return "from the holder", nil
-	}, cacheaside.WithRedisTimeout(faultBudget), cacheaside.WithLockTTL(lockTTL))
+	}, cacheaside.WithRedisTimeout(faultBudget), cacheaside.WithFillLock(cacheaside.FillLock{TTL: lockTTL}))
 	t.Cleanup(func() {
 		close(release)
 		px.Disable(t) // ends the calls the holder is still waiting on, before its Close waits for them
 	})
 	ld := &faultLoader{}
-	other := newCache(t, srv, ld.load, cacheaside.WithLockTTL(lockTTL))
+	other := newCache(t, srv, ld.load, cacheaside.WithFillLock(cacheaside.FillLock{TTL: lockTTL}))
 	ctx := testContext(t)
 	_ = getAsync(ctx, holder, 1)
 	await(t, entered, "the holder's load to start")

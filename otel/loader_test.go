@@ -81,7 +81,8 @@ func TestLoadSpansHaveCallerParent(t *testing.T) {
 // caller that started the flight only, when waiter contexts are turned
 // off (they are recorded by default, see TestLoadSpanLinksWaiters).
 func TestCoalescedCallersShareOneLoadSpan(t *testing.T) {
-	f := newFlightRig(t, cacheaside.WithWaiterContexts(false)) //nolint:staticcheck // the deprecated opt-out still works
+	//lint:ignore SA1019 the deprecated opt-out still works
+	f := newFlightRig(t, cacheaside.WithWaiterContexts(false))
 	first := f.get("first caller")
 	<-f.entered // the first caller's flight is loading
 	second := f.get("second caller")

@@ -162,7 +162,11 @@ func newCacheAside(addr string, n, keys int, db database) (*cacheAside, error) {
 			cacheaside.WithRedisTimeout(redisTimeout),
 			cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: breakerFailures, Cooldown: breakerCooldown}),
 			cacheaside.WithMaxConcurrentLoads(maxLoads),
-			cacheaside.WithWarmupKeys(top...),
+			cacheaside.WithWarmup(func(context.Context) ([]int64, error) { return top, nil }),
+			// The demo checks for an empty restart every 250ms (v0.2's
+			// default: every second) to show the recovery within its 6s
+			// outage; the option stays for one release.
+			//lint:ignore SA1019 see above
 			cacheaside.WithRestartCheck(restartCheck),
 		)
 		if err != nil {
