@@ -13,15 +13,16 @@ type Group struct {
 	one  OneFunc
 	many ManyFunc
 	max  int
+	shed func(error) bool
 
 	mu     sync.Mutex                        // serialises additions to queues
 	queues atomic.Pointer[map[string]*Queue] // by node; copy on write
 }
 
 // NewGroup returns a group whose queues read with one and many, at most
-// max keys per batch (see New).
-func NewGroup(one OneFunc, many ManyFunc, max int) *Group {
-	return &Group{one: one, many: many, max: max}
+// max keys per batch, shedding as shed says (see New).
+func NewGroup(one OneFunc, many ManyFunc, max int, shed func(error) bool) *Group {
+	return &Group{one: one, many: many, max: max, shed: shed}
 }
 
 // For returns the queue of node ("" for a single server), making it on
@@ -45,7 +46,7 @@ func (g *Group) For(node string) *Queue {
 	if old != nil {
 		m = maps.Clone(*old)
 	}
-	q := New(g.one, g.many, g.max)
+	q := New(g.one, g.many, g.max, g.shed)
 	m[node] = q
 	g.queues.Store(&m)
 	return q

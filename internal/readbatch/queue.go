@@ -40,6 +40,7 @@ type Queue struct {
 	one  OneFunc
 	many ManyFunc
 	max  int
+	shed func(error) bool
 
 	mu      sync.Mutex
 	busy    bool     // a read is in flight
@@ -65,9 +66,14 @@ type batch struct {
 }
 
 // New returns a queue that reads lone keys with one and batches with
-// many, at most max keys per batch (max < 1 means 1: no batching).
-func New(one OneFunc, many ManyFunc, max int) *Queue {
-	return &Queue{one: one, many: many, max: max}
+// many, at most max keys per batch (max < 1 means 1: no batching). When a
+// read fails with an error for which shed (if not nil) returns true, say a
+// node that did not answer within its budget, the batches waiting behind
+// it fail with that error at once rather than wait their own budget: a
+// caller's wait for a failing node is then one budget, as a lone read's.
+// A read whose caller's context ended sheds nothing.
+func New(one OneFunc, many ManyFunc, max int, shed func(error) bool) *Queue {
+	return &Queue{one: one, many: many, max: max, shed: shed}
 }
 
 // Get returns the value of key (nil when missing) from a read sent after
@@ -82,8 +88,11 @@ func (q *Queue) Get(ctx context.Context, key string) ([]byte, error) {
 		q.busy = true
 		q.mu.Unlock()
 		q.stats.lone.Add(1)
-		defer q.next()
-		return q.one(ctx, key)
+		var err error
+		defer func() { q.next(ctx, err) }()
+		var v []byte
+		v, err = q.one(ctx, key)
+		return v, err
 	}
 	b, i := q.join(key)
 	q.mu.Unlock()
@@ -121,6 +130,8 @@ func (q *Queue) wait(ctx context.Context, b *batch, i int) ([]byte, error) {
 			select {
 			case <-b.turn:
 				return q.send(ctx, b, i)
+			case <-b.done: // shed
+				return reply(b, i)
 			case <-ctx.Done():
 				q.leave(b, true)
 				return nil, ctx.Err()
@@ -150,18 +161,19 @@ func (q *Queue) send(ctx context.Context, b *batch, i int) ([]byte, error) {
 	q.stats.batched.Add(uint64(len(keys)))
 	vals := make([][]byte, len(keys))
 	completed := false
+	rctx := context.WithoutCancel(ctx)
 	defer func() {
 		if !completed {
 			b.err = ErrPanicked
 		}
 		close(b.done)
-		q.next()
+		q.next(rctx, b.err)
 	}()
 	var err error
 	if len(keys) == 1 {
-		vals[0], err = q.one(context.WithoutCancel(ctx), keys[0])
+		vals[0], err = q.one(rctx, keys[0])
 	} else {
-		err = q.many(context.WithoutCancel(ctx), keys, vals)
+		err = q.many(rctx, keys, vals)
 	}
 	b.vals, b.err = vals, err
 	completed = true
@@ -190,7 +202,7 @@ func (q *Queue) leave(b *batch, leader bool) {
 	if b.members == 0 {
 		b.sent = true // abandoned: nobody wants its replies
 		if b.granted {
-			q.nextLocked()
+			q.nextLocked(nil)
 			return
 		}
 		if j := slices.Index(q.pending, b); j >= 0 {
@@ -205,14 +217,30 @@ func (q *Queue) leave(b *batch, leader bool) {
 	}
 }
 
-// next hands the queue to the oldest pending batch, or marks it idle.
-func (q *Queue) next() {
+// next ends a read that ended with err, made under ctx: it hands the
+// queue to the oldest pending batch, or marks it idle, after failing every
+// pending batch when err is one to shed.
+func (q *Queue) next(ctx context.Context, err error) {
+	if err == nil || ctx.Err() != nil || q.shed == nil || !q.shed(err) {
+		err = nil
+	}
 	q.mu.Lock()
-	q.nextLocked()
+	q.nextLocked(err)
 	q.mu.Unlock()
 }
 
-func (q *Queue) nextLocked() {
+// nextLocked is next, with q.mu held: the pending batches fail with shed
+// when it is not nil.
+func (q *Queue) nextLocked(shed error) {
+	if shed != nil {
+		for j, b := range q.pending {
+			q.stats.shed.Add(uint64(len(b.keys)))
+			b.err, b.sent = shed, true
+			close(b.done)
+			q.pending[j] = nil
+		}
+		q.pending = q.pending[:0]
+	}
 	if len(q.pending) == 0 {
 		q.busy = false
 		return

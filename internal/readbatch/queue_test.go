@@ -57,7 +57,7 @@ func (f *fakeNode) many(ctx context.Context, keys []string, vals [][]byte) error
 	return nil
 }
 
-func (f *fakeNode) queue(max int) *Queue { return New(f.one, f.many, max) }
+func (f *fakeNode) queue(max int) *Queue { return New(f.one, f.many, max, nil) }
 
 func (f *fakeNode) callKeys() [][]string {
 	f.mu.Lock()
@@ -208,7 +208,7 @@ func TestNeverAReplyFromBefore(t *testing.T) {
 			vals[i] = v
 		}
 		return nil
-	}, 8)
+	}, 8, nil)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -350,7 +350,7 @@ func TestBatchPanic(t *testing.T) {
 		return []byte("v"), nil
 	}, func(ctx context.Context, keys []string, vals [][]byte) error {
 		panic("many")
-	}, 64)
+	}, 64, nil)
 	first := get(context.Background(), q, "a")
 	<-started
 	var panics atomic.Int64
@@ -387,7 +387,7 @@ func TestBatchPanic(t *testing.T) {
 // TestGroupQueuePerNode: each node has its own queue, made once.
 func TestGroupQueuePerNode(t *testing.T) {
 	f := &fakeNode{}
-	g := NewGroup(f.one, f.many, 8)
+	g := NewGroup(f.one, f.many, 8, nil)
 	a, b := g.For("a"), g.For("b")
 	if a == b || g.For("a") != a || g.For("") == a {
 		t.Fatalf("For gives one queue to two nodes, or two to one")
@@ -399,5 +399,57 @@ func TestGroupQueuePerNode(t *testing.T) {
 	}
 	if s := g.Stats(); s.Lone != 3 {
 		t.Errorf("Stats().Lone = %d, want 3", s.Lone)
+	}
+}
+
+// TestShed: when a read fails with an error to shed, the batches waiting
+// behind it fail with it unsent; other errors, and a read whose caller
+// left, shed nothing.
+func TestShed(t *testing.T) {
+	silent, other := errors.New("silent"), errors.New("other")
+	for _, tc := range []struct {
+		name   string
+		err    error
+		cancel bool // the lone read's caller leaves
+		shed   bool
+	}{
+		{"silent", silent, false, true},
+		{"other", other, false, false},
+		{"caller left", silent, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeNode{started: make(chan []string, 10), release: make(chan struct{})}
+			q := New(f.one, f.many, 64, func(err error) bool { return errors.Is(err, silent) })
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			first := get(ctx, q, "a")
+			<-f.started
+			b, c := get(context.Background(), q, "b"), get(context.Background(), q, "c")
+			waiting(t, q, 2)
+			f.mu.Lock()
+			f.err = tc.err
+			f.mu.Unlock()
+			if tc.cancel {
+				cancel()
+			}
+			f.release <- struct{}{}
+			<-first
+			if !tc.shed {
+				<-f.started // the batch goes out
+				f.release <- struct{}{}
+			}
+			for _, out := range []<-chan string{b, c} {
+				if v := <-out; v != "error: "+tc.err.Error() {
+					t.Errorf("Get behind a failed read = %q, want error: %v", v, tc.err)
+				}
+			}
+			wantShed := uint64(0)
+			if tc.shed {
+				wantShed = 2
+			}
+			if s := q.Stats(); s.Shed != wantShed || len(f.callKeys()) != 2-int(wantShed/2) {
+				t.Errorf("Stats() = %+v after %d reads, want %d shed", s, len(f.callKeys()), wantShed)
+			}
+		})
 	}
 }

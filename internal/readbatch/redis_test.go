@@ -33,7 +33,7 @@ func redisQueue(rdb *redis.Client, max int) *Queue {
 			}
 		}
 		return nil
-	}, max)
+	}, max, nil)
 }
 
 // TestRedisBatches reads keys of a real Redis from 32 goroutines: every
