@@ -77,6 +77,7 @@ import (
 	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/readbatch"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
 )
@@ -100,6 +101,7 @@ type Cache[K comparable, V any] struct {
 	flights flight.Group[result[V]]
 	stats   counters
 	guard   guard
+	reads   *readbatch.Group    // Get's Redis reads, batched per node (hitread.go)
 	l1      *local[V]           // nil without WithLocalCache
 	loads   *semaphore.Weighted // nil with WithMaxConcurrentLoads(0)
 	hb      heartbeat           // the fill locks held by loads in flight
@@ -218,6 +220,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		stats:     &c.stats,
 	}
 	c.guard.cbs = newBreakers(&cfg, rdb, cfg.logger, c.breakerChanged)
+	c.reads = c.newReads()
 	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.prefillKick = make(chan struct{}, 1)
 	c.startWatcher()

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -98,41 +97,16 @@ func (c *Cache[K, V]) pipelineScript(ctx context.Context, s *redis.Script, idx [
 func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) (out [][]byte, failed []error, err error) {
 	out = make([][]byte, len(vkeys))
 	failed, err = c.perNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
-		if c.guard.cbs.cluster == nil {
-			ks := make([]string, len(idx))
-			for j, i := range idx {
-				ks[j] = vkeys[i]
-			}
-			vals, err := c.rdb.MGet(ctx, ks...).Result()
-			if err != nil {
-				return err
-			}
-			fillRaw(out, idx, vals)
-			return nil
+		ks := make([]string, len(idx))
+		for j, i := range idx {
+			ks[j] = vkeys[i]
 		}
-		bySlot := make(map[uint16][]int)
-		for _, i := range idx {
-			s := protocol.Slot(vkeys[i])
-			bySlot[s] = append(bySlot[s], i)
-		}
-		cmds := make([]*redis.SliceCmd, 0, len(bySlot))
-		groups := make([][]int, 0, len(bySlot))
-		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, slotIdx := range bySlot {
-				ks := make([]string, len(slotIdx))
-				for j, i := range slotIdx {
-					ks[j] = vkeys[i]
-				}
-				cmds = append(cmds, p.MGet(ctx, ks...))
-				groups = append(groups, slotIdx)
-			}
-			return nil
-		})
-		if err != nil {
+		vals := make([][]byte, len(idx))
+		if err := c.mgetNode(ctx, ks, vals); err != nil {
 			return err
 		}
-		for g, cmd := range cmds {
-			fillRaw(out, groups[g], cmd.Val())
+		for j, i := range idx {
+			out[i] = vals[j]
 		}
 		return nil
 	}, nil)

@@ -15,6 +15,7 @@ package readbatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 )
@@ -28,6 +29,10 @@ type OneFunc func(ctx context.Context, key string) ([]byte, error)
 // be read then: an abandoned call may still be writing them. The keys are
 // all on one node; ManyFunc splits them by slot if it must.
 type ManyFunc func(ctx context.Context, keys []string, vals [][]byte) error
+
+// ErrShed is wrapped, beside the error of the read that failed, by the
+// error of the callers of a batch that failed unsent behind it (see New).
+var ErrShed = errors.New("readbatch: batch failed unsent behind a failed read")
 
 // ErrPanicked is the error of the callers of a batch whose ManyFunc
 // panicked; the panic goes on in the caller that sent the batch.
@@ -69,8 +74,9 @@ type batch struct {
 // many, at most max keys per batch (max < 1 means 1: no batching). When a
 // read fails with an error for which shed (if not nil) returns true, say a
 // node that did not answer within its budget, the batches waiting behind
-// it fail with that error at once rather than wait their own budget: a
-// caller's wait for a failing node is then one budget, as a lone read's.
+// it fail with that error (and ErrShed) at once rather than wait their own
+// budget: a caller's wait for a failing node is then one budget, as a lone
+// read's.
 // A read whose caller's context ended sheds nothing.
 func New(one OneFunc, many ManyFunc, max int, shed func(error) bool) *Queue {
 	return &Queue{one: one, many: many, max: max, shed: shed}
@@ -233,6 +239,7 @@ func (q *Queue) next(ctx context.Context, err error) {
 // when it is not nil.
 func (q *Queue) nextLocked(shed error) {
 	if shed != nil {
+		shed = fmt.Errorf("%w: %w", ErrShed, shed)
 		for j, b := range q.pending {
 			q.stats.shed.Add(uint64(len(b.keys)))
 			b.err, b.sent = shed, true

@@ -438,9 +438,13 @@ func TestShed(t *testing.T) {
 				<-f.started // the batch goes out
 				f.release <- struct{}{}
 			}
+			want := "error: " + tc.err.Error()
+			if tc.shed {
+				want = "error: " + ErrShed.Error() + ": " + tc.err.Error()
+			}
 			for _, out := range []<-chan string{b, c} {
-				if v := <-out; v != "error: "+tc.err.Error() {
-					t.Errorf("Get behind a failed read = %q, want error: %v", v, tc.err)
+				if v := <-out; v != want {
+					t.Errorf("Get behind a failed read = %q, want %q", v, want)
 				}
 			}
 			wantShed := uint64(0)
