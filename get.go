@@ -164,7 +164,9 @@ func (c *Cache[K, V]) afterRead(key K, vkey string, raw []byte, err error, epoch
 		c.maybeRefresh(key, vkey, h.Expiry, h.LoadTime)
 		return r, nil
 	case readStale:
-		return r, func(ctx context.Context) result[V] { return c.revive(ctx, key, vkey, r, epoch) }
+		// A copy, so that only this path moves the result to the heap.
+		stale := r
+		return r, func(ctx context.Context) result[V] { return c.revive(ctx, key, vkey, stale, epoch) }
 	case readFault:
 		c.redisError(err)
 		if r, ok := c.localCopy(vkey); ok {
