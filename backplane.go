@@ -64,7 +64,7 @@ func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) error {
 	msg := l1.Encode(c.tokenPrefix, vkeys)
 	// PUBLISH has no key: go-redis sends it to any node of a Cluster, so
 	// it goes through the breaker of no particular node.
-	return c.guard.do(ctx, "", func(ctx context.Context) error {
+	return c.guard.Do(ctx, "", func(ctx context.Context) error {
 		return c.rdb.Publish(ctx, c.channel(), msg).Err()
 	})
 }

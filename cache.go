@@ -26,7 +26,7 @@
 //     the fill the same way.
 //  4. A process that finds the lock taken polls with a jittered backoff
 //     until the holder's value lands, taking the lock over if the holder died
-//     and the lock expired. With a lock wait ([WithLockWait]) that runs out
+//     and the lock expired. With a lock wait ([FillLock].Wait) that runs out
 //     it loads by itself; that value is written only if the generation did
 //     not change meanwhile.
 //
@@ -38,7 +38,7 @@
 // is healthy. When Redis fails, Get still returns the loader's value with a
 // nil error: a Redis fault is counted in [Stats], never returned. Every
 // Redis call has a time budget ([WithRedisTimeout]) and goes through a
-// circuit breaker ([WithBreaker]), one per primary on a Redis Cluster.
+// circuit breaker ([WithCircuitBreaker]), one per primary on a Redis Cluster.
 //
 // The Cache works over any go-redis v9 client: a single server, a
 // Sentinel-managed primary (redis.NewFailoverClient) or a Redis Cluster
@@ -51,10 +51,18 @@
 // <prefix>{s}:gen for the generation. The braces are a Redis Cluster hash
 // tag: all three keys live in one slot. When s is empty, contains '}' or
 // starts with '#', the tag is "#" and the hex SHA-256 of s. Values are
-// stored in a small
-// versioned envelope around the codec's bytes; entries the cache cannot read
-// (corrupt, foreign, of another Redis type, or from an incompatible future
-// version) are misses.
+// stored in a small versioned envelope around the codec's bytes; entries
+// the cache cannot read (corrupt, foreign, of another Redis type, or from
+// an incompatible future version) are misses, counted in [Stats].Corrupt.
+//
+// The key does not name the value type, so two caches with the same
+// prefix (the default "ca:" included) and keys that encode alike share
+// keys. The envelope therefore carries a 32-bit fingerprint of the value
+// type's name (reflect) and the codec's type: an entry whose fingerprint
+// is not this cache's is a miss, never decoded into the wrong type. Such
+// caches still overwrite each other's entries, so give each its own
+// [WithPrefix]. Entries written by v0.1, which have no fingerprint, are
+// read as before until they expire.
 //
 // # Shared values
 //
@@ -78,6 +86,7 @@ import (
 	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/cacheaside/cacheaside/internal/readbatch"
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
 )
@@ -95,21 +104,21 @@ type Cache[K comparable, V any] struct {
 	load   LoadFunc[K, V]
 	encode keyEncoder[K]
 	cfg    config
-	proto  protocol.Params // the timings of every script call
 	logger *slog.Logger
 
 	flights flight.Group[result[V]]
 	stats   counters
-	guard   guard
+	guard   *redisguard.Guard
 	reads   *readbatch.Group    // Get's Redis reads, batched per node (hitread.go)
 	l1      *local[V]           // nil without WithLocalCache
 	loads   *semaphore.Weighted // nil with WithMaxConcurrentLoads(0)
 	hb      heartbeat           // the fill locks held by loads in flight
 	warm    warmup[K]
 
-	tokenPrefix string
-	tokenSeq    atomic.Uint64
-	lastReload  atomic.Int64 // UnixNano of the last Cluster slot-map reload asked for
+	lock        *protocol.Locker // the fill lock's Redis I/O (lock.go)
+	tokenPrefix string           // unique to this Cache: starts its lock tokens, generations and messages
+	fingerprint uint32           // of V and the codec, in every envelope written (typeFingerprint)
+	lastReload  atomic.Int64     // UnixNano of the last Cluster slot-map reload asked for
 
 	bp *l1.Listener // the backplane's subscription; nil without WithLocalCache
 	// markerSeq numbers the restart watcher's marker writes; unsureFrom is
@@ -119,8 +128,6 @@ type Cache[K comparable, V any] struct {
 	markerSeq, unsureFrom uint64
 	refreshing            sync.Map      // value keys this process is refreshing early
 	refreshSem            chan struct{} // bounds early refreshes
-	// releaseSlots bounds lock releases retried past the guard.
-	releaseSlots chan struct{}
 	// prefillKick asks WithLocalPrefill's goroutine for a round now.
 	prefillKick chan struct{}
 
@@ -183,43 +190,25 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		load:        load,
 		encode:      enc,
 		cfg:         cfg,
-		proto:       protocol.Params{LockTTL: cfg.lockTTL, GenTTL: generationTTL(cfg)},
 		logger:      cfg.logger,
 		warm:        warm,
 		tokenPrefix: hex.EncodeToString(id[:]) + ".",
+		fingerprint: typeFingerprint[V](cfg.codec),
 	}
 	c.flights.Track = cfg.waiterCtxs
 	if cfg.localSize > 0 {
 		l1, err := newLocal[V](cfg.localSize, cfg.localTTL)
 		if err != nil {
-			return nil, fmt.Errorf("cacheaside: invalid configuration:\nWithLocalCache: %w", err)
+			return nil, fmt.Errorf("cacheaside: invalid configuration:\nWithL1: %w", err)
 		}
 		c.l1 = l1
 	}
 	c.refreshSem = make(chan struct{}, refreshSlots)
-	c.releaseSlots = make(chan struct{}, 16)
 	if cfg.maxLoads > 0 {
 		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
 	}
-	inline, pool := clientTraits(rdb)
-	clone := false
-	if cl, ok := rdb.(*redis.Client); ok && !inline && cfg.timeoutClone {
-		// Socket deadlines of the Redis timeout, on the same pool: the
-		// budget then holds without a goroutine per call.
-		c.rdb, inline, clone = cl.WithTimeout(cfg.redisTTL), true, true
-	}
-	c.guard = guard{
-		budget:    cfg.redisTTL,
-		limit:     slowLimit(cfg),
-		calmAfter: calmPeriod * cfg.redisTTL,
-		inline:    inline,
-		clone:     clone,
-		pool:      int64(pool),
-		slots:     make(chan struct{}, cfg.maxAbandoned),
-		tracker:   &c.tracker,
-		stats:     &c.stats,
-	}
-	c.guard.cbs = newBreakers(&cfg, rdb, cfg.logger, c.breakerChanged)
+	c.guard, c.rdb = newGuard(&cfg, rdb, c.breakerChanged)
+	c.lock = c.newLocker()
 	c.reads = c.newReads()
 	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.prefillKick = make(chan struct{}, 1)
@@ -252,7 +241,9 @@ func generationTTL(cfg config) time.Duration {
 // Stats returns a snapshot of the Cache's counters and breaker state.
 func (c *Cache[K, V]) Stats() Stats {
 	s := c.stats.snapshot()
-	s.Breaker = c.guard.state()
+	g := c.guard.Counts()
+	s.RedisSlow, s.RedisSkipped, s.Abandoned, s.BreakerOpens = g.Slow, g.Skipped, g.Abandoned, g.Opens
+	s.Breaker = breakerState(c.guard.State())
 	return s
 }
 
@@ -270,6 +261,7 @@ func (c *Cache[K, V]) Close() error {
 	c.stopLife()
 	c.stopBackplane()
 	c.tracker.wg.Wait()
+	c.guard.Close() // the Redis calls it abandoned
 	if c.l1 != nil {
 		c.l1.Close()
 	}
@@ -279,9 +271,6 @@ func (c *Cache[K, V]) Close() error {
 // breakerChanged runs on every breaker state change, under the breaker's
 // lock.
 func (c *Cache[K, V]) breakerChanged(from, to BreakerState) {
-	if to == BreakerOpen {
-		c.stats.breakerOpens.Add(1)
-	}
 	if from != BreakerClosed && to == BreakerClosed {
 		c.warm.nudge() // Redis is back: check at once whether it came back empty
 	}
@@ -298,7 +287,7 @@ func (c *Cache[K, V]) breakerChanged(from, to BreakerState) {
 func (c *Cache[K, V]) redisError(err error) {
 	c.stats.redisErrors.Add(1)
 	cc, ok := c.rdb.(*redis.ClusterClient)
-	if !ok || !isOutage(err) {
+	if !ok || !redisguard.IsOutage(err) {
 		return
 	}
 	now := time.Now().UnixNano()

@@ -2,6 +2,8 @@ package cacheaside
 
 import (
 	"encoding/json"
+	"hash/fnv"
+	"reflect"
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/envelope"
@@ -14,6 +16,8 @@ import (
 //
 // Bytes that a codec cannot decode are treated as a miss: the value is
 // reloaded and overwritten, and the event is counted in [Stats].Corrupt.
+// So is an entry written by a cache of another value type or codec: the
+// envelope names both (see the package documentation's key layout).
 type Codec interface {
 	Marshal(v any) ([]byte, error)
 	Unmarshal(data []byte, v any) error
@@ -30,12 +34,31 @@ func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
 // Unmarshal implements [Codec].
 func (JSON) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
 
+// typeFingerprint names the value type V and the codec in the envelope of
+// every entry a cache writes (never 0, which means "none": a v0.1 entry).
+// Two caches that share keys but not V or the codec then see each other's
+// entries as unreadable (a miss, counted in Stats.Corrupt) instead of
+// decoding them into the wrong type.
+func typeFingerprint[V any](codec Codec) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(reflect.TypeFor[V]().String()))
+	h.Write([]byte{0})
+	h.Write([]byte(reflect.TypeOf(codec).String()))
+	return max(h.Sum32(), 1)
+}
+
 // decodeResult turns a Redis value into a hit and returns the envelope's
 // header (logical expiry, load time). ok is false when the bytes are not a
 // readable envelope or the codec rejects them: a miss.
 func (c *Cache[K, V]) decodeResult(raw []byte) (r result[V], h envelope.Header, ok bool) {
 	h, payload, err := envelope.Decode(raw)
 	if err != nil {
+		c.stats.corrupt.Add(1)
+		return r, h, false
+	}
+	if h.Type != 0 && h.Type != c.fingerprint {
+		// Written by a cache of another value type or codec under the same
+		// key: never decode it into V.
 		c.stats.corrupt.Add(1)
 		return r, h, false
 	}
@@ -72,5 +95,5 @@ func (c *Cache[K, V]) encodeValue(v V, took, ttl time.Duration) (env []byte, err
 	if err != nil {
 		return nil, err
 	}
-	return envelope.Append(make([]byte, 0, envelope.MaxHeader+len(b)), envelope.Header{LoadTime: took, Expiry: time.Now().Add(ttl)}, b), nil
+	return envelope.Append(make([]byte, 0, envelope.MaxHeader+len(b)), envelope.Header{LoadTime: took, Expiry: time.Now().Add(ttl), Type: c.fingerprint}, b), nil
 }

@@ -92,6 +92,7 @@ func coldStampede(t *testing.T, newClient func(t *testing.T) redis.UniversalClie
 	}
 
 	ctx := testContext(t)
+	stalled := probeStalls(t, newClient(t), keys)
 	var gets []func()
 	var failed atomic.Int64
 	for _, k := range keys {
@@ -109,8 +110,21 @@ func coldStampede(t *testing.T, newClient func(t *testing.T) redis.UniversalClie
 	atOnce(gets)
 
 	total := summed(caches)
-	t.Logf("%d cold keys x %d callers on %d fresh Caches: %d loads, %d Redis calls slow, %d Redis errors, %d skipped, %d breaker opens, %d lock waits run out",
-		len(keys), perKey, coldInstances, total.Loads, total.RedisSlow, total.RedisErrors, total.RedisSkipped, total.BreakerOpens, total.LockWaitTimeouts)
+	stall := stalled()
+	t.Logf("%d cold keys x %d callers on %d fresh Caches: %d loads, %d Redis calls slow, %d Redis errors, %d skipped, %d breaker opens, %d lock waits run out; a probe's slowest reply %v",
+		len(keys), perKey, coldInstances, total.Loads, total.RedisSlow, total.RedisErrors, total.RedisSkipped, total.BreakerOpens, total.LockWaitTimeouts, stall)
+	if stall >= defaultRedisTimeout {
+		// Redis itself gave no reply for a whole Redis timeout: that is
+		// a failing Redis (WithRedisTimeout), which a flight may load
+		// around, once per Cache at most.
+		t.Logf("a probe waited %v for a reply, more than the Redis timeout %v: the machine stalled Redis; checking at most one load per key per Cache", stall, defaultRedisTimeout)
+		for _, k := range keys {
+			if n := loads[k].Load(); n < 1 || n > coldInstances {
+				t.Errorf("key %s loaded %d times by %d Caches while Redis stalled, want 1 to %d", k, n, coldInstances, coldInstances)
+			}
+		}
+		return
+	}
 	var extra []string
 	for _, k := range keys {
 		if n := loads[k].Load(); n != 1 {
@@ -214,5 +228,42 @@ func TestColdStartLoadsOnceCluster(t *testing.T) {
 				coldStampede(t, cc.new, ks, 100)
 			})
 		})
+	}
+}
+
+// defaultRedisTimeout is WithRedisTimeout's default, which the cold-start
+// and pool tests keep.
+const defaultRedisTimeout = 100 * time.Millisecond
+
+// probeStalls reads keys through rdb, its own client, one after another
+// every few milliseconds without a deadline, until the returned function
+// is called; that function returns the longest a read waited for its
+// reply. A read that waits a whole Redis timeout shows a Redis that the
+// machine stalled (or this process, which the guard must tell apart): by
+// WithRedisTimeout's definition a failing one.
+func probeStalls(t *testing.T, rdb redis.UniversalClient, keys []string) (stop func() time.Duration) {
+	t.Helper()
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("probe: PING: %v", err)
+	}
+	done := make(chan struct{})
+	var slowest time.Duration
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			start := time.Now()
+			_ = rdb.Get(context.Background(), "probe:{"+keys[i%len(keys)]+"}").Err()
+			slowest = max(slowest, time.Since(start))
+		}
+	})
+	return func() time.Duration {
+		close(done)
+		wg.Wait()
+		return slowest
 	}
 }

@@ -206,3 +206,102 @@ func TestWrongTypeValueIsReplaced(t *testing.T) {
 		}
 	}
 }
+
+// TestCachesOfOtherTypesDoNotReadEachOther: two caches with int keys and
+// default options (so the same prefix, "ca:") on one Redis, one of users
+// and one of products. Each finds the other's entry under the same key: it
+// must be a miss (its own loader called, counted in Stats.Corrupt), never
+// the other's value decoded into its own type. Before the envelope carried
+// a type fingerprint, the product cache returned the user row as a
+// product with a nil error and Corrupt = 0.
+func TestCachesOfOtherTypesDoNotReadEachOther(t *testing.T) {
+	type user struct {
+		ID   int    `json:"id"`
+		Name string `json:"name"`
+	}
+	type product struct {
+		ID   int    `json:"id"`
+		Name string `json:"name"`
+	}
+	srv := redistest.Start(t)
+	ctx := testContext(t)
+	var userLoads, productLoads atomic.Int64
+	users := newCache(t, srv, func(_ context.Context, id int) (user, error) {
+		userLoads.Add(1)
+		return user{ID: id, Name: "Ada"}, nil
+	})
+	products := newCache(t, srv, func(_ context.Context, id int) (product, error) {
+		productLoads.Add(1)
+		return product{ID: id, Name: "Lamp"}, nil
+	})
+
+	if u, err := users.Get(ctx, 7); err != nil || u.Name != "Ada" {
+		t.Fatalf("users.Get(7) = %+v, %v, want Ada", u, err)
+	}
+	p, err := products.Get(ctx, 7)
+	if err != nil || p.Name != "Lamp" {
+		t.Errorf("products.Get(7) = %+v, %v, want Lamp (the user entry must not be read as a product)", p, err)
+	}
+	if n := productLoads.Load(); n != 1 {
+		t.Errorf("product loads = %d, want 1: the user entry is a miss for products", n)
+	}
+	if s := products.Stats(); s.Corrupt != 1 || s.Hits != 0 {
+		t.Errorf("products.Stats() Corrupt = %d, Hits = %d, want 1, 0", s.Corrupt, s.Hits)
+	}
+	// The product load overwrote the key: now the user cache must miss.
+	u, err := users.Get(ctx, 7)
+	if err != nil || u.Name != "Ada" {
+		t.Errorf("users.Get(7) again = %+v, %v, want Ada", u, err)
+	}
+	if n := userLoads.Load(); n != 2 {
+		t.Errorf("user loads = %d, want 2: the product entry is a miss for users", n)
+	}
+	if s := users.Stats(); s.Corrupt != 1 {
+		t.Errorf("users.Stats().Corrupt = %d, want 1", s.Corrupt)
+	}
+}
+
+// TestCachesOfOtherCodecsDoNotReadEachOther: the same value type under two
+// codecs that happen to read each other's bytes is still two namespaces.
+func TestCachesOfOtherCodecsDoNotReadEachOther(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := testContext(t)
+	var loads atomic.Int64
+	load := func(_ context.Context, id int) (string, error) { loads.Add(1); return "v", nil }
+	a := newCache(t, srv, load)
+	b := newCache(t, srv, load, cacheaside.WithCodec(otherJSON{}))
+	if _, err := a.Get(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Get(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := loads.Load(); n != 2 {
+		t.Errorf("loads = %d, want 2: an entry of another codec is a miss", n)
+	}
+	if s := b.Stats(); s.Corrupt != 1 {
+		t.Errorf("b.Stats().Corrupt = %d, want 1", s.Corrupt)
+	}
+}
+
+// otherJSON is a codec that reads the default codec's bytes.
+type otherJSON struct{}
+
+func (otherJSON) Marshal(v any) ([]byte, error)   { return json.Marshal(v) }
+func (otherJSON) Unmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// TestV01EntryIsStillRead: an entry without a type fingerprint (written by
+// v0.1) is read as before, so an upgrade does not empty the cache.
+func TestV01EntryIsStillRead(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := testContext(t)
+	old := envelope.Append(nil, envelope.Header{Expiry: time.Now().Add(time.Hour)}, []byte(`{"id":1,"name":"v0.1"}`))
+	srv.CLI(t, "SET", valueKey("1"), string(old))
+	c := newCache(t, srv, func(context.Context, int64) (item, error) {
+		t.Error("loader called for a readable v0.1 entry")
+		return item{}, nil
+	})
+	if v, err := c.Get(ctx, 1); err != nil || v.Name != "v0.1" {
+		t.Errorf("Get(1) = %+v, %v, want the v0.1 entry", v, err)
+	}
+}

@@ -50,24 +50,41 @@ func TestClusterPrimaryFailoverFastReload(t *testing.T) {
 
 func clusterFailover(t *testing.T, cl *redistest.Cluster, rdb *redis.ClusterClient, opts ...cacheaside.Option) {
 	t.Helper()
-	// Pick 20 keys whose slots the same primary owns.
+	// Pick failoverKeys keys whose slots the same primary owns.
 	victim := cl.PrimaryFor(strconv.Itoa(0))
+	candidates := make([]string, 6*failoverKeys)
+	for k := range candidates {
+		candidates[k] = strconv.Itoa(k)
+	}
 	var keys []int
-	for k := 0; len(keys) < 20; k++ {
-		if cl.PrimaryFor(strconv.Itoa(k)) == victim {
+	for k, owner := range cl.Owners(candidates) {
+		if owner == victim && len(keys) < failoverKeys {
 			keys = append(keys, k)
 		}
 	}
-	kill := func() {
-		if p := cl.KillPrimaryFor(strconv.Itoa(keys[0])); p != victim {
-			t.Fatalf("killed %s, want %s", p.Addr(), victim.Addr())
-		}
+	if len(keys) < failoverKeys {
+		t.Fatalf("%s owns %d of the keys 0..%d, want %d", victim.Addr(), len(keys), len(candidates)-1, failoverKeys)
 	}
-	promoted := func() bool {
-		p := cl.PrimaryFor(strconv.Itoa(keys[0]))
-		return p != nil && p != victim
+	replicas := cl.ReplicasOf(victim)
+	if len(replicas) != 1 {
+		t.Fatalf("ReplicasOf(%s) = %d nodes, want 1", victim.Addr(), len(replicas))
 	}
-	runFailover(t, "Cluster", rdb, keys, kill, promoted, opts...)
+	runFailover(t, failoverTopology{
+		name: "Cluster",
+		replicated: func(valueKeys []string) int {
+			cl.WaitReplicated()
+			return replicas[0].CountExisting(t, valueKeys...)
+		},
+		kill: func() {
+			if p := cl.KillPrimaryFor(strconv.Itoa(keys[0])); p != victim {
+				t.Fatalf("killed %s, want %s", p.Addr(), victim.Addr())
+			}
+		},
+		promoted: func() bool {
+			p := cl.PrimaryFor(strconv.Itoa(keys[0]))
+			return p != nil && p != victim
+		},
+	}, rdb, keys, opts...)
 	// go-redis keeps a goroutine per dead node that redials once a second
 	// until the node answers or the client closes; bring the node back (it
 	// rejoins as a replica) and give that goroutine one round to see it,
@@ -87,9 +104,33 @@ func TestSentinelPrimaryFailoverWithL1(t *testing.T) {
 func sentinelFailover(t *testing.T, opts ...cacheaside.Option) {
 	s := redistest.StartSentinel(t)
 	var victim *redistest.Server
-	kill := func() { victim = s.KillPrimary() }
-	promoted := func() bool { return s.Primary() != victim }
-	runFailover(t, "Sentinel", s.Client(t), faultKeys(0, 19), kill, promoted, opts...)
+	runFailover(t, failoverTopology{
+		name: "Sentinel",
+		replicated: func(valueKeys []string) int {
+			s.WaitReplicated()
+			return s.Replica().CountExisting(t, valueKeys...)
+		},
+		kill:     func() { victim = s.KillPrimary() },
+		promoted: func() bool { return s.Primary() != victim },
+	}, s.Client(t), faultKeys(0, failoverKeys-1), opts...)
+}
+
+// failoverKeys is how many keys the failover tests read under load, all
+// served by the primary that is killed.
+const failoverKeys = 200
+
+// failoverTopology is what runFailover needs of a Cluster or Sentinel
+// setup.
+type failoverTopology struct {
+	name string
+	// replicated waits until the replica that is to be promoted has every
+	// write its primary acknowledged, and returns how many of valueKeys it
+	// holds.
+	replicated func(valueKeys []string) int
+	// kill kills -9 the primary of the keys.
+	kill func()
+	// promoted reports whether a replica has taken over the keys.
+	promoted func() bool
 }
 
 // failoverReport is what runFailover measured, from the kill on.
@@ -104,17 +145,19 @@ type failoverReport struct {
 }
 
 // runFailover warms keys into a cache over rdb (with opts), runs Gets of
-// them from 8 goroutines, calls kill, and waits until the cache serves
+// them from 8 goroutines, checks that every value is on the replica (all
+// 200 of 200: topo.replicated waits for replication), calls topo.kill,
+// and waits until the cache serves
 // those keys from Redis again by itself: a full second of Redis hits with
-// no miss and no L1 answer. It polls promoted to time the topology's own
-// failover. Every Get must return the loader's value with a nil error
+// no miss and no L1 answer. It polls topo.promoted to time the topology's
+// own failover. Every Get must return the loader's value with a nil error
 // throughout; at most one load per key runs at a time, with an L1 each key
 // may be loaded at most once (the bound the L1 gives while Redis is
 // unreachable), and the cache must be back on
 // Redis hits within a generous 5 s of the promotion (the README reports
 // the measured lag; without the cache's own slot-map reloads a Cluster
 // client stays on the dead node for up to a minute).
-func runFailover(t *testing.T, topology string, rdb redis.UniversalClient, keys []int, kill func(), promoted func() bool, opts ...cacheaside.Option) {
+func runFailover(t *testing.T, topo failoverTopology, rdb redis.UniversalClient, keys []int, opts ...cacheaside.Option) {
 	t.Helper()
 	const (
 		recoverWithin = 30 * time.Second
@@ -187,11 +230,20 @@ func runFailover(t *testing.T, topology string, rdb redis.UniversalClient, keys 
 	defer halt()
 
 	time.Sleep(300 * time.Millisecond) // steady state before the kill
+	// Replication is asynchronous: a value the primary has but its replica
+	// not yet is lost with the primary, and its next Get is a load that
+	// says nothing about the cache. Every value must be on the replica
+	// before the kill (nothing writes them now: every Get is a hit).
+	vks := valueKeys("ca:", keys)
+	if n := topo.replicated(vks); n != len(vks) {
+		t.Fatalf("%d of %d values on the replica before the kill, want all", n, len(vks))
+	}
+	t.Logf("%d of %d values on the replica before the kill", len(vks), len(vks))
 	base := c.Stats()
 	baseLoads := ld.calls.Load()
 	baseGets := gets.Load()
 	killed := time.Now()
-	kill()
+	topo.kill()
 
 	// Track the last moment a Get was answered other than by a Redis hit;
 	// done when that stayed flat for quietFor while hits kept growing.
@@ -202,7 +254,7 @@ func runFailover(t *testing.T, topology string, rdb redis.UniversalClient, keys 
 	for {
 		time.Sleep(50 * time.Millisecond)
 		now := time.Now()
-		if promotedAt.IsZero() && promoted() {
+		if promotedAt.IsZero() && topo.promoted() {
 			promotedAt = time.Now()
 		}
 		st := c.Stats()
@@ -249,7 +301,7 @@ func runFailover(t *testing.T, topology string, rdb redis.UniversalClient, keys 
 	if withL1 {
 		variant = "WithLocalCache"
 	}
-	t.Logf("| %s | %s | %.1f s | %.1f s | %+.1f s | %d | %d | %d | %v |", topology, variant,
+	t.Logf("| %s | %s | %.1f s | %.1f s | %+.1f s | %d | %d | %d | %v |", topo.name, variant,
 		r.promoted.Seconds(), r.degraded.Seconds(), (r.degraded - r.promoted).Seconds(), r.loads, r.gets, r.errors, r.p99.Round(time.Microsecond))
 	t.Logf("stats delta: Hits +%d Misses +%d LocalHits +%d RedisErrors +%d RedisSkipped +%d Abandoned +%d BreakerOpens +%d LockAcquired +%d FillConflicts +%d RestartsDetected +%d; breaker %s",
 		st.Hits-base.Hits, st.Misses-base.Misses, st.LocalHits-base.LocalHits, st.RedisErrors-base.RedisErrors, st.RedisSkipped-base.RedisSkipped,

@@ -26,7 +26,7 @@ func (c *Cache[K, V]) loadAndFill(ctx context.Context, key K, ks protocol.Keys, 
 // load began: the result must then be handed to no one. stored reports
 // that the fill wrote the result to Redis.
 func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks protocol.Keys, l protocol.Lease, epoch uint64) (r result[V], conflict, stored bool) {
-	stop := c.keepAlive(heldBy(l, ks[0]))
+	stop := c.keepAlive(protocol.HeldBy(l, ks[0]))
 	ld := c.callLoader(ctx, key)
 	stop()
 	r = result[V]{val: ld.val, err: ld.err, src: fromLoad}
@@ -36,7 +36,7 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks protocol.Ke
 		return r, false, false
 	}
 	expiry := time.Now().Add(ttl) // before the fill: L1 must not outlive the logical expiry
-	res, err := c.fill(ctx, ks, l, env, ttl, negative)
+	res, err := c.lock.Fill(ctx, ks, l, env, c.physical(ttl, negative), negative)
 	conflict, stored = c.settle(ks[0], r, expiry, res, err, epoch)
 	return r, conflict, stored
 }
@@ -99,7 +99,7 @@ func (c *Cache[K, V]) prepare(ld loaded[V]) (env []byte, ttl time.Duration, nega
 	}
 	ttl = jittered(base, c.cfg.jitter)
 	if negative {
-		env = envelope.Append(nil, envelope.Header{Flags: envelope.NotFound, LoadTime: ld.took, Expiry: time.Now().Add(ttl)}, nil)
+		env = envelope.Append(nil, envelope.Header{Flags: envelope.NotFound, LoadTime: ld.took, Expiry: time.Now().Add(ttl), Type: c.fingerprint}, nil)
 		return env, ttl, true, true
 	}
 	env, err := c.encodeValue(ld.val, ld.took, ttl)

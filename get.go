@@ -46,7 +46,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 		// While Redis is failing, a local copy beats waiting for the
 		// flight's Redis call: it may be the breaker's probe, which can
 		// take the whole Redis timeout.
-		if c.l1 != nil && !c.guard.cbs.closed(vkey) {
+		if c.l1 != nil && !c.guard.Closed(vkey) {
 			if r, ok := c.l1.get(vkey, false); ok {
 				c.stats.localHits.Add(1)
 				return r.val, r.err
@@ -164,7 +164,8 @@ func (c *Cache[K, V]) afterRead(key K, vkey string, raw []byte, err error, epoch
 		c.maybeRefresh(key, vkey, h.Expiry, h.LoadTime)
 		return r, nil
 	case readStale:
-		// A copy, so that only this path moves the result to the heap.
+		// A copy declared here, captured by the closure: capturing r
+		// would put it on the heap on every read, hits included.
 		stale := r
 		return r, func(ctx context.Context) result[V] { return c.revive(ctx, key, vkey, stale, epoch) }
 	case readFault:
@@ -172,7 +173,7 @@ func (c *Cache[K, V]) afterRead(key K, vkey string, raw []byte, err error, epoch
 		if r, ok := c.localCopy(vkey); ok {
 			return r, nil
 		}
-		if !c.guard.retrySlow(err) {
+		if !c.guard.RetrySlow(err) {
 			// Redis is unavailable: load without the lock, write nothing.
 			return r, func(ctx context.Context) result[V] {
 				return c.loadAndFill(ctx, key, protocol.KeysFor(vkey), protocol.Lease{}, epoch)
@@ -225,7 +226,7 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks protocol.Keys, unreadab
 	deadline := began.Add(c.cfg.lockWait)
 	var waited bool
 	for round := 0; ; round++ {
-		st, raw, got, err := c.acquire(ctx, ks, c.newToken(), unreadable)
+		st, raw, got, err := c.acquire(ctx, ks, unreadable)
 		if err != nil {
 			c.redisError(err)
 			// Redis answers, slowly: try again rather than load without
@@ -233,9 +234,9 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks protocol.Keys, unreadab
 			// the wait has no bound of its own).
 			retryUntil := deadline
 			if !bounded {
-				retryUntil = began.Add(c.guard.limit)
+				retryUntil = began.Add(c.guard.Limit())
 			}
-			if !c.guard.retrySlow(err) || time.Until(retryUntil) <= 0 {
+			if !c.guard.RetrySlow(err) || time.Until(retryUntil) <= 0 {
 				return r, l, false // l is the last lease read, if any
 			}
 			if !sleep(ctx, min(backoff(round), time.Until(retryUntil))) {

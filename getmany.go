@@ -8,20 +8,9 @@ import (
 
 	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"golang.org/x/sync/errgroup"
 )
-
-// WithBatchLoader sets the loader [Cache.GetMany] calls once for all the
-// keys of a batch that missed. Its type parameters must match the Cache's;
-// New reports a mismatch. Keys missing from its map do not exist and are
-// remembered as not found; an error fails every key of the batch and is
-// never remembered as not found.
-//
-// Default: none; GetMany then calls the LoadFunc for each missing key, at
-// most 16 at a time.
-func WithBatchLoader[K comparable, V any](load BatchLoadFunc[K, V]) Option {
-	return func(c *config) { c.batchLoad = load }
-}
 
 // getManyConcurrency bounds the single-key loads of a GetMany without a
 // batch loader.
@@ -32,7 +21,7 @@ const getManyConcurrency = 16
 // one round trip, each node under its own circuit breaker), the others
 // from one call of the batch loader (see [WithBatchLoader]) under their
 // fill locks, written back in one pipeline per node. With
-// [WithStaleIfError], a value past its logical expiry is reloaded as
+// [WithServeStale], a value past its logical expiry is reloaded as
 // [Cache.Get] reloads it (with the LoadFunc) and served stale only when
 // that fails, another process is reloading it or the soft timeout passes.
 // A missing key shares the flight of a concurrent Get of the same key, so it
@@ -93,7 +82,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 	epoch := c.localEpoch()
 	// On a Cluster the MGETs run per node, each under that node's breaker
 	// and budget: a dead node fails only its keys (failed[i]).
-	raws, failed, rerr := c.mget(ctx, vkeys)
+	raws, failed, rerr := c.guard.MGet(ctx, vkeys)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -101,7 +90,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 		c.redisError(rerr)
 	}
 	for i, k := range uniq {
-		r, h, kind := c.classify(mgetReply(raws, failed, i))
+		r, h, kind := c.classify(redisguard.Reply(raws, failed, i))
 		var stale *result[V]
 		switch kind {
 		case readHit:
@@ -249,4 +238,13 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 		rest = append(rest, conflicts...)
 	}
 	single(rest)
+}
+
+// indexes returns 0, 1, …, n-1.
+func indexes(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
 }

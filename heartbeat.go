@@ -1,12 +1,10 @@
 package cacheaside
 
 import (
-	"context"
 	"sync"
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/protocol"
-	"github.com/redis/go-redis/v9"
 )
 
 // The fill lock's heartbeat. A lock's TTL only has to outlive a holder
@@ -16,6 +14,7 @@ import (
 // the database takes, and the other processes keep waiting for its value
 // instead of loading the key themselves. A holder that dies, freezes or
 // loses Redis stops extending, and its lock expires within the lock TTL.
+// The goroutine is the Cache's; its Redis work is protocol.Locker.Extend.
 //
 // One goroutine per Cache extends every lock the Cache holds, in one
 // pipeline per node: an avalanche that queues thousands of loads costs
@@ -25,7 +24,7 @@ import (
 // flight, and whether the goroutine that extends them runs.
 type heartbeat struct {
 	mu      sync.Mutex
-	held    map[heldLock]struct{}
+	held    map[protocol.Held]struct{}
 	running bool
 	// busy is held while a round of extensions is in flight, and by stop,
 	// which must not remove locks from a round in flight (an extension
@@ -39,14 +38,14 @@ type heartbeat struct {
 // extensions in flight, so that no extension lands after it; call it when
 // the load returns, before the fill. It must be called from a goroutine
 // the Cache's tracker knows.
-func (c *Cache[K, V]) keepAlive(held []heldLock) (stop func()) {
+func (c *Cache[K, V]) keepAlive(held []protocol.Held) (stop func()) {
 	if len(held) == 0 {
 		return func() {}
 	}
 	hb := &c.hb
 	hb.mu.Lock()
 	if hb.held == nil {
-		hb.held = make(map[heldLock]struct{})
+		hb.held = make(map[protocol.Held]struct{})
 	}
 	for _, h := range held {
 		hb.held[h] = struct{}{}
@@ -93,12 +92,12 @@ func (c *Cache[K, V]) beat() {
 			hb.busy.Unlock()
 			return
 		}
-		round := make([]heldLock, 0, len(hb.held))
+		round := make([]protocol.Held, 0, len(hb.held))
 		for h := range hb.held {
 			round = append(round, h)
 		}
 		hb.mu.Unlock()
-		lost := c.extend(c.life, round)
+		lost := c.lock.Extend(c.life, round)
 		hb.mu.Lock()
 		for _, h := range lost {
 			delete(hb.held, h)
@@ -106,45 +105,4 @@ func (c *Cache[K, V]) beat() {
 		hb.mu.Unlock()
 		hb.busy.Unlock()
 	}
-}
-
-// heldBy returns the lock of lease l on the key whose value key is vkey, as
-// keepAlive takes it: none for a load without the lock.
-func heldBy(l protocol.Lease, vkey string) []heldLock {
-	if l.Token == "" {
-		return nil
-	}
-	return []heldLock{{l.Token, vkey}}
-}
-
-// extend resets the TTL of the locks held to the lock TTL, in one pipeline
-// per node, and returns those found no longer held. A lock whose call
-// failed is not among them: the next beat tries again.
-func (c *Cache[K, V]) extend(ctx context.Context, held []heldLock) (lost []heldLock) {
-	vkeys := make([]string, len(held))
-	for i, h := range held {
-		vkeys[i] = h.vkey
-	}
-	cmds := make([]*redis.Cmd, len(held))
-	ttl := c.cfg.lockTTL.Milliseconds()
-	errOf, err := c.perNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
-		return c.pipelineScript(ctx, protocol.Hold, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
-			if eval {
-				return protocol.Hold.Eval(ctx, p, protocol.KeysFor(vkeys[i]), held[i].token, ttl)
-			}
-			return protocol.Hold.EvalSha(ctx, p, protocol.KeysFor(vkeys[i]), held[i].token, ttl)
-		}, cmds)
-	}, nil)
-	if err != nil && ctx.Err() == nil {
-		c.redisError(err)
-	}
-	for i, h := range held {
-		if errOf[i] != nil || cmds[i] == nil {
-			continue // the call failed or still runs: its reply must not be read
-		}
-		if n, err := cmds[i].Int64(); err == nil && n == 0 {
-			lost = append(lost, h)
-		}
-	}
-	return lost
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"time"
 )
 
@@ -29,14 +30,18 @@ var ErrNotFound = errors.New("cacheaside: not found")
 
 // A PanicError is returned to every caller of a load whose loader panicked.
 // The panic does not crash the process and does not leave the key locked.
+// Its Error is one line, fit for a log field; the stack is in Stack.
 type PanicError struct {
 	Value any    // the value passed to panic
 	Stack []byte // the loader goroutine's stack at the panic
 }
 
 func (e *PanicError) Error() string {
-	return fmt.Sprintf("cacheaside: loader panicked: %v\n\n%s", e.Value, e.Stack)
+	return "cacheaside: loader panicked: " + oneLine.Replace(fmt.Sprint(e.Value))
 }
+
+// oneLine turns line breaks into spaces.
+var oneLine = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ")
 
 // A PanicError deliberately has no Unwrap: a loader that panics with an
 // error wrapping ErrNotFound has still panicked, and must not be

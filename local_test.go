@@ -222,3 +222,41 @@ func TestJoinerUsesLocalCopyDuringProbe(t *testing.T) {
 		t.Errorf("loader calls = %d, want 1 (the first Get): every other answer came from Redis or L1", n)
 	}
 }
+
+// TestL1ServesReadsByDefault: WithL1 alone answers healthy Gets from the
+// local cache (v0.1's WithLocalCache alone read it only during an outage:
+// LocalHits = 0 on a healthy run); OutageOnly keeps that behaviour. The
+// local copy is trusted once the invalidation subscription is confirmed,
+// so the first Gets may still read Redis.
+func TestL1ServesReadsByDefault(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := testContext(t)
+	load := func(_ context.Context, k int) (string, error) { return faultValue(k), nil }
+	get := func(c *cacheaside.Cache[int, string]) {
+		if v, err := c.Get(ctx, 1); err != nil || v != faultValue(1) {
+			t.Fatalf("Get(1) = %q, %v", v, err)
+		}
+	}
+
+	c := newCacheOn(t, srv.Client(t), load, cacheaside.WithL1(cacheaside.L1{}), cacheaside.WithPrefix("l1:"))
+	waitFor(t, 10*time.Second, "a healthy Get answered from the local cache", func() bool {
+		get(c)
+		return c.Stats().LocalHits > 0
+	})
+	before := c.Stats()
+	for range 10 {
+		get(c)
+	}
+	if s := c.Stats(); s.LocalHits-before.LocalHits != 10 || s.Hits != before.Hits {
+		t.Errorf("10 more Gets: LocalHits +%d, Hits +%d, want +10, +0", s.LocalHits-before.LocalHits, s.Hits-before.Hits)
+	}
+
+	o := newCacheOn(t, srv.Client(t), load, cacheaside.WithL1(cacheaside.L1{OutageOnly: true}), cacheaside.WithPrefix("outage:"))
+	for range 20 {
+		get(o)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := o.Stats(); s.LocalHits != 0 {
+		t.Errorf("OutageOnly: Stats().LocalHits = %d after 20 healthy Gets, want 0", s.LocalHits)
+	}
+}

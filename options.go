@@ -1,6 +1,7 @@
 package cacheaside
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"time"
@@ -37,11 +38,12 @@ type config struct {
 	timeoutClone    bool
 	maxLoads        int
 
-	localSize    int
-	localTTL     time.Duration
-	localFirst   bool
-	localPrefill bool
-	waiterCtxs   bool
+	localSize     int
+	localTTL      time.Duration
+	localFirst    bool
+	localFirstSet bool // by WithLocalFirst, which WithLocalCache must not undo
+	localPrefill  bool
+	waiterCtxs    bool
 
 	warmKeys        any // []K
 	warmFunc        any // func(context.Context) ([]K, error)
@@ -69,6 +71,8 @@ const (
 	defaultMaxAbandoned    = 64
 	defaultWarmConcurrency = 8
 	defaultRestartCheck    = time.Second
+	defaultL1Size          = 10_000
+	defaultL1TTL           = time.Minute
 	// noLimit is a lock wait without a bound of its own; any negative
 	// lock wait means the same.
 	noLimit = time.Duration(-1)
@@ -94,6 +98,8 @@ func defaultConfig() config {
 		breakerCooldown: defaultBreakerCooldown,
 		maxAbandoned:    defaultMaxAbandoned,
 		maxLoads:        defaultMaxLoads,
+		localFirst:      true,
+		waiterCtxs:      true,
 		warmConcurrency: defaultWarmConcurrency,
 		restartCheck:    defaultRestartCheck,
 	}
@@ -138,36 +144,6 @@ func WithPrefix(p string) Option {
 	return func(c *config) { c.prefix = p }
 }
 
-// WithLockTTL sets how long the fill lock taken on a miss outlives its
-// holder. The holder extends the lock every third of this while its load
-// runs (and while the load waits for a slot, see [WithMaxConcurrentLoads]),
-// so the lock never expires under a live load however long the database
-// takes; a holder that dies or loses Redis stops extending it, and the
-// lock then expires within the lock TTL for another process to take over.
-// Keep it a few times longer than the Redis timeout, so that one slow
-// extension does not let the lock lapse. It must be at least 1ms.
-//
-// Default: 3 seconds.
-func WithLockTTL(d time.Duration) Option {
-	return func(c *config) { c.lockTTL = d }
-}
-
-// WithLockWait bounds how long a Get that found the fill lock taken waits
-// for the holder's value before it loads the value itself (its value is
-// then written only if nothing invalidated the key meanwhile). A negative
-// d means no bound: a Get waits as long as the holder keeps the lock
-// alive, that is while its load waits for a load slot and runs (up to the
-// load timeout), and takes the lock over once a dead holder's lock has
-// expired. Zero means do not
-// wait at all. A bound shorter than the loads of a slow database turns
-// each of its loads into several, one per waiting process.
-//
-// Default: no bound (a negative duration). The caller's context still
-// bounds every Get.
-func WithLockWait(d time.Duration) Option {
-	return func(c *config) { c.lockWait = d }
-}
-
 // WithLoadTimeout bounds one call of the loader, from the moment it has a
 // load slot (see [WithMaxConcurrentLoads]): the loader's context is
 // cancelled at the timeout, the Gets that wait for it get its error, and a
@@ -189,34 +165,27 @@ func WithLoadTimeout(d time.Duration) Option {
 // nothing else either, for the budget (twice the budget, or as long as the
 // node's replies took lately, while this process is busy or its calls fill
 // the client's pool). A failed call counts for the circuit breaker
-// ([WithBreaker]) and Get goes on to the loader without the fill lock.
+// ([WithCircuitBreaker]) and Get goes on to the loader without the fill lock.
 //
 // A call past the budget while its node answers other calls, promptly or
 // while this process holds the call up (short of CPU, or waiting for a
 // pooled connection behind its own calls), is slow, not failed: it is
-// waited for, up to the lock wait ([WithLockWait]), and counts neither for
+// waited for, up to the lock wait ([FillLock].Wait), and counts neither for
 // nor against the breaker ([Stats].RedisSlow counts it). So are a fresh
 // client's calls until its node first answers: a slow first dial is not
 // an outage. A frozen, blackholed or dead Redis still costs a Get about
-// the budget once it has answered once. With [WithTimeoutClone] the
-// client's socket timeouts cut every call at the budget: such a call is
-// not waited for, though it is still not counted when it was slow.
+// the budget once it has answered once.
+//
+// Build the client with ContextTimeoutEnabled: true (see the package
+// example), the fast path: the cache then runs its calls on the caller's
+// goroutine. A client without it ignores context deadlines on socket
+// reads, so the cache runs each call on a goroutine of its own and
+// abandons it at the budget (at most 64 at once per Cache, then calls
+// wait), and a hit costs measurably more.
 //
 // Default: 100 milliseconds.
 func WithRedisTimeout(d time.Duration) Option {
 	return func(c *config) { c.redisTTL = d }
-}
-
-// WithMaxRefills bounds how many times one Get reloads and refills a value
-// whose conditional fill failed because the key was invalidated or set
-// during the load. A conflicting value is never handed out; after that many
-// refills fail too, the value is loaded once more and returned without
-// being cached. Zero means: after the first conflict, load once more and
-// return that uncached.
-//
-// Default: 2.
-func WithMaxRefills(n int) Option {
-	return func(c *config) { c.maxRefills = n }
 }
 
 // WithCodec sets how values are turned into bytes and back. The codec's
@@ -247,72 +216,6 @@ func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
 }
 
-// WithBreakerHook sets a function called on every state change of a
-// circuit breaker around Redis (see [WithBreaker]), for alerting or
-// metrics beyond [Stats].Breaker and the log line of [WithLogger]. It runs
-// synchronously, while the breaker is locked: it must return quickly and
-// must not call the Cache. A panic in it is recovered and logged.
-//
-// Default: nil.
-func WithBreakerHook(fn func(BreakerChange)) Option {
-	return func(c *config) { c.breakerHook = fn }
-}
-
-// WithBreaker sets the circuit breaker around Redis: after failures
-// consecutive Redis calls fail (as [WithRedisTimeout] defines it: errors,
-// refused or closed connections, no reply from the node for the Redis
-// timeout), the breaker opens and the cache stops
-// calling Redis: Gets go straight to the in-process cache, if any, and the
-// loader. After cooldown one call is let through as a probe; if it
-// succeeds the breaker closes. Error replies from a live server (such as
-// OOM under maxmemory) do not count as failures. failures = 0 disables the
-// breaker; cooldown must then be ignored, otherwise it must be positive.
-// failures must be at most 2³²−1.
-//
-// On a Redis Cluster (*redis.ClusterClient) each primary node has its own
-// breaker, so a dead primary sends only the keys of its slots to the
-// loader; once the client's slot map names the promoted replica, those
-// keys go to it at once, through a breaker of its own.
-//
-// Default: 5 failures, 500 milliseconds.
-func WithBreaker(failures int, cooldown time.Duration) Option {
-	return func(c *config) { c.breakerFailures, c.breakerCooldown = failures, cooldown }
-}
-
-// WithTimeoutClone decides how the Redis timeout holds on a *redis.Client
-// (a single server or a Sentinel failover client) built without
-// ContextTimeoutEnabled, which ignores context deadlines on socket reads.
-// Off (the default), every Redis call of the cache runs on a goroutine of
-// its own and is abandoned at the Redis timeout (see [WithMaxAbandoned]).
-// On, the cache sends its calls through rdb.WithTimeout(the Redis
-// timeout): a clone that shares rdb's connection pool (no extra
-// connections), with read and write timeouts equal to the Redis timeout,
-// so each call runs on the caller's goroutine and a hit costs less. The
-// price: go-redis does not carry the client's hooks over to the clone, so
-// hooks you added (tracing, metrics) do not see the cache's commands. It
-// has no effect on clients with ContextTimeoutEnabled (already the fast
-// path) or on Cluster and Ring clients (no such clone).
-//
-// Default: false.
-func WithTimeoutClone(on bool) Option {
-	return func(c *config) { c.timeoutClone = on }
-}
-
-// WithMaxAbandoned bounds how many Redis calls may run on goroutines of
-// their own at once: every call of a client that ignores context deadlines
-// and gets no timeout clone (see [WithTimeoutClone]), and the calls of one
-// that honours them while the cache must be able to wait for a call past
-// the Redis timeout. Such calls are abandoned, not cancelled, when their
-// node is judged failed (see the README's failure behaviour). Beyond the
-// bound a call waits for another to end, and is not sent if its node is
-// judged failed meanwhile, instead of taking more connections from the
-// pool.
-//
-// Default: 64.
-func WithMaxAbandoned(n int) Option {
-	return func(c *config) { c.maxAbandoned = n }
-}
-
 // WithMaxConcurrentLoads bounds how many loader calls one Cache runs at
 // once, so that a burst of misses (many keys expiring together, Redis
 // unavailable) queues in the cache instead of in the database's connection
@@ -322,39 +225,12 @@ func WithMaxAbandoned(n int) Option {
 // and is never an error of its own, and each caller still stops waiting
 // when its context is done. Loads started by a loader (a loader that calls
 // Get or GetMany) use their parent's slot and do not wait for another.
-// With [WithStaleIfError], an expired value is served without a reload
+// With [WithServeStale], an expired value is served without a reload
 // while every slot is busy. Zero means no bound.
 //
 // Default: 16.
 func WithMaxConcurrentLoads(n int) Option {
 	return func(c *config) { c.maxLoads = n }
-}
-
-// WithLocalCache adds an in-process cache (L1) of up to size entries, each
-// kept at most ttl and never longer than the Redis TTL it was read with. By
-// default L1 is read only while Redis is unavailable (the breaker is open or
-// a call failed), so an outage costs at most one load per key per process
-// per ttl; see [WithLocalFirst] to read it on every Get. Invalidate and Set
-// drop the key from this process's L1 and, through Redis pub/sub on the
-// channel <prefix>invalidations, from the L1 of every other process of the
-// fleet within milliseconds. size = 0 disables L1.
-//
-// Default: disabled.
-func WithLocalCache(size int, ttl time.Duration) Option {
-	return func(c *config) { c.localSize, c.localTTL = size, ttl }
-}
-
-// WithLocalFirst makes Get read the in-process cache of [WithLocalCache]
-// before Redis on every call, which takes load off Redis for hot keys. The
-// price: an Invalidate or Set on another process reaches this process's L1
-// through Redis pub/sub, normally within milliseconds; until the message
-// arrives a Get here may still return the old local copy. When the
-// subscription drops, messages may have been missed: L1 copies are then
-// not read on healthy Gets until they have been read from Redis again.
-//
-// Default: false.
-func WithLocalFirst(on bool) Option {
-	return func(c *config) { c.localFirst = on }
 }
 
 // WithWarmupKeys names keys that [Cache.Warm] loads, and that are warmed
@@ -375,20 +251,229 @@ func WithWarmup[K comparable](list func(ctx context.Context) ([]K, error)) Optio
 	return func(c *config) { c.warmFunc = list }
 }
 
-// WithWarmupConcurrency bounds how many keys a warm-up loads at once.
+// WithBatchLoader sets the loader [Cache.GetMany] calls once for all the
+// keys of a batch that missed. Its type parameters must match the Cache's;
+// New reports a mismatch. Keys missing from its map do not exist and are
+// remembered as not found; an error fails every key of the batch and is
+// never remembered as not found.
 //
-// Default: 8.
-func WithWarmupConcurrency(n int) Option {
-	return func(c *config) { c.warmConcurrency = n }
+// Default: none; GetMany then calls the LoadFunc for each missing key, at
+// most 16 at a time.
+func WithBatchLoader[K comparable, V any](load BatchLoadFunc[K, V]) Option {
+	return func(c *config) { c.batchLoad = load }
 }
 
-// WithRestartCheck sets how often the cache checks whether Redis restarted
-// empty (its marker key vanished), in which case one process of the fleet
-// warms the warm-up keys. The check also runs when the circuit breaker
-// closes after an outage. It runs only when warm-up keys are configured.
-// Zero disables automatic warm-up.
+// WithEarlyRefresh turns on refresh-ahead: before a value expires, one
+// process of the fleet reloads it in the background while every caller
+// keeps getting the current value, so a hot key never misses at expiry.
 //
-// Default: 1 second.
-func WithRestartCheck(interval time.Duration) Option {
-	return func(c *config) { c.restartCheck = interval }
+// Each Redis hit decides with probabilistic early expiration (XFetch, Vattani
+// et al.): it refreshes when now − Δ·β·ln(u) ≥ expiry, where Δ is the load
+// time stored with the value, u is uniform in (0, 1] and β is beta. The
+// chance grows as the expiry nears and is larger for slow loads; β > 1
+// refreshes earlier. The fill lock makes a fleet start about one refresh
+// per expiry; refreshes run at most 4 at a time per Cache, on goroutines
+// that Close stops. A refresh due while all 4 run is skipped and counted
+// in [Stats].RefreshesSkipped; a later hit of the key tries again, and the
+// value expires and is reloaded on a miss if none does. Values written by
+// Set carry no load time and are not refreshed early. beta = 0 disables
+// early refresh.
+//
+// Default: 0 (disabled).
+func WithEarlyRefresh(beta float64) Option {
+	return func(c *config) { c.earlyBeta = beta }
+}
+
+// FillLock configures the fill lock that a Get takes on a miss, so that
+// one process of the fleet loads a key while the others wait for its
+// value (see [WithFillLock]). A zero field means its default.
+type FillLock struct {
+	// TTL is how long the lock outlives its holder. The holder extends
+	// the lock every third of this while its load runs (and while the
+	// load waits for a slot, see [WithMaxConcurrentLoads]), so the lock
+	// never expires under a live load however long the database takes; a
+	// holder that dies or loses Redis stops extending it, and the lock
+	// then expires within the TTL for another process to take over. Keep
+	// it a few times longer than the Redis timeout, so that one slow
+	// extension does not let the lock lapse. A non-zero TTL must be at
+	// least 1ms.
+	//
+	// Default (zero): 3 seconds.
+	TTL time.Duration
+
+	// Wait bounds how long a Get that found the lock taken waits for the
+	// holder's value before it loads the value itself (its value is then
+	// written only if nothing invalidated the key meanwhile). Unbounded,
+	// a Get waits as long as the holder keeps the lock alive, that is
+	// while its load waits for a load slot and runs (up to the load
+	// timeout), and takes the lock over once a dead holder's lock has
+	// expired; the caller's context still bounds every Get. A bound
+	// shorter than the loads of a slow database turns each of its loads
+	// into several, one per waiting process.
+	//
+	// Default (zero or negative): no bound.
+	Wait time.Duration
+}
+
+// WithFillLock sets the fill lock's TTL and wait; see [FillLock].
+//
+// Default: FillLock{TTL: 3 * time.Second} with no bound on the wait.
+func WithFillLock(l FillLock) Option {
+	return func(c *config) {
+		c.lockTTL, c.lockWait = cmp.Or(l.TTL, defaultLockTTL), l.Wait
+		if l.Wait <= 0 {
+			c.lockWait = noLimit
+		}
+	}
+}
+
+// CircuitBreaker configures the circuit breaker around Redis (see
+// [WithCircuitBreaker]). A zero field means its default.
+type CircuitBreaker struct {
+	// Failures is how many consecutive Redis calls must fail (as
+	// [WithRedisTimeout] defines it) for the breaker to open. A negative
+	// value disables the breaker. At most 2³²−1.
+	//
+	// Default (zero): 5.
+	Failures int
+
+	// Cooldown is how long an open breaker stays open before it lets one
+	// call through as a probe. A non-zero cooldown must be positive.
+	//
+	// Default (zero): 500 milliseconds.
+	Cooldown time.Duration
+
+	// OnChange, if not nil, is called on every state change of a breaker,
+	// for alerting or metrics beyond [Stats].Breaker and the log line of
+	// [WithLogger]. It runs synchronously, while the breaker is locked: it
+	// must return quickly and must not call the Cache. A panic in it is
+	// recovered and logged.
+	//
+	// Default (nil): no hook.
+	OnChange func(BreakerChange)
+}
+
+// WithCircuitBreaker sets the circuit breaker around Redis: after
+// Failures consecutive Redis calls fail (errors, refused or closed
+// connections, no reply from the node for the Redis timeout), the breaker
+// opens and the cache stops calling Redis: Gets go straight to the local
+// cache, if any, and the loader. After Cooldown one call is let through
+// as a probe; if it succeeds the breaker closes. Error replies from a
+// live server (such as OOM under maxmemory) do not count as failures.
+//
+// On a Redis Cluster (*redis.ClusterClient) each primary node has its own
+// breaker, so a dead primary sends only the keys of its slots to the
+// loader; once the client's slot map names the promoted replica, those
+// keys go to it at once, through a breaker of its own.
+//
+// Default: CircuitBreaker{Failures: 5, Cooldown: 500 * time.Millisecond}.
+func WithCircuitBreaker(b CircuitBreaker) Option {
+	return func(c *config) {
+		c.breakerFailures = cmp.Or(b.Failures, defaultBreakerFailures)
+		if b.Failures < 0 {
+			c.breakerFailures = 0
+		}
+		c.breakerCooldown = cmp.Or(b.Cooldown, defaultBreakerCooldown)
+		c.breakerHook = b.OnChange
+	}
+}
+
+// L1 configures the local (in-process) cache of [WithL1]. A zero field
+// means its default.
+type L1 struct {
+	// Size is the most entries the local cache holds.
+	//
+	// Default (zero): 10 000.
+	Size int
+
+	// TTL is the longest an entry stays in the local cache; it never
+	// outlives the Redis entry it was read from. A non-zero TTL must be
+	// at least 1ms.
+	//
+	// Default (zero): 1 minute.
+	TTL time.Duration
+
+	// OutageOnly reads the local cache only while Redis is unavailable
+	// (the breaker is open or a call failed), never on a healthy Get, so
+	// an outage costs at most one load per key per process per TTL and a
+	// healthy Get never sees a local copy.
+	//
+	// Default (false): the local cache is read first on every Get.
+	OutageOnly bool
+
+	// Prefill keeps every process's local cache filled with the warm-up
+	// keys ([WithWarmupKeys], [WithWarmup]) as Redis holds them: at start,
+	// after each warm-up this process runs, and every 5 seconds (every
+	// half TTL if that is shorter), the cache reads them with MGET (500 a
+	// round) and stores the hits locally. When Redis then becomes
+	// unavailable, each process answers those keys locally even if it
+	// never read them before, instead of loading them from the database.
+	// It needs warm-up keys. WithWarmup's function is called at every
+	// round. Size must be large enough for the keys.
+	//
+	// Default (false): no prefill.
+	Prefill bool
+}
+
+// WithL1 adds a local, in-process cache in front of Redis, read first on
+// every Get, which takes load off Redis for hot keys and answers during a
+// Redis outage. Invalidate and Set drop the key from this process's local
+// cache and, through Redis pub/sub on the channel <prefix>invalidations,
+// from every other process's: another process may return the old value
+// for as long as that message takes to reach it (normally a few
+// milliseconds), and while its subscription is down it does not read its
+// local copies on healthy Gets at all. Results the local cache returns
+// may be shared: do not modify what they reference.
+//
+// Default: no local cache.
+func WithL1(l L1) Option {
+	return func(c *config) {
+		c.localSize = cmp.Or(l.Size, defaultL1Size)
+		c.localTTL = cmp.Or(l.TTL, defaultL1TTL)
+		c.localFirst, c.localFirstSet = !l.OutageOnly, false
+		c.localPrefill = l.Prefill
+	}
+}
+
+// ServeStale configures stale serving (see [WithServeStale]).
+type ServeStale struct {
+	// MaxStale is how long each value stays in Redis past its logical
+	// expiry (the TTL), so that it can still be served when reloading it
+	// fails. Zero disables stale serving.
+	//
+	// Default (zero): disabled.
+	MaxStale time.Duration
+
+	// SoftTimeout bounds how long a Get (or GetMany) waits for the reload
+	// of an expired value it could serve stale: after it the Get returns
+	// the stale value, and the load goes on in the background and fills
+	// Redis when it completes. With [WithMaxConcurrentLoads], a stale
+	// value is served at once, without a reload, while every load slot is
+	// busy: the database is the bottleneck and a reload would only queue.
+	//
+	// Default (zero): wait for the load (up to the load timeout).
+	SoftTimeout time.Duration
+}
+
+// WithServeStale keeps each value in Redis for MaxStale past its logical
+// expiry, so that it can still be served when reloading it fails. The
+// envelope carries the logical expiry beside the codec's bytes; Redis's
+// own TTL is TTL + MaxStale. A Get that finds an expired value reloads it
+// under the fill lock; if the loader fails, or another process is already
+// reloading it, the old value is returned (counted in Stats.StaleServed)
+// with a nil error. After a failed reload the lock is held for a second, so
+// a failing database sees about one retry per key per second from the
+// whole fleet. Not-found answers are never served stale, and a reload
+// that finds the row gone replaces the stale value with a not-found marker
+// (for the negative TTL).
+//
+// The logical expiry is a wall-clock time written by the process that
+// loaded the value: clocks that disagree by s make other processes see the
+// value expire up to s early or late. That only moves when a reload is
+// tried; it never serves a value past its Redis TTL and never survives an
+// Invalidate. Keep hosts on NTP.
+//
+// Default: disabled.
+func WithServeStale(s ServeStale) Option {
+	return func(c *config) { c.maxStale, c.softTimeout = s.MaxStale, s.SoftTimeout }
 }

@@ -2,7 +2,12 @@ package cacheaside
 
 import (
 	"context"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +18,8 @@ import (
 // optionNames are the names an error from resolve may use to point at an
 // option. Tests use them to check that an error names exactly what is wrong.
 var optionNames = []string{
-	"WithTTL", "WithJitter", "WithNegativeTTL", "WithPrefix", "WithLockTTL",
-	"WithLockWait", "WithLoadTimeout", "WithRedisTimeout", "WithMaxRefills",
+	"WithTTL", "WithJitter", "WithNegativeTTL", "WithPrefix", "WithFillLock",
+	"WithLoadTimeout", "WithRedisTimeout", "WithMaxRefills",
 	"WithCodec", "WithKeyFunc",
 }
 
@@ -90,9 +95,9 @@ func TestResolveRejectsInvalidOption(t *testing.T) {
 		{"prefix with {", []Option{WithPrefix("ca{")}, "WithPrefix"},
 		{"prefix with }", []Option{WithPrefix("}")}, "WithPrefix"},
 		{"prefix with tag", []Option{WithPrefix("{x}:")}, "WithPrefix"},
-		{"lock TTL zero", []Option{WithLockTTL(0)}, "WithLockTTL"},
-		{"lock TTL negative", []Option{WithLockTTL(-time.Second)}, "WithLockTTL"},
-		{"lock TTL 999µs", []Option{WithLockTTL(999 * time.Microsecond)}, "WithLockTTL"},
+		{"lock TTL zero", []Option{WithLockTTL(0)}, "WithFillLock"},
+		{"lock TTL negative", []Option{WithLockTTL(-time.Second)}, "WithFillLock"},
+		{"lock TTL 999µs", []Option{WithLockTTL(999 * time.Microsecond)}, "WithFillLock"},
 		{"load timeout zero", []Option{WithLoadTimeout(0)}, "WithLoadTimeout"},
 		{"load timeout negative", []Option{WithLoadTimeout(-time.Second)}, "WithLoadTimeout"},
 		{"max concurrent loads negative", []Option{WithMaxConcurrentLoads(-1)}, "WithMaxConcurrentLoads"},
@@ -103,8 +108,8 @@ func TestResolveRejectsInvalidOption(t *testing.T) {
 		{"codec typed nil pointer", []Option{WithCodec((*ptrCodec)(nil))}, "WithCodec"},
 		// A count the breaker cannot hold (it counts in uint32) must not
 		// wrap around to a breaker that opens on the first failure.
-		{"breaker failures 1<<32", []Option{WithBreaker(1<<32, time.Second)}, "WithBreaker"},
-		{"breaker failures above uint32", []Option{WithBreaker(math.MaxUint32+5, time.Second)}, "WithBreaker"},
+		{"breaker failures 1<<32", []Option{WithBreaker(1<<32, time.Second)}, "WithCircuitBreaker"},
+		{"breaker failures above uint32", []Option{WithBreaker(math.MaxUint32+5, time.Second)}, "WithCircuitBreaker"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -196,9 +201,9 @@ func TestResolveNamesBadLockTTLAndBadLoadTimeoutTogether(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := resolveWith(tt.opt...)
 			if err == nil {
-				t.Fatalf("resolve(%s) = nil, want an error naming WithLockTTL and WithLoadTimeout", tt.name)
+				t.Fatalf("resolve(%s) = nil, want an error naming WithFillLock and WithLoadTimeout", tt.name)
 			}
-			for _, name := range []string{"WithLockTTL", "WithLoadTimeout"} {
+			for _, name := range []string{"WithFillLock", "WithLoadTimeout"} {
 				if !strings.Contains(err.Error(), name) {
 					t.Errorf("resolve(%s) = %q, want it to name %s too (every bad option must be reported)", tt.name, err, name)
 				}
@@ -217,7 +222,7 @@ func TestResolveErrorNamesOnlyTheBadOption(t *testing.T) {
 		{WithJitter(2), "WithJitter"},
 		{WithNegativeTTL(-1), "WithNegativeTTL"},
 		{WithPrefix("}"), "WithPrefix"},
-		{WithLockTTL(0), "WithLockTTL"},
+		{WithLockTTL(0), "WithFillLock"},
 		{WithLoadTimeout(0), "WithLoadTimeout"},
 		{WithRedisTimeout(0), "WithRedisTimeout"},
 		{WithMaxRefills(-1), "WithMaxRefills"},
@@ -452,5 +457,142 @@ func TestNewValid(t *testing.T) {
 				t.Errorf("second Close() = %v, want nil", err)
 			}
 		})
+	}
+}
+
+// TestOptionSetIsSmall: at most 18 With... are not deprecated, each lives
+// in options.go and its doc says its default; the deprecated ones live in
+// deprecated.go and say what to use instead.
+func TestOptionSetIsSmall(t *testing.T) {
+	fset := token.NewFileSet()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var current []string
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.ParseComments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || fn.Recv != nil || !strings.HasPrefix(fn.Name.Name, "With") {
+				continue
+			}
+			doc := fn.Doc.Text()
+			if strings.Contains(doc, "\nDeprecated: ") {
+				if name != "deprecated.go" {
+					t.Errorf("%s: deprecated %s, want it in deprecated.go", name, fn.Name.Name)
+				}
+				continue
+			}
+			current = append(current, fn.Name.Name)
+			if name != "options.go" {
+				t.Errorf("%s: %s, want it in options.go", name, fn.Name.Name)
+			}
+			if !strings.Contains(doc, "Default: ") {
+				t.Errorf("%s: doc has no \"Default: \"", fn.Name.Name)
+			}
+		}
+	}
+	if len(current) > 18 {
+		t.Errorf("%d options not deprecated, want at most 18: %v", len(current), current)
+	}
+	t.Logf("%d options: %v", len(current), current)
+}
+
+func TestGroupedOptionsZeroMeansDefault(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []Option
+		get  func(config) any
+		want any
+	}{
+		{"fill lock zero", []Option{WithFillLock(FillLock{})}, func(c config) any { return [2]time.Duration{c.lockTTL, c.lockWait} }, [2]time.Duration{defaultLockTTL, noLimit}},
+		{"fill lock set", []Option{WithFillLock(FillLock{TTL: time.Second, Wait: 2 * time.Second})}, func(c config) any { return [2]time.Duration{c.lockTTL, c.lockWait} }, [2]time.Duration{time.Second, 2 * time.Second}},
+		{"fill lock negative wait", []Option{WithFillLock(FillLock{Wait: -time.Second})}, func(c config) any { return c.lockWait }, noLimit},
+		{"breaker zero", []Option{WithCircuitBreaker(CircuitBreaker{})}, func(c config) any { return fmt.Sprint(c.breakerFailures, c.breakerCooldown) }, fmt.Sprint(defaultBreakerFailures, defaultBreakerCooldown)},
+		{"breaker off", []Option{WithCircuitBreaker(CircuitBreaker{Failures: -1})}, func(c config) any { return c.breakerFailures }, 0},
+		{"breaker hook", []Option{WithCircuitBreaker(CircuitBreaker{OnChange: func(BreakerChange) {}})}, func(c config) any { return c.breakerHook != nil }, true},
+		{"l1 zero", []Option{WithL1(L1{})}, func(c config) any { return fmt.Sprint(c.localSize, c.localTTL, c.localFirst, c.localPrefill) }, fmt.Sprint(defaultL1Size, defaultL1TTL, true, false)},
+		{"l1 outage only", []Option{WithL1(L1{Size: 5, TTL: time.Second, OutageOnly: true})}, func(c config) any { return fmt.Sprint(c.localSize, c.localTTL, c.localFirst) }, fmt.Sprint(5, time.Second, false)},
+		{"stale", []Option{WithServeStale(ServeStale{MaxStale: time.Hour, SoftTimeout: time.Second})}, func(c config) any { return [2]time.Duration{c.maxStale, c.softTimeout} }, [2]time.Duration{time.Hour, time.Second}},
+		// v0.1 wrappers keep their meaning, in either order.
+		{"v0.1 local cache is outage-only", []Option{WithLocalCache(5, time.Second)}, func(c config) any { return c.localFirst }, false},
+		{"v0.1 local first after", []Option{WithLocalCache(5, time.Second), WithLocalFirst(true)}, func(c config) any { return c.localFirst }, true},
+		{"v0.1 local first before", []Option{WithLocalFirst(true), WithLocalCache(5, time.Second)}, func(c config) any { return c.localFirst }, true},
+		{"v0.1 lock wait zero", []Option{WithLockWait(0)}, func(c config) any { return c.lockWait }, time.Duration(0)},
+		{"v0.1 breaker zero disables", []Option{WithBreaker(0, 0)}, func(c config) any { return c.breakerFailures }, 0},
+	}
+	for _, tt := range tests {
+		c, err := resolveWith(tt.opts...)
+		if err != nil {
+			t.Errorf("%s: resolve = %v, want nil", tt.name, err)
+			continue
+		}
+		if got := tt.get(c); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestGroupedOptionsRejectBadFields(t *testing.T) {
+	tests := []struct {
+		name string
+		opt  Option
+		want string
+	}{
+		{"fill lock TTL", WithFillLock(FillLock{TTL: time.Microsecond}), "WithFillLock: TTL"},
+		{"breaker cooldown", WithCircuitBreaker(CircuitBreaker{Cooldown: -time.Second}), "WithCircuitBreaker: Cooldown"},
+		{"l1 size", WithL1(L1{Size: -1}), "WithL1: Size"},
+		{"l1 ttl", WithL1(L1{TTL: time.Microsecond}), "WithL1: TTL"},
+		{"l1 prefill without warm-up keys", WithL1(L1{Prefill: true}), "WithL1: Prefill"},
+		{"stale soft timeout alone", WithServeStale(ServeStale{SoftTimeout: time.Second}), "WithServeStale: SoftTimeout"},
+		{"stale negative", WithServeStale(ServeStale{MaxStale: -time.Second}), "WithServeStale: MaxStale"},
+	}
+	for _, tt := range tests {
+		_, err := resolveWith(tt.opt)
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("%s: resolve = %v, want an error starting %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+// TestConfigErrorOneLinePerOption: New's error names each bad option on a
+// line of its own, and no option's message spans lines.
+func TestConfigErrorOneLinePerOption(t *testing.T) {
+	opts := []Option{
+		WithTTL(0), WithJitter(2), WithNegativeTTL(-1), WithPrefix("{"),
+		WithFillLock(FillLock{TTL: time.Microsecond}), WithLoadTimeout(-1), WithRedisTimeout(0),
+		WithCodec(nil), WithCircuitBreaker(CircuitBreaker{Cooldown: -1}),
+		WithL1(L1{Size: -1, Prefill: true}), WithServeStale(ServeStale{SoftTimeout: -1}),
+		WithEarlyRefresh(-1), WithMaxConcurrentLoads(-1), WithKeyFunc(func(string) string { return "" }),
+		WithBatchLoader(BatchLoadFunc[string, int](nil)), WithWarmup[int](nil),
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer rdb.Close()
+	_, err := New[int, int](rdb, func(context.Context, int) (int, error) { return 0, nil }, opts...)
+	if err == nil {
+		t.Fatal("New(every option bad) = nil, want an error")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if lines[0] != "cacheaside: invalid configuration:" {
+		t.Errorf("first line = %q, want the header", lines[0])
+	}
+	for _, l := range lines[1:] {
+		if !strings.HasPrefix(l, "With") {
+			t.Errorf("line %q does not start with the option it names", l)
+		}
+	}
+	for _, name := range []string{"WithTTL", "WithJitter", "WithNegativeTTL", "WithPrefix", "WithFillLock", "WithLoadTimeout",
+		"WithRedisTimeout", "WithCodec", "WithCircuitBreaker", "WithL1: Size", "WithServeStale",
+		"WithEarlyRefresh", "WithMaxConcurrentLoads", "WithKeyFunc", "WithBatchLoader", "WithWarmup"} {
+		if !strings.Contains(err.Error(), "\n"+name) {
+			t.Errorf("New = %q, want a line naming %s", err, name)
+		}
 	}
 }

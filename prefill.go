@@ -6,22 +6,8 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 )
-
-// WithLocalPrefill keeps every process's in-process cache ([WithLocalCache])
-// filled with the warm-up keys ([WithWarmupKeys], [WithWarmup]) as Redis
-// holds them: at start, after each warm-up this process runs, and every 5
-// seconds (every half L1 TTL if that is shorter), the cache reads them with
-// MGET (500 a round) and stores the hits in L1. When Redis then
-// becomes unavailable, each process answers those keys from its own L1
-// even if it never read them before, instead of loading them from the
-// database. Without warm-up keys it does nothing. WithWarmup's function is
-// called at every round. The L1 must be large enough for the keys.
-//
-// Default: false.
-func WithLocalPrefill(on bool) Option {
-	return func(c *config) { c.localPrefill = on }
-}
 
 // prefillChunk is how many keys one prefill MGET round reads.
 const prefillChunk = 500
@@ -84,12 +70,12 @@ func (c *Cache[K, V]) prefill(ctx context.Context) {
 			vkeys[i] = protocol.ValueKey(c.cfg.prefix, c.encode(k))
 		}
 		epoch := c.localEpoch()
-		raws, failed, err := c.mget(ctx, vkeys)
+		raws, failed, err := c.guard.MGet(ctx, vkeys)
 		if err != nil {
 			c.redisError(err)
 		}
 		for i, vk := range vkeys {
-			if r, h, kind := c.classify(mgetReply(raws, failed, i)); kind == readHit {
+			if r, h, kind := c.classify(redisguard.Reply(raws, failed, i)); kind == readHit {
 				c.l1.refresh(vk, r, h.Expiry, epoch)
 			}
 		}

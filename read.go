@@ -76,39 +76,58 @@ func (c *Cache[K, V]) localCopy(vkey string) (result[V], bool) {
 
 // read GETs the value key through the guard. A WRONGTYPE reply is an
 // answer, not a fault: the guard sees success and read returns
-// errWrongType. The inline path is spelled out so that its closure stays
-// on the stack: this is the hit path.
+// errWrongType. This is the hit path: on the inline path the reply stays
+// on the stack (the closure does not escape); only a watched call, whose
+// closure runs on a goroutine of the guard, puts it on the heap, in one
+// object.
 func (c *Cache[K, V]) read(ctx context.Context, vkey string) ([]byte, error) {
-	var (
-		raw   []byte
-		wrong bool
-		err   error
-	)
-	if n, d := c.guard.inlineNode(vkey); n != nil {
-		err = c.guard.doInline(ctx, n, d, func(ctx context.Context) error {
-			return c.get(ctx, vkey, &raw, &wrong)
+	if n, d := c.guard.Inline(vkey); n != nil {
+		var rep getReply
+		err := c.guard.DoInline(ctx, n, d, func(ctx context.Context) error {
+			return c.get(ctx, vkey, &rep)
 		})
-	} else {
-		err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
-			return c.get(ctx, vkey, &raw, &wrong)
-		})
+		return rep.result(err)
 	}
+	return c.readWatched(ctx, vkey)
+}
+
+// readWatched is read through guard.Do: its reply escapes with the call.
+func (c *Cache[K, V]) readWatched(ctx context.Context, vkey string) ([]byte, error) {
+	rep := new(getReply)
+	err := c.guard.Do(ctx, vkey, func(ctx context.Context) error {
+		return c.get(ctx, vkey, rep)
+	})
+	if err != nil {
+		return nil, err // rep may still be written by an abandoned call
+	}
+	return rep.result(nil)
+}
+
+// getReply is what read's GET wrote: the value, and whether the key held
+// another Redis type.
+type getReply struct {
+	raw   []byte
+	wrong bool
+}
+
+// result returns what read returns for the call's error err.
+func (r *getReply) result(err error) ([]byte, error) {
 	switch {
 	case err != nil:
 		return nil, err // raw may still be written by an abandoned call
-	case wrong:
+	case r.wrong:
 		return nil, errWrongType
 	}
-	return raw, nil
+	return r.raw, nil
 }
 
-// get is read's Redis call: GET vkey into raw, with a WRONGTYPE reply
-// noted in wrong rather than returned (an unreadable entry, not a fault).
-func (c *Cache[K, V]) get(ctx context.Context, vkey string, raw *[]byte, wrong *bool) error {
+// get is read's Redis call: GET vkey into rep, with a WRONGTYPE reply
+// noted rather than returned (an unreadable entry, not a fault).
+func (c *Cache[K, V]) get(ctx context.Context, vkey string, rep *getReply) error {
 	var err error
-	*raw, err = c.rdb.Get(ctx, vkey).Bytes()
-	*wrong = isWrongType(err)
-	if *wrong {
+	rep.raw, err = c.rdb.Get(ctx, vkey).Bytes()
+	rep.wrong = isWrongType(err)
+	if rep.wrong {
 		return nil
 	}
 	return err

@@ -11,27 +11,6 @@ import (
 	"github.com/cacheaside/cacheaside/internal/protocol"
 )
 
-// WithEarlyRefresh turns on refresh-ahead: before a value expires, one
-// process of the fleet reloads it in the background while every caller
-// keeps getting the current value, so a hot key never misses at expiry.
-//
-// Each Redis hit decides with probabilistic early expiration (XFetch, Vattani
-// et al.): it refreshes when now − Δ·β·ln(u) ≥ expiry, where Δ is the load
-// time stored with the value, u is uniform in (0, 1] and β is beta. The
-// chance grows as the expiry nears and is larger for slow loads; β > 1
-// refreshes earlier. The fill lock makes a fleet start about one refresh
-// per expiry; refreshes run at most 4 at a time per Cache, on goroutines
-// that Close stops. A refresh due while all 4 run is skipped and counted
-// in [Stats].RefreshesSkipped; a later hit of the key tries again, and the
-// value expires and is reloaded on a miss if none does. Values written by
-// Set carry no load time and are not refreshed early. beta = 0 disables
-// early refresh.
-//
-// Default: 0 (disabled).
-func WithEarlyRefresh(beta float64) Option {
-	return func(c *config) { c.earlyBeta = beta }
-}
-
 // refreshSlots bounds the background refreshes of one Cache.
 const refreshSlots = 4
 
@@ -92,7 +71,7 @@ func (c *Cache[K, V]) startRefresh(key K, vkey string, freshAfter time.Duration)
 // process holds the lock or has refreshed the value since it was read.
 func (c *Cache[K, V]) refresh(ctx context.Context, key K, vkey string, freshAfter time.Duration) {
 	ks := protocol.KeysFor(vkey)
-	st, _, l, err := c.acquireMode(ctx, ks, c.newToken(), protocol.ModeRefresh, freshAfter)
+	st, _, l, err := c.lock.Acquire(ctx, ks, protocol.ModeRefresh, freshAfter)
 	if err != nil {
 		c.redisError(err)
 		return

@@ -8,42 +8,6 @@ import (
 	"github.com/cacheaside/cacheaside/internal/protocol"
 )
 
-// WithStaleIfError keeps each value in Redis for maxStale past its logical
-// expiry (the TTL), so that it can still be served when reloading it fails.
-// The envelope carries the logical expiry beside the codec's bytes; Redis's
-// own TTL is TTL + maxStale. A Get that finds an expired value reloads it
-// under the fill lock; if the loader fails, or another process is already
-// reloading it, the old value is returned (counted in Stats.StaleServed)
-// with a nil error. After a failed reload the lock is held for a second, so
-// a failing database sees about one retry per key per second from the
-// whole fleet. Not-found answers are never served stale, and a reload
-// that finds the row gone replaces the stale value with a not-found marker
-// (for the negative TTL).
-//
-// The logical expiry is a wall-clock time written by the process that
-// loaded the value: clocks that disagree by s make other processes see the
-// value expire up to s early or late. That only moves when a reload is
-// tried; it never serves a value past its Redis TTL and never survives an
-// Invalidate. Keep hosts on NTP.
-//
-// Default: 0 (disabled).
-func WithStaleIfError(maxStale time.Duration) Option {
-	return func(c *config) { c.maxStale = maxStale }
-}
-
-// WithSoftTimeout bounds how long a Get (or GetMany) waits for the reload
-// of an expired value it could serve stale (see [WithStaleIfError]): after
-// d it returns the stale value, and the load goes on in the background and
-// fills Redis when it completes. Zero means wait for the load (up to the
-// load timeout). With [WithMaxConcurrentLoads], a stale value is served at
-// once, without a reload, while every load slot is busy: the database is
-// the bottleneck and a reload would only queue.
-//
-// Default: 0.
-func WithSoftTimeout(d time.Duration) Option {
-	return func(c *config) { c.softTimeout = d }
-}
-
 // staleRetryAfter is how long a failed reload of a stale value keeps the
 // fill lock, so that the fleet retries a failing loader about once per key
 // per interval.
@@ -78,7 +42,7 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 		c.loads.Release(1)
 	}
 	ks := protocol.KeysFor(vkey)
-	st, _, l, err := c.acquireMode(ctx, ks, c.newToken(), protocol.ModeRefresh, c.cfg.maxStale)
+	st, _, l, err := c.lock.Acquire(ctx, ks, protocol.ModeRefresh, c.cfg.maxStale)
 	switch {
 	case err != nil:
 		c.redisError(err)

@@ -16,7 +16,7 @@ type Stats struct {
 	LockWaits          uint64 // flights that found the lock taken and waited
 	LockWaitTimeouts   uint64 // waits that ended without a value; the waiter then loaded by itself
 	FillConflicts      uint64 // loads discarded because the key was invalidated or set meanwhile
-	Corrupt            uint64 // Redis entries that could not be decoded (treated as misses)
+	Corrupt            uint64 // Redis entries that could not be decoded, or were written by a cache of another value type or codec (treated as misses)
 	RedisErrors        uint64 // Redis calls that failed, ran past the Redis timeout, or were skipped
 	RedisSlow          uint64 // Redis calls past the Redis timeout while their node answered others: waited for, not failures (see WithRedisTimeout)
 	RedisSkipped       uint64 // Redis calls not sent: breaker open or too many abandoned calls
@@ -28,17 +28,18 @@ type Stats struct {
 	EarlyRefreshes     uint64 // background refreshes this process ran (WithEarlyRefresh)
 	RefreshesSkipped   uint64 // early refreshes due but not started: all 4 refresh slots were busy (WithEarlyRefresh)
 	LocalInvalidations uint64 // invalidation messages from other processes applied to L1
-	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithStaleIfError)
+	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithServeStale)
 
 	Breaker BreakerState // the circuit breaker's current state; on a Cluster the most open of the nodes' breakers
 }
 
-// counters are the live, atomically updated form of Stats.
+// counters are the live, atomically updated form of Stats, but for the
+// guard's counts (redisguard.Counts), which Stats adds.
 type counters struct {
 	hits, localHits, misses, loads, loadErrors, panics                         atomic.Uint64
 	lockAcquired, lockWaits, lockWaitTimeouts                                  atomic.Uint64
 	fillConflicts, corrupt                                                     atomic.Uint64
-	redisErrors, redisSlow, redisSkipped, abandoned, breakerOpens              atomic.Uint64
+	redisErrors                                                                atomic.Uint64
 	warmed, warmUps, restarts, earlyRefreshes, localInvalidations, staleServed atomic.Uint64
 	refreshesSkipped                                                           atomic.Uint64
 }
@@ -57,10 +58,6 @@ func (c *counters) snapshot() Stats {
 		FillConflicts:      c.fillConflicts.Load(),
 		Corrupt:            c.corrupt.Load(),
 		RedisErrors:        c.redisErrors.Load(),
-		RedisSlow:          c.redisSlow.Load(),
-		RedisSkipped:       c.redisSkipped.Load(),
-		Abandoned:          c.abandoned.Load(),
-		BreakerOpens:       c.breakerOpens.Load(),
 		Warmed:             c.warmed.Load(),
 		WarmUps:            c.warmUps.Load(),
 		RestartsDetected:   c.restarts.Load(),

@@ -20,9 +20,9 @@ func (c *config) resolve() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"WithTTL", c.ttl}, {"WithNegativeTTL", c.negativeTTL}, {"WithLockTTL", c.lockTTL},
-		{"WithLoadTimeout", c.loadTimeout}, {"WithLockWait", c.lockWait}, {"WithRedisTimeout", c.redisTTL},
-		{"WithLocalCache", c.localTTL}, {"WithBreaker", c.breakerCooldown}, {"WithRestartCheck", c.restartCheck}} {
+	}{{"WithTTL", c.ttl}, {"WithNegativeTTL", c.negativeTTL}, {"WithFillLock: TTL", c.lockTTL},
+		{"WithLoadTimeout", c.loadTimeout}, {"WithFillLock: Wait", c.lockWait}, {"WithRedisTimeout", c.redisTTL},
+		{"WithL1: TTL", c.localTTL}, {"WithCircuitBreaker: Cooldown", c.breakerCooldown}, {"WithRestartCheck", c.restartCheck}} {
 		if d.v > maxDuration {
 			bad("%s: %v exceeds the maximum of %v", d.name, d.v, maxDuration)
 		}
@@ -50,19 +50,19 @@ func (c *config) resolve() error {
 		bad("WithEarlyRefresh: beta %v must be a finite number ≥ 0", c.earlyBeta)
 	}
 	if c.maxStale < 0 || c.maxStale > maxDuration {
-		bad("WithStaleIfError: %v must be 0 (disabled) or positive, at most %v", c.maxStale, maxDuration)
+		bad("WithServeStale: MaxStale %v must be 0 (disabled) or positive, at most %v", c.maxStale, maxDuration)
 	}
 	if c.softTimeout < 0 {
-		bad("WithSoftTimeout: %v is negative", c.softTimeout)
+		bad("WithServeStale: SoftTimeout %v is negative", c.softTimeout)
 	}
 	if c.softTimeout > 0 && c.maxStale == 0 {
-		bad("WithSoftTimeout: needs WithStaleIfError, or there is nothing to serve at the timeout")
+		bad("WithServeStale: SoftTimeout needs MaxStale, or there is nothing to serve at the timeout")
 	}
 	if c.breakerFailures < 0 || uint64(c.breakerFailures) > math.MaxUint32 {
-		bad("WithBreaker: %d failures is outside [0, %d]", c.breakerFailures, uint64(math.MaxUint32))
+		bad("WithCircuitBreaker: Failures %d is outside [0, %d]", c.breakerFailures, uint64(math.MaxUint32))
 	}
 	if c.breakerFailures > 0 && c.breakerCooldown <= 0 {
-		bad("WithBreaker: cooldown %v must be positive", c.breakerCooldown)
+		bad("WithCircuitBreaker: Cooldown %v must be positive", c.breakerCooldown)
 	}
 	if c.maxAbandoned < 1 {
 		bad("WithMaxAbandoned: %d must be at least 1", c.maxAbandoned)
@@ -71,16 +71,19 @@ func (c *config) resolve() error {
 		bad("WithMaxConcurrentLoads: %d is negative", c.maxLoads)
 	}
 	if c.localSize < 0 {
-		bad("WithLocalCache: size %d is negative", c.localSize)
+		bad("WithL1: Size %d is negative", c.localSize)
 	}
 	if c.localSize > 0 && c.localTTL < time.Millisecond {
-		bad("WithLocalCache: ttl %v is under the minimum of 1ms", c.localTTL)
+		bad("WithL1: TTL %v is under the minimum of 1ms", c.localTTL)
 	}
-	if c.localFirst && c.localSize == 0 {
+	if c.localFirstSet && c.localFirst && c.localSize == 0 {
 		bad("WithLocalFirst: needs WithLocalCache")
 	}
 	if c.localPrefill && c.localSize == 0 {
 		bad("WithLocalPrefill: needs WithLocalCache")
+	}
+	if c.localPrefill && c.warmKeys == nil && c.warmFunc == nil {
+		bad("WithL1: Prefill needs warm-up keys (WithWarmupKeys or WithWarmup), or there is nothing to prefill")
 	}
 	if c.warmConcurrency < 1 {
 		bad("WithWarmupConcurrency: %d must be at least 1", c.warmConcurrency)
@@ -90,7 +93,7 @@ func (c *config) resolve() error {
 	}
 
 	if c.lockTTL < time.Millisecond {
-		bad("WithLockTTL: %v is under the minimum of 1ms", c.lockTTL)
+		bad("WithFillLock: TTL %v is under the minimum of 1ms", c.lockTTL)
 	}
 	if c.loadTimeout < time.Millisecond {
 		bad("WithLoadTimeout: %v is under the minimum of 1ms", c.loadTimeout)

@@ -52,15 +52,17 @@ func waitersOf(t *testing.T, opts ...cacheaside.Option) []string {
 	return seen
 }
 
+// TestWaitersSeesJoinedGets: waiter contexts are recorded by default
+// (v0.2; v0.1 needed WithWaiterContexts(true)).
 func TestWaitersSeesJoinedGets(t *testing.T) {
-	if got := waitersOf(t, cacheaside.WithWaiterContexts(true)); !slices.Equal(got, []string{"a", "b", "c"}) {
+	if got := waitersOf(t); !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Errorf("Waiters in the loader = %q, want the three Gets that joined, not the leader", got)
 	}
 }
 
-func TestWaitersOffByDefault(t *testing.T) {
-	if got := waitersOf(t); len(got) != 0 {
-		t.Errorf("Waiters without WithWaiterContexts = %q, want none", got)
+func TestWaitersOffWithDeprecatedOptOut(t *testing.T) {
+	if got := waitersOf(t, cacheaside.WithWaiterContexts(false)); len(got) != 0 {
+		t.Errorf("Waiters with WithWaiterContexts(false) = %q, want none", got)
 	}
 }
 

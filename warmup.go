@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -103,7 +104,7 @@ func (c *Cache[K, V]) checkRestart(ctx context.Context) {
 	// that ignores deadlines): it reads only local copies.
 	unsureFrom := c.unsureFrom
 	var created bool
-	err := c.guard.do(ctx, c.markerKey(), func(ctx context.Context) error {
+	err := c.guard.Do(ctx, c.markerKey(), func(ctx context.Context) error {
 		var err error
 		created, err = c.rdb.SetNX(ctx, c.markerKey(), value, 0).Result()
 		if err == nil && !created && unsureFrom != 0 {
@@ -119,7 +120,7 @@ func (c *Cache[K, V]) checkRestart(ctx context.Context) {
 		return err
 	})
 	switch {
-	case errors.Is(err, errSkipped): // not sent
+	case errors.Is(err, redisguard.ErrSkipped): // not sent
 		return
 	case err != nil:
 		if c.unsureFrom == 0 {
@@ -137,12 +138,13 @@ func (c *Cache[K, V]) checkRestart(ctx context.Context) {
 }
 
 // Warm loads the warm-up keys (WithWarmupKeys and WithWarmup) and writes
-// them to Redis, at most WithWarmupConcurrency at a time. A key that is
+// them to Redis, at most 8 at a time. A key that is
 // already in Redis, or whose fill lock another process holds, is skipped,
 // so a fleet that warms at once loads each key about once. Warm returns
 // when every key is done or ctx is cancelled; its error joins the errors
 // of the keys that failed (a key the loader does not find is not an
-// error). Progress is counted in [Stats].Warmed and logged.
+// error); a key that failed because Redis was unavailable matches
+// [ErrRedisUnavailable]. Progress is counted in [Stats].Warmed and logged.
 func (c *Cache[K, V]) Warm(ctx context.Context) error {
 	if !c.tracker.add() {
 		return ErrClosed
@@ -227,7 +229,7 @@ const warmChunk = 100
 
 // errWarmRedis is the error of a warm-up key whose Redis node could not be
 // reached to take its fill lock.
-var errWarmRedis = errors.New("cacheaside: warm: redis unavailable for this key")
+var errWarmRedis = fmt.Errorf("%w for this key", ErrRedisUnavailable)
 
 // warmBatch warms keys with one batch load.
 func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], keys []K, record func(K, bool, error)) {
@@ -264,10 +266,10 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 // the key was already there or another process was filling it.
 func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) {
 	ks := protocol.KeysFor(protocol.ValueKey(c.cfg.prefix, c.encode(key)))
-	st, _, l, err := c.acquire(ctx, ks, c.newToken(), false)
+	st, _, l, err := c.acquire(ctx, ks, false)
 	if err != nil {
 		c.redisError(err)
-		return false, err
+		return false, redisUnavailable(ctx, err)
 	}
 	if st != protocol.StateAcquired {
 		return false, nil

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/cacheaside/cacheaside/internal/protocol"
-	"github.com/redis/go-redis/v9"
 )
 
 // The write path: Set and Invalidate replace or delete a key's value in
@@ -15,7 +14,8 @@ import (
 // Set stores value under key now, replacing what Redis holds, and makes any
 // load of key in flight anywhere in the fleet discard its result instead of
 // writing it. It returns an error when Redis could not be written; the
-// key is dropped from this process's in-process cache either way.
+// key is dropped from this process's in-process cache either way. An error
+// that Redis being unavailable caused matches [ErrRedisUnavailable].
 func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if !c.tracker.add() {
 		return ErrClosed
@@ -31,20 +31,18 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if c.l1 != nil {
 		c.l1.Invalidate(vkey)
 	}
-	err = c.guard.do(ctx, vkey, func(ctx context.Context) error {
-		return protocol.Overwrite.Run(ctx, c.rdb, protocol.KeysFor(vkey), c.proto.OverwriteArgs(env, px, c.newToken())...).Err()
-	})
+	err = c.lock.Overwrite(ctx, vkey, env, px)
 	c.flights.Forget(vkey)
 	if c.l1 != nil {
 		c.l1.Invalidate(vkey)
 	}
 	if err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: set: %w", err)
+		return fmt.Errorf("cacheaside: set: %w", redisUnavailable(ctx, err))
 	}
 	if err := c.publish(ctx, vkey); err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", err)
+		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", redisUnavailable(ctx, err))
 	}
 	return nil
 }
@@ -58,8 +56,9 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 // returned; a Get there may still join a read or load that was already in
 // flight, at most one round trip or one load old (see the README, also for
 // the limits across a failover). When Redis cannot be written it still
-// clears the local copies and returns an error: the shared copies may then
-// be stale.
+// clears the local copies and returns an error, which matches
+// [ErrRedisUnavailable] when Redis was unavailable: the shared copies may
+// then be stale.
 func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	if !c.tracker.add() {
 		return ErrClosed
@@ -75,25 +74,7 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	if c.l1 != nil {
 		c.l1.Invalidate(vkeys...)
 	}
-	cmds := make([]*redis.Cmd, len(vkeys))
-	args := c.proto.OverwriteArgs(nil, 0, c.newToken())
-	_, err := c.perNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
-		err := c.pipelineScript(ctx, protocol.Overwrite, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {
-			if eval {
-				return protocol.Overwrite.Eval(ctx, p, protocol.KeysFor(vkeys[i]), args...)
-			}
-			return protocol.Overwrite.EvalSha(ctx, p, protocol.KeysFor(vkeys[i]), args...)
-		}, cmds)
-		if err != nil {
-			return err
-		}
-		for _, i := range idx {
-			if err := cmds[i].Err(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}, nil)
+	err := c.lock.Invalidate(ctx, vkeys)
 	for _, vk := range vkeys {
 		c.flights.Forget(vk)
 	}
@@ -102,11 +83,11 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	}
 	if err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale: %w", err)
+		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale: %w", redisUnavailable(ctx, err))
 	}
 	if err := c.publish(ctx, vkeys...); err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: invalidate: other processes' local copies may be stale: %w", err)
+		return fmt.Errorf("cacheaside: invalidate: other processes' local copies may be stale: %w", redisUnavailable(ctx, err))
 	}
 	return nil
 }

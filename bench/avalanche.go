@@ -72,7 +72,7 @@ func avalancheKinds() []avalancheKind {
 		}
 	}
 	return append(out, cacheasideWith(nameCacheasideDefaults),
-		cacheasideWith(nameCacheasidePatient, cacheaside.WithRedisTimeout(3*time.Second), cacheaside.WithBreaker(0, 0)))
+		cacheasideWith(nameCacheasidePatient, cacheaside.WithRedisTimeout(3*time.Second), cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: -1})))
 }
 
 type avalancheResult struct {

@@ -216,10 +216,10 @@ func openCacheaside(rdb *redis.Client, db *database, p string, l1 bool) (strateg
 	opts := []cacheaside.Option{
 		cacheaside.WithTTL(cacheTTL), cacheaside.WithPrefix(p),
 		cacheaside.WithRedisTimeout(redisTimeout),
-		cacheaside.WithBreaker(breakerFailures, breakerCooldown),
+		cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: breakerFailures, Cooldown: breakerCooldown}),
 	}
 	if l1 {
-		opts = append(opts, cacheaside.WithLocalCache(localSize, localTTL))
+		opts = append(opts, cacheaside.WithL1(cacheaside.L1{Size: localSize, TTL: localTTL, OutageOnly: true}))
 	}
 	c, err := cacheaside.New(rdb, db.load, opts...)
 	if err != nil {

@@ -50,12 +50,10 @@ var loadBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.7
 // call that started the load: the Get that started the flight (the cache
 // keeps that caller's values but not its cancellation), or Warm. The span
 // is therefore a child of that caller's span, when it has one. The other
-// Gets of this process that share the flight wait for the same load: with
-// [cacheaside.WithWaiterContexts] on, the span gets a link to each of
-// their spans (those that joined before the load ended, up to 128 per
-// key), read
-// with [cacheaside.Waiters] when the load ends. Without it, or for Gets in
-// other processes, which wait through the fill lock, their traces show the
+// Gets of this process that share the flight wait for the same load: the
+// span gets a link to each of their spans (those that joined before the
+// load ended, up to 128 per key), read with [cacheaside.Waiters] when the
+// load ends. Gets in other processes, which wait through the fill lock, their traces show the
 // wait without the load. Loads of the automatic warm-up after an empty
 // Redis restart have no caller and start a new trace.
 //

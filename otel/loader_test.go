@@ -78,9 +78,10 @@ func TestLoadSpansHaveCallerParent(t *testing.T) {
 
 // TestCoalescedCallersShareOneLoadSpan documents the limit of tracing a
 // shared load: two callers, one load, and the span is a child of the
-// caller that started the flight only.
+// caller that started the flight only, when waiter contexts are turned
+// off (they are recorded by default, see TestLoadSpanLinksWaiters).
 func TestCoalescedCallersShareOneLoadSpan(t *testing.T) {
-	f := newFlightRig(t)
+	f := newFlightRig(t, cacheaside.WithWaiterContexts(false)) //nolint:staticcheck // the deprecated opt-out still works
 	first := f.get("first caller")
 	<-f.entered // the first caller's flight is loading
 	second := f.get("second caller")
@@ -101,16 +102,16 @@ func TestCoalescedCallersShareOneLoadSpan(t *testing.T) {
 	}
 	for _, l := range spans[0].Links() {
 		if l.SpanContext.SpanID() == second.SpanContext().SpanID() {
-			t.Errorf("load span links the second caller without WithWaiterContexts")
+			t.Errorf("load span links the second caller with WithWaiterContexts(false)")
 		}
 	}
 }
 
-// TestLoadSpanLinksWaiters: with WithWaiterContexts, the load span of a
+// TestLoadSpanLinksWaiters: by default, the load span of a
 // flight links the spans of the three Gets that joined it, and not the
 // span of the Get that started it (its parent).
 func TestLoadSpanLinksWaiters(t *testing.T) {
-	f := newFlightRig(t, cacheaside.WithWaiterContexts(true))
+	f := newFlightRig(t)
 	first := f.get("first caller")
 	<-f.entered
 	var waiting []trace.Span

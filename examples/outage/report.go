@@ -359,7 +359,7 @@ func l1Note(cfg Config, res *Result) string {
 	if ratio(sec.LocalHits, sec.Gets) >= 0.5 {
 		state = "warm"
 	}
-	return fmt.Sprintf("cacheaside's L1 was %s when Redis died: in the first outage second it answered %d of %d Gets (%.0f%%); it is filled by Redis hits (the warming phase's included), by loads and by the prefill of the warm-up keys (WithLocalPrefill), each entry for %v",
+	return fmt.Sprintf("cacheaside's L1 was %s when Redis died: in the first outage second it answered %d of %d Gets (%.0f%%); it is filled by Redis hits (the warming phase's included), by loads and by the prefill of the warm-up keys (L1.Prefill), each entry for %v",
 		state, sec.LocalHits, sec.Gets, 100*ratio(sec.LocalHits, sec.Gets), localTTL)
 }
 

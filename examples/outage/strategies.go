@@ -158,10 +158,9 @@ func newCacheAside(addr string, n, keys int, db database) (*cacheAside, error) {
 		c, err := cacheaside.New(rdb, load,
 			cacheaside.WithPrefix(cacheasidePrefix),
 			cacheaside.WithTTL(cacheTTL),
-			cacheaside.WithLocalCache(keys, localTTL),
-			cacheaside.WithLocalPrefill(true),
+			cacheaside.WithL1(cacheaside.L1{Size: keys, TTL: localTTL, OutageOnly: true, Prefill: true}),
 			cacheaside.WithRedisTimeout(redisTimeout),
-			cacheaside.WithBreaker(breakerFailures, breakerCooldown),
+			cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: breakerFailures, Cooldown: breakerCooldown}),
 			cacheaside.WithMaxConcurrentLoads(maxLoads),
 			cacheaside.WithWarmupKeys(top...),
 			cacheaside.WithRestartCheck(restartCheck),
@@ -242,6 +241,6 @@ func (s *cacheAside) close() error {
 
 // describeCacheAside is the header line of the cacheaside configuration.
 func describeCacheAside(keys int) string {
-	return fmt.Sprintf("cacheaside.New per instance: WithTTL(%v), WithLocalCache(%d, %v), WithLocalPrefill(true), WithRedisTimeout(%v), WithBreaker(%d, %v), WithMaxConcurrentLoads(%d), WithWarmupKeys(top %d), WithRestartCheck(%v)",
+	return fmt.Sprintf("cacheaside.New per instance: WithTTL(%v), WithL1(L1{Size: %d, TTL: %v, OutageOnly: true, Prefill: true}), WithRedisTimeout(%v), WithCircuitBreaker(CircuitBreaker{Failures: %d, Cooldown: %v}), WithMaxConcurrentLoads(%d), WithWarmupKeys(top %d), WithRestartCheck(%v)",
 		cacheTTL, keys, localTTL, redisTimeout, breakerFailures, breakerCooldown, maxLoads, min(warmKeys, keys), restartCheck)
 }

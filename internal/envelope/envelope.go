@@ -8,7 +8,8 @@
 //	byte 2      flags
 //	uvarint     n, the length of the header fields that follow
 //	n bytes     header fields: varint expiry (Unix ms, 0 = none),
-//	            uvarint load duration (µs); later versions may append more
+//	            uvarint load duration (µs), uvarint type fingerprint
+//	            (0 = none; written since v0.2); later versions may append more
 //	rest        the codec's bytes (empty for a not-found marker)
 //
 // Readers decode the header fields they know and skip the rest of the n
@@ -18,6 +19,12 @@
 // bits change the meaning of the payload: a reader that finds one it does
 // not know must treat the entry as unreadable. Flags in the high four bits
 // are hints that may be ignored.
+//
+// The type fingerprint names the value type and codec of the cache that
+// wrote the entry, so that a cache of another type or codec sharing the
+// key treats the entry as unreadable instead of decoding it into the wrong
+// type. Entries written before it existed (v0.1) have none and are read
+// as before.
 package envelope
 
 import (
@@ -53,14 +60,15 @@ type Header struct {
 	Flags    Flags
 	Expiry   time.Time     // logical expiry; zero means none
 	LoadTime time.Duration // how long the load took, microsecond precision
+	Type     uint32        // fingerprint of the writer's value type and codec; 0 = none (v0.1)
 }
 
 // MaxHeader is an upper bound on the bytes Append adds before the payload.
-const MaxHeader = 3 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen64
+const MaxHeader = 3 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen32
 
 // Append appends the envelope of h and payload to dst and returns it.
 func Append(dst []byte, h Header, payload []byte) []byte {
-	var fields [2 * binary.MaxVarintLen64]byte
+	var fields [2*binary.MaxVarintLen64 + binary.MaxVarintLen32]byte
 	n := 0
 	var exp int64
 	if !h.Expiry.IsZero() {
@@ -68,6 +76,9 @@ func Append(dst []byte, h Header, payload []byte) []byte {
 	}
 	n += binary.PutVarint(fields[n:], exp)
 	n += binary.PutUvarint(fields[n:], uint64(max(h.LoadTime, 0)/time.Microsecond)) // at most MaxInt64/1000
+	if h.Type != 0 {
+		n += binary.PutUvarint(fields[n:], uint64(h.Type))
+	}
 	dst = append(dst, magic, version, byte(h.Flags))
 	dst = binary.AppendUvarint(dst, uint64(n))
 	dst = append(dst, fields[:n]...)
@@ -114,6 +125,14 @@ func Decode(b []byte) (Header, []byte, error) {
 			return h, nil, ErrCorrupt
 		}
 		h.LoadTime = time.Duration(us) * time.Microsecond
+		if w > 0 {
+			fields = fields[w:]
+			typ, w := binary.Uvarint(fields)
+			if w < 0 || (w == 0 && len(fields) > 0) || typ > math.MaxUint32 {
+				return h, nil, ErrCorrupt
+			}
+			h.Type = uint32(typ)
+		}
 	}
 	if h.Flags&NotFound != 0 && len(payload) != 0 {
 		return h, nil, ErrCorrupt

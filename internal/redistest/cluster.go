@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -37,10 +38,7 @@ type Cluster struct {
 // redis-cli is missing or the cluster does not form.
 func StartCluster(tb testing.TB) *Cluster {
 	tb.Helper()
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		tb.Fatalf("redis-cli not found in PATH: install it with `apt-get install redis-tools` (Redis 7+): %v", err)
-	}
+	cli := cliBin(tb)
 	confDir := tb.TempDir()
 	c := &Cluster{tb: tb}
 	for range clusterSize {
@@ -66,7 +64,7 @@ func StartCluster(tb testing.TB) *Cluster {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput()
 	if err != nil {
-		tb.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
+		tb.Fatalf("redistest: %s --cluster create: %v\n%s", filepath.Base(cli), err, out)
 	}
 	c.waitOK(ctx)
 	return c
@@ -188,6 +186,81 @@ func (c *Cluster) PrimaryFor(key string) *Server {
 		}
 		c.tb.Fatalf("redistest: slot %d owned by unknown node %s", slot, addr)
 	}
+	return nil
+}
+
+// WaitReplicated waits until every running replica has processed every
+// write its primary had acknowledged when WaitReplicated was called, so
+// that a replica promoted after a kill has all of it. It fails the test
+// after 10s.
+func (c *Cluster) WaitReplicated() {
+	c.tb.Helper()
+	WaitReplicated(c.tb, c.nodes...)
+}
+
+// ReplicasOf returns the running nodes that replicate primary, by each
+// node's own INFO replication (the primary's CLUSTER NODES may not list a
+// fresh replica yet: it learns the roles by gossip).
+func (c *Cluster) ReplicasOf(primary *Server) []*Server {
+	c.tb.Helper()
+	var replicas []*Server
+	for _, n := range c.nodes {
+		if n.PID() == 0 || n == primary {
+			continue
+		}
+		info, err := replInfo(context.Background(), n.Addr())
+		if err != nil {
+			c.tb.Fatalf("redistest: %v", err)
+		}
+		if info["role"] == "slave" && net.JoinHostPort(info["master_host"], info["master_port"]) == primary.Addr() {
+			replicas = append(replicas, n)
+		}
+	}
+	return replicas
+}
+
+// Owners returns, for each key, the node that is currently primary for
+// its slot (nil while the slot has no healthy owner), with one CLUSTER
+// NODES and one pipeline of CLUSTER KEYSLOT: cheaper than PrimaryFor per
+// key when picking many keys.
+func (c *Cluster) Owners(keys []string) []*Server {
+	c.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, n := range c.nodes {
+		if n.PID() == 0 {
+			continue
+		}
+		nodes, err := nodeCmd(ctx, n.Addr(), "CLUSTER", "NODES")
+		if err != nil {
+			continue
+		}
+		rc := redis.NewClient(&redis.Options{Addr: n.Addr(), PoolSize: 1, MaxRetries: -1})
+		cmds, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.ClusterKeySlot(ctx, k)
+			}
+			return nil
+		})
+		_ = rc.Close()
+		if err != nil {
+			continue
+		}
+		owners := make([]*Server, len(keys))
+		for i, cmd := range cmds {
+			addr, ok := ownerOf(nodes, int(cmd.(*redis.IntCmd).Val()))
+			if !ok {
+				continue
+			}
+			for _, m := range c.nodes {
+				if m.Addr() == addr {
+					owners[i] = m
+				}
+			}
+		}
+		return owners
+	}
+	c.tb.Fatalf("redistest: no cluster node answered CLUSTER NODES and CLUSTER KEYSLOT")
 	return nil
 }
 

@@ -1,12 +1,17 @@
-// Package redistest starts throwaway redis-server processes for tests.
+// Package redistest starts throwaway Redis or Valkey server processes for
+// tests: single servers, 3+3 Clusters and primary/replica pairs with
+// Sentinels.
 //
 // Every server listens on a free loopback port, keeps no data on disk and is
 // killed when the test that started it finishes. Tests can also kill, freeze,
 // thaw and restart a server to simulate crashes, stalls and data loss.
 //
-// The package needs the redis-server binary (Redis 7 or newer) in PATH. When
-// it is missing, Start fails the test with an installation hint instead of
-// skipping, so a misconfigured machine never passes silently.
+// The server binary is redis-server (Redis 7 or newer) from PATH, or the
+// redis-server or valkey-server (Valkey 8) named by the environment variable
+// CACHEASIDE_TEST_SERVER (see [ServerEnv]); the first server a test binary
+// starts logs which one. When the binary is missing, Start fails the test
+// with an installation hint instead of skipping, so a misconfigured machine
+// never passes silently.
 package redistest
 
 import (
@@ -42,9 +47,9 @@ const (
 	logTailBytes = 2048
 )
 
-// errExited reports that redis-server exited before it answered PING, which
+// errExited reports that the server exited before it answered PING, which
 // almost always means that it could not bind its port.
-var errExited = errors.New("redis-server exited before answering PING")
+var errExited = errors.New("server exited before answering PING")
 
 // Server is a redis-server process owned by one test. Its methods are safe
 // for concurrent use. The ones that can fail (Start, Restart, Freeze and
@@ -79,10 +84,7 @@ type process struct {
 // not come up.
 func Start(tb testing.TB, args ...string) *Server {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		tb.Fatalf("redis-server not found in PATH: install it with `apt-get install redis-server` (Redis 7+): %v", err)
-	}
+	bin := serverBin(tb)
 	dir := tb.TempDir()
 	s := &Server{
 		tb:      tb,

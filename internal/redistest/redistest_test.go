@@ -191,16 +191,55 @@ func TestConcurrentAccessors(t *testing.T) {
 }
 
 func TestMissingBinaryFails(t *testing.T) {
-	ft := &fatalRecorder{TB: t}
 	t.Setenv("PATH", t.TempDir())
+	t.Setenv(redistest.ServerEnv, "")
+	if msg := startFailure(t); !strings.Contains(msg, "apt-get install redis-server") {
+		t.Fatalf("Start without redis-server failed with %q; want an install hint", msg)
+	}
+}
+
+// TestServerEnvMissingBinaryFails: a CACHEASIDE_TEST_SERVER that names no
+// executable fails the test and says which variable is wrong, instead of
+// falling back to redis-server.
+func TestServerEnvMissingBinaryFails(t *testing.T) {
+	t.Setenv(redistest.ServerEnv, "/nonexistent/valkey-server")
+	if msg := startFailure(t); !strings.Contains(msg, redistest.ServerEnv) || !strings.Contains(msg, "/nonexistent/valkey-server") {
+		t.Fatalf("Start with %s=/nonexistent/valkey-server failed with %q; want the variable and its value named", redistest.ServerEnv, msg)
+	}
+}
+
+// startFailure runs Start, which must fail, and returns its Fatalf message.
+func startFailure(t *testing.T) string {
+	ft := &fatalRecorder{TB: t}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		redistest.Start(ft)
 	}()
 	<-done
-	if !strings.Contains(ft.msg, "apt-get install redis-server") {
-		t.Fatalf("Start without redis-server failed with %q; want an install hint", ft.msg)
+	if ft.msg == "" {
+		t.Fatal("Start succeeded, want it to fail")
+	}
+	return ft.msg
+}
+
+// TestServerIsTheChosenBinary: the server that answers is the one
+// ServerBinary names (Redis by default, Valkey under
+// CACHEASIDE_TEST_SERVER=.../valkey-server), as its INFO server says.
+func TestServerIsTheChosenBinary(t *testing.T) {
+	b, err := redistest.ServerBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("server: %s", b)
+	info := redistest.Start(t).CLI(t, "INFO", "server")
+	// Valkey 8 reports valkey_version and server_name:valkey, and keeps
+	// redis_version (7.2.4) for clients that read it.
+	if want := b.Name + "_version:" + b.Version; !strings.Contains(info, want) {
+		t.Fatalf("INFO server lacks %q:\n%s", want, info)
+	}
+	if b.IsValkey() != strings.Contains(info, "server_name:valkey") {
+		t.Fatalf("ServerBinary() = %s, but INFO server says:\n%s", b, info)
 	}
 }
 

@@ -68,10 +68,7 @@ func StartSentinel(tb testing.TB) *Sentinel {
 		return strings.Contains(info, "master_link_status:up"), info
 	})
 
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		tb.Fatalf("redis-server not found in PATH: install it with `apt-get install redis-server` (Redis 7+): %v", err)
-	}
+	bin := serverBin(tb)
 	for range sentinelCount {
 		s.sentinels = append(s.sentinels, startSentinelProc(tb, bin, primary.Port()))
 	}
@@ -244,6 +241,26 @@ func (s *Sentinel) Primary() *Server {
 		s.tb.Fatalf("redistest: sentinel reports unknown primary %s", addr)
 	}
 	s.tb.Fatalf("redistest: no sentinel reported the primary of %s", masterName)
+	return nil
+}
+
+// WaitReplicated waits until the replica has processed every write the
+// primary had acknowledged when WaitReplicated was called, so that it has
+// all of it if promoted. It fails the test after 10s.
+func (s *Sentinel) WaitReplicated() {
+	s.tb.Helper()
+	WaitReplicated(s.tb, s.data...)
+}
+
+// Replica returns the data server that is not the current primary.
+func (s *Sentinel) Replica() *Server {
+	s.tb.Helper()
+	p := s.Primary()
+	for _, d := range s.data {
+		if d != p {
+			return d
+		}
+	}
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package cacheaside
+package redisguard
 
 import (
 	"context"
@@ -55,10 +55,10 @@ func TestIsOutage(t *testing.T) {
 		{"connection closed", io.EOF, true},
 		{"pool timeout", redis.ErrPoolTimeout, true},
 		{"client closed", redis.ErrClosed, true},
-		{"skipped", errSkipped, true},
+		{"skipped", ErrSkipped, true},
 		{"over budget", fmt.Errorf("%w (%v)", errBudget, 100*time.Millisecond), true},
 		// A call slow while its node answered others is no outage.
-		{"slow", fmt.Errorf("%w: %w", errSlow, context.DeadlineExceeded), false},
+		{"slow", fmt.Errorf("%w: %w", ErrSlow, context.DeadlineExceeded), false},
 		{"overdue", errOverdue, false},
 		{"no slot, node answering", errSkippedSlow, false},
 		{"OOM", replyError("OOM command not allowed when used memory > 'maxmemory'."), false},
@@ -74,8 +74,8 @@ func TestIsOutage(t *testing.T) {
 		{"wrapped LOADING", fmt.Errorf("acquire: %w", replyError("LOADING Redis is loading the dataset in memory")), true},
 	}
 	for _, tt := range tests {
-		if got := isOutage(tt.err); got != tt.want {
-			t.Errorf("isOutage(%s: %v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		if got := IsOutage(tt.err); got != tt.want {
+			t.Errorf("IsOutage(%s: %v) = %v, want %v", tt.name, tt.err, got, tt.want)
 		}
 	}
 }
@@ -95,16 +95,16 @@ func TestIsOutageRealReplies(t *testing.T) {
 			t.Errorf("%s: got no error, want one", what)
 			return
 		}
-		if got := isOutage(err); got != want {
-			t.Errorf("isOutage(%s: %v) = %v, want %v", what, err, got, want)
+		if got := IsOutage(err); got != want {
+			t.Errorf("IsOutage(%s: %v) = %v, want %v", what, err, got, want)
 		}
 	}
 
 	full := redistest.Start(t, "--maxmemory", "1", "--maxmemory-policy", "noeviction")
 	fullClient := client(full)
 	check("SET on a full server", fullClient.Set(ctx, "k", "v", 0).Err(), false)
-	if err := fullClient.Get(ctx, "k").Err(); !errors.Is(err, redis.Nil) || isOutage(err) {
-		t.Errorf("GET of a missing key = %v, isOutage %v; want redis.Nil, not an outage", err, isOutage(err))
+	if err := fullClient.Get(ctx, "k").Err(); !errors.Is(err, redis.Nil) || IsOutage(err) {
+		t.Errorf("GET of a missing key = %v, IsOutage %v; want redis.Nil, not an outage", err, IsOutage(err))
 	}
 	check("EVAL writing on a full server", fullClient.Eval(ctx, "return redis.call('SET', KEYS[1], 'v')", []string{"k"}).Err(), false)
 

@@ -1,4 +1,4 @@
-package cacheaside
+package redisguard
 
 import (
 	"context"
@@ -96,8 +96,8 @@ func TestCalm(t *testing.T) {
 		return now - d
 	}
 	for _, tt := range tests {
-		g := guard{calmAfter: time.Duration(period)}
-		n := &node{}
+		g := Guard{calmAfter: time.Duration(period)}
+		n := &Node{}
 		g.slowAt.Store(ago(tt.slowAt))
 		n.lastCut.Store(ago(tt.cut))
 		n.lastReply.Store(ago(tt.reply))
@@ -121,7 +121,7 @@ func TestIsReply(t *testing.T) {
 		{"socket timeout", os.ErrDeadlineExceeded, false},
 		{"closed", io.EOF, false},
 		{"pool timeout", redis.ErrPoolTimeout, false},
-		{"skipped", errSkipped, false},
+		{"skipped", ErrSkipped, false},
 	}
 	for _, tt := range tests {
 		if got := isReply(tt.err); got != tt.want {
@@ -131,7 +131,7 @@ func TestIsReply(t *testing.T) {
 	if !isTimeout(os.ErrDeadlineExceeded) || !isTimeout(fmt.Errorf("read: %w", context.DeadlineExceeded)) || isTimeout(io.EOF) {
 		t.Errorf("isTimeout: a socket or context deadline is a timeout, EOF is not")
 	}
-	if errors.Is(errSlow, errIncomplete) || !errors.Is(errOverdue, errIncomplete) || !errors.Is(errSkippedSlow, errSkipped) {
-		t.Errorf("errSlow must not wrap errIncomplete (the call ended); errOverdue must, errSkippedSlow must wrap errSkipped")
+	if errors.Is(ErrSlow, ErrIncomplete) || !errors.Is(errOverdue, ErrIncomplete) || !errors.Is(errSkippedSlow, ErrSkipped) {
+		t.Errorf("ErrSlow must not wrap ErrIncomplete (the call ended); errOverdue must, errSkippedSlow must wrap ErrSkipped")
 	}
 }

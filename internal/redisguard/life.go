@@ -1,4 +1,4 @@
-package cacheaside
+package redisguard
 
 import (
 	"context"
@@ -26,17 +26,22 @@ import (
 //
 // A Redis failure is a call that ends with a connection error (refused,
 // reset, closed), or with an error reply saying that the server cannot
-// serve (isOutage), or that waits a whole quiet window with no reply from
+// serve (IsOutage), or that waits a whole quiet window with no reply from
 // its node: the budget, or while this process is congested, twice the
 // budget or as long as the node's replies took lately, whichever is
-// longer. A call past the budget while its node answers other calls,
+// longer. Silence is not judged at all while this process has many more
+// goroutines ready to run than it runs (busy: replies may sit unread
+// behind them), nor at a check that itself ran late by a quarter budget
+// or more; such a call waits on, up to the limit. A frozen Redis holds
+// its callers blocked, not runnable, so this costs freeze detection only
+// in a process that is busy for other reasons. A call past the budget while its node answers other calls,
 // promptly (within the budget of those calls) or while this process is
 // congested, is slow, not failed: the guard waits on for it, and it counts
 // neither for nor against the breaker. Calls sent before the node first
-// answered this Cache wait for the client's first dial. Any wait ends at
-// the limit (the lock wait, as long as a Get already waits for a value
-// another process loads). So a frozen, blackholed or dead Redis still
-// costs a Get about the budget once the node has answered once, while a
+// answered this guard wait for the client's first dial. Any wait ends at
+// the limit (Config.Limit: for a cache, its lock wait, as long as a Get
+// already waits for a value another process loads). So a frozen,
+// blackholed or dead Redis still costs a call about the budget once the node has answered once, while a
 // Redis that answers, only later than the budget, fails its calls as
 // before unless this process is the one holding them up.
 
@@ -51,7 +56,7 @@ func clock() int64 { return int64(time.Since(clockBase)) + 1 }
 type life struct {
 	lastReply  atomic.Int64 // a call got a reply
 	lastPrompt atomic.Int64 // a call got a reply within the budget
-	lastFault  atomic.Int64 // a call failed (see isOutage), or waited a quiet window
+	lastFault  atomic.Int64 // a call failed (see IsOutage), or waited a quiet window
 	// A call cut at the budget by its deadline while the node had answered
 	// others since it began: slow if the node answers after the cut, or
 	// caught by a freeze if it does not.
@@ -109,6 +114,10 @@ type watch struct {
 	limit     int64
 	period    int64       // calmPeriod budgets
 	congested func() bool // this process is busy, or its calls fill the node's pool
+	// starved reports that this process has many more goroutines ready to
+	// run than it runs (busy): replies may then sit unread, so silence is
+	// no evidence against the node. nil: never.
+	starved func() bool
 }
 
 // judge decides about a call still running at the check due at due, run
@@ -142,8 +151,10 @@ func (w *watch) judge(due, now int64) verdict {
 		return waiting // the first dial
 	case now-w.start < win:
 		return waiting // not quiet for a whole window yet
-	case now-due > w.budget/2:
+	case now-due > w.budget/4:
 		return waiting // this check ran late: so may the replies' readers
+	case w.starved != nil && w.starved():
+		return waiting // the replies' readers may be queued behind other goroutines
 	}
 	return silent
 }
@@ -184,9 +195,9 @@ var busySamples = sync.Pool{New: func() any {
 	return &[2]metrics.Sample{{Name: "/sched/goroutines/runnable:goroutines"}, {Name: "/sched/gomaxprocs:threads"}}
 }}
 
-// errSlow is the error of a call that ran past the budget, or past the
+// ErrSlow is the error of a call that ran past the budget, or past the
 // limit, while its node answered other calls: not a Redis failure.
-var errSlow = errors.New("cacheaside: redis call slow while its node answered others")
+var ErrSlow = errors.New("cacheaside: redis call slow while its node answered others")
 
 // isReply reports whether err (the error of a call) means the server
 // answered: no error, a miss, or an error reply.

@@ -1,4 +1,4 @@
-package cacheaside
+package redisguard
 
 import (
 	"context"
@@ -12,14 +12,14 @@ import (
 // describes: past the budget only while n answers other calls (or has not
 // answered yet), up to the limit. It is the way to bound a call on a
 // client that ignores context deadlines on socket reads, and the way to
-// wait past the budget on one that honours them. At most maxAbandoned such
+// wait past the budget on one that honours them. At most MaxAbandoned such
 // calls run at once; a call that finds no free slot is not sent, once the
 // node is judged silent (or the limit passes). onLate, if not nil, runs on
 // the call's goroutine when a call that was abandoned completes after all,
 // to undo what it did (a fill lock it took).
-func (g *guard) watched(ctx context.Context, n *node, fn func(context.Context) error, onLate func()) error {
+func (g *Guard) watched(ctx context.Context, n *Node, fn func(context.Context) error, onLate func()) error {
 	w := watch{l: &n.life, start: clock(), cold: n.cold(), budget: int64(g.budget), limit: int64(g.limit), period: int64(g.calmAfter),
-		congested: func() bool { return g.congested(n) }}
+		congested: func() bool { return g.congested(n) }, starved: busy}
 	rctx, cancel := context.WithTimeout(ctx, g.limit)
 	defer cancel()
 	t := newTimer(g.budget)
@@ -35,7 +35,7 @@ func (g *guard) watched(ctx context.Context, n *node, fn func(context.Context) e
 			note(&g.slowAt, now)
 			if !wasSlow {
 				wasSlow = true
-				g.stats.redisSlow.Add(1)
+				g.counts.slow.Add(1)
 			}
 		case silent, overdue:
 			return v
@@ -53,15 +53,15 @@ func (g *guard) watched(ctx context.Context, n *node, fn func(context.Context) e
 			case g.slots <- struct{}{}:
 				sent = true
 			case <-ctx.Done():
-				g.stats.redisSkipped.Add(1)
-				return errSkipped
+				g.counts.skipped.Add(1)
+				return ErrSkipped
 			case <-t.C:
 				switch check() {
 				case silent:
-					g.stats.redisSkipped.Add(1)
-					return errSkipped
+					g.counts.skipped.Add(1)
+					return ErrSkipped
 				case overdue:
-					g.stats.redisSkipped.Add(1)
+					g.counts.skipped.Add(1)
 					return errSkippedSlow
 				}
 			}
@@ -71,12 +71,12 @@ func (g *guard) watched(ctx context.Context, n *node, fn func(context.Context) e
 	// first decides who accounts for an abandoned call.
 	var state atomic.Int32
 	done := make(chan error, 1)
-	g.tracker.spawn()
+	g.wg.Add(1)
 	start, budget, period := w.start, w.budget, w.period
 	n.inflight.Add(1)
 	go func() {
-		defer g.tracker.done()
-		err := callSafely(rctx, fn)
+		defer g.wg.Done()
+		err := g.callSafely(rctx, fn)
 		n.inflight.Add(-1)
 		if isReply(err) {
 			now := clock()
@@ -88,7 +88,6 @@ func (g *guard) watched(ctx context.Context, n *node, fn func(context.Context) e
 		<-g.slots
 		done <- err
 		if !state.CompareAndSwap(0, 1) {
-			g.abandoned.Add(-1)
 			if onLate != nil {
 				onLate()
 			}
@@ -99,7 +98,7 @@ func (g *guard) watched(ctx context.Context, n *node, fn func(context.Context) e
 		select {
 		case err := <-done:
 			if !wasSlow && clock()-w.start > w.budget {
-				g.stats.redisSlow.Add(1) // waited for past the budget
+				g.counts.slow.Add(1) // waited for past the budget
 			}
 			return err
 		case <-ctx.Done():
@@ -114,16 +113,13 @@ func (g *guard) watched(ctx context.Context, n *node, fn func(context.Context) e
 			}
 		}
 		// The node is silent, the limit passed, or the caller left. The
-		// call goes on until the client's own timeouts end it; count it
-		// while it does.
-		g.abandoned.Add(1)
+		// call goes on until the client's own timeouts end it.
 		if !state.CompareAndSwap(0, 2) {
-			g.abandoned.Add(-1)
 			return <-done
 		}
-		g.stats.abandoned.Add(1)
+		g.counts.abandoned.Add(1)
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("%w: %w", errIncomplete, err)
+			return fmt.Errorf("%w: %w", ErrIncomplete, err)
 		}
 		return why
 	}

@@ -1,4 +1,4 @@
-package cacheaside
+package redisguard
 
 import (
 	"context"
@@ -11,9 +11,12 @@ import (
 // on the caller's goroutine under a deadline, no goroutine of its own, as
 // long as that deadline cannot cut a call the node is serving (life.go).
 
-// inlineNode returns key's node and the deadline of a call to it when the
-// call runs inline; else nil and 0.
-func (g *guard) inlineNode(key string) (*node, time.Duration) {
+// Inline returns key's node and the deadline of a call to it when the
+// call may run inline, on the caller's goroutine; else nil and 0 (then
+// run it with Do). With a node, DoInline(ctx, n, d, fn) runs it: the pair
+// is Do spelled out so that fn does not escape to the heap, for the hit
+// path.
+func (g *Guard) Inline(key string) (*Node, time.Duration) {
 	if !g.inline {
 		return nil, 0
 	}
@@ -33,7 +36,7 @@ func (g *guard) inlineNode(key string) (*node, time.Duration) {
 // cut while reading closes its connection, so under load each cut adds a
 // dial. The timeout clone's socket timeouts cut every call at the budget
 // wherever it runs, so its calls always run inline.
-func (g *guard) inlineDeadline(n *node) time.Duration {
+func (g *Guard) inlineDeadline(n *Node) time.Duration {
 	switch {
 	case !g.inline:
 		return 0
@@ -51,7 +54,7 @@ func (g *guard) inlineDeadline(n *node) time.Duration {
 
 // congested reports whether this process holds calls to n up: it is busy,
 // or as many calls to n are running as the client has connections to it.
-func (g *guard) congested(n *node) bool {
+func (g *Guard) congested(n *Node) bool {
 	return (g.pool > 0 && n.inflight.Load() >= g.pool) || busy()
 }
 
@@ -60,7 +63,7 @@ func (g *guard) congested(n *node) bool {
 // lately, in this process that is short of CPU or of pooled connections;
 // and no call to n that was cut at the budget turned out slow (n answered
 // after the cut; if it did not, n froze).
-func (g *guard) calm(n *node) bool {
+func (g *Guard) calm(n *Node) bool {
 	s, c := g.slowAt.Load(), n.lastCut.Load()
 	if s == 0 && c == 0 {
 		return true
@@ -72,16 +75,17 @@ func (g *guard) calm(n *node) bool {
 	return c == 0 || now-c >= period || n.lastReply.Load() <= c
 }
 
-// doInline runs fn on the calling goroutine under a context with deadline
-// d. It is separate from the watched path so that fn does not escape: a
-// hit then allocates no closure.
-func (g *guard) doInline(ctx context.Context, n *node, d time.Duration, fn func(context.Context) error) error {
+// DoInline runs fn, a call to n, on the calling goroutine under a context
+// with deadline d, under n's breaker: n and d are what Inline returned (or
+// Do found). It is separate from the watched path so that fn does not
+// escape: a hit then allocates no closure.
+func (g *Guard) DoInline(ctx context.Context, n *Node, d time.Duration, fn func(context.Context) error) error {
 	return g.breaker(ctx, n, func() error {
 		start := clock()
 		rctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
 		n.inflight.Add(1)
-		err := callSafely(rctx, fn)
+		err := g.callSafely(rctx, fn)
 		n.inflight.Add(-1)
 		now := clock()
 		if isReply(err) {
@@ -95,27 +99,27 @@ func (g *guard) doInline(ctx context.Context, n *node, d time.Duration, fn func(
 			// Slow, unless the node froze meanwhile: calm tells once the
 			// node answers again, or does not.
 			note(&n.lastCut, now)
-			g.stats.redisSlow.Add(1)
-			return fmt.Errorf("%w: %w", errSlow, err)
+			g.counts.slow.Add(1)
+			return fmt.Errorf("%w: %w", ErrSlow, err)
 		}
 		return err
 	})
 }
 
-// retrySlow reports whether a flight whose call ended with err should try
+// RetrySlow reports whether a flight whose call ended with err should try
 // Redis again rather than load without the fill lock: the call was cut at
-// the budget while its node answered (errSlow, not past the limit), and
+// the budget while its node answered (ErrSlow, not past the limit), and
 // the guard can wait past the budget for the next call (not the timeout
 // clone, whose socket timeouts would cut it again).
-func (g *guard) retrySlow(err error) bool {
-	return !g.clone && errors.Is(err, errSlow) && !errors.Is(err, errIncomplete)
+func (g *Guard) RetrySlow(err error) bool {
+	return !g.clone && errors.Is(err, ErrSlow) && !errors.Is(err, ErrIncomplete)
 }
 
 // cutWasSlow reports whether a call to n that began at start and was cut
 // by its deadline d was slow rather than failed (life.go): cut at the
 // budget while n answered others promptly or this process held it up, or
 // at the limit (the first dial) while n answered others.
-func (g *guard) cutWasSlow(n *node, start int64, d time.Duration) bool {
+func (g *Guard) cutWasSlow(n *Node, start int64, d time.Duration) bool {
 	if d == g.budget {
 		return n.lastPrompt.Load() >= start || g.congested(n)
 	}
@@ -123,7 +127,7 @@ func (g *guard) cutWasSlow(n *node, start int64, d time.Duration) bool {
 }
 
 // slowed notes a call that was slow.
-func (g *guard) slowed(now int64) {
+func (g *Guard) slowed(now int64) {
 	note(&g.slowAt, now)
-	g.stats.redisSlow.Add(1)
+	g.counts.slow.Add(1)
 }

@@ -1,12 +1,11 @@
-package cacheaside
+package redisguard
 
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
@@ -21,83 +20,68 @@ import (
 // breaker for the whole cluster, one dead node would make every key skip
 // Redis. After a failover the slot map names the promoted replica, whose
 // breaker is closed, so its keys return to Redis as soon as the client has
-// re-read the map (redisError asks it to).
+// re-read the map (the cache asks it to on a Redis fault).
 type breakers struct {
 	make func(node string) *gobreaker.CircuitBreaker[struct{}] // nil when disabled
 	// one serves a single server; on a Cluster it serves the calls made
 	// before the client first loaded its slot map (finding a key's node
 	// then would mean a network round trip outside the budget).
-	one     *node
+	one     *Node
 	cluster *redis.ClusterClient // nil unless a Cluster
 	ready   atomic.Bool          // the Cluster client has a slot map
 
 	mu    sync.Mutex                       // serialises additions to nodes
-	nodes atomic.Pointer[map[string]*node] // by node address; copy on write
+	nodes atomic.Pointer[map[string]*Node] // by node address; copy on write
 }
 
-// node is one Redis node as the guard sees it.
-type node struct {
+// Node is one Redis node as the guard sees it: its breaker and its sign
+// of life. Inline returns it for DoInline.
+type Node struct {
 	cb       *gobreaker.CircuitBreaker[struct{}] // nil when breakers are disabled
 	inflight atomic.Int64                        // the guard's calls to the node that are running
 	life
 }
 
 // newNode returns the node of addr with a breaker of its own, if enabled.
-func (b *breakers) newNode(addr string) *node {
-	n := &node{}
+func (b *breakers) newNode(addr string) *Node {
+	n := &Node{}
 	if b.make != nil {
 		n.cb = b.make(addr)
 	}
 	return n
 }
 
-// newBreakers builds the breakers from the config. onChange runs on every
-// state change, under that breaker's lock: it must not call the guard.
-func newBreakers(cfg *config, rdb redis.UniversalClient, logger *slog.Logger, onChange func(from, to BreakerState)) *breakers {
+// newBreakers builds the breakers from cfg. onChange runs on every state
+// change, under that breaker's lock.
+func newBreakers(cfg Config, onChange func(node string, from, to State)) *breakers {
 	b := &breakers{}
-	b.cluster, _ = rdb.(*redis.ClusterClient)
-	if cfg.breakerFailures > 0 {
-		b.make = breakerMaker(cfg, logger, onChange)
+	b.cluster, _ = cfg.Client.(*redis.ClusterClient)
+	if cfg.BreakerFailures > 0 {
+		b.make = breakerMaker(cfg.BreakerFailures, cfg.BreakerCooldown, onChange)
 	}
 	b.one = b.newNode("")
 	return b
 }
 
 // breakerMaker returns the function that builds the breaker of one node.
-func breakerMaker(cfg *config, logger *slog.Logger, onChange func(from, to BreakerState)) func(node string) *gobreaker.CircuitBreaker[struct{}] {
-	failures := uint32(cfg.breakerFailures)
+func breakerMaker(failures uint32, cooldown time.Duration, onChange func(node string, from, to State)) func(node string) *gobreaker.CircuitBreaker[struct{}] {
 	return func(node string) *gobreaker.CircuitBreaker[struct{}] {
 		return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 			Name:        node,
 			MaxRequests: 1,
-			Timeout:     cfg.breakerCooldown,
+			Timeout:     cooldown,
 			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
 			IsSuccessful: func(err error) bool {
-				return !isOutage(err)
+				return !IsOutage(err)
 			},
 			// A call its caller gave up on, or one that was slow while
 			// its node kept answering, says nothing about the node.
 			IsExcluded: func(err error) bool {
 				_, gone := err.(callerGone)
-				return gone || errors.Is(err, errSlow)
+				return gone || errors.Is(err, ErrSlow)
 			},
 			OnStateChange: func(node string, from, to gobreaker.State) {
-				f, t := breakerState(from), breakerState(to)
-				if logger != nil {
-					level := slog.LevelInfo
-					if t == BreakerOpen {
-						level = slog.LevelWarn
-					}
-					attrs := []any{"from", string(f), "to", string(t)}
-					if node != "" {
-						attrs = append(attrs, "node", node)
-					}
-					logger.Log(context.Background(), level, "cacheaside: redis circuit breaker changed state", attrs...)
-				}
-				onChange(f, t)
-				if cfg.breakerHook != nil {
-					callHook(cfg.breakerHook, BreakerChange{Node: node, From: f, To: t}, logger)
-				}
+				onChange(node, stateOf(from), stateOf(to))
 			},
 		})
 	}
@@ -105,7 +89,7 @@ func breakerMaker(cfg *config, logger *slog.Logger, onChange func(from, to Break
 
 // forKey returns the node that owns key (the server on anything but a
 // Cluster).
-func (b *breakers) forKey(key string) *node {
+func (b *breakers) forKey(key string) *Node {
 	addr := b.node(key)
 	if addr == "" {
 		return b.one
@@ -124,7 +108,7 @@ func (b *breakers) forKey(key string) *node {
 		}
 	}
 	// One entry per address the Cluster ever had: a few hundred bytes each.
-	m := make(map[string]*node, 8)
+	m := make(map[string]*Node, 8)
 	if old != nil {
 		for a, n := range *old {
 			m[a] = n
@@ -200,36 +184,25 @@ func (b *breakers) closed(key string) bool {
 	return cb == nil || cb.State() == gobreaker.StateClosed
 }
 
-// state is the state reported by Stats: on a Cluster the worst state of
+// state is the state Guard.State reports: on a Cluster the worst state of
 // any node's breaker.
-func (b *breakers) state() BreakerState {
+func (b *breakers) state() State {
 	if b.make == nil {
-		return BreakerDisabled
+		return Disabled
 	}
 	if b.cluster == nil || !b.ready.Load() {
-		return breakerState(b.one.cb.State())
+		return stateOf(b.one.cb.State())
 	}
-	worst := BreakerClosed
+	worst := Closed
 	if m := b.nodes.Load(); m != nil {
 		for _, n := range *m {
-			switch breakerState(n.cb.State()) {
-			case BreakerOpen:
-				return BreakerOpen
-			case BreakerHalfOpen:
-				worst = BreakerHalfOpen
+			switch stateOf(n.cb.State()) {
+			case Open:
+				return Open
+			case HalfOpen:
+				worst = HalfOpen
 			}
 		}
 	}
 	return worst
-}
-
-// callHook runs the user's breaker hook, recovering a panic in it: a
-// breaker change happens inside some Get, which must not crash.
-func callHook(hook func(BreakerChange), ch BreakerChange, logger *slog.Logger) {
-	defer func() {
-		if p := recover(); p != nil && logger != nil {
-			logger.Error("cacheaside: breaker hook panicked", "panic", fmt.Sprint(p))
-		}
-	}()
-	hook(ch)
 }
