@@ -8,10 +8,10 @@ import (
 )
 
 // BenchmarkTopologyHit is the hit-path comparison of BenchmarkGetHit on
-// each topology, through the client users have for it: a Get of a warm key
-// (impl=cacheaside) against a GET and JSON decode of the same value on the
-// same client (impl=raw), on a single server, a 3+3 Redis Cluster and a
-// Sentinel-managed primary. scripts/bench.sh compares them with benchstat:
+// each topology, through the client users have for it, from 16 goroutines:
+// a Get of a warm key (impl=cacheaside) against a GET and JSON decode of
+// the same value on the same client (impl=raw), on a single server, a 3+3
+// Redis Cluster and a Sentinel-managed primary. scripts/bench.sh compares them with benchstat:
 //
 //	BENCH=TopologyHit scripts/bench.sh 10 1s
 func BenchmarkTopologyHit(b *testing.B) {
@@ -36,6 +36,10 @@ func BenchmarkTopologyHit(b *testing.B) {
 		}},
 	}
 	for _, tp := range topologies {
+		warm := tp.client(false)
+		warmCache(b, warm)
+		warmRaw(b, warm)
+		_ = warm.Close()
 		for _, ct := range []bool{false, true} {
 			client := "client=default"
 			if ct {
@@ -45,14 +49,14 @@ func BenchmarkTopologyHit(b *testing.B) {
 			b.Run(prefix+"cacheaside", func(b *testing.B) {
 				rdb := tp.client(ct)
 				defer rdb.Close()
-				if s := benchHitCache(b, rdb); s.RedisErrors != 0 {
+				if s := benchHitCache(b, rdb, 16); s.RedisErrors != 0 {
 					b.Errorf("RedisErrors = %d during a warm benchmark, want 0", s.RedisErrors)
 				}
 			})
 			b.Run(prefix+"raw", func(b *testing.B) {
 				rdb := tp.client(ct)
 				defer rdb.Close()
-				benchRaw(b, rdb, false)
+				benchRaw(b, rdb, 16, false)
 			})
 		}
 	}

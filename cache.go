@@ -85,6 +85,7 @@ import (
 	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/readbatch"
 	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
@@ -108,6 +109,7 @@ type Cache[K comparable, V any] struct {
 	flights flight.Group[result[V]]
 	stats   counters
 	guard   *redisguard.Guard
+	reads   *readbatch.Group    // Get's Redis reads, batched per node (hitread.go)
 	l1      *local[V]           // nil without WithLocalCache
 	loads   *semaphore.Weighted // nil with WithMaxConcurrentLoads(0)
 	hb      heartbeat           // the fill locks held by loads in flight
@@ -207,6 +209,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	}
 	c.guard, c.rdb = newGuard(&cfg, rdb, c.breakerChanged)
 	c.lock = c.newLocker()
+	c.reads = c.newReads()
 	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.prefillKick = make(chan struct{}, 1)
 	c.startWatcher()

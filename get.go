@@ -70,7 +70,7 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 	// The leader reads Redis on its own goroutine, under the caller's
 	// context and the Redis timeout: a hit costs no goroutine.
 	epoch := c.localEpoch()
-	raw, err := c.read(ctx, vkey)
+	raw, err := c.readBatched(ctx, vkey)
 	if ctx.Err() != nil {
 		// The caller left during the read. Hand the flight to a goroutine
 		// so that callers who joined it still get an answer.

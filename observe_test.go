@@ -155,7 +155,7 @@ func BenchmarkGetHook(b *testing.B) {
 			defer rdb.Close()
 			// A Redis timeout that holds on a loaded machine, so that
 			// the Sets that warm the keys do not time out.
-			benchHitCache(b, rdb, append([]cacheaside.Option{cacheaside.WithRedisTimeout(time.Second)}, bc.opts...)...)
+			benchHitCache(b, rdb, 16, append([]cacheaside.Option{cacheaside.WithRedisTimeout(time.Second)}, bc.opts...)...)
 		})
 	}
 }

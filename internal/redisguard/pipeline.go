@@ -105,41 +105,16 @@ func (g *Guard) PipelineScript(ctx context.Context, idx []int, call func(p redis
 func (g *Guard) MGet(ctx context.Context, keys []string) (out [][]byte, failed []error, err error) {
 	out = make([][]byte, len(keys))
 	failed, err = g.PerNode(ctx, keys, nil, func(ctx context.Context, idx []int) error {
-		if g.cbs.cluster == nil {
-			ks := make([]string, len(idx))
-			for j, i := range idx {
-				ks[j] = keys[i]
-			}
-			vals, err := g.rdb.MGet(ctx, ks...).Result()
-			if err != nil {
-				return err
-			}
-			fillRaw(out, idx, vals)
-			return nil
+		ks := make([]string, len(idx))
+		for j, i := range idx {
+			ks[j] = keys[i]
 		}
-		bySlot := make(map[uint16][]int)
-		for _, i := range idx {
-			s := Slot(keys[i])
-			bySlot[s] = append(bySlot[s], i)
-		}
-		cmds := make([]*redis.SliceCmd, 0, len(bySlot))
-		groups := make([][]int, 0, len(bySlot))
-		_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, slotIdx := range bySlot {
-				ks := make([]string, len(slotIdx))
-				for j, i := range slotIdx {
-					ks[j] = keys[i]
-				}
-				cmds = append(cmds, p.MGet(ctx, ks...))
-				groups = append(groups, slotIdx)
-			}
-			return nil
-		})
-		if err != nil {
+		vals := make([][]byte, len(idx))
+		if err := g.MGetNode(ctx, ks, vals); err != nil {
 			return err
 		}
-		for n, cmd := range cmds {
-			fillRaw(out, groups[n], cmd.Val())
+		for j, i := range idx {
+			out[i] = vals[j]
 		}
 		return nil
 	}, nil)
@@ -157,11 +132,16 @@ func Reply(raws [][]byte, failed []error, i int) ([]byte, error) {
 	return raws[i], nil
 }
 
-// fillRaw stores MGET replies vals into out, at idx[j] for reply j.
+// fillRaw stores MGET replies vals into out, at idx[j] for reply j (or at
+// j when idx is nil).
 func fillRaw(out [][]byte, idx []int, vals []any) {
 	for j, v := range vals {
+		i := j
+		if idx != nil {
+			i = idx[j]
+		}
 		if s, ok := v.(string); ok {
-			out[idx[j]] = []byte(s)
+			out[i] = []byte(s)
 		}
 	}
 }

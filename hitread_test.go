@@ -1,0 +1,135 @@
+package cacheaside_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// readCounter is a go-redis hook on one Cluster node that counts the round
+// trips of Get's reads it receives (a GET, or a pipeline of MGETs) and the
+// keys they read, and notes a pipeline whose MGETs read keys of several
+// slots in one MGET.
+type readCounter struct {
+	cl         *redistest.Cluster
+	roundTrips atomic.Int64
+	keys       atomic.Int64
+	mixedSlots atomic.Int64
+}
+
+func (h *readCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *readCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.count([]redis.Cmder{cmd})
+		return next(ctx, cmd)
+	}
+}
+
+func (h *readCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.count(cmds)
+		return next(ctx, cmds)
+	}
+}
+
+// count records one round trip of cmds.
+func (h *readCounter) count(cmds []redis.Cmder) {
+	reads := false
+	for _, cmd := range cmds {
+		args := cmd.Args()
+		switch cmd.Name() {
+		case "get", "mget":
+			reads = true
+			h.keys.Add(int64(len(args) - 1))
+			for _, k := range args[2:] {
+				if h.cl.Slot(k.(string)) != h.cl.Slot(args[1].(string)) {
+					h.mixedSlots.Add(1)
+				}
+			}
+		}
+	}
+	if reads {
+		h.roundTrips.Add(1)
+	}
+}
+
+// TestClusterGetBatchesPerNode has 64 goroutines Get warm keys spread over
+// the three primaries of a Cluster: each node receives Get's reads as
+// round trips of its own keys only (a GET, or one pipeline of per-slot
+// MGETs), far fewer round trips than Gets, and every key read once per Get
+// that read it.
+func TestClusterGetBatchesPerNode(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	var mu sync.Mutex
+	perNode := map[string]*readCounter{}
+	rdb.OnNewNode(func(node *redis.Client) {
+		h := &readCounter{cl: cl}
+		mu.Lock()
+		perNode[node.Options().Addr] = h
+		mu.Unlock()
+		node.AddHook(h)
+	})
+	c := newCacheOn(t, rdb, func(ctx context.Context, k int) (string, error) { return faultValue(k), nil },
+		cacheaside.WithRedisTimeout(time.Second))
+	ctx := testContext(t)
+	keys := faultKeys(0, 299)
+	mustGetAll(t, c, keys) // cold: load and fill
+	mustGetAll(t, c, keys) // the client has its slot map
+
+	mu.Lock()
+	for _, h := range perNode {
+		h.roundTrips.Store(0)
+		h.keys.Store(0)
+	}
+	mu.Unlock()
+	const goroutines, each = 64, 30
+	before := c.Stats()
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for n := range each {
+				k := keys[(g*7+n*13)%len(keys)]
+				if v, err := c.Get(ctx, k); err != nil || v != faultValue(k) {
+					t.Errorf("Get(%d) = %q, %v, want %q", k, v, err, faultValue(k))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	s := c.Stats()
+	if hits := s.Hits - before.Hits; hits != goroutines*each || s.Loads != before.Loads {
+		t.Fatalf("%d hits and %d loads for %d Gets of warm keys, want all hits", hits, s.Loads-before.Loads, goroutines*each)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var trips, read int64
+	for addr, h := range perNode {
+		trips += h.roundTrips.Load()
+		read += h.keys.Load()
+		if n := h.mixedSlots.Load(); n != 0 {
+			t.Errorf("node %s: %d MGETs read keys of more than one slot", addr, n)
+		}
+		t.Logf("node %s: %d round trips read %d keys", addr, h.roundTrips.Load(), h.keys.Load())
+	}
+	// Concurrent Gets of one key share a flight, so fewer keys than Gets
+	// may be read; never more.
+	if read > goroutines*each || read == 0 {
+		t.Errorf("the nodes read %d keys for %d Gets, want at most one per Get", read, goroutines*each)
+	}
+	if trips*2 > read {
+		t.Errorf("%d round trips read %d keys: the reads of 64 goroutines were hardly batched", trips, read)
+	}
+	if len(perNode) < 3 {
+		t.Errorf("reads reached %d nodes, want the 3 primaries", len(perNode))
+	}
+}

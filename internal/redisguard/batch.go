@@ -1,0 +1,71 @@
+package redisguard
+
+import (
+	"context"
+	"errors"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// What a caller that batches reads of several callers into one call
+// (cacheaside's readbatch) needs from the guard: the node a key's call
+// goes to, and the breaker's count of the reads a failed batch stood for.
+
+// NodeOf returns the address of the Cluster node that owns key, or "" on
+// a single server, a Sentinel primary, or before the client has a slot map.
+func (g *Guard) NodeOf(key string) string { return g.cbs.node(key) }
+
+// Failed counts n reads of key's node that failed with err without a call
+// of their own (the other keys of a failed batch, or the keys of batches
+// failed unsent behind it) as failures of the node's breaker, when err is
+// a failure (IsOutage) and the call was not skipped: the breaker then
+// opens after as many failed reads as without batching.
+func (g *Guard) Failed(key string, err error, n int) {
+	cb := g.cbs.forKey(key).cb
+	if cb == nil || !IsOutage(err) || errors.Is(err, ErrSkipped) {
+		return
+	}
+	for range n {
+		_, _ = cb.Execute(func() (struct{}, error) { return struct{}{}, err })
+	}
+}
+
+// MGetNode reads keys, all on one node, in one round trip, outside the
+// guard (run it in a call of Do): one MGET, or on a Cluster one pipeline
+// of an MGET per slot. vals[i] receives the value of keys[i], nil when
+// missing or of another Redis type.
+func (g *Guard) MGetNode(ctx context.Context, keys []string, vals [][]byte) error {
+	if g.cbs.cluster == nil {
+		res, err := g.rdb.MGet(ctx, keys...).Result()
+		if err != nil {
+			return err
+		}
+		fillRaw(vals, nil, res)
+		return nil
+	}
+	bySlot := make(map[uint16][]int)
+	for i, k := range keys {
+		s := Slot(k)
+		bySlot[s] = append(bySlot[s], i)
+	}
+	cmds := make([]*redis.SliceCmd, 0, len(bySlot))
+	idxs := make([][]int, 0, len(bySlot))
+	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, idx := range bySlot {
+			ks := make([]string, len(idx))
+			for j, i := range idx {
+				ks[j] = keys[i]
+			}
+			cmds = append(cmds, p.MGet(ctx, ks...))
+			idxs = append(idxs, idx)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for n, cmd := range cmds {
+		fillRaw(vals, idxs[n], cmd.Val())
+	}
+	return nil
+}
