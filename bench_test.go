@@ -440,4 +440,3 @@ func (h *fillClock) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (*fillClock) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
-
