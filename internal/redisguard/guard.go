@@ -5,7 +5,8 @@
 // microseconds, not seconds. Each call names a key, which picks the node
 // and its breaker: one per Cluster node (breakers.go). What counts as a
 // failure is life.go's: no reply from the node for a whole budget, or a
-// connection error; not a call that a busy process or pool held up while
+// connection error (a node that refuses connections fails its calls at
+// once, refused.go); not a call that a busy process or pool held up while
 // the node answered others. Such a slow call is waited for, up to the
 // limit.
 //
@@ -291,7 +292,9 @@ func (g *Guard) breaker(ctx context.Context, n *Node, call func() error) error {
 			return cg.err
 		}
 		if ctx.Err() == nil && IsOutage(err) {
-			note(&n.lastFault, clock())
+			now := clock()
+			note(&n.lastFault, now)
+			n.stillRefusing(now)
 		}
 	}
 	return err

@@ -20,7 +20,8 @@ import (
 // refusing: a watched call waiting on it stops waiting at once (it goes on
 // as an abandoned call), and a new call to it is not sent while the
 // refusal is younger than the budget and nothing answered since; after
-// that one call is sent again, which may find Redis back. A call running
+// that one call is sent again, which may find Redis back (a call that
+// fails while the node refuses renews the refusal). A call running
 // inline (a client that honours context deadlines) cannot be woken: it
 // ends at its deadline, the budget, as before.
 
@@ -62,6 +63,16 @@ func (n *Node) refusing(budget int64) bool {
 		return true
 	}
 	return !n.refusedAt.CompareAndSwap(r, clock())
+}
+
+// stillRefusing notes, at now, a call to n that failed: while n refuses
+// connections (a dial refused after its last reply) that renews the
+// refusal, so that a call the guard let through to try n again, and
+// found it refusing, keeps the next calls from being sent for a budget.
+func (n *Node) stillRefusing(now int64) {
+	if r := n.refusedAt.Load(); r != 0 && r > n.lastReply.Load() {
+		note(&n.refusedAt, now)
+	}
 }
 
 // refusedSince reports whether n refused a dial after start with no reply
