@@ -19,7 +19,8 @@ import (
 // go-redis hook. A node that refused a dial after its last reply is
 // refusing: a watched call waiting on it stops waiting at once (it goes on
 // as an abandoned call), and a new call to it is not sent while the
-// refusal is younger than the budget and nothing answered since; after
+// refusal is younger than the budget and nothing answered (nor did a dial
+// to it succeed) since; after
 // that one call is sent again, which may find Redis back (a call that
 // fails while the node refuses renews the refusal). A call running
 // inline (a client that honours context deadlines) cannot be woken: it
@@ -104,9 +105,15 @@ type dialWatch struct{ g weak.Pointer[Guard] }
 func (h dialWatch) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := next(ctx, network, addr)
-		if err != nil && isRefusal(err) {
-			if g := h.g.Value(); g != nil && !g.closed.Load() {
-				g.cbs.forAddr(addr).refused(clock())
+		if err != nil && !isRefusal(err) {
+			return conn, err
+		}
+		if g := h.g.Value(); g != nil && !g.closed.Load() {
+			n := g.cbs.forAddr(addr)
+			if err != nil {
+				n.refused(clock())
+			} else if n.refusedAt.Load() != 0 {
+				n.refusedAt.Store(0) // the node accepts connections again (a pub/sub redial)
 			}
 		}
 		return conn, err
