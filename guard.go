@@ -58,7 +58,7 @@ func breakerState(s redisguard.State) BreakerState {
 // timeout clone with WithTimeoutClone.
 func newGuard(cfg *config, rdb redis.UniversalClient, onChange func(from, to BreakerState)) (*redisguard.Guard, redis.UniversalClient) {
 	inline, pool := redisguard.Traits(rdb)
-	clone := false
+	clone, dials := false, rdb // a clone dials through rdb's pool and hooks
 	if cl, ok := rdb.(*redis.Client); ok && !inline && cfg.timeoutClone {
 		// Socket deadlines of the Redis timeout, on the same pool: the
 		// budget then holds without a goroutine per call.
@@ -67,6 +67,7 @@ func newGuard(cfg *config, rdb redis.UniversalClient, onChange func(from, to Bre
 	logger, hook := cfg.logger, cfg.breakerHook
 	g := redisguard.New(redisguard.Config{
 		Client:          rdb,
+		Dials:           dials,
 		Budget:          cfg.redisTTL,
 		Limit:           slowLimit(*cfg),
 		BreakerFailures: uint32(cfg.breakerFailures), // validated: at most MaxUint32

@@ -174,8 +174,12 @@ func WithLoadTimeout(d time.Duration) Option {
 // waited for, up to the lock wait ([FillLock].Wait), and counts neither for
 // nor against the breaker ([Stats].RedisSlow counts it). So are a fresh
 // client's calls until its node first answers: a slow first dial is not
-// an outage. A frozen, blackholed or dead Redis still costs a Get about
-// the budget once it has answered once.
+// an outage. A frozen or blackholed Redis still costs a Get about the
+// budget once it has answered once. A node that refuses connections
+// (killed) fails fast: once the client's dial to it is refused, calls
+// waiting on it stop waiting and new calls to it fail without being sent
+// (one call per budget tries again); only a call already running on the
+// caller's goroutine (a ContextTimeoutEnabled client) pays the budget.
 //
 // Build the client with ContextTimeoutEnabled: true (see the package
 // example), the fast path: the cache then runs its calls on the caller's

@@ -40,11 +40,14 @@ type Node struct {
 	cb       *gobreaker.CircuitBreaker[struct{}] // nil when breakers are disabled
 	inflight atomic.Int64                        // the guard's calls to the node that are running
 	life
+	refusals // refused.go
 }
 
 // newNode returns the node of addr with a breaker of its own, if enabled.
 func (b *breakers) newNode(addr string) *Node {
 	n := &Node{}
+	ch := make(chan struct{})
+	n.wake.Store(&ch)
 	if b.make != nil {
 		n.cb = b.make(addr)
 	}
@@ -90,8 +93,13 @@ func breakerMaker(failures uint32, cooldown time.Duration, onChange func(node st
 // forKey returns the node that owns key (the server on anything but a
 // Cluster).
 func (b *breakers) forKey(key string) *Node {
-	addr := b.node(key)
-	if addr == "" {
+	return b.forAddr(b.node(key))
+}
+
+// forAddr returns the node of the Cluster node at addr; the single node
+// for "" or on anything but a Cluster.
+func (b *breakers) forAddr(addr string) *Node {
+	if addr == "" || b.cluster == nil {
 		return b.one
 	}
 	if m := b.nodes.Load(); m != nil {

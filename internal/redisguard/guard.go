@@ -5,7 +5,8 @@
 // microseconds, not seconds. Each call names a key, which picks the node
 // and its breaker: one per Cluster node (breakers.go). What counts as a
 // failure is life.go's: no reply from the node for a whole budget, or a
-// connection error; not a call that a busy process or pool held up while
+// connection error (a node that refuses connections fails its calls at
+// once, refused.go); not a call that a busy process or pool held up while
 // the node answered others. Such a slow call is waited for, up to the
 // limit.
 //
@@ -69,6 +70,10 @@ type Config struct {
 	// gives one breaker per primary; PipelineScript and MGet send through
 	// it.
 	Client redis.UniversalClient
+	// Dials is the client whose dials the guard watches for refused
+	// connections (refused.go): the client Client was cloned from, whose
+	// pool, and so whose dial hooks, a clone shares. nil: Client.
+	Dials redis.UniversalClient
 	// Budget is the time a call may take before its node is judged.
 	Budget time.Duration
 	// Limit is the longest wait for a call to a node that answers others;
@@ -113,6 +118,7 @@ type Guard struct {
 	onChange  func(node string, from, to State)
 	cbs       *breakers
 	wg        sync.WaitGroup // the goroutines of watched calls
+	closed    atomic.Bool    // Close was called: the dial hook does nothing
 	counts    counters
 }
 
@@ -131,13 +137,21 @@ func New(cfg Config) *Guard {
 		onChange:  cfg.OnChange,
 	}
 	g.cbs = newBreakers(cfg, g.breakerChanged)
+	dials := cfg.Dials
+	if dials == nil {
+		dials = cfg.Client
+	}
+	g.watchDials(dials)
 	return g
 }
 
 // Close waits for every call the guard abandoned to end (by the client's
 // own timeouts, at most the limit). Call it once no call can start any
 // more; it is safe to call more than once.
-func (g *Guard) Close() { g.wg.Wait() }
+func (g *Guard) Close() {
+	g.closed.Store(true)
+	g.wg.Wait()
+}
 
 // Limit is the longest the guard waits for a call to a node that answers.
 func (g *Guard) Limit() time.Duration { return g.limit }
@@ -257,10 +271,10 @@ func (g *Guard) callSafely(ctx context.Context, fn func(context.Context) error) 
 func (g *Guard) breaker(ctx context.Context, n *Node, call func() error) error {
 	var err error
 	if n.cb == nil {
-		err = call()
+		err = g.send(n, call)
 	} else {
 		_, err = n.cb.Execute(func() (struct{}, error) {
-			err := call()
+			err := g.send(n, call)
 			if err != nil && ctx.Err() != nil {
 				return struct{}{}, callerGone{err}
 			}
@@ -278,10 +292,21 @@ func (g *Guard) breaker(ctx context.Context, n *Node, call func() error) error {
 			return cg.err
 		}
 		if ctx.Err() == nil && IsOutage(err) {
-			note(&n.lastFault, clock())
+			now := clock()
+			note(&n.lastFault, now)
+			n.stillRefusing(now)
 		}
 	}
 	return err
+}
+
+// send runs call unless n refuses connections (refused.go).
+func (g *Guard) send(n *Node, call func() error) error {
+	if n.refusing(int64(g.budget)) {
+		g.counts.skipped.Add(1)
+		return errRefused
+	}
+	return call()
 }
 
 // callerGone marks the error of a call cut short by its caller's context,

@@ -26,7 +26,10 @@ import (
 //
 // A Redis failure is a call that ends with a connection error (refused,
 // reset, closed), or with an error reply saying that the server cannot
-// serve (IsOutage), or that waits a whole quiet window with no reply from
+// serve (IsOutage), or that waits on a node that refused a dial since the
+// call began and has not answered since (refused.go: it stops waiting at
+// once, and new calls to the node fail without being sent for a budget),
+// or that waits a whole quiet window with no reply from
 // its node: the budget, or while this process is congested, twice the
 // budget or as long as the node's replies took lately, whichever is
 // longer. Silence is not judged at all while this process has many more

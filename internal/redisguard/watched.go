@@ -18,6 +18,7 @@ import (
 // the call's goroutine when a call that was abandoned completes after all,
 // to undo what it did (a fill lock it took).
 func (g *Guard) watched(ctx context.Context, n *Node, fn func(context.Context) error, onLate func()) error {
+	wake := n.woken() // before start: a dial refused after start closes it
 	w := watch{l: &n.life, start: clock(), cold: n.cold(), budget: int64(g.budget), limit: int64(g.limit), period: int64(g.calmAfter),
 		congested: func() bool { return g.congested(n) }, starved: busy}
 	rctx, cancel := context.WithTimeout(ctx, g.limit)
@@ -96,6 +97,12 @@ func (g *Guard) watched(ctx context.Context, n *Node, fn func(context.Context) e
 	for {
 		var why error
 		select {
+		case <-wake:
+			if !n.refusedSince(w.start) {
+				wake = n.woken()
+				continue
+			}
+			why = errRefused // the call goes on, retrying a dial in vain
 		case err := <-done:
 			if !wasSlow && clock()-w.start > w.budget {
 				g.counts.slow.Add(1) // waited for past the budget
