@@ -130,15 +130,20 @@ lint() {
 		echo "$bad"
 		return 1
 	fi
-	local m ok=0
+	# One go vet and one staticcheck over every module's packages (the
+	# workspace, go.work, lets one process load them all): the modules
+	# share most of their dependencies, which one run analyses once
+	# (module by module took 5 minutes on a busy machine, this about 1).
+	local m ok=0 patterns=()
 	for m in $modules; do
-		echo "go vet ($m)"
-		(cd "$m" && go vet ./...) || ok=1
-		if command -v staticcheck >/dev/null; then
-			echo "staticcheck ($m)"
-			(cd "$m" && staticcheck ./...) || ok=1
-		fi
+		if [ "$m" = . ]; then patterns+=(./...); else patterns+=("./$m/..."); fi
 	done
+	echo "go vet ${patterns[*]}"
+	go vet "${patterns[@]}" || ok=1
+	if command -v staticcheck >/dev/null; then
+		echo "staticcheck ${patterns[*]}"
+		staticcheck "${patterns[@]}" || ok=1
+	fi
 	return $ok
 }
 
