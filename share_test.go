@@ -37,6 +37,7 @@ func TestShareBreakerOpensOnceForAllCaches(t *testing.T) {
 
 	var waited int
 	var took []time.Duration
+	killed := time.Now()
 	for i, k := range keys {
 		d := mustGet(t, caches[i%len(caches)], k)
 		took = append(took, d)
@@ -48,9 +49,14 @@ func TestShareBreakerOpensOnceForAllCaches(t *testing.T) {
 	if waited > 5+2 {
 		t.Errorf("%d Gets waited %v or more, want at most 7: the Caches share one breaker", waited, shareBudget/2)
 	}
+	// The default cooldown is 500 ms: a machine so loaded that the Gets
+	// took longer may find the breaker half-open, which is still not
+	// closed and still opened once.
+	late := time.Since(killed) >= 400*time.Millisecond
 	for i, c := range caches {
-		if s := c.Stats(); s.Breaker != cacheaside.BreakerOpen {
-			t.Errorf("cache %d: Stats().Breaker = %v, want open (the shared breaker opened after 5 failures in all)", i, s.Breaker)
+		s := c.Stats()
+		if s.BreakerOpens == 0 || (s.Breaker != cacheaside.BreakerOpen && !(late && s.Breaker == cacheaside.BreakerHalfOpen)) {
+			t.Errorf("cache %d: Stats().Breaker = %v, BreakerOpens = %d, want open, at least 1 (the shared breaker opened after 5 failures in all)", i, s.Breaker, s.BreakerOpens)
 		}
 	}
 	recoverServer(t, srv, rdb)
