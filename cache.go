@@ -108,12 +108,15 @@ type Cache[K comparable, V any] struct {
 
 	flights flight.Group[result[V]]
 	stats   counters
-	guard   *redisguard.Guard
-	reads   *readbatch.Group    // Get's Redis reads, batched per node (hitread.go)
-	l1      *local[V]           // nil without WithLocalCache
-	loads   *semaphore.Weighted // nil with WithMaxConcurrentLoads(0)
-	hb      heartbeat           // the fill locks held by loads in flight
-	warm    warmup[K]
+	guard   *redisguard.Guard // shared with the Caches on the same client and guard settings (guard.go)
+	// releaseGuard unsubscribes from the guard and lets go of it; the
+	// last Cache to let go closes it.
+	releaseGuard func()
+	reads        *readbatch.Group    // Get's Redis reads, batched per node (hitread.go)
+	l1           *local[V]           // nil without WithLocalCache
+	loads        *semaphore.Weighted // nil with WithMaxConcurrentLoads(0)
+	hb           heartbeat           // the fill locks held by loads in flight
+	warm         warmup[K]
 
 	lock        *protocol.Locker // the fill lock's Redis I/O (lock.go)
 	tokenPrefix string           // unique to this Cache: starts its lock tokens, generations and messages
@@ -207,7 +210,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	if cfg.maxLoads > 0 {
 		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
 	}
-	c.guard, c.rdb = newGuard(&cfg, rdb, c.breakerChanged)
+	c.guard, c.rdb, c.releaseGuard = newGuard(&cfg, rdb, c.breakerChanged)
 	c.lock = c.newLocker()
 	c.reads = c.newReads()
 	c.life, c.stopLife = context.WithCancel(context.Background())
@@ -250,7 +253,9 @@ func (c *Cache[K, V]) Stats() Stats {
 // Close stops the Cache: later calls return [ErrClosed], loads and
 // warm-ups in flight have their contexts cancelled, and Close waits for
 // every goroutine the Cache started, including Redis calls abandoned at the
-// Redis timeout (they end by the client's own timeouts). It does not close
+// Redis timeout (they end by the client's own timeouts; when Caches share a
+// client and Redis settings, their Redis guard is one, and the last of them
+// to close waits for the calls any of them abandoned). It does not close
 // the Redis client. Close is safe to call more than once; later calls
 // return nil at once.
 func (c *Cache[K, V]) Close() error {
@@ -261,7 +266,7 @@ func (c *Cache[K, V]) Close() error {
 	c.stopLife()
 	c.stopBackplane()
 	c.tracker.wg.Wait()
-	c.guard.Close() // the Redis calls it abandoned
+	c.releaseGuard() // the last Cache on a shared guard waits for the Redis calls it abandoned
 	if c.l1 != nil {
 		c.l1.Close()
 	}

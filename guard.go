@@ -53,10 +53,15 @@ func breakerState(s redisguard.State) BreakerState {
 	return BreakerClosed
 }
 
-// newGuard builds the guard of a Cache over rdb (the client given to New)
-// and returns it with the client its calls go through: rdb, or its
-// timeout clone with WithTimeoutClone.
-func newGuard(cfg *config, rdb redis.UniversalClient, onChange func(from, to BreakerState)) (*redisguard.Guard, redis.UniversalClient) {
+// newGuard returns the guard of a Cache over rdb (the client given to New),
+// the client its calls go through (rdb, or its timeout clone with
+// WithTimeoutClone) and the function that lets go of it. Caches on the same
+// rdb whose guard settings match share one guard (redisguard.Acquire): the
+// settings are WithRedisTimeout, the lock wait or lock TTL (slowLimit),
+// WithCircuitBreaker's failures and cooldown, WithMaxAbandoned and
+// WithTimeoutClone (see Stats.Breaker). Each Cache
+// subscribes its own logger, hook and onChange to the shared breakers.
+func newGuard(cfg *config, rdb redis.UniversalClient, onChange func(from, to BreakerState)) (*redisguard.Guard, redis.UniversalClient, func()) {
 	inline, pool := redisguard.Traits(rdb)
 	clone, dials := false, rdb // a clone dials through rdb's pool and hooks
 	if cl, ok := rdb.(*redis.Client); ok && !inline && cfg.timeoutClone {
@@ -64,8 +69,7 @@ func newGuard(cfg *config, rdb redis.UniversalClient, onChange func(from, to Bre
 		// budget then holds without a goroutine per call.
 		rdb, inline, clone = cl.WithTimeout(cfg.redisTTL), true, true
 	}
-	logger, hook := cfg.logger, cfg.breakerHook
-	g := redisguard.New(redisguard.Config{
+	g, release := redisguard.Acquire(redisguard.Config{
 		Client:          rdb,
 		Dials:           dials,
 		Budget:          cfg.redisTTL,
@@ -76,17 +80,18 @@ func newGuard(cfg *config, rdb redis.UniversalClient, onChange func(from, to Bre
 		Inline:          inline,
 		Clone:           clone,
 		PoolSize:        pool,
-		OnChange: func(node string, from, to redisguard.State) {
-			f, t := breakerState(from), breakerState(to)
-			logBreaker(logger, node, f, t)
-			onChange(f, t)
-			if hook != nil {
-				callHook(hook, BreakerChange{Node: node, From: f, To: t}, logger)
-			}
-		},
-		Panicked: func(p any) error { return &PanicError{Value: p, Stack: stack()} },
+		Panicked:        func(p any) error { return &PanicError{Value: p, Stack: stack()} },
 	})
-	return g, rdb
+	logger, hook := cfg.logger, cfg.breakerHook
+	unsubscribe := g.Subscribe(func(node string, from, to redisguard.State) {
+		f, t := breakerState(from), breakerState(to)
+		logBreaker(logger, node, f, t)
+		onChange(f, t)
+		if hook != nil {
+			callHook(hook, BreakerChange{Node: node, From: f, To: t}, logger)
+		}
+	})
+	return g, g.Client(), func() { unsubscribe(); release() }
 }
 
 // logBreaker logs a breaker's state change: a warning when it opens.

@@ -31,6 +31,16 @@ type Stats struct {
 	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithServeStale)
 
 	Breaker BreakerState // the circuit breaker's current state; on a Cluster the most open of the nodes' breakers
+
+	// RedisSlow, RedisSkipped, Abandoned, BreakerOpens and Breaker are the
+	// Redis guard's (budget and breakers), not the Cache's alone: Caches
+	// built on the same client (the one given to New, by identity) with
+	// the same WithRedisTimeout, WithCircuitBreaker failures and
+	// cooldown, WithFillLock TTL and wait (which bound a slow call's
+	// wait), WithTimeoutClone and WithMaxAbandoned share one guard, so
+	// for each of them these describe the calls of all of them together:
+	// they are per client and settings. Every other field is the Cache's
+	// own.
 }
 
 // counters are the live, atomically updated form of Stats, but for the

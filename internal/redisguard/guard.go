@@ -94,7 +94,8 @@ type Config struct {
 	PoolSize      int
 	// OnChange, if not nil, runs on every breaker state change, under that
 	// breaker's lock: it must not call the Guard. node is the Cluster
-	// primary's address, "" for the single node.
+	// primary's address, "" for the single node. It is the Guard's first
+	// subscriber (Subscribe); Acquire ignores it.
 	OnChange func(node string, from, to State)
 	// Panicked, if not nil, turns the value of a panic in a call (a
 	// go-redis hook, a dialer) into the call's error; it runs on the
@@ -115,7 +116,8 @@ type Guard struct {
 	slots     chan struct{} // one per call running on its own goroutine
 	rdb       redis.UniversalClient
 	panicked  func(any) error
-	onChange  func(node string, from, to State)
+	subsMu    sync.Mutex
+	subs      []*subscriber // copied on write (shared.go)
 	cbs       *breakers
 	wg        sync.WaitGroup // the goroutines of watched calls
 	closed    atomic.Bool    // Close was called: the dial hook does nothing
@@ -134,7 +136,9 @@ func New(cfg Config) *Guard {
 		slots:     make(chan struct{}, max(cfg.MaxAbandoned, 1)),
 		rdb:       cfg.Client,
 		panicked:  cfg.Panicked,
-		onChange:  cfg.OnChange,
+	}
+	if cfg.OnChange != nil {
+		g.Subscribe(cfg.OnChange)
 	}
 	g.cbs = newBreakers(cfg, g.breakerChanged)
 	dials := cfg.Dials

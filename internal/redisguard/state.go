@@ -44,9 +44,7 @@ func (g *Guard) breakerChanged(node string, from, to State) {
 	if to == Open {
 		g.counts.opens.Add(1)
 	}
-	if g.onChange != nil {
-		g.onChange(node, from, to)
-	}
+	g.notify(node, from, to)
 }
 
 // Counts are what a Guard counted since New. Every counter only grows.
