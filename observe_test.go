@@ -27,6 +27,16 @@ func (h *hookLog) hook(_ context.Context, r cacheaside.GetResult, took time.Dura
 	h.tooks = append(h.tooks, took)
 }
 
+// last returns the latest result, "" if none.
+func (h *hookLog) last() cacheaside.GetResult {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.results) == 0 {
+		return ""
+	}
+	return h.results[len(h.results)-1]
+}
+
 func (h *hookLog) take() []cacheaside.GetResult {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -94,20 +104,28 @@ func TestGetHookLocalHit(t *testing.T) {
 		cacheaside.WithLocalCache(100, time.Minute), cacheaside.WithLocalFirst(true),
 		cacheaside.WithGetHook(log.hook))
 	ctx := testContext(t)
-	for range 3 {
+	// The load fills Redis, and the local cache too once the Cache's
+	// invalidation subscription is up (the L1 is trusted only then, and
+	// the subscription may come up before or after the load ends: seen
+	// both ways, and later still on a busy machine); until then Gets are
+	// Redis hits. So: a miss, Redis hits, then local hits.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
 		if v, err := c.Get(ctx, "k"); err != nil || v != "v" {
 			t.Fatalf("Get(k) = %q, %v, want v, nil", v, err)
 		}
+		if log.last() == cacheaside.ResultLocalHit || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	// The load fills Redis, and the local cache too once the Cache's
-	// invalidation subscription is up (it is trusted only then: the
-	// subscription may come up before or after the load ends, seen both
-	// ways in CI); else the first Redis hit fills it.
 	got := log.take()
-	wantA := []cacheaside.GetResult{cacheaside.ResultMiss, cacheaside.ResultHit, cacheaside.ResultLocalHit}
-	wantB := []cacheaside.GetResult{cacheaside.ResultMiss, cacheaside.ResultLocalHit, cacheaside.ResultLocalHit}
-	if !slices.Equal(got, wantA) && !slices.Equal(got, wantB) {
-		t.Errorf("Get hook results = %v, want %v or %v", got, wantA, wantB)
+	ok := len(got) >= 2 && got[0] == cacheaside.ResultMiss && got[len(got)-1] == cacheaside.ResultLocalHit
+	for i := 1; ok && i < len(got)-1; i++ {
+		ok = got[i] == cacheaside.ResultHit
+	}
+	if !ok {
+		t.Errorf("Get hook results = %v, want miss, then Redis hits, then a local hit", got)
 	}
 
 	p := newCache(t, srv, func(context.Context, string) (string, error) { return "v", nil },

@@ -60,7 +60,11 @@ func TestPoolWaitIsNotAnOutage(t *testing.T) {
 					})
 				}
 			}
+			probe := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+			t.Cleanup(func() { _ = probe.Close() })
+			stalled := probeStalls(t, probe, []string{"pool"})
 			atOnce(gets)
+			stall := stalled()
 
 			total := summed(caches)
 			t.Logf("%d cold keys on 2 Caches with one connection each: %d loads, %d Redis calls slow, %d Redis errors, %d breaker opens",
@@ -70,6 +74,18 @@ func TestPoolWaitIsNotAnOutage(t *testing.T) {
 				if loads[k].Load() != 1 {
 					twice = append(twice, k)
 				}
+			}
+			if stall >= defaultRedisTimeout && len(twice) > 0 {
+				// Redis itself gave a probe no reply for a whole Redis
+				// timeout (coldStampede): a failing Redis by definition,
+				// which a flight may load around, once per Cache at most.
+				t.Logf("a probe waited %v for a reply, more than the Redis timeout: the machine stalled Redis; checking at most one load per key per Cache", stall)
+				for _, k := range twice {
+					if n := loads[k].Load(); n < 1 || n > int64(len(caches)) {
+						t.Errorf("key %d loaded %d times by %d Caches while Redis stalled, want 1 to %d", k, n, len(caches), len(caches))
+					}
+				}
+				twice = nil
 			}
 			if len(twice) > 0 {
 				t.Errorf("%d keys were not loaded exactly once (first: %d, loaded %d times), want each once: a pool wait is not an outage",

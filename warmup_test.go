@@ -22,20 +22,23 @@ func TestWarmupAfterEmptyRestart(t *testing.T) {
 	ld := &faultLoader{}
 	keys := faultKeys(1, 20)
 	c := newFaultCache(t, rdb, ld.load,
+		// Not a fault test until the restart: a warm-up call past the
+		// fault tests' 100ms (a busy machine) would leave its key cold.
+		cacheaside.WithRedisTimeout(time.Second),
 		cacheaside.WithPrefix("w:"),
 		cacheaside.WithWarmupKeys(keys...),
 		cacheaside.WithRestartCheck(100*time.Millisecond))
-	waitFor(t, 5*time.Second, "the first warm-up stores the 20 keys", func() bool {
+	waitFor(t, 15*time.Second, "the first warm-up stores the 20 keys", func() bool {
 		return existing(t, srv, "w:", keys) == len(keys)
 	})
-	waitFor(t, 5*time.Second, "the first warm-up finishes", func() bool { return c.Stats().Warmed == uint64(len(keys)) })
+	waitFor(t, 15*time.Second, "the first warm-up finishes", func() bool { return c.Stats().Warmed == uint64(len(keys)) })
 
 	before := c.Stats()
 	srv.Restart() // empty
-	waitFor(t, 5*time.Second, "the warm-up after the restart stores the 20 keys again, without a Get", func() bool {
+	waitFor(t, 15*time.Second, "the warm-up after the restart stores the 20 keys again, without a Get", func() bool {
 		return existing(t, srv, "w:", keys) == len(keys)
 	})
-	waitFor(t, 5*time.Second, "the warm-up after the restart finishes", func() bool {
+	waitFor(t, 15*time.Second, "the warm-up after the restart finishes", func() bool {
 		return c.Stats().Warmed == before.Warmed+uint64(len(keys))
 	})
 	warmed := c.Stats()
@@ -59,6 +62,7 @@ func TestWarmupAfterRestartOncePerFleet(t *testing.T) {
 	fleet := make([]*cacheaside.Cache[int, string], 3)
 	for i := range fleet {
 		fleet[i] = newFaultCache(t, srv.Client(t), ld.load,
+			cacheaside.WithRedisTimeout(time.Second), // see TestWarmupAfterEmptyRestart
 			cacheaside.WithPrefix("fleet:"),
 			cacheaside.WithWarmupKeys(keys...),
 			cacheaside.WithRestartCheck(100*time.Millisecond))
@@ -69,7 +73,7 @@ func TestWarmupAfterRestartOncePerFleet(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, 5*time.Second, "the first warm-up stores the 20 keys", func() bool {
+	waitFor(t, 15*time.Second, "the first warm-up stores the 20 keys", func() bool {
 		return existing(t, srv, "fleet:", keys) == len(keys)
 	})
 	time.Sleep(300 * time.Millisecond) // let every watcher check the marker
@@ -282,7 +286,7 @@ func TestRestartWatcherAcrossFreeze(t *testing.T) {
 		cacheaside.WithBreaker(1000, time.Second), // keep sending marker calls
 		cacheaside.WithRestartCheck(20*time.Millisecond),
 		cacheaside.WithTimeoutClone(false)) // calls are abandoned at the timeout
-	waitFor(t, 5*time.Second, "the first warm-up finishes", func() bool { return c.Stats().Warmed == uint64(len(keys)) })
+	waitFor(t, 15*time.Second, "the first warm-up finishes", func() bool { return c.Stats().Warmed == uint64(len(keys)) })
 	before := c.Stats()
 
 	thaw := freezeServer(t, srv)
