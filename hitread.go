@@ -3,7 +3,6 @@ package cacheaside
 import (
 	"context"
 	"errors"
-	"net"
 
 	"github.com/cacheaside/cacheaside/internal/readbatch"
 	"github.com/cacheaside/cacheaside/internal/redisguard"
@@ -32,7 +31,7 @@ func (c *Cache[K, V]) newReads() *readbatch.Group {
 // readBatched is read, sent with the reads of concurrent Gets (see above).
 func (c *Cache[K, V]) readBatched(ctx context.Context, vkey string) ([]byte, error) {
 	raw, err := c.reads.For(c.guard.NodeOf(vkey)).Get(ctx, vkey)
-	if err != nil && errors.Is(err, readbatch.ErrShed) {
+	if errors.Is(err, readbatch.ErrShed) {
 		c.guard.Failed(vkey, err, 1)
 	}
 	return raw, err
@@ -62,11 +61,5 @@ func shedRead(err error) bool {
 	if errors.Is(err, redisguard.ErrSlow) {
 		return false
 	}
-	return errors.Is(err, redisguard.ErrIncomplete) || errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err)
-}
-
-// isNetTimeout reports whether err is a socket deadline that ran out.
-func isNetTimeout(err error) bool {
-	var nerr net.Error
-	return errors.As(err, &nerr) && nerr.Timeout()
+	return errors.Is(err, redisguard.ErrIncomplete) || redisguard.IsTimeout(err)
 }

@@ -95,7 +95,7 @@ func (g *Guard) DoInline(ctx context.Context, n *Node, d time.Duration, fn func(
 			n.replied(start, now, int64(g.budget), int64(g.calmAfter))
 			return err
 		}
-		if ctx.Err() == nil && isTimeout(err) && g.cutWasSlow(n, start, d) {
+		if ctx.Err() == nil && IsTimeout(err) && g.cutWasSlow(n, start, d) {
 			// Slow, unless the node froze meanwhile: calm tells once the
 			// node answers again, or does not.
 			note(&n.lastCut, now)

@@ -212,9 +212,9 @@ func isReply(err error) bool {
 	return errors.As(err, &rerr)
 }
 
-// isTimeout reports whether err is a deadline that ran out, on the context
+// IsTimeout reports whether err is a deadline that ran out, on the context
 // or on the socket.
-func isTimeout(err error) bool {
+func IsTimeout(err error) bool {
 	var nerr net.Error
 	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &nerr) && nerr.Timeout())
 }

@@ -128,7 +128,7 @@ func TestIsReply(t *testing.T) {
 			t.Errorf("isReply(%s: %v) = %v, want %v", tt.name, tt.err, got, tt.want)
 		}
 	}
-	if !isTimeout(os.ErrDeadlineExceeded) || !isTimeout(fmt.Errorf("read: %w", context.DeadlineExceeded)) || isTimeout(io.EOF) {
+	if !IsTimeout(os.ErrDeadlineExceeded) || !IsTimeout(fmt.Errorf("read: %w", context.DeadlineExceeded)) || IsTimeout(io.EOF) {
 		t.Errorf("isTimeout: a socket or context deadline is a timeout, EOF is not")
 	}
 	if errors.Is(ErrSlow, ErrIncomplete) || !errors.Is(errOverdue, ErrIncomplete) || !errors.Is(errSkippedSlow, ErrSkipped) {
