@@ -136,6 +136,17 @@ func TestSubscriptionDropReachesEveryMember(t *testing.T) {
 	if n := pubsubConns(t, srv); n != 1 {
 		t.Errorf("CLIENT LIST TYPE pubsub shows %d connections after the resubscription, want 1", n)
 	}
+	for c := range 5 {
+		srv.CLI(t, "PUBLISH", fmt.Sprintf("c%d", c), "after")
+	}
+	waitUntil(t, "every member gets a message on the new connection", func() bool {
+		for _, m := range members {
+			if m.messages.Load() != 1 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func TestSubscriptionLastLeaveCloses(t *testing.T) {
