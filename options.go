@@ -224,11 +224,13 @@ func WithLogger(l *slog.Logger) Option {
 // WithGetHook sets a function called once per [Cache.Get], after its
 // answer is known, with the Get's context, how it was answered (exactly one
 // [GetResult] per Get) and how long it took, for metrics such as the otel
-// module's request counter and Get latency histogram. It runs
-// synchronously on the caller's goroutine before Get returns: it must be
+// module's request counter and Get latency histogram. [Cache.GetMany]
+// calls it once per distinct key, with that key's result; took is then the
+// time from the start of the GetMany to when that key's answer was known
+// (a key loaded in the batch waits for the batch). It runs synchronously
+// on the caller's goroutine before Get or GetMany returns: it must be
 // quick and must not call the Cache. A panic in it is recovered and
-// logged. GetMany does not call it. Nil means no hook, and then Get does
-// not read the clock.
+// logged. Nil means no hook, and then Get does not read the clock.
 //
 // Default: nil.
 func WithGetHook(fn func(ctx context.Context, result GetResult, took time.Duration)) Option {
