@@ -290,10 +290,8 @@ func TestTenCachesShareOneRestartWatcher(t *testing.T) {
 	if len(got) == 0 {
 		t.Fatalf("no marker check in %v with a %v interval", window, every)
 	}
-	for i, n := range got {
-		if n != 5 {
-			t.Errorf("marker round trip %d of %d wrote %d markers, want the 5 markers of the ten Caches in one", i, len(got), n)
-		}
+	if bad := len(got) - count(got, 5); bad > 0 {
+		t.Errorf("%d of %d marker round trips did not write the 5 markers of the ten Caches together (markers per round trip: %v)", bad, len(got), got[:min(len(got), 20)])
 	}
 	if max := int(window/every) + 2; len(got) > max {
 		t.Errorf("%d marker round trips in %v with a %v interval, want at most %d (one watcher per client)", len(got), window, every, max)
@@ -313,4 +311,15 @@ func TestTenCachesShareOneRestartWatcher(t *testing.T) {
 			t.Errorf("cache %d: %d of its 5 warm-up keys in Redis after the FLUSHALL warm-up, want 5", i, n)
 		}
 	}
+}
+
+// count returns how many elements of s are v.
+func count(s []int, v int) int {
+	n := 0
+	for _, x := range s {
+		if x == v {
+			n++
+		}
+	}
+	return n
 }
