@@ -143,8 +143,11 @@ type Cache[K comparable, V any] struct {
 // load. rdb may be a *redis.Client, a *redis.ClusterClient, a Sentinel
 // failover client or any other redis.UniversalClient; the Cache does not
 // take ownership of it. New validates every option and returns one error
-// that names each invalid one. New does no I/O; when warm-up keys are
-// configured it starts the goroutine that watches for empty restarts.
+// that names each invalid one. New does no I/O. The Caches built on one
+// client share its invalidation subscription (with an L1) and its restart
+// watcher (with warm-up keys): one pub/sub connection and one goroutine
+// per client, started by the first such Cache and stopped by the last
+// one's Close.
 func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], opts ...Option) (*Cache[K, V], error) {
 	cfg := defaultConfig()
 	for _, opt := range opts {

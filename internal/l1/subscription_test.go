@@ -35,16 +35,10 @@ func (m *member) handler() Handler {
 
 const waitLimit = 10 * time.Second
 
-// waitUntil polls cond until it holds or waitLimit passes.
+// waitUntil waits until cond holds, for at most waitLimit.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, waitLimit)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	redistest.WaitFor(t, waitLimit, what, cond)
 }
 
 // pubsubConns returns the number of pub/sub connections the server has.

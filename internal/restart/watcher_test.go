@@ -93,15 +93,10 @@ func newGuard(t *testing.T, rdb *redis.Client) *redisguard.Guard {
 // empties counts the Empty calls of one Check.
 type empties struct{ n atomic.Int64 }
 
+// waitUntil waits until cond holds, for at most waitLimit.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, waitLimit)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	redistest.WaitFor(t, waitLimit, what, cond)
 }
 
 // joinTen joins ten Checks on rdb, each with its own marker, or one marker
