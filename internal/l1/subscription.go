@@ -81,14 +81,20 @@ var hubs refcount.Registry[redis.UniversalClient, *Subscription]
 func Join(client redis.UniversalClient, channel string, h Handler) (leave func()) {
 	s, release := hubs.Acquire(client, func() *Subscription { return start(client) })
 	m := &h
+	s.add(channel, m)
+	s.nudge()
+	return sync.OnceFunc(func() { s.leave(channel, m, release) })
+}
+
+// add adds m to channel's members, telling it at once when the channel is
+// subscribed.
+func (s *Subscription) add(channel string, m *Handler) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.members[channel] = append(s.members[channel], m)
 	if s.confirmed[channel] {
 		m.OnSubscribed()
 	}
-	s.mu.Unlock()
-	s.nudge()
-	return sync.OnceFunc(func() { s.leave(channel, m, release) })
 }
 
 // start builds and starts a subscription on client.
@@ -167,6 +173,14 @@ func (s *Subscription) syncLoop(ctx context.Context) {
 func (s *Subscription) sync(ctx context.Context) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
+	defer func() {
+		// A command may dial (go-redis redials a broken connection)
+		// through the client's hooks, which may panic: the subscription
+		// then fails like on a broken connection, never the process.
+		if p := recover(); p != nil {
+			s.panicked(p)
+		}
+	}()
 	s.mu.Lock()
 	c := s.conn
 	var add, drop []string
@@ -255,34 +269,15 @@ func (s *Subscription) panicked(p any) {
 // confirmed a subscription on it.
 func (s *Subscription) listen(ctx context.Context) (subscribed bool) {
 	ps := s.client.Subscribe(ctx) // no channel: no I/O yet
-	c := &psConn{ps: ps, on: map[string]bool{}}
-	s.sendMu.Lock()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		s.sendMu.Unlock()
-		_ = ps.Close()
-		return false
-	}
-	s.conn = c
-	chans := make([]string, 0, len(s.members))
-	for ch := range s.members {
-		chans = append(chans, ch)
-		c.on[ch] = true
-	}
-	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		s.conn = nil
+		if s.conn != nil && s.conn.ps == ps {
+			s.conn = nil
+		}
 		s.mu.Unlock()
 		_ = ps.Close()
 	}()
-	var err error
-	if len(chans) > 0 {
-		err = ps.Subscribe(ctx, chans...)
-	}
-	s.sendMu.Unlock()
-	if err != nil {
+	if !s.subscribe(ctx, ps) {
 		return false
 	}
 
@@ -316,6 +311,29 @@ func (s *Subscription) listen(ctx context.Context) (subscribed bool) {
 		}
 	}
 	return subscribed
+}
+
+// subscribe makes ps the current connection and sends SUBSCRIBE for
+// every channel with members on it. It reports false when the
+// subscription is closed or the command failed. A panic in it (a dial
+// hook) leaves the locks released.
+func (s *Subscription) subscribe(ctx context.Context, ps *redis.PubSub) bool {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	c := &psConn{ps: ps, on: map[string]bool{}}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.conn = c
+	chans := make([]string, 0, len(s.members))
+	for ch := range s.members {
+		chans = append(chans, ch)
+		c.on[ch] = true
+	}
+	s.mu.Unlock()
+	return len(chans) == 0 || ps.Subscribe(ctx, chans...) == nil
 }
 
 // confirm records that Redis confirmed a SUBSCRIBE (on) or an UNSUBSCRIBE
