@@ -13,19 +13,20 @@ import (
 // channel <prefix>invalidations, and every other process with
 // WithLocalCache drops them from its L1 (internal/l1 holds the listener,
 // the message format and the rules). A process ignores its own messages:
-// it already dropped the keys.
+// it already dropped the keys. The Caches of a process that use one
+// client share one subscription (one pub/sub connection).
 
 // channel is the Redis pub/sub channel of this Cache's prefix.
 func (c *Cache[K, V]) channel() string { return c.cfg.prefix + "invalidations" }
 
-// startBackplane subscribes when L1 is on, on a goroutine Close waits for.
+// startBackplane joins, when L1 is on, the subscription that every Cache
+// on the same client shares (l1.Join): one pub/sub connection per client,
+// subscribed to the channel of each Cache's prefix.
 func (c *Cache[K, V]) startBackplane() {
 	if c.l1 == nil {
 		return
 	}
-	c.bp = &l1.Listener{
-		Sub:     c.sub,
-		Channel: c.channel(),
+	c.leaveBackplane = l1.Join(c.sub, c.channel(), l1.Handler{
 		// Anything read before may have missed invalidations.
 		OnSubscribed: c.l1.VerifyFromNow,
 		OnDrop:       c.l1.Unverify,
@@ -33,12 +34,7 @@ func (c *Cache[K, V]) startBackplane() {
 		OnPanic: func(p any) {
 			c.log(context.Background(), slog.LevelError, "cacheaside: backplane subscription panicked", "panic", fmt.Sprint(p))
 		},
-	}
-	c.tracker.spawn() // New has not returned: nothing can be waiting yet
-	go func() {
-		defer c.tracker.done()
-		c.bp.Run(c.life)
-	}()
+	})
 }
 
 // applyInvalidation drops the keys of a message from another process. A
@@ -69,9 +65,10 @@ func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) error {
 	})
 }
 
-// stopBackplane ends the subscription; Close calls it before waiting.
+// stopBackplane leaves the shared subscription; Close calls it before
+// closing the L1. The last Cache on a client to leave ends it.
 func (c *Cache[K, V]) stopBackplane() {
-	if c.bp != nil {
-		c.bp.Stop()
+	if c.leaveBackplane != nil {
+		c.leaveBackplane()
 	}
 }

@@ -83,7 +83,6 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/flight"
-	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/cacheaside/cacheaside/internal/readbatch"
 	"github.com/cacheaside/cacheaside/internal/redisguard"
@@ -116,21 +115,18 @@ type Cache[K comparable, V any] struct {
 	l1           *local[V]           // nil without WithLocalCache
 	loads        *semaphore.Weighted // nil with WithMaxConcurrentLoads(0)
 	hb           heartbeat           // the fill locks held by loads in flight
-	warm         warmup[K]
+	warm         *warmup[K]
 
 	lock        *protocol.Locker // the fill lock's Redis I/O (lock.go)
 	tokenPrefix string           // unique to this Cache: starts its lock tokens, generations and messages
 	fingerprint uint32           // of V and the codec, in every envelope written (typeFingerprint)
 	lastReload  atomic.Int64     // UnixNano of the last Cluster slot-map reload asked for
 
-	bp *l1.Listener // the backplane's subscription; nil without WithLocalCache
-	// markerSeq numbers the restart watcher's marker writes; unsureFrom is
-	// the first of those that failed and may have run anyway since the last
-	// one known to have run, 0 if none. Only the watcher goroutine touches
-	// them.
-	markerSeq, unsureFrom uint64
-	refreshing            sync.Map      // value keys this process is refreshing early
-	refreshSem            chan struct{} // bounds early refreshes
+	// leaveBackplane leaves the client's shared invalidation
+	// subscription; nil without WithLocalCache.
+	leaveBackplane func()
+	refreshing     sync.Map      // value keys this process is refreshing early
+	refreshSem     chan struct{} // bounds early refreshes
 	// prefillKick asks WithLocalPrefill's goroutine for a round now.
 	prefillKick chan struct{}
 
@@ -147,8 +143,11 @@ type Cache[K comparable, V any] struct {
 // load. rdb may be a *redis.Client, a *redis.ClusterClient, a Sentinel
 // failover client or any other redis.UniversalClient; the Cache does not
 // take ownership of it. New validates every option and returns one error
-// that names each invalid one. New does no I/O; when warm-up keys are
-// configured it starts the goroutine that watches for empty restarts.
+// that names each invalid one. New does no I/O. The Caches built on one
+// client share its invalidation subscription (with an L1) and its restart
+// watcher (with warm-up keys): one pub/sub connection and one goroutine
+// per client, started by the first such Cache and stopped by the last
+// one's Close.
 func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], opts ...Option) (*Cache[K, V], error) {
 	cfg := defaultConfig()
 	for _, opt := range opts {
@@ -264,6 +263,7 @@ func (c *Cache[K, V]) Close() error {
 	}
 	c.closed.Store(true)
 	c.stopLife()
+	c.stopWatcher()
 	c.stopBackplane()
 	c.tracker.wg.Wait()
 	c.releaseGuard() // the last Cache on a shared guard waits for the Redis calls it abandoned
@@ -277,7 +277,7 @@ func (c *Cache[K, V]) Close() error {
 // lock.
 func (c *Cache[K, V]) breakerChanged(from, to BreakerState) {
 	if from != BreakerClosed && to == BreakerClosed {
-		c.warm.nudge() // Redis is back: check at once whether it came back empty
+		c.warm.check.Nudge() // Redis is back: check at once whether it came back empty
 	}
 }
 

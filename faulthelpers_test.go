@@ -166,13 +166,7 @@ func getConcurrently(t *testing.T, c *cacheaside.Cache[int, string], keys []int)
 // waitFor polls cond until it holds, failing the test after within.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	redistest.WaitFor(t, within, what, cond)
 }
 
 // getMark marks the context of the Gets whose network use a netCounter

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/protocol"
@@ -29,7 +30,22 @@ const getManyConcurrency = 16
 // joins the errors of the keys that failed; the map still holds every key
 // that did not. Like Get, GetMany returns ctx.Err() as soon as ctx is done
 // and never returns a Redis fault.
-func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
+//
+// With [WithGetHook], GetMany calls the hook once per distinct key, with
+// that key's result, as a Get of the key would.
+func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (out map[K]V, err error) {
+	start := c.hookStart()
+	seen := make(map[K]bool, len(keys)) // distinct keys: whether the hook saw them
+	uniq := keys[:0:0]
+	for _, k := range keys {
+		if _, dup := seen[k]; !dup {
+			seen[k] = false
+			uniq = append(uniq, k)
+		}
+	}
+	if c.cfg.getHook != nil {
+		defer func() { c.observeRest(ctx, start, seen, err) }()
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -37,17 +53,13 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 		return nil, ErrClosed
 	}
 	defer c.tracker.done()
-	out := make(map[K]V, len(keys))
+	out = make(map[K]V, len(keys))
 	var errs []error
-	seen := make(map[K]struct{}, len(keys))
-	uniq := keys[:0:0]
-	for _, k := range keys {
-		if _, dup := seen[k]; !dup {
-			seen[k] = struct{}{}
-			uniq = append(uniq, k)
-		}
-	}
 	add := func(k K, r result[V]) {
+		if c.cfg.getHook != nil {
+			seen[k] = true
+			c.observe(ctx, start, r)
+		}
 		switch {
 		case r.err == nil:
 			out[k] = r.val
@@ -123,13 +135,27 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 		c.startBatch(ctx, owned, epoch)
 	}
 	for _, p := range todo {
-		v, err := c.await(ctx, p.fl)
+		r := c.wait(ctx, p.fl)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		add(p.key, result[V]{val: v, err: err})
+		add(p.key, r)
 	}
 	return out, errors.Join(errs...)
+}
+
+// observeRest runs the Get hook for the keys of a GetMany that returned
+// before it answered them (ctx done, Cache closed), with err, the error
+// GetMany returned.
+func (c *Cache[K, V]) observeRest(ctx context.Context, start time.Time, seen map[K]bool, err error) {
+	if err == nil {
+		return
+	}
+	for _, done := range seen {
+		if !done {
+			c.observe(ctx, start, result[V]{err: err})
+		}
+	}
 }
 
 // waitersOf returns the waiters of the flights of items idx that have any.

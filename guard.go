@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/redis/go-redis/v9"
@@ -119,4 +120,30 @@ func callHook(hook func(BreakerChange), ch BreakerChange, logger *slog.Logger) {
 		}
 	}()
 	hook(ch)
+}
+
+// CircuitBreaker configures the circuit breaker around Redis (see
+// [WithCircuitBreaker]). A zero field means its default.
+type CircuitBreaker struct {
+	// Failures is how many consecutive Redis calls must fail (as
+	// [WithRedisTimeout] defines it) for the breaker to open. A negative
+	// value disables the breaker. At most 2³²−1.
+	//
+	// Default (zero): 5.
+	Failures int
+
+	// Cooldown is how long an open breaker stays open before it lets one
+	// call through as a probe. A non-zero cooldown must be positive.
+	//
+	// Default (zero): 500 milliseconds.
+	Cooldown time.Duration
+
+	// OnChange, if not nil, is called on every state change of a breaker,
+	// for alerting or metrics beyond [Stats].Breaker and the log line of
+	// [WithLogger]. It runs synchronously, while the breaker is locked: it
+	// must return quickly and must not call the Cache. A panic in it is
+	// recovered and logged.
+	//
+	// Default (nil): no hook.
+	OnChange func(BreakerChange)
 }

@@ -49,3 +49,40 @@ func (c *Cache[K, V]) localEpoch() uint64 {
 	}
 	return c.l1.Epoch()
 }
+
+// L1 configures the local (in-process) cache of [WithL1]. A zero field
+// means its default.
+type L1 struct {
+	// Size is the most entries the local cache holds.
+	//
+	// Default (zero): 10 000.
+	Size int
+
+	// TTL is the longest an entry stays in the local cache; it never
+	// outlives the Redis entry it was read from. A non-zero TTL must be
+	// at least 1ms.
+	//
+	// Default (zero): 1 minute.
+	TTL time.Duration
+
+	// OutageOnly reads the local cache only while Redis is unavailable
+	// (the breaker is open or a call failed), never on a healthy Get, so
+	// an outage costs at most one load per key per process per TTL and a
+	// healthy Get never sees a local copy.
+	//
+	// Default (false): the local cache is read first on every Get.
+	OutageOnly bool
+
+	// Prefill keeps every process's local cache filled with the warm-up
+	// keys ([WithWarmupKeys], [WithWarmup]) as Redis holds them: at start,
+	// after each warm-up this process runs, and every 5 seconds (every
+	// half TTL if that is shorter), the cache reads them with MGET (500 a
+	// round) and stores the hits locally. When Redis then becomes
+	// unavailable, each process answers those keys locally even if it
+	// never read them before, instead of loading them from the database.
+	// It needs warm-up keys. WithWarmup's function is called at every
+	// round. Size must be large enough for the keys.
+	//
+	// Default (false): no prefill.
+	Prefill bool
+}

@@ -3,6 +3,7 @@ package cacheaside
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/cacheaside/cacheaside/internal/protocol"
 )
@@ -62,4 +63,35 @@ func (c *Cache[K, V]) acquire(ctx context.Context, ks protocol.Keys, unreadable 
 // releases it otherwise.
 func (c *Cache[K, V]) giveBack(ctx context.Context, ks protocol.Keys, l protocol.Lease, loadErr error) {
 	c.lock.GiveBack(ctx, ks, l, loadErr != nil && !errors.Is(loadErr, ErrNotFound))
+}
+
+// FillLock configures the fill lock that a Get takes on a miss, so that
+// one process of the fleet loads a key while the others wait for its
+// value (see [WithFillLock]). A zero field means its default.
+type FillLock struct {
+	// TTL is how long the lock outlives its holder. The holder extends
+	// the lock every third of this while its load runs (and while the
+	// load waits for a slot, see [WithMaxConcurrentLoads]), so the lock
+	// never expires under a live load however long the database takes; a
+	// holder that dies or loses Redis stops extending it, and the lock
+	// then expires within the TTL for another process to take over. Keep
+	// it a few times longer than the Redis timeout, so that one slow
+	// extension does not let the lock lapse. A non-zero TTL must be at
+	// least 1ms.
+	//
+	// Default (zero): 3 seconds.
+	TTL time.Duration
+
+	// Wait bounds how long a Get that found the lock taken waits for the
+	// holder's value before it loads the value itself (its value is then
+	// written only if nothing invalidated the key meanwhile). Unbounded,
+	// a Get waits as long as the holder keeps the lock alive, that is
+	// while its load waits for a load slot and runs (up to the load
+	// timeout), and takes the lock over once a dead holder's lock has
+	// expired; the caller's context still bounds every Get. A bound
+	// shorter than the loads of a slow database turns each of its loads
+	// into several, one per waiting process.
+	//
+	// Default (zero or negative): no bound.
+	Wait time.Duration
 }

@@ -93,3 +93,10 @@ func (c *Cache[K, V]) BreakerStates() map[string]BreakerState {
 func (c *Cache[K, V]) RedisKey(key K) string {
 	return protocol.ValueKey(c.cfg.prefix, c.encode(key))
 }
+
+// TypeFingerprint returns the fingerprint of the Cache's value type and
+// codec that every entry it writes carries (see "Keys in Redis" in the
+// package doc): an entry with another fingerprint is read as a miss. It is
+// meant for debugging tools, such as the inspect package, which shows
+// whether a stored entry's matches.
+func (c *Cache[K, V]) TypeFingerprint() uint32 { return c.fingerprint }

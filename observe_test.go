@@ -95,6 +95,50 @@ func TestGetHookResults(t *testing.T) {
 	}
 }
 
+// TestGetManyCallsGetHook checks that GetMany calls the Get hook once per
+// distinct key with that key's result (duplicates once), including a
+// GetMany cancelled before it started.
+func TestGetManyCallsGetHook(t *testing.T) {
+	srv := redistest.Start(t)
+	var log hookLog
+	c := newCache(t, srv, func(ctx context.Context, k string) (int64, error) {
+		switch k {
+		case "gone":
+			return 0, cacheaside.ErrNotFound
+		case "bad":
+			return 0, errors.New("database down")
+		}
+		return 1, nil
+	}, cacheaside.WithGetHook(log.hook))
+	ctx := testContext(t)
+	if _, err := c.Get(ctx, "hit"); err != nil {
+		t.Fatalf("Get(hit) = %v", err)
+	}
+	log.take()
+
+	_, _ = c.GetMany(ctx, []string{"hit", "new", "gone", "bad", "new", "hit"})
+	got := log.take()
+	slices.Sort(got)
+	want := []cacheaside.GetResult{cacheaside.ResultError, cacheaside.ResultHit, cacheaside.ResultMiss, cacheaside.ResultMiss}
+	if !slices.Equal(got, want) {
+		t.Errorf("Get hook results of GetMany(hit, new, gone, bad, new, hit) = %v, want %v (sorted: hit, the miss of new and of gone, the error of bad)", got, want)
+	}
+	log.mu.Lock()
+	for i, d := range log.tooks {
+		if d <= 0 || d > testDeadline {
+			t.Errorf("key #%d took %v per the hook, want in (0, %v]", i+1, d, testDeadline)
+		}
+	}
+	log.mu.Unlock()
+
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, _ = c.GetMany(cancelled, []string{"a", "b", "a"})
+	if got, want := log.take(), []cacheaside.GetResult{cacheaside.ResultError, cacheaside.ResultError}; !slices.Equal(got, want) {
+		t.Errorf("Get hook results of a cancelled GetMany(a, b, a) = %v, want %v", got, want)
+	}
+}
+
 // TestGetHookLocalHit checks the local_hit result, and that a panicking
 // hook does not fail the Get.
 func TestGetHookLocalHit(t *testing.T) {

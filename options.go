@@ -224,11 +224,13 @@ func WithLogger(l *slog.Logger) Option {
 // WithGetHook sets a function called once per [Cache.Get], after its
 // answer is known, with the Get's context, how it was answered (exactly one
 // [GetResult] per Get) and how long it took, for metrics such as the otel
-// module's request counter and Get latency histogram. It runs
-// synchronously on the caller's goroutine before Get returns: it must be
+// module's request counter and Get latency histogram. [Cache.GetMany]
+// calls it once per distinct key, with that key's result; took is then the
+// time from the start of the GetMany to when that key's answer was known
+// (a key loaded in the batch waits for the batch). It runs synchronously
+// on the caller's goroutine before Get or GetMany returns: it must be
 // quick and must not call the Cache. A panic in it is recovered and
-// logged. GetMany does not call it. Nil means no hook, and then Get does
-// not read the clock.
+// logged. Nil means no hook, and then Get does not read the clock.
 //
 // Default: nil.
 func WithGetHook(fn func(ctx context.Context, result GetResult, took time.Duration)) Option {
@@ -296,37 +298,6 @@ func WithEarlyRefresh(beta float64) Option {
 	return func(c *config) { c.earlyBeta = beta }
 }
 
-// FillLock configures the fill lock that a Get takes on a miss, so that
-// one process of the fleet loads a key while the others wait for its
-// value (see [WithFillLock]). A zero field means its default.
-type FillLock struct {
-	// TTL is how long the lock outlives its holder. The holder extends
-	// the lock every third of this while its load runs (and while the
-	// load waits for a slot, see [WithMaxConcurrentLoads]), so the lock
-	// never expires under a live load however long the database takes; a
-	// holder that dies or loses Redis stops extending it, and the lock
-	// then expires within the TTL for another process to take over. Keep
-	// it a few times longer than the Redis timeout, so that one slow
-	// extension does not let the lock lapse. A non-zero TTL must be at
-	// least 1ms.
-	//
-	// Default (zero): 3 seconds.
-	TTL time.Duration
-
-	// Wait bounds how long a Get that found the lock taken waits for the
-	// holder's value before it loads the value itself (its value is then
-	// written only if nothing invalidated the key meanwhile). Unbounded,
-	// a Get waits as long as the holder keeps the lock alive, that is
-	// while its load waits for a load slot and runs (up to the load
-	// timeout), and takes the lock over once a dead holder's lock has
-	// expired; the caller's context still bounds every Get. A bound
-	// shorter than the loads of a slow database turns each of its loads
-	// into several, one per waiting process.
-	//
-	// Default (zero or negative): no bound.
-	Wait time.Duration
-}
-
 // WithFillLock sets the fill lock's TTL and wait; see [FillLock].
 //
 // Default: FillLock{TTL: 3 * time.Second} with no bound on the wait.
@@ -337,32 +308,6 @@ func WithFillLock(l FillLock) Option {
 			c.lockWait = noLimit
 		}
 	}
-}
-
-// CircuitBreaker configures the circuit breaker around Redis (see
-// [WithCircuitBreaker]). A zero field means its default.
-type CircuitBreaker struct {
-	// Failures is how many consecutive Redis calls must fail (as
-	// [WithRedisTimeout] defines it) for the breaker to open. A negative
-	// value disables the breaker. At most 2³²−1.
-	//
-	// Default (zero): 5.
-	Failures int
-
-	// Cooldown is how long an open breaker stays open before it lets one
-	// call through as a probe. A non-zero cooldown must be positive.
-	//
-	// Default (zero): 500 milliseconds.
-	Cooldown time.Duration
-
-	// OnChange, if not nil, is called on every state change of a breaker,
-	// for alerting or metrics beyond [Stats].Breaker and the log line of
-	// [WithLogger]. It runs synchronously, while the breaker is locked: it
-	// must return quickly and must not call the Cache. A panic in it is
-	// recovered and logged.
-	//
-	// Default (nil): no hook.
-	OnChange func(BreakerChange)
 }
 
 // WithCircuitBreaker sets the circuit breaker around Redis: after
@@ -390,43 +335,6 @@ func WithCircuitBreaker(b CircuitBreaker) Option {
 	}
 }
 
-// L1 configures the local (in-process) cache of [WithL1]. A zero field
-// means its default.
-type L1 struct {
-	// Size is the most entries the local cache holds.
-	//
-	// Default (zero): 10 000.
-	Size int
-
-	// TTL is the longest an entry stays in the local cache; it never
-	// outlives the Redis entry it was read from. A non-zero TTL must be
-	// at least 1ms.
-	//
-	// Default (zero): 1 minute.
-	TTL time.Duration
-
-	// OutageOnly reads the local cache only while Redis is unavailable
-	// (the breaker is open or a call failed), never on a healthy Get, so
-	// an outage costs at most one load per key per process per TTL and a
-	// healthy Get never sees a local copy.
-	//
-	// Default (false): the local cache is read first on every Get.
-	OutageOnly bool
-
-	// Prefill keeps every process's local cache filled with the warm-up
-	// keys ([WithWarmupKeys], [WithWarmup]) as Redis holds them: at start,
-	// after each warm-up this process runs, and every 5 seconds (every
-	// half TTL if that is shorter), the cache reads them with MGET (500 a
-	// round) and stores the hits locally. When Redis then becomes
-	// unavailable, each process answers those keys locally even if it
-	// never read them before, instead of loading them from the database.
-	// It needs warm-up keys. WithWarmup's function is called at every
-	// round. Size must be large enough for the keys.
-	//
-	// Default (false): no prefill.
-	Prefill bool
-}
-
 // WithL1 adds a local, in-process cache in front of Redis, read first on
 // every Get, which takes load off Redis for hot keys and answers during a
 // Redis outage. Invalidate and Set drop the key from this process's local
@@ -445,26 +353,6 @@ func WithL1(l L1) Option {
 		c.localFirst, c.localFirstSet = !l.OutageOnly, false
 		c.localPrefill = l.Prefill
 	}
-}
-
-// ServeStale configures stale serving (see [WithServeStale]).
-type ServeStale struct {
-	// MaxStale is how long each value stays in Redis past its logical
-	// expiry (the TTL), so that it can still be served when reloading it
-	// fails. Zero disables stale serving.
-	//
-	// Default (zero): disabled.
-	MaxStale time.Duration
-
-	// SoftTimeout bounds how long a Get (or GetMany) waits for the reload
-	// of an expired value it could serve stale: after it the Get returns
-	// the stale value, and the load goes on in the background and fills
-	// Redis when it completes. With [WithMaxConcurrentLoads], a stale
-	// value is served at once, without a reload, while every load slot is
-	// busy: the database is the bottleneck and a reload would only queue.
-	//
-	// Default (zero): wait for the load (up to the load timeout).
-	SoftTimeout time.Duration
 }
 
 // WithServeStale keeps each value in Redis for MaxStale past its logical

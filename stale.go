@@ -100,3 +100,23 @@ func (c *Cache[K, V]) reload(ctx context.Context, key K, ks protocol.Keys, l pro
 	}
 	return c.miss(ctx, key, ks, false, epoch), true
 }
+
+// ServeStale configures stale serving (see [WithServeStale]).
+type ServeStale struct {
+	// MaxStale is how long each value stays in Redis past its logical
+	// expiry (the TTL), so that it can still be served when reloading it
+	// fails. Zero disables stale serving.
+	//
+	// Default (zero): disabled.
+	MaxStale time.Duration
+
+	// SoftTimeout bounds how long a Get (or GetMany) waits for the reload
+	// of an expired value it could serve stale: after it the Get returns
+	// the stale value, and the load goes on in the background and fills
+	// Redis when it completes. With [WithMaxConcurrentLoads], a stale
+	// value is served at once, without a reload, while every load slot is
+	// busy: the database is the bottleneck and a reload would only queue.
+	//
+	// Default (zero): wait for the load (up to the load timeout).
+	SoftTimeout time.Duration
+}

@@ -6,28 +6,31 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/protocol"
-	"github.com/cacheaside/cacheaside/internal/redisguard"
+	"github.com/cacheaside/cacheaside/internal/restart"
 	"golang.org/x/sync/errgroup"
 )
 
-// warmup holds the keys a warm-up loads and the signal that asks the
-// restart watcher to check at once.
+// warmup holds the keys a warm-up loads, the Cache's check on the
+// client's restart watcher (internal/restart) and the state of the
+// warm-ups that check starts.
 type warmup[K comparable] struct {
-	keys []K
-	list func(context.Context) ([]K, error)
-	kick chan struct{}
+	keys  []K
+	list  func(context.Context) ([]K, error)
+	check restart.Check
+	leave func() // leaves the restart watcher; nil when not watching
+
+	mu             sync.Mutex
+	running, again bool // a restart warm-up runs; another restart came meanwhile
 }
 
 // newWarmup checks the types of WithWarmupKeys and WithWarmup against K.
-func newWarmup[K comparable](cfg *config) (warmup[K], error) {
-	w := warmup[K]{kick: make(chan struct{}, 1)}
+func newWarmup[K comparable](cfg *config) (*warmup[K], error) {
+	w := &warmup[K]{}
 	var errs []error
 	if cfg.warmKeys != nil {
 		keys, ok := cfg.warmKeys.([]K)
@@ -52,89 +55,63 @@ func newWarmup[K comparable](cfg *config) (warmup[K], error) {
 
 func (w *warmup[K]) configured() bool { return len(w.keys) > 0 || w.list != nil }
 
-// nudge asks the watcher to check for an empty restart now. It never blocks.
-func (w *warmup[K]) nudge() {
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
-}
-
 // markerKey is the key whose absence tells that Redis lost its data. It
 // has no braces, so it can never be the key of a cached value.
 func (c *Cache[K, V]) markerKey() string { return c.cfg.prefix + "warm-marker" }
 
-// startWatcher starts the goroutine that detects an empty Redis and warms
-// it, when warm-up keys are configured.
+// startWatcher joins the restart watcher that every Cache on the same
+// client shares (internal/restart), when warm-up keys are configured: it
+// checks the marker key at once and every WithRestartCheck, and the one
+// process of a fleet that finds Redis empty warms it.
 func (c *Cache[K, V]) startWatcher() {
 	if !c.warm.configured() || c.cfg.restartCheck == 0 {
 		return
 	}
-	c.tracker.spawn() // New has not returned: nothing can be waiting yet
+	c.warm.check.Guard = c.guard
+	c.warm.check.Marker = c.markerKey()
+	c.warm.check.Every = c.cfg.restartCheck
+	c.warm.check.Empty = c.restarted
+	_, c.warm.leave = restart.Join(c.sub, &c.warm.check)
+}
+
+// stopWatcher leaves the restart watcher; Close calls it before waiting
+// for the Cache's goroutines.
+func (c *Cache[K, V]) stopWatcher() {
+	if c.warm.leave != nil {
+		c.warm.leave()
+	}
+}
+
+// restarted runs on the watcher's goroutine when this process found Redis
+// empty. It warms Redis on a goroutine of the Cache, one warm-up at a
+// time: a restart found during a warm-up starts another after it.
+func (c *Cache[K, V]) restarted() {
+	c.stats.restarts.Add(1)
+	c.log(c.life, slog.LevelWarn, "cacheaside: redis has no warm-up marker (new, flushed or restarted empty); warming")
+	w := c.warm
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.running {
+		w.again = true
+		return
+	}
+	if !c.tracker.add() {
+		return // closing
+	}
+	w.running = true
 	go func() {
 		defer c.tracker.done()
-		t := time.NewTicker(c.cfg.restartCheck)
-		defer t.Stop()
 		for {
-			c.checkRestart(c.life)
-			select {
-			case <-c.life.Done():
+			_ = c.Warm(c.life) // Warm logs its outcome
+			w.mu.Lock()
+			again := w.again && c.life.Err() == nil
+			w.again, w.running = false, again
+			w.mu.Unlock()
+			if !again {
 				return
-			case <-t.C:
-			case <-c.warm.kick:
 			}
 		}
 	}()
-}
-
-// checkRestart writes the marker key if it is missing. The one process of
-// the fleet whose SET NX succeeds found Redis empty — restarted without
-// persistence, flushed, or new — and warms it; the others see the marker
-// and do nothing. A new run_id alone would not do: it also changes on a
-// Sentinel failover that kept the data.
-func (c *Cache[K, V]) checkRestart(ctx context.Context) {
-	// Each write carries its own number, so that a write whose outcome was
-	// lost (an error, or a call abandoned at the budget that may still
-	// run) can be recognised later: the marker written at start-up by this
-	// same process must not pass for it.
-	c.markerSeq++
-	prefix := c.tokenPrefix + "/"
-	value := prefix + strconv.FormatUint(c.markerSeq, 10)
-	// The call may outlive the guard's wait (an abandoned call on a client
-	// that ignores deadlines): it reads only local copies.
-	unsureFrom := c.unsureFrom
-	var created bool
-	err := c.guard.Do(ctx, c.markerKey(), func(ctx context.Context) error {
-		var err error
-		created, err = c.rdb.SetNX(ctx, c.markerKey(), value, 0).Result()
-		if err == nil && !created && unsureFrom != 0 {
-			// An earlier write failed on our side but may have run on the
-			// server: if the marker is one of those, that restart is ours
-			// to warm.
-			owner, gerr := c.rdb.Get(ctx, c.markerKey()).Result()
-			if n, ok := strings.CutPrefix(owner, prefix); gerr == nil && ok {
-				seq, perr := strconv.ParseUint(n, 10, 64)
-				created = perr == nil && seq >= unsureFrom
-			}
-		}
-		return err
-	})
-	switch {
-	case errors.Is(err, redisguard.ErrSkipped): // not sent
-		return
-	case err != nil:
-		if c.unsureFrom == 0 {
-			c.unsureFrom = c.markerSeq
-		}
-		return
-	}
-	c.unsureFrom = 0
-	if !created {
-		return
-	}
-	c.stats.restarts.Add(1)
-	c.log(ctx, slog.LevelWarn, "cacheaside: redis has no warm-up marker (new, flushed or restarted empty); warming")
-	_ = c.Warm(ctx) // Warm logs its outcome
 }
 
 // Warm loads the warm-up keys (WithWarmupKeys and WithWarmup) and writes

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 	"unicode/utf8"
 
@@ -41,7 +42,9 @@ type Value struct {
 	Envelope *Envelope `json:"envelope,omitempty"`
 	// Unreadable says why the cache would treat the entry as a miss:
 	// "corrupt" (not an envelope), "unknown version or flags" (written by
-	// a newer or foreign writer), or "not a string" (another Redis type).
+	// a newer or foreign writer), "another value type or codec" (its
+	// fingerprint is not the cache's) or "not a string" (another Redis
+	// type).
 	Unreadable string `json:"unreadable,omitempty"`
 	// Payload is the codec's bytes as text when they are UTF-8;
 	// PayloadHex holds them otherwise, and RawHex holds the start of an
@@ -63,6 +66,16 @@ type Envelope struct {
 	ExpiresInMs int64   `json:"expires_in_ms,omitempty"`
 	Stale       bool    `json:"stale"`
 	LoadTimeMs  float64 `json:"load_time_ms"`
+	// Fingerprint names, in hex, the value type and codec of the cache
+	// that wrote the entry; empty for an entry written by v0.1, which has
+	// none (the cache reads it as before).
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// CacheFingerprint is the inspected cache's own fingerprint, and
+	// TypeMatches whether the entry's is the same (or absent): when it is
+	// not, the entry was written by a cache of another value type or
+	// codec under the same key, and this cache reads it as a miss.
+	CacheFingerprint string `json:"cache_fingerprint,omitempty"`
+	TypeMatches      bool   `json:"type_matches"`
 }
 
 // Slot is the fill lock or the generation of a key.
@@ -76,8 +89,9 @@ type Slot struct {
 }
 
 // readEntry reads and decodes the keys of the value key vkey in one round
-// trip (they share a hash slot).
-func readEntry(ctx context.Context, rdb redis.UniversalClient, vkey string) *Entry {
+// trip (they share a hash slot), comparing the value's fingerprint with
+// fingerprint, the inspected cache's (0: unknown, not compared).
+func readEntry(ctx context.Context, rdb redis.UniversalClient, vkey string, fingerprint uint32) *Entry {
 	ks := protocol.KeysFor(vkey)
 	e := &Entry{RedisKey: vkey}
 	if cc, ok := rdb.(*redis.ClusterClient); ok {
@@ -98,7 +112,7 @@ func readEntry(ctx context.Context, rdb redis.UniversalClient, vkey string) *Ent
 		e.Error = err.Error()
 		return e
 	}
-	e.Value = decodeValue(typ, val, vttl)
+	e.Value = decodeValue(typ, val, vttl, fingerprint)
 	e.Lock = slot(lock, lttl)
 	e.Generation = slot(gen, gttl)
 	return e
@@ -112,7 +126,7 @@ func isDown(err error) bool {
 }
 
 // decodeValue turns the replies about the value key into a Value.
-func decodeValue(typ *redis.StatusCmd, val *redis.StringCmd, ttl *redis.DurationCmd) Value {
+func decodeValue(typ *redis.StatusCmd, val *redis.StringCmd, ttl *redis.DurationCmd, fingerprint uint32) Value {
 	var v Value
 	if typ.Err() != nil || typ.Val() == "none" {
 		return v
@@ -148,6 +162,16 @@ func decodeValue(typ *redis.StatusCmd, val *redis.StringCmd, ttl *redis.Duration
 		Flags:      uint8(h.Flags),
 		NotFound:   h.Flags&envelope.NotFound != 0,
 		LoadTimeMs: float64(h.LoadTime) / float64(time.Millisecond),
+	}
+	v.Envelope.TypeMatches = h.Type == 0 || fingerprint == 0 || h.Type == fingerprint
+	if h.Type != 0 {
+		v.Envelope.Fingerprint = fmt.Sprintf("%08x", h.Type)
+	}
+	if fingerprint != 0 {
+		v.Envelope.CacheFingerprint = fmt.Sprintf("%08x", fingerprint)
+	}
+	if !v.Envelope.TypeMatches {
+		v.Unreadable = "another value type or codec"
 	}
 	if !h.Expiry.IsZero() {
 		left := time.Until(h.Expiry)

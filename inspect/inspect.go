@@ -23,8 +23,9 @@
 // The handler reads Redis directly, with the client given to [New] (the
 // one the cache was built on), at the keys [cacheaside.Cache.RedisKey]
 // names: the value (decoded from its envelope: version, flags, logical
-// expiry, load time, and the payload as text when it is UTF-8, else in
-// hex), its PTTL, the fill lock's holder token and PTTL and the
+// expiry, load time, the fingerprint of the writer's value type and codec
+// and whether it is the inspected cache's, and the payload as text when
+// it is UTF-8, else in hex), its PTTL, the fill lock's holder token and PTTL and the
 // generation's value and PTTL. Bytes that are not an envelope this
 // version of the cache can read, and keys of another Redis type, are shown
 // as such. The read never goes through the cache, so it neither counts in
@@ -55,6 +56,15 @@ type Target[K comparable] interface {
 	Invalidate(ctx context.Context, keys ...K) error
 	Stats() cacheaside.Stats
 	BreakerStates() map[string]cacheaside.BreakerState
+}
+
+// fingerprinted is implemented by a cache that can name the fingerprint
+// of its value type and codec, as every [*cacheaside.Cache] does: the
+// handler then says whether a stored entry was written by a cache of the
+// same type. It is not part of Target, so that Target's other
+// implementations keep compiling.
+type fingerprinted interface {
+	TypeFingerprint() uint32
 }
 
 // Handler is the inspector of one cache. It is safe for concurrent use.
@@ -181,7 +191,11 @@ func (h *Handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			rep.Invalidated = true
 		}
-		rep.Entry = readEntry(ctx, h.rdb, h.c.RedisKey(k))
+		var fp uint32
+		if f, ok := h.c.(fingerprinted); ok {
+			fp = f.TypeFingerprint()
+		}
+		rep.Entry = readEntry(ctx, h.rdb, h.c.RedisKey(k), fp)
 	}
 	rep.Invalidated = rep.Invalidated || r.URL.Query().Get("invalidated") == "1"
 	rep.Breakers = h.c.BreakerStates()

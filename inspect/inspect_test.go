@@ -178,6 +178,55 @@ func TestEntryDecoded(t *testing.T) {
 	}
 }
 
+// TestEntryFingerprint checks that the inspector shows the fingerprint of
+// the value type and codec of the cache that wrote an entry, and whether
+// it is the inspected cache's: an entry of this cache matches; one written
+// by a cache of another value type under the same key does not (the
+// inspected cache reads it as a miss); a v0.1 entry has none and matches.
+func TestEntryFingerprint(t *testing.T) {
+	s := redistest.Start(t)
+	rdb := s.Client(t)
+	r := newRig(t, rdb, loadItem)
+	ctx := ctxFor(t)
+	if _, err := r.cache.Get(ctx, 1); err != nil {
+		t.Fatalf("Get(1) = %v", err)
+	}
+	own := fmt.Sprintf("%08x", r.cache.TypeFingerprint())
+	if env := r.report(t, "1").Entry.Value.Envelope; env == nil || env.Fingerprint != own || env.CacheFingerprint != own || !env.TypeMatches {
+		t.Errorf("envelope of the cache's own entry = %+v, want fingerprint %s, matching", env, own)
+	}
+
+	// A cache of strings on the same client and the default prefix.
+	other, err := cacheaside.New(rdb, func(_ context.Context, id int64) (string, error) { return "s", nil })
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer other.Close()
+	if _, err := other.Get(ctx, 2); err != nil {
+		t.Fatalf("other.Get(2) = %v", err)
+	}
+	v := r.report(t, "2").Entry.Value
+	if env := v.Envelope; env == nil || env.Fingerprint != fmt.Sprintf("%08x", other.TypeFingerprint()) || env.CacheFingerprint != own || env.TypeMatches {
+		t.Errorf("envelope of an entry of a cache of strings = %+v, want its fingerprint, this cache's %s, not matching", env, own)
+	}
+	if v.Unreadable != "another value type or codec" {
+		t.Errorf("unreadable = %q for another cache's entry, want %q", v.Unreadable, "another value type or codec")
+	}
+	resp, body := do(t, http.MethodGet, r.srv.URL+"?key=2", nil, nil)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "another value type or codec") || !strings.Contains(body, own) {
+		t.Errorf("GET ?key=2 (HTML) = %d, want 200 naming the mismatch and this cache's fingerprint %s:\n%s", resp.StatusCode, own, body)
+	}
+
+	// A v0.1 entry: no fingerprint.
+	old := envelope.Append(nil, envelope.Header{Expiry: time.Now().Add(time.Minute)}, []byte(`{"id":3}`))
+	if err := rdb.Set(ctx, r.cache.RedisKey(3), old, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if env := r.report(t, "3").Entry.Value.Envelope; env == nil || env.Fingerprint != "" || !env.TypeMatches {
+		t.Errorf("envelope of a v0.1 entry = %+v, want no fingerprint, matching", env)
+	}
+}
+
 // TestUnreadableEntries writes what the cache cannot read at a key's place
 // and checks that the inspector shows each as such.
 func TestUnreadableEntries(t *testing.T) {

@@ -1,0 +1,362 @@
+package l1
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/cacheaside/cacheaside/internal/refcount"
+	"github.com/redis/go-redis/v9"
+)
+
+// The backplane's subscription: Invalidate and Set on one process publish
+// the value keys they touched (Encode) on the channel of their prefix, and
+// every other process drops them from its L1 within a round trip, together
+// with the results of reads of them in flight (see Cache). When the
+// subscription drops, or a reconnect is needed, the process cannot know
+// what it missed, so OnDrop must mark its whole L1 unverified
+// (Cache.Unverify): healthy reads then stop trusting it until entries are
+// read again under the new subscription, while reads during a Redis outage
+// still may use it.
+//
+// Every L1 of a process that uses one client shares one pub/sub
+// connection (Join): it SUBSCRIBEs to the channel of each member, hands
+// each message to the members of its channel, and tells every member of a
+// drop. The last member to leave closes it.
+
+// Handler is what one member of a shared subscription is told. Its
+// functions run one at a time, under the subscription's lock: they must be
+// quick and must not call Join or leave.
+type Handler struct {
+	// OnSubscribed runs when the member's channel is subscribed: at Join
+	// when it already is, and each time Redis confirms it after that.
+	OnSubscribed func()
+	// OnDrop runs each time the subscription of the member's channel ends
+	// or fails to start.
+	OnDrop func()
+	// OnMessage runs for each message on the member's channel.
+	OnMessage func(payload string)
+	// OnPanic, if not nil, is told of a panic in the subscription (it
+	// dials a connection of its own through the client's hooks, and a hook
+	// may panic), which is then taken for a dropped one.
+	OnPanic func(p any)
+}
+
+// Subscription is one client's shared pub/sub connection.
+type Subscription struct {
+	client redis.UniversalClient
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{} // asks sync to (un)subscribe channels
+
+	mu        sync.Mutex
+	members   map[string][]*Handler // by channel
+	confirmed map[string]bool       // channels the current connection confirmed
+	conn      *psConn               // nil between connections
+	closed    bool
+
+	// sendMu orders the SUBSCRIBE and UNSUBSCRIBE commands sent on a
+	// connection, so that the last one sent for a channel matches the
+	// last change of its members.
+	sendMu sync.Mutex
+}
+
+// psConn is one pub/sub connection and the channels SUBSCRIBE was sent
+// for on it (under Subscription.mu).
+type psConn struct {
+	ps *redis.PubSub
+	on map[string]bool
+}
+
+// hubs holds the shared subscriptions by client.
+var hubs refcount.Registry[redis.UniversalClient, *Subscription]
+
+// Join adds h to the members of channel on client's shared subscription,
+// starting it on first use, and returns the function that removes h (safe
+// to call more than once). After leave returns, h is never called again;
+// the last leave stops the subscription and waits for its goroutines. A
+// client that is not a pointer cannot be told apart from another: it gets
+// a subscription of its own. Join does no I/O.
+func Join(client redis.UniversalClient, channel string, h Handler) (leave func()) {
+	s, release := hubs.Acquire(client, func() *Subscription { return start(client) })
+	m := &h
+	s.add(channel, m)
+	s.nudge()
+	return sync.OnceFunc(func() { s.leave(channel, m, release) })
+}
+
+// add adds m to channel's members, telling it at once when the channel is
+// subscribed.
+func (s *Subscription) add(channel string, m *Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.members[channel] = append(s.members[channel], m)
+	if s.confirmed[channel] {
+		m.OnSubscribed()
+	}
+}
+
+// start builds and starts a subscription on client.
+func start(client redis.UniversalClient) *Subscription {
+	ctx, stop := context.WithCancel(context.Background())
+	s := &Subscription{
+		client:    client,
+		stop:      stop,
+		kick:      make(chan struct{}, 1),
+		members:   map[string][]*Handler{},
+		confirmed: map[string]bool{},
+	}
+	s.wg.Go(func() { s.run(ctx) })
+	s.wg.Go(func() { s.syncLoop(ctx) })
+	return s
+}
+
+// leave removes m from channel's members, and stops the subscription when
+// it was the last member.
+func (s *Subscription) leave(channel string, m *Handler, release func() (last bool)) {
+	s.mu.Lock()
+	kept := make([]*Handler, 0, len(s.members[channel]))
+	for _, o := range s.members[channel] {
+		if o != m {
+			kept = append(kept, o)
+		}
+	}
+	if len(kept) == 0 {
+		delete(s.members, channel)
+	} else {
+		s.members[channel] = kept
+	}
+	s.mu.Unlock()
+
+	if !release() {
+		s.nudge() // unsubscribe a channel nobody listens to any more
+		return
+	}
+	s.mu.Lock()
+	s.closed = true
+	c := s.conn
+	s.mu.Unlock()
+	s.stop()
+	if c != nil {
+		_ = c.ps.Close()
+	}
+	s.wg.Wait()
+}
+
+// nudge asks syncLoop to bring the subscribed channels in line with the
+// members. It never blocks.
+func (s *Subscription) nudge() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// syncLoop subscribes the channels that gained members and unsubscribes
+// those that lost them, on the current connection, when nudged.
+func (s *Subscription) syncLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		s.sync(ctx)
+	}
+}
+
+// sync sends the SUBSCRIBE and UNSUBSCRIBE commands the current
+// connection lacks. A failed command is not retried: it failed on a
+// broken connection, which run replaces with one subscribed to every
+// channel.
+func (s *Subscription) sync(ctx context.Context) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	defer func() {
+		// A command may dial (go-redis redials a broken connection)
+		// through the client's hooks, which may panic: the subscription
+		// then fails like on a broken connection, never the process.
+		if p := recover(); p != nil {
+			s.panicked(p)
+		}
+	}()
+	s.mu.Lock()
+	c := s.conn
+	var add, drop []string
+	if c != nil {
+		for ch := range s.members {
+			if !c.on[ch] {
+				add = append(add, ch)
+				c.on[ch] = true
+			}
+		}
+		for ch := range c.on {
+			if len(s.members[ch]) == 0 {
+				drop = append(drop, ch)
+				delete(c.on, ch)
+			}
+		}
+	}
+	s.mu.Unlock()
+	if len(add) > 0 {
+		_ = c.ps.Subscribe(ctx, add...)
+	}
+	if len(drop) > 0 {
+		_ = c.ps.Unsubscribe(ctx, drop...)
+	}
+}
+
+// idle is how long a quiet subscription waits before it pings Redis.
+const idle = 2 * time.Second
+
+// run subscribes and resubscribes, with a capped backoff, until ctx is
+// done.
+func (s *Subscription) run(ctx context.Context) {
+	for round := 0; ctx.Err() == nil; round++ {
+		if s.listenSafely(ctx) {
+			round = 0
+		}
+		s.dropped()
+		t := time.NewTimer(min(100*time.Millisecond<<min(round, 4), 2*time.Second))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// dropped forgets the confirmations of the connection that ended and
+// tells every member.
+func (s *Subscription) dropped() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.confirmed)
+	for _, ms := range s.members {
+		for _, m := range ms {
+			m.OnDrop()
+		}
+	}
+}
+
+// listenSafely is listen with a panic in it taken for a subscription that
+// failed: run's goroutine must not crash the process.
+func (s *Subscription) listenSafely(ctx context.Context) (subscribed bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.panicked(p)
+			subscribed = false
+		}
+	}()
+	return s.listen(ctx)
+}
+
+// panicked tells every member that has an OnPanic of a panic.
+func (s *Subscription) panicked(p any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ms := range s.members {
+		for _, m := range ms {
+			if m.OnPanic != nil {
+				m.OnPanic(p)
+			}
+		}
+	}
+}
+
+// listen runs one connection until it fails, and reports whether Redis
+// confirmed a subscription on it.
+func (s *Subscription) listen(ctx context.Context) (subscribed bool) {
+	ps := s.client.Subscribe(ctx) // no channel: no I/O yet
+	defer func() {
+		s.mu.Lock()
+		if s.conn != nil && s.conn.ps == ps {
+			s.conn = nil
+		}
+		s.mu.Unlock()
+		_ = ps.Close()
+	}()
+	if !s.subscribe(ctx, ps) {
+		return false
+	}
+
+	pinged := false
+	for ctx.Err() == nil {
+		msg, err := ps.ReceiveTimeout(ctx, idle)
+		if err != nil {
+			var nerr interface{ Timeout() bool }
+			if errors.As(err, &nerr) && nerr.Timeout() && !pinged {
+				// Quiet channel: check the connection is alive. A second
+				// timeout without the pong means it is not.
+				pinged = ps.Ping(ctx) == nil
+				if pinged {
+					continue
+				}
+			}
+			return subscribed
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			switch m.Kind {
+			case "subscribe":
+				subscribed = true
+				s.confirm(m.Channel, true)
+			case "unsubscribe":
+				s.confirm(m.Channel, false)
+			}
+		case *redis.Message:
+			s.deliver(m.Channel, m.Payload)
+		}
+	}
+	return subscribed
+}
+
+// subscribe makes ps the current connection and sends SUBSCRIBE for
+// every channel with members on it. It reports false when the
+// subscription is closed or the command failed. A panic in it (a dial
+// hook) leaves the locks released.
+func (s *Subscription) subscribe(ctx context.Context, ps *redis.PubSub) bool {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	c := &psConn{ps: ps, on: map[string]bool{}}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.conn = c
+	chans := make([]string, 0, len(s.members))
+	for ch := range s.members {
+		chans = append(chans, ch)
+		c.on[ch] = true
+	}
+	s.mu.Unlock()
+	return len(chans) == 0 || ps.Subscribe(ctx, chans...) == nil
+}
+
+// confirm records that Redis confirmed a SUBSCRIBE (on) or an UNSUBSCRIBE
+// of channel, and tells its members: an UNSUBSCRIBE that raced a new
+// member's Join is a drop until the SUBSCRIBE after it is confirmed.
+func (s *Subscription) confirm(channel string, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.confirmed[channel] = on
+	for _, m := range s.members[channel] {
+		if on {
+			m.OnSubscribed()
+		} else {
+			m.OnDrop()
+		}
+	}
+}
+
+// deliver hands a message to the members of its channel.
+func (s *Subscription) deliver(channel, payload string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.members[channel] {
+		m.OnMessage(payload)
+	}
+}
