@@ -12,10 +12,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// readCounter is a go-redis hook on one Cluster node that counts the round
-// trips of Get's reads it receives (a GET, or a pipeline of MGETs) and the
-// keys they read, and notes a pipeline whose MGETs read keys of several
-// slots in one MGET.
+// readCounter is a go-redis hook on one Cluster node (or a single
+// server: cl nil) that counts the round trips of Get's reads it receives
+// (a GET, or a pipeline of MGETs) and the keys they read, and notes a
+// pipeline whose MGETs read keys of several slots in one MGET.
 type readCounter struct {
 	cl         *redistest.Cluster
 	roundTrips atomic.Int64
@@ -49,7 +49,7 @@ func (h *readCounter) count(cmds []redis.Cmder) {
 			reads = true
 			h.keys.Add(int64(len(args) - 1))
 			for _, k := range args[2:] {
-				if h.cl.Slot(k.(string)) != h.cl.Slot(args[1].(string)) {
+				if h.cl != nil && h.cl.Slot(k.(string)) != h.cl.Slot(args[1].(string)) {
 					h.mixedSlots.Add(1)
 				}
 			}
