@@ -1,6 +1,7 @@
 package cacheaside_test
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/cacheaside/cacheaside/internal/redistest"
@@ -11,7 +12,11 @@ import (
 // each topology, through the client users have for it, from 16 goroutines:
 // a Get of a warm key (impl=cacheaside) against a GET and JSON decode of
 // the same value on the same client (impl=raw), on a single server, a 3+3
-// Redis Cluster and a Sentinel-managed primary. scripts/bench.sh compares them with benchstat:
+// Redis Cluster and a Sentinel-managed primary. impl=cacheaside also
+// reports the round trips of its reads per Get (reads/op: a GET, or on a
+// Cluster one pipeline of per-slot MGETs to one node) and the keys each
+// read carried (keys/read): the batching of concurrent reads, per node.
+// scripts/bench.sh compares them with benchstat:
 //
 //	BENCH=TopologyHit scripts/bench.sh 10 1s
 func BenchmarkTopologyHit(b *testing.B) {
@@ -49,9 +54,11 @@ func BenchmarkTopologyHit(b *testing.B) {
 			b.Run(prefix+"cacheaside", func(b *testing.B) {
 				rdb := tp.client(ct)
 				defer rdb.Close()
+				reads := countReads(rdb, cl)
 				if s := benchHitCache(b, rdb, 16); s.RedisErrors != 0 {
 					b.Errorf("RedisErrors = %d during a warm benchmark, want 0", s.RedisErrors)
 				}
+				reads.report(b)
 			})
 			b.Run(prefix+"raw", func(b *testing.B) {
 				rdb := tp.client(ct)
@@ -60,4 +67,56 @@ func BenchmarkTopologyHit(b *testing.B) {
 			})
 		}
 	}
+}
+
+// topologyReads counts the read round trips a client sends, per node.
+type topologyReads struct {
+	mu      sync.Mutex
+	perNode map[string]*readCounter
+}
+
+// countReads installs a readCounter on every node rdb talks to: each
+// Cluster node as the client meets it (keys checked against cl's slots),
+// or the one client of any other topology.
+func countReads(rdb redis.UniversalClient, cl *redistest.Cluster) *topologyReads {
+	r := &topologyReads{perNode: map[string]*readCounter{}}
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		c.OnNewNode(func(node *redis.Client) {
+			h := &readCounter{cl: cl}
+			r.mu.Lock()
+			r.perNode[node.Options().Addr] = h
+			r.mu.Unlock()
+			node.AddHook(h)
+		})
+	default:
+		h := &readCounter{}
+		r.perNode[""] = h
+		rdb.AddHook(h)
+	}
+	return r
+}
+
+// report reports the read round trips per op, the keys per read and the
+// nodes that served reads, and fails b if a read mixed the keys of several slots in one MGET.
+func (r *topologyReads) report(b *testing.B) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var trips, keys, nodes int64
+	for addr, h := range r.perNode {
+		trips += h.roundTrips.Load()
+		keys += h.keys.Load()
+		if h.roundTrips.Load() > 0 {
+			nodes++
+		}
+		if n := h.mixedSlots.Load(); n != 0 {
+			b.Errorf("node %s: %d MGETs read keys of more than one slot", addr, n)
+		}
+	}
+	if trips == 0 {
+		b.Fatal("no read reached a node")
+	}
+	b.ReportMetric(float64(trips)/float64(b.N), "reads/op")
+	b.ReportMetric(float64(keys)/float64(trips), "keys/read")
+	b.ReportMetric(float64(nodes), "read-nodes")
 }

@@ -41,13 +41,13 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 	if c.closed.Load() {
 		return result[V]{err: ErrClosed}
 	}
-	vkey := protocol.ValueKey(c.cfg.prefix, c.encode(key))
 	if c.l1 != nil && c.cfg.localFirst {
-		if r, ok := c.l1.get(vkey, true); ok {
+		if r, ok := c.localFirst(key); ok {
 			c.count(r)
 			return r
 		}
 	}
+	vkey := protocol.ValueKey(c.cfg.prefix, c.encode(key))
 	fl, leader := c.flights.Join(ctx, vkey)
 	if !leader {
 		// While Redis is failing, a local copy beats waiting for the

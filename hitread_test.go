@@ -12,10 +12,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// readCounter is a go-redis hook on one Cluster node that counts the round
-// trips of Get's reads it receives (a GET, or a pipeline of MGETs) and the
-// keys they read, and notes a pipeline whose MGETs read keys of several
-// slots in one MGET.
+// readCounter is a go-redis hook on one Cluster node (or a single
+// server: cl nil) that counts the round trips of Get's reads it receives
+// (a GET, or a pipeline of MGETs) and the keys they read, and notes a
+// pipeline whose MGETs read keys of several slots in one MGET.
 type readCounter struct {
 	cl         *redistest.Cluster
 	roundTrips atomic.Int64
@@ -49,7 +49,7 @@ func (h *readCounter) count(cmds []redis.Cmder) {
 			reads = true
 			h.keys.Add(int64(len(args) - 1))
 			for _, k := range args[2:] {
-				if h.cl.Slot(k.(string)) != h.cl.Slot(args[1].(string)) {
+				if h.cl != nil && h.cl.Slot(k.(string)) != h.cl.Slot(args[1].(string)) {
 					h.mixedSlots.Add(1)
 				}
 			}
@@ -131,5 +131,40 @@ func TestClusterGetBatchesPerNode(t *testing.T) {
 	}
 	if len(perNode) < 3 {
 		t.Errorf("reads reached %d nodes, want the 3 primaries", len(perNode))
+	}
+}
+
+// TestBatchedReadsFrozenRedisWithinBudget: on a ContextTimeoutEnabled
+// client (inline calls, under the guard's shared-tick deadlines), 64
+// concurrent Gets of warm keys while Redis is frozen (a lone read, then
+// batches behind it) each end within the Redis timeout plus the load,
+// never at the client's 3s read timeout, and are answered by the loader.
+func TestBatchedReadsFrozenRedisWithinBudget(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ld := &faultLoader{delay: 20 * time.Millisecond}
+	c := newFaultCache(t, rdb, ld.load, cacheaside.WithRedisTimeout(faultBudget))
+	keys := faultKeys(0, 63)
+	mustGetAll(t, c, keys)
+	before := ld.calls.Load()
+
+	thaw := freezeServer(t, srv)
+	var wg sync.WaitGroup
+	var slowest atomic.Int64
+	for _, k := range keys {
+		wg.Go(func() {
+			took := mustGet(t, c, k)
+			for m := slowest.Load(); int64(took) > m && !slowest.CompareAndSwap(m, int64(took)); m = slowest.Load() {
+			}
+		})
+	}
+	wg.Wait()
+	thaw()
+	if max := ld.delay + faultBudget + faultSlack; time.Duration(slowest.Load()) > max {
+		t.Errorf("the slowest of %d Gets on a frozen Redis took %v, want at most %v (load + Redis timeout + slack)", len(keys), time.Duration(slowest.Load()), max)
+	}
+	if loads := ld.calls.Load() - before; loads != int64(len(keys)) {
+		t.Errorf("%d Gets on a frozen Redis made %d loads, want one per key", len(keys), loads)
 	}
 }

@@ -51,3 +51,25 @@ func newKeyEncoder[K comparable](custom any) (keyEncoder[K], error) {
 		return nil, fmt.Errorf("key type %v has no default encoding: pass WithKeyFunc", t)
 	}
 }
+
+// appendKey appends the default encoding of k (what newKeyEncoder's
+// encoder returns, without WithKeyFunc) to dst for string and built-in
+// integer key types, with no allocation of its own; ok is false for other
+// types, which only the encoder handles.
+func appendKey[K comparable](dst []byte, k K) (_ []byte, ok bool) {
+	switch k := any(k).(type) {
+	case string:
+		return append(dst, k...), true
+	case int:
+		return strconv.AppendInt(dst, int64(k), 10), true
+	case int64:
+		return strconv.AppendInt(dst, k, 10), true
+	case int32:
+		return strconv.AppendInt(dst, int64(k), 10), true
+	case uint64:
+		return strconv.AppendUint(dst, k, 10), true
+	case uint32:
+		return strconv.AppendUint(dst, uint64(k), 10), true
+	}
+	return dst, false
+}

@@ -1,6 +1,7 @@
 package cacheaside
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -12,13 +13,18 @@ type (
 	namedUint8  uint8
 )
 
-// encodeWith builds the default encoder of K and encodes k.
+// encodeWith builds the default encoder of K and encodes k; it fails
+// when appendKey (the L1 read-first path's encoding) disagrees with it.
 func encodeWith[K comparable](k K) (string, error) {
 	enc, err := newKeyEncoder[K](nil)
 	if err != nil {
 		return "", err
 	}
-	return enc(k), nil
+	s := enc(k)
+	if b, ok := appendKey([]byte("x"), k); ok && string(b) != "x"+s {
+		return "", fmt.Errorf("appendKey(%v) = %q, want %q as the encoder", k, b[1:], s)
+	}
+	return s, nil
 }
 
 func TestKeyEncoderDefaults(t *testing.T) {

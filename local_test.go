@@ -189,6 +189,55 @@ func TestLocalFirstSkipsRedisRead(t *testing.T) {
 	}
 }
 
+// TestLocalFirstHitAllocatesNothing: with WithLocalFirst, a Get answered
+// from L1 makes no allocation (the value key of a default-encoded key is
+// looked up from a buffer on the stack), and a key whose encoding needs
+// hashing ('}' in a string key) is still found.
+func TestLocalFirstHitAllocatesNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	ld := &faultLoader{}
+	c := newFaultCache(t, srv.Client(t), ld.load,
+		cacheaside.WithLocalCache(100, time.Minute), cacheaside.WithLocalFirst(true))
+	other := newFaultCache(t, srv.Client(t), ld.load, cacheaside.WithLocalCache(100, time.Minute))
+	waitListening(t, srv, other, c, -1)
+	const k = 123456 // past strconv's table of small numbers
+	mustGet(t, c, k)
+	ctx := testContext(t)
+	before, want := c.Stats(), faultValue(k)
+	allocs := testing.AllocsPerRun(200, func() {
+		if v, err := c.Get(ctx, k); err != nil || v != want {
+			t.Fatalf("Get(%d) = %q, %v, want %q", k, v, err, want)
+		}
+	})
+	if hits := c.Stats().LocalHits - before.LocalHits; hits < 200 {
+		t.Fatalf("%d of 201 Gets answered from L1, want all", hits)
+	}
+	if allocs != 0 {
+		t.Errorf("a Get answered from L1 allocates %v objects, want 0", allocs)
+	}
+
+	newStringCache := func() *cacheaside.Cache[string, string] {
+		sc, err := cacheaside.New(srv.Client(t), func(ctx context.Context, k string) (string, error) { return "v" + k, nil },
+			cacheaside.WithPrefix("s:"), cacheaside.WithLocalCache(100, time.Minute), cacheaside.WithLocalFirst(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sc.Close() })
+		return sc
+	}
+	sc, so := newStringCache(), newStringCache()
+	waitListening(t, srv, so, sc, "probe")
+	for _, key := range []string{"a}b", "#x", "plain"} {
+		if _, err := sc.Get(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		b := sc.Stats()
+		if v, err := sc.Get(ctx, key); err != nil || v != "v"+key || sc.Stats().LocalHits != b.LocalHits+1 {
+			t.Errorf("second Get(%q) = %q, %v with %d local hits, want %q from L1", key, v, err, sc.Stats().LocalHits-b.LocalHits, "v"+key)
+		}
+	}
+}
+
 // TestJoinerUsesLocalCopyDuringProbe: while the breaker is half-open, the
 // Get that probes a frozen Redis waits out the Redis timeout; a Get of the
 // same key that joins its flight meanwhile answers from L1 at once.

@@ -83,9 +83,11 @@ func New[V any](size int, ttl time.Duration) (*Cache[V], error) {
 // Get returns the entry for vkey if it has not expired: its value, or
 // notFound for a cached "not found" answer. A healthy read also requires
 // that no invalidation could have been missed since its read began.
+// Expiry is otter's: its ExpiryCalculator gives each entry its expires,
+// and otter checks it on every read, so Get reads no clock of its own.
 func (l *Cache[V]) Get(vkey string, healthy bool) (v V, notFound, ok bool) {
 	e, ok := l.c.GetIfPresent(vkey)
-	if !ok || e.expires <= time.Now().UnixNano() || (healthy && !l.trusted(e)) {
+	if !ok || (healthy && !l.trusted(e)) {
 		return v, false, false
 	}
 	return e.val, e.notFound, true

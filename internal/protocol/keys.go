@@ -8,7 +8,6 @@ package protocol
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"strings"
 )
 
 // Redis key layout. For a key whose encoded form is s the cache uses
@@ -29,11 +28,26 @@ const (
 
 // ValueKey returns the Redis key of the value for encoded key s.
 func ValueKey(prefix, s string) string {
-	if s == "" || s[0] == '#' || strings.IndexByte(s, '}') >= 0 {
+	if !Plain(s) {
 		sum := sha256.Sum256([]byte(s))
 		return prefix + "{#" + hex.EncodeToString(sum[:]) + "}"
 	}
 	return prefix + "{" + s + "}"
+}
+
+// Plain reports whether encoded key s is its own hash tag in the value
+// key: not empty, not starting with '#' and without '}' (else ValueKey
+// hashes it).
+func Plain[S string | []byte](s S) bool {
+	if len(s) == 0 || s[0] == '#' {
+		return false
+	}
+	for i := range len(s) {
+		if s[i] == '}' {
+			return false
+		}
+	}
+	return true
 }
 
 // Keys holds the three Redis keys of one cache key (value, lock,

@@ -122,6 +122,7 @@ type Guard struct {
 	wg        sync.WaitGroup // the goroutines of watched calls
 	closed    atomic.Bool    // Close was called: the dial hook does nothing
 	counts    counters
+	ticks     *ticks // the Done channels of inline calls (deadline.go)
 }
 
 // New returns a Guard for cfg.
@@ -136,6 +137,7 @@ func New(cfg Config) *Guard {
 		slots:     make(chan struct{}, max(cfg.MaxAbandoned, 1)),
 		rdb:       cfg.Client,
 		panicked:  cfg.Panicked,
+		ticks:     newTicks(cfg.Budget),
 	}
 	if cfg.OnChange != nil {
 		g.Subscribe(cfg.OnChange)
@@ -155,6 +157,7 @@ func New(cfg Config) *Guard {
 func (g *Guard) Close() {
 	g.closed.Store(true)
 	g.wg.Wait()
+	g.ticks.stop()
 }
 
 // Limit is the longest the guard waits for a call to a node that answers.

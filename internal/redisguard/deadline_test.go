@@ -1,0 +1,138 @@
+package redisguard
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+type ctxKey struct{}
+
+// TestBudgetCtx: the context of an inline call reports its deadline
+// exactly, keeps its parent's values, is not done before the deadline,
+// is done within a few ticks after it (a loaded machine may run the
+// tick's timer late, but never seconds late), and then reports
+// DeadlineExceeded, or its parent's error when the parent ended.
+func TestBudgetCtx(t *testing.T) {
+	const budget = 80 * time.Millisecond
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer rdb.Close()
+	g := New(Config{Client: rdb, Budget: budget, Limit: time.Second, MaxAbandoned: 1})
+	defer g.Close()
+	for _, cancelParent := range []bool{false, true} {
+		parent, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "v"))
+		start := time.Now()
+		ctx, done := g.withDeadline(parent, budget)
+		if _, ok := ctx.(*budgetCtx); !ok {
+			t.Fatalf("withDeadline(ctx, budget) = %T, want *budgetCtx", ctx)
+		}
+		if d, ok := ctx.Deadline(); !ok || d.Before(start.Add(budget)) || d.After(time.Now().Add(budget)) {
+			t.Errorf("Deadline() = %v, %v; want %v after the call", d, ok, budget)
+		}
+		if v := ctx.Value(ctxKey{}); v != "v" {
+			t.Errorf("Value() = %v, want the parent's value", v)
+		}
+		if cancelParent {
+			cancel()
+		}
+		if err := ctx.Err(); err != nil {
+			t.Errorf("Err() before the deadline = %v, want nil (the parent is seen at the deadline)", err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Errorf("Done() closed %v after the start, want not before the deadline %v", time.Since(start), budget)
+		default:
+		}
+		<-ctx.Done()
+		took := time.Since(start)
+		if took < budget || took > budget+time.Second {
+			t.Errorf("Done() closed after %v, want within a tick (%v) of the deadline %v", took, budget/ticksPerBudget, budget)
+		}
+		want := context.DeadlineExceeded
+		if cancelParent {
+			want = context.Canceled
+		}
+		if err := ctx.Err(); !errors.Is(err, want) {
+			t.Errorf("Err() after Done (parent cancelled: %v) = %v, want %v", cancelParent, err, want)
+		}
+		done()
+		cancel()
+	}
+	// A parent with an earlier deadline keeps it: a context of its own.
+	parent, cancel := context.WithTimeout(context.Background(), budget/2)
+	defer cancel()
+	ctx, done := g.withDeadline(parent, budget)
+	defer done()
+	if _, ok := ctx.(*budgetCtx); ok {
+		t.Errorf("withDeadline under a parent with an earlier deadline = *budgetCtx, want context.WithDeadline's")
+	}
+}
+
+// TestDoInlineAllocatesOne: an inline call makes one allocation of its
+// own (its context), not context.WithTimeout's five; the hit path counts
+// on it.
+func TestDoInlineAllocatesOne(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true})
+	defer rdb.Close()
+	g := New(Config{Client: rdb, Budget: 100 * time.Millisecond, Limit: time.Second, MaxAbandoned: 1, Inline: true, PoolSize: 10})
+	defer g.Close()
+	ctx := context.Background()
+	fn := func(ctx context.Context) error { return nil }
+	if err := g.Do(ctx, "k", fn); err != nil { // the first reply ends the cold state
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		n, d := g.Inline("k")
+		if n == nil {
+			t.Fatal("Inline(k) = nil on a calm node")
+		}
+		if err := g.DoInline(ctx, n, d, fn); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 1 {
+		t.Errorf("DoInline allocates %v objects per call, want at most 1", allocs)
+	}
+}
+
+// TestInlinePoolWaitEndsAtBudget: an inline call that waits for a pooled
+// connection (the application holds the only one) ends about the budget
+// after it began, as a socket read does, not at the pool's timeout: the
+// budget holds where go-redis waits on ctx.Done() rather than on
+// ctx.Deadline(). Its error is a timeout, which the guard judges.
+func TestInlinePoolWaitEndsAtBudget(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true, PoolSize: 1,
+		PoolTimeout: 10 * time.Second, MaxRetries: -1})
+	defer rdb.Close()
+	const budget = 100 * time.Millisecond
+	g := New(Config{Client: rdb, Budget: budget, Limit: 5 * time.Second, MaxAbandoned: 1, Inline: true, PoolSize: 1})
+	defer g.Close()
+	get := func(ctx context.Context) error { return rdb.Get(ctx, "k").Err() }
+	if err := g.Do(ctx, "k", get); !errors.Is(err, redis.Nil) {
+		t.Fatalf("Do(GET k) = %v, want redis.Nil", err)
+	}
+	held := rdb.Conn() // takes the pool's only connection on first use
+	if err := held.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n, d := g.Inline("k")
+	if n == nil || d != budget {
+		t.Fatalf("Inline(k) = %v, %v; want the node and the budget %v", n, d, budget)
+	}
+	start := time.Now()
+	err := g.DoInline(ctx, n, d, get)
+	took := time.Since(start)
+	if !IsTimeout(err) || took > 3*time.Second {
+		t.Errorf("DoInline(GET k) waiting for the pool = %v after %v, want a timeout at about %v, far from the pool's 10s", err, took, budget)
+	}
+	_ = held.Close()
+	if err := g.Do(ctx, "k", get); !errors.Is(err, redis.Nil) {
+		t.Errorf("Do(GET k) once the connection is back = %v, want redis.Nil", err)
+	}
+}
