@@ -79,7 +79,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 		todo  []pendingKey[K, V] // not answered yet, flights joined or started
 		owned []pendingKey[K, V] // flights this call leads
 	)
-	epoch := c.localEpoch()
+	epoch, m := c.localEpoch(), c.replay.Mark()
 	// On a Cluster the MGETs run per node, each under that node's breaker
 	// and budget: a dead node fails only its keys (failed[i]).
 	raws, failed, rerr := c.guard.MGet(ctx, vkeys)
@@ -90,7 +90,8 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (map[K]V, error) {
 		c.redisError(rerr)
 	}
 	for i, k := range uniq {
-		r, h, kind := c.classify(redisguard.Reply(raws, failed, i))
+		raw, err := redisguard.Reply(raws, failed, i)
+		r, h, kind := c.classify(vkeys[i], m, raw, err)
 		var stale *result[V]
 		switch kind {
 		case readHit:

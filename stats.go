@@ -30,6 +30,13 @@ type Stats struct {
 	LocalInvalidations uint64 // invalidation messages from other processes applied to L1
 	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithServeStale)
 
+	// Invalidations that Set and Invalidate could not apply in Redis and
+	// queued for replay (see ErrQueued), counted per key.
+	InvalidationsQueued   uint64 // keys queued (a key queued again while pending counts again)
+	InvalidationsReplayed uint64 // keys whose queued invalidation was applied in Redis
+	InvalidationsDropped  uint64 // keys dropped unapplied past the queue's bound of 10,000 (logged at error level): other processes may serve their old values until the TTL
+	InvalidationsPending  uint64 // keys queued now: a gauge, the one field that also falls
+
 	Breaker BreakerState // the circuit breaker's current state; on a Cluster the most open of the nodes' breakers
 
 	// RedisSlow, RedisSkipped, Abandoned, BreakerOpens and Breaker are the
