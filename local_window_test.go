@@ -116,10 +116,10 @@ func waitApplied[K comparable, V any](t *testing.T, c *cacheaside.Cache[K, V], b
 }
 
 // mustGetValue fails the test unless c.Get(key) returns want.
-func mustGetValue(t *testing.T, c *cacheaside.Cache[string, int64], key string, want int64, what string) {
+func mustGetValue[K, V comparable](t *testing.T, c *cacheaside.Cache[K, V], key K, want V, what string) {
 	t.Helper()
 	if v, err := c.Get(testContext(t), key); err != nil || v != want {
-		t.Errorf("%s: Get(%q) = %v, %v; want %v", what, key, v, err, want)
+		t.Errorf("%s: Get(%#v) = %#v, %v; want %#v", what, key, v, err, want)
 	}
 }
 

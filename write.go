@@ -111,7 +111,7 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	}
 	if err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: invalidate: %d of %d keys not invalidated in Redis: %w", len(failed), len(vkeys), c.queue(ctx, err, failed...))
+		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale (%d of %d keys not invalidated in Redis): %w", len(failed), len(vkeys), c.queue(ctx, err, failed...))
 	}
 	if err := c.publish(ctx, vkeys...); err != nil {
 		c.redisError(err)

@@ -1,0 +1,278 @@
+package cacheaside_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// The tests in this file check that an Invalidate or Set that could not
+// reach Redis (frozen, killed and restarted with its data) is not lost: it
+// is queued and replayed once Redis answers, and meanwhile the instance
+// that queued it serves no Redis copy of the key. Before, such a change
+// was dropped: every instance served the old value after the fault
+// healed, until the TTL.
+
+// versionedDB is a database whose rows all change version together.
+type versionedDB struct {
+	version atomic.Int64
+	loads   atomic.Int64
+}
+
+func newVersionedDB() *versionedDB {
+	db := &versionedDB{}
+	db.version.Store(1)
+	return db
+}
+
+func (db *versionedDB) load(_ context.Context, k int) (string, error) {
+	db.loads.Add(1)
+	return db.value(k), nil
+}
+
+// value is the current row of k.
+func (db *versionedDB) value(k int) string {
+	return "row" + strconv.Itoa(k) + "-v" + strconv.FormatInt(db.version.Load(), 10)
+}
+
+// replayTimeout is the Redis timeout of the replay tests' Caches: short,
+// since Redis is frozen in them, and long enough that a healthy Redis on a
+// loaded machine answers in time (a late answer is waited for anyway).
+const replayTimeout = 200 * time.Millisecond
+
+// replayCache returns a Cache over a client of its own to srv, as another
+// process would have.
+func replayCache(t *testing.T, srv *redistest.Server, db *versionedDB, opts ...cacheaside.Option) *cacheaside.Cache[int, string] {
+	t.Helper()
+	opts = append([]cacheaside.Option{cacheaside.WithRedisTimeout(replayTimeout)}, opts...)
+	return newCache(t, srv, db.load, opts...)
+}
+
+// checkQueuedErr fails the test unless err says the change was queued
+// because Redis was unavailable.
+func checkQueuedErr(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, cacheaside.ErrRedisUnavailable) || !errors.Is(err, cacheaside.ErrQueued) {
+		t.Errorf("%s with Redis down = %v, want an error matching ErrRedisUnavailable and ErrQueued", what, err)
+	}
+}
+
+// changeDuringFault is how a replay test changes the row of key 1 while
+// Redis is down: with Invalidate or with Set.
+type changeDuringFault struct {
+	name   string
+	change func(ctx context.Context, c *cacheaside.Cache[int, string], db *versionedDB) error
+}
+
+var faultChanges = []changeDuringFault{
+	{"Invalidate", func(ctx context.Context, c *cacheaside.Cache[int, string], db *versionedDB) error {
+		return c.Invalidate(ctx, 1)
+	}},
+	{"Set", func(ctx context.Context, c *cacheaside.Cache[int, string], db *versionedDB) error {
+		return c.Set(ctx, 1, db.value(1))
+	}},
+}
+
+// checkChangeSurvivesFault caches key 1 on two instances A and B, breaks
+// Redis with fault, changes the row and calls ch.change on A (which must
+// fail, queued), heals Redis with heal, and then checks that A's first
+// Get and every Get on B started a second after the heal return the new
+// row.
+func checkChangeSurvivesFault(t *testing.T, srv *redistest.Server, ch changeDuringFault, fault, heal func()) {
+	t.Helper()
+	db := newVersionedDB()
+	a, b := replayCache(t, srv, db), replayCache(t, srv, db)
+	mustGetValue(t, a, 1, db.value(1), "A before the fault")
+	mustGetValue(t, b, 1, db.value(1), "B before the fault")
+
+	fault()
+	db.version.Add(1)
+	checkQueuedErr(t, ch.name, ch.change(testContext(t), a, db))
+	heal()
+	healed := time.Now()
+	mustGetValue(t, a, 1, db.value(1), "A's first Get after the heal")
+
+	time.Sleep(time.Until(healed.Add(time.Second)))
+	for i := range 20 {
+		mustGetValue(t, b, 1, db.value(1), fmt.Sprintf("B's Get %d, a second after the heal", i))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := a.Stats(); s.InvalidationsReplayed == 0 || s.InvalidationsPending != 0 {
+		t.Errorf("A's Stats() = %+v, want InvalidationsReplayed > 0, InvalidationsPending 0", s)
+	}
+}
+
+// TestChangeDuringFreezeIsReplayed: SIGSTOP, change, SIGCONT.
+func TestChangeDuringFreezeIsReplayed(t *testing.T) {
+	for _, ch := range faultChanges {
+		t.Run(ch.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			var thaw func()
+			checkChangeSurvivesFault(t, srv, ch, func() { thaw = freezeServer(t, srv) }, func() { thaw() })
+		})
+	}
+}
+
+// TestChangeDuringRestartIsReplayed: kill -9 a Redis that persists every
+// write (AOF, fsync always), change, start it again: it comes back with
+// the old value.
+func TestChangeDuringRestartIsReplayed(t *testing.T) {
+	for _, ch := range faultChanges {
+		t.Run(ch.name, func(t *testing.T) {
+			srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+			checkChangeSurvivesFault(t, srv, ch, srv.Kill, func() {
+				srv.Start()
+				if n := srv.CLI(t, "EXISTS", "ca:{1}"); n != "1" {
+					t.Fatalf("EXISTS ca:{1} after the restart = %s, want 1: the test needs Redis to come back with its data", n)
+				}
+			})
+		})
+	}
+}
+
+// TestQueuedKeyNeverServedFromRedis: Gets of a key run on instance A
+// without pause while Redis is frozen, the key is invalidated on A (which
+// fails and queues it) and Redis thaws. No Get that began after Invalidate
+// returned may return the value Redis still holds until the replay.
+func TestQueuedKeyNeverServedFromRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	db := newVersionedDB()
+	a := replayCache(t, srv, db)
+	old := db.value(1)
+	mustGetValue(t, a, 1, old, "before the freeze")
+
+	var invalidated atomic.Bool
+	var stale, after atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				began := invalidated.Load()
+				got, err := a.Get(testContext(t), 1)
+				if !began {
+					continue
+				}
+				after.Add(1)
+				if err != nil || got == old {
+					stale.Add(1)
+					t.Errorf("Get(1) begun after Invalidate returned = %q, %v; want %q, nil", got, err, db.value(1))
+				}
+			}
+		})
+	}
+	thaw := freezeServer(t, srv)
+	time.Sleep(50 * time.Millisecond)
+	db.version.Add(1)
+	checkQueuedErr(t, "Invalidate", a.Invalidate(testContext(t), 1))
+	invalidated.Store(true)
+	time.Sleep(100 * time.Millisecond)
+	thaw()
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if after.Load() == 0 {
+		t.Errorf("no Get began after Invalidate returned: the test checked nothing")
+	}
+	t.Logf("%d Gets after Invalidate, %d stale", after.Load(), stale.Load())
+}
+
+// TestQueueBound: past 10,000 keys the oldest pending invalidation is
+// dropped and counted; a key queued twice is pending once; Flush applies
+// the rest once Redis answers, leaving the dropped key's value in Redis.
+// Redis is killed and restarted with its data rather than frozen: a
+// frozen server runs the failed call's commands once thawed.
+func TestQueueBound(t *testing.T) {
+	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	db := newVersionedDB()
+	rdb := srv.Client(t)
+	a := newCacheOn(t, rdb, db.load, cacheaside.WithRedisTimeout(replayTimeout))
+	ctx := testContext(t)
+	const n = 10_001
+	keys := make([]int, n)
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for k := range keys {
+			keys[k] = k
+			p.Set(ctx, "ca:{"+strconv.Itoa(k)+"}", "old", 0)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("write the old values: %v", err)
+	}
+
+	srv.Kill()
+	checkQueuedErr(t, "Invalidate of 10,001 keys", a.Invalidate(ctx, keys...))
+	checkQueuedErr(t, "Invalidate of a pending key", a.Invalidate(ctx, n-1))
+	s := a.Stats()
+	if s.InvalidationsQueued != n+1 || s.InvalidationsDropped != 1 || s.InvalidationsPending != n-1 {
+		t.Errorf("Stats() = queued %d, dropped %d, pending %d; want %d, 1, %d",
+			s.InvalidationsQueued, s.InvalidationsDropped, s.InvalidationsPending, n+1, n-1)
+	}
+	srv.Start()
+	if err := a.Flush(ctx); err != nil {
+		t.Fatalf("Flush after the restart = %v, want nil", err)
+	}
+	if s := a.Stats(); s.InvalidationsPending != 0 || s.InvalidationsReplayed < n-1 {
+		t.Errorf("Stats() after Flush = pending %d, replayed %d; want 0, at least %d", s.InvalidationsPending, s.InvalidationsReplayed, n-1)
+	}
+	if got := srv.CLI(t, "EXISTS", "ca:{0}"); got != "1" {
+		t.Errorf("EXISTS ca:{0} = %s, want 1: the oldest key is the one dropped", got)
+	}
+	if got := srv.CLI(t, "EXISTS", "ca:{1}", "ca:{5000}", "ca:{10000}"); got != "0" {
+		t.Errorf("EXISTS of replayed keys = %s, want 0", got)
+	}
+}
+
+// TestCloseFlushes: an invalidation queued while Redis was down is applied
+// by Close once Redis is back; with Redis still down, Close gives up after
+// its bound and says what it left.
+func TestCloseFlushes(t *testing.T) {
+	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	db := newVersionedDB()
+	rdbA, rdbB := srv.Client(t), srv.Client(t)
+	a, err := cacheaside.New(rdbA, db.load, cacheaside.WithRedisTimeout(replayTimeout))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	mustGetValue(t, a, 1, db.value(1), "before the kill")
+	srv.Kill()
+	checkQueuedErr(t, "Invalidate", a.Invalidate(testContext(t), 1))
+	srv.Start()
+	if err := a.Close(); err != nil {
+		t.Errorf("Close with Redis back = %v, want nil", err)
+	}
+	if got := srv.CLI(t, "EXISTS", "ca:{1}"); got != "0" {
+		t.Errorf("EXISTS ca:{1} after Close = %s, want 0 (invalidated)", got)
+	}
+
+	b, err := cacheaside.New(rdbB, db.load, cacheaside.WithRedisTimeout(replayTimeout))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	mustGetValue(t, b, 2, db.value(2), "before the kill")
+	srv.Kill()
+	checkQueuedErr(t, "Invalidate", b.Invalidate(testContext(t), 2))
+	began := time.Now()
+	err = b.Close()
+	if !errors.Is(err, cacheaside.ErrQueued) {
+		t.Errorf("Close with Redis down = %v, want an error matching ErrQueued", err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("Close with Redis down took %v, want about a second", took)
+	}
+	recoverServer(t, srv, rdbB)
+}
