@@ -39,6 +39,10 @@
 // nil error: a Redis fault is counted in [Stats], never returned. Every
 // Redis call has a time budget ([WithRedisTimeout]) and goes through a
 // circuit breaker ([WithCircuitBreaker]), one per primary on a Redis Cluster.
+// A [Cache.Set] or [Cache.Invalidate] that cannot reach Redis returns an
+// error and is queued: it is replayed as an invalidation as soon as Redis
+// answers, and until then the Cache serves no Redis copy of the key (see
+// [ErrQueued]).
 //
 // The Cache works over any go-redis v9 client: a single server, a
 // Sentinel-managed primary (redis.NewFailoverClient) or a Redis Cluster
