@@ -276,3 +276,49 @@ func TestCloseFlushes(t *testing.T) {
 	}
 	recoverServer(t, srv, rdbB)
 }
+
+// TestQueuedKeyNotServedOnAnyReadPath makes Redis refuse the write
+// script while it still serves reads (an ACL without @scripting), so
+// that an invalidation stays queued while Redis keeps the old value. The
+// instance that queued it must not serve that value from Get, GetMany or
+// an L1 prefill round, while an instance that queued nothing still reads
+// it from Redis; once scripts are allowed again, Flush applies it for
+// everyone.
+func TestQueuedKeyNotServedOnAnyReadPath(t *testing.T) {
+	srv := redistest.Start(t)
+	db := newVersionedDB()
+	a := replayCache(t, srv, db)
+	p := replayCache(t, srv, db, cacheaside.WithL1(cacheaside.L1{TTL: 400 * time.Millisecond, Prefill: true}), cacheaside.WithWarmupKeys(1, 2))
+	b := replayCache(t, srv, db)
+	old := db.value(1)
+	mustGetValue(t, a, 1, old, "A before")
+	mustGetValue(t, p, 1, old, "P before")
+
+	srv.CLI(t, "ACL", "SETUSER", "default", "-@scripting")
+	db.version.Add(1)
+	ctx := testContext(t)
+	for name, c := range map[string]*cacheaside.Cache[int, string]{"A": a, "P": p} {
+		if err := c.Invalidate(ctx, 1); !errors.Is(err, cacheaside.ErrQueued) {
+			t.Errorf("%s.Invalidate(1) with scripts refused = %v, want an error matching ErrQueued", name, err)
+		}
+	}
+	mustGetValue(t, b, 1, old, "B, which queued nothing (Redis still holds the old value)")
+
+	mustGetValue(t, a, 1, db.value(1), "A's Get of its queued key")
+	if got, err := a.GetMany(ctx, []int{1, 2}); err != nil || got[1] != db.value(1) {
+		t.Errorf("A's GetMany of its queued key = %v, %v; want %q for key 1", got, err, db.value(1))
+	}
+	time.Sleep(500 * time.Millisecond) // two prefill rounds
+	mustGetValue(t, p, 1, db.value(1), "P's Get (L1 first) after prefill rounds")
+	if s := a.Stats(); s.InvalidationsPending != 1 {
+		t.Errorf("A's Stats().InvalidationsPending = %d with scripts refused, want 1", s.InvalidationsPending)
+	}
+
+	srv.CLI(t, "ACL", "SETUSER", "default", "+@all")
+	for name, c := range map[string]*cacheaside.Cache[int, string]{"A": a, "P": p} {
+		if err := c.Flush(ctx); err != nil {
+			t.Errorf("%s.Flush with scripts allowed again = %v, want nil", name, err)
+		}
+	}
+	mustGetValue(t, b, 1, db.value(1), "B after the replay")
+}
