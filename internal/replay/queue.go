@@ -284,12 +284,16 @@ const (
 
 // Run replays while keys are pending, until ctx is done: one round at a
 // time, at once after a round that applied everything it tried, else
-// after a backoff from 20 ms doubling to 200 ms, cut short by Kick (back
-// to the first step: a Kick means Redis answered). A round while a
-// breaker is open costs nothing (the call is not sent), and 200 ms keeps
-// the replay within a fraction of a second of Redis healing.
+// after a backoff from 20 ms doubling to 200 ms. A Kick (Redis answered)
+// cuts one wait short, to 20 ms; after a round that a Kick started fails
+// too, Kicks are ignored until a round succeeds, so that steady reads
+// while the replay keeps failing (an error reply such as OOM, a key whose
+// node is down while others answer) cannot drive it faster than the
+// backoff. A round while a breaker is open costs nothing (the call is not
+// sent), and 200 ms keeps the replay within a fraction of a second of
+// Redis healing.
 func (q *Queue) Run(ctx context.Context) {
-	wait := firstRetry
+	wait, kicks := firstRetry, q.kick
 	for {
 		if q.Len() == 0 {
 			select {
@@ -300,18 +304,17 @@ func (q *Queue) Run(ctx context.Context) {
 			}
 		}
 		if q.Replay(ctx) == nil {
-			wait = firstRetry
+			wait, kicks = firstRetry, q.kick
 			continue
 		}
-		live, kicked := pause(ctx, wait, q.kick)
-		switch {
-		case !live:
+		live, kicked := pause(ctx, wait, kicks)
+		if !live {
 			return
-		case kicked:
-			wait = firstRetry
-		default:
-			wait = min(2*wait, maxRetry)
 		}
+		if kicked {
+			kicks = nil // one early retry per success
+		}
+		wait = min(2*wait, maxRetry)
 	}
 }
 
@@ -339,8 +342,9 @@ func (q *Queue) Flush(ctx context.Context) error {
 	return last
 }
 
-// pause waits for d, a kick or the end of ctx, and reports whether ctx is
-// still live and whether a kick cut the wait short.
+// pause waits for d, a kick (kick may be nil) or the end of ctx, and
+// reports whether ctx is still live and whether a kick cut the wait
+// short.
 func pause(ctx context.Context, d time.Duration, kick <-chan struct{}) (live, kicked bool) {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -350,10 +354,9 @@ func pause(ctx context.Context, d time.Duration, kick <-chan struct{}) (live, ki
 	case <-t.C:
 		return true, false
 	case <-kick:
-		// Redis answered: try soon, but not at once, so that a steady
-		// stream of kicks while replays fail (a key whose node is down
-		// while others answer) cannot turn the loop into a spin.
-		return sleep(ctx, firstRetry), true
+		// Redis answered: try soon (a read's kick comes as its reply
+		// arrives, with more of this burst of calls still in flight).
+		return sleep(ctx, min(d, firstRetry)), true
 	}
 }
 
