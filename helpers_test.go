@@ -80,6 +80,14 @@ func newCacheOn[K comparable, V any](t *testing.T, rdb redis.UniversalClient, lo
 	return c
 }
 
+// mustGetValue fails the test unless c.Get(key) returns want.
+func mustGetValue[K, V comparable](t *testing.T, c *cacheaside.Cache[K, V], key K, want V, what string) {
+	t.Helper()
+	if v, err := c.Get(testContext(t), key); err != nil || v != want {
+		t.Errorf("%s: Get(%#v) = %#v, %v; want %#v", what, key, v, err, want)
+	}
+}
+
 // outcome is what one Get returned.
 type outcome[V any] struct {
 	val V

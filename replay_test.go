@@ -1,9 +1,7 @@
 package cacheaside_test
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,28 +20,6 @@ import (
 // was dropped: every instance served the old value after the fault
 // healed, until the TTL.
 
-// versionedDB is a database whose rows all change version together.
-type versionedDB struct {
-	version atomic.Int64
-	loads   atomic.Int64
-}
-
-func newVersionedDB() *versionedDB {
-	db := &versionedDB{}
-	db.version.Store(1)
-	return db
-}
-
-func (db *versionedDB) load(_ context.Context, k int) (string, error) {
-	db.loads.Add(1)
-	return db.value(k), nil
-}
-
-// value is the current row of k.
-func (db *versionedDB) value(k int) string {
-	return "row" + strconv.Itoa(k) + "-v" + strconv.FormatInt(db.version.Load(), 10)
-}
-
 // replayTimeout is the Redis timeout of the replay tests' Caches: short,
 // since Redis is frozen in them, and long enough that a healthy Redis on a
 // loaded machine answers in time (a late answer is waited for anyway).
@@ -57,67 +33,15 @@ func replayCache(t *testing.T, srv *redistest.Server, db *versionedDB, opts ...c
 	return newCache(t, srv, db.load, opts...)
 }
 
-// checkQueuedErr fails the test unless err says the change was queued
-// because Redis was unavailable.
-func checkQueuedErr(t *testing.T, what string, err error) {
-	t.Helper()
-	if !errors.Is(err, cacheaside.ErrRedisUnavailable) || !errors.Is(err, cacheaside.ErrQueued) {
-		t.Errorf("%s with Redis down = %v, want an error matching ErrRedisUnavailable and ErrQueued", what, err)
-	}
-}
-
-// changeDuringFault is how a replay test changes the row of key 1 while
-// Redis is down: with Invalidate or with Set.
-type changeDuringFault struct {
-	name   string
-	change func(ctx context.Context, c *cacheaside.Cache[int, string], db *versionedDB) error
-}
-
-var faultChanges = []changeDuringFault{
-	{"Invalidate", func(ctx context.Context, c *cacheaside.Cache[int, string], db *versionedDB) error {
-		return c.Invalidate(ctx, 1)
-	}},
-	{"Set", func(ctx context.Context, c *cacheaside.Cache[int, string], db *versionedDB) error {
-		return c.Set(ctx, 1, db.value(1))
-	}},
-}
-
-// checkChangeSurvivesFault caches key 1 on two instances A and B, breaks
-// Redis with fault, changes the row and calls ch.change on A (which must
-// fail, queued), heals Redis with heal, and then checks that A's first
-// Get and every Get on B started a second after the heal return the new
-// row.
-func checkChangeSurvivesFault(t *testing.T, srv *redistest.Server, ch changeDuringFault, fault, heal func()) {
-	t.Helper()
-	db := newVersionedDB()
-	a, b := replayCache(t, srv, db), replayCache(t, srv, db)
-	mustGetValue(t, a, 1, db.value(1), "A before the fault")
-	mustGetValue(t, b, 1, db.value(1), "B before the fault")
-
-	fault()
-	db.version.Add(1)
-	checkQueuedErr(t, ch.name, ch.change(testContext(t), a, db))
-	heal()
-	healed := time.Now()
-	mustGetValue(t, a, 1, db.value(1), "A's first Get after the heal")
-
-	time.Sleep(time.Until(healed.Add(time.Second)))
-	for i := range 20 {
-		mustGetValue(t, b, 1, db.value(1), fmt.Sprintf("B's Get %d, a second after the heal", i))
-		time.Sleep(10 * time.Millisecond)
-	}
-	if s := a.Stats(); s.InvalidationsReplayed == 0 || s.InvalidationsPending != 0 {
-		t.Errorf("A's Stats() = %+v, want InvalidationsReplayed > 0, InvalidationsPending 0", s)
-	}
-}
-
 // TestChangeDuringFreezeIsReplayed: SIGSTOP, change, SIGCONT.
 func TestChangeDuringFreezeIsReplayed(t *testing.T) {
 	for _, ch := range faultChanges {
 		t.Run(ch.name, func(t *testing.T) {
 			srv := redistest.Start(t)
+			db := newVersionedDB()
 			var thaw func()
-			checkChangeSurvivesFault(t, srv, ch, func() { thaw = freezeServer(t, srv) }, func() { thaw() })
+			checkChangeSurvivesFault(t, replayCache(t, srv, db), replayCache(t, srv, db), db, ch,
+				func() { thaw = freezeServer(t, srv) }, func() { thaw() })
 		})
 	}
 }
@@ -129,7 +53,8 @@ func TestChangeDuringRestartIsReplayed(t *testing.T) {
 	for _, ch := range faultChanges {
 		t.Run(ch.name, func(t *testing.T) {
 			srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
-			checkChangeSurvivesFault(t, srv, ch, srv.Kill, func() {
+			db := newVersionedDB()
+			checkChangeSurvivesFault(t, replayCache(t, srv, db), replayCache(t, srv, db), db, ch, srv.Kill, func() {
 				srv.Start()
 				if n := srv.CLI(t, "EXISTS", "ca:{1}"); n != "1" {
 					t.Fatalf("EXISTS ca:{1} after the restart = %s, want 1: the test needs Redis to come back with its data", n)

@@ -20,9 +20,9 @@ import (
 // When the write fails, the key is queued for replay and the error also
 // matches [ErrQueued]: as soon as Redis answers again the Cache deletes
 // the key's value in Redis and fences the loads in flight, as Invalidate
-// does (it does not write value then: another process may have written a
-// newer one since), and until then this process serves no Redis copy of
-// the key.
+// does (it does not write the value then: another process may have
+// written a newer one since), and until then this process serves no
+// Redis copy of the key.
 func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if !c.tracker.add() {
 		return ErrClosed

@@ -1,10 +1,7 @@
 package cacheaside_test
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,71 +17,24 @@ import (
 // the same through SIGSTOP and a kill -9 with persistence), and a Redis
 // that is slow but answers queues nothing.
 
-// versionedRows is a database whose rows all change version together.
-type versionedRows struct{ version atomic.Int64 }
-
-func (db *versionedRows) value(k int) string {
-	return "row" + strconv.Itoa(k) + "-v" + strconv.FormatInt(db.version.Load(), 10)
-}
-
-func (db *versionedRows) load(_ context.Context, k int) (string, error) { return db.value(k), nil }
-
-// getWant fails the test unless c.Get(k) returns want.
-func getWant(t *testing.T, c *cacheaside.Cache[int, string], k int, want, when string) {
-	t.Helper()
-	if got, err := c.Get(testContext(t), k); err != nil || got != want {
-		t.Errorf("%s: Get(%d) = %q, %v; want %q, nil", when, k, got, err, want)
-	}
-}
-
 // TestChangeDuringPartitionIsReplayed: instance A reaches Redis through a
 // proxy that swallows every byte (a partition: the call never reaches
 // Redis), B directly. A changes key 1 with Invalidate or Set, which fails
 // and is queued; once the partition heals, A's first Get and every Get on
 // B a second later return the new row.
 func TestChangeDuringPartitionIsReplayed(t *testing.T) {
-	changes := []struct {
-		name   string
-		change func(ctx context.Context, c *cacheaside.Cache[int, string], db *versionedRows) error
-	}{
-		{"Invalidate", func(ctx context.Context, c *cacheaside.Cache[int, string], _ *versionedRows) error {
-			return c.Invalidate(ctx, 1)
-		}},
-		{"Set", func(ctx context.Context, c *cacheaside.Cache[int, string], db *versionedRows) error {
-			return c.Set(ctx, 1, db.value(1))
-		}},
-	}
-	for _, ch := range changes {
+	for _, ch := range faultChanges {
 		t.Run(ch.name, func(t *testing.T) {
 			srv := redistest.Start(t)
 			px := faultproxy.New(t, srv.Addr())
-			db := &versionedRows{}
+			db := newVersionedDB()
 			opt := cacheaside.WithRedisTimeout(faultBudget)
 			a := newCacheOn(t, newFaultClient(t, px.Addr()), db.load, opt)
 			b := newCacheOn(t, newFaultClient(t, srv.Addr()), db.load, opt)
-			getWant(t, a, 1, db.value(1), "A before the partition")
-			getWant(t, b, 1, db.value(1), "B before the partition")
-
-			px.Blackhole(t)
-			t.Cleanup(func() { px.Reset(t) }) // before the caches close, should the test fail
-			db.version.Add(1)
-			err := ch.change(testContext(t), a, db)
-			if !errors.Is(err, cacheaside.ErrRedisUnavailable) || !errors.Is(err, cacheaside.ErrQueued) {
-				t.Errorf("%s through the partition = %v, want an error matching ErrRedisUnavailable and ErrQueued", ch.name, err)
-			}
-			getWant(t, a, 1, db.value(1), "A during the partition")
-			px.Reset(t)
-			healed := time.Now()
-			getWant(t, a, 1, db.value(1), "A's first Get after the partition")
-
-			time.Sleep(time.Until(healed.Add(time.Second)))
-			for i := range 20 {
-				getWant(t, b, 1, db.value(1), fmt.Sprintf("B's Get %d, a second after the partition", i))
-				time.Sleep(10 * time.Millisecond)
-			}
-			if s := a.Stats(); s.InvalidationsPending != 0 || s.InvalidationsReplayed == 0 {
-				t.Errorf("A's Stats() = %+v, want InvalidationsPending 0, InvalidationsReplayed > 0", s)
-			}
+			checkChangeSurvivesFault(t, a, b, db, ch, func() {
+				px.Blackhole(t)
+				t.Cleanup(func() { px.Reset(t) }) // before the caches close, should the test fail
+			}, func() { px.Reset(t) })
 		})
 	}
 }
@@ -106,7 +56,7 @@ func TestSlowRedisQueueStaysSmall(t *testing.T) {
 	c := newCacheOn(t, newFaultClient(t, px.Addr()), ld.load, cacheaside.WithRedisTimeout(faultBudget))
 	keys := faultKeys(0, 19)
 	for _, k := range keys {
-		getWant(t, c, k, faultValue(k), "before the latency")
+		mustGetValue(t, c, k, faultValue(k), "before the latency")
 	}
 	// Opens the pool's connections: a dial through the latency takes
 	// several round trips (HELLO, CLIENT SETINFO), past the budget.
@@ -133,7 +83,7 @@ func TestSlowRedisQueueStaysSmall(t *testing.T) {
 					return
 				default:
 				}
-				getWant(t, c, k%100+100, faultValue(k%100+100), "a Get of another key")
+				mustGetValue(t, c, k%100+100, faultValue(k%100+100), "a Get of another key")
 			}
 		})
 	}
@@ -158,7 +108,7 @@ func TestSlowRedisQueueStaysSmall(t *testing.T) {
 						t.Errorf("write %d of worker %d (key %d) with a slow Redis = %v, want nil or an error matching ErrRedisUnavailable", i, w, k, err)
 					}
 				}
-				getWant(t, c, k, faultValue(k), "a Get after a write with a slow Redis")
+				mustGetValue(t, c, k, faultValue(k), "a Get after a write with a slow Redis")
 			}
 		})
 	}
