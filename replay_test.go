@@ -168,14 +168,21 @@ func TestQueueBound(t *testing.T) {
 func TestCloseFlushes(t *testing.T) {
 	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	db := newVersionedDB()
-	rdbA, rdbB := srv.Client(t), srv.Client(t)
-	a, err := cacheaside.New(rdbA, db.load, cacheaside.WithRedisTimeout(replayTimeout))
-	if err != nil {
-		t.Fatalf("New: %v", err)
+	// queued returns a Cache over a client of its own that has read key k
+	// and queued its invalidation while Redis was killed.
+	queued := func(k int) (*cacheaside.Cache[int, string], *redis.Client) {
+		rdb := srv.Client(t)
+		c, err := cacheaside.New(rdb, db.load, cacheaside.WithRedisTimeout(replayTimeout))
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		mustGetValue(t, c, k, db.value(k), "before the kill")
+		srv.Kill()
+		checkQueuedErr(t, "Invalidate", c.Invalidate(testContext(t), k))
+		return c, rdb
 	}
-	mustGetValue(t, a, 1, db.value(1), "before the kill")
-	srv.Kill()
-	checkQueuedErr(t, "Invalidate", a.Invalidate(testContext(t), 1))
+
+	a, _ := queued(1)
 	srv.Start()
 	if err := a.Close(); err != nil {
 		t.Errorf("Close with Redis back = %v, want nil", err)
@@ -184,15 +191,9 @@ func TestCloseFlushes(t *testing.T) {
 		t.Errorf("EXISTS ca:{1} after Close = %s, want 0 (invalidated)", got)
 	}
 
-	b, err := cacheaside.New(rdbB, db.load, cacheaside.WithRedisTimeout(replayTimeout))
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	mustGetValue(t, b, 2, db.value(2), "before the kill")
-	srv.Kill()
-	checkQueuedErr(t, "Invalidate", b.Invalidate(testContext(t), 2))
+	b, rdbB := queued(2)
 	began := time.Now()
-	err = b.Close()
+	err := b.Close()
 	if !errors.Is(err, cacheaside.ErrQueued) {
 		t.Errorf("Close with Redis down = %v, want an error matching ErrQueued", err)
 	}
