@@ -33,7 +33,7 @@ import (
 var ErrQueued = errors.New("cacheaside: queued for replay when Redis answers")
 
 // replayMax bounds the keys whose invalidations wait for replay in one
-// Cache: 10,000 value keys, about a megabyte with keys of a few dozen
+// Cache: 10,000 value keys, a megabyte or two with keys of a few dozen
 // bytes. Past it the oldest are dropped (Stats.InvalidationsDropped,
 // logged at error level): other processes may serve their old Redis copy
 // until its TTL.

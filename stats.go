@@ -3,8 +3,8 @@ package cacheaside
 import "sync/atomic"
 
 // Stats is a snapshot of a Cache's counters since New, and of its breaker
-// state. Every counter only grows; take two snapshots and subtract to get
-// rates. The hit ratio is (Hits + LocalHits) / (Hits + LocalHits + Misses).
+// state. Every counter only grows (InvalidationsPending, a gauge, is the
+// exception); take two snapshots and subtract to get rates. The hit ratio is (Hits + LocalHits) / (Hits + LocalHits + Misses).
 type Stats struct {
 	Hits               uint64 // Gets answered from Redis (values and cached "not found")
 	LocalHits          uint64 // Gets answered from the in-process cache
