@@ -26,6 +26,7 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 	for i := range items {
 		vkeys[i], force[i] = items[i].vkey, items[i].unreadable
 	}
+	m := c.replay.Mark()
 	out := c.lock.AcquireBatch(ctx, vkeys, force, idx)
 	for _, i := range idx {
 		a := out[i]
@@ -35,9 +36,12 @@ func (c *Cache[K, V]) acquireBatch(ctx context.Context, items []pendingKey[K, V]
 		case a.Err != nil:
 			rest = append(rest, i)
 		case a.State == protocol.StateValue:
-			if r, _, kind := c.classify([]byte(a.Raw), nil); kind == readHit || kind == readStale {
+			switch r, _, kind := c.classify(vkeys[i], m, []byte(a.Raw), nil); kind {
+			case readHit, readStale:
 				results[i] = r
-			} else {
+			case readFault:
+				down = append(down, i) // its invalidation is pending (replay.go)
+			default:
 				rest = append(rest, i)
 			}
 		case a.State == protocol.StateAcquired:

@@ -39,6 +39,10 @@
 // nil error: a Redis fault is counted in [Stats], never returned. Every
 // Redis call has a time budget ([WithRedisTimeout]) and goes through a
 // circuit breaker ([WithCircuitBreaker]), one per primary on a Redis Cluster.
+// A [Cache.Set] or [Cache.Invalidate] that cannot reach Redis returns an
+// error and is queued: it is replayed as an invalidation as soon as Redis
+// answers, and until then the Cache serves no Redis copy of the key (see
+// [ErrQueued]).
 //
 // The Cache works over any go-redis v9 client: a single server, a
 // Sentinel-managed primary (redis.NewFailoverClient) or a Redis Cluster
@@ -86,6 +90,7 @@ import (
 	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/cacheaside/cacheaside/internal/readbatch"
 	"github.com/cacheaside/cacheaside/internal/redisguard"
+	"github.com/cacheaside/cacheaside/internal/replay"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
 )
@@ -118,6 +123,7 @@ type Cache[K comparable, V any] struct {
 	warm         *warmup[K]
 
 	lock        *protocol.Locker // the fill lock's Redis I/O (lock.go)
+	replay      *replay.Queue    // invalidations not applied in Redis yet (replay.go)
 	tokenPrefix string           // unique to this Cache: starts its lock tokens, generations and messages
 	fingerprint uint32           // of V and the codec, in every envelope written (typeFingerprint)
 	lastReload  atomic.Int64     // UnixNano of the last Cluster slot-map reload asked for
@@ -211,12 +217,14 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	}
 	c.guard, c.rdb, c.releaseGuard = newGuard(&cfg, rdb, c.breakerChanged)
 	c.lock = c.newLocker()
+	c.replay = c.newReplay()
 	c.reads = c.newReads()
 	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.prefillKick = make(chan struct{}, 1)
 	c.startWatcher()
 	c.startPrefill()
 	c.startBackplane()
+	c.startReplay()
 	return c, nil
 }
 
@@ -246,6 +254,8 @@ func (c *Cache[K, V]) Stats() Stats {
 	g := c.guard.Counts()
 	s.RedisSlow, s.RedisSkipped, s.Abandoned, s.BreakerOpens = g.Slow, g.Skipped, g.Abandoned, g.Opens
 	s.Breaker = breakerState(c.guard.State())
+	q := c.replay.Counts()
+	s.InvalidationsQueued, s.InvalidationsReplayed, s.InvalidationsDropped, s.InvalidationsPending = q.Queued, q.Replayed, q.Dropped, q.Pending
 	return s
 }
 
@@ -257,11 +267,23 @@ func (c *Cache[K, V]) Stats() Stats {
 // to close waits for the calls any of them abandoned). It does not close
 // the Redis client. Close is safe to call more than once; later calls
 // return nil at once.
+//
+// Before it stops, Close replays the invalidations still queued (see
+// [ErrQueued] and [Cache.Flush]) for up to one second, or the Redis
+// timeout if that is longer, and returns an error matching [ErrQueued]
+// if some are left: they are lost, and other processes may serve the old
+// values until their TTL. Call Flush first to wait longer.
 func (c *Cache[K, V]) Close() error {
 	if !c.tracker.close() {
 		return nil
 	}
 	c.closed.Store(true)
+	var err error
+	if c.replay.Len() > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), closeFlush(c.cfg))
+		err = c.flush(ctx)
+		cancel()
+	}
 	c.stopLife()
 	c.stopWatcher()
 	c.stopBackplane()
@@ -270,7 +292,7 @@ func (c *Cache[K, V]) Close() error {
 	if c.l1 != nil {
 		c.l1.Close()
 	}
-	return nil
+	return err
 }
 
 // breakerChanged runs on every breaker state change, under the breaker's
@@ -278,6 +300,7 @@ func (c *Cache[K, V]) Close() error {
 func (c *Cache[K, V]) breakerChanged(from, to BreakerState) {
 	if from != BreakerClosed && to == BreakerClosed {
 		c.warm.check.Nudge() // Redis is back: check at once whether it came back empty
+		c.replay.Kick()      // and replay what is queued
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/cacheaside/cacheaside/internal/replay"
 )
 
 // The Get path, in the order a Get runs it (the package documentation
@@ -69,7 +70,7 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 
 	// The leader reads Redis on its own goroutine, under the caller's
 	// context and the Redis timeout: a hit costs no goroutine.
-	epoch := c.localEpoch()
+	epoch, m := c.localEpoch(), c.replay.Mark()
 	raw, err := c.readBatched(ctx, vkey)
 	if ctx.Err() != nil {
 		// The caller left during the read. Hand the flight to a goroutine
@@ -79,7 +80,7 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 		})
 		return result[V]{err: ctx.Err()}
 	}
-	r, rest := c.afterRead(key, vkey, raw, err, epoch)
+	r, rest := c.afterRead(key, vkey, m, raw, err, epoch)
 	if rest == nil {
 		c.flights.Finish(vkey, fl, r)
 		c.count(r)
@@ -145,22 +146,24 @@ func (c *Cache[K, V]) startFlight(caller context.Context, fl *flight.Call[result
 // its read ended. ctx is detached from the callers and cancelled only by
 // Close.
 func (c *Cache[K, V]) resolve(ctx context.Context, key K, vkey string) result[V] {
-	epoch := c.localEpoch()
+	epoch, m := c.localEpoch(), c.replay.Mark()
 	raw, err := c.read(ctx, vkey)
-	r, rest := c.afterRead(key, vkey, raw, err, epoch)
+	r, rest := c.afterRead(key, vkey, m, raw, err, epoch)
 	if rest == nil {
 		return r
 	}
 	return rest(ctx)
 }
 
-// afterRead decides what the Redis read of a flight means: an answer now
-// (a hit, or the in-process copy while Redis fails; rest is nil), or the
-// rest of the flight, to run detached from the caller: reviving a stale
-// value, loading without the lock while Redis fails, or the miss path.
-// Only the paths that need rest build a closure, so a hit allocates none.
-func (c *Cache[K, V]) afterRead(key K, vkey string, raw []byte, err error, epoch uint64) (r result[V], rest func(context.Context) result[V]) {
-	r, h, kind := c.classify(raw, err)
+// afterRead decides what the Redis read of a flight (sent at mark m of
+// the replay queue) means: an answer now (a hit, or the in-process copy
+// while Redis fails; rest is nil), or the rest of the flight, to run
+// detached from the caller: reviving a stale value, loading without the
+// lock while Redis fails, applying the key's pending invalidation, or the
+// miss path. Only the paths that need rest build a closure, so a hit
+// allocates none.
+func (c *Cache[K, V]) afterRead(key K, vkey string, m replay.Mark, raw []byte, err error, epoch uint64) (r result[V], rest func(context.Context) result[V]) {
+	r, h, kind := c.classify(vkey, m, raw, err)
 	switch kind {
 	case readHit:
 		if c.l1 != nil {
@@ -174,9 +177,25 @@ func (c *Cache[K, V]) afterRead(key K, vkey string, raw []byte, err error, epoch
 		stale := r
 		return r, func(ctx context.Context) result[V] { return c.revive(ctx, key, vkey, stale, epoch) }
 	case readFault:
-		c.redisError(err)
+		// A fault without an error is a key whose invalidation is pending
+		// (classify's vet); with one, Redis failed, maybe while it was.
+		pending := err == nil || c.replay.Has(vkey)
+		if !pending {
+			c.redisError(err)
+		}
 		if r, ok := c.localCopy(vkey); ok {
 			return r, nil
+		}
+		if pending {
+			// Apply the key's invalidation now, within the Redis timeout;
+			// while it cannot be applied, Redis's copy may be older than it:
+			// load without the lock, write nothing.
+			return r, func(ctx context.Context) result[V] {
+				if c.replay.ApplyKey(ctx, vkey) == nil {
+					return c.miss(ctx, key, protocol.KeysFor(vkey), false, epoch)
+				}
+				return c.loadAndFill(ctx, key, protocol.KeysFor(vkey), protocol.Lease{}, epoch)
+			}
 		}
 		if !c.guard.RetrySlow(err) {
 			// Redis is unavailable: load without the lock, write nothing.
@@ -231,6 +250,7 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks protocol.Keys, unreadab
 	deadline := began.Add(c.cfg.lockWait)
 	var waited bool
 	for round := 0; ; round++ {
+		m := c.replay.Mark()
 		st, raw, got, err := c.acquire(ctx, ks, unreadable)
 		if err != nil {
 			c.redisError(err)
@@ -254,8 +274,13 @@ func (c *Cache[K, V]) lockOrWait(ctx context.Context, ks protocol.Keys, unreadab
 		}
 		switch st {
 		case protocol.StateValue:
-			if r, _, kind := c.classify([]byte(raw), nil); kind == readHit || kind == readStale {
+			switch r, _, kind := c.classify(ks[0], m, []byte(raw), nil); kind {
+			case readHit, readStale:
 				return r, l, true
+			case readFault:
+				// The key's invalidation is pending (replay.go): load
+				// without the lock, write nothing.
+				return r, protocol.Lease{}, false
 			}
 			// Unreadable bytes: poll again ignoring them, so that this
 			// flight takes the lock (and replaces them) once nobody holds it.

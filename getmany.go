@@ -91,7 +91,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (out map[K]V, err e
 		todo  []pendingKey[K, V] // not answered yet, flights joined or started
 		owned []pendingKey[K, V] // flights this call leads
 	)
-	epoch := c.localEpoch()
+	epoch, m := c.localEpoch(), c.replay.Mark()
 	// On a Cluster the MGETs run per node, each under that node's breaker
 	// and budget: a dead node fails only its keys (failed[i]).
 	raws, failed, rerr := c.guard.MGet(ctx, vkeys)
@@ -102,7 +102,8 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (out map[K]V, err e
 		c.redisError(rerr)
 	}
 	for i, k := range uniq {
-		r, h, kind := c.classify(redisguard.Reply(raws, failed, i))
+		raw, err := redisguard.Reply(raws, failed, i)
+		r, h, kind := c.classify(vkeys[i], m, raw, err)
 		var stale *result[V]
 		switch kind {
 		case readHit:

@@ -115,14 +115,6 @@ func waitApplied[K comparable, V any](t *testing.T, c *cacheaside.Cache[K, V], b
 	}
 }
 
-// mustGetValue fails the test unless c.Get(key) returns want.
-func mustGetValue(t *testing.T, c *cacheaside.Cache[string, int64], key string, want int64, what string) {
-	t.Helper()
-	if v, err := c.Get(testContext(t), key); err != nil || v != want {
-		t.Errorf("%s: Get(%q) = %v, %v; want %v", what, key, v, err, want)
-	}
-}
-
 // remoteInvalidateDuringRead is the shared body of the tests of a remote
 // Invalidate that reaches A while A's read of k is in flight: read starts
 // a read of k on A (its reply held by hold) and returns a function that

@@ -69,13 +69,14 @@ func (c *Cache[K, V]) prefill(ctx context.Context) {
 		for i, k := range chunk {
 			vkeys[i] = protocol.ValueKey(c.cfg.prefix, c.encode(k))
 		}
-		epoch := c.localEpoch()
+		epoch, m := c.localEpoch(), c.replay.Mark()
 		raws, failed, err := c.guard.MGet(ctx, vkeys)
 		if err != nil {
 			c.redisError(err)
 		}
 		for i, vk := range vkeys {
-			if r, h, kind := c.classify(redisguard.Reply(raws, failed, i)); kind == readHit {
+			raw, err := redisguard.Reply(raws, failed, i)
+			if r, h, kind := c.classify(vk, m, raw, err); kind == readHit {
 				c.l1.refresh(vk, r, h.Expiry, epoch)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/cacheaside/cacheaside/internal/envelope"
+	"github.com/cacheaside/cacheaside/internal/replay"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -26,11 +27,15 @@ const (
 )
 
 // classify says what a read of a value key means, for every path that
-// reads one: raw and err are the reply of a GET (see read), of one key of
-// an MGET (raw nil for a missing key, err the error of its node) or the
-// value an acquire found (err nil). r and h are the decoded entry of a hit
-// or a stale value. An unreadable entry is counted in Stats.Corrupt.
-func (c *Cache[K, V]) classify(raw []byte, err error) (r result[V], h envelope.Header, kind readKind) {
+// reads one: raw and err are the reply of a GET of vkey (see read), of one
+// key of an MGET (raw nil for a missing key, err the error of its node) or
+// the value an acquire found (err nil), and m the mark of the queue of
+// pending invalidations taken before the read was sent (replay.go: a key
+// whose invalidation is pending is a fault, not a hit). r and h are the
+// decoded entry of a hit or a stale value. An unreadable entry is counted
+// in Stats.Corrupt.
+func (c *Cache[K, V]) classify(vkey string, m replay.Mark, raw []byte, err error) (r result[V], h envelope.Header, kind readKind) {
+	raw, err = c.vet(vkey, m, raw, err)
 	switch {
 	case errors.Is(err, errWrongType):
 		c.stats.corrupt.Add(1)

@@ -49,7 +49,9 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 		return stale
 	case st == protocol.StateFresh:
 		// Another process reloaded it since we read it: read it again.
-		if r, _, kind := c.classify(c.read(ctx, vkey)); kind == readHit {
+		m := c.replay.Mark()
+		raw, err := c.read(ctx, vkey)
+		if r, _, kind := c.classify(vkey, m, raw, err); kind == readHit {
 			return r
 		}
 		return stale

@@ -3,8 +3,8 @@ package cacheaside
 import "sync/atomic"
 
 // Stats is a snapshot of a Cache's counters since New, and of its breaker
-// state. Every counter only grows; take two snapshots and subtract to get
-// rates. The hit ratio is (Hits + LocalHits) / (Hits + LocalHits + Misses).
+// state. Every counter only grows (InvalidationsPending, a gauge, is the
+// exception); take two snapshots and subtract to get rates. The hit ratio is (Hits + LocalHits) / (Hits + LocalHits + Misses).
 type Stats struct {
 	Hits               uint64 // Gets answered from Redis (values and cached "not found")
 	LocalHits          uint64 // Gets answered from the in-process cache
@@ -29,6 +29,13 @@ type Stats struct {
 	RefreshesSkipped   uint64 // early refreshes due but not started: all 4 refresh slots were busy (WithEarlyRefresh)
 	LocalInvalidations uint64 // invalidation messages from other processes applied to L1
 	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithServeStale)
+
+	// Invalidations that Set and Invalidate could not apply in Redis and
+	// queued for replay (see ErrQueued), counted per key.
+	InvalidationsQueued   uint64 // keys queued (a key queued again while pending counts again)
+	InvalidationsReplayed uint64 // keys whose queued invalidation was applied in Redis
+	InvalidationsDropped  uint64 // keys dropped unapplied past the queue's bound of 10,000 (logged at error level): other processes may serve their old values until the TTL
+	InvalidationsPending  uint64 // keys queued now: a gauge, the one field that also falls
 
 	Breaker BreakerState // the circuit breaker's current state; on a Cluster the most open of the nodes' breakers
 

@@ -16,6 +16,13 @@ import (
 // writing it. It returns an error when Redis could not be written; the
 // key is dropped from this process's in-process cache either way. An error
 // that Redis being unavailable caused matches [ErrRedisUnavailable].
+//
+// When the write fails, the key is queued for replay and the error also
+// matches [ErrQueued]: as soon as Redis answers again the Cache deletes
+// the key's value in Redis and fences the loads in flight, as Invalidate
+// does (it does not write the value then: another process may have
+// written a newer one since), and until then this process serves no
+// Redis copy of the key.
 func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if !c.tracker.add() {
 		return ErrClosed
@@ -31,6 +38,7 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if c.l1 != nil {
 		c.l1.Invalidate(vkey)
 	}
+	before := c.replay.Seq()
 	err = c.lock.Overwrite(ctx, vkey, env, px)
 	c.flights.Forget(vkey)
 	if c.l1 != nil {
@@ -38,8 +46,9 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	}
 	if err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: set: %w", redisUnavailable(ctx, err))
+		return fmt.Errorf("cacheaside: set: %w", c.queue(ctx, err, vkey))
 	}
+	c.replay.Settled(before, vkey)
 	if err := c.publish(ctx, vkey); err != nil {
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", redisUnavailable(ctx, err))
@@ -58,7 +67,13 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 // the limits across a failover). When Redis cannot be written it still
 // clears the local copies and returns an error, which matches
 // [ErrRedisUnavailable] when Redis was unavailable: the shared copies may
-// then be stale.
+// then be stale until the keys not invalidated are replayed. Those keys
+// are queued, and the error matches [ErrQueued]: the Cache applies their
+// invalidations as soon as Redis answers again (or in [Cache.Flush]), and
+// until then this process serves no Redis copy of them. The queue holds
+// up to 10,000 keys; past that the oldest are dropped, logged and counted
+// in [Stats].InvalidationsDropped, and for them the promise lapses until
+// their TTL.
 func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	if !c.tracker.add() {
 		return ErrClosed
@@ -74,16 +89,29 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	if c.l1 != nil {
 		c.l1.Invalidate(vkeys...)
 	}
-	err := c.lock.Invalidate(ctx, vkeys)
+	before := c.replay.Seq()
+	errOf, err := c.lock.Invalidate(ctx, vkeys)
 	for _, vk := range vkeys {
 		c.flights.Forget(vk)
 	}
 	if c.l1 != nil {
 		c.l1.Invalidate(vkeys...)
 	}
+	var done, failed []string
+	for i, vk := range vkeys {
+		if errOf[i] != nil {
+			failed = append(failed, vk)
+		} else {
+			done = append(done, vk)
+		}
+	}
+	c.replay.Settled(before, done...)
+	if err != nil && len(failed) == 0 {
+		failed = vkeys // cannot tell which: replay them all (harmless)
+	}
 	if err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale: %w", redisUnavailable(ctx, err))
+		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale (%d of %d keys not invalidated in Redis): %w", len(failed), len(vkeys), c.queue(ctx, err, failed...))
 	}
 	if err := c.publish(ctx, vkeys...); err != nil {
 		c.redisError(err)

@@ -63,7 +63,17 @@ var counters = []counter{
 		func(s cacheaside.Stats) uint64 { return s.RefreshesSkipped }},
 	{"cacheaside.local.invalidations", "{message}", "Invalidation messages from other processes applied to the in-process cache.",
 		func(s cacheaside.Stats) uint64 { return s.LocalInvalidations }},
+	{"cacheaside.invalidations.queued", "{key}", "Keys whose Set or Invalidate could not be applied in Redis and were queued for replay.",
+		func(s cacheaside.Stats) uint64 { return s.InvalidationsQueued }},
+	{"cacheaside.invalidations.replayed", "{key}", "Keys whose queued invalidation was applied in Redis.",
+		func(s cacheaside.Stats) uint64 { return s.InvalidationsReplayed }},
+	{"cacheaside.invalidations.dropped", "{key}", "Keys dropped unapplied past the bound of the queue of invalidations.",
+		func(s cacheaside.Stats) uint64 { return s.InvalidationsDropped }},
 }
+
+// pendingName is the gauge of Stats.InvalidationsPending, the one field
+// of Stats that also falls.
+const pendingName = "cacheaside.invalidations.pending"
 
 // The gauge of the circuit breakers' states and its attributes.
 const (
@@ -106,7 +116,10 @@ type Source interface {
 // cacheaside.redis.abandoned, cacheaside.breaker.opens,
 // cacheaside.warmup.keys, cacheaside.warmup.runs,
 // cacheaside.restarts.detected, cacheaside.refresh.runs,
-// cacheaside.refresh.skipped and cacheaside.local.invalidations. Gets are
+// cacheaside.refresh.skipped, cacheaside.local.invalidations,
+// cacheaside.invalidations.queued, cacheaside.invalidations.replayed and
+// cacheaside.invalidations.dropped; the gauge
+// cacheaside.invalidations.pending reports Stats.InvalidationsPending. Gets are
 // counted by [GetHook] (cacheaside.requests, by result) and load errors by
 // [WrapLoader] (cacheaside.load.duration, by outcome).
 //
@@ -136,7 +149,7 @@ func RegisterMetrics(meter metric.Meter, name string, c Source) (metric.Registra
 	}
 
 	observers := make([]metric.Int64ObservableCounter, len(counters))
-	instruments := make([]metric.Observable, 0, len(counters)+1)
+	instruments := make([]metric.Observable, 0, len(counters)+2)
 	for i, ctr := range counters {
 		o, err := meter.Int64ObservableCounter(ctr.name, metric.WithUnit(ctr.unit), metric.WithDescription(ctr.desc))
 		if err != nil {
@@ -151,6 +164,12 @@ func RegisterMetrics(meter metric.Meter, name string, c Source) (metric.Registra
 		errs = append(errs, fmt.Errorf("%s: %w", breakerStateName, err))
 	}
 	instruments = append(instruments, breaker)
+	pending, err := meter.Int64ObservableGauge(pendingName, metric.WithUnit("{key}"),
+		metric.WithDescription("Keys whose invalidation is queued for replay now."))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", pendingName, err))
+	}
+	instruments = append(instruments, pending)
 
 	attrs := metric.WithAttributeSet(attributes(name))
 	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
@@ -158,6 +177,7 @@ func RegisterMetrics(meter metric.Meter, name string, c Source) (metric.Registra
 		for i, ctr := range counters {
 			o.ObserveInt64(observers[i], toInt64(ctr.value(s)), attrs)
 		}
+		o.ObserveInt64(pending, toInt64(s.InvalidationsPending), attrs)
 		for node, state := range c.BreakerStates() {
 			observeBreaker(o, breaker, name, node, state)
 		}

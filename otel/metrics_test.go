@@ -38,6 +38,11 @@ func statsMetrics(s cacheaside.Stats) map[string]uint64 {
 		"cacheaside.refresh.runs":        s.EarlyRefreshes,
 		"cacheaside.refresh.skipped":     s.RefreshesSkipped,
 		"cacheaside.local.invalidations": s.LocalInvalidations,
+
+		"cacheaside.invalidations.queued":   s.InvalidationsQueued,
+		"cacheaside.invalidations.replayed": s.InvalidationsReplayed,
+		"cacheaside.invalidations.dropped":  s.InvalidationsDropped,
+		"cacheaside.invalidations.pending":  s.InvalidationsPending,
 	}
 }
 

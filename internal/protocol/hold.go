@@ -2,8 +2,10 @@ package protocol
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -114,11 +116,12 @@ func (lk *Locker) Overwrite(ctx context.Context, vkey string, env []byte, px tim
 
 // Invalidate deletes the values of vkeys, their locks, and writes each a
 // new generation, in one pipeline per node. It returns the first error of
-// each node whose keys may not all have been invalidated.
-func (lk *Locker) Invalidate(ctx context.Context, vkeys []string) error {
+// each node whose keys may not all have been invalidated, and errOf[i],
+// key i's own error (nil when it was invalidated): the keys to try again.
+func (lk *Locker) Invalidate(ctx context.Context, vkeys []string) (errOf []error, err error) {
 	cmds := make([]*redis.Cmd, len(vkeys))
 	args := lk.params.OverwriteArgs(nil, 0, lk.NewToken())
-	_, err := lk.guard.PerNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
+	errOf, err = lk.guard.PerNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
 		err := lk.guard.PipelineScript(ctx, idx, scriptCall(ctx, Overwrite, vkeys, func(int) []any { return args }), cmds)
 		if err != nil {
 			return err
@@ -130,5 +133,13 @@ func (lk *Locker) Invalidate(ctx context.Context, vkeys []string) error {
 		}
 		return nil
 	}, nil)
-	return err
+	for i := range errOf {
+		// A node's call fails with its first key's error; the others of
+		// its keys have their own (nil if they ran). A call still running
+		// (ErrIncomplete) must not be read.
+		if errOf[i] != nil && !errors.Is(errOf[i], redisguard.ErrIncomplete) && cmds[i] != nil {
+			errOf[i] = cmds[i].Err()
+		}
+	}
+	return errOf, err
 }

@@ -65,7 +65,7 @@ func TestLockerSingleKey(t *testing.T) {
 	}
 
 	// A load that an Invalidate overtakes writes nothing.
-	if err := lk.Invalidate(ctx, []string{ks[0]}); err != nil {
+	if _, err := lk.Invalidate(ctx, []string{ks[0]}); err != nil {
 		t.Fatalf("Invalidate: %v", err)
 	}
 	_, _, l, err = lk.Acquire(ctx, ks, protocol.ModeNormal, 0)

@@ -162,8 +162,11 @@ func (s *Server) Thaw() {
 	s.signal(syscall.SIGCONT)
 }
 
-// Start starts a new, empty redis-server on the same port and with the same
-// arguments after Kill, and waits until it answers PING. If the port is
+// Start starts a new redis-server on the same port, in the same working
+// directory and with the same arguments after Kill, and waits until it
+// answers PING. It starts empty, unless the server was started with
+// persistence (say "--appendonly", "yes", "--appendfsync", "always"): it
+// then loads what the killed one persisted. If the port is
 // briefly unavailable it retries for a few seconds. Start fails the test if
 // the server is already running or does not come up.
 func (s *Server) Start() {

@@ -1,0 +1,130 @@
+package cacheaside_test
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/integration/faultproxy"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+)
+
+// An Invalidate or Set that a partition kept from Redis is queued and
+// replayed once the partition heals (the root module's replay_test.go has
+// the same through SIGSTOP and a kill -9 with persistence), and a Redis
+// that is slow but answers queues nothing.
+
+// TestChangeDuringPartitionIsReplayed: instance A reaches Redis through a
+// proxy that swallows every byte (a partition: the call never reaches
+// Redis), B directly. A changes key 1 with Invalidate or Set, which fails
+// and is queued; once the partition heals, A's first Get and every Get on
+// B a second later return the new row.
+func TestChangeDuringPartitionIsReplayed(t *testing.T) {
+	for _, ch := range faultChanges {
+		t.Run(ch.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			px := faultproxy.New(t, srv.Addr())
+			db := newVersionedDB()
+			opt := cacheaside.WithRedisTimeout(faultBudget)
+			a := newCacheOn(t, newFaultClient(t, px.Addr()), db.load, opt)
+			b := newCacheOn(t, newFaultClient(t, srv.Addr()), db.load, opt)
+			checkChangeSurvivesFault(t, a, b, db, ch, func() {
+				px.Blackhole(t)
+				t.Cleanup(func() { px.Reset(t) }) // before the caches close, should the test fail
+			}, func() { px.Reset(t) })
+		})
+	}
+}
+
+// TestSlowRedisQueueStaysSmall: with replies late by 10 ms to 110 ms and
+// a Redis timeout of 100 ms, Redis answers every call, some of them past
+// the budget, while it answers others (Gets of other keys keep going).
+// The guard waits for such slow calls, so most writes succeed as the
+// textbook cache's DEL and SET would; when it does judge the node silent
+// (redisguard's life.go: no reply at all for a budget, which a loaded
+// machine can produce here) the write fails as before this queue existed,
+// and is queued. Every Get must return its row; every write error must
+// match ErrRedisUnavailable; nothing may be dropped; and once the latency is
+// gone the queue must drain within a second.
+func TestSlowRedisQueueStaysSmall(t *testing.T) {
+	srv := redistest.Start(t)
+	px := faultproxy.New(t, srv.Addr())
+	ld := &faultLoader{}
+	c := newCacheOn(t, newFaultClient(t, px.Addr()), ld.load, cacheaside.WithRedisTimeout(faultBudget))
+	keys := faultKeys(0, 19)
+	for _, k := range keys {
+		mustGetValue(t, c, k, faultValue(k), "before the latency")
+	}
+	// Opens the pool's connections: a dial through the latency takes
+	// several round trips (HELLO, CLIENT SETINFO), past the budget.
+	getConcurrently(t, c, faultKeys(200, 239))
+	// Loads the write script: a first call is two round trips (EVALSHA,
+	// NOSCRIPT, EVAL).
+	if err := c.Set(testContext(t), 999, faultValue(999)); err != nil {
+		t.Fatalf("Set before the latency = %v", err)
+	}
+	if err := c.Invalidate(testContext(t), 999); err != nil {
+		t.Fatalf("Invalidate before the latency = %v", err)
+	}
+
+	px.AddLatency(t, faultBudget*6/10, faultBudget/2)
+	t.Cleanup(func() { px.Reset(t) })
+	ctx := testContext(t)
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	for r := range 8 {
+		readers.Go(func() {
+			for k := 100 + r; ; k += 8 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				mustGetValue(t, c, k%100+100, faultValue(k%100+100), "a Get of another key")
+			}
+		})
+	}
+	var writes, failed atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 10 {
+				k := keys[(w*10+i)%len(keys)]
+				var err error
+				if i%2 == 0 {
+					err = c.Invalidate(ctx, k)
+				} else {
+					err = c.Set(ctx, k, faultValue(k))
+				}
+				writes.Add(1)
+				if err != nil {
+					failed.Add(1)
+					// Queued, or written but not published to the other
+					// processes' L1 (which this queue does not cover).
+					if !errors.Is(err, cacheaside.ErrRedisUnavailable) {
+						t.Errorf("write %d of worker %d (key %d) with a slow Redis = %v, want nil or an error matching ErrRedisUnavailable", i, w, k, err)
+					}
+				}
+				mustGetValue(t, c, k, faultValue(k), "a Get after a write with a slow Redis")
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	readers.Wait()
+	s := c.Stats()
+	t.Logf("with a slow Redis: %d of %d writes failed, %d keys queued; %d calls slow", failed.Load(), writes.Load(), s.InvalidationsQueued, s.RedisSlow)
+	if s.RedisSlow == 0 {
+		t.Errorf("Stats().RedisSlow = 0, want calls past the budget (the test checked nothing)")
+	}
+	if s.InvalidationsDropped != 0 || s.InvalidationsPending > uint64(len(keys)) {
+		t.Errorf("Stats() = dropped %d, pending %d; want 0 dropped, at most one pending per key written (%d)", s.InvalidationsDropped, s.InvalidationsPending, len(keys))
+	}
+	px.Reset(t)
+	waitFor(t, time.Second+faultSlack, "the queue drains once Redis is fast again", func() bool {
+		return c.Stats().InvalidationsPending == 0
+	})
+}

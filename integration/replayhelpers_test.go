@@ -1,0 +1,1 @@
+../replayhelpers_test.go
