@@ -89,14 +89,8 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 	return c.wait(ctx, fl)
 }
 
-// await waits for flight fl on behalf of one caller and counts where its
-// answer came from.
-func (c *Cache[K, V]) await(ctx context.Context, fl *flight.Call[result[V]]) (V, error) {
-	r := c.wait(ctx, fl)
-	return r.val, r.err
-}
-
-// wait is await, returning the whole answer.
+// wait waits for flight fl on behalf of one caller and counts where its
+// answer came from; it returns ctx.Err() if ctx is done first.
 func (c *Cache[K, V]) wait(ctx context.Context, fl *flight.Call[result[V]]) result[V] {
 	select {
 	case <-fl.Done():

@@ -93,15 +93,21 @@ var hubs refcount.Registry[redis.UniversalClient, *Subscription]
 func Join(client redis.UniversalClient, channel string, h Handler) (leave func()) {
 	s, release := hubs.Acquire(client, func() *Subscription { return newSubscription(client) })
 	m := &h
+	s.add(channel, m)
+	s.startOnce()
+	s.nudge()
+	return sync.OnceFunc(func() { s.leave(channel, m, release) })
+}
+
+// add adds m to channel's members, telling it at once when the channel is
+// subscribed.
+func (s *Subscription) add(channel string, m *Handler) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.members[channel] = append(s.members[channel], m)
 	if s.confirmed[channel] {
 		m.OnSubscribed()
 	}
-	s.mu.Unlock()
-	s.startOnce()
-	s.nudge()
-	return sync.OnceFunc(func() { s.leave(channel, m, release) })
 }
 
 // newSubscription builds a subscription on client; Join starts it once
@@ -190,13 +196,16 @@ func (s *Subscription) syncLoop(ctx context.Context) {
 // broken connection, which run replaces with one subscribed to every
 // channel.
 func (s *Subscription) sync(ctx context.Context) {
-	defer func() {
-		if p := recover(); p != nil {
-			s.panicked(p) // a dial hook, when SUBSCRIBE reconnects
-		}
-	}()
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
+	defer func() {
+		// A command may dial (go-redis redials a broken connection)
+		// through the client's hooks, which may panic: the subscription
+		// then fails like on a broken connection, never the process.
+		if p := recover(); p != nil {
+			s.panicked(p)
+		}
+	}()
 	s.mu.Lock()
 	c := s.conn
 	var add, drop []string
@@ -312,7 +321,9 @@ func (s *Subscription) listen(ctx context.Context) (subscribed bool) {
 	ps := s.client.Subscribe(ctx) // no channel: no I/O yet
 	defer func() {
 		s.mu.Lock()
-		s.conn = nil
+		if s.conn != nil && s.conn.ps == ps {
+			s.conn = nil
+		}
 		s.mu.Unlock()
 		_ = ps.Close()
 	}()

@@ -3,12 +3,14 @@ package l1
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // The shared subscription against a real redis-server: one pub/sub
@@ -188,4 +190,40 @@ func TestSubscriptionJoinAfterSubscribed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "both get the message", func() bool { return a.messages.Load() == 1 && b.messages.Load() == 1 })
+}
+
+// panicDials panics in the first n dials of a client.
+type panicDials struct{ n *atomic.Int64 }
+
+func (h panicDials) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if h.n.Add(-1) >= 0 {
+			panic("dial hook")
+		}
+		return next(ctx, network, addr)
+	}
+}
+func (panicDials) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (panicDials) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestSubscriptionSurvivesPanickingDialHook: a dial hook that panics
+// fails a subscription (every member is told of the panic and of the
+// drop), never the process, and a later dial subscribes.
+func TestSubscriptionSurvivesPanickingDialHook(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	var n atomic.Int64
+	n.Store(2)
+	rdb.AddHook(panicDials{&n})
+	m := &member{}
+	var panics atomic.Int64
+	h := m.handler()
+	h.OnPanic = func(any) { panics.Add(1) }
+	defer Join(rdb, "ch", h)()
+	waitUntil(t, "subscribed after two panicking dials", func() bool { return m.subscribed.Load() == 1 })
+	if p, d := panics.Load(), m.dropped.Load(); p != 2 || d != 2 {
+		t.Errorf("member told of %d panics and %d drops, want 2 and 2", p, d)
+	}
 }

@@ -3,7 +3,10 @@ package restart
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -100,11 +103,13 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 }
 
 // joinTen joins ten Checks on rdb, each with its own marker, or one marker
-// for all when sameMarker, and waits until each has been told that Redis
-// was empty (a new server has no marker).
-func joinTen(t *testing.T, rdb *redis.Client, g *redisguard.Guard, every time.Duration, sameMarker bool) []*empties {
+// for all when sameMarker, and waits until the markers exist and the
+// Check of each marker that found it missing was told so (a new server has
+// no marker; a Check that joins a marker already written is not told).
+func joinTen(t *testing.T, srv *redistest.Server, rdb *redis.Client, g *redisguard.Guard, every time.Duration, sameMarker bool) []*empties {
 	t.Helper()
 	var es []*empties
+	markers := map[string]bool{}
 	for i := range 10 {
 		e := &empties{}
 		es = append(es, e)
@@ -112,16 +117,16 @@ func joinTen(t *testing.T, rdb *redis.Client, g *redisguard.Guard, every time.Du
 		if sameMarker {
 			marker = "p:warm-marker"
 		}
+		markers[marker] = true
 		_, leave := Join(rdb, &Check{Guard: g, Marker: marker, Every: every, Empty: func() { e.n.Add(1) }})
 		t.Cleanup(leave)
 	}
-	waitUntil(t, "every Check told that the new server is empty", func() bool {
+	waitUntil(t, "the markers written, and their creation told", func() bool {
+		told := int64(0)
 		for _, e := range es {
-			if e.n.Load() == 0 {
-				return false
-			}
+			told += e.n.Load()
 		}
-		return true
+		return srv.CLI(t, append([]string{"EXISTS"}, slices.Collect(maps.Keys(markers))...)...) == strconv.Itoa(len(markers)) && told >= int64(len(markers))
 	})
 	return es
 }
@@ -135,7 +140,7 @@ func TestWatcherOneRoundTripPerCheck(t *testing.T) {
 	calls := &markerCalls{}
 	rdb.AddHook(calls)
 	const every = 50 * time.Millisecond
-	joinTen(t, rdb, newGuard(t, rdb), every, false)
+	joinTen(t, srv, rdb, newGuard(t, rdb), every, false)
 
 	time.Sleep(3 * every) // the checks joined at different times fall into one round
 	calls.snapshot()
@@ -164,11 +169,15 @@ func TestWatcherFlushTellsEveryCheck(t *testing.T) {
 		t.Run(fmt.Sprintf("sameMarker=%v", same), func(t *testing.T) {
 			srv := redistest.Start(t)
 			rdb := srv.Client(t)
-			es := joinTen(t, rdb, newGuard(t, rdb), 20*time.Millisecond, same)
+			es := joinTen(t, srv, rdb, newGuard(t, rdb), 20*time.Millisecond, same)
+			base := make([]int64, len(es))
+			for i, e := range es {
+				base[i] = e.n.Load()
+			}
 			srv.CLI(t, "FLUSHALL")
 			waitUntil(t, "every Check told of the flush", func() bool {
-				for _, e := range es {
-					if e.n.Load() < 2 {
+				for i, e := range es {
+					if e.n.Load() <= base[i] {
 						return false
 					}
 				}
@@ -176,8 +185,8 @@ func TestWatcherFlushTellsEveryCheck(t *testing.T) {
 			})
 			time.Sleep(100 * time.Millisecond) // five more checks: the marker is there
 			for i, e := range es {
-				if n := e.n.Load(); n != 2 {
-					t.Errorf("Check %d told %d times of an empty Redis (new, then one FLUSHALL), want 2", i, n)
+				if n := e.n.Load(); n != base[i]+1 {
+					t.Errorf("Check %d told %d times of an empty Redis, want %d (%d before the FLUSHALL, then once)", i, n, base[i]+1, base[i])
 				}
 			}
 		})
