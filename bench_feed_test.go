@@ -2,6 +2,7 @@ package cacheaside_test
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -37,6 +38,7 @@ func BenchmarkInvalidationDelivery(b *testing.B) {
 	ctx := context.Background()
 	waitDelivered := func(before uint64) {
 		for recv.Stats().LocalInvalidations == before {
+			runtime.Gosched() // leave the CPU to the receiving goroutine
 		}
 	}
 	// Wait until recv is subscribed: an invalidation reaches it.
