@@ -63,6 +63,8 @@ var counters = []counter{
 		func(s cacheaside.Stats) uint64 { return s.RefreshesSkipped }},
 	{"cacheaside.local.invalidations", "{message}", "Invalidation messages from other processes applied to the in-process cache.",
 		func(s cacheaside.Stats) uint64 { return s.LocalInvalidations }},
+	{"cacheaside.local.resumes", "{resume}", "Dropped invalidation subscriptions after which the in-process cache was trusted again, what was missed having been replayed.",
+		func(s cacheaside.Stats) uint64 { return s.LocalResumes }},
 }
 
 // The gauge of the circuit breakers' states and its attributes.

@@ -38,6 +38,7 @@ func statsMetrics(s cacheaside.Stats) map[string]uint64 {
 		"cacheaside.refresh.runs":        s.EarlyRefreshes,
 		"cacheaside.refresh.skipped":     s.RefreshesSkipped,
 		"cacheaside.local.invalidations": s.LocalInvalidations,
+		"cacheaside.local.resumes":       s.LocalResumes,
 	}
 }
 
