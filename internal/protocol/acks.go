@@ -52,9 +52,9 @@ func (c clientNodes) NodeFor(ctx context.Context, key string) (redis.Cmdable, er
 
 // overwriteAcked runs the Overwrite script for each of vkeys (with
 // args(i)) and then WAIT, one pipeline per node, the nodes concurrently.
-// It returns the first error of each node: a failed call, an error
-// reply, or ErrNotReplicated.
-func (lk *Locker) overwriteAcked(ctx context.Context, vkeys []string, args func(i int) []any) error {
+// It returns each key's error (its node's: a failed call, an error reply,
+// or ErrNotReplicated) and the first error of each node joined.
+func (lk *Locker) overwriteAcked(ctx context.Context, vkeys []string, args func(i int) []any) (errOf []error, err error) {
 	groups := map[string][]int{}
 	var order []string
 	for i, vk := range vkeys {
@@ -70,7 +70,13 @@ func (lk *Locker) overwriteAcked(ctx context.Context, vkeys []string, args func(
 		wg.Go(func() { errs[j] = lk.overwriteNodeAcked(ctx, vkeys, groups[n], args) })
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	errOf = make([]error, len(vkeys))
+	for j, n := range order {
+		for _, i := range groups[n] {
+			errOf[i] = errs[j]
+		}
+	}
+	return errOf, errors.Join(errs...)
 }
 
 // overwriteNodeAcked is overwriteAcked for the keys idx of one node.

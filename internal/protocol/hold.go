@@ -110,7 +110,8 @@ func (lk *Locker) releaseNow(held []Held) {
 func (lk *Locker) Overwrite(ctx context.Context, vkey string, env []byte, px time.Duration) error {
 	if lk.acks.Replicas > 0 {
 		args := lk.params.OverwriteArgs(env, px, lk.NewToken())
-		return lk.overwriteAcked(ctx, []string{vkey}, func(int) []any { return args })
+		_, err := lk.overwriteAcked(ctx, []string{vkey}, func(int) []any { return args })
+		return err
 	}
 	return lk.guard.Do(ctx, vkey, func(ctx context.Context) error {
 		return Overwrite.Run(ctx, lk.rdb, KeysFor(vkey), lk.params.OverwriteArgs(env, px, lk.NewToken())...).Err()
@@ -125,7 +126,8 @@ func (lk *Locker) Invalidate(ctx context.Context, vkeys []string) error {
 	cmds := make([]*redis.Cmd, len(vkeys))
 	args := lk.params.OverwriteArgs(nil, 0, lk.NewToken())
 	if lk.acks.Replicas > 0 {
-		return lk.overwriteAcked(ctx, vkeys, func(int) []any { return args })
+		_, err := lk.overwriteAcked(ctx, vkeys, func(int) []any { return args })
+		return err
 	}
 	_, err := lk.guard.PerNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
 		err := lk.guard.PipelineScript(ctx, idx, scriptCall(ctx, Overwrite, vkeys, func(int) []any { return args }), cmds)
