@@ -14,7 +14,11 @@ import (
 // WithLocalCache drops them from its L1 (internal/l1 holds the listener,
 // the message format and the rules). A process ignores its own messages:
 // it already dropped the keys. The Caches of a process that use one
-// client share one subscription (one pub/sub connection).
+// client share one subscription (one pub/sub connection). Each message is
+// also kept in a Redis Stream named like the channel (about the last
+// 10,000 of each prefix), so that a process whose subscription dropped
+// applies exactly the invalidations it missed and keeps trusting the rest
+// of its L1, instead of distrusting all of it.
 
 // channel is the Redis pub/sub channel of this Cache's prefix.
 func (c *Cache[K, V]) channel() string { return c.cfg.prefix + "invalidations" }
@@ -30,7 +34,13 @@ func (c *Cache[K, V]) startBackplane() {
 		// Anything read before may have missed invalidations.
 		OnSubscribed: c.l1.VerifyFromNow,
 		OnDrop:       c.l1.Unverify,
-		OnMessage:    c.applyInvalidation,
+		// Every invalidation missed while dropped was replayed from the
+		// channel's stream: what was trusted before may be again.
+		OnResumed: func() {
+			c.l1.Resume()
+			c.stats.localResumes.Add(1)
+		},
+		OnMessage: c.applyInvalidation,
 		OnPanic: func(p any) {
 			c.log(context.Background(), slog.LevelError, "cacheaside: backplane subscription panicked", "panic", fmt.Sprint(p))
 		},
@@ -58,10 +68,12 @@ func (c *Cache[K, V]) applyInvalidation(payload string) {
 // L1 TTL.
 func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) error {
 	msg := l1.Encode(c.tokenPrefix, vkeys)
-	// PUBLISH has no key: go-redis sends it to any node of a Cluster, so
-	// it goes through the breaker of no particular node.
-	return c.guard.Do(ctx, "", func(ctx context.Context) error {
-		return c.rdb.Publish(ctx, c.channel(), msg).Err()
+	// One script appends the message to the channel's stream (the key of
+	// the same name) and publishes it with the entry's ID (internal/l1,
+	// feed.go), on the node that holds the stream.
+	ch := c.channel()
+	return c.guard.Do(ctx, ch, func(ctx context.Context) error {
+		return l1.Publish.Run(ctx, c.rdb, []string{ch}, l1.PublishArgs(ch, msg)...).Err()
 	})
 }
 

@@ -186,6 +186,11 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	if err := cfg.resolve(); err != nil {
 		errs = append(errs, err)
 	}
+	if rdb != nil && errs == nil {
+		if err := checkReplicaAcks(rdb, &cfg); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("cacheaside: invalid configuration:\n%w", err)
 	}
@@ -313,6 +318,9 @@ func (c *Cache[K, V]) breakerChanged(from, to BreakerState) {
 // sending a failed-over slot's commands to the dead node for up to a
 // minute after its replica took over.
 func (c *Cache[K, V]) redisError(err error) {
+	if errors.Is(err, ErrNotReplicated) {
+		return // Redis answered: the replicas lag
+	}
 	c.stats.redisErrors.Add(1)
 	cc, ok := c.rdb.(*redis.ClusterClient)
 	if !ok || !redisguard.IsOutage(err) {

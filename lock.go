@@ -45,6 +45,8 @@ func (c *Cache[K, V]) newLocker() *protocol.Locker {
 			}()
 		},
 		Fault: c.redisError,
+		Acks:  protocol.Acks{Replicas: c.cfg.replicaAcks, Timeout: c.cfg.replicaWait},
+		Nodes: protocol.ClientNodes(c.sub),
 	})
 }
 

@@ -51,6 +51,9 @@ type config struct {
 	warmConcurrency int
 	restartCheck    time.Duration
 
+	replicaAcks int           // WithReplicaAcks
+	replicaWait time.Duration // WithReplicaAcks
+
 	errs []error // problems found while applying options
 }
 
@@ -376,4 +379,22 @@ func WithL1(l L1) Option {
 // Default: disabled.
 func WithServeStale(s ServeStale) Option {
 	return func(c *config) { c.maxStale, c.softTimeout = s.MaxStale, s.SoftTimeout }
+}
+
+// WithReplicaAcks makes [Cache.Set] and [Cache.Invalidate] wait until n
+// replicas of the primary holding each key have the change (Redis WAIT),
+// for at most timeout, so that a primary that fails right after an
+// acknowledged Invalidate does not leave its promoted replica serving the
+// old value. When fewer replicas confirm in time the change is still in
+// place on the primary, and the call returns an error matching
+// [ErrNotReplicated]. Each write then costs one replication round trip on
+// top of the Redis call (it may take up to timeout plus the Redis
+// timeout); Gets are unaffected. It works on a single server with
+// replicas, behind Sentinel and on a Cluster (each key's primary waits for
+// its own replicas); a redis.Ring is rejected. timeout must be positive, a
+// whole number of milliseconds, and with the Redis timeout within the
+// client's ReadTimeout. n 0 turns it off. Default: 0 (a write returns once
+// the primary has it).
+func WithReplicaAcks(n int, timeout time.Duration) Option {
+	return func(c *config) { c.replicaAcks, c.replicaWait = n, timeout }
 }

@@ -28,6 +28,7 @@ type Stats struct {
 	EarlyRefreshes     uint64 // background refreshes this process ran (WithEarlyRefresh)
 	RefreshesSkipped   uint64 // early refreshes due but not started: all 4 refresh slots were busy (WithEarlyRefresh)
 	LocalInvalidations uint64 // invalidation messages from other processes applied to L1
+	LocalResumes       uint64 // dropped subscriptions after which L1 was trusted again: what was missed was replayed from Redis
 	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithServeStale)
 
 	// Invalidations that Set and Invalidate could not apply in Redis and
@@ -58,7 +59,7 @@ type counters struct {
 	fillConflicts, corrupt                                                     atomic.Uint64
 	redisErrors                                                                atomic.Uint64
 	warmed, warmUps, restarts, earlyRefreshes, localInvalidations, staleServed atomic.Uint64
-	refreshesSkipped                                                           atomic.Uint64
+	refreshesSkipped, localResumes                                             atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -81,6 +82,7 @@ func (c *counters) snapshot() Stats {
 		EarlyRefreshes:     c.earlyRefreshes.Load(),
 		RefreshesSkipped:   c.refreshesSkipped.Load(),
 		LocalInvalidations: c.localInvalidations.Load(),
+		LocalResumes:       c.localResumes.Load(),
 		StaleServed:        c.staleServed.Load(),
 	}
 }

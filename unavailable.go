@@ -23,7 +23,7 @@ var ErrRedisUnavailable = errors.New("cacheaside: redis unavailable")
 // where Set, Invalidate and Warm return, and only to errors of Redis
 // calls: a loader's connection error is not Redis's.
 func redisUnavailable(ctx context.Context, err error) error {
-	if err == nil || ctx.Err() != nil || errors.Is(err, ErrRedisUnavailable) {
+	if err == nil || ctx.Err() != nil || errors.Is(err, ErrRedisUnavailable) || errors.Is(err, ErrNotReplicated) {
 		return err
 	}
 	var pe *PanicError

@@ -70,6 +70,12 @@ func (c *config) resolve() error {
 	if c.maxLoads < 0 {
 		bad("WithMaxConcurrentLoads: %d is negative", c.maxLoads)
 	}
+	if c.replicaAcks < 0 {
+		bad("WithReplicaAcks: %d replicas is negative", c.replicaAcks)
+	}
+	if c.replicaAcks > 0 && (c.replicaWait <= 0 || c.replicaWait > maxDuration || c.replicaWait%time.Millisecond != 0) {
+		bad("WithReplicaAcks: timeout %v must be a positive whole number of milliseconds, at most %v", c.replicaWait, maxDuration)
+	}
 	if c.localSize < 0 {
 		bad("WithL1: Size %d is negative", c.localSize)
 	}

@@ -2,6 +2,7 @@ package cacheaside
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/cacheaside/cacheaside/internal/protocol"
@@ -44,7 +45,10 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if c.l1 != nil {
 		c.l1.Invalidate(vkey)
 	}
-	if err != nil {
+	// A write the primary applied but too few replicas confirmed
+	// (WithReplicaAcks) is in place: nothing to replay.
+	notReplicated := errors.Is(err, ErrNotReplicated)
+	if err != nil && !notReplicated {
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: set: %w", c.queue(ctx, err, vkey))
 	}
@@ -52,6 +56,9 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if err := c.publish(ctx, vkey); err != nil {
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", redisUnavailable(ctx, err))
+	}
+	if notReplicated {
+		return fmt.Errorf("cacheaside: set: %w", err)
 	}
 	return nil
 }
@@ -98,24 +105,32 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 		c.l1.Invalidate(vkeys...)
 	}
 	var done, failed []string
+	var notReplicated error // WithReplicaAcks: applied, too few replicas confirmed
 	for i, vk := range vkeys {
-		if errOf[i] != nil {
-			failed = append(failed, vk)
-		} else {
+		switch {
+		case errOf[i] == nil:
 			done = append(done, vk)
+		case errors.Is(errOf[i], ErrNotReplicated):
+			done = append(done, vk)
+			notReplicated = errOf[i]
+		default:
+			failed = append(failed, vk)
 		}
 	}
 	c.replay.Settled(before, done...)
-	if err != nil && len(failed) == 0 {
+	if err != nil && len(failed) == 0 && notReplicated == nil {
 		failed = vkeys // cannot tell which: replay them all (harmless)
 	}
-	if err != nil {
+	if len(failed) > 0 {
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale (%d of %d keys not invalidated in Redis): %w", len(failed), len(vkeys), c.queue(ctx, err, failed...))
 	}
 	if err := c.publish(ctx, vkeys...); err != nil {
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: invalidate: other processes' local copies may be stale: %w", redisUnavailable(ctx, err))
+	}
+	if notReplicated != nil {
+		return fmt.Errorf("cacheaside: invalidate: %w", notReplicated)
 	}
 	return nil
 }

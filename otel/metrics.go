@@ -69,6 +69,8 @@ var counters = []counter{
 		func(s cacheaside.Stats) uint64 { return s.InvalidationsReplayed }},
 	{"cacheaside.invalidations.dropped", "{key}", "Keys dropped unapplied past the bound of the queue of invalidations.",
 		func(s cacheaside.Stats) uint64 { return s.InvalidationsDropped }},
+	{"cacheaside.local.resumes", "{resume}", "Dropped invalidation subscriptions after which the in-process cache was trusted again, what was missed having been replayed.",
+		func(s cacheaside.Stats) uint64 { return s.LocalResumes }},
 }
 
 // pendingName is the gauge of Stats.InvalidationsPending, the one field

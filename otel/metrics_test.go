@@ -43,6 +43,7 @@ func statsMetrics(s cacheaside.Stats) map[string]uint64 {
 		"cacheaside.invalidations.replayed": s.InvalidationsReplayed,
 		"cacheaside.invalidations.dropped":  s.InvalidationsDropped,
 		"cacheaside.invalidations.pending":  s.InvalidationsPending,
+		"cacheaside.local.resumes":          s.LocalResumes,
 	}
 }
 

@@ -46,7 +46,10 @@ type Cache[V any] struct {
 	// verified is the epoch at which the backplane's current subscription
 	// was confirmed; 0 while it has none.
 	verified atomic.Uint64
-	seed     maphash.Seed
+	// paused is what verified held before the backplane dropped: Resume
+	// restores it once every invalidation missed meanwhile is applied.
+	paused atomic.Uint64
+	seed   maphash.Seed
 }
 
 // dropStripes is the number of stripes of Cache.dropped: 8 KiB an L1.
@@ -160,11 +163,30 @@ func (l *Cache[V]) stripe(vkey string) *atomic.Uint64 {
 // VerifyFromNow trusts, on healthy reads, only the entries whose reads
 // begin from now on: the backplane has just subscribed, or it received a
 // message it cannot read, which may have named any key.
-func (l *Cache[V]) VerifyFromNow() { l.verified.Store(l.epoch.Add(1)) }
+func (l *Cache[V]) VerifyFromNow() {
+	l.paused.Store(0)
+	l.verified.Store(l.epoch.Add(1))
+}
 
-// Unverify trusts no entry on healthy reads until VerifyFromNow: the
-// backplane is not subscribed, and may miss invalidations.
-func (l *Cache[V]) Unverify() { l.verified.Store(0) }
+// Unverify trusts no entry on healthy reads until VerifyFromNow or
+// Resume: the backplane is not subscribed, and may miss invalidations.
+func (l *Cache[V]) Unverify() {
+	if v := l.verified.Swap(0); v != 0 {
+		l.paused.Store(v)
+	}
+}
+
+// Resume trusts again, after Unverify, the entries trusted before it: the
+// backplane is subscribed again and has applied every invalidation sent
+// while it was not (the stream of feed.go), so those entries are as good
+// as before the drop. Without an Unverify to undo it is VerifyFromNow.
+func (l *Cache[V]) Resume() {
+	if p := l.paused.Swap(0); p != 0 {
+		l.verified.Store(p)
+		return
+	}
+	l.VerifyFromNow()
+}
 
 // Epoch returns the current epoch: a flight reads it before its Redis
 // read or load and passes it to Put.

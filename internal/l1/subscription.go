@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/refcount"
@@ -35,6 +36,11 @@ type Handler struct {
 	// OnDrop runs each time the subscription of the member's channel ends
 	// or fails to start.
 	OnDrop func()
+	// OnResumed runs instead of OnSubscribed when the channel is
+	// subscribed again after a drop and every message sent meanwhile has
+	// been handed to OnMessage from the channel's stream (feed.go): what
+	// the member trusted before the drop may be trusted again.
+	OnResumed func()
 	// OnMessage runs for each message on the member's channel.
 	OnMessage func(payload string)
 	// OnPanic, if not nil, is told of a panic in the subscription (it
@@ -45,16 +51,22 @@ type Handler struct {
 
 // Subscription is one client's shared pub/sub connection.
 type Subscription struct {
-	client redis.UniversalClient
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
-	kick   chan struct{} // asks sync to (un)subscribe channels
+	client  redis.UniversalClient
+	ctx     context.Context // ends with the last member (stop); never a caller's
+	stop    context.CancelFunc
+	started sync.Once
+	wg      sync.WaitGroup
+	kick    chan struct{} // asks sync to (un)subscribe channels
 
 	mu        sync.Mutex
 	members   map[string][]*Handler // by channel
 	confirmed map[string]bool       // channels the current connection confirmed
+	last      map[string]streamID   // by channel: the stream ID of the last message received, when known
 	conn      *psConn               // nil between connections
 	closed    bool
+
+	resumed  atomic.Int64 // subscriptions resumed from the stream
+	replayed atomic.Int64 // messages handed over from the stream
 
 	// sendMu orders the SUBSCRIBE and UNSUBSCRIBE commands sent on a
 	// connection, so that the last one sent for a channel matches the
@@ -79,9 +91,10 @@ var hubs refcount.Registry[redis.UniversalClient, *Subscription]
 // client that is not a pointer cannot be told apart from another: it gets
 // a subscription of its own. Join does no I/O.
 func Join(client redis.UniversalClient, channel string, h Handler) (leave func()) {
-	s, release := hubs.Acquire(client, func() *Subscription { return start(client) })
+	s, release := hubs.Acquire(client, func() *Subscription { return newSubscription(client) })
 	m := &h
 	s.add(channel, m)
+	s.startOnce()
 	s.nudge()
 	return sync.OnceFunc(func() { s.leave(channel, m, release) })
 }
@@ -97,19 +110,30 @@ func (s *Subscription) add(channel string, m *Handler) {
 	}
 }
 
-// start builds and starts a subscription on client.
-func start(client redis.UniversalClient) *Subscription {
+// newSubscription builds a subscription on client; Join starts it once
+// it has a member.
+func newSubscription(client redis.UniversalClient) *Subscription {
 	ctx, stop := context.WithCancel(context.Background())
-	s := &Subscription{
+	return &Subscription{
 		client:    client,
+		ctx:       ctx,
 		stop:      stop,
 		kick:      make(chan struct{}, 1),
 		members:   map[string][]*Handler{},
 		confirmed: map[string]bool{},
+		last:      map[string]streamID{},
 	}
-	s.wg.Go(func() { s.run(ctx) })
-	s.wg.Go(func() { s.syncLoop(ctx) })
-	return s
+}
+
+// startOnce starts the goroutines of s, after its first member joined:
+// listen then always has a channel to SUBSCRIBE before it receives. (A
+// PubSub with no channel dials on its first receive, under a lock that a
+// panicking dial hook leaves held, which would hang its Close forever.)
+func (s *Subscription) startOnce() {
+	s.started.Do(func() {
+		s.wg.Go(func() { s.run(s.ctx) })
+		s.wg.Go(func() { s.syncLoop(s.ctx) })
+	})
 }
 
 // leave removes m from channel's members, and stops the subscription when
@@ -124,6 +148,7 @@ func (s *Subscription) leave(channel string, m *Handler, release func() (last bo
 	}
 	if len(kept) == 0 {
 		delete(s.members, channel)
+		delete(s.last, channel) // a later member starts afresh
 	} else {
 		s.members[channel] = kept
 	}
@@ -265,6 +290,31 @@ func (s *Subscription) panicked(p any) {
 	}
 }
 
+// subscribeAll makes ps the current connection and subscribes it to
+// every channel with members, under sendMu (released even if a dial hook
+// panics in SUBSCRIBE). It reports whether the SUBSCRIBE was sent.
+func (s *Subscription) subscribeAll(ctx context.Context, ps *redis.PubSub) bool {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	c := &psConn{ps: ps, on: map[string]bool{}}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.conn = c
+	chans := make([]string, 0, len(s.members))
+	for ch := range s.members {
+		chans = append(chans, ch)
+		c.on[ch] = true
+	}
+	s.mu.Unlock()
+	if len(chans) == 0 {
+		return false // nothing to SUBSCRIBE: receiving would dial (see startOnce)
+	}
+	return ps.Subscribe(ctx, chans...) == nil
+}
+
 // listen runs one connection until it fails, and reports whether Redis
 // confirmed a subscription on it.
 func (s *Subscription) listen(ctx context.Context) (subscribed bool) {
@@ -277,10 +327,9 @@ func (s *Subscription) listen(ctx context.Context) (subscribed bool) {
 		s.mu.Unlock()
 		_ = ps.Close()
 	}()
-	if !s.subscribe(ctx, ps) {
+	if !s.subscribeAll(ctx, ps) {
 		return false
 	}
-
 	pinged := false
 	for ctx.Err() == nil {
 		msg, err := ps.ReceiveTimeout(ctx, idle)
@@ -302,9 +351,9 @@ func (s *Subscription) listen(ctx context.Context) (subscribed bool) {
 			switch m.Kind {
 			case "subscribe":
 				subscribed = true
-				s.confirm(m.Channel, true)
+				s.resume(ctx, m.Channel)
 			case "unsubscribe":
-				s.confirm(m.Channel, false)
+				s.unconfirm(m.Channel)
 			}
 		case *redis.Message:
 			s.deliver(m.Channel, m.Payload)
@@ -313,50 +362,88 @@ func (s *Subscription) listen(ctx context.Context) (subscribed bool) {
 	return subscribed
 }
 
-// subscribe makes ps the current connection and sends SUBSCRIBE for
-// every channel with members on it. It reports false when the
-// subscription is closed or the command failed. A panic in it (a dial
-// hook) leaves the locks released.
-func (s *Subscription) subscribe(ctx context.Context, ps *redis.PubSub) bool {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	c := &psConn{ps: ps, on: map[string]bool{}}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return false
-	}
-	s.conn = c
-	chans := make([]string, 0, len(s.members))
-	for ch := range s.members {
-		chans = append(chans, ch)
-		c.on[ch] = true
-	}
-	s.mu.Unlock()
-	return len(chans) == 0 || ps.Subscribe(ctx, chans...) == nil
-}
-
-// confirm records that Redis confirmed a SUBSCRIBE (on) or an UNSUBSCRIBE
-// of channel, and tells its members: an UNSUBSCRIBE that raced a new
-// member's Join is a drop until the SUBSCRIBE after it is confirmed.
-func (s *Subscription) confirm(channel string, on bool) {
+// unconfirm records that Redis confirmed an UNSUBSCRIBE of channel, and
+// tells its members: an UNSUBSCRIBE that raced a new member's Join is a
+// drop until the SUBSCRIBE after it is confirmed (resume).
+func (s *Subscription) unconfirm(channel string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.confirmed[channel] = on
+	s.confirmed[channel] = false
 	for _, m := range s.members[channel] {
-		if on {
-			m.OnSubscribed()
-		} else {
-			m.OnDrop()
+		m.OnDrop()
+	}
+}
+
+// deliver hands a message to the members of its channel, without the
+// stream ID it carries, which it records.
+func (s *Subscription) deliver(channel, payload string) {
+	id, msg, ok := Unwrap(payload)
+	if !ok {
+		msg = payload // unreadable: the members distrust their L1
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sid, ok := parseID(id); ok {
+		if last, known := s.last[channel]; known && last.less(sid) {
+			s.last[channel] = sid
 		}
 	}
+	for _, m := range s.members[channel] {
+		m.OnMessage(msg)
+	}
 }
 
-// deliver hands a message to the members of its channel.
-func (s *Subscription) deliver(channel, payload string) {
+// catchUpTimeout bounds the reads of a channel's stream on a
+// (re)subscription.
+const catchUpTimeout = 2 * time.Second
+
+// resume runs when Redis confirms the subscription of channel. After a
+// drop, when the ID of the last message received is known, it hands the
+// members the messages sent since, read from the channel's stream, and
+// tells them to trust their L1 again (OnResumed). Otherwise, or when the
+// stream cannot tell what was missed, it records the stream's last ID as
+// the new starting point and tells them to trust only what they read from
+// now on (OnSubscribed).
+func (s *Subscription) resume(ctx context.Context, channel string) {
+	s.mu.Lock()
+	after, known := s.last[channel]
+	s.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
+	if known {
+		msgs, last, err := catchUp(cctx, s.client, channel, after)
+		if err == nil {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.confirmed[channel] = true
+			if cur, ok := s.last[channel]; ok && cur.less(last) {
+				s.last[channel] = last
+			}
+			for _, m := range s.members[channel] {
+				for _, msg := range msgs {
+					m.OnMessage(msg)
+				}
+				if m.OnResumed != nil {
+					m.OnResumed()
+				} else {
+					m.OnSubscribed()
+				}
+			}
+			s.resumed.Add(1)
+			s.replayed.Add(int64(len(msgs)))
+			return
+		}
+	}
+	start, err := startID(cctx, s.client, channel)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err == nil {
+		s.last[channel] = start
+	} else {
+		delete(s.last, channel)
+	}
+	s.confirmed[channel] = true
 	for _, m := range s.members[channel] {
-		m.OnMessage(payload)
+		m.OnSubscribed()
 	}
 }

@@ -107,20 +107,30 @@ func (lk *Locker) releaseNow(held []Held) {
 
 // Overwrite replaces (env not nil, living px) or deletes (env nil) the
 // value of vkey, deletes its lock and writes a new generation: Set and
-// Invalidate of one key (the Overwrite script).
+// Invalidate of one key (the Overwrite script), waiting for replicas when
+// the Locker's Acks ask for them (acks.go).
 func (lk *Locker) Overwrite(ctx context.Context, vkey string, env []byte, px time.Duration) error {
+	if lk.acks.Replicas > 0 {
+		args := lk.params.OverwriteArgs(env, px, lk.NewToken())
+		_, err := lk.overwriteAcked(ctx, []string{vkey}, func(int) []any { return args })
+		return err
+	}
 	return lk.guard.Do(ctx, vkey, func(ctx context.Context) error {
 		return Overwrite.Run(ctx, lk.rdb, KeysFor(vkey), lk.params.OverwriteArgs(env, px, lk.NewToken())...).Err()
 	})
 }
 
 // Invalidate deletes the values of vkeys, their locks, and writes each a
-// new generation, in one pipeline per node. It returns the first error of
+// new generation, in one pipeline per node, and waits for replicas when
+// the Locker's Acks ask for them (acks.go). It returns the first error of
 // each node whose keys may not all have been invalidated, and errOf[i],
 // key i's own error (nil when it was invalidated): the keys to try again.
 func (lk *Locker) Invalidate(ctx context.Context, vkeys []string) (errOf []error, err error) {
 	cmds := make([]*redis.Cmd, len(vkeys))
 	args := lk.params.OverwriteArgs(nil, 0, lk.NewToken())
+	if lk.acks.Replicas > 0 {
+		return lk.overwriteAcked(ctx, vkeys, func(int) []any { return args })
+	}
 	errOf, err = lk.guard.PerNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
 		err := lk.guard.PipelineScript(ctx, idx, scriptCall(ctx, Overwrite, vkeys, func(int) []any { return args }), cmds)
 		if err != nil {

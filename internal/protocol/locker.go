@@ -28,6 +28,8 @@ type Guard interface {
 	PerNode(ctx context.Context, keys []string, idx []int, fn func(ctx context.Context, idx []int) error, undo func(idx []int)) ([]error, error)
 	PipelineScript(ctx context.Context, idx []int, call func(p redis.Pipeliner, i int, eval bool) *redis.Cmd, cmds []*redis.Cmd) error
 	Bypass(ctx context.Context, fn func(context.Context) error) error
+	DoWaiting(ctx context.Context, key string, wait time.Duration, fn func(context.Context) error) error
+	NodeOf(key string) string
 	HonoursDeadlines() bool
 }
 
@@ -46,6 +48,10 @@ type LockerConfig struct {
 	// reason the caller does not see (a release, a heartbeat, a batch):
 	// the cache counts it, never returns it.
 	Fault func(err error)
+	// Acks, when Acks.Replicas > 0, makes Overwrite and Invalidate wait
+	// for replicas (acks.go), through Nodes.
+	Acks  Acks
+	Nodes NodeClients
 }
 
 // Locker runs the fill protocol's Redis I/O. It is safe for concurrent
@@ -59,6 +65,8 @@ type Locker struct {
 	spawn    func(fn func())
 	fault    func(err error)
 	releases chan struct{} // bounds releases retried past the guard
+	acks     Acks
+	nodes    NodeClients
 }
 
 // maxReleases bounds the background releases running at once.
@@ -74,6 +82,8 @@ func NewLocker(cfg LockerConfig) *Locker {
 		spawn:    cfg.Go,
 		fault:    cfg.Fault,
 		releases: make(chan struct{}, maxReleases),
+		acks:     cfg.Acks,
+		nodes:    cfg.Nodes,
 	}
 }
 

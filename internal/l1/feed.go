@@ -1,0 +1,184 @@
+package l1
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The feed makes invalidations durable: each message is appended to a
+// Redis Stream named like its channel (XADD, trimmed to about Retention
+// entries) and published with the entry's ID, both in one script, so a
+// subscriber knows the ID of the last message it received. After a drop
+// it reads the entries it missed from the stream (XRANGE after that ID)
+// and hands them to its members before they trust their L1 again
+// (Handler.OnResumed), instead of distrusting everything they hold. It
+// distrusts (Handler.OnSubscribed) only when it cannot know what it
+// missed: entries after its ID were trimmed away (it fell behind the
+// retained log), the stream is gone or went backwards (flushed, evicted,
+// restarted empty, or a failover lost its last entries), or the read
+// failed.
+//
+// On a Redis Cluster the stream of a channel lives on the node of its
+// key's hash slot; PUBLISH from the script reaches subscribers on every
+// node. When that node fails over, entries its replica had not received
+// are lost: a subscriber that received them finds the stream behind its
+// ID and distrusts its L1; one that missed them while disconnected
+// cannot know, as with any asynchronous replication.
+
+// Retention is about how many invalidation messages each stream keeps
+// (XADD MAXLEN ~, so Redis may keep somewhat more): a subscriber
+// disconnected while more were sent distrusts its whole L1 on its return.
+const Retention = 10_000
+
+// Publish appends a message to the stream KEYS[1] (trimmed to about
+// ARGV[1] entries) and publishes it on channel ARGV[3] wrapped with the
+// entry's ID (Wrap's format), returning the ID. IDs are under 128 bytes,
+// so their length is one uvarint byte.
+var Publish = redis.NewScript(`
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
+redis.call('PUBLISH', ARGV[3], '` + wrapFormat + `' .. string.char(#id) .. id .. ARGV[2])
+return id
+`)
+
+// PublishArgs returns the ARGV of Publish for msg (Encode's) on channel.
+func PublishArgs(channel string, msg []byte) []any {
+	return []any{Retention, msg, channel}
+}
+
+// wrapFormat starts a published message that carries its stream entry's
+// ID: wrapFormat, uvarint len(id), id, then the message (Encode's). The
+// NUL bytes are written as Lua escapes in Publish.
+const wrapFormat = `\0inv-id\0`
+
+// wrapPrefix is wrapFormat as the bytes Lua writes.
+const wrapPrefix = "\x00inv-id\x00"
+
+// Unwrap splits a published message into its stream entry's ID and the
+// message. A message without an ID (sent by an earlier version) is
+// returned whole with an empty ID.
+func Unwrap(payload string) (id, msg string, ok bool) {
+	rest, wrapped := strings.CutPrefix(payload, wrapPrefix)
+	if !wrapped {
+		return "", payload, true
+	}
+	id, msg, ok = cutField(rest)
+	if !ok || !validID(id) {
+		return "", "", false
+	}
+	return id, msg, true
+}
+
+// streamID is a parsed stream entry ID: milliseconds and sequence.
+type streamID struct{ ms, seq uint64 }
+
+// parseID parses "<ms>-<seq>".
+func parseID(s string) (streamID, bool) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return streamID{}, false
+	}
+	ms, err1 := strconv.ParseUint(a, 10, 64)
+	seq, err2 := strconv.ParseUint(b, 10, 64)
+	if err1 != nil || err2 != nil {
+		return streamID{}, false
+	}
+	return streamID{ms, seq}, true
+}
+
+func validID(s string) bool { _, ok := parseID(s); return ok }
+
+// less orders IDs as Redis does.
+func (a streamID) less(b streamID) bool {
+	return a.ms < b.ms || (a.ms == b.ms && a.seq < b.seq)
+}
+
+func (a streamID) String() string {
+	return strconv.FormatUint(a.ms, 10) + "-" + strconv.FormatUint(a.seq, 10)
+}
+
+// errBehind is catchUp's error when the stream cannot tell what was
+// missed.
+var errBehind = errors.New("l1: the invalidation stream no longer holds what was missed")
+
+// catchUp returns the messages of stream after ID after, in order, and
+// the ID of the last one (after itself when there is none). It fails with
+// errBehind when entries after after were trimmed away, or the stream is
+// missing or behind after (flushed, evicted, or a failover lost entries).
+func catchUp(ctx context.Context, rdb redis.UniversalClient, stream string, after streamID) (msgs []string, last streamID, err error) {
+	var info *redis.XInfoStreamCmd
+	var rng *redis.XMessageSliceCmd
+	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		info = p.XInfoStream(ctx, stream)
+		rng = p.XRangeN(ctx, stream, "("+after.String(), "+", Retention*2)
+		return nil
+	})
+	if err := info.Err(); err != nil {
+		if strings.Contains(err.Error(), "no such key") {
+			if after == (streamID{}) {
+				return nil, after, nil // never written: nothing missed
+			}
+			return nil, after, errBehind
+		}
+		return nil, after, err
+	}
+	if err != nil {
+		return nil, after, err
+	}
+	if !covers(info.Val(), after) {
+		return nil, after, errBehind
+	}
+	last = after
+	for _, m := range rng.Val() {
+		id, ok := parseID(m.ID)
+		s, isStr := m.Values["m"].(string)
+		if !ok || !isStr {
+			return nil, after, errBehind // not ours: it may have named any key
+		}
+		msgs, last = append(msgs, s), id
+	}
+	if len(rng.Val()) == Retention*2 {
+		return nil, after, errBehind // more than one read's worth: treat as behind
+	}
+	return msgs, last, nil
+}
+
+// covers reports whether a stream described by st still holds every
+// entry after ID after. Trimming removes the oldest entries, so it does
+// when nothing was added after after, when its first entry is not after
+// after, or, from the zero ID, when nothing was ever trimmed; an entry
+// after after deleted by XDEL means it does not.
+func covers(st *redis.XInfoStream, after streamID) bool {
+	top, ok1 := parseID(st.LastGeneratedID)
+	deleted, ok2 := parseID(st.MaxDeletedEntryID)
+	if !ok1 || !ok2 || top.less(after) || after.less(deleted) {
+		return false // went backwards (flushed, failed over), or XDEL after it
+	}
+	if top == after {
+		return true
+	}
+	if first, ok := parseID(st.FirstEntry.ID); ok && !after.less(first) {
+		return true
+	}
+	return after == (streamID{}) && st.EntriesAdded == st.Length
+}
+
+// startID returns the ID of the last entry of stream, or the zero ID
+// when it has none: a new subscription's starting point.
+func startID(ctx context.Context, rdb redis.UniversalClient, stream string) (streamID, error) {
+	info, err := rdb.XInfoStream(ctx, stream).Result()
+	if err != nil {
+		if strings.Contains(err.Error(), "no such key") {
+			return streamID{}, nil
+		}
+		return streamID{}, err
+	}
+	id, ok := parseID(info.LastGeneratedID)
+	if !ok {
+		return streamID{}, errBehind
+	}
+	return id, nil
+}

@@ -1,0 +1,123 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Replica acknowledgement: with Acks set, the overwrites of Set and
+// Invalidate wait (Redis WAIT) until enough replicas have them, so that a
+// primary that fails right after does not hand its replica the old value.
+// WAIT counts the writes of the connection it is sent on, so each node's
+// scripts and its WAIT go out in one pipeline on one connection of that
+// node (a Cluster node's own client, not the Cluster client, which may
+// send a keyless WAIT to any node).
+
+// Acks is what the overwrites wait for: Replicas replicas (0: none) within
+// Timeout, a whole number of milliseconds.
+type Acks struct {
+	Replicas int
+	Timeout  time.Duration
+}
+
+// ErrNotReplicated is wrapped by the error of an overwrite that Redis
+// applied but fewer replicas than Acks.Replicas confirmed within
+// Acks.Timeout.
+var ErrNotReplicated = errors.New("cacheaside: not confirmed by enough replicas")
+
+// NodeClients is what acknowledged writes need of the client: one node's
+// client for a key (on a Cluster, its primary's).
+type NodeClients interface {
+	NodeFor(ctx context.Context, key string) (redis.Cmdable, error)
+}
+
+// ClientNodes returns the NodeClients of rdb: the Cluster's primary for a
+// key, else rdb itself (a single server or a Sentinel failover client,
+// whose pipelines use one connection).
+func ClientNodes(rdb redis.UniversalClient) NodeClients { return clientNodes{rdb} }
+
+type clientNodes struct{ rdb redis.UniversalClient }
+
+func (c clientNodes) NodeFor(ctx context.Context, key string) (redis.Cmdable, error) {
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		return cc.MasterForKey(ctx, key)
+	}
+	return c.rdb, nil
+}
+
+// overwriteAcked runs the Overwrite script for each of vkeys (with
+// args(i)) and then WAIT, one pipeline per node, the nodes concurrently.
+// It returns each key's error (its node's: a failed call, an error reply,
+// or ErrNotReplicated) and the first error of each node joined.
+func (lk *Locker) overwriteAcked(ctx context.Context, vkeys []string, args func(i int) []any) (errOf []error, err error) {
+	groups := map[string][]int{}
+	var order []string
+	for i, vk := range vkeys {
+		n := lk.guard.NodeOf(vk)
+		if _, ok := groups[n]; !ok {
+			order = append(order, n)
+		}
+		groups[n] = append(groups[n], i)
+	}
+	errs := make([]error, len(order))
+	var wg sync.WaitGroup
+	for j, n := range order {
+		wg.Go(func() { errs[j] = lk.overwriteNodeAcked(ctx, vkeys, groups[n], args) })
+	}
+	wg.Wait()
+	errOf = make([]error, len(vkeys))
+	for j, n := range order {
+		for _, i := range groups[n] {
+			errOf[i] = errs[j]
+		}
+	}
+	return errOf, errors.Join(errs...)
+}
+
+// overwriteNodeAcked is overwriteAcked for the keys idx of one node.
+func (lk *Locker) overwriteNodeAcked(ctx context.Context, vkeys []string, idx []int, args func(i int) []any) error {
+	want := int64(lk.acks.Replicas)
+	ms := lk.acks.Timeout.Milliseconds()
+	var got int64
+	err := lk.guard.DoWaiting(ctx, vkeys[idx[0]], lk.acks.Timeout, func(ctx context.Context) error {
+		c, err := lk.nodes.NodeFor(ctx, vkeys[idx[0]])
+		if err != nil {
+			return err
+		}
+		cmds := make([]*redis.Cmd, len(idx))
+		var wait *redis.IntCmd
+		_, err = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for j, i := range idx {
+				// EVAL, not EVALSHA: a NOSCRIPT reply would leave the WAIT
+				// counting no write. Acknowledged writes are rare enough
+				// for the script's bytes.
+				cmds[j] = Overwrite.Eval(ctx, p, KeysFor(vkeys[i]), args(i)...)
+			}
+			wait = redis.NewIntCmd(ctx, "wait", want, ms)
+			_ = p.Process(ctx, wait)
+			return nil
+		})
+		for _, cmd := range cmds {
+			if e := cmd.Err(); e != nil {
+				return e
+			}
+		}
+		if err != nil {
+			return err
+		}
+		got = wait.Val()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if got < want {
+		return fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, got, want, lk.acks.Timeout)
+	}
+	return nil
+}

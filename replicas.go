@@ -1,0 +1,48 @@
+package cacheaside
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/cacheaside/cacheaside/internal/protocol"
+	"github.com/redis/go-redis/v9"
+)
+
+// Replica acknowledgement (WithReplicaAcks): Redis replicates writes
+// asynchronously, so a primary that acknowledged an Invalidate and failed
+// before its replicas had it lets the promoted replica serve the old
+// value. With WithReplicaAcks, Set and Invalidate send each node's writes
+// and a WAIT on one connection of that node (internal/protocol, acks.go)
+// and return only once enough replicas have them, or with
+// ErrNotReplicated.
+
+// ErrNotReplicated is matched (with errors.Is) by the error of a [Cache.Set]
+// or [Cache.Invalidate] that Redis applied on the primary but that fewer
+// replicas than [WithReplicaAcks] asks for confirmed within its timeout.
+// The change is in place on the primary and reaches the replicas as
+// replication catches up; until then a failover may lose it. It does not
+// match [ErrRedisUnavailable].
+var ErrNotReplicated = protocol.ErrNotReplicated
+
+// checkReplicaAcks reports an error when rdb cannot wait as long as
+// WithReplicaAcks asks: a pipeline's replies are read under the client's
+// ReadTimeout, which must outlast the WAIT plus the Redis timeout, and a
+// Ring has no single primary per key to wait on.
+func checkReplicaAcks(rdb redis.UniversalClient, cfg *config) error {
+	if cfg.replicaAcks == 0 {
+		return nil
+	}
+	var read time.Duration
+	switch c := rdb.(type) {
+	case *redis.Client:
+		read = c.Options().ReadTimeout
+	case *redis.ClusterClient:
+		read = c.Options().ReadTimeout
+	case *redis.Ring:
+		return fmt.Errorf("WithReplicaAcks: not supported on a redis.Ring")
+	}
+	if need := cfg.replicaWait + cfg.redisTTL; read > 0 && read < need {
+		return fmt.Errorf("WithReplicaAcks: timeout %v plus the Redis timeout %v exceeds the client's ReadTimeout %v, which would cut the WAIT", cfg.replicaWait, cfg.redisTTL, read)
+	}
+	return nil
+}
