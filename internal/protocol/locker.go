@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,14 +52,17 @@ type LockerConfig struct {
 // Locker runs the fill protocol's Redis I/O. It is safe for concurrent
 // use.
 type Locker struct {
-	rdb      redis.Cmdable
-	guard    Guard
-	params   Params
-	prefix   string
-	seq      atomic.Uint64
-	spawn    func(fn func())
-	fault    func(err error)
-	releases chan struct{} // bounds releases retried past the guard
+	rdb    redis.Cmdable
+	guard  Guard
+	params Params
+	prefix string
+	seq    atomic.Uint64
+	spawn  func(fn func())
+	fault  func(err error)
+
+	relMu      sync.Mutex
+	relRunning int    // background releases running (ReleaseAll), at most maxReleases
+	relPending []Held // locks waiting for one of them
 }
 
 // maxReleases bounds the background releases running at once.
@@ -67,13 +71,12 @@ const maxReleases = 16
 // NewLocker returns the Locker of cfg.
 func NewLocker(cfg LockerConfig) *Locker {
 	return &Locker{
-		rdb:      cfg.Client,
-		guard:    cfg.Guard,
-		params:   cfg.Params,
-		prefix:   cfg.TokenPrefix,
-		spawn:    cfg.Go,
-		fault:    cfg.Fault,
-		releases: make(chan struct{}, maxReleases),
+		rdb:    cfg.Client,
+		guard:  cfg.Guard,
+		params: cfg.Params,
+		prefix: cfg.TokenPrefix,
+		spawn:  cfg.Go,
+		fault:  cfg.Fault,
 	}
 }
 
