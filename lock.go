@@ -44,6 +44,7 @@ func (c *Cache[K, V]) newLocker() *protocol.Locker {
 			}()
 		},
 		Fault: c.redisError,
+		Done:  c.life.Done(),
 	})
 }
 

@@ -97,7 +97,8 @@ func (lk *Locker) ReleaseAll(held []Held) {
 // for a lock that was never taken or is no longer ours, and when sent
 // again). A pipeline that fails for want of Redis (a socket timeout of the
 // timeout clone, a dropped connection) is sent again, with a backoff, for
-// up to the lock TTL, after which the locks are gone anyway. It serves
+// up to the lock TTL, after which the locks are gone anyway, or until the
+// cache closes (LockerConfig.Done). It serves
 // goroutines that must not wait on the guard (an abandoned call completing
 // late): the pool may be busy with other late calls, so the Redis timeout
 // would be too short to get a connection.
@@ -124,6 +125,9 @@ func (lk *Locker) releaseNow(held []Held) {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-lk.done:
 			t.Stop()
 			return
 		}

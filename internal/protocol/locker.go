@@ -47,6 +47,11 @@ type LockerConfig struct {
 	// reason the caller does not see (a release, a heartbeat, a batch):
 	// the cache counts it, never returns it.
 	Fault func(err error)
+	// Done, if not nil, is closed when the cache closes: a background
+	// release then stops sending its pipeline again (it still sends it
+	// once), so that Close does not wait a lock TTL for a Redis that is
+	// down.
+	Done <-chan struct{}
 }
 
 // Locker runs the fill protocol's Redis I/O. It is safe for concurrent
@@ -59,6 +64,7 @@ type Locker struct {
 	seq    atomic.Uint64
 	spawn  func(fn func())
 	fault  func(err error)
+	done   <-chan struct{}
 
 	relMu      sync.Mutex
 	relRunning int    // background releases running (ReleaseAll), at most maxReleases
@@ -77,6 +83,7 @@ func NewLocker(cfg LockerConfig) *Locker {
 		prefix: cfg.TokenPrefix,
 		spawn:  cfg.Go,
 		fault:  cfg.Fault,
+		done:   cfg.Done,
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/cacheaside/cacheaside/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -22,10 +23,12 @@ import (
 // process for the whole lock TTL. The lock TTL here is long (a minute),
 // so a lock found after the releases ended was not released.
 
-// releaseLocker returns a Locker over rdb with a one-minute lock TTL, and
-// a function that waits for its background releases.
-func releaseLocker(t *testing.T, rdb *redis.Client) (*protocol.Locker, func()) {
+// releaseLocker returns a Locker over rdb with a one-minute lock TTL whose
+// cache closes with done (nil: never), and a function that waits for its
+// background releases.
+func releaseLocker(t *testing.T, rdb *redis.Client, done <-chan struct{}) (*protocol.Locker, func()) {
 	t.Helper()
+	testlog.Attach(t)
 	g := redisguard.New(redisguard.Config{Client: rdb, Budget: time.Second, Limit: 2 * time.Second, MaxAbandoned: 4})
 	var wg sync.WaitGroup
 	t.Cleanup(func() { wg.Wait(); g.Close() })
@@ -35,6 +38,7 @@ func releaseLocker(t *testing.T, rdb *redis.Client) (*protocol.Locker, func()) {
 		Params:      protocol.Params{LockTTL: time.Minute, GenTTL: time.Hour},
 		TokenPrefix: "t.",
 		Go:          func(fn func()) { wg.Go(fn) },
+		Done:        done,
 	})
 	return lk, wg.Wait
 }
@@ -76,7 +80,7 @@ func locksLeft(t *testing.T, rdb *redis.Client, held []protocol.Held) int {
 func TestReleaseAllKeepsEveryLock(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
-	lk, wait := releaseLocker(t, rdb)
+	lk, wait := releaseLocker(t, rdb, nil)
 	held := takeLocks(t, lk, 40)
 	srv.Freeze()
 	for _, h := range held {
@@ -116,7 +120,7 @@ func (h *failPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 func TestReleaseAllRetries(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
-	lk, wait := releaseLocker(t, rdb)
+	lk, wait := releaseLocker(t, rdb, nil)
 	held := takeLocks(t, lk, 3)
 	h := &failPipelines{}
 	h.n.Store(2)
@@ -128,5 +132,25 @@ func TestReleaseAllRetries(t *testing.T) {
 	}
 	if n := h.n.Load(); n >= 0 {
 		t.Errorf("pipelines failed: %d, want 2", 2-n)
+	}
+}
+
+// TestReleaseAllStopsWhenClosed: with Redis down, a background release is
+// sent again until the lock TTL (a minute here), unless the cache closes:
+// then it stops, so that Close does not wait a lock TTL.
+func TestReleaseAllStopsWhenClosed(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	done := make(chan struct{})
+	lk, wait := releaseLocker(t, rdb, done)
+	held := takeLocks(t, lk, 1)
+	srv.Kill()
+	lk.ReleaseAll(held)
+	time.Sleep(50 * time.Millisecond) // its first pipeline fails
+	close(done)
+	start := time.Now()
+	wait()
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("a release against a dead Redis ended %v after the cache closed, want within 10s (the lock TTL is a minute)", took)
 	}
 }
