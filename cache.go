@@ -221,10 +221,10 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		c.loads = semaphore.NewWeighted(int64(cfg.maxLoads))
 	}
 	c.guard, c.rdb, c.releaseGuard = newGuard(&cfg, rdb, c.breakerChanged)
+	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.lock = c.newLocker()
 	c.replay = c.newReplay()
 	c.reads = c.newReads()
-	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.prefillKick = make(chan struct{}, 1)
 	c.startWatcher()
 	c.startPrefill()

@@ -190,6 +190,20 @@ func TestClusterGetManyBatch(t *testing.T) {
 // primary is flagged failed until the promotion, a window that a busy
 // machine widens (seen: 21 loads of live keys in CI). A CLUSTERDOWN reply
 // is Redis refusing to serve, not a breaker's doing.
+//
+// The Redis timeout is 1s, not the default 100ms: a call to a live node
+// that gets no reply within the timeout, with no other call to that node
+// answered meanwhile, is a failure of that node by design (see
+// WithRedisTimeout), and its key is loaded. The reads here are one at a
+// time, so nothing else proves the node alive, and with two test suites
+// on two cores a read or a GetMany's MGET took over 100ms while the
+// process made no progress: live keys were loaded after calls abandoned
+// at the timeout (Stats: Abandoned and RedisErrors up by one per load,
+// RedisSkipped unchanged), while every live node's breaker stayed closed.
+// The dead node fails its calls at once (its connections are refused),
+// whatever the timeout, so its breaker still opens at once. What the test
+// is about, that the dead node's breaker takes no call to another node,
+// is asserted directly: no breaker but the dead node's ever leaves closed.
 func TestClusterBreakerPerNode(t *testing.T) {
 	cl := redistest.StartCluster(t)
 	for _, addr := range cl.Addrs() {
@@ -213,6 +227,7 @@ func TestClusterBreakerPerNode(t *testing.T) {
 	}
 	var mu sync.Mutex
 	loads := map[int]int{}
+	opened := map[string]int{} // breaker changes away from closed, by node
 	c := newFaultCache(t, rdb, func(ctx context.Context, k int) (string, error) {
 		mu.Lock()
 		loads[k]++
@@ -227,6 +242,14 @@ func TestClusterBreakerPerNode(t *testing.T) {
 			out[k] = faultValue(k)
 		}
 		return out, nil
+	}), cacheaside.WithRedisTimeout(time.Second), cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{
+		OnChange: func(ch cacheaside.BreakerChange) {
+			if ch.From == cacheaside.BreakerClosed {
+				mu.Lock()
+				opened[ch.Node]++
+				mu.Unlock()
+			}
+		},
 	}))
 	all := append(append([]int(nil), onVictim...), elsewhere...)
 	mustGetAll(t, c, all)
@@ -270,6 +293,13 @@ func TestClusterBreakerPerNode(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	st := c.Stats()
+	mu.Lock()
+	for node, n := range opened {
+		if node != victim.Addr() {
+			t.Errorf("the breaker of live node %s opened %d times, want never (only the dead node %s's)", node, n, victim.Addr())
+		}
+	}
+	mu.Unlock()
 	if n := loadsOf(elsewhere) - baseElsewhere; n != 0 {
 		t.Errorf("keys on the live nodes were loaded %d times after another node died, want 0 (their node's breaker must stay closed); Stats %+v", n, st)
 	}

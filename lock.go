@@ -47,6 +47,7 @@ func (c *Cache[K, V]) newLocker() *protocol.Locker {
 		Fault: c.redisError,
 		Acks:  protocol.Acks{Replicas: c.cfg.replicaAcks, Timeout: c.cfg.replicaWait},
 		Nodes: protocol.ClientNodes(c.sub),
+		Done:  c.life.Done(),
 	})
 }
 

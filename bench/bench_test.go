@@ -86,18 +86,39 @@ func TestQuickRun(t *testing.T) {
 			}
 		}
 	}
+	// cacheaside fails open: a Redis call past its 100ms budget (a busy
+	// machine makes them: 33 in one run at a load average of 24) becomes a
+	// load, not an error. Every load must follow such a call, but not
+	// always a call of the same Cache: a strategy's caches on the two
+	// clients share its keys, which only the first one warms, and a key
+	// its warm-up left unwritten (a read past the budget loads without
+	// writing) is loaded by whichever cache reads it first (seen: 13 to 58
+	// loads on the ContextTimeoutEnabled client's cache, which had no
+	// failed call, with two test suites at once). So loads and failed
+	// calls are summed over the clients of each strategy.
+	type tally struct{ loads, redisErrs int64 }
+	shared := map[string]*tally{}
+	var names []string
 	for _, h := range r.hit {
-		// cacheaside fails open: a Redis call past its 100ms budget (a
-		// busy machine makes them: 33 in one run at a load average of 24)
-		// becomes a load, not an error. Every load must follow such a call.
 		if h.redisErrs >= 0 {
-			if h.errs != 0 || h.loads > h.redisErrs {
-				t.Errorf("hit path %s/%s: %d errors, %d loads after %d failed Redis calls; want 0 errors, and no load without a failed Redis call", h.client, h.name, h.errs, h.loads, h.redisErrs)
+			if h.errs != 0 {
+				t.Errorf("hit path %s/%s: %d errors, want 0", h.client, h.name, h.errs)
 			}
+			if shared[h.name] == nil {
+				shared[h.name] = &tally{}
+				names = append(names, h.name)
+			}
+			shared[h.name].loads += h.loads
+			shared[h.name].redisErrs += h.redisErrs
 			continue
 		}
 		if h.errs != 0 || h.loads != 0 {
 			t.Errorf("hit path %s/%s: %d errors, %d loads; want 0 and 0", h.client, h.name, h.errs, h.loads)
+		}
+	}
+	for _, name := range names {
+		if s := shared[name]; s.loads > s.redisErrs {
+			t.Errorf("hit path %s, both clients: %d loads after %d failed Redis calls; want no load without a failed Redis call", name, s.loads, s.redisErrs)
 		}
 	}
 	for _, a := range r.avalanche {

@@ -425,13 +425,17 @@ func TestHTMLEscapes(t *testing.T) {
 	}
 }
 
-// TestRedisDown kills the redis-server: the page still answers with the
-// read's error, the breakers and Stats, and a POST reports that the
-// invalidation failed.
+// TestRedisDown freezes the redis-server (SIGSTOP): Redis answers
+// nothing, and the page still answers with the read's error, the breakers
+// and Stats, and a POST reports that the invalidation failed. A frozen
+// server keeps its port: after a kill, another test process's new
+// redis-server could take the freed port, and the inspector then read a
+// live, empty server (no error, the POST answered 200).
 func TestRedisDown(t *testing.T) {
 	s := redistest.Start(t)
 	r := newRig(t, s.Client(t), loadItem, cacheaside.WithRedisTimeout(500*time.Millisecond))
-	s.Kill()
+	s.Freeze()
+	defer s.Kill() // before the cleanups: the cache closes on a dead server, not a frozen one
 	rep := r.report(t, "1")
 	if rep.Entry == nil || rep.Entry.Error == "" || rep.Entry.Value.Exists {
 		t.Errorf("report with Redis down = %+v, want the entry's read error", rep.Entry)

@@ -40,11 +40,17 @@ type database interface {
 // latency of a cached Get with that of the loader it falls back on.
 type meteredDB struct {
 	database
-	mu  sync.Mutex
-	lat []time.Duration // since the last drain
+	mu     sync.Mutex
+	lat    []time.Duration  // since the last drain
+	perKey map[int64]uint64 // calls per key since countKeys; nil when not counting
 }
 
 func (m *meteredDB) product(ctx context.Context, id int64) (Product, error) {
+	m.mu.Lock()
+	if m.perKey != nil {
+		m.perKey[id]++
+	}
+	m.mu.Unlock()
 	start := time.Now()
 	p, err := m.database.product(ctx, id)
 	if err == nil || errors.Is(err, errNoProduct) {
@@ -54,6 +60,26 @@ func (m *meteredDB) product(ctx context.Context, id int64) (Product, error) {
 		m.mu.Unlock()
 	}
 	return p, err
+}
+
+// countKeys starts counting the calls of each key, from zero.
+func (m *meteredDB) countKeys() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.perKey = map[int64]uint64{}
+}
+
+// mostPerKey stops counting the calls of each key and returns the largest
+// count of one key since countKeys (0 if it was not called).
+func (m *meteredDB) mostPerKey() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var most uint64
+	for _, n := range m.perKey {
+		most = max(most, n)
+	}
+	m.perKey = nil
+	return most
 }
 
 // drain returns the latencies of the calls that answered since the last

@@ -24,11 +24,12 @@ func TestMain(m *testing.M) {
 
 // shortRun is the scenario in a few seconds: enough load and time for
 // each phase to show, little enough for the race detector on two cores.
-// The recovery is 5s: on a machine with a load average of 14 the new
+// The recovery is 8s: on a machine with a load average of 14 the new
 // redis-server took 2s to answer, and 3s left too little to see the
-// strategies use it again.
+// strategies use it again; at a load average of 31 it took 3.3s, and the
+// 1.7s left of a 5s recovery were too little again.
 var shortRun = []string{
-	"-warm", "1s", "-healthy", "2s", "-outage", "2s", "-recovery", "5s",
+	"-warm", "1s", "-healthy", "2s", "-outage", "2s", "-recovery", "8s",
 	"-rate", "500", "-keys", "200", "-quiet",
 }
 
@@ -105,9 +106,30 @@ func TestOutageWithRedisServer(t *testing.T) {
 		t.Logf("cacheaside: %d requests ran past the %vms deadline (per second: %v; load average %s); the scenario program measures that, on a quiet machine",
 			ca.Errors, res.Params.DeadlineMs, errorsBySecond(res, "cacheaside"), loadAvg())
 	}
-	if ca.OutageDBQPS >= tb.OutageDBQPS {
-		t.Errorf("outage DB q/s: cacheaside %.1f, textbook %.1f; want cacheaside below textbook", ca.OutageDBQPS, tb.OutageDBQPS)
+	// What cacheaside promises while Redis is down, however busy the
+	// machine: its in-process cache answers a key after at most one load
+	// per instance (L1.OutageOnly's bound), so no key reaches the database
+	// more often than there are instances, and the instances go on
+	// answering from it. How the two strategies' database load compares is
+	// the scenario program's output (the summary table), not a test: at a
+	// load average of 8 the textbook instances, short of CPU, sent fewer
+	// queries than offered (114.5 q/s against cacheaside's 157.5).
+	if most := uint64(res.Params.Instances); ca.OutageMaxKeyQueries > most {
+		t.Errorf("cacheaside queried one key %d times during the outage, want at most %d (one load per key per instance); textbook: %d",
+			ca.OutageMaxKeyQueries, most, tb.OutageMaxKeyQueries)
 	}
+	var answered, local uint64
+	for _, sec := range res.strategy("cacheaside").Timeline {
+		if sec.Phase == phaseOutage {
+			answered += sec.Requests - sec.Errors
+			local += sec.LocalHits
+		}
+	}
+	if answered == 0 || local == 0 {
+		t.Errorf("during the outage cacheaside answered %d requests, %d from its in-process cache; want both above 0", answered, local)
+	}
+	t.Logf("during the outage: DB %.1f q/s (textbook %.1f), at most %d queries of one key (textbook %d), %d requests answered, %d from L1",
+		ca.OutageDBQPS, tb.OutageDBQPS, ca.OutageMaxKeyQueries, tb.OutageMaxKeyQueries, answered, local)
 	if ca.RecoverySeconds == nil {
 		t.Errorf("cacheaside did not get back to its healthy hit ratio (%.1f%%) after the restart", 100*ca.HitRatioHealthy)
 	}

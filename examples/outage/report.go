@@ -57,6 +57,10 @@ type Summary struct {
 	Errors          uint64   `json:"errors"`            // outside the warming phase
 	WarmingErrors   uint64   `json:"warming_errors"`
 	OutageErrors    uint64   `json:"outage_errors"`
+	// OutageMaxKeyQueries is the most database queries of one key, all
+	// instances together, during the outage. cacheaside's in-process
+	// cache bounds it by the instances: one load per key per instance.
+	OutageMaxKeyQueries uint64 `json:"outage_max_key_queries"`
 	// ReturnedErrors counts the errors the strategy returned other than
 	// the per-request deadline, outside the warming phase: what a caller
 	// sees even on a machine with CPU to spare.
@@ -331,6 +335,7 @@ func printSummary(w io.Writer, res *Result) {
 	row("DB queries/s, healthy", fmt.Sprintf("%.1f", a.HealthyDBQPS), fmt.Sprintf("%.1f", b.HealthyDBQPS))
 	row("DB queries/s, outage", fmt.Sprintf("%.1f", a.OutageDBQPS), fmt.Sprintf("%.1f", b.OutageDBQPS))
 	row("  outage ÷ healthy", times(a.OutageToHealthy), times(b.OutageToHealthy))
+	row("most DB queries of one key, outage", fmt.Sprint(a.OutageMaxKeyQueries), fmt.Sprint(b.OutageMaxKeyQueries))
 	row("peak DB queries/s", fmt.Sprintf("%.0f", a.PeakDBQPS), fmt.Sprintf("%.0f", b.PeakDBQPS))
 	row("errors, total", fmt.Sprint(a.Errors), fmt.Sprint(b.Errors))
 	row("errors, during outage", fmt.Sprint(a.OutageErrors), fmt.Sprint(b.OutageErrors))

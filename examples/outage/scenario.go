@@ -172,6 +172,7 @@ func (r *runner) timeline(ctx context.Context) (*Result, error) {
 		r.out.note("no warming phase: the healthy phase starts with an empty Redis and a cold L1")
 	}
 	var restarted time.Time // zero until Redis is back
+	outageKeyQueries := make([]uint64, len(r.lanes))
 loop:
 	for i := range total {
 		if err := r.waitSecond(ctx, i, restarted); err != nil {
@@ -190,8 +191,14 @@ loop:
 				runErr = fmt.Errorf("kill redis: %w", err)
 				break loop
 			}
+			for _, l := range r.lanes {
+				l.db.countKeys()
+			}
 			r.out.note("Redis killed: outage begins")
 		case restartAt:
+			for k, l := range r.lanes {
+				outageKeyQueries[k] = l.db.mostPerKey()
+			}
 			start := time.Now()
 			if err := r.ctl.restart(ctx); err != nil {
 				runErr = fmt.Errorf("restart redis: %w", err)
@@ -214,6 +221,7 @@ loop:
 	}
 	res := buildResult(cfg, r.ctl.describe(), r.lanes)
 	for k, l := range r.lanes {
+		res.Strategies[k].Summary.OutageMaxKeyQueries = outageKeyQueries[k]
 		if l.backAfter > 0 {
 			v := ms(l.backAfter)
 			res.Strategies[k].Summary.RedisBackMs = &v

@@ -63,46 +63,82 @@ func scriptCall(ctx context.Context, s *redis.Script, vkeys []string, args func(
 // ReleaseAll gives back locks whose Redis call failed, in the background
 // and past the guard (this process's breaker may be open, or the call
 // lost, while other processes reach Redis fine and would wait for these
-// locks for a whole lock TTL), one pipeline for all. When too many
-// releases are already running it gives up: the locks then expire after
-// the lock TTL. It must be called from work the cache tracks.
+// locks for a whole lock TTL), one pipeline for all. At most maxReleases
+// releases run at once; locks given back while that many run wait for
+// one of them to take them in its next pipeline, never dropped: a latency
+// spike that cuts many acquires and fills at once must not leave their
+// keys locked. It must be called from work the cache tracks.
 func (lk *Locker) ReleaseAll(held []Held) {
 	if len(held) == 0 {
 		return
 	}
-	select {
-	case lk.releases <- struct{}{}:
-	default:
+	lk.relMu.Lock()
+	if lk.relRunning >= maxReleases {
+		lk.relPending = append(lk.relPending, held...)
+		lk.relMu.Unlock()
 		return
 	}
+	lk.relRunning++
+	lk.relMu.Unlock()
 	lk.spawn(func() {
-		defer func() { <-lk.releases }()
-		lk.releaseNow(held)
+		for len(held) > 0 {
+			lk.releaseNow(held)
+			lk.relMu.Lock()
+			held, lk.relPending = lk.relPending, nil
+			if len(held) == 0 {
+				lk.relRunning--
+			}
+			lk.relMu.Unlock()
+		}
 	})
 }
 
 // releaseNow gives back held on the calling goroutine, past the guard, in
-// one pipeline (compare-and-delete: harmless for a lock that was never
-// taken or is no longer ours), for up to the lock TTL, after which the
-// locks are gone anyway. It serves goroutines that must not wait on the
-// guard (an abandoned call completing late): the pool may be busy with
-// other late calls, so the Redis timeout would be too short to get a
-// connection.
+// one pipeline (compare-and-delete by a token unique to the lock: harmless
+// for a lock that was never taken or is no longer ours, and when sent
+// again). A pipeline that fails for want of Redis (a socket timeout of the
+// timeout clone, a dropped connection) is sent again, with a backoff, for
+// up to the lock TTL, after which the locks are gone anyway, or until the
+// cache closes (LockerConfig.Done). It serves
+// goroutines that must not wait on the guard (an abandoned call completing
+// late): the pool may be busy with other late calls, so the Redis timeout
+// would be too short to get a connection.
 func (lk *Locker) releaseNow(held []Held) {
 	if len(held) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), lk.params.LockTTL)
 	defer cancel()
-	_ = lk.guard.Bypass(ctx, func(ctx context.Context) error {
-		_, err := lk.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, h := range held {
-				Release.Eval(ctx, p, KeysFor(h.VKey), h.Token)
-			}
-			return nil
+	for attempt := 0; ; attempt++ {
+		err := lk.guard.Bypass(ctx, func(ctx context.Context) error {
+			_, err := lk.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, h := range held {
+					Release.Eval(ctx, p, KeysFor(h.VKey), h.Token)
+				}
+				return nil
+			})
+			return err
 		})
-		return err
-	})
+		if !redisguard.IsOutage(err) {
+			return
+		}
+		t := time.NewTimer(releaseBackoff(attempt))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-lk.done:
+			t.Stop()
+			return
+		}
+	}
+}
+
+// releaseBackoff is the wait before sending a failed release again:
+// 10ms, doubling up to 200ms.
+func releaseBackoff(attempt int) time.Duration {
+	return min(10*time.Millisecond<<min(attempt, 5), 200*time.Millisecond)
 }
 
 // Overwrite replaces (env not nil, living px) or deletes (env nil) the

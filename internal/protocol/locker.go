@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,21 +53,30 @@ type LockerConfig struct {
 	// for replicas (acks.go), through Nodes.
 	Acks  Acks
 	Nodes NodeClients
+	// Done, if not nil, is closed when the cache closes: a background
+	// release then stops sending its pipeline again (it still sends it
+	// once), so that Close does not wait a lock TTL for a Redis that is
+	// down.
+	Done <-chan struct{}
 }
 
 // Locker runs the fill protocol's Redis I/O. It is safe for concurrent
 // use.
 type Locker struct {
-	rdb      redis.Cmdable
-	guard    Guard
-	params   Params
-	prefix   string
-	seq      atomic.Uint64
-	spawn    func(fn func())
-	fault    func(err error)
-	releases chan struct{} // bounds releases retried past the guard
-	acks     Acks
-	nodes    NodeClients
+	rdb    redis.Cmdable
+	guard  Guard
+	params Params
+	prefix string
+	seq    atomic.Uint64
+	spawn  func(fn func())
+	fault  func(err error)
+	done   <-chan struct{}
+	acks   Acks
+	nodes  NodeClients
+
+	relMu      sync.Mutex
+	relRunning int    // background releases running (ReleaseAll), at most maxReleases
+	relPending []Held // locks waiting for one of them
 }
 
 // maxReleases bounds the background releases running at once.
@@ -75,15 +85,15 @@ const maxReleases = 16
 // NewLocker returns the Locker of cfg.
 func NewLocker(cfg LockerConfig) *Locker {
 	return &Locker{
-		rdb:      cfg.Client,
-		guard:    cfg.Guard,
-		params:   cfg.Params,
-		prefix:   cfg.TokenPrefix,
-		spawn:    cfg.Go,
-		fault:    cfg.Fault,
-		releases: make(chan struct{}, maxReleases),
-		acks:     cfg.Acks,
-		nodes:    cfg.Nodes,
+		rdb:    cfg.Client,
+		guard:  cfg.Guard,
+		params: cfg.Params,
+		prefix: cfg.TokenPrefix,
+		spawn:  cfg.Go,
+		fault:  cfg.Fault,
+		done:   cfg.Done,
+		acks:   cfg.Acks,
+		nodes:  cfg.Nodes,
 	}
 }
 

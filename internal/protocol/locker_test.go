@@ -10,11 +10,12 @@ import (
 	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/cacheaside/cacheaside/internal/testlog"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(testlog.M(m)) }
 
 // newLocker returns a Locker over a fresh redis-server, through a real
 // guard, and the client to inspect the server with. Its background
