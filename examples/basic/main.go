@@ -44,8 +44,9 @@ func main() {
 	}
 }
 
-// run is main without the flags, so that the test can call it.
-func run(ctx context.Context, out io.Writer, redisAddr, dbURL string) error {
+// run is main without the flags, so that the test can call it; extra
+// options go after the example's own.
+func run(ctx context.Context, out io.Writer, redisAddr, dbURL string, extra ...cacheaside.Option) error {
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		return fmt.Errorf("connecting to PostgreSQL: %w", err)
@@ -70,10 +71,11 @@ func run(ctx context.Context, out io.Writer, redisAddr, dbURL string) error {
 		}
 		return p, err
 	}
-	cache, err := cacheaside.New(rdb, load,
-		cacheaside.WithTTL(10*time.Minute),
+	opts := append([]cacheaside.Option{
+		cacheaside.WithTTL(10 * time.Minute),
 		cacheaside.WithPrefix("basic:"),
-	)
+	}, extra...)
+	cache, err := cacheaside.New(rdb, load, opts...)
 	if err != nil {
 		return err
 	}
