@@ -18,12 +18,6 @@ import (
 // subscribing again, so that messages are sent while it is surely
 // disconnected.
 
-// resumer counts what one Handler was told, OnResumed included.
-type resumer struct {
-	member
-	resumed int64
-}
-
 // feedSetup starts a server, a subscriber member on channel "ch" over a
 // client of user "sub", and a publishing client, and waits until the
 // member is subscribed and has received one message (so that its last ID
