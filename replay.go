@@ -61,6 +61,25 @@ func (c *Cache[K, V]) newReplay() *replay.Queue {
 			if err != nil {
 				c.redisError(err)
 			}
+			// Tell the other processes' L1s, as Invalidate does: a key
+			// whose message cannot be sent stays queued (invalidating it
+			// again is harmless).
+			var done []string
+			for i, e := range errOf {
+				if e == nil {
+					done = append(done, vkeys[i])
+				}
+			}
+			if len(done) > 0 {
+				if err := c.publish(ctx, done...); err != nil {
+					c.redisError(err)
+					for i, e := range errOf {
+						if e == nil {
+							errOf[i] = err
+						}
+					}
+				}
+			}
 			return errOf
 		},
 		Dropped: func(vkeys []string) {

@@ -54,8 +54,10 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	}
 	c.replay.Settled(before, vkey)
 	if err := c.publish(ctx, vkey); err != nil {
+		// Queued: the replay invalidates the key again and sends the
+		// message then.
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", redisUnavailable(ctx, err))
+		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", c.queue(ctx, err, vkey))
 	}
 	if notReplicated {
 		return fmt.Errorf("cacheaside: set: %w", err)
@@ -126,8 +128,10 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale (%d of %d keys not invalidated in Redis): %w", len(failed), len(vkeys), c.queue(ctx, err, failed...))
 	}
 	if err := c.publish(ctx, vkeys...); err != nil {
+		// Queued: the replay invalidates the keys again and sends the
+		// message then.
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: invalidate: other processes' local copies may be stale: %w", redisUnavailable(ctx, err))
+		return fmt.Errorf("cacheaside: invalidate: other processes' local copies may be stale: %w", c.queue(ctx, err, vkeys...))
 	}
 	if notReplicated != nil {
 		return fmt.Errorf("cacheaside: invalidate: %w", notReplicated)
