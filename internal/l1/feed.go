@@ -118,10 +118,7 @@ func catchUp(ctx context.Context, rdb redis.UniversalClient, stream string, afte
 	})
 	if err := info.Err(); err != nil {
 		if strings.Contains(err.Error(), "no such key") {
-			if after == (streamID{}) {
-				return nil, after, nil // never written: nothing missed
-			}
-			return nil, after, errBehind
+			return nil, after, errBehind // lost (a known ID is never the zero one: startID)
 		}
 		return nil, after, err
 	}
@@ -166,19 +163,23 @@ func covers(st *redis.XInfoStream, after streamID) bool {
 	return after == (streamID{}) && st.EntriesAdded == st.Length
 }
 
-// startID returns the ID of the last entry of stream, or the zero ID
-// when it has none: a new subscription's starting point.
-func startID(ctx context.Context, rdb redis.UniversalClient, stream string) (streamID, error) {
+// startID returns the ID of the last entry of stream: a new
+// subscription's starting point. known is false when the stream is
+// missing or has never had an entry: its ID would be the zero ID, which
+// a stream lost and written again (flushed, evicted, Redis restarted
+// empty) would seem to cover, so the subscription learns its starting
+// point from the first message it receives instead (deliver).
+func startID(ctx context.Context, rdb redis.UniversalClient, stream string) (id streamID, known bool, err error) {
 	info, err := rdb.XInfoStream(ctx, stream).Result()
 	if err != nil {
 		if strings.Contains(err.Error(), "no such key") {
-			return streamID{}, nil
+			return streamID{}, false, nil
 		}
-		return streamID{}, err
+		return streamID{}, false, err
 	}
 	id, ok := parseID(info.LastGeneratedID)
 	if !ok {
-		return streamID{}, errBehind
+		return streamID{}, false, errBehind
 	}
-	return id, nil
+	return id, id != (streamID{}), nil
 }
