@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/replay"
@@ -56,19 +57,56 @@ func (c *Cache[K, V]) newReplay() *replay.Queue {
 	return replay.New(replay.Config{
 		Max:   replayMax,
 		Batch: replayBatch,
-		Apply: func(ctx context.Context, vkeys []string) []error {
-			errOf, err := c.lock.Invalidate(ctx, vkeys)
-			if err != nil {
-				c.redisError(err)
-			}
-			return errOf
-		},
+		Apply: c.applyQueued,
 		Dropped: func(vkeys []string) {
 			c.log(context.Background(), slog.LevelError,
 				"cacheaside: invalidation queue full: dropped the oldest pending invalidations; other processes may serve their old values until the TTL",
 				"dropped", len(vkeys), "first", vkeys[0], "bound", replayMax)
 		},
 	})
+}
+
+// applyQueued is the replay of queued invalidations: it applies them in
+// Redis, as Invalidate does, and tells the other processes to drop the
+// keys applied from their L1. A key applied on the primary but not
+// confirmed by enough replicas (WithReplicaAcks) is applied, as for
+// Invalidate; one whose message could not be published stays queued:
+// without it, another process's L1 (and, after a dropped subscription,
+// its resume from the invalidation stream) would keep the old value.
+func (c *Cache[K, V]) applyQueued(ctx context.Context, vkeys []string) []error {
+	errOf, err := c.lock.Invalidate(ctx, vkeys)
+	if err != nil {
+		c.redisError(err)
+	}
+	if errOf == nil {
+		errOf = make([]error, len(vkeys))
+	}
+	if err != nil && !slices.ContainsFunc(errOf, func(e error) bool { return e != nil }) {
+		for i := range errOf {
+			errOf[i] = err // cannot tell which: keep them all (as Invalidate does)
+		}
+	}
+	var done []string
+	for i, vk := range vkeys {
+		if errors.Is(errOf[i], ErrNotReplicated) {
+			errOf[i] = nil
+		}
+		if errOf[i] == nil {
+			done = append(done, vk)
+		}
+	}
+	if len(done) == 0 {
+		return errOf
+	}
+	if err := c.publish(ctx, done...); err != nil {
+		c.redisError(err)
+		for i := range errOf {
+			if errOf[i] == nil {
+				errOf[i] = err
+			}
+		}
+	}
+	return errOf
 }
 
 // startReplay starts the goroutine that replays queued invalidations.
