@@ -44,8 +44,16 @@ const replayMax = 10_000
 const replayBatch = 256
 
 // closeFlush bounds how long Close spends replaying what is queued: the
-// longer of one second and the Redis timeout.
-func closeFlush(cfg config) time.Duration { return max(time.Second, cfg.redisTTL) }
+// longer of one second and the Redis timeout, plus the WAIT timeout of
+// WithReplicaAcks, which a replay with a lagging replica waits out before
+// it counts as applied.
+func closeFlush(cfg config) time.Duration {
+	d := max(time.Second, cfg.redisTTL)
+	if cfg.replicaAcks > 0 {
+		d += cfg.replicaWait
+	}
+	return d
+}
 
 // errPending is the read error of a key whose invalidation is queued: its
 // Redis copy may predate the invalidation. Get answers it like an outage
