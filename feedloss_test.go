@@ -2,12 +2,14 @@ package cacheaside_test
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestL1NotResumedOverALostStream: A subscribes while the invalidation
@@ -133,4 +135,41 @@ func waitConfirmed[V any](t *testing.T, from, to *cacheaside.Cache[string, V]) {
 		time.Sleep(20 * time.Millisecond)
 		return to.Stats().LocalInvalidations > before
 	})
+}
+
+// TestL1ResumesOnACluster: TestL1ResumesAfterDroppedSubscription on a
+// Redis Cluster, where the invalidation stream lives on the node of its
+// key's slot and the subscription on any node: A's dropped subscription
+// resumes from the stream, applies the invalidation it missed (k) and
+// trusts the rest of its L1 (k2) again.
+func TestL1ResumesOnACluster(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	version, load := versioned()
+	gate := &dialGate{tried: make(chan struct{})}
+	var d net.Dialer
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), Dialer: gate.DialHook(d.DialContext)})
+	t.Cleanup(func() { _ = rdb.Close() })
+	a := newCacheOn(t, rdb, load, localFirst...)
+	b := newCacheOn(t, cl.Client(t), load, localFirst...)
+	waitConfirmed(t, b, a)
+	mustGetValue(t, a, "k", 1, "A fills its L1")
+	mustGetValue(t, a, "k2", 1, "A fills its L1")
+
+	gate.shut.Store(true)
+	for _, n := range cl.Nodes() {
+		n.CLI(t, "CLIENT", "KILL", "TYPE", "pubsub")
+	}
+	await(t, gate.tried, "A's attempt to subscribe again")
+	version.Store(2)
+	if err := b.Invalidate(context.Background(), "k"); err != nil {
+		t.Fatalf("B.Invalidate(k) = %v", err)
+	}
+	gate.shut.Store(false)
+	waitFor(t, 20*time.Second, "A resumes its L1", func() bool { return a.Stats().LocalResumes == 1 })
+	st := a.Stats()
+	mustGetValue(t, a, "k2", 1, "A, right after it resumed")
+	if after := a.Stats(); after.LocalHits != st.LocalHits+1 {
+		t.Errorf("A's Get(k2) after resuming was not a local hit")
+	}
+	mustGetValue(t, a, "k", 2, "A, after it resumed (the invalidation it missed)")
 }
