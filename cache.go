@@ -275,7 +275,8 @@ func (c *Cache[K, V]) Stats() Stats {
 //
 // Before it stops, Close replays the invalidations still queued (see
 // [ErrQueued] and [Cache.Flush]) for up to one second, or the Redis
-// timeout if that is longer, and returns an error matching [ErrQueued]
+// timeout if that is longer (plus the timeout of [WithReplicaAcks], which
+// a replica that lags waits out), and returns an error matching [ErrQueued]
 // if some are left: they are lost, and other processes may serve the old
 // values until their TTL. Call Flush first to wait longer.
 func (c *Cache[K, V]) Close() error {

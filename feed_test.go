@@ -17,10 +17,7 @@ import (
 func TestL1ResumesAfterDroppedSubscription(t *testing.T) {
 	srv := redistest.Start(t)
 	version, load := versioned()
-	rdb := srv.Client(t)
-	gate := &dialGate{tried: make(chan struct{})}
-	rdb.AddHook(gate)
-	a := newCacheOn(t, rdb, load, localFirst...)
+	a, gate := gatedCache(t, srv, load)
 	b := newCache(t, srv, load, localFirst...)
 	waitListening(t, srv, b, a, "probe")
 	mustGetValue(t, a, "k", 1, "A fills its L1")
@@ -31,9 +28,7 @@ func TestL1ResumesAfterDroppedSubscription(t *testing.T) {
 		t.Fatalf("A's Get(k2) before the drop was not a local hit: %+v", st)
 	}
 
-	gate.shut.Store(true)
-	srv.CLI(t, "CLIENT", "KILL", "TYPE", "pubsub")
-	await(t, gate.tried, "A's attempt to subscribe again")
+	dropSubscription(t, srv, gate)
 	version.Store(2)
 	if err := b.Invalidate(context.Background(), "k"); err != nil {
 		t.Fatalf("B.Invalidate(k) = %v", err)

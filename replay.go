@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/replay"
@@ -43,8 +44,16 @@ const replayMax = 10_000
 const replayBatch = 256
 
 // closeFlush bounds how long Close spends replaying what is queued: the
-// longer of one second and the Redis timeout.
-func closeFlush(cfg config) time.Duration { return max(time.Second, cfg.redisTTL) }
+// longer of one second and the Redis timeout, plus the WAIT timeout of
+// WithReplicaAcks, which a replay with a lagging replica waits out before
+// it counts as applied.
+func closeFlush(cfg config) time.Duration {
+	d := max(time.Second, cfg.redisTTL)
+	if cfg.replicaAcks > 0 {
+		d += cfg.replicaWait
+	}
+	return d
+}
 
 // errPending is the read error of a key whose invalidation is queued: its
 // Redis copy may predate the invalidation. Get answers it like an outage
@@ -56,38 +65,56 @@ func (c *Cache[K, V]) newReplay() *replay.Queue {
 	return replay.New(replay.Config{
 		Max:   replayMax,
 		Batch: replayBatch,
-		Apply: func(ctx context.Context, vkeys []string) []error {
-			errOf, err := c.lock.Invalidate(ctx, vkeys)
-			if err != nil {
-				c.redisError(err)
-			}
-			// Tell the other processes' L1s, as Invalidate does: a key
-			// whose message cannot be sent stays queued (invalidating it
-			// again is harmless).
-			var done []string
-			for i, e := range errOf {
-				if e == nil {
-					done = append(done, vkeys[i])
-				}
-			}
-			if len(done) > 0 {
-				if err := c.publish(ctx, done...); err != nil {
-					c.redisError(err)
-					for i, e := range errOf {
-						if e == nil {
-							errOf[i] = err
-						}
-					}
-				}
-			}
-			return errOf
-		},
+		Apply: c.applyQueued,
 		Dropped: func(vkeys []string) {
 			c.log(context.Background(), slog.LevelError,
 				"cacheaside: invalidation queue full: dropped the oldest pending invalidations; other processes may serve their old values until the TTL",
 				"dropped", len(vkeys), "first", vkeys[0], "bound", replayMax)
 		},
 	})
+}
+
+// applyQueued is the replay of queued invalidations: it applies them in
+// Redis, as Invalidate does, and tells the other processes to drop the
+// keys applied from their L1. A key applied on the primary but not
+// confirmed by enough replicas (WithReplicaAcks) is applied, as for
+// Invalidate; one whose message could not be published stays queued:
+// without it, another process's L1 (and, after a dropped subscription,
+// its resume from the invalidation stream) would keep the old value.
+func (c *Cache[K, V]) applyQueued(ctx context.Context, vkeys []string) []error {
+	errOf, err := c.lock.Invalidate(ctx, vkeys)
+	if err != nil {
+		c.redisError(err)
+	}
+	if errOf == nil {
+		errOf = make([]error, len(vkeys))
+	}
+	if err != nil && !slices.ContainsFunc(errOf, func(e error) bool { return e != nil }) {
+		for i := range errOf {
+			errOf[i] = err // cannot tell which: keep them all (as Invalidate does)
+		}
+	}
+	var done []string
+	for i, vk := range vkeys {
+		if errors.Is(errOf[i], ErrNotReplicated) {
+			errOf[i] = nil
+		}
+		if errOf[i] == nil {
+			done = append(done, vk)
+		}
+	}
+	if len(done) == 0 {
+		return errOf
+	}
+	if err := c.publish(ctx, done...); err != nil {
+		c.redisError(err)
+		for i := range errOf {
+			if errOf[i] == nil {
+				errOf[i] = err
+			}
+		}
+	}
+	return errOf
 }
 
 // startReplay starts the goroutine that replays queued invalidations.

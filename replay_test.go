@@ -46,30 +46,6 @@ func TestChangeDuringFreezeIsReplayed(t *testing.T) {
 	}
 }
 
-// TestChangeDuringFreezeReachesOtherL1: the replay also tells the other
-// processes' L1s. B reads first from its L1 and holds the old value in
-// it; the change A could not apply during the freeze is replayed after
-// the thaw, and B then drops it from its L1 (before, the replay sent no
-// message, and B served its L1 copy until the L1's TTL).
-func TestChangeDuringFreezeReachesOtherL1(t *testing.T) {
-	for _, ch := range faultChanges {
-		t.Run(ch.name, func(t *testing.T) {
-			srv := redistest.Start(t)
-			db := newVersionedDB()
-			a := replayCache(t, srv, db)
-			b := replayCache(t, srv, db, cacheaside.WithL1(cacheaside.L1{Size: 100}))
-			waitSubscribed(t, srv, 1)
-			waitFor(t, 10*time.Second, "B's L1 serves k", func() bool {
-				before := b.Stats().LocalHits
-				mustGetValue(t, b, 1, db.value(1), "B fills its L1")
-				return b.Stats().LocalHits > before
-			})
-			var thaw func()
-			checkChangeSurvivesFault(t, a, b, db, ch, func() { thaw = freezeServer(t, srv) }, func() { thaw() })
-		})
-	}
-}
-
 // TestChangeDuringRestartIsReplayed: kill -9 a Redis that persists every
 // write (AOF, fsync always), change, start it again: it comes back with
 // the old value.

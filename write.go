@@ -18,12 +18,13 @@ import (
 // key is dropped from this process's in-process cache either way. An error
 // that Redis being unavailable caused matches [ErrRedisUnavailable].
 //
-// When the write fails, the key is queued for replay and the error also
-// matches [ErrQueued]: as soon as Redis answers again the Cache deletes
-// the key's value in Redis and fences the loads in flight, as Invalidate
-// does (it does not write the value then: another process may have
-// written a newer one since), and until then this process serves no
-// Redis copy of the key.
+// When the write fails, or its message to the other processes' local
+// caches cannot be published, the key is queued for replay and the error
+// also matches [ErrQueued]: as soon as Redis answers again the Cache
+// deletes the key's value in Redis, fences the loads in flight and
+// publishes the message, as Invalidate does (it does not write the value
+// then: another process may have written a newer one since), and until
+// then this process serves no Redis copy of the key.
 func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if !c.tracker.add() {
 		return ErrClosed
@@ -54,8 +55,7 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	}
 	c.replay.Settled(before, vkey)
 	if err := c.publish(ctx, vkey); err != nil {
-		// Queued: the replay invalidates the key again and sends the
-		// message then.
+		// Queued: the replay publishes it (and deletes the value).
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", c.queue(ctx, err, vkey))
 	}
@@ -77,7 +77,8 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 // clears the local copies and returns an error, which matches
 // [ErrRedisUnavailable] when Redis was unavailable: the shared copies may
 // then be stale until the keys not invalidated are replayed. Those keys
-// are queued, and the error matches [ErrQueued]: the Cache applies their
+// (all of them when the message to the other processes could not be
+// published) are queued, and the error matches [ErrQueued]: the Cache applies their
 // invalidations as soon as Redis answers again (or in [Cache.Flush]), and
 // until then this process serves no Redis copy of them. The queue holds
 // up to 10,000 keys; past that the oldest are dropped, logged and counted
@@ -128,8 +129,7 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale (%d of %d keys not invalidated in Redis): %w", len(failed), len(vkeys), c.queue(ctx, err, failed...))
 	}
 	if err := c.publish(ctx, vkeys...); err != nil {
-		// Queued: the replay invalidates the keys again and sends the
-		// message then.
+		// Queued: the replay invalidates them again and publishes.
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: invalidate: other processes' local copies may be stale: %w", c.queue(ctx, err, vkeys...))
 	}

@@ -118,9 +118,7 @@ func catchUp(ctx context.Context, rdb redis.UniversalClient, stream string, afte
 	})
 	if err := info.Err(); err != nil {
 		if strings.Contains(err.Error(), "no such key") {
-			// startID created it: it was flushed, evicted, or Redis
-			// restarted without its data, with whatever was sent since.
-			return nil, after, errBehind
+			return nil, after, errBehind // lost (a known ID is never the zero one: startID)
 		}
 		return nil, after, err
 	}
@@ -133,10 +131,6 @@ func catchUp(ctx context.Context, rdb redis.UniversalClient, stream string, afte
 	last = after
 	for _, m := range rng.Val() {
 		id, ok := parseID(m.ID)
-		if _, init := m.Values[initField]; init && ok {
-			last = id // startID's entry: no message
-			continue
-		}
 		s, isStr := m.Values["m"].(string)
 		if !ok || !isStr {
 			return nil, after, errBehind // not ours: it may have named any key
@@ -169,33 +163,23 @@ func covers(st *redis.XInfoStream, after streamID) bool {
 	return after == (streamID{}) && st.EntriesAdded == st.Length
 }
 
-// initField names the field of the entry startID adds to a stream that
-// does not exist, so that a stream that is missing later means it was
-// lost (and what was sent with it), not that nothing was ever sent.
-const initField = "i"
-
 // startID returns the ID of the last entry of stream: a new
-// subscription's starting point. It creates the stream, with one entry
-// that is no message, when it does not exist.
-func startID(ctx context.Context, rdb redis.UniversalClient, stream string) (streamID, error) {
+// subscription's starting point. known is false when the stream is
+// missing or has never had an entry: its ID would be the zero ID, which
+// a stream lost and written again (flushed, evicted, Redis restarted
+// empty) would seem to cover, so the subscription learns its starting
+// point from the first message it receives instead (deliver).
+func startID(ctx context.Context, rdb redis.UniversalClient, stream string) (id streamID, known bool, err error) {
 	info, err := rdb.XInfoStream(ctx, stream).Result()
 	if err != nil {
-		if !strings.Contains(err.Error(), "no such key") {
-			return streamID{}, err
+		if strings.Contains(err.Error(), "no such key") {
+			return streamID{}, false, nil
 		}
-		s, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, MaxLen: Retention, Approx: true, Values: []string{initField, ""}}).Result()
-		if err != nil {
-			return streamID{}, err
-		}
-		id, ok := parseID(s)
-		if !ok {
-			return streamID{}, errBehind
-		}
-		return id, nil
+		return streamID{}, false, err
 	}
 	id, ok := parseID(info.LastGeneratedID)
 	if !ok {
-		return streamID{}, errBehind
+		return streamID{}, false, errBehind
 	}
-	return id, nil
+	return id, id != (streamID{}), nil
 }

@@ -62,6 +62,7 @@ type Subscription struct {
 	members   map[string][]*Handler // by channel
 	confirmed map[string]bool       // channels the current connection confirmed
 	last      map[string]streamID   // by channel: the stream ID of the last message received, when known
+	legacy    map[string]bool       // channels that received a message without an ID: never resumed
 	conn      *psConn               // nil between connections
 	closed    bool
 
@@ -122,6 +123,7 @@ func newSubscription(client redis.UniversalClient) *Subscription {
 		members:   map[string][]*Handler{},
 		confirmed: map[string]bool{},
 		last:      map[string]streamID{},
+		legacy:    map[string]bool{},
 	}
 }
 
@@ -149,6 +151,7 @@ func (s *Subscription) leave(channel string, m *Handler, release func() (last bo
 	if len(kept) == 0 {
 		delete(s.members, channel)
 		delete(s.last, channel) // a later member starts afresh
+		delete(s.legacy, channel)
 	} else {
 		s.members[channel] = kept
 	}
@@ -383,8 +386,17 @@ func (s *Subscription) deliver(channel, payload string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if sid, ok := parseID(id); ok {
-		if last, known := s.last[channel]; known && last.less(sid) {
+	sid, hasID := parseID(id)
+	switch {
+	case ok && id == "":
+		// From a publisher that writes no stream entry (an earlier
+		// version): the stream cannot tell what this channel missed.
+		s.legacy[channel] = true
+		delete(s.last, channel)
+	case hasID && len(s.members[channel]) > 0 && !s.legacy[channel]:
+		// Every message after this one is received or, after a drop,
+		// in the stream after it: a starting point when none is known.
+		if last, known := s.last[channel]; !known || last.less(sid) {
 			s.last[channel] = sid
 		}
 	}
@@ -434,10 +446,10 @@ func (s *Subscription) resume(ctx context.Context, channel string) {
 			return
 		}
 	}
-	start, err := startID(cctx, s.client, channel)
+	start, ok, err := startID(cctx, s.client, channel)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err == nil {
+	if err == nil && ok && !s.legacy[channel] {
 		s.last[channel] = start
 	} else {
 		delete(s.last, channel)
