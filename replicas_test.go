@@ -106,6 +106,14 @@ func TestReplicaAcksSurviveClusterFailover(t *testing.T) {
 	for _, acked := range []bool{true, false} {
 		t.Run(ackName(acked), func(t *testing.T) {
 			cl := redistest.StartCluster(t)
+			// A 5s node timeout instead of 1s: on a loaded machine the
+			// primary, busy with the filler while its replica is frozen,
+			// missed gossip for a second, was failed over while its WAIT
+			// ran ("UNBLOCKED ... master -> replica"), and the test was
+			// no longer about the kill.
+			for _, n := range cl.Nodes() {
+				n.CLI(t, "CONFIG", "SET", "cluster-node-timeout", "5000")
+			}
 			rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), ReadTimeout: ackReadTimeout})
 			t.Cleanup(func() { _ = rdb.Close() })
 			key := "ca:{k}" // the key layout of the package documentation
