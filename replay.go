@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/replay"
@@ -89,16 +88,9 @@ func (c *Cache[K, V]) applyQueued(ctx context.Context, vkeys []string) []error {
 	if errOf == nil {
 		errOf = make([]error, len(vkeys))
 	}
-	if err != nil && !slices.ContainsFunc(errOf, func(e error) bool { return e != nil }) {
-		for i := range errOf {
-			errOf[i] = err // cannot tell which: keep them all (as Invalidate does)
-		}
-	}
+	errOf, _ = invalidated(errOf, err)
 	var done []string
 	for i, vk := range vkeys {
-		if errors.Is(errOf[i], ErrNotReplicated) {
-			errOf[i] = nil
-		}
 		if errOf[i] == nil {
 			done = append(done, vk)
 		}

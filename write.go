@@ -107,23 +107,16 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	if c.l1 != nil {
 		c.l1.Invalidate(vkeys...)
 	}
+	failedOf, notReplicated := invalidated(errOf, err)
 	var done, failed []string
-	var notReplicated error // WithReplicaAcks: applied, too few replicas confirmed
 	for i, vk := range vkeys {
-		switch {
-		case errOf[i] == nil:
+		if failedOf[i] == nil {
 			done = append(done, vk)
-		case errors.Is(errOf[i], ErrNotReplicated):
-			done = append(done, vk)
-			notReplicated = errOf[i]
-		default:
+		} else {
 			failed = append(failed, vk)
 		}
 	}
 	c.replay.Settled(before, done...)
-	if err != nil && len(failed) == 0 && notReplicated == nil {
-		failed = vkeys // cannot tell which: replay them all (harmless)
-	}
 	if len(failed) > 0 {
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale (%d of %d keys not invalidated in Redis): %w", len(failed), len(vkeys), c.queue(ctx, err, failed...))
@@ -137,4 +130,30 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 		return fmt.Errorf("cacheaside: invalidate: %w", notReplicated)
 	}
 	return nil
+}
+
+// invalidated reads the outcome of Locker.Invalidate (errOf, err) for
+// each key: failedOf[i] is nil where the key's invalidation is in place in
+// Redis, else the error to queue it for. A key the primary applied but too
+// few replicas confirmed (WithReplicaAcks) is in place; notReplicated is
+// then one such error. A call that failed without saying which keys fails
+// them all (replaying them is harmless).
+func invalidated(errOf []error, err error) (failedOf []error, notReplicated error) {
+	failedOf = make([]error, len(errOf))
+	anyFailed := false
+	for i, e := range errOf {
+		switch {
+		case e == nil:
+		case errors.Is(e, ErrNotReplicated):
+			notReplicated = e
+		default:
+			failedOf[i], anyFailed = e, true
+		}
+	}
+	if err != nil && !anyFailed && notReplicated == nil {
+		for i := range failedOf {
+			failedOf[i] = err
+		}
+	}
+	return failedOf, notReplicated
 }
