@@ -87,12 +87,12 @@ func countReads(rdb redis.UniversalClient, cl *redistest.Cluster) *topologyReads
 			r.mu.Lock()
 			r.perNode[node.Options().Addr] = h
 			r.mu.Unlock()
-			node.AddHook(h)
+			node.AddHook(roundTrips(h.count))
 		})
 	default:
 		h := &readCounter{}
 		r.perNode[""] = h
-		rdb.AddHook(h)
+		rdb.AddHook(roundTrips(h.count))
 	}
 	return r
 }

@@ -12,31 +12,15 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// readCounter is a go-redis hook on one Cluster node (or a single
-// server: cl nil) that counts the round trips of Get's reads it receives
-// (a GET, or a pipeline of MGETs) and the keys they read, and notes a
-// pipeline whose MGETs read keys of several slots in one MGET.
+// readCounter counts, installed as roundTrips(h.count) on one Cluster
+// node (or a single server: cl nil), the round trips of Get's reads it
+// receives (a GET, or a pipeline of MGETs) and the keys they read, and
+// notes a pipeline whose MGETs read keys of several slots in one MGET.
 type readCounter struct {
 	cl         *redistest.Cluster
 	roundTrips atomic.Int64
 	keys       atomic.Int64
 	mixedSlots atomic.Int64
-}
-
-func (h *readCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *readCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.count([]redis.Cmder{cmd})
-		return next(ctx, cmd)
-	}
-}
-
-func (h *readCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.count(cmds)
-		return next(ctx, cmds)
-	}
 }
 
 // count records one round trip of cmds.
@@ -76,7 +60,7 @@ func TestClusterGetBatchesPerNode(t *testing.T) {
 		mu.Lock()
 		perNode[node.Options().Addr] = h
 		mu.Unlock()
-		node.AddHook(h)
+		node.AddHook(roundTrips(h.count))
 	})
 	c := newCacheOn(t, rdb, func(ctx context.Context, k int) (string, error) { return faultValue(k), nil },
 		cacheaside.WithRedisTimeout(time.Second))

@@ -194,27 +194,11 @@ func TestSharedSubscriptionOutlivesClosedCaches(t *testing.T) {
 	waitFor(t, waitLimit, "no pub/sub connection after the last Cache closed", func() bool { return pubsubConns(t, srv) == 0 })
 }
 
-// markerTrips counts, on a client, the round trips that write warm-up
-// markers (SET … NX of a …warm-marker key) and the writes in each.
+// markerTrips counts, installed as roundTrips(h.count) on a client, the
+// round trips that write warm-up markers (SET … NX of a …warm-marker key) and the writes in each.
 type markerTrips struct {
 	mu    sync.Mutex
 	trips []int
-}
-
-func (h *markerTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *markerTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.count([]redis.Cmder{cmd})
-		return next(ctx, cmd)
-	}
-}
-
-func (h *markerTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.count(cmds)
-		return next(ctx, cmds)
-	}
 }
 
 func (h *markerTrips) count(cmds []redis.Cmder) {
@@ -249,7 +233,7 @@ func TestTenCachesShareOneRestartWatcher(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	trips := &markerTrips{}
-	rdb.AddHook(trips)
+	rdb.AddHook(roundTrips(trips.count))
 	ld := &faultLoader{}
 	const every = 50 * time.Millisecond
 	caches := make([]*cacheaside.Cache[int, string], 10)
