@@ -95,5 +95,6 @@ func (c *Cache[K, V]) encodeValue(v V, took, ttl time.Duration) (env []byte, err
 	if err != nil {
 		return nil, err
 	}
-	return envelope.Append(make([]byte, 0, envelope.MaxHeader+len(b)), envelope.Header{LoadTime: took, Expiry: time.Now().Add(ttl), Type: c.fingerprint}, b), nil
+	now := time.Now()
+	return envelope.Append(make([]byte, 0, envelope.MaxHeader+len(b)), envelope.Header{LoadTime: took, Expiry: now.Add(ttl), Type: c.fingerprint, Stored: now}, b), nil
 }

@@ -99,7 +99,8 @@ func (c *Cache[K, V]) prepare(ld loaded[V]) (env []byte, ttl time.Duration, nega
 	}
 	ttl = jittered(base, c.cfg.jitter)
 	if negative {
-		env = envelope.Append(nil, envelope.Header{Flags: envelope.NotFound, LoadTime: ld.took, Expiry: time.Now().Add(ttl), Type: c.fingerprint}, nil)
+		now := time.Now()
+		env = envelope.Append(nil, envelope.Header{Flags: envelope.NotFound, LoadTime: ld.took, Expiry: now.Add(ttl), Type: c.fingerprint, Stored: now}, nil)
 		return env, ttl, true, true
 	}
 	env, err := c.encodeValue(ld.val, ld.took, ttl)

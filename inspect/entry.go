@@ -66,6 +66,10 @@ type Envelope struct {
 	ExpiresInMs int64   `json:"expires_in_ms,omitempty"`
 	Stale       bool    `json:"stale"`
 	LoadTimeMs  float64 `json:"load_time_ms"`
+	// Stored is when the entry was made (the end of its load) and AgeMs
+	// the time since; both empty for entries written before v0.3.
+	Stored string `json:"stored,omitempty"`
+	AgeMs  int64  `json:"age_ms,omitempty"`
 	// Fingerprint names, in hex, the value type and codec of the cache
 	// that wrote the entry; empty for an entry written by v0.1, which has
 	// none (the cache reads it as before).
@@ -172,6 +176,10 @@ func decodeValue(typ *redis.StatusCmd, val *redis.StringCmd, ttl *redis.Duration
 	}
 	if !v.Envelope.TypeMatches {
 		v.Unreadable = "another value type or codec"
+	}
+	if !h.Stored.IsZero() {
+		v.Envelope.Stored = h.Stored.UTC().Format(time.RFC3339Nano)
+		v.Envelope.AgeMs = time.Since(h.Stored).Milliseconds()
 	}
 	if !h.Expiry.IsZero() {
 		left := time.Until(h.Expiry)

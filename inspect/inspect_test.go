@@ -148,6 +148,9 @@ func TestEntryDecoded(t *testing.T) {
 	if v.Envelope.LoadTimeMs < 0 {
 		t.Errorf("load time = %v ms, want ≥ 0", v.Envelope.LoadTimeMs)
 	}
+	if v.Envelope.Stored == "" || v.Envelope.AgeMs < 0 || v.Envelope.AgeMs > 60_000 {
+		t.Errorf("stored %q, age %d ms; want a time and an age in [0, 60000]", v.Envelope.Stored, v.Envelope.AgeMs)
+	}
 	if v.Payload != `{"id":7,"name":"item-7"}` {
 		t.Errorf("payload = %q, want the JSON of item 7", v.Payload)
 	}

@@ -64,6 +64,7 @@ var page = template.Must(template.New("page").Parse(`<!doctype html>
 <tr><th>envelope</th><td>version {{.Version}}, flags {{.Flags}}{{if .NotFound}} (not found){{end}}</td></tr>
 {{if .Expiry}}<tr><th>logical expiry</th><td>{{.Expiry}} ({{.ExpiresInMs}} ms{{if .Stale}}, stale{{end}})</td></tr>{{end}}
 <tr><th>load time</th><td>{{.LoadTimeMs}} ms</td></tr>
+<tr><th>stored</th><td>{{if .Stored}}{{.Stored}} ({{.AgeMs}} ms ago){{else}}unknown (written before v0.3){{end}}</td></tr>
 <tr><th>type fingerprint</th><td{{if not .TypeMatches}} class="bad"{{end}}>{{if .Fingerprint}}{{.Fingerprint}}{{else}}none (v0.1 entry){{end}}{{if .CacheFingerprint}}, this cache's {{.CacheFingerprint}}: {{if .TypeMatches}}matches{{else}}another value type or codec{{end}}{{end}}</td></tr>
 {{end}}
 {{if .Payload}}<tr><th>payload</th><td><pre>{{.Payload}}</pre></td></tr>{{end}}

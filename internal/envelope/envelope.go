@@ -9,7 +9,9 @@
 //	uvarint     n, the length of the header fields that follow
 //	n bytes     header fields: varint expiry (Unix ms, 0 = none),
 //	            uvarint load duration (µs), uvarint type fingerprint
-//	            (0 = none; written since v0.2); later versions may append more
+//	            (0 = none; written since v0.2), varint time the entry
+//	            was made (Unix ms, 0 = unknown; written since v0.3);
+//	            later versions may append more
 //	rest        the codec's bytes (empty for a not-found marker)
 //
 // Readers decode the header fields they know and skip the rest of the n
@@ -61,14 +63,15 @@ type Header struct {
 	Expiry   time.Time     // logical expiry; zero means none
 	LoadTime time.Duration // how long the load took, microsecond precision
 	Type     uint32        // fingerprint of the writer's value type and codec; 0 = none (v0.1)
+	Stored   time.Time     // when the entry was made (the load's end), ms precision; zero = unknown (before v0.3)
 }
 
 // MaxHeader is an upper bound on the bytes Append adds before the payload.
-const MaxHeader = 3 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen32
+const MaxHeader = 3 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + binary.MaxVarintLen64
 
 // Append appends the envelope of h and payload to dst and returns it.
 func Append(dst []byte, h Header, payload []byte) []byte {
-	var fields [2*binary.MaxVarintLen64 + binary.MaxVarintLen32]byte
+	var fields [3*binary.MaxVarintLen64 + binary.MaxVarintLen32]byte
 	n := 0
 	var exp int64
 	if !h.Expiry.IsZero() {
@@ -76,8 +79,13 @@ func Append(dst []byte, h Header, payload []byte) []byte {
 	}
 	n += binary.PutVarint(fields[n:], exp)
 	n += binary.PutUvarint(fields[n:], uint64(max(h.LoadTime, 0)/time.Microsecond)) // at most MaxInt64/1000
-	if h.Type != 0 {
+	// Fields are positional: a later field present means every earlier
+	// one is written, as zero when absent.
+	if h.Type != 0 || !h.Stored.IsZero() {
 		n += binary.PutUvarint(fields[n:], uint64(h.Type))
+	}
+	if !h.Stored.IsZero() {
+		n += binary.PutVarint(fields[n:], h.Stored.UnixMilli())
 	}
 	dst = append(dst, magic, version, byte(h.Flags))
 	dst = binary.AppendUvarint(dst, uint64(n))
@@ -141,6 +149,16 @@ func Decode(b []byte) (Header, []byte, error) {
 				return h, nil, ErrCorrupt
 			}
 			h.Type = uint32(typ)
+			if w > 0 {
+				fields = fields[w:]
+				ms, w := binary.Varint(fields)
+				if w < 0 || (w == 0 && len(fields) > 0) {
+					return h, nil, ErrCorrupt
+				}
+				if ms != 0 {
+					h.Stored = time.UnixMilli(ms)
+				}
+			}
 		}
 	}
 	if h.Flags&NotFound != 0 && len(payload) != 0 {

@@ -16,7 +16,7 @@ import (
 // sameHeader reports whether two headers are equal, comparing expiries as
 // instants (Decode returns local times).
 func sameHeader(a, b Header) bool {
-	return a.Flags == b.Flags && a.Expiry.Equal(b.Expiry) && a.LoadTime == b.LoadTime && a.Type == b.Type
+	return a.Flags == b.Flags && a.Expiry.Equal(b.Expiry) && a.LoadTime == b.LoadTime && a.Type == b.Type && a.Stored.Equal(b.Stored)
 }
 
 func TestAppendDecodeRoundTrip(t *testing.T) {
@@ -36,7 +36,9 @@ func TestAppendDecodeRoundTrip(t *testing.T) {
 		{name: "expiry", h: Header{Expiry: expiry}, payload: []byte("v")},
 		{name: "expiry and load time", h: Header{Expiry: expiry, LoadTime: 250 * time.Millisecond}, payload: []byte("v")},
 		{name: "type fingerprint", h: Header{Expiry: expiry, LoadTime: time.Millisecond, Type: 0xDEADBEEF}, payload: []byte("v")},
-		{name: "largest everything", h: Header{Flags: NotFound, Expiry: time.UnixMilli(math.MaxInt64), LoadTime: time.Duration(math.MaxInt64/1000) * time.Microsecond, Type: math.MaxUint32}},
+		{name: "stored time", h: Header{Expiry: expiry, LoadTime: time.Millisecond, Type: 0xDEADBEEF, Stored: expiry.Add(-time.Minute)}, payload: []byte("v")},
+		{name: "stored time without type fingerprint", h: Header{Expiry: expiry, Stored: expiry.Add(-time.Minute)}, payload: []byte("v")},
+		{name: "largest everything", h: Header{Flags: NotFound, Expiry: time.UnixMilli(math.MaxInt64), LoadTime: time.Duration(math.MaxInt64/1000) * time.Microsecond, Type: math.MaxUint32, Stored: time.UnixMilli(math.MaxInt64)}},
 		{name: "expiry before the epoch", h: Header{Expiry: time.UnixMilli(-86_400_000)}, payload: []byte("v")},
 		{name: "expiry in year 9999", h: Header{Expiry: time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC)}, payload: []byte("v")},
 		{name: "expiry in another zone", h: Header{Expiry: expiry.In(time.FixedZone("X", 5*3600))}, payload: []byte("v")},
@@ -197,28 +199,30 @@ func TestDecodeAccepts(t *testing.T) {
 		{"every hint flag", env(0xF0, fields(expiry, 1), []byte("v")), Header{Flags: 0xF0, Expiry: time.UnixMilli(expiry), LoadTime: time.Microsecond}, "v"},
 		{"expiry zero is none", env(0x00, fields(0, 5), nil), Header{LoadTime: 5 * time.Microsecond}, ""},
 		{"type fingerprint", env(0x00, fields(0, 5, binary.AppendUvarint(nil, 0xFFFFFFFF)...), []byte("v")), Header{LoadTime: 5 * time.Microsecond, Type: 0xFFFFFFFF}, "v"},
+		{"stored time", env(0x00, fields(expiry, 5, append(binary.AppendUvarint(nil, 9), binary.AppendVarint(nil, expiry-60_000)...)...), []byte("v")), Header{Expiry: time.UnixMilli(expiry), LoadTime: 5 * time.Microsecond, Type: 9, Stored: time.UnixMilli(expiry - 60_000)}, "v"},
+		{"v0.2 entry: no stored time", env(0x00, fields(expiry, 5, 0x09), []byte("v")), Header{Expiry: time.UnixMilli(expiry), LoadTime: 5 * time.Microsecond, Type: 9}, "v"},
 		{"v0.1 entry: no type fingerprint", env(0x00, fields(expiry, 5), []byte("v")), Header{Expiry: time.UnixMilli(expiry), LoadTime: 5 * time.Microsecond}, "v"},
 		{"negative expiry", env(0x00, fields(-1, 0), nil), Header{Expiry: time.UnixMilli(-1)}, ""},
 		// A newer writer appends fields after the ones version 1 knows;
 		// this reader must skip them and find the payload after them.
 		{
 			"newer writer: one extra byte",
-			env(0x00, fields(expiry, 2000, 0x07, 0x01), []byte(`{"id":1}`)),
+			env(0x00, fields(expiry, 2000, 0x07, 0x00, 0x01), []byte(`{"id":1}`)),
 			Header{Expiry: time.UnixMilli(expiry), LoadTime: 2 * time.Millisecond, Type: 7}, `{"id":1}`,
 		},
 		{
 			"newer writer: extra fields that look like an envelope",
-			env(0x10, fields(expiry, 3, 0xCA, 0x01, 0x00, 0x02, 0x00, 0x00), []byte("payload")),
-			Header{Flags: 0x10, Expiry: time.UnixMilli(expiry), LoadTime: 3 * time.Microsecond, Type: 0xCA}, "payload",
+			env(0x10, fields(expiry, 3, 0xCA, 0x01, 0xCA, 0x01, 0x00, 0x02, 0x00, 0x00), []byte("payload")),
+			Header{Flags: 0x10, Expiry: time.UnixMilli(expiry), LoadTime: 3 * time.Microsecond, Type: 0xCA, Stored: time.UnixMilli(101)}, "payload",
 		},
 		{
 			"newer writer: 300 extra bytes (two-byte header length)",
-			env(0x00, fields(0, 9, append([]byte{0x05}, bytes.Repeat([]byte{0xFF}, 300)...)...), []byte("p")),
+			env(0x00, fields(0, 9, append([]byte{0x05, 0x00}, bytes.Repeat([]byte{0xFF}, 300)...)...), []byte("p")),
 			Header{LoadTime: 9 * time.Microsecond, Type: 5}, "p",
 		},
 		{
 			"newer writer: not found with extra fields",
-			env(byte(NotFound), fields(0, 9, 0x00, 0x00), nil),
+			env(byte(NotFound), fields(0, 9, 0x00, 0x00, 0x00), nil),
 			Header{Flags: NotFound, LoadTime: 9 * time.Microsecond}, "",
 		},
 	}
@@ -255,6 +259,7 @@ func TestGolden(t *testing.T) {
 		{"not-found.hex", Header{Flags: NotFound, LoadTime: 1500 * time.Microsecond}, ""},
 		{"value.hex", Header{Expiry: time.UnixMilli(1_700_000_000_000), LoadTime: 2 * time.Millisecond}, `{"id":1}`},
 		{"hint-flag-pre-epoch.hex", Header{Flags: 0x10, Expiry: time.UnixMilli(-1)}, "x"},
+		{"value-stored.hex", Header{Expiry: time.UnixMilli(1_700_000_000_000), LoadTime: 2 * time.Millisecond, Type: 7, Stored: time.UnixMilli(1_699_999_400_000)}, `{"id":1}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
