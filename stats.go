@@ -1,6 +1,9 @@
 package cacheaside
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Stats is a snapshot of a Cache's counters since New, and of its breaker
 // state. Every counter only grows (InvalidationsPending, a gauge, is the
@@ -37,6 +40,15 @@ type Stats struct {
 	InvalidationsReplayed uint64 // keys whose queued invalidation was applied in Redis
 	InvalidationsDropped  uint64 // keys dropped unapplied past the queue's bound of 10,000 (logged at error level): other processes may serve their old values until the TTL
 	InvalidationsPending  uint64 // keys queued now: a gauge, the one field that also falls
+
+	// The consistency auditor's findings (WithAudit): sampled Redis hits
+	// loaded again in the background and compared with what they returned.
+	// AuditStale / AuditChecks is the share of sampled hits that were stale.
+	AuditChecks      uint64        // sampled hits compared with a fresh load
+	AuditStale       uint64        // checks whose cached value differed from the fresh load (one side "not found" included)
+	AuditDropped     uint64        // sampled hits not audited: past the rate cap of 10 loads a second, the queue of 16, or no free load slot
+	AuditErrors      uint64        // audit loads that failed, panicked or timed out, and comparisons that panicked: not counted as checks
+	AuditOldestStale time.Duration // the age of the oldest stale value found: time since its entry was stored (the load's end)
 
 	Breaker BreakerState // the circuit breaker's current state; on a Cluster the most open of the nodes' breakers
 
