@@ -12,7 +12,7 @@ type Stats struct {
 	Hits               uint64 // Gets answered from Redis (values and cached "not found")
 	LocalHits          uint64 // Gets answered from the in-process cache
 	Misses             uint64 // Gets answered by a load
-	Loads              uint64 // loader calls
+	Loads              uint64 // loader calls (the auditor's are counted apart, in AuditChecks and AuditErrors)
 	LoadErrors         uint64 // loader calls that returned an error other than ErrNotFound, or panicked
 	Panics             uint64 // loader calls that panicked (also counted in LoadErrors)
 	LockAcquired       uint64 // fill locks this process took
