@@ -14,6 +14,7 @@ import (
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // Tests of the consistency auditor (WithAudit, audit.go): what it finds,
@@ -76,45 +77,75 @@ func hitLoop(ctx context.Context, c *cacheaside.Cache[string, string], n int, ke
 
 // TestAuditFindsUnInvalidatedChange: a row changed in the source without
 // an Invalidate is found stale, with an age close to the time since the
-// cached value's load; the auditor neither counts its loads as Loads nor
-// writes Redis, and it logs the finding.
+// cached value's load, on hits of Get and of GetMany and on a Cluster; the
+// auditor neither counts its loads as Loads nor writes (the old value is
+// still served), and it logs the finding.
 func TestAuditFindsUnInvalidatedChange(t *testing.T) {
-	srv := redistest.Start(t)
-	src := &auditSource{rows: map[string]string{"k": "v1"}}
-	var logs syncBuffer
-	c := newCache(t, srv, src.load, cacheaside.WithAudit(1, sameString),
-		cacheaside.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	get := func(ctx context.Context, c *cacheaside.Cache[string, string], k string) (string, error) {
+		return c.Get(ctx, k)
+	}
+	getMany := func(ctx context.Context, c *cacheaside.Cache[string, string], k string) (string, error) {
+		m, err := c.GetMany(ctx, []string{k})
+		return m[k], err
+	}
+	for _, tt := range []struct {
+		name    string
+		cluster bool
+		get     func(context.Context, *cacheaside.Cache[string, string], string) (string, error)
+	}{
+		{"Get", false, get},
+		{"GetMany", false, getMany},
+		{"Cluster", true, get},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var rdb redis.UniversalClient
+			if tt.cluster {
+				rdb = redistest.StartCluster(t).Client(t)
+			} else {
+				rdb = redistest.Start(t).Client(t)
+			}
+			ctx := testContext(t)
+			src := &auditSource{rows: map[string]string{"k": "v1"}}
+			var logs syncBuffer
+			c := newCacheOn(t, rdb, src.load, cacheaside.WithAudit(1, sameString),
+				cacheaside.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+			mustRead := func(what string) {
+				t.Helper()
+				if v, err := tt.get(ctx, c, "k"); err != nil || v != "v1" {
+					t.Fatalf("%s: read(k) = %q, %v; want \"v1\"", what, v, err)
+				}
+			}
 
-	before := time.Now()
-	mustGetValue(t, c, "k", "v1", "first Get")
-	const wait = 300 * time.Millisecond
-	time.Sleep(wait)
-	src.set("k", "v2") // no Invalidate
-	for deadline := time.Now().Add(waitLimit); c.Stats().AuditStale == 0 && time.Now().Before(deadline); {
-		mustGetValue(t, c, "k", "v1", "Get after the change") // the auditor only measures
-		time.Sleep(10 * time.Millisecond)
+			before := time.Now()
+			mustRead("first read")
+			const wait = 300 * time.Millisecond
+			time.Sleep(wait)
+			src.set("k", "v2") // no Invalidate
+			for deadline := time.Now().Add(waitLimit); c.Stats().AuditStale == 0 && time.Now().Before(deadline); {
+				mustRead("read after the change") // the auditor only measures
+				time.Sleep(10 * time.Millisecond)
+			}
+			s := c.Stats()
+			upper := time.Since(before) + 2*time.Millisecond // the stored time has ms precision
+			if s.AuditStale == 0 || s.AuditStale > s.AuditChecks {
+				t.Fatalf("Stats = %+v, want 0 < AuditStale <= AuditChecks", s)
+			}
+			if s.AuditOldestStale < wait || s.AuditOldestStale > upper {
+				t.Errorf("AuditOldestStale = %v, want in [%v, %v] (the time since the load)", s.AuditOldestStale, wait, upper)
+			}
+			if s.Loads != 1 {
+				t.Errorf("Stats.Loads = %d, want 1: audit loads are not loads", s.Loads)
+			}
+			if n := src.calls.Load(); n < 2 {
+				t.Errorf("loader calls = %d, want the first load and at least one audit", n)
+			}
+			mustRead("read after the finding")
+			if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "key=ca:{k}") {
+				t.Errorf("log = %q, want a warning naming the key", logs.String())
+			}
+			t.Logf("%d of %d sampled hits were stale; the oldest was %v old", s.AuditStale, s.AuditChecks, s.AuditOldestStale)
+		})
 	}
-	s := c.Stats()
-	upper := time.Since(before) + 2*time.Millisecond // the stored time has ms precision
-	if s.AuditStale == 0 || s.AuditStale > s.AuditChecks {
-		t.Fatalf("Stats = %+v, want 0 < AuditStale <= AuditChecks", s)
-	}
-	if s.AuditOldestStale < wait || s.AuditOldestStale > upper {
-		t.Errorf("AuditOldestStale = %v, want in [%v, %v] (the time since the load)", s.AuditOldestStale, wait, upper)
-	}
-	if s.Loads != 1 {
-		t.Errorf("Stats.Loads = %d, want 1: audit loads are not loads", s.Loads)
-	}
-	if n := src.calls.Load(); n < 2 {
-		t.Errorf("loader calls = %d, want the first load and at least one audit", n)
-	}
-	if v, ok := storedValue[string](t, srv, valueKey("k")); !ok || v != "v1" {
-		t.Errorf("Redis holds %q (%v), want the old \"v1\": the auditor writes nothing", v, ok)
-	}
-	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "key=ca:{k}") {
-		t.Errorf("log = %q, want a warning naming the key", logs.String())
-	}
-	t.Logf("%d of %d sampled hits were stale; the oldest was %v old", s.AuditStale, s.AuditChecks, s.AuditOldestStale)
 }
 
 // TestAuditNoFindingWhenUnchanged: values that match the source, "not
