@@ -70,17 +70,14 @@ func (c *Cache[K, V]) auditHit(key K, vkey string, r result[V], h envelope.Heade
 	}
 }
 
-// errAuditNoSlot is an audit load not run because every load slot was
-// busy: audits never wait for real loads' slots.
-var errAuditNoSlot = errors.New("cacheaside: audit: no free load slot")
-
 // auditLoad is one audit's load: the loader under the load timeout, in a
-// free load slot or not at all, counted apart from Stats.Loads, writing
+// free load slot or not at all (audits never wait for the slots of real
+// loads: the sample is dropped), counted apart from Stats.Loads, writing
 // nothing and never under the fill lock.
 func (c *Cache[K, V]) auditLoad(ctx context.Context, key K) (v V, notFound bool, err error) {
 	if c.loads != nil {
 		if !c.loads.TryAcquire(1) {
-			return v, false, errAuditNoSlot
+			return v, false, audit.ErrDropped
 		}
 		defer c.loads.Release(1)
 	}

@@ -334,3 +334,39 @@ func TestAuditLoaderPanic(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditNoFreeLoadSlot: while every load slot is taken by a real load,
+// sampled hits are dropped (counted), not audited and not waited for.
+func TestAuditNoFreeLoadSlot(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := testContext(t)
+	release := make(chan struct{})
+	loading := make(chan struct{})
+	var audits atomic.Int64
+	load := func(ctx context.Context, k string) (string, error) {
+		if k == "slow" {
+			close(loading)
+			<-release
+			return "s", nil
+		}
+		if audits.Add(1) > 1 {
+			t.Errorf("loader called again for %q while its one slot was busy", k)
+		}
+		return "v", nil
+	}
+	c := newCache(t, srv, load, cacheaside.WithAudit(1, sameString), cacheaside.WithMaxConcurrentLoads(1))
+	mustGetValue(t, c, "k", "v", "first Get")
+	slow := getAsync(ctx, c, "slow")
+	await(t, loading, "the slow load")
+	for deadline := time.Now().Add(waitLimit); c.Stats().AuditDropped < 3 && time.Now().Before(deadline); {
+		mustGetValue(t, c, "k", "v", "a hit while the slot is busy")
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(release)
+	if o := await(t, slow, "the slow Get"); o.err != nil {
+		t.Errorf("Get(slow) = %v", o.err)
+	}
+	if s := c.Stats(); s.AuditDropped < 3 || s.AuditChecks != 0 || s.AuditErrors != 0 {
+		t.Errorf("Stats = %+v, want at least 3 dropped samples, no check and no error", s)
+	}
+}

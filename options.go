@@ -420,7 +420,8 @@ func WithReplicaAcks(n int, timeout time.Duration) Option {
 // samples past the cap or a queue of 16 are dropped and counted
 // (AuditDropped). Audit loads are not counted in Stats.Loads; a loader
 // error or panic in an audit is counted in AuditErrors and otherwise
-// ignored, as is a panic in same. The type parameter must match the
+// ignored, as is a panic in same, which must not modify its arguments
+// (cached may be shared with callers). The type parameter must match the
 // Cache's value type; New reports a mismatch, a nil same and a fraction
 // outside (0, 1].
 //

@@ -7,6 +7,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -34,13 +35,18 @@ type Sample[K any, V any] struct {
 	Stored   time.Time // zero when unknown (entries written before v0.3)
 }
 
+// ErrDropped is what Config.Load returns for a sample it did not load
+// (the cache had no free load slot): counted as dropped, not as an error.
+var ErrDropped = errors.New("audit: sample dropped")
+
 // Config is what an Auditor needs from its cache.
 type Config[K any, V any] struct {
 	Fraction float64                    // of hits to audit, in (0, 1]
 	Same     func(cached, fresh V) bool // reports whether two values agree
 	// Load reads the key from the source of truth under the cache's load
 	// timeout; notFound is the loader's ErrNotFound, err any other failure
-	// (a panic included). It must not write to the cache.
+	// (a panic included), ErrDropped a load not run. It must not write to
+	// the cache.
 	Load func(ctx context.Context, key K) (v V, notFound bool, err error)
 	// Replaced reports whether the cache's entry of vkey is no longer the
 	// one stored at stored (it was invalidated, set or refilled since the
@@ -151,7 +157,11 @@ func (a *Auditor[K, V]) Counts() Counts {
 // match; "not found" on one side only is stale.
 func (a *Auditor[K, V]) check(ctx context.Context, s Sample[K, V]) {
 	fresh, notFound, err := a.cfg.Load(ctx, s.Key)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrDropped):
+		a.dropped.Add(1)
+		return
+	case err != nil:
 		if ctx.Err() == nil {
 			a.errs.Add(1)
 		}

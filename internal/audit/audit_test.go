@@ -70,6 +70,7 @@ func TestCheck(t *testing.T) {
 		{name: "deleted", sample: Sample[string, int]{Val: 1, Stored: old}, notFound: true, want: Counts{Checks: 1, Stale: 1, OldestStale: time.Minute}},
 		{name: "age unknown", sample: Sample[string, int]{Val: 1}, fresh: 2, want: Counts{Checks: 1, Stale: 1}},
 		{name: "replaced since", sample: Sample[string, int]{Val: 1, Stored: old}, fresh: 2, replaced: true, want: Counts{Checks: 1}},
+		{name: "no load slot", sample: Sample[string, int]{Val: 1}, err: ErrDropped, want: Counts{Dropped: 1}},
 		{name: "load error", sample: Sample[string, int]{Val: 1}, err: errors.New("down"), want: Counts{Errors: 1}},
 		{name: "same panics", sample: Sample[string, int]{Val: 1}, fresh: 1, same: func(a, b int) bool { panic("x") }, want: Counts{Errors: 1}},
 	}
