@@ -47,7 +47,7 @@ type Stats struct {
 	AuditChecks      uint64        // sampled hits compared with a fresh load
 	AuditStale       uint64        // checks whose cached value differed from the fresh load (one side "not found" included)
 	AuditDropped     uint64        // sampled hits not audited: past the rate cap of 10 loads a second, the queue of 16, or no free load slot
-	AuditErrors      uint64        // audit loads that failed, panicked or timed out, and comparisons that panicked: not counted as checks
+	AuditErrors      uint64        // audit loads that failed, panicked or timed out, comparisons that panicked, and Redis re-reads of a differing entry that failed: not counted as checks
 	AuditOldestStale time.Duration // the age of the oldest stale value found: time since its entry was stored (the load's end); values written before v0.3 have no known age
 
 	Breaker BreakerState // the circuit breaker's current state; on a Cluster the most open of the nodes' breakers

@@ -77,7 +77,7 @@ var counters = []counter{
 		func(s cacheaside.Stats) uint64 { return s.AuditStale }},
 	{"cacheaside.audit.dropped", "{sample}", "Sampled hits not audited: past the auditor's rate cap, queue or free load slots.",
 		func(s cacheaside.Stats) uint64 { return s.AuditDropped }},
-	{"cacheaside.audit.errors", "{check}", "Audit loads that failed, panicked or timed out, and comparisons that panicked.",
+	{"cacheaside.audit.errors", "{check}", "Audit loads that failed, panicked or timed out, comparisons that panicked, and failed Redis re-reads.",
 		func(s cacheaside.Stats) uint64 { return s.AuditErrors }},
 }
 

@@ -61,7 +61,7 @@ type Counts struct {
 	Checks      uint64        // samples compared with a fresh load
 	Stale       uint64        // checks whose cached value differed from the fresh load
 	Dropped     uint64        // samples not audited: past the rate cap, the queue or the cache's load slots
-	Errors      uint64        // audit loads that failed or panicked, and panics of Same: not compared
+	Errors      uint64        // audit loads that failed or panicked, panics of Same, failed Replaced checks: not counted
 	OldestStale time.Duration // the greatest age of a stale value found
 }
 
@@ -180,9 +180,15 @@ func (a *Auditor[K, V]) check(ctx context.Context, s Sample[K, V]) {
 	if stale && a.cfg.Replaced != nil {
 		// The entry may have been invalidated or set since it was read:
 		// then the difference is a change on its way, not a stale value.
-		if gone, err := a.cfg.Replaced(ctx, s.VKey, s.Stored); err == nil && gone {
-			stale = false
+		// A re-read that fails cannot tell: the sample is not counted.
+		gone, err := a.cfg.Replaced(ctx, s.VKey, s.Stored)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.errs.Add(1)
+			}
+			return
 		}
+		stale = !gone
 	}
 	a.checks.Add(1)
 	if !stale {

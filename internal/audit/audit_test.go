@@ -60,6 +60,7 @@ func TestCheck(t *testing.T) {
 		notFound bool
 		err      error
 		replaced bool
+		reread   error
 		same     func(a, b int) bool
 		want     Counts
 	}{
@@ -70,6 +71,7 @@ func TestCheck(t *testing.T) {
 		{name: "deleted", sample: Sample[string, int]{Val: 1, Stored: old}, notFound: true, want: Counts{Checks: 1, Stale: 1, OldestStale: time.Minute}},
 		{name: "age unknown", sample: Sample[string, int]{Val: 1}, fresh: 2, want: Counts{Checks: 1, Stale: 1}},
 		{name: "replaced since", sample: Sample[string, int]{Val: 1, Stored: old}, fresh: 2, replaced: true, want: Counts{Checks: 1}},
+		{name: "re-read fails", sample: Sample[string, int]{Val: 1, Stored: old}, fresh: 2, reread: errors.New("redis down"), want: Counts{Errors: 1}},
 		{name: "no load slot", sample: Sample[string, int]{Val: 1}, err: ErrDropped, want: Counts{Dropped: 1}},
 		{name: "load error", sample: Sample[string, int]{Val: 1}, err: errors.New("down"), want: Counts{Errors: 1}},
 		{name: "same panics", sample: Sample[string, int]{Val: 1}, fresh: 1, same: func(a, b int) bool { panic("x") }, want: Counts{Errors: 1}},
@@ -86,7 +88,7 @@ func TestCheck(t *testing.T) {
 				Load: func(context.Context, string) (int, bool, error) {
 					return tt.fresh, tt.notFound, tt.err
 				},
-				Replaced: func(context.Context, string, time.Time) (bool, error) { return tt.replaced, nil },
+				Replaced: func(context.Context, string, time.Time) (bool, error) { return tt.replaced, tt.reread },
 			})
 			a.check(context.Background(), tt.sample)
 			got := a.Counts()
