@@ -117,6 +117,7 @@ type clusterResult struct {
 	keysPerTrip      []float64
 	nodes            int // nodes that served reads
 	errs, loads      int64
+	redisErrs        int64 // as hitResult's: -1 for the baseline
 }
 
 // readTrips counts the read round trips of a ClusterClient per node: a
@@ -252,14 +253,7 @@ func (e *env) measureCluster(ctx context.Context) ([]clusterResult, error) {
 				t, k, _ := trips[ci*n+ki].total()
 				before[ki] = [2]int64{t, k}
 			}
-			ws, err := e.interleaved(n, r, func(ki int, d time.Duration) (window, error) {
-				s := subjects[ci*n+ki]
-				return hammer(ctx, e.cfg.goroutines, d, false, nil, func(ctx context.Context, w int, i int64) bool {
-					id := (int64(w)*7919 + i) % int64(e.cfg.keys)
-					p, err := s.get(ctx, id)
-					return checked(p, err, id)
-				}), ctx.Err()
-			})
+			ws, err := e.hitRound(ctx, r, subjects[ci*n:(ci+1)*n])
 			if err != nil {
 				return nil, err
 			}
@@ -279,6 +273,10 @@ func (e *env) measureCluster(ctx context.Context) ([]clusterResult, error) {
 	}
 	for i := range res {
 		res[i].loads = dbs[i].calls.Load() - loads0[i]
+		res[i].redisErrs = -1
+		if f, ok := subjects[i].(interface{ redisErrors() int64 }); ok {
+			res[i].redisErrs = f.redisErrors()
+		}
 	}
 	return res, ctx.Err()
 }
