@@ -311,3 +311,33 @@ func TestSyncInvalidationOptionErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { mustRejectOption(t, tc.rdb, load, tc.opt, tc.want) })
 	}
 }
+
+// TestReplayWaitsForConfirmations: an Invalidate that cannot reach Redis
+// (frozen) is queued; once Redis is back its replay waits for the
+// confirmations like the call would have, so when A's Flush returns, B,
+// whose messages arrive 20ms late, has dropped its L1 copy.
+func TestReplayWaitsForConfirmations(t *testing.T) {
+	srv := redistest.Start(t)
+	version, load := versioned()
+	a := newCache(t, srv, load, cacheaside.WithSyncInvalidation(5*time.Second), cacheaside.WithRedisTimeout(200*time.Millisecond))
+	rdb := srv.Client(t)
+	slow := &slowReads{}
+	rdb.AddHook(slow)
+	b := newCacheOn(t, rdb, load, localFirst...)
+	waitSubscribed(t, srv, 1)
+	waitConfirmed(t, a, b)
+	mustGetValue(t, b, "k", 1, "B fills its L1")
+	slow.delay.Store(int64(20 * time.Millisecond))
+
+	ctx := testContext(t)
+	thaw := freezeServer(t, srv)
+	version.Store(2)
+	if err := a.Invalidate(ctx, "k"); !errors.Is(err, cacheaside.ErrQueued) {
+		t.Fatalf("A.Invalidate(k) with Redis frozen = %v, want ErrQueued", err)
+	}
+	thaw()
+	if err := a.Flush(ctx); err != nil {
+		t.Fatalf("A.Flush() = %v, want nil", err)
+	}
+	mustGetValue(t, b, "k", 2, "B, right after A's Flush returned")
+}
