@@ -417,7 +417,8 @@ func WithReplicaAcks(n int, timeout time.Duration) Option {
 // counts too) the call returns an error matching [ErrNotConfirmed] that
 // says how many did not; the change is in Redis and is not queued. Each
 // write then costs the confirmations' round trips on top of the Redis
-// call; Gets are unaffected. A replayed invalidation ([ErrQueued]) waits
+// call, and holds one connection of the client's pool while it waits
+// (BLMPOP, at most 100ms a call); Gets are unaffected. A replayed invalidation ([ErrQueued]) waits
 // for confirmations too, and logs the processes that did not confirm. It
 // needs a single server or Sentinel: New rejects it on a Redis Cluster or
 // a redis.Ring, where PUBLISH counts only one node's subscribers. timeout
