@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/cacheaside/cacheaside/internal/l1"
 )
@@ -65,16 +66,29 @@ func (c *Cache[K, V]) applyInvalidation(payload string) {
 // process without an L1 publishes too: the other processes of its fleet
 // may keep one (a writer service without L1 beside readers with
 // WithLocalFirst), and would otherwise serve the old value until their
-// L1 TTL.
-func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) error {
-	msg := l1.Encode(c.tokenPrefix, vkeys)
+// L1 TTL. With WithSyncInvalidation the message asks its receivers to
+// confirm, and the delivery says where and how many (confirm.go).
+func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) (delivery, error) {
+	var d delivery
+	var msg []byte
+	if c.confirmer != nil {
+		d.reply = c.confirmer.Reply()
+		msg = l1.EncodeAsking(c.tokenPrefix, d.reply, vkeys)
+	} else {
+		msg = l1.Encode(c.tokenPrefix, vkeys)
+	}
 	// One script appends the message to the channel's stream (the key of
 	// the same name) and publishes it with the entry's ID (internal/l1,
 	// feed.go), on the node that holds the stream.
 	ch := c.channel()
-	return c.guard.Do(ctx, ch, func(ctx context.Context) error {
-		return l1.Publish.Run(ctx, c.rdb, []string{ch}, l1.PublishArgs(ch, msg)...).Err()
+	var receivers atomic.Int64 // an abandoned call may still write it
+	err := c.guard.Do(ctx, ch, func(ctx context.Context) error {
+		n, err := l1.Publish.Run(ctx, c.rdb, []string{ch}, l1.PublishArgs(ch, msg)...).Int64()
+		receivers.Store(n)
+		return err
 	})
+	d.receivers = receivers.Load()
+	return d, err
 }
 
 // stopBackplane leaves the shared subscription; Close calls it before

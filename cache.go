@@ -88,6 +88,7 @@ import (
 
 	"github.com/cacheaside/cacheaside/internal/audit"
 	"github.com/cacheaside/cacheaside/internal/flight"
+	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/cacheaside/cacheaside/internal/readbatch"
 	"github.com/cacheaside/cacheaside/internal/redisguard"
@@ -126,6 +127,7 @@ type Cache[K comparable, V any] struct {
 
 	lock        *protocol.Locker // the fill lock's Redis I/O (lock.go)
 	replay      *replay.Queue    // invalidations not applied in Redis yet (replay.go)
+	confirmer   *l1.Confirmer    // nil without WithSyncInvalidation (confirm.go)
 	tokenPrefix string           // unique to this Cache: starts its lock tokens, generations and messages
 	fingerprint uint32           // of V and the codec, in every envelope written (typeFingerprint)
 	lastReload  atomic.Int64     // UnixNano of the last Cluster slot-map reload asked for
@@ -196,6 +198,9 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		if err := checkReplicaAcks(rdb, &cfg); err != nil {
 			errs = append(errs, err)
 		}
+		if err := checkSyncInvalidation(rdb, &cfg); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("cacheaside: invalid configuration:\n%w", err)
@@ -229,6 +234,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	c.guard, c.rdb, c.releaseGuard = newGuard(&cfg, rdb, c.breakerChanged)
 	c.life, c.stopLife = context.WithCancel(context.Background())
 	c.lock = c.newLocker()
+	c.confirmer = c.newConfirmer()
 	c.replay = c.newReplay()
 	c.reads = c.newReads()
 	c.prefillKick = make(chan struct{}, 1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"time"
+	"unsafe"
 
 	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/protocol"
@@ -42,14 +43,35 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 	if c.closed.Load() {
 		return result[V]{err: ErrClosed}
 	}
+	// The value key, built on the stack for the default key encodings
+	// (appendValueKey): the L1 read first and a Get that joins a flight
+	// in the air look it up without a string of its own (otter and the
+	// flight map keep no key they are asked for); a leader's flight makes
+	// one (fl.Key).
+	var buf [64]byte
+	b, onStack := c.appendValueKey(buf[:0], key)
+	var vkey string
+	if !onStack {
+		vkey = protocol.ValueKey(c.cfg.prefix, c.encode(key))
+	}
 	if c.l1 != nil && c.cfg.localFirst {
-		if r, ok := c.localFirst(key); ok {
+		lkey := vkey
+		if onStack {
+			lkey = unsafe.String(unsafe.SliceData(b), len(b))
+		}
+		if r, ok := c.l1.get(lkey, true); ok {
 			c.count(r)
 			return r
 		}
 	}
-	vkey := protocol.ValueKey(c.cfg.prefix, c.encode(key))
-	fl, leader := c.flights.Join(ctx, vkey)
+	var fl *flight.Call[result[V]]
+	var leader bool
+	if onStack {
+		fl, leader = c.flights.JoinBytes(ctx, b)
+	} else {
+		fl, leader = c.flights.Join(ctx, vkey)
+	}
+	vkey = fl.Key()
 	if !leader {
 		// While Redis is failing, a local copy beats waiting for the
 		// flight's Redis call: it may be the breaker's probe, which can
@@ -93,14 +115,18 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 // wait waits for flight fl on behalf of one caller and counts where its
 // answer came from; it returns ctx.Err() if ctx is done first.
 func (c *Cache[K, V]) wait(ctx context.Context, fl *flight.Call[result[V]]) result[V] {
-	select {
-	case <-fl.Done():
-		r := fl.Result()
-		c.count(r)
-		return r
-	case <-ctx.Done():
-		return result[V]{err: ctx.Err()}
+	if done := ctx.Done(); done != nil {
+		select {
+		case <-fl.Done():
+		case <-done:
+			return result[V]{err: ctx.Err()}
+		}
+	} else {
+		<-fl.Done() // a context that is never done: no select
 	}
+	r := fl.Result()
+	c.count(r)
+	return r
 }
 
 // count records where one caller's answer came from.

@@ -88,6 +88,20 @@ func mustGetValue[K, V comparable](t *testing.T, c *cacheaside.Cache[K, V], key 
 	}
 }
 
+// mustRejectOption fails the test unless New(rdb, load, opt) returns an
+// error containing want.
+func mustRejectOption[K comparable, V any](t *testing.T, rdb redis.UniversalClient, load cacheaside.LoadFunc[K, V], opt cacheaside.Option, want string) {
+	t.Helper()
+	c, err := cacheaside.New(rdb, load, opt)
+	if err == nil {
+		_ = c.Close()
+		t.Fatalf("New = nil error, want one containing %q", want)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("New = %v, want an error containing %q", err, want)
+	}
+}
+
 // outcome is what one Get returned.
 type outcome[V any] struct {
 	val V

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+
+	"github.com/cacheaside/cacheaside/internal/protocol"
 )
 
 // keyEncoder turns a K into the string s of the key layout
@@ -50,6 +52,26 @@ func newKeyEncoder[K comparable](custom any) (keyEncoder[K], error) {
 	default:
 		return nil, fmt.Errorf("key type %v has no default encoding: pass WithKeyFunc", t)
 	}
+}
+
+// appendValueKey appends the value key of key (protocol.ValueKey) to dst
+// when it can be built without an allocation of its own: the default
+// encoding of a string or built-in integer key, which ValueKey does not
+// hash. ok is false otherwise (WithKeyFunc, other key types, keys that are
+// hashed); the caller then calls ValueKey. Get builds the key this way in
+// a buffer on its stack: a hit in the L1, or a Get that joins a flight
+// already in the air, needs no string of its own.
+func (c *Cache[K, V]) appendValueKey(dst []byte, key K) (_ []byte, ok bool) {
+	if c.cfg.keyFunc != nil {
+		return dst, false
+	}
+	b := append(append(dst, c.cfg.prefix...), '{')
+	tag := len(b)
+	b, ok = appendKey(b, key)
+	if !ok || !protocol.Plain(b[tag:]) {
+		return dst, false
+	}
+	return append(b, '}'), true
 }
 
 // appendKey appends the default encoding of k (what newKeyEncoder's

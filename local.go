@@ -2,10 +2,8 @@ package cacheaside
 
 import (
 	"time"
-	"unsafe"
 
 	"github.com/cacheaside/cacheaside/internal/l1"
-	"github.com/cacheaside/cacheaside/internal/protocol"
 )
 
 // local is the in-process cache (internal/l1) seen through the Cache's
@@ -50,23 +48,6 @@ func (c *Cache[K, V]) localEpoch() uint64 {
 		return 0
 	}
 	return c.l1.Epoch()
-}
-
-// localFirst is the L1 read of WithLocalFirst, ahead of the flight: the
-// entry of key, if L1 has one it trusts. It runs on every Get, so for the
-// default key encodings it builds the value key in a buffer on the stack
-// and looks it up without making it a string of its own (otter keeps no
-// key it is asked for): a hit allocates nothing.
-func (c *Cache[K, V]) localFirst(key K) (result[V], bool) {
-	var buf [64]byte
-	b := append(append(buf[:0], c.cfg.prefix...), '{')
-	tag := len(b)
-	b, ok := appendKey(b, key)
-	if !ok || c.cfg.keyFunc != nil || !protocol.Plain(b[tag:]) {
-		return c.l1.get(protocol.ValueKey(c.cfg.prefix, c.encode(key)), true)
-	}
-	b = append(b, '}')
-	return c.l1.get(unsafe.String(unsafe.SliceData(b), len(b)), true)
 }
 
 // L1 configures the local (in-process) cache of [WithL1]. A zero field

@@ -57,6 +57,9 @@ type config struct {
 	auditFraction float64 // WithAudit
 	auditSame     any     // WithAudit: func(cached, fresh V) bool, checked in New
 
+	syncWait time.Duration // WithSyncInvalidation; 0: off
+	syncSet  bool          // WithSyncInvalidation was given
+
 	errs []error // problems found while applying options
 }
 
@@ -428,4 +431,33 @@ func WithReplicaAcks(n int, timeout time.Duration) Option {
 // Default: off.
 func WithAudit[V any](fraction float64, same func(cached, fresh V) bool) Option {
 	return func(c *config) { c.auditFraction, c.auditSame = fraction, same }
+}
+
+// WithSyncInvalidation makes [Cache.Set] and [Cache.Invalidate] return
+// only once every live process of the fleet has dropped the key from its
+// local cache ([WithL1]), for at most timeout: with it, the consistency
+// promise holds on every process even when the local cache is read
+// first. A live process is one whose invalidation subscription Redis
+// has when the message is published (PUBLISH counts them); a process
+// whose subscription is down trusts none of its local cache until it has
+// applied, from the invalidation stream, every message sent meanwhile, so
+// it is not waited for. Each subscription confirms once it has handed the
+// message to every Cache it serves, this process's own included. When
+// fewer confirm within timeout (a process stalled, or one of an earlier
+// version, which never confirms; any other subscriber of the channel
+// counts too) the call returns an error matching [ErrNotConfirmed] that
+// says how many did not; the change is in Redis and is not queued. Each
+// write then costs the confirmations' round trips on top of the Redis
+// call, and holds one connection of the client's pool while it waits
+// (BLMPOP, at most 100ms a call); Gets are unaffected. A replayed invalidation ([ErrQueued]) waits
+// for confirmations too, and logs the processes that did not confirm. It
+// needs a single server or Sentinel: New rejects it on a Redis Cluster or
+// a redis.Ring, where PUBLISH counts only one node's subscribers. timeout
+// must be positive.
+//
+// Default: off (Set and Invalidate return once Redis has the change and
+// the message is published; other processes drop their local copies
+// within the message's delivery time).
+func WithSyncInvalidation(timeout time.Duration) Option {
+	return func(c *config) { c.syncWait, c.syncSet = timeout, true }
 }

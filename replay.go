@@ -45,13 +45,14 @@ const replayBatch = 256
 // closeFlush bounds how long Close spends replaying what is queued: the
 // longer of one second and the Redis timeout, plus the WAIT timeout of
 // WithReplicaAcks, which a replay with a lagging replica waits out before
-// it counts as applied.
+// it counts as applied, and that of WithSyncInvalidation, which a replay
+// waits out for a process that does not confirm.
 func closeFlush(cfg config) time.Duration {
 	d := max(time.Second, cfg.redisTTL)
 	if cfg.replicaAcks > 0 {
 		d += cfg.replicaWait
 	}
-	return d
+	return d + cfg.syncWait
 }
 
 // errPending is the read error of a key whose invalidation is queued: its
@@ -98,14 +99,17 @@ func (c *Cache[K, V]) applyQueued(ctx context.Context, vkeys []string) []error {
 	if len(done) == 0 {
 		return errOf
 	}
-	if err := c.publish(ctx, done...); err != nil {
+	d, err := c.publish(ctx, done...)
+	if err != nil {
 		c.redisError(err)
 		for i := range errOf {
 			if errOf[i] == nil {
 				errOf[i] = err
 			}
 		}
+		return errOf
 	}
+	c.confirmedReplay(ctx, d)
 	return errOf
 }
 

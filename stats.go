@@ -3,6 +3,8 @@ package cacheaside
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/cacheaside/cacheaside/internal/counter"
 )
 
 // Stats is a snapshot of a Cache's counters since New, and of its breaker
@@ -64,9 +66,12 @@ type Stats struct {
 }
 
 // counters are the live, atomically updated form of Stats, but for the
-// guard's counts (redisguard.Counts), which Stats adds.
+// guard's counts (redisguard.Counts), which Stats adds. The counts every
+// Get adds to are striped (internal/counter): one atomic word added to by
+// every core in turn costs a hit in the L1 more than its otter Get.
 type counters struct {
-	hits, localHits, misses, loads, loadErrors, panics                         atomic.Uint64
+	hits, localHits, misses                                                    counter.Counter
+	loads, loadErrors, panics                                                  atomic.Uint64
 	lockAcquired, lockWaits, lockWaitTimeouts                                  atomic.Uint64
 	fillConflicts, corrupt                                                     atomic.Uint64
 	redisErrors                                                                atomic.Uint64

@@ -76,6 +76,9 @@ func (c *config) resolve() error {
 	if c.replicaAcks > 0 && (c.replicaWait <= 0 || c.replicaWait > maxDuration || c.replicaWait%time.Millisecond != 0) {
 		bad("WithReplicaAcks: timeout %v must be a positive whole number of milliseconds, at most %v", c.replicaWait, maxDuration)
 	}
+	if c.syncSet && (c.syncWait <= 0 || c.syncWait > maxDuration) {
+		bad("WithSyncInvalidation: timeout %v must be positive, at most %v", c.syncWait, maxDuration)
+	}
 	if c.localSize < 0 {
 		bad("WithL1: Size %d is negative", c.localSize)
 	}

@@ -24,7 +24,9 @@ import (
 // deletes the key's value in Redis, fences the loads in flight and
 // publishes the message, as Invalidate does (it does not write the value
 // then: another process may have written a newer one since), and until
-// then this process serves no Redis copy of the key.
+// then this process serves no Redis copy of the key. With
+// [WithSyncInvalidation] it waits for the other processes' local caches as
+// Invalidate does.
 func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if !c.tracker.add() {
 		return ErrClosed
@@ -54,12 +56,17 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 		return fmt.Errorf("cacheaside: set: %w", c.queue(ctx, err, vkey))
 	}
 	c.replay.Settled(before, vkey)
-	if err := c.publish(ctx, vkey); err != nil {
+	d, perr := c.publish(ctx, vkey)
+	if perr != nil {
 		// Queued: the replay publishes it (and deletes the value).
-		c.redisError(err)
-		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", c.queue(ctx, err, vkey))
+		c.redisError(perr)
+		return fmt.Errorf("cacheaside: set: stored, but other processes' local copies may be stale: %w", c.queue(ctx, perr, vkey))
 	}
+	var notReplicatedErr error
 	if notReplicated {
+		notReplicatedErr = err
+	}
+	if err := errors.Join(notReplicatedErr, c.confirmed(ctx, d)); err != nil {
 		return fmt.Errorf("cacheaside: set: %w", err)
 	}
 	return nil
@@ -83,7 +90,9 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 // until then this process serves no Redis copy of them. The queue holds
 // up to 10,000 keys; past that the oldest are dropped, logged and counted
 // in [Stats].InvalidationsDropped, and for them the promise lapses until
-// their TTL.
+// their TTL. With [WithSyncInvalidation] it returns only once every live
+// process has dropped the keys from its local cache, so that the promise
+// holds there too, or with an error matching [ErrNotConfirmed].
 func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 	if !c.tracker.add() {
 		return ErrClosed
@@ -121,13 +130,14 @@ func (c *Cache[K, V]) Invalidate(ctx context.Context, keys ...K) error {
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: invalidate: the shared copy may be stale (%d of %d keys not invalidated in Redis): %w", len(failed), len(vkeys), c.queue(ctx, err, failed...))
 	}
-	if err := c.publish(ctx, vkeys...); err != nil {
+	d, err := c.publish(ctx, vkeys...)
+	if err != nil {
 		// Queued: the replay invalidates them again and publishes.
 		c.redisError(err)
 		return fmt.Errorf("cacheaside: invalidate: other processes' local copies may be stale: %w", c.queue(ctx, err, vkeys...))
 	}
-	if notReplicated != nil {
-		return fmt.Errorf("cacheaside: invalidate: %w", notReplicated)
+	if err := errors.Join(notReplicated, c.confirmed(ctx, d)); err != nil {
+		return fmt.Errorf("cacheaside: invalidate: %w", err)
 	}
 	return nil
 }

@@ -47,8 +47,8 @@ func TestQuickRun(t *testing.T) {
 	}
 
 	sections := strings.Split(md, "\n## ")[1:]
-	if len(sections) != 6 {
-		t.Fatalf("report has %d sections, want 6:\n%s", len(sections), md)
+	if len(sections) != 7 {
+		t.Fatalf("report has %d sections, want 7:\n%s", len(sections), md)
 	}
 	for i, sec := range sections {
 		title, _, _ := strings.Cut(sec, "\n")
@@ -65,12 +65,15 @@ func TestQuickRun(t *testing.T) {
 		if i == 0 {
 			names = append(names, nameCacheasideNoL1)
 		}
+		if i == 6 { // the Cluster: the baseline and cacheaside without L1
+			names = []string{nameRaw, nameCacheasideNoL1}
+		}
 		if i == 3 || i == 4 {
 			names = append(names, nameCacheaside+" (ContextTimeoutEnabled client)")
 		}
 		for _, name := range names {
 			want := "| " + name + " |"
-			if i == 0 {
+			if i == 0 || i == 6 {
 				want = "| default " + want
 			}
 			if !strings.Contains(sec, want) {
@@ -119,6 +122,16 @@ func TestQuickRun(t *testing.T) {
 	for _, name := range names {
 		if s := shared[name]; s.loads > s.redisErrs {
 			t.Errorf("hit path %s, both clients: %d loads after %d failed Redis calls; want no load without a failed Redis call", name, s.loads, s.redisErrs)
+		}
+	}
+	// On the Cluster every Get reads through one node, alone or batched:
+	// never more than one read round trip per Get, and every node read.
+	for _, c := range r.cluster {
+		if c.errs != 0 || c.nodes != clusterPrimaries {
+			t.Errorf("cluster %s/%s: %d errors, reads on %d nodes; want 0 errors and all %d nodes", c.client, c.name, c.errs, c.nodes, clusterPrimaries)
+		}
+		if trips := median(c.tripsPerOp); trips > 1 {
+			t.Errorf("cluster %s/%s: %.3f read round trips per Get, want at most 1", c.client, c.name, trips)
 		}
 	}
 	for _, a := range r.avalanche {

@@ -1,7 +1,8 @@
 // Command bench compares cacheaside with the textbook cache-aside read and
 // with github.com/go-redis/cache/v9, in one run, on one redis-server of its
 // own and one loader: the hit path, a hot key, a cold-key stampede across
-// instances, and Redis killed and frozen under load. Every number is also
+// instances, Redis killed and frozen under load, and the hit path on a
+// Redis Cluster of three primaries of its own. Every number is also
 // given as a ratio to a raw go-redis GET + json.Unmarshal measured in the
 // same run.
 //
@@ -71,7 +72,7 @@ func defaults(quick bool) config {
 }
 
 // allMeasurements names the measurements, in the order they run.
-const allMeasurements = "hit,hot,stampede,killed,frozen,avalanche"
+const allMeasurements = "hit,hot,stampede,killed,frozen,cluster,avalanche"
 
 // runs reports whether the measurement called name was asked for.
 func (c config) runs(name string) bool { return slices.Contains(strings.Split(c.only, ","), name) }
@@ -212,6 +213,11 @@ func run(ctx context.Context, cfg config, out, log io.Writer) (*report, error) {
 	if cfg.runs("frozen") {
 		if r.frozen, err = e.measureFault(ctx, frozen); err != nil {
 			return nil, err
+		}
+	}
+	if cfg.runs("cluster") {
+		if r.cluster, err = e.measureCluster(ctx); err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
 		}
 	}
 	if cfg.runs("avalanche") {

@@ -228,14 +228,7 @@ func (e *env) measureHit(ctx context.Context) ([]hitResult, error) {
 	}
 	for r := range e.cfg.rounds {
 		for ci := range clientModes {
-			ws, err := e.interleaved(n, r, func(ki int, d time.Duration) (window, error) {
-				s := subjects[ci*n+ki]
-				return hammer(ctx, e.cfg.goroutines, d, false, nil, func(ctx context.Context, w int, i int64) bool {
-					id := (int64(w)*7919 + i) % int64(e.cfg.keys)
-					p, err := s.get(ctx, id)
-					return checked(p, err, id)
-				}), ctx.Err()
-			})
+			ws, err := e.hitRound(ctx, r, subjects[ci*n:(ci+1)*n])
 			if err != nil {
 				return nil, err
 			}
@@ -260,6 +253,19 @@ func (e *env) measureHit(ctx context.Context) ([]hitResult, error) {
 		}
 	}
 	return res, ctx.Err()
+}
+
+// hitRound runs round r of the hit path: each of subjects in turn
+// (interleaved) reads the warm keys from the hit path's goroutines.
+func (e *env) hitRound(ctx context.Context, r int, subjects []strategy) ([]window, error) {
+	return e.interleaved(len(subjects), r, func(ki int, d time.Duration) (window, error) {
+		s := subjects[ki]
+		return hammer(ctx, e.cfg.goroutines, d, false, nil, func(ctx context.Context, w int, i int64) bool {
+			id := (int64(w)*7919 + i) % int64(e.cfg.keys)
+			p, err := s.get(ctx, id)
+			return checked(p, err, id)
+		}), ctx.Err()
+	})
 }
 
 type hotResult struct {

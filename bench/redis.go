@@ -37,8 +37,9 @@ type server struct {
 	exited chan struct{} // closed once cmd has been reaped
 }
 
-// startServer launches redis-server and returns once it answers PING.
-func startServer(ctx context.Context) (*server, error) {
+// startServer launches redis-server, with extra arguments if any, and
+// returns once it answers PING.
+func startServer(ctx context.Context, extra ...string) (*server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, errNoRedis
@@ -52,7 +53,7 @@ func startServer(ctx context.Context) (*server, error) {
 		if s.port, err = freePort(); err != nil {
 			break
 		}
-		if err = s.launch(ctx, bin); err == nil {
+		if err = s.launch(ctx, bin, extra...); err == nil {
 			return s, nil
 		}
 	}
@@ -60,11 +61,11 @@ func startServer(ctx context.Context) (*server, error) {
 	return nil, fmt.Errorf("start redis-server: %w", err)
 }
 
-func (s *server) launch(ctx context.Context, bin string) error {
-	cmd := exec.Command(bin,
+func (s *server) launch(ctx context.Context, bin string, extra ...string) error {
+	cmd := exec.Command(bin, append([]string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"))
+		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log")}, extra...)...)
 	// Take redis-server down with us if this process dies without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

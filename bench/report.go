@@ -22,6 +22,7 @@ type report struct {
 	stampede       []stampedeResult
 	killed, frozen []faultResult
 	avalanche      []avalancheResult
+	cluster        []clusterResult
 }
 
 // describeMachine says what the numbers were measured on.
@@ -93,6 +94,9 @@ func (r *report) markdown() string {
 	if r.avalanche != nil {
 		r.avalancheTable(p)
 	}
+	if r.cluster != nil {
+		r.clusterTable(p)
+	}
 	return b.String()
 }
 
@@ -109,6 +113,28 @@ func (r *report) hitTable(p func(string, ...any)) {
 		ops := median(h.opsPerSec)
 		p("| %s | %s | %s | %.0f | %s | %.2f | %.1f | %.1f | %d | %d | %s |", h.client, h.name, rate(ops),
 			1e9/ops, spread(h.ratio), median(h.goroutinesPerOp), median(h.allocsPer), median(h.cpuPerOp), h.loads, h.errs, h.notes)
+	}
+	p("")
+}
+
+func (r *report) clusterTable(p func(string, ...any)) {
+	c := r.cfg
+	p("## 7. Redis Cluster (%d primaries): hit path, %d goroutines, %d warm keys", clusterPrimaries, c.goroutines, c.keys)
+	p("")
+	p("A go-redis ClusterClient on each client setup; cacheaside without its L1, so that every Get reads Redis. A read round trip is a GET, an MGET, or a pipeline")
+	p("of MGETs (one per slot) to one node, counted by a hook on each node's client (as TestClusterGetManyOneRoundTripPerNode counts what each node receives).")
+	p("")
+	p("Loads on this path follow Redis calls that failed or ran past cacheaside's %s timeout (fail open: answered by the loader); they flatter its rate.", redisTimeout)
+	p("")
+	p("| client | strategy | ops/s | × raw | read round trips/op | keys/round trip | nodes read | loads | Redis calls failed or slow | errors |")
+	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, h := range r.cluster {
+		failed := "—"
+		if h.redisErrs >= 0 {
+			failed = fmt.Sprint(h.redisErrs)
+		}
+		p("| %s | %s | %s | %s | %.3f | %.2f | %d | %d | %s | %d |", h.client, h.name, rate(median(h.opsPerSec)), spread(h.ratio),
+			median(h.tripsPerOp), median(h.keysPerTrip), h.nodes, h.loads, failed, h.errs)
 	}
 	p("")
 }

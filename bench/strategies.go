@@ -145,7 +145,7 @@ var errMiss = errors.New("bench: raw GET missed")
 
 // raw is the baseline: GET and json.Unmarshal, nothing else.
 type raw struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	prefix string
 }
 
@@ -212,7 +212,7 @@ type ca struct {
 	c *cacheaside.Cache[int64, Product]
 }
 
-func openCacheaside(rdb *redis.Client, db *database, p string, l1 bool) (strategy, error) {
+func openCacheaside(rdb redis.UniversalClient, db *database, p string, l1 bool) (strategy, error) {
 	opts := []cacheaside.Option{
 		cacheaside.WithTTL(cacheTTL), cacheaside.WithPrefix(p),
 		cacheaside.WithRedisTimeout(redisTimeout),

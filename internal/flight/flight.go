@@ -30,6 +30,7 @@ type Group[R any] struct {
 
 // Call is one flight. Its fields are guarded by the group's mutex.
 type Call[R any] struct {
+	key string // the flight's key, set before the flight is published
 	// done is made under the mutex by Join (for a joiner) or Hold (for a
 	// leader that will wait) before the caller can read it, and closed by
 	// Finish after res is set: reading res after <-done needs no lock.
@@ -42,6 +43,9 @@ type Call[R any] struct {
 // Done is closed when the flight's result is ready. Only callers that
 // joined the flight, or a leader that called Hold, may wait on it.
 func (c *Call[R]) Done() <-chan struct{} { return c.done }
+
+// Key returns the key the flight was started for.
+func (c *Call[R]) Key() string { return c.key }
 
 // Result returns the flight's result; call it only after Done is closed.
 func (c *Call[R]) Result() R { return c.res }
@@ -58,27 +62,51 @@ func (g *Group[R]) Join(ctx context.Context, key string) (c *Call[R], leader boo
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if c := g.m[key]; c != nil {
-		c.shared = true
-		if c.done == nil {
-			c.done = make(chan struct{})
-		}
-		if g.Track {
-			if c.waiters == nil {
-				c.waiters = &Waiters{}
-			}
-			c.waiters.add(ctx)
-		}
+		g.joinLocked(ctx, c)
 		return c, false
 	}
+	return g.startLocked(key), true
+}
+
+// JoinBytes is Join for a key the caller holds as bytes, typically in a
+// buffer on its stack: only a leader makes it a string (Call.Key), so
+// joining a flight in the air allocates nothing for the key.
+func (g *Group[R]) JoinBytes(ctx context.Context, key []byte) (c *Call[R], leader bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c := g.m[string(key)]; c != nil { // the lookup does not copy key
+		g.joinLocked(ctx, c)
+		return c, false
+	}
+	return g.startLocked(string(key)), true
+}
+
+// joinLocked adds a caller to c, a flight in the air.
+func (g *Group[R]) joinLocked(ctx context.Context, c *Call[R]) {
+	c.shared = true
+	if c.done == nil {
+		c.done = make(chan struct{})
+	}
+	if g.Track {
+		if c.waiters == nil {
+			c.waiters = &Waiters{}
+		}
+		c.waiters.add(ctx)
+	}
+}
+
+// startLocked starts the flight of key.
+func (g *Group[R]) startLocked(key string) *Call[R] {
 	if g.m == nil {
 		g.m = make(map[string]*Call[R])
 	}
-	c, _ = g.pool.Get().(*Call[R])
+	c, _ := g.pool.Get().(*Call[R])
 	if c == nil {
 		c = new(Call[R])
 	}
+	c.key = key
 	g.m[key] = c
-	return c, true
+	return c
 }
 
 // Hold marks c as seen by a caller that will wait for it later, so that

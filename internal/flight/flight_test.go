@@ -159,3 +159,36 @@ func TestWaitersTracked(t *testing.T) {
 	}
 	off.Finish("k", c, 0)
 }
+
+// TestJoinBytesJoinsWithoutAllocating: JoinBytes finds the flight Join
+// started for the same key, and the flight JoinBytes starts is found by
+// Join; Key is the key as a string of its own (not the caller's buffer,
+// which the caller reuses); joining a flight in the air allocates
+// nothing.
+func TestJoinBytesJoinsWithoutAllocating(t *testing.T) {
+	var g Group[int]
+	ctx := context.Background()
+	leader, _ := g.Join(ctx, "ca:{1}")
+	buf := []byte("ca:{1}")
+	if c, led := g.JoinBytes(ctx, buf); led || c != leader {
+		t.Fatalf("JoinBytes(ca:{1}) = %p, leader %v; want Join's flight %p, not leader", c, led, leader)
+	}
+	if n := testing.AllocsPerRun(100, func() { g.JoinBytes(ctx, buf) }); n != 0 {
+		t.Errorf("JoinBytes of a flight in the air allocates %v times, want 0", n)
+	}
+	g.Finish("ca:{1}", leader, 1)
+
+	buf = []byte("ca:{2}")
+	c, led := g.JoinBytes(ctx, buf)
+	if !led {
+		t.Fatal("JoinBytes(ca:{2}) with no flight in the air: not leader")
+	}
+	copy(buf, "xxxxxx") // the caller reuses its buffer
+	if c.Key() != "ca:{2}" {
+		t.Errorf("Key() = %q after the caller reused its buffer, want ca:{2}", c.Key())
+	}
+	if j, led := g.Join(ctx, "ca:{2}"); led || j != c {
+		t.Errorf("Join(ca:{2}) = %p, leader %v; want JoinBytes's flight %p", j, led, c)
+	}
+	g.Finish("ca:{2}", c, 2)
+}

@@ -52,6 +52,40 @@ func TestLocalDropsPutsThatRacedAnInvalidation(t *testing.T) {
 	}
 }
 
+// TestLocalNeverServesPastExpiry: an entry is not returned, healthy or
+// not, once the earlier of its TTL and its Redis entry's expiry has
+// passed, and a Redis hit's Refresh of an expired entry writes it again
+// (the check is the L1's own since otter no longer holds the expiry).
+func TestLocalNeverServesPastExpiry(t *testing.T) {
+	l, err := New[int](100, 400*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	l.VerifyFromNow()
+	l.Put("ttl", 1, false, time.Time{}, l.Epoch())
+	l.Put("redis", 2, false, time.Now().Add(50*time.Millisecond), l.Epoch())
+	if _, _, ok := l.Get("redis", true); !ok {
+		t.Fatal("Get(redis) found nothing right after its Put")
+	}
+	time.Sleep(80 * time.Millisecond) // well within half the TTL
+	for _, healthy := range []bool{true, false} {
+		if v, _, ok := l.Get("redis", healthy); ok {
+			t.Errorf("Get(redis, healthy=%v) = %v after its Redis expiry, want no entry", healthy, v)
+		}
+	}
+	l.Refresh("redis", 3, false, time.Now().Add(time.Minute), l.Epoch())
+	if v, _, ok := l.Get("redis", true); !ok || v != 3 {
+		t.Errorf("Get(redis) = %v, %v after a Refresh of its expired entry; want 3", v, ok)
+	}
+	time.Sleep(400 * time.Millisecond)
+	for _, healthy := range []bool{true, false} {
+		if v, _, ok := l.Get("ttl", healthy); ok {
+			t.Errorf("Get(ttl, healthy=%v) = %v past the L1 TTL, want no entry", healthy, v)
+		}
+	}
+}
+
 func TestLocalTrustsOnlyReadsUnderTheCurrentSubscription(t *testing.T) {
 	l := newTestLocal(t)
 	steps := []struct {
@@ -146,13 +180,10 @@ func TestPutNeverShowsAnInvalidatedRead(t *testing.T) {
 		probe bool
 	)
 	l.c.StopAllGoroutines()
-	l.c, err = otter.New(&otter.Options[string, entry[int]]{
+	l.c, err = otter.New(&otter.Options[string, *entry[int]]{
 		MaximumSize: 100,
-		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, entry[int]]) time.Duration {
-			return time.Duration(e.Value.expires - time.Now().UnixNano())
-		}),
-		Executor: func(fn func()) { fn() },
-		OnDeletion: func(e otter.DeletionEvent[string, entry[int]]) {
+		Executor:    func(fn func()) { fn() },
+		OnDeletion: func(e otter.DeletionEvent[string, *entry[int]]) {
 			if probe && e.Cause == otter.CauseReplacement {
 				// A Get that starts now, long after the invalidation.
 				if v, _, ok := l.Get("k", true); ok {

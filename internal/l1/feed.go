@@ -36,12 +36,13 @@ const Retention = 10_000
 
 // Publish appends a message to the stream KEYS[1] (trimmed to about
 // ARGV[1] entries) and publishes it on channel ARGV[3] wrapped with the
-// entry's ID (Wrap's format), returning the ID. IDs are under 128 bytes,
-// so their length is one uvarint byte.
+// entry's ID (Wrap's format), returning PUBLISH's reply: the number of
+// subscriber connections that received it (on a Cluster, those of the
+// node that ran the script only). IDs are under 128 bytes, so their
+// length is one uvarint byte.
 var Publish = redis.NewScript(`
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
-redis.call('PUBLISH', ARGV[3], '` + wrapFormat + `' .. string.char(#id) .. id .. ARGV[2])
-return id
+return redis.call('PUBLISH', ARGV[3], '` + wrapFormat + `' .. string.char(#id) .. id .. ARGV[2])
 `)
 
 // PublishArgs returns the ARGV of Publish for msg (Encode's) on channel.

@@ -45,6 +45,7 @@ func Decode(msg string) (origin string, keys []string, ok bool) {
 	if origin, rest, ok = cutField(rest); !ok {
 		return "", nil, false
 	}
+	origin, _ = splitOrigin(origin) // without a request for confirmation (confirm.go)
 	for rest != "" {
 		var k string
 		if k, rest, ok = cutField(rest); !ok {

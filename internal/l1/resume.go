@@ -11,8 +11,17 @@ import (
 // they may trust their L1 again.
 
 // deliver hands a message to the members of its channel, without the
-// stream ID it carries, which it records.
+// stream ID it carries, which it records, and then confirms it when it
+// asks for a confirmation (confirm.go).
 func (s *Subscription) deliver(channel, payload string) {
+	if reply := s.deliverLocked(channel, payload); reply != "" {
+		s.ask(reply)
+	}
+}
+
+// deliverLocked is deliver under the subscription's lock; it returns the
+// reply key the message asks a confirmation on, or "".
+func (s *Subscription) deliverLocked(channel, payload string) (reply string) {
 	id, msg, ok := Unwrap(payload)
 	if !ok {
 		msg = payload // unreadable: the members distrust their L1
@@ -36,6 +45,10 @@ func (s *Subscription) deliver(channel, payload string) {
 	for _, m := range s.members[channel] {
 		m.OnMessage(msg)
 	}
+	if ok {
+		return askedReply(msg)
+	}
+	return ""
 }
 
 // catchUpTimeout bounds the reads of a channel's stream on a

@@ -66,6 +66,10 @@ type Subscription struct {
 	conn      *psConn               // nil between connections
 	closed    bool
 
+	ackMu   sync.Mutex
+	acks    []string      // reply keys to confirm on (confirm.go)
+	ackKick chan struct{} // wakes confirmLoop
+
 	resumed  atomic.Int64 // subscriptions resumed from the stream
 	replayed atomic.Int64 // messages handed over from the stream
 
@@ -120,6 +124,7 @@ func newSubscription(client redis.UniversalClient) *Subscription {
 		ctx:       ctx,
 		stop:      stop,
 		kick:      make(chan struct{}, 1),
+		ackKick:   make(chan struct{}, 1),
 		members:   map[string][]*Handler{},
 		confirmed: map[string]bool{},
 		last:      map[string]streamID{},
@@ -135,6 +140,7 @@ func (s *Subscription) startOnce() {
 	s.started.Do(func() {
 		s.wg.Go(func() { s.run(s.ctx) })
 		s.wg.Go(func() { s.syncLoop(s.ctx) })
+		s.wg.Go(func() { s.confirmLoop(s.ctx) })
 	})
 }
 

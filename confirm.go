@@ -1,0 +1,105 @@
+package cacheaside
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cacheaside/cacheaside/internal/l1"
+	"github.com/redis/go-redis/v9"
+)
+
+// Fleet-synchronous invalidation (WithSyncInvalidation): Set and
+// Invalidate return only once every live process has dropped the keys
+// from its L1, or report how many did not confirm. The message to the
+// other processes asks each subscription that receives it to confirm once
+// it has handed it to every Cache of the channel; PUBLISH's reply counts
+// them, and the call pops that many confirmations from a reply key of its
+// own (internal/l1, confirm.go). A process counts as live when Redis has
+// its subscription; one that is not subscribed trusts none of its L1 on
+// healthy reads until it has applied, from the invalidation stream, every
+// message sent meanwhile (resume.go), so it cannot serve the old value
+// either.
+
+// ErrNotConfirmed is matched (with errors.Is) by the error of a
+// [Cache.Set] or [Cache.Invalidate] under [WithSyncInvalidation] that
+// Redis applied and whose message reached the other processes, but that
+// fewer of them confirmed within the timeout than received it (or ctx
+// ended, or Close began, first). The error says how many did not. The
+// change is in place in Redis and is not queued; a process that did not
+// confirm may still serve its old L1 copy until the message reaches it.
+// It does not match [ErrRedisUnavailable].
+var ErrNotConfirmed = l1.ErrNotConfirmed
+
+// confirmSlice bounds each wait for confirmations sent to Redis (BLMPOP),
+// so that it stays within the client's read timeout and a wait that ends
+// early (ctx, Close) leaves behind a call of at most this long.
+const confirmSlice = 100 * time.Millisecond
+
+// delivery is what publish tells the confirmation step: the reply key its
+// message asked confirmations on ("" without WithSyncInvalidation) and
+// how many subscribers received it.
+type delivery struct {
+	reply     string
+	receivers int64
+}
+
+// checkSyncInvalidation rejects WithSyncInvalidation on a client whose
+// PUBLISH reply does not count every subscriber: on a Redis Cluster (and
+// a Ring) it counts only those of the node that received the PUBLISH.
+func checkSyncInvalidation(rdb redis.UniversalClient, cfg *config) error {
+	if cfg.syncWait == 0 {
+		return nil
+	}
+	switch rdb.(type) {
+	case *redis.ClusterClient:
+		return fmt.Errorf("WithSyncInvalidation: not supported on a Redis Cluster (PUBLISH counts only the subscribers of one node)")
+	case *redis.Ring:
+		return fmt.Errorf("WithSyncInvalidation: not supported on a redis.Ring (each shard has its own subscribers)")
+	}
+	return nil
+}
+
+// newConfirmer returns the Cache's confirmation waiter, or nil without
+// WithSyncInvalidation.
+func (c *Cache[K, V]) newConfirmer() *l1.Confirmer {
+	if c.cfg.syncWait == 0 {
+		return nil
+	}
+	slice := confirmSlice
+	if cl, ok := c.sub.(*redis.Client); ok {
+		if rt := cl.Options().ReadTimeout; rt > 0 {
+			slice = min(slice, rt/2)
+		}
+	}
+	return &l1.Confirmer{
+		Client:  c.sub,
+		Prefix:  c.cfg.prefix + "ack:" + c.tokenPrefix,
+		Timeout: c.cfg.syncWait,
+		Slice:   slice,
+		Call:    c.guard.DoWaiting,
+	}
+}
+
+// confirmed waits, under WithSyncInvalidation, until every subscriber
+// that received the message of d confirmed it, for at most the option's
+// timeout, ctx's end or Close.
+func (c *Cache[K, V]) confirmed(ctx context.Context, d delivery) error {
+	if c.confirmer == nil || d.receivers == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.life, cancel)()
+	return c.confirmer.Wait(ctx, d.reply, d.receivers)
+}
+
+// confirmedReplay is confirmed for a replayed invalidation: it is
+// applied whether or not every process confirms, so a missing
+// confirmation is logged, not retried.
+func (c *Cache[K, V]) confirmedReplay(ctx context.Context, d delivery) {
+	if err := c.confirmed(ctx, d); err != nil {
+		c.log(ctx, slog.LevelWarn, "cacheaside: replayed invalidation not confirmed by every process", "err", err)
+	}
+}

@@ -1,0 +1,216 @@
+package l1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Synchronous invalidation: a publisher that must know that every live
+// subscriber dropped the keys before it returns asks for confirmations.
+//
+// Its message names a reply key, after a mark in the origin field
+// (EncodeAsking). A receiver of an earlier version compares the origin
+// with its own, never finds it equal, drops the keys as before and sends
+// nothing. The reply of the PUBLISH in the Publish script counts the
+// subscriber connections that received the message: those are the live
+// subscribers. Each subscription of this version that receives it live
+// hands it to every member of the channel (who drop the keys) and only
+// then pushes one confirmation on the reply key (confirmLoop). The
+// publisher pops confirmations (BLMPOP) until it has one per receiver, or
+// its timeout ends (Confirmer.Wait).
+//
+// A subscriber that is not counted was not subscribed when the message
+// was published: its members distrust their L1 since its drop (OnDrop),
+// and trust it again only once they have applied, from the stream, every
+// message sent meanwhile, this one included (resume.go). Messages read
+// from the stream are never confirmed: their publisher did not count
+// their receiver, and a confirmation from it could stand in for a counted
+// one that never came.
+
+// ErrNotConfirmed is wrapped by the error of a wait in which fewer
+// subscribers confirmed a message than received it.
+var ErrNotConfirmed = errors.New("cacheaside: not confirmed by every instance")
+
+// askMark separates the origin from the reply key in the origin field of
+// a message asking for confirmations. Origins (a Cache's token prefix) are
+// printable.
+const askMark = "\x00ack\x00"
+
+// EncodeAsking returns the message that names keys, sent by origin, and
+// asks each subscriber receiving it to confirm on reply once its members
+// have it.
+func EncodeAsking(origin, reply string, keys []string) []byte {
+	return Encode(origin+askMark+reply, keys)
+}
+
+// splitOrigin splits the origin field of a message into the sender's
+// origin and the reply key it asks confirmations on ("" when it asks
+// none).
+func splitOrigin(field string) (origin, reply string) {
+	origin, reply, _ = strings.Cut(field, askMark)
+	return origin, reply
+}
+
+// askedReply returns the reply key msg asks confirmations on, or "".
+func askedReply(msg string) string {
+	rest, ok := strings.CutPrefix(msg, format)
+	if !ok {
+		return ""
+	}
+	field, _, ok := cutField(rest)
+	if !ok {
+		return ""
+	}
+	_, reply := splitOrigin(field)
+	return reply
+}
+
+// replyTTL is how long a reply key lives after its last confirmation: a
+// confirmation that arrives after its publisher stopped waiting is
+// cleaned up then. (A reply key whose confirmations were all popped is
+// gone at once: Redis deletes an empty list.)
+const replyTTL = time.Minute
+
+// confirmScript pushes one confirmation on the reply key KEYS[1] and
+// makes it expire ARGV[1] milliseconds later.
+var confirmScript = redis.NewScript(`
+redis.call('RPUSH', KEYS[1], 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+`)
+
+// confirmTimeout bounds one round of confirmations.
+const confirmTimeout = 2 * time.Second
+
+// ask records that the message just handed to the members of its channel
+// asks for a confirmation on reply, and wakes confirmLoop.
+func (s *Subscription) ask(reply string) {
+	s.ackMu.Lock()
+	s.acks = append(s.acks, reply)
+	s.ackMu.Unlock()
+	select {
+	case s.ackKick <- struct{}{}:
+	default:
+	}
+}
+
+// confirmLoop sends the confirmations asked for, those asked meanwhile
+// in one pipeline, until ctx is done. A confirmation that fails is not
+// retried: its publisher counts it as missing.
+func (s *Subscription) confirmLoop(ctx context.Context) {
+	ttl := replyTTL.Milliseconds()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.ackKick:
+		}
+		s.ackMu.Lock()
+		replies := s.acks
+		s.acks = nil
+		s.ackMu.Unlock()
+		if len(replies) == 0 {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, confirmTimeout)
+		_, _ = s.client.Pipelined(cctx, func(p redis.Pipeliner) error {
+			for _, r := range replies {
+				// EVAL, not EVALSHA: a pipeline cannot fall back on
+				// NOSCRIPT, and the script is a few bytes.
+				confirmScript.Eval(cctx, p, []string{r}, ttl)
+			}
+			return nil
+		})
+		cancel()
+	}
+}
+
+// Confirmer is the publisher's side: it names reply keys and waits for
+// their confirmations. It is safe for concurrent use.
+type Confirmer struct {
+	// Client is where confirmations are popped (a single server or a
+	// Sentinel failover client: the one PUBLISH counts the subscribers of).
+	Client redis.UniversalClient
+	// Prefix starts every reply key; it should name the sender.
+	Prefix string
+	// Timeout bounds each wait.
+	Timeout time.Duration
+	// Slice bounds each BLMPOP: the server holds it that long at most, so
+	// it fits in the client's read timeout, and a wait whose context ends
+	// leaves behind a call of at most Slice.
+	Slice time.Duration
+	// Call runs fn, a Redis call for key that the server may hold for up
+	// to wait (redisguard's DoWaiting).
+	Call func(ctx context.Context, key string, wait time.Duration, fn func(context.Context) error) error
+
+	seq atomic.Uint64
+}
+
+// Reply returns a new reply key.
+func (c *Confirmer) Reply() string {
+	return c.Prefix + strconv.FormatUint(c.seq.Add(1), 10)
+}
+
+// Wait waits until want confirmations were pushed on reply, for at most
+// the Confirmer's Timeout. It returns nil when they all came; otherwise
+// an error wrapping ErrNotConfirmed that says how many did not, and why
+// when ctx ended or a call failed first.
+func (c *Confirmer) Wait(ctx context.Context, reply string, want int64) error {
+	deadline := time.Now().Add(c.Timeout)
+	var got int64
+	var cause error
+	for got < want && cause == nil {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		wait := max(min(left, c.Slice), time.Millisecond)
+		need := want - got
+		var n atomic.Int64 // an abandoned call may still write it
+		cause = c.Call(ctx, reply, wait, func(ctx context.Context) error {
+			popped, err := popConfirmations(ctx, c.Client, reply, need, wait)
+			n.Store(popped)
+			return err
+		})
+		got += n.Load()
+	}
+	if got >= want {
+		return nil
+	}
+	if cause == nil {
+		cause = ctx.Err()
+	}
+	if cause != nil {
+		return fmt.Errorf("%w: %d of %d instances did not confirm (%v)", ErrNotConfirmed, want-got, want, cause)
+	}
+	return fmt.Errorf("%w: %d of %d instances did not confirm within %v", ErrNotConfirmed, want-got, want, c.Timeout)
+}
+
+// popConfirmations pops up to n confirmations from reply, waiting up to
+// wait for the first, and returns how many it popped.
+func popConfirmations(ctx context.Context, rdb redis.UniversalClient, reply string, n int64, wait time.Duration) (int64, error) {
+	secs := strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)
+	res, err := rdb.Do(ctx, "blmpop", secs, 1, reply, "left", "count", n).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	kv, ok := res.([]any)
+	if !ok || len(kv) != 2 {
+		return 0, fmt.Errorf("l1: unexpected BLMPOP reply %v", res)
+	}
+	vals, ok := kv[1].([]any)
+	if !ok {
+		return 0, fmt.Errorf("l1: unexpected BLMPOP reply %v", res)
+	}
+	return int64(len(vals)), nil
+}
