@@ -86,6 +86,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cacheaside/cacheaside/internal/audit"
 	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/protocol"
@@ -117,10 +118,11 @@ type Cache[K comparable, V any] struct {
 	// releaseGuard unsubscribes from the guard and lets go of it; the
 	// last Cache to let go closes it.
 	releaseGuard func()
-	reads        *readbatch.Group    // Get's Redis reads, batched per node (hitread.go)
-	l1           *local[V]           // nil without WithLocalCache
-	loads        *semaphore.Weighted // nil with WithMaxConcurrentLoads(0)
-	hb           heartbeat           // the fill locks held by loads in flight
+	reads        *readbatch.Group     // Get's Redis reads, batched per node (hitread.go)
+	l1           *local[V]            // nil without WithLocalCache
+	audit        *audit.Auditor[K, V] // nil without WithAudit (audit.go)
+	loads        *semaphore.Weighted  // nil with WithMaxConcurrentLoads(0)
+	hb           heartbeat            // the fill locks held by loads in flight
 	warm         *warmup[K]
 
 	lock        *protocol.Locker // the fill lock's Redis I/O (lock.go)
@@ -185,6 +187,10 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 			errs = append(errs, errors.New("WithBatchLoader: nil function"))
 		}
 	}
+	same, err := checkAudit[V](&cfg)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if err := cfg.resolve(); err != nil {
 		errs = append(errs, err)
 	}
@@ -236,6 +242,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	c.startPrefill()
 	c.startBackplane()
 	c.startReplay()
+	c.startAudit(same)
 	return c, nil
 }
 
@@ -267,6 +274,7 @@ func (c *Cache[K, V]) Stats() Stats {
 	s.Breaker = breakerState(c.guard.State())
 	q := c.replay.Counts()
 	s.InvalidationsQueued, s.InvalidationsReplayed, s.InvalidationsDropped, s.InvalidationsPending = q.Queued, q.Replayed, q.Dropped, q.Pending
+	c.auditCounts(&s)
 	return s
 }
 

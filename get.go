@@ -196,6 +196,9 @@ func (c *Cache[K, V]) afterRead(key K, vkey string, m replay.Mark, raw []byte, e
 			c.l1.refresh(vkey, r, h.Expiry, epoch)
 		}
 		c.maybeRefresh(key, vkey, h.Expiry, h.LoadTime)
+		if c.audit != nil {
+			c.auditHit(key, vkey, r, h)
+		}
 		return r, nil
 	case readStale:
 		// A copy declared here, captured by the closure: capturing r

@@ -111,6 +111,9 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (out map[K]V, err e
 				c.l1.refresh(vkeys[i], r, h.Expiry, epoch)
 			}
 			c.maybeRefresh(k, vkeys[i], h.Expiry, h.LoadTime)
+			if c.audit != nil {
+				c.auditHit(k, vkeys[i], r, h)
+			}
 			c.stats.hits.Add(1)
 			add(k, r)
 			continue

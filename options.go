@@ -54,6 +54,9 @@ type config struct {
 	replicaAcks int           // WithReplicaAcks
 	replicaWait time.Duration // WithReplicaAcks
 
+	auditFraction float64 // WithAudit
+	auditSame     any     // WithAudit: func(cached, fresh V) bool, checked in New
+
 	syncWait time.Duration // WithSyncInvalidation; 0: off
 	syncSet  bool          // WithSyncInvalidation was given
 
@@ -400,6 +403,34 @@ func WithServeStale(s ServeStale) Option {
 // the primary has it).
 func WithReplicaAcks(n int, timeout time.Duration) Option {
 	return func(c *config) { c.replicaAcks, c.replicaWait = n, timeout }
+}
+
+// WithAudit turns on the consistency auditor: in the background, about
+// fraction of the Gets and GetMany keys answered from Redis are loaded
+// again from the loader and compared with what they returned, with same
+// (both "not found" is a match, one side only is stale). [Stats] counts
+// AuditChecks and AuditStale and keeps the age of the oldest stale value
+// found (the time since its entry was stored); each stale value is logged
+// at warn level (at most one line a second) with its key and age. The
+// auditor only measures: it invalidates nothing, writes nothing and never
+// takes the fill lock. Hits served by the L1 are not sampled.
+//
+// Audits run one at a time on a goroutine of the Cache, under the load
+// timeout, in a free load slot or not at all ([WithMaxConcurrentLoads]),
+// and never delay a Get. At most 10 audit loads a second (bursts of 10)
+// are started per Cache, so a fleet of n processes adds at most 10·n
+// loads a second to the database whatever the fraction and traffic;
+// samples past the cap or a queue of 16 are dropped and counted
+// (AuditDropped). Audit loads are not counted in Stats.Loads; a loader
+// error or panic in an audit is counted in AuditErrors and otherwise
+// ignored, as is a panic in same, which must not modify its arguments
+// (cached may be shared with callers). The type parameter must match the
+// Cache's value type; New reports a mismatch, a nil same and a fraction
+// outside (0, 1].
+//
+// Default: off.
+func WithAudit[V any](fraction float64, same func(cached, fresh V) bool) Option {
+	return func(c *config) { c.auditFraction, c.auditSame = fraction, same }
 }
 
 // WithSyncInvalidation makes [Cache.Set] and [Cache.Invalidate] return

@@ -500,9 +500,10 @@ func TestOptionSetIsSmall(t *testing.T) {
 		}
 	}
 	// 18 for the reshaped set, plus WithReplicaAcks, a write
-	// confirmation the consistency work names (issue 15), and
-	// WithSyncInvalidation, which issue 15 item 3 names.
-	const maxOptions = 20
+	// confirmation the consistency work names (issue 15),
+	// WithSyncInvalidation, which issue 15 item 3 names, and WithAudit,
+	// the consistency auditor issue 16 names explicitly.
+	const maxOptions = 21
 	if len(current) > maxOptions {
 		t.Errorf("%d options not deprecated, want at most %d: %v", len(current), maxOptions, current)
 	}
@@ -576,6 +577,7 @@ func TestConfigErrorOneLinePerOption(t *testing.T) {
 		WithL1(L1{Size: -1, Prefill: true}), WithServeStale(ServeStale{SoftTimeout: -1}),
 		WithEarlyRefresh(-1), WithMaxConcurrentLoads(-1), WithKeyFunc(func(string) string { return "" }),
 		WithBatchLoader(BatchLoadFunc[string, int](nil)), WithWarmup[int](nil),
+		WithAudit(2, func(cached, fresh string) bool { return cached == fresh }),
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer rdb.Close()
@@ -594,7 +596,7 @@ func TestConfigErrorOneLinePerOption(t *testing.T) {
 	}
 	for _, name := range []string{"WithTTL", "WithJitter", "WithNegativeTTL", "WithPrefix", "WithFillLock", "WithLoadTimeout",
 		"WithRedisTimeout", "WithCodec", "WithCircuitBreaker", "WithL1: Size", "WithServeStale",
-		"WithEarlyRefresh", "WithMaxConcurrentLoads", "WithKeyFunc", "WithBatchLoader", "WithWarmup"} {
+		"WithEarlyRefresh", "WithMaxConcurrentLoads", "WithKeyFunc", "WithBatchLoader", "WithWarmup", "WithAudit: fraction", "WithAudit: got"} {
 		if !strings.Contains(err.Error(), "\n"+name) {
 			t.Errorf("New = %q, want a line naming %s", err, name)
 		}

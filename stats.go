@@ -2,6 +2,7 @@ package cacheaside
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/cacheaside/cacheaside/internal/counter"
 )
@@ -13,7 +14,7 @@ type Stats struct {
 	Hits               uint64 // Gets answered from Redis (values and cached "not found")
 	LocalHits          uint64 // Gets answered from the in-process cache
 	Misses             uint64 // Gets answered by a load
-	Loads              uint64 // loader calls
+	Loads              uint64 // loader calls (the auditor's are counted apart, in AuditChecks and AuditErrors)
 	LoadErrors         uint64 // loader calls that returned an error other than ErrNotFound, or panicked
 	Panics             uint64 // loader calls that panicked (also counted in LoadErrors)
 	LockAcquired       uint64 // fill locks this process took
@@ -41,6 +42,15 @@ type Stats struct {
 	InvalidationsReplayed uint64 // keys whose queued invalidation was applied in Redis
 	InvalidationsDropped  uint64 // keys dropped unapplied past the queue's bound of 10,000 (logged at error level): other processes may serve their old values until the TTL
 	InvalidationsPending  uint64 // keys queued now: a gauge, the one field that also falls
+
+	// The consistency auditor's findings (WithAudit): sampled Redis hits
+	// loaded again in the background and compared with what they returned.
+	// AuditStale / AuditChecks is the share of sampled hits that were stale.
+	AuditChecks      uint64        // sampled hits compared with a fresh load
+	AuditStale       uint64        // checks whose cached value differed from the fresh load (one side "not found" included)
+	AuditDropped     uint64        // sampled hits not audited: past the rate cap of 10 loads a second, the queue of 16, or no free load slot
+	AuditErrors      uint64        // audit loads that failed, panicked or timed out, comparisons that panicked, and Redis re-reads of a differing entry that failed: not counted as checks
+	AuditOldestStale time.Duration // the age of the oldest stale value found: time since its entry was stored (the load's end); values written before v0.3 have no known age
 
 	Breaker BreakerState // the circuit breaker's current state; on a Cluster the most open of the nodes' breakers
 

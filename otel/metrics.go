@@ -71,7 +71,23 @@ var counters = []counter{
 		func(s cacheaside.Stats) uint64 { return s.InvalidationsDropped }},
 	{"cacheaside.local.resumes", "{resume}", "Dropped invalidation subscriptions after which the in-process cache was trusted again, what was missed having been replayed.",
 		func(s cacheaside.Stats) uint64 { return s.LocalResumes }},
+	{"cacheaside.audit.checks", "{check}", "Sampled Redis hits the consistency auditor compared with a fresh load.",
+		func(s cacheaside.Stats) uint64 { return s.AuditChecks }},
+	{"cacheaside.audit.stale", "{check}", "Audit checks whose cached value differed from the fresh load.",
+		func(s cacheaside.Stats) uint64 { return s.AuditStale }},
+	{"cacheaside.audit.dropped", "{sample}", "Sampled hits not audited: past the auditor's rate cap, queue or free load slots.",
+		func(s cacheaside.Stats) uint64 { return s.AuditDropped }},
+	{"cacheaside.audit.errors", "{check}", "Audit loads that failed, panicked or timed out, comparisons that panicked, and failed Redis re-reads.",
+		func(s cacheaside.Stats) uint64 { return s.AuditErrors }},
 }
+
+// The gauges of the consistency auditor (cacheaside.WithAudit), reported
+// once it has checked a value: the share of checks that found a stale
+// value, and the age of the oldest stale value found.
+const (
+	auditRatioName  = "cacheaside.audit.stale.ratio"
+	auditOldestName = "cacheaside.audit.stale.oldest"
+)
 
 // pendingName is the gauge of Stats.InvalidationsPending, the one field
 // of Stats that also falls.
@@ -119,9 +135,15 @@ type Source interface {
 // cacheaside.warmup.keys, cacheaside.warmup.runs,
 // cacheaside.restarts.detected, cacheaside.refresh.runs,
 // cacheaside.refresh.skipped, cacheaside.local.invalidations,
-// cacheaside.invalidations.queued, cacheaside.invalidations.replayed and
-// cacheaside.invalidations.dropped; the gauge
-// cacheaside.invalidations.pending reports Stats.InvalidationsPending. Gets are
+// cacheaside.invalidations.queued, cacheaside.invalidations.replayed,
+// cacheaside.invalidations.dropped, cacheaside.local.resumes,
+// cacheaside.audit.checks, cacheaside.audit.stale, cacheaside.audit.dropped
+// and cacheaside.audit.errors; the gauge cacheaside.invalidations.pending
+// reports Stats.InvalidationsPending. With the consistency auditor
+// (cacheaside.WithAudit), once it has checked a value, the gauge
+// cacheaside.audit.stale.ratio reports AuditStale / AuditChecks (0 to 1)
+// and cacheaside.audit.stale.oldest the age in seconds of the oldest stale
+// value found (Stats.AuditOldestStale; 0 while none was). Gets are
 // counted by [GetHook] (cacheaside.requests, by result) and load errors by
 // [WrapLoader] (cacheaside.load.duration, by outcome).
 //
@@ -151,7 +173,7 @@ func RegisterMetrics(meter metric.Meter, name string, c Source) (metric.Registra
 	}
 
 	observers := make([]metric.Int64ObservableCounter, len(counters))
-	instruments := make([]metric.Observable, 0, len(counters)+2)
+	instruments := make([]metric.Observable, 0, len(counters)+4)
 	for i, ctr := range counters {
 		o, err := meter.Int64ObservableCounter(ctr.name, metric.WithUnit(ctr.unit), metric.WithDescription(ctr.desc))
 		if err != nil {
@@ -172,6 +194,17 @@ func RegisterMetrics(meter metric.Meter, name string, c Source) (metric.Registra
 		errs = append(errs, fmt.Errorf("%s: %w", pendingName, err))
 	}
 	instruments = append(instruments, pending)
+	ratio, err := meter.Float64ObservableGauge(auditRatioName, metric.WithUnit("1"),
+		metric.WithDescription("Share of the consistency auditor's checks that found a stale value."))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", auditRatioName, err))
+	}
+	oldest, err := meter.Float64ObservableGauge(auditOldestName, metric.WithUnit("s"),
+		metric.WithDescription("Age of the oldest stale value the consistency auditor found: time since its entry was stored."))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", auditOldestName, err))
+	}
+	instruments = append(instruments, ratio, oldest)
 
 	attrs := metric.WithAttributeSet(attributes(name))
 	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
@@ -180,6 +213,10 @@ func RegisterMetrics(meter metric.Meter, name string, c Source) (metric.Registra
 			o.ObserveInt64(observers[i], toInt64(ctr.value(s)), attrs)
 		}
 		o.ObserveInt64(pending, toInt64(s.InvalidationsPending), attrs)
+		if s.AuditChecks > 0 {
+			o.ObserveFloat64(ratio, float64(s.AuditStale)/float64(s.AuditChecks), attrs)
+			o.ObserveFloat64(oldest, s.AuditOldestStale.Seconds(), attrs)
+		}
 		for node, state := range c.BreakerStates() {
 			observeBreaker(o, breaker, name, node, state)
 		}
