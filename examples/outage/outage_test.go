@@ -381,8 +381,9 @@ func TestSlowRestartKeepsTheTimeline(t *testing.T) {
 			t.Errorf("%s: timeline of %d seconds, want at least %d (Redis answered in second %d, then %ds of recovery)", s.Name, got, want, answeredIn, res.Params.RecoveryS)
 		}
 		for _, sec := range s.Timeline[restartAt:min(answeredIn+1, len(s.Timeline))] {
-			if sec.Requests > 50 && sec.Gets == 0 {
-				t.Errorf("%s: second %d of the restart counted %d requests and no Gets, want its own Gets", s.Name, sec.T, sec.Requests)
+			// A second whose requests all ran late may count no Gets.
+			if onTime := sec.Requests - sec.Errors; onTime > 50 && sec.Gets == 0 {
+				t.Errorf("%s: second %d of the restart answered %d requests on time and counted no Gets, want its own Gets", s.Name, sec.T, onTime)
 			}
 		}
 	}
