@@ -31,6 +31,16 @@ const (
 	// time and the Redis budgets it spends, for scheduling under -race. It
 	// is still far below go-redis's default 3s read timeout.
 	faultSlack = 700 * time.Millisecond
+	// clientReadTimeout is go-redis's default ReadTimeout, which the fault
+	// tests' clients keep. A Get that waited for a blackholed or frozen
+	// Redis until the client gave up, instead of until the Redis budget,
+	// took at least this long on any machine, idle or loaded: timers do
+	// not fire early. A Get that kept to the budget takes a fraction of it
+	// when the machine is idle, and at a load average of 25 with -race a
+	// Get of 20ms of loading and a 100ms budget took up to 959ms (CI, issue
+	// 12), past any margin over the budget that the defect could not also
+	// meet.
+	clientReadTimeout = 3 * time.Second
 	// faultGetTimeout bounds each Get of the tests, so that a hang fails the
 	// test instead of blocking it.
 	faultGetTimeout = 10 * time.Second
@@ -236,7 +246,9 @@ func (s *getStorm) halt(t *testing.T, maxLatency time.Duration) {
 	if n := len(s.failures); n > 0 {
 		t.Errorf("%d of %d Gets failed; first ones:\n%v", n, s.gets.Load(), s.failures[:min(n, 5)])
 	}
-	if slowest := time.Duration(s.slowest.Load()); maxLatency > 0 && slowest > maxLatency {
+	slowest := time.Duration(s.slowest.Load())
+	t.Logf("slowest of %d Gets: %v (bound %v)", s.gets.Load(), slowest, maxLatency)
+	if maxLatency > 0 && slowest > maxLatency {
 		t.Errorf("slowest of %d Gets took %v, want at most %v", s.gets.Load(), slowest, maxLatency)
 	}
 	if s.gets.Load() == 0 {
@@ -352,9 +364,8 @@ func (b *syncBuffer) String() string {
 // rdb (Redis timeout faultBudget, breaker after 5 failures, 300ms cooldown,
 // then opts), calls inject, waits for the breaker to open, keeps the fault
 // 700 ms, calls heal and waits until Gets hit Redis again. Every Get must
-// return the loader's value within the loader's time plus one Redis
-// timeout (and slack). It returns the cache and the Stats taken just
-// before heal.
+// return the loader's value, and none may take as long as the client's
+// read timeout. It returns the cache and the Stats taken just before heal.
 func survivesFault(t *testing.T, rdb redis.UniversalClient, opts []cacheaside.Option, fault string, inject, heal func()) (*cacheaside.Cache[int, string], cacheaside.Stats) {
 	t.Helper()
 	ld := &faultLoader{delay: 20 * time.Millisecond}
@@ -377,8 +388,9 @@ func survivesFault(t *testing.T, rdb redis.UniversalClient, opts []cacheaside.Op
 		s := c.Stats()
 		return s.Breaker == cacheaside.BreakerClosed && s.Hits > during.Hits+uint64(len(keys))
 	})
-	// Every Get waited at most one Redis timeout before it loaded: never the
-	// client's 3s read timeout.
-	storm.halt(t, ld.delay+faultBudget+faultSlack)
+	// Every Get gave up on Redis at the budget and loaded: none waited for
+	// the client's read timeout (see clientReadTimeout for why that, not
+	// the budget plus a margin, is the bound).
+	storm.halt(t, clientReadTimeout)
 	return c, during
 }

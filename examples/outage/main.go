@@ -58,7 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, outputs, error) {
 	fs.DurationVar(&cfg.Warm, "warm", cfg.Warm, "warming phase before the healthy one, not in the summary (whole seconds; 0 for none)")
 	fs.DurationVar(&cfg.Healthy, "healthy", cfg.Healthy, "healthy phase (whole seconds)")
 	fs.DurationVar(&cfg.Outage, "outage", cfg.Outage, "how long Redis stays down (whole seconds)")
-	fs.DurationVar(&cfg.Recovery, "recovery", cfg.Recovery, "recovery phase after Redis comes back empty (whole seconds)")
+	fs.DurationVar(&cfg.Recovery, "recovery", cfg.Recovery, "recovery phase after Redis comes back empty (whole seconds, from the second the restarted Redis answers in)")
 	fs.DurationVar(&cfg.DBLatency, "db-latency", cfg.DBLatency, "query latency of the simulated database, ±25% jitter")
 	fs.IntVar(&cfg.DBConns, "db-conns", cfg.DBConns, "connections of each strategy's database; queries wait for one")
 	fs.DurationVar(&cfg.Deadline, "deadline", cfg.Deadline, "per-request deadline, like an HTTP handler timeout; later is an error")

@@ -39,7 +39,12 @@ type redisCtl interface {
 const (
 	readyTimeout  = 10 * time.Second
 	rebindTimeout = 5 * time.Second
+	// restartSeconds is the most a restart can add to the run's timeline.
+	restartSeconds = int((readyTimeout+rebindTimeout)/time.Second) + 1
 )
+
+// openRedisCtl is newRedisCtl, which a test replaces to slow a restart.
+var openRedisCtl = newRedisCtl
 
 // newRedisCtl picks the Redis of the run: a proxy in front of the user's
 // Redis when one is named, else a redis-server process of our own, else

@@ -71,10 +71,18 @@ type Summary struct {
 	DBP99OutageMs   float64 `json:"db_p99_outage_ms"` // the loader's own latency
 	HitRatioHealthy float64 `json:"hit_ratio_healthy"`
 	HitRatioOutage  float64 `json:"hit_ratio_outage"`
-	// RecoverySeconds is the end of the first second after the restart
+	// RecoverySeconds is the end, counted from the restart, of the first
+	// second that ran wholly with Redis in use again (see RedisBackMs) and
 	// whose hit ratio came back to the healthy average minus 2 points; nil
-	// when none did.
+	// when none did. A second before that may owe its hits to the
+	// in-process cache of the outage, and a second with no Gets counted
+	// (all late on a starved machine) shows nothing either way.
 	RecoverySeconds *int `json:"recovery_s"`
+	// RecoveredHitRatio is the highest hit ratio of the seconds that
+	// RecoverySeconds looks at (after Redis was in use again, with Gets);
+	// nil when there were none. It says how far back the hit ratio came
+	// when the machine left too little CPU for the 2 points.
+	RecoveredHitRatio *float64 `json:"recovered_hit_ratio"`
 	// RedisBackMs is how long after the restart every instance used Redis
 	// again (textbook: a GET answered; cacheaside: breaker closed); nil
 	// when not within the run.
@@ -101,8 +109,9 @@ type Second struct {
 // recovered.
 const recoveryMargin = 0.02
 
-// buildResult reduces the lanes' windows to the result.
-func buildResult(cfg Config, redisDesc string, lanes []*lane) *Result {
+// buildResult reduces the lanes' windows to the result. t0 is the start of
+// the run, back the moment the restarted Redis answered (zero: never).
+func buildResult(cfg Config, redisDesc string, lanes []*lane, t0, back time.Time) *Result {
 	res := &Result{
 		Params: Params{
 			Instances: cfg.Instances, Keys: cfg.Keys, Rate: cfg.Rate,
@@ -174,11 +183,22 @@ func buildResult(cfg Config, redisDesc string, lanes []*lane) *Result {
 		s.DBP99OutageMs = ms(percentile(o.dbLat, 99))
 		s.HitRatioHealthy = ratio(h.hits, h.gets)
 		s.HitRatioOutage = ratio(o.hits, o.gets)
-		for _, sec := range sr.Timeline[restartAt:] {
-			if sec.HitRatio >= s.HitRatioHealthy-recoveryMargin {
-				n := sec.T - restartAt + 1
-				s.RecoverySeconds = &n
-				break
+		if !back.IsZero() && l.backAfter > 0 {
+			v := ms(l.backAfter)
+			s.RedisBackMs = &v
+			from := int(back.Add(l.backAfter).Sub(t0)/time.Second) + 1 // the first whole second
+			for _, sec := range sr.Timeline[min(from, len(sr.Timeline)):] {
+				if sec.Gets == 0 {
+					continue
+				}
+				if s.RecoveredHitRatio == nil || sec.HitRatio > *s.RecoveredHitRatio {
+					v := sec.HitRatio
+					s.RecoveredHitRatio = &v
+				}
+				if s.RecoverySeconds == nil && sec.HitRatio >= s.HitRatioHealthy-recoveryMargin {
+					n := sec.T - restartAt + 1
+					s.RecoverySeconds = &n
+				}
 			}
 		}
 		res.Strategies = append(res.Strategies, sr)
@@ -246,14 +266,13 @@ func (r *reporter) header(redisDesc, dbDesc string) {
 	fmt.Fprintf(r.w, "  hit ratio   (Redis hits + L1 hits) / gets; an error counts as a request that failed or ran past the deadline\n\n")
 }
 
-// live prints second i of every lane, unless quiet. The progress bar
+// live prints second i of total of every lane, unless quiet. The progress bar
 // leads the first lane's line; lines are plain, with no carriage returns,
 // so that they read the same in a terminal, a pipe or a file.
-func (r *reporter) live(i int, lanes []*lane) {
+func (r *reporter) live(i, total int, lanes []*lane) {
 	if r.cfg.Quiet {
 		return
 	}
-	total := r.cfg.total()
 	prefix := fmt.Sprintf("%s %3ds/%ds %-8s", bar(i+1, total, 20), i+1, total, r.cfg.phaseOf(i))
 	for k, l := range lanes {
 		l.mu.Lock()

@@ -60,6 +60,22 @@ func (l *lane) record(t0 time.Time, d time.Duration, failed, shed bool, err erro
 	w.lat = append(w.lat, d)
 }
 
+// trim ends the timeline at n seconds: the requests filed under later
+// seconds (they ended after the last one) go to the last.
+func (l *lane) trim(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	last := &l.win[n-1]
+	for _, w := range l.win[n:] {
+		last.requests += w.requests
+		last.errors += w.errors
+		last.shed += w.shed
+		last.returned += w.returned
+		last.lat = append(last.lat, w.lat...)
+	}
+	l.win = l.win[:n]
+}
+
 // sample closes second i: the database and cache counters since the last
 // sample, and the database latencies, go to its window.
 func (l *lane) sample(i int) {
@@ -95,7 +111,7 @@ func run(ctx context.Context, cfg Config, w io.Writer) (res *Result, err error) 
 		return nil, err
 	}
 	silenceGoRedis()
-	ctl, err := newRedisCtl(ctx, cfg)
+	ctl, err := openRedisCtl(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +139,7 @@ func run(ctx context.Context, cfg Config, w io.Writer) (res *Result, err error) 
 	}
 	r := &runner{cfg: cfg, ctl: ctl, out: newReporter(w, cfg)}
 	for i, s := range []strategy{tb, ca} {
-		r.lanes = append(r.lanes, &lane{s: s, db: dbs[i], win: make([]window, cfg.total())})
+		r.lanes = append(r.lanes, &lane{s: s, db: dbs[i], win: make([]window, cfg.total()+restartSeconds)})
 	}
 	r.out.header(ctl.describe(), describeDB(cfg))
 
@@ -154,13 +170,18 @@ func describeDB(cfg Config) string {
 
 // timeline offers the load, samples each second, kills and restarts Redis
 // at the phase boundaries, and builds the result once the last request is
-// done.
+// done. The restart runs beside the sampling: on a busy machine the new
+// redis-server takes seconds to answer, and a sampling loop that waited
+// for it filed all of those seconds' cache counters under the first one
+// and left the others empty. The recovery phase lasts cfg.Recovery from
+// the second the restarted Redis answered in, so that a slow restart does
+// not eat it: the run is that much longer.
 func (r *runner) timeline(ctx context.Context) (*Result, error) {
 	cfg := r.cfg
 	total := cfg.total()
+	maxTotal := len(r.lanes[0].win)
 	killAt := secs(cfg.Warm + cfg.Healthy)
 	restartAt := killAt + secs(cfg.Outage)
-	var restartTook time.Duration
 	var runErr error
 
 	r.t0 = time.Now()
@@ -171,18 +192,27 @@ func (r *runner) timeline(ctx context.Context) (*Result, error) {
 	if cfg.Warm == 0 {
 		r.out.note("no warming phase: the healthy phase starts with an empty Redis and a cold L1")
 	}
-	var restarted time.Time // zero until Redis is back
+	var rs *restart // nil until the restart begins
+	var restarter sync.WaitGroup
 	outageKeyQueries := make([]uint64, len(r.lanes))
 loop:
-	for i := range total {
-		if err := r.waitSecond(ctx, i, restarted); err != nil {
+	for i := 0; i < total; i++ {
+		if err := r.waitSecond(ctx, i, rs); err != nil {
 			runErr = err
 			break loop
 		}
 		for _, l := range r.lanes {
 			l.sample(i)
 		}
-		r.out.live(i, r.lanes)
+		r.out.live(i, total, r.lanes)
+		if rs.justDone() {
+			if rs.err != nil {
+				runErr = fmt.Errorf("restart redis: %w", rs.err)
+				break loop
+			}
+			total = min(max(total, secs(rs.at.Sub(r.t0))+secs(cfg.Recovery)), maxTotal)
+			r.out.note(fmt.Sprintf("Redis restarted empty on the same address (answering after %v): recovery begins", rs.took().Round(time.Millisecond)))
+		}
 		switch i + 1 {
 		case secs(cfg.Warm):
 			r.out.note("warming done: L1 of every cacheaside instance starts the healthy phase warm (each Redis hit of the warming phase filled it)")
@@ -199,14 +229,12 @@ loop:
 			for k, l := range r.lanes {
 				outageKeyQueries[k] = l.db.mostPerKey()
 			}
-			start := time.Now()
-			if err := r.ctl.restart(ctx); err != nil {
-				runErr = fmt.Errorf("restart redis: %w", err)
-				break loop
-			}
-			restarted = time.Now()
-			restartTook = restarted.Sub(start)
-			r.out.note(fmt.Sprintf("Redis restarted empty on the same address (answering after %v): recovery begins", restartTook.Round(time.Millisecond)))
+			rs = &restart{start: time.Now(), done: make(chan struct{})}
+			restarter.Go(func() {
+				defer close(rs.done)
+				rs.err = r.ctl.restart(ctx)
+				rs.at = time.Now()
+			})
 		}
 	}
 	close(stop)
@@ -214,35 +242,78 @@ loop:
 	r.wg.Wait()
 	// Requests that ended after the last sample belong to the last second.
 	for _, l := range r.lanes {
+		l.trim(total)
 		l.sample(total - 1)
+	}
+	restarter.Wait()
+	if runErr == nil && rs != nil && rs.err != nil {
+		runErr = fmt.Errorf("restart redis: %w", rs.err)
 	}
 	if runErr != nil {
 		return nil, runErr
 	}
-	res := buildResult(cfg, r.ctl.describe(), r.lanes)
-	for k, l := range r.lanes {
-		res.Strategies[k].Summary.OutageMaxKeyQueries = outageKeyQueries[k]
-		if l.backAfter > 0 {
-			v := ms(l.backAfter)
-			res.Strategies[k].Summary.RedisBackMs = &v
-		}
+	var back time.Time // when Redis answered again; zero if it never did
+	if rs != nil {
+		back = rs.at
 	}
-	res.RestartMs = ms(restartTook)
+	res := buildResult(cfg, r.ctl.describe(), r.lanes, r.t0, back)
+	for k := range r.lanes {
+		res.Strategies[k].Summary.OutageMaxKeyQueries = outageKeyQueries[k]
+	}
+	if rs != nil {
+		res.RestartMs = ms(rs.took())
+	}
 	res.RunSeconds = time.Since(r.t0).Seconds()
 	return res, nil
 }
 
-// waitSecond waits for the end of second i. After the restart it also
-// polls, every few milliseconds, whether each strategy uses Redis again,
-// to time that more finely than the one-second windows can.
-func (r *runner) waitSecond(ctx context.Context, i int, restarted time.Time) error {
+// restart is Redis's restart, which runs on a goroutine of the timeline's
+// while the seconds go on being sampled. Its fields other than done are
+// set before done closes and read only after.
+type restart struct {
+	start    time.Time
+	done     chan struct{}
+	err      error
+	at       time.Time // when the restarted Redis answered
+	reported bool
+}
+
+// finished reports whether the restart has returned; false on nil.
+func (rs *restart) finished() bool {
+	if rs == nil {
+		return false
+	}
+	select {
+	case <-rs.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// justDone reports, once, that the restart has returned.
+func (rs *restart) justDone() bool {
+	if !rs.finished() || rs.reported {
+		return false
+	}
+	rs.reported = true
+	return true
+}
+
+func (rs *restart) took() time.Duration { return rs.at.Sub(rs.start) }
+
+// waitSecond waits for the end of second i. Once Redis answers again after
+// the restart it also polls, every few milliseconds, whether each strategy
+// uses Redis again, to time that more finely than the one-second windows
+// can.
+func (r *runner) waitSecond(ctx context.Context, i int, rs *restart) error {
 	end := r.t0.Add(time.Duration(i+1) * time.Second)
 	for {
-		pending := false
-		if !restarted.IsZero() {
+		pending := rs != nil && !rs.finished()
+		if rs.finished() && rs.err == nil {
 			for _, l := range r.lanes {
-				if l.backAfter == 0 && l.s.redisBack(restarted) {
-					l.backAfter = time.Since(restarted)
+				if l.backAfter == 0 && l.s.redisBack(rs.at) {
+					l.backAfter = time.Since(rs.at)
 				}
 				pending = pending || l.backAfter == 0
 			}
