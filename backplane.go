@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/cacheaside/cacheaside/internal/l1"
+	"github.com/cacheaside/cacheaside/internal/tagclock"
 )
 
 // The backplane keeps the in-process caches of a fleet in step: Invalidate
@@ -56,7 +57,13 @@ func (c *Cache[K, V]) applyInvalidation(payload string) {
 	case !ok:
 		c.l1.VerifyFromNow()
 	case origin != c.tokenPrefix:
-		c.l1.Invalidate(keys...)
+		if len(keys) == 1 && keys[0] == tagclock.ClearMarker(c.cfg.prefix) {
+			// Another process cleared the prefix.
+			c.l1.InvalidateAll()
+			c.flights.ForgetAll()
+		} else {
+			c.l1.Invalidate(keys...)
+		}
 		c.stats.localInvalidations.Add(1)
 	}
 }

@@ -83,7 +83,7 @@ type loadScopeKey struct{}
 
 // callLoader runs the loader for one key; see runLoader.
 func (c *Cache[K, V]) callLoader(ctx context.Context, key K) loaded[V] {
-	var ld loaded[V]
+	ld := loaded[V]{clock: c.clock.Clock()} // before the load: see clear.go
 	ld.took, ld.late, ld.ttl, ld.skip, ld.err = c.runLoader(ctx, func(ctx context.Context) error {
 		var err error
 		ld.val, err = safeLoad(ctx, c.load, key)

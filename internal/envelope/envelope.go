@@ -10,8 +10,10 @@
 //	n bytes     header fields: varint expiry (Unix ms, 0 = none),
 //	            uvarint load duration (µs), uvarint type fingerprint
 //	            (0 = none; written since v0.2), varint time the entry
-//	            was made (Unix ms, 0 = unknown; written since v0.3);
-//	            later versions may append more
+//	            was made (Unix ms, 0 = unknown; written since v0.3),
+//	            uvarint invalidation clock read before the load (0 =
+//	            none; written since v0.3, see Header.Clock); later
+//	            versions may append more
 //	rest        the codec's bytes (empty for a not-found marker)
 //
 // Readers decode the header fields they know and skip the rest of the n
@@ -64,14 +66,18 @@ type Header struct {
 	LoadTime time.Duration // how long the load took, microsecond precision
 	Type     uint32        // fingerprint of the writer's value type and codec; 0 = none (v0.1)
 	Stored   time.Time     // when the entry was made (the load's end), ms precision; zero = unknown (before v0.3)
+	// Clock is the prefix's invalidation clock (internal/tagclock) as
+	// known before the load began: a Clear made after it has a larger
+	// clock, so the entry is older than that Clear. 0 = none.
+	Clock uint64
 }
 
 // MaxHeader is an upper bound on the bytes Append adds before the payload.
-const MaxHeader = 3 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + binary.MaxVarintLen64
+const MaxHeader = 3 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + binary.MaxVarintLen64 + binary.MaxVarintLen64
 
 // Append appends the envelope of h and payload to dst and returns it.
 func Append(dst []byte, h Header, payload []byte) []byte {
-	var fields [3*binary.MaxVarintLen64 + binary.MaxVarintLen32]byte
+	var fields [4*binary.MaxVarintLen64 + binary.MaxVarintLen32]byte
 	n := 0
 	var exp int64
 	if !h.Expiry.IsZero() {
@@ -81,11 +87,18 @@ func Append(dst []byte, h Header, payload []byte) []byte {
 	n += binary.PutUvarint(fields[n:], uint64(max(h.LoadTime, 0)/time.Microsecond)) // at most MaxInt64/1000
 	// Fields are positional: a later field present means every earlier
 	// one is written, as zero when absent.
-	if h.Type != 0 || !h.Stored.IsZero() {
+	if h.Type != 0 || !h.Stored.IsZero() || h.Clock != 0 {
 		n += binary.PutUvarint(fields[n:], uint64(h.Type))
 	}
-	if !h.Stored.IsZero() {
-		n += binary.PutVarint(fields[n:], h.Stored.UnixMilli())
+	if !h.Stored.IsZero() || h.Clock != 0 {
+		var ms int64
+		if !h.Stored.IsZero() {
+			ms = h.Stored.UnixMilli()
+		}
+		n += binary.PutVarint(fields[n:], ms)
+	}
+	if h.Clock != 0 {
+		n += binary.PutUvarint(fields[n:], h.Clock)
 	}
 	dst = append(dst, magic, version, byte(h.Flags))
 	dst = binary.AppendUvarint(dst, uint64(n))
@@ -157,6 +170,14 @@ func Decode(b []byte) (Header, []byte, error) {
 				}
 				if ms != 0 {
 					h.Stored = time.UnixMilli(ms)
+				}
+				if w > 0 {
+					fields = fields[w:]
+					clock, w := binary.Uvarint(fields)
+					if w < 0 || (w == 0 && len(fields) > 0) {
+						return h, nil, ErrCorrupt
+					}
+					h.Clock = clock
 				}
 			}
 		}

@@ -16,7 +16,7 @@ import (
 // sameHeader reports whether two headers are equal, comparing expiries as
 // instants (Decode returns local times).
 func sameHeader(a, b Header) bool {
-	return a.Flags == b.Flags && a.Expiry.Equal(b.Expiry) && a.LoadTime == b.LoadTime && a.Type == b.Type && a.Stored.Equal(b.Stored)
+	return a.Flags == b.Flags && a.Expiry.Equal(b.Expiry) && a.LoadTime == b.LoadTime && a.Type == b.Type && a.Stored.Equal(b.Stored) && a.Clock == b.Clock
 }
 
 func TestAppendDecodeRoundTrip(t *testing.T) {
@@ -204,10 +204,11 @@ func TestDecodeAccepts(t *testing.T) {
 		{"v0.1 entry: no type fingerprint", env(0x00, fields(expiry, 5), []byte("v")), Header{Expiry: time.UnixMilli(expiry), LoadTime: 5 * time.Microsecond}, "v"},
 		{"negative expiry", env(0x00, fields(-1, 0), nil), Header{Expiry: time.UnixMilli(-1)}, ""},
 		// A newer writer appends fields after the ones version 1 knows;
-		// this reader must skip them and find the payload after them.
+		// this reader must skip them and find the payload after them. (The
+		// clock, the last field this reader knows, is written before them.)
 		{
 			"newer writer: one extra byte",
-			env(0x00, fields(expiry, 2000, 0x07, 0x00, 0x01), []byte(`{"id":1}`)),
+			env(0x00, fields(expiry, 2000, 0x07, 0x00, 0x00, 0x01), []byte(`{"id":1}`)),
 			Header{Expiry: time.UnixMilli(expiry), LoadTime: 2 * time.Millisecond, Type: 7}, `{"id":1}`,
 		},
 		{
@@ -217,7 +218,7 @@ func TestDecodeAccepts(t *testing.T) {
 		},
 		{
 			"newer writer: 300 extra bytes (two-byte header length)",
-			env(0x00, fields(0, 9, append([]byte{0x05, 0x00}, bytes.Repeat([]byte{0xFF}, 300)...)...), []byte("p")),
+			env(0x00, fields(0, 9, append([]byte{0x05, 0x00, 0x00}, bytes.Repeat([]byte{0xFF}, 300)...)...), []byte("p")),
 			Header{LoadTime: 9 * time.Microsecond, Type: 5}, "p",
 		},
 		{
@@ -260,6 +261,8 @@ func TestGolden(t *testing.T) {
 		{"value.hex", Header{Expiry: time.UnixMilli(1_700_000_000_000), LoadTime: 2 * time.Millisecond}, `{"id":1}`},
 		{"hint-flag-pre-epoch.hex", Header{Flags: 0x10, Expiry: time.UnixMilli(-1)}, "x"},
 		{"value-stored.hex", Header{Expiry: time.UnixMilli(1_700_000_000_000), LoadTime: 2 * time.Millisecond, Type: 7, Stored: time.UnixMilli(1_699_999_400_000)}, `{"id":1}`},
+		{"value-clock.hex", Header{Expiry: time.UnixMilli(1_700_000_000_000), LoadTime: 2 * time.Millisecond, Type: 7, Stored: time.UnixMilli(1_699_999_400_000), Clock: 1_700_000_000_123}, `{"id":1}`},
+		{"clock-only.hex", Header{Clock: 5}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

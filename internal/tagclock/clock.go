@@ -1,0 +1,125 @@
+// Package tagclock implements the invalidation clock of a cache prefix,
+// which makes Clear O(1): one key, <prefix>{tags}:clock, holds
+// "<clock>:<cleared>", where clock advances at every Clear and cleared
+// is the clock of the last Clear. Every value's envelope carries the
+// clock its process knew before the load began (envelope.Header.Clock);
+// a value whose clock is below the last Clear's was loaded before it and
+// is a miss. Every Redis read of values on a single server or behind
+// Sentinel reads the clock key in the same MGET, so a read sent after a
+// Clear returned sees its clock.
+//
+// Clocks are Unix milliseconds of the Redis server, or the last clock
+// plus one when that is larger, so that a clock key lost (evicted,
+// deleted) and rewritten by the next Clear still moves past every clock
+// written before it.
+package tagclock
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Key returns the clock key of prefix. It holds a string and has no TTL.
+func Key(prefix string) string { return prefix + "{tags}:clock" }
+
+// ClearMarker returns the name that a Clear of prefix publishes in place
+// of value keys on the L1 feed: no value key ends like it (value keys
+// end with '}').
+func ClearMarker(prefix string) string { return prefix + "{tags}:clear" }
+
+// Clear advances the clock of KEYS[1] and records it as the clock of the
+// last Clear; it returns the new "<clock>:<cleared>". A value it cannot
+// read, or a key of another Redis type, is replaced (a Clear heals a
+// corrupt clock).
+var Clear = redis.NewScript(`
+local c = 0
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' and v.err then
+  redis.call('DEL', KEYS[1]) -- another Redis type: replace it
+  v = false
+end
+if v then
+  local a = string.match(v, '^(%d+):%d+$')
+  if a then c = tonumber(a) end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > c then c = now else c = c + 1 end
+local s = string.format('%d:%d', c, c)
+redis.call('SET', KEYS[1], s)
+return s
+`)
+
+// ErrCorrupt is what Parse returns for a clock key that does not hold a
+// clock: another program's data, or a bug. The cache then serves no value
+// of the prefix from Redis until a Clear rewrites it.
+var ErrCorrupt = errors.New("tagclock: clock key holds no clock")
+
+// Parse reads the value of a clock key. ok is false when raw is nil (no
+// Clear was ever made: nothing to check).
+func Parse(raw []byte) (clock, cleared uint64, ok bool, err error) {
+	if raw == nil {
+		return 0, 0, false, nil
+	}
+	a, b, found := strings.Cut(string(raw), ":")
+	if !found {
+		return 0, 0, false, ErrCorrupt
+	}
+	clock, err1 := strconv.ParseUint(a, 10, 64)
+	cleared, err2 := strconv.ParseUint(b, 10, 64)
+	if err1 != nil || err2 != nil || cleared > clock {
+		return 0, 0, false, ErrCorrupt
+	}
+	return clock, cleared, true, nil
+}
+
+// Known is what one process knows of a prefix's clock: the largest clock
+// and Clear clock it has read or made. Both only grow. Its methods are
+// safe for concurrent use.
+type Known struct {
+	clock   atomic.Uint64
+	cleared atomic.Uint64
+	corrupt atomic.Bool // the latest read found the clock key unreadable
+	pending atomic.Bool // a Clear of this process may not have reached Redis
+}
+
+// Observe records a read of the clock key; it returns ErrCorrupt for a
+// value that is not a clock.
+func (k *Known) Observe(raw []byte) error {
+	clock, cleared, ok, err := Parse(raw)
+	k.corrupt.Store(err != nil)
+	if ok {
+		k.Advance(clock, cleared)
+	}
+	return err
+}
+
+// Advance records a clock read or made by this process.
+func (k *Known) Advance(clock, cleared uint64) {
+	raise(&k.clock, clock)
+	raise(&k.cleared, cleared)
+}
+
+func raise(a *atomic.Uint64, v uint64) {
+	for old := a.Load(); v > old && !a.CompareAndSwap(old, v); old = a.Load() {
+	}
+}
+
+// Clock returns the largest clock known: the clock a load that begins now
+// records in its value's envelope.
+func (k *Known) Clock() uint64 { return k.clock.Load() }
+
+// Valid reports whether a value whose envelope carries clock was loaded
+// after every Clear known, and may be served: no Clear of this process is
+// pending and the clock key was readable at the last read.
+func (k *Known) Valid(clock uint64) bool {
+	return clock >= k.cleared.Load() && !k.corrupt.Load() && !k.pending.Load()
+}
+
+// SetPending records that a Clear of this process may not have reached
+// Redis (true) or that one did (false): while pending, Valid is false.
+func (k *Known) SetPending(p bool) { k.pending.Store(p) }
