@@ -133,6 +133,7 @@ type Cache[K comparable, V any] struct {
 	// of it.
 	clockKey string
 	clock    tagclock.Known
+	versions tagclock.Versions // of the prefix's tags (tags.go)
 
 	// leaveBackplane leaves the client's shared invalidation
 	// subscription; nil without WithLocalCache.

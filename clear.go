@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cacheaside/cacheaside/internal/envelope"
 	"github.com/cacheaside/cacheaside/internal/tagclock"
 	"github.com/redis/go-redis/v9"
 )
@@ -44,26 +45,37 @@ func (c *Cache[K, V]) Clear(ctx context.Context) error {
 	if c.clockKey == "" {
 		return ErrClearUnsupported
 	}
+	return c.advanceClock(ctx, "clear", []string{c.clockKey}, "clear", nil)
+}
+
+// advanceClock runs the clock script (tagclock.Invalidate) on keys, the
+// clock key and the keys of tags, in mode ("clear" or ""), for Clear and
+// InvalidateTag: it drops this process's in-process copies and flights
+// before and after, and publishes the message that makes the other
+// processes drop theirs. Until the script has run, this process serves no
+// Redis copy of the prefix.
+func (c *Cache[K, V]) advanceClock(ctx context.Context, what string, keys []string, mode string, tags []string) error {
+	all := mode == "clear"
 	c.dropAllLocal()
-	c.clock.SetPending(true)
+	c.clock.Begin(all, tags)
 	var res string
 	err := c.guard.Do(ctx, c.clockKey, func(ctx context.Context) error {
 		var err error
-		res, err = tagclock.Clear.Run(ctx, c.rdb, []string{c.clockKey}).Text()
+		res, err = tagclock.Invalidate.Run(ctx, c.rdb, keys, mode).Text()
 		return err
 	})
 	c.dropAllLocal()
 	if err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: clear: this process serves no Redis copy until a Clear succeeds: %w", redisUnavailable(ctx, err))
+		return fmt.Errorf("cacheaside: %s: this process serves no Redis copy until it succeeds: %w", what, redisUnavailable(ctx, err))
 	}
 	if err := c.clock.Observe([]byte(res)); err != nil {
-		return fmt.Errorf("cacheaside: clear: %w", err)
+		return fmt.Errorf("cacheaside: %s: %w", what, err)
 	}
-	c.clock.SetPending(false)
+	c.clock.Done(all, tags)
 	if err := c.publish(ctx, tagclock.ClearMarker(c.cfg.prefix)); err != nil {
 		c.redisError(err)
-		return fmt.Errorf("cacheaside: clear: other processes' local copies may be stale: %w", redisUnavailable(ctx, err))
+		return fmt.Errorf("cacheaside: %s: other processes' local copies may be stale: %w", what, redisUnavailable(ctx, err))
 	}
 	return nil
 }
@@ -95,37 +107,46 @@ func (c *Cache[K, V]) observeClock(raw []byte) {
 	}
 }
 
-// current reports whether a value whose envelope carries clock may be
-// served: loaded after the last Clear this process knows of.
-func (c *Cache[K, V]) current(clock uint64) bool {
-	return c.clockKey == "" || c.clock.Valid(clock)
-}
-
-// mayFill reports whether the result of a load that began at clock may be
-// written: no Clear since. A process that knows of no Clear of the prefix
-// sends nothing (a value it writes after a Clear it missed carries an
-// older clock and is never served); else it reads the clock first.
-func (c *Cache[K, V]) mayFill(ctx context.Context, clock uint64) bool {
-	if c.clockKey == "" {
+// current reports whether a value with header h may be served: loaded
+// after the last Clear this process knows of, and after the last
+// invalidation of each of its tags (tags.go). A value loaded at the clock
+// known now needs no more: nothing was invalidated since.
+func (c *Cache[K, V]) current(h envelope.Header) bool {
+	switch {
+	case c.clockKey == "":
+		return true
+	case !c.clock.Valid(h.Clock):
+		return false
+	case len(h.Tags) == 0 || h.Clock >= c.clock.Clock():
 		return true
 	}
-	if c.clock.Clock() != 0 {
-		var raw []byte
-		err := c.guard.Do(ctx, c.clockKey, func(ctx context.Context) error {
-			var err error
-			raw, err = c.rdb.Get(ctx, c.clockKey).Bytes()
-			if errors.Is(err, redis.Nil) {
-				return nil
-			}
-			return err
-		})
-		if err != nil {
-			c.redisError(err)
+	return c.tagsCurrent(h.Clock, h.Tags)
+}
+
+// mayFill reports whether the result of a load that began at clock,
+// tagged tags (encoded), may be written: no Clear and no invalidation of
+// its tags since. A process that knows of no clock of the prefix sends
+// nothing (a value it writes after an invalidation it missed carries an
+// older clock and is never served); else it reads the clock and the tags'
+// versions first, in one MGET.
+func (c *Cache[K, V]) mayFill(ctx context.Context, clock uint64, tags []byte) bool {
+	if c.clockKey == "" || c.clock.Clock() == 0 {
+		return true
+	}
+	var names []string
+	for t := range envelope.TagsOf(tags) {
+		names = append(names, string(t))
+	}
+	vers, err := c.fetchVersions(ctx, names)
+	if err != nil || !c.clock.Valid(clock) {
+		return false
+	}
+	for _, v := range vers {
+		if v > clock {
 			return false
 		}
-		c.observeClock(raw)
 	}
-	return c.clock.Valid(clock)
+	return true
 }
 
 // withClock returns vkeys with the clock key appended when reads carry it.

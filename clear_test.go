@@ -174,7 +174,7 @@ func TestClearL1(t *testing.T) {
 func TestClearRedisUnavailable(t *testing.T) {
 	srv := redistest.Start(t)
 	db := newVersionDB()
-	a := newCache(t, srv, db.load, cacheaside.WithRedisTimeout(200*time.Millisecond), cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: -1}))
+	a := newCache(t, srv, db.load, unavailableOpts...)
 	ctx := testContext(t)
 	mustGetValue(t, a, "k", "k=v1", "warm")
 	db.set("v2")
@@ -191,6 +191,9 @@ func TestClearRedisUnavailable(t *testing.T) {
 	mustGetValue(t, a, "k", "k=v2", "after the Clear got through")
 	db.mustStayCached(t, a, "k", "k=v2")
 }
+
+// unavailableOpts make a Cache find a frozen Redis unavailable quickly.
+var unavailableOpts = []cacheaside.Option{cacheaside.WithRedisTimeout(200 * time.Millisecond), cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: -1})}
 
 // TestClearCorruptClock: a clock key holding another program's bytes is
 // never a panic: the prefix's values are misses (loaded) until a Clear

@@ -85,8 +85,9 @@ func (c *Cache[K, V]) unmarshal(b []byte, v *V) (err error) {
 }
 
 // encodeValue marshals v into an envelope that expires after ttl, loaded
-// under the prefix's invalidation clock (clear.go).
-func (c *Cache[K, V]) encodeValue(v V, took, ttl time.Duration, clock uint64) (env []byte, err error) {
+// under the prefix's invalidation clock (clear.go) and tagged tags
+// (encoded, tags.go).
+func (c *Cache[K, V]) encodeValue(v V, took, ttl time.Duration, clock uint64, tags []byte) (env []byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = &PanicError{Value: p, Stack: stack()}
@@ -97,5 +98,5 @@ func (c *Cache[K, V]) encodeValue(v V, took, ttl time.Duration, clock uint64) (e
 		return nil, err
 	}
 	now := time.Now()
-	return envelope.Append(make([]byte, 0, envelope.MaxHeader+len(b)), envelope.Header{LoadTime: took, Expiry: now.Add(ttl), Type: c.fingerprint, Stored: now, Clock: clock}, b), nil
+	return envelope.Append(make([]byte, 0, envelope.MaxHeader+len(tags)+len(b)), envelope.Header{LoadTime: took, Expiry: now.Add(ttl), Type: c.fingerprint, Stored: now, Clock: clock, Tags: tags}, b), nil
 }

@@ -35,7 +35,7 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks protocol.Ke
 		c.unfilled(ctx, ks, l, r, ok, epoch)
 		return r, false, false
 	}
-	if !c.mayFill(ctx, ld.clock) {
+	if !c.mayFill(ctx, ld.clock, ld.tags) {
 		// A Clear came after the load began: its result goes to no one.
 		c.giveBack(ctx, ks, l, nil)
 		c.stats.fillConflicts.Add(1)
@@ -88,6 +88,7 @@ type loaded[V any] struct {
 	// clock is the prefix's invalidation clock known before the load
 	// began (clear.go): its envelope records it.
 	clock uint64
+	tags  []byte // set by the loader with Tag, encoded (envelope.AppendTag)
 }
 
 // prepare returns the envelope to write for ld and its jittered TTL. ok is
@@ -109,10 +110,10 @@ func (c *Cache[K, V]) prepare(ld loaded[V]) (env []byte, ttl time.Duration, nega
 	ttl = jittered(base, c.cfg.jitter)
 	if negative {
 		now := time.Now()
-		env = envelope.Append(nil, envelope.Header{Flags: envelope.NotFound, LoadTime: ld.took, Expiry: now.Add(ttl), Type: c.fingerprint, Stored: now, Clock: ld.clock}, nil)
+		env = envelope.Append(nil, envelope.Header{Flags: envelope.NotFound, LoadTime: ld.took, Expiry: now.Add(ttl), Type: c.fingerprint, Stored: now, Clock: ld.clock, Tags: ld.tags}, nil)
 		return env, ttl, true, true
 	}
-	env, err := c.encodeValue(ld.val, ld.took, ttl, ld.clock)
+	env, err := c.encodeValue(ld.val, ld.took, ttl, ld.clock, ld.tags)
 	if err != nil {
 		return nil, 0, false, false
 	}

@@ -49,8 +49,9 @@ func (c *Cache[K, V]) classify(vkey string, m replay.Mark, raw []byte, err error
 	switch {
 	case !ok:
 		return result[V]{}, h, readUnreadable
-	case !c.current(h.Clock):
-		// Loaded before a Clear: a miss whose load replaces it.
+	case !c.current(h):
+		// Loaded before a Clear or InvalidateTag: a miss whose load
+		// replaces it.
 		return result[V]{}, h, readUnreadable
 	case c.isStale(r, h.Expiry):
 		return r, h, readStale

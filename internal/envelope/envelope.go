@@ -12,8 +12,10 @@
 //	            (0 = none; written since v0.2), varint time the entry
 //	            was made (Unix ms, 0 = unknown; written since v0.3),
 //	            uvarint invalidation clock read before the load (0 =
-//	            none; written since v0.3, see Header.Clock); later
-//	            versions may append more
+//	            none; written since v0.3, see Header.Clock), uvarint
+//	            m and m bytes of tags, each a uvarint length and its
+//	            bytes (written since v0.3 when the value has tags);
+//	            later versions may append more
 //	rest        the codec's bytes (empty for a not-found marker)
 //
 // Readers decode the header fields they know and skip the rest of the n
@@ -34,6 +36,7 @@ package envelope
 import (
 	"encoding/binary"
 	"errors"
+	"iter"
 	"math"
 	"time"
 )
@@ -70,9 +73,51 @@ type Header struct {
 	// known before the load began: a Clear made after it has a larger
 	// clock, so the entry is older than that Clear. 0 = none.
 	Clock uint64
+	// Tags are the value's tags (cacheaside.Tag), encoded: each a
+	// uvarint length and its bytes. Decode checks the encoding and
+	// returns them aliasing its input; read them with TagsOf. Build them
+	// with AppendTag. nil = none.
+	Tags []byte
 }
 
-// MaxHeader is an upper bound on the bytes Append adds before the payload.
+// AppendTag appends tag to the encoded tags dst.
+func AppendTag(dst []byte, tag string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(tag)))
+	return append(dst, tag...)
+}
+
+// TagsOf yields the tags of an encoded list (Header.Tags), as slices of
+// it. Decode has checked the encoding of a decoded header's; TagsOf stops
+// at the first malformed entry of any other.
+func TagsOf(tags []byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		for len(tags) > 0 {
+			n, w := binary.Uvarint(tags)
+			if w <= 0 || n > uint64(len(tags)-w) {
+				return
+			}
+			if !yield(tags[w : w+int(n)]) {
+				return
+			}
+			tags = tags[w+int(n):]
+		}
+	}
+}
+
+// validTags reports whether tags is a well-formed encoded list.
+func validTags(tags []byte) bool {
+	for len(tags) > 0 {
+		n, w := binary.Uvarint(tags)
+		if w <= 0 || n > uint64(len(tags)-w) {
+			return false
+		}
+		tags = tags[w+int(n):]
+	}
+	return true
+}
+
+// MaxHeader is an upper bound on the bytes Append adds before the payload,
+// besides the tags (at most MaxVarintLen64 + len(Header.Tags) more).
 const MaxHeader = 3 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + binary.MaxVarintLen64 + binary.MaxVarintLen64
 
 // Append appends the envelope of h and payload to dst and returns it.
@@ -97,12 +142,20 @@ func Append(dst []byte, h Header, payload []byte) []byte {
 		}
 		n += binary.PutVarint(fields[n:], ms)
 	}
-	if h.Clock != 0 {
+	if h.Clock != 0 || len(h.Tags) > 0 {
 		n += binary.PutUvarint(fields[n:], h.Clock)
 	}
+	total := n
+	if len(h.Tags) > 0 {
+		total += uvarintLen(uint64(len(h.Tags))) + len(h.Tags)
+	}
 	dst = append(dst, magic, version, byte(h.Flags))
-	dst = binary.AppendUvarint(dst, uint64(n))
+	dst = binary.AppendUvarint(dst, uint64(total))
 	dst = append(dst, fields[:n]...)
+	if len(h.Tags) > 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(h.Tags)))
+		dst = append(dst, h.Tags...)
+	}
 	return append(dst, payload...)
 }
 
@@ -178,6 +231,19 @@ func Decode(b []byte) (Header, []byte, error) {
 						return h, nil, ErrCorrupt
 					}
 					h.Clock = clock
+					if w > 0 {
+						fields = fields[w:]
+						m, w := binary.Uvarint(fields)
+						if w < 0 || (w == 0 && len(fields) > 0) || (w > 0 && m > uint64(len(fields)-w)) {
+							return h, nil, ErrCorrupt
+						}
+						if w > 0 && m > 0 {
+							h.Tags = fields[w : w+int(m)]
+							if !validTags(h.Tags) {
+								return h, nil, ErrCorrupt
+							}
+						}
+					}
 				}
 			}
 		}
@@ -186,4 +252,13 @@ func Decode(b []byte) (Header, []byte, error) {
 		return h, nil, ErrCorrupt
 	}
 	return h, payload, nil
+}
+
+// uvarintLen is the length of the uvarint encoding of x.
+func uvarintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
+		n++
+	}
+	return n
 }

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
@@ -31,26 +32,35 @@ func Key(prefix string) string { return prefix + "{tags}:clock" }
 // end with '}').
 func ClearMarker(prefix string) string { return prefix + "{tags}:clear" }
 
-// Clear advances the clock of KEYS[1] and records it as the clock of the
-// last Clear; it returns the new "<clock>:<cleared>". A value it cannot
-// read, or a key of another Redis type, is replaced (a Clear heals a
-// corrupt clock).
-var Clear = redis.NewScript(`
-local c = 0
+// TagKey returns the key of tag under prefix: the clock of the tag's last
+// invalidation, in the clock key's slot.
+func TagKey(prefix, tag string) string { return prefix + "{tags}:t:" + tag }
+
+// Invalidate advances the clock of KEYS[1] and sets each tag key of
+// KEYS[2..] to the new clock; with ARGV[1] "clear" it also records the new
+// clock as the clock of the last Clear. It returns the new
+// "<clock>:<cleared>". A clock it cannot read, or a key of another Redis
+// type, is replaced (a Clear or InvalidateTag heals a corrupt clock). Tag
+// keys have no TTL: a tag's version must outlive every value loaded before
+// it, whatever TTL the loader set.
+var Invalidate = redis.NewScript(`
+local c, k = 0, 0
 local v = redis.pcall('GET', KEYS[1])
 if type(v) == 'table' and v.err then
   redis.call('DEL', KEYS[1]) -- another Redis type: replace it
   v = false
 end
 if v then
-  local a = string.match(v, '^(%d+):%d+$')
-  if a then c = tonumber(a) end
+  local a, b = string.match(v, '^(%d+):(%d+)$')
+  if a then c = tonumber(a); k = tonumber(b) else k = -1 end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now > c then c = now else c = c + 1 end
-local s = string.format('%d:%d', c, c)
+if ARGV[1] == 'clear' or k < 0 then k = c end
+local s = string.format('%d:%d', c, k)
 redis.call('SET', KEYS[1], s)
+for i = 2, #KEYS do redis.call('SET', KEYS[i], c) end
 return s
 `)
 
@@ -84,7 +94,11 @@ type Known struct {
 	clock   atomic.Uint64
 	cleared atomic.Uint64
 	corrupt atomic.Bool // the latest read found the clock key unreadable
-	pending atomic.Bool // a Clear of this process may not have reached Redis
+	pending atomic.Bool // a Clear or InvalidateTag of this process may not have reached Redis
+
+	mu       sync.Mutex
+	pendAll  bool                // a Clear failed
+	pendTags map[string]struct{} // tags whose InvalidateTag failed
 }
 
 // Observe records a read of the clock key; it returns ErrCorrupt for a
@@ -120,6 +134,33 @@ func (k *Known) Valid(clock uint64) bool {
 	return clock >= k.cleared.Load() && !k.corrupt.Load() && !k.pending.Load()
 }
 
-// SetPending records that a Clear of this process may not have reached
-// Redis (true) or that one did (false): while pending, Valid is false.
-func (k *Known) SetPending(p bool) { k.pending.Store(p) }
+// Begin records that a Clear (all) or an InvalidateTag of tags is about
+// to be sent: until Done reports it applied, Valid is false.
+func (k *Known) Begin(all bool, tags []string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if all {
+		k.pendAll = true
+	}
+	for _, t := range tags {
+		if k.pendTags == nil {
+			k.pendTags = make(map[string]struct{})
+		}
+		k.pendTags[t] = struct{}{}
+	}
+	k.pending.Store(true)
+}
+
+// Done records that a Clear (all) or an InvalidateTag of tags reached
+// Redis: what it covers is no longer pending. A Clear covers every tag.
+func (k *Known) Done(all bool, tags []string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if all {
+		k.pendAll, k.pendTags = false, nil
+	}
+	for _, t := range tags {
+		delete(k.pendTags, t)
+	}
+	k.pending.Store(k.pendAll || len(k.pendTags) > 0)
+}
