@@ -71,7 +71,7 @@ func TestVersions(t *testing.T) {
 		{"a", 10, 7, true},
 		{"b", 9, 0, true},
 		{"c", 10, ^uint64(0), true}, // not a clock: newer than any
-		{"a", 11, 0, false},          // known as of 10 only
+		{"a", 11, 0, false},         // known as of 10 only
 		{"d", 10, 0, false},
 	} {
 		if got, ok := v.Lookup([]byte(tt.tag), tt.clock); got != tt.want || ok != tt.ok {
