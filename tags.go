@@ -119,7 +119,7 @@ func (c *Cache[K, V]) InvalidateTag(ctx context.Context, tags ...string) error {
 func (c *Cache[K, V]) tagsCurrent(clock uint64, tags []byte) bool {
 	known := c.clock.Clock()
 	var missing []string
-	for t := range envelope.TagsOf(tags) {
+	for t, rest, ok := envelope.NextTag(tags); ok; t, rest, ok = envelope.NextTag(rest) {
 		v, ok := c.versions.Lookup(t, known)
 		if !ok {
 			missing = append(missing, string(t))

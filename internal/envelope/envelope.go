@@ -91,17 +91,23 @@ func AppendTag(dst []byte, tag string) []byte {
 // at the first malformed entry of any other.
 func TagsOf(tags []byte) iter.Seq[[]byte] {
 	return func(yield func([]byte) bool) {
-		for len(tags) > 0 {
-			n, w := binary.Uvarint(tags)
-			if w <= 0 || n > uint64(len(tags)-w) {
+		for tag, rest, ok := NextTag(tags); ok; tag, rest, ok = NextTag(rest) {
+			if !yield(tag) {
 				return
 			}
-			if !yield(tags[w : w+int(n)]) {
-				return
-			}
-			tags = tags[w+int(n):]
 		}
 	}
+}
+
+// NextTag splits the first tag off an encoded list: TagsOf without a
+// closure, for the hit path. ok is false at the end or at a malformed
+// entry.
+func NextTag(tags []byte) (tag, rest []byte, ok bool) {
+	n, w := binary.Uvarint(tags)
+	if w <= 0 || n > uint64(len(tags)-w) {
+		return nil, nil, false
+	}
+	return tags[w : w+int(n)], tags[w+int(n):], true
 }
 
 // validTags reports whether tags is a well-formed encoded list.
