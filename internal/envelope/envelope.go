@@ -138,27 +138,28 @@ func Append(dst []byte, h Header, payload []byte) []byte {
 	n += binary.PutUvarint(fields[n:], uint64(max(h.LoadTime, 0)/time.Microsecond)) // at most MaxInt64/1000
 	// Fields are positional: a later field present means every earlier
 	// one is written, as zero when absent.
-	if h.Type != 0 || !h.Stored.IsZero() || h.Clock != 0 {
+	tagged := len(h.Tags) > 0
+	if h.Type != 0 || !h.Stored.IsZero() || h.Clock != 0 || tagged {
 		n += binary.PutUvarint(fields[n:], uint64(h.Type))
 	}
-	if !h.Stored.IsZero() || h.Clock != 0 {
+	if !h.Stored.IsZero() || h.Clock != 0 || tagged {
 		var ms int64
 		if !h.Stored.IsZero() {
 			ms = h.Stored.UnixMilli()
 		}
 		n += binary.PutVarint(fields[n:], ms)
 	}
-	if h.Clock != 0 || len(h.Tags) > 0 {
+	if h.Clock != 0 || tagged {
 		n += binary.PutUvarint(fields[n:], h.Clock)
 	}
 	total := n
-	if len(h.Tags) > 0 {
+	if tagged {
 		total += uvarintLen(uint64(len(h.Tags))) + len(h.Tags)
 	}
 	dst = append(dst, magic, version, byte(h.Flags))
 	dst = binary.AppendUvarint(dst, uint64(total))
 	dst = append(dst, fields[:n]...)
-	if len(h.Tags) > 0 {
+	if tagged {
 		dst = binary.AppendUvarint(dst, uint64(len(h.Tags)))
 		dst = append(dst, h.Tags...)
 	}

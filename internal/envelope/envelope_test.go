@@ -265,6 +265,7 @@ func TestGolden(t *testing.T) {
 		{"value-stored.hex", Header{Expiry: time.UnixMilli(1_700_000_000_000), LoadTime: 2 * time.Millisecond, Type: 7, Stored: time.UnixMilli(1_699_999_400_000)}, `{"id":1}`},
 		{"value-clock.hex", Header{Expiry: time.UnixMilli(1_700_000_000_000), LoadTime: 2 * time.Millisecond, Type: 7, Stored: time.UnixMilli(1_699_999_400_000), Clock: 1_700_000_000_123}, `{"id":1}`},
 		{"clock-only.hex", Header{Clock: 5}, ""},
+		{"tags-only.hex", Header{Tags: AppendTag(nil, "t")}, ""},
 		{"value-tags.hex", Header{Type: 7, Clock: 5, Tags: AppendTag(AppendTag(nil, "t1"), "user:42")}, "v"},
 	}
 	for _, tt := range tests {
