@@ -111,39 +111,53 @@ func TestClearGetMany(t *testing.T) {
 // Clear does not write what it read, whether the Clear came from its own
 // process or from another one, and a Get afterwards returns the new value.
 func TestClearDuringLoadDoesNotWrite(t *testing.T) {
+	duringLoadDoesNotWrite(t, "Clear", nil, func(ctx context.Context, c *cacheaside.Cache[string, string]) error {
+		return c.Clear(ctx)
+	})
+}
+
+// duringLoadDoesNotWrite runs the scenario of an invalidation (invalidate,
+// a Clear or an InvalidateTag) during a load that read the row before it,
+// the invalidation sent by the loading process and by another one; the
+// loader tags its result with tags. It checks that Redis does not hold
+// what the load read and that Gets afterwards return the new value.
+func duringLoadDoesNotWrite(t *testing.T, what string, tags []string, invalidate func(context.Context, *cacheaside.Cache[string, string]) error) {
 	for _, remote := range []bool{false, true} {
 		name := map[bool]string{false: "same process", true: "other process"}[remote]
 		t.Run(name, func(t *testing.T) {
 			srv := redistest.Start(t)
 			db := newRow(t, "old")
-			a := newCache(t, srv, db.load)
-			b := newCache(t, srv, db.load)
+			load := func(ctx context.Context, key string) (string, error) {
+				cacheaside.Tag(ctx, tags...)
+				return db.load(ctx, key)
+			}
+			a, b := newCache(t, srv, load), newCache(t, srv, load)
 			ctx := testContext(t)
-			// A Clear before, so that a knows the prefix's clock (a
-			// process that knows of no Clear writes values a later Clear
-			// outdates, never to be read: see mayFill).
-			if err := b.Clear(ctx); err != nil {
-				t.Fatalf("first Clear() = %v", err)
+			// An invalidation before, so that a knows the prefix's clock
+			// (a process that knows of none writes values a later
+			// invalidation outdates, never to be read: see mayFill).
+			if err := invalidate(ctx, b); err != nil {
+				t.Fatalf("first %s() = %v", what, err)
 			}
 			first := getAsync(ctx, a, "k")
 			<-db.entered
 			db.update("new")
-			clearer := a
+			by := a
 			if remote {
-				clearer = b
+				by = b
 			}
-			if err := clearer.Clear(ctx); err != nil {
-				t.Fatalf("Clear() = %v, want nil", err)
+			if err := invalidate(ctx, by); err != nil {
+				t.Fatalf("%s() = %v, want nil", what, err)
 			}
 			db.letGo()
 			if o := await(t, first, "the Get that started the load"); o.err != nil {
 				t.Fatalf("first Get: %v", o.err)
 			}
 			if v, ok := storedValue[string](t, srv, valueKey("k")); ok && v == "old" {
-				t.Errorf("Redis holds %q after a Clear during its load, want no write", v)
+				t.Errorf("Redis holds %q after a %s during its load, want no write", v, what)
 			}
-			mustGetValue(t, a, "k", "new", "a after Clear")
-			mustGetValue(t, b, "k", "new", "b after Clear")
+			mustGetValue(t, a, "k", "new", "a after "+what)
+			mustGetValue(t, b, "k", "new", "b after "+what)
 		})
 	}
 }

@@ -122,42 +122,9 @@ func TestInvalidateTagGetMany(t *testing.T) {
 // before an InvalidateTag of its tag (from its own process or another)
 // writes nothing, and a Get afterwards returns the new value.
 func TestInvalidateTagDuringLoadDoesNotWrite(t *testing.T) {
-	for _, remote := range []bool{false, true} {
-		name := map[bool]string{false: "same process", true: "other process"}[remote]
-		t.Run(name, func(t *testing.T) {
-			srv := redistest.Start(t)
-			db := newRow(t, "old")
-			load := func(ctx context.Context, key string) (string, error) {
-				cacheaside.Tag(ctx, "t")
-				return db.load(ctx, key)
-			}
-			a, b := newCache(t, srv, load), newCache(t, srv, load)
-			ctx := testContext(t)
-			// An InvalidateTag before, so that a knows the prefix's clock.
-			if err := b.InvalidateTag(ctx, "warm-up"); err != nil {
-				t.Fatalf("first InvalidateTag() = %v", err)
-			}
-			first := getAsync(ctx, a, "k")
-			<-db.entered
-			db.update("new")
-			invalidator := a
-			if remote {
-				invalidator = b
-			}
-			if err := invalidator.InvalidateTag(ctx, "t"); err != nil {
-				t.Fatalf("InvalidateTag() = %v, want nil", err)
-			}
-			db.letGo()
-			if o := await(t, first, "the Get that started the load"); o.err != nil {
-				t.Fatalf("first Get: %v", o.err)
-			}
-			if v, ok := storedValue[string](t, srv, valueKey("k")); ok && v == "old" {
-				t.Errorf("Redis holds %q after an InvalidateTag during its load, want no write", v)
-			}
-			mustGetValue(t, a, "k", "new", "a after InvalidateTag")
-			mustGetValue(t, b, "k", "new", "b after InvalidateTag")
-		})
-	}
+	duringLoadDoesNotWrite(t, "InvalidateTag", []string{"t", "u"}, func(ctx context.Context, c *cacheaside.Cache[string, string]) error {
+		return c.InvalidateTag(ctx, "t")
+	})
 }
 
 // TestTagBounds: a result with a bad tag is returned but not cached, and
