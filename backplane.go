@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cacheaside/cacheaside/internal/l1"
+	"github.com/cacheaside/cacheaside/internal/tagclock"
 )
 
 // The backplane keeps the in-process caches of a fleet in step: Invalidate
@@ -57,7 +58,13 @@ func (c *Cache[K, V]) applyInvalidation(payload string) {
 	case !ok:
 		c.l1.VerifyFromNow()
 	case origin != c.tokenPrefix:
-		c.l1.Invalidate(keys...)
+		if len(keys) == 1 && keys[0] == tagclock.ClearMarker(c.cfg.prefix) {
+			// Another process cleared the prefix.
+			c.l1.InvalidateAll()
+			c.flights.ForgetAll()
+		} else {
+			c.l1.Invalidate(keys...)
+		}
 		c.stats.localInvalidations.Add(1)
 	}
 }

@@ -71,8 +71,9 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		held = append(held, protocol.HeldBy(leases[i], items[i].vkey)...)
 	}
 	stop := c.keepAlive(held)
+	clock := c.clock.Clock() // before the load: see clear.go
 	var vals map[K]V
-	took, late, ttl, skip, err := c.runLoader(ctx, func(ctx context.Context) (err error) {
+	took, late, scope, err := c.runLoader(ctx, func(ctx context.Context) (err error) {
 		defer func() {
 			if p := recover(); p != nil {
 				err = &PanicError{Value: p, Stack: stack()}
@@ -89,7 +90,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	var writes []write
 	var fills []protocol.BatchFill
 	for _, i := range idx {
-		ld := loaded[V]{err: err, took: took, late: late, ttl: ttl, skip: skip}
+		ld := loaded[V]{err: err, took: took, late: late, ttl: scope.ttl, skip: scope.skip || scope.tags.bad, clock: clock, tags: scope.tags.enc}
 		if err == nil {
 			v, ok := vals[items[i].key]
 			if ok {
@@ -109,6 +110,15 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	}
 	if len(writes) == 0 {
 		return nil
+	}
+	if !c.mayFill(ctx, clock, scope.tags.enc) {
+		// A Clear came after the load began: its results go to no one.
+		for _, w := range writes {
+			c.giveBack(ctx, protocol.KeysFor(items[w.i].vkey), leases[w.i], nil)
+			c.stats.fillConflicts.Add(1)
+			conflicts = append(conflicts, w.i)
+		}
+		return conflicts
 	}
 	sent := time.Now() // L1 copies must not outlive the Redis entries
 	out := c.lock.FillBatch(ctx, fills)

@@ -93,6 +93,7 @@ import (
 	"github.com/cacheaside/cacheaside/internal/readbatch"
 	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/cacheaside/cacheaside/internal/replay"
+	"github.com/cacheaside/cacheaside/internal/tagclock"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
 )
@@ -131,6 +132,12 @@ type Cache[K comparable, V any] struct {
 	tokenPrefix string           // unique to this Cache: starts its lock tokens, generations and messages
 	fingerprint uint32           // of V and the codec, in every envelope written (typeFingerprint)
 	lastReload  atomic.Int64     // UnixNano of the last Cluster slot-map reload asked for
+	// clockKey is the prefix's invalidation clock, read with every read of
+	// values (clear.go); "" on a Cluster. clock is what this process knows
+	// of it.
+	clockKey string
+	clock    tagclock.Known
+	versions tagclock.Versions // of the prefix's tags (tags.go)
 
 	// leaveBackplane leaves the client's shared invalidation
 	// subscription; nil without WithLocalCache.
@@ -237,6 +244,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	c.confirmer = c.newConfirmer()
 	c.replay = c.newReplay()
 	c.reads = c.newReads()
+	c.clockKey = clockKeyFor(rdb, c.cfg.prefix)
 	c.prefillKick = make(chan struct{}, 1)
 	c.startWatcher()
 	c.startPrefill()

@@ -84,8 +84,10 @@ func (c *Cache[K, V]) unmarshal(b []byte, v *V) (err error) {
 	return c.cfg.codec.Unmarshal(b, v)
 }
 
-// encodeValue marshals v into an envelope that expires after ttl.
-func (c *Cache[K, V]) encodeValue(v V, took, ttl time.Duration) (env []byte, err error) {
+// encodeValue marshals v into an envelope that expires after ttl, loaded
+// under the prefix's invalidation clock (clear.go) and tagged tags
+// (encoded, tags.go).
+func (c *Cache[K, V]) encodeValue(v V, took, ttl time.Duration, clock uint64, tags []byte) (env []byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = &PanicError{Value: p, Stack: stack()}
@@ -96,5 +98,5 @@ func (c *Cache[K, V]) encodeValue(v V, took, ttl time.Duration) (env []byte, err
 		return nil, err
 	}
 	now := time.Now()
-	return envelope.Append(make([]byte, 0, envelope.MaxHeader+len(b)), envelope.Header{LoadTime: took, Expiry: now.Add(ttl), Type: c.fingerprint, Stored: now}, b), nil
+	return envelope.Append(make([]byte, 0, envelope.MaxHeader+len(tags)+len(b)), envelope.Header{LoadTime: took, Expiry: now.Add(ttl), Type: c.fingerprint, Stored: now, Clock: clock, Tags: tags}, b), nil
 }

@@ -35,6 +35,12 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks protocol.Ke
 		c.unfilled(ctx, ks, l, r, ok, epoch)
 		return r, false, false
 	}
+	if !c.mayFill(ctx, ld.clock, ld.tags) {
+		// A Clear came after the load began: its result goes to no one.
+		c.giveBack(ctx, ks, l, nil)
+		c.stats.fillConflicts.Add(1)
+		return r, true, false
+	}
 	expiry := time.Now().Add(ttl) // before the fill: L1 must not outlive the logical expiry
 	res, err := c.lock.Fill(ctx, ks, l, env, c.physical(ttl, negative), negative)
 	conflict, stored = c.settle(ks[0], r, expiry, res, err, epoch)
@@ -79,6 +85,10 @@ type loaded[V any] struct {
 	late bool          // returned after the load timeout: never cached
 	ttl  time.Duration // set by the loader with SetTTL; 0 means the default
 	skip bool          // the loader said not to cache this result
+	// clock is the prefix's invalidation clock known before the load
+	// began (clear.go): its envelope records it.
+	clock uint64
+	tags  []byte // set by the loader with Tag, encoded (envelope.AppendTag)
 }
 
 // prepare returns the envelope to write for ld and its jittered TTL. ok is
@@ -100,10 +110,10 @@ func (c *Cache[K, V]) prepare(ld loaded[V]) (env []byte, ttl time.Duration, nega
 	ttl = jittered(base, c.cfg.jitter)
 	if negative {
 		now := time.Now()
-		env = envelope.Append(nil, envelope.Header{Flags: envelope.NotFound, LoadTime: ld.took, Expiry: now.Add(ttl), Type: c.fingerprint, Stored: now}, nil)
+		env = envelope.Append(nil, envelope.Header{Flags: envelope.NotFound, LoadTime: ld.took, Expiry: now.Add(ttl), Type: c.fingerprint, Stored: now, Clock: ld.clock, Tags: ld.tags}, nil)
 		return env, ttl, true, true
 	}
-	env, err := c.encodeValue(ld.val, ld.took, ttl)
+	env, err := c.encodeValue(ld.val, ld.took, ttl, ld.clock, ld.tags)
 	if err != nil {
 		return nil, 0, false, false
 	}

@@ -94,7 +94,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (out map[K]V, err e
 	epoch, m := c.localEpoch(), c.replay.Mark()
 	// On a Cluster the MGETs run per node, each under that node's breaker
 	// and budget: a dead node fails only its keys (failed[i]).
-	raws, failed, rerr := c.guard.MGet(ctx, vkeys)
+	raws, failed, rerr := c.mget(ctx, vkeys)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}

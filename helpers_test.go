@@ -217,12 +217,21 @@ func valueAndLockKeys(t *testing.T, srv *redistest.Server) []string {
 	return out
 }
 
-// commandCounts returns, since the last CONFIG RESETSTAT, how many GET,
-// EVALSHA and EVAL commands the server ran. Commands a script runs count
-// too: a hit must be one GET and no script.
+// commandCounts returns, since the last CONFIG RESETSTAT, how many reads
+// (GET, and MGET: a read of a value on a single server also reads the
+// prefix's clock key, clear.go), EVALSHA and EVAL commands the server
+// ran. Commands a script runs count too: a hit must be one read and no
+// script.
 func commandCounts(t *testing.T, srv *redistest.Server) (get, evalsha, eval int64) {
 	t.Helper()
-	return redisCommands(t, srv, "get"), redisCommands(t, srv, "evalsha"), redisCommands(t, srv, "eval")
+	return redisReads(t, srv), redisCommands(t, srv, "evalsha"), redisCommands(t, srv, "eval")
+}
+
+// redisReads returns how many GET and MGET commands the server ran since
+// the last CONFIG RESETSTAT: the reads of values (on a single server a
+// read of values is an MGET that also reads the prefix's clock key).
+func redisReads(tb testing.TB, srv *redistest.Server) int64 {
+	return redisCommands(tb, srv, "get") + redisCommands(tb, srv, "mget")
 }
 
 // isPanic reports whether err is a *cacheaside.PanicError.

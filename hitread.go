@@ -43,7 +43,16 @@ func (c *Cache[K, V]) readBatched(ctx context.Context, vkey string) ([]byte, err
 // unreadable and replaces it).
 func (c *Cache[K, V]) readMany(ctx context.Context, vkeys []string, vals [][]byte) error {
 	err := c.guard.Do(ctx, vkeys[0], func(ctx context.Context) error {
-		return c.guard.MGetNode(ctx, vkeys, vals)
+		if c.clockKey == "" {
+			return c.guard.MGetNode(ctx, vkeys, vals)
+		}
+		withClock := make([][]byte, len(vkeys)+1)
+		if err := c.guard.MGetNode(ctx, c.withClock(vkeys), withClock); err != nil {
+			return err
+		}
+		copy(vals, withClock)
+		c.observeClock(withClock[len(vkeys)])
+		return nil
 	})
 	if err != nil {
 		c.guard.Failed(vkeys[0], err, len(vkeys)-1) // the call itself counted once

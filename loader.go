@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -77,18 +78,21 @@ func SetTTL(ctx context.Context, d time.Duration) {
 type loadScope struct {
 	ttl  time.Duration
 	skip bool
+	tags tagList // set by Tag
 }
 
 type loadScopeKey struct{}
 
 // callLoader runs the loader for one key; see runLoader.
 func (c *Cache[K, V]) callLoader(ctx context.Context, key K) loaded[V] {
-	var ld loaded[V]
-	ld.took, ld.late, ld.ttl, ld.skip, ld.err = c.runLoader(ctx, func(ctx context.Context) error {
+	ld := loaded[V]{clock: c.clock.Clock()} // before the load: see clear.go
+	var scope loadScope
+	ld.took, ld.late, scope, ld.err = c.runLoader(ctx, func(ctx context.Context) error {
 		var err error
 		ld.val, err = safeLoad(ctx, c.load, key)
 		return err
 	})
+	ld.ttl, ld.skip, ld.tags = scope.ttl, scope.skip || scope.tags.bad, scope.tags.enc
 	return ld
 }
 
@@ -99,18 +103,18 @@ func (c *Cache[K, V]) callLoader(ctx context.Context, key K) loaded[V] {
 // Get) uses its parent's slot. late reports that the loader returned after
 // the timeout, when its result must not be cached: a load that old may
 // have read data from before an Invalidate whose generation has since
-// expired. ttl and skip are what the loader asked for with SetTTL.
-func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) error) (took time.Duration, late bool, ttl time.Duration, skip bool, err error) {
+// expired. scope is what the loader asked for with SetTTL and Tag.
+func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) error) (took time.Duration, late bool, scope loadScope, err error) {
 	if _, nested := ctx.Value(loadScopeKey{}).(*loadScope); c.loads != nil && !nested {
 		if err := c.loads.Acquire(ctx, 1); err != nil {
-			return 0, true, 0, false, fmt.Errorf("cacheaside: waiting for a load slot: %w", err)
+			return 0, true, scope, fmt.Errorf("cacheaside: waiting for a load slot: %w", err)
 		}
 		defer c.loads.Release(1)
 	}
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.loadTimeout)
 	defer cancel()
-	scope := &loadScope{}
-	lctx = context.WithValue(lctx, loadScopeKey{}, scope)
+	sp := &loadScope{}
+	lctx = context.WithValue(lctx, loadScopeKey{}, sp)
 	c.stats.loads.Add(1)
 	start := time.Now()
 	err = callContained(lctx, call)
@@ -123,7 +127,10 @@ func (c *Cache[K, V]) runLoader(ctx context.Context, call func(context.Context) 
 			c.stats.panics.Add(1)
 		}
 	}
-	return took, late, scope.ttl, scope.skip, err
+	if sp.tags.bad {
+		c.log(ctx, slog.LevelWarn, "cacheaside: a loader's tags break the bounds of Tag: its result is not cached", "tags", sp.tags.n)
+	}
+	return took, late, *sp, err
 }
 
 // errLoaderExited is the error of a load whose loader ended its goroutine

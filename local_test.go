@@ -179,13 +179,13 @@ func TestLocalFirstSkipsRedisRead(t *testing.T) {
 	other := newFaultCache(t, srv.Client(t), ld.load, cacheaside.WithLocalCache(100, 10*time.Second))
 	waitListening(t, srv, other, c, -1)
 	mustGet(t, c, 1)
-	gets := redisCommands(t, srv, "get")
+	gets := redisReads(t, srv)
 	before := c.Stats()
 	for range 10 {
 		mustGet(t, c, 1)
 	}
 	after := c.Stats()
-	if n := redisCommands(t, srv, "get"); n != gets {
+	if n := redisReads(t, srv); n != gets {
 		t.Errorf("10 Gets of a key in L1 with WithLocalFirst ran GET %d times, want 0", n-gets)
 	}
 	if after.LocalHits-before.LocalHits != 10 || after.Hits != before.Hits || after.Loads != before.Loads {

@@ -144,7 +144,7 @@ func remoteInvalidateDuringRead(t *testing.T, srv *redistest.Server, hold *reply
 func TestRemoteInvalidateDuringGetLeavesNoOldValueInL1(t *testing.T) {
 	srv := redistest.Start(t)
 	version, load := versioned()
-	hold := newReplyHold("get")
+	hold := newReplyHold("mget") // a lone read: MGET of the value and the clock (clear.go)
 	a := newCacheOn(t, holdClient(t, srv, hold), load, localFirst...)
 	b := newCache(t, srv, load, localFirst...)
 	remoteInvalidateDuringRead(t, srv, hold, a, b, version, func() func() {
@@ -253,7 +253,7 @@ func (h *gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 func TestOwnInvalidateDuringGetLeavesNoOldValueInL1(t *testing.T) {
 	srv := redistest.Start(t)
 	version, load := versioned()
-	hold := newReplyHold("get")
+	hold := newReplyHold("mget") // a lone read: MGET of the value and the clock (clear.go)
 	rdb := holdClient(t, srv, hold)
 	gate := &gateHook{}
 	rdb.AddHook(gate)
@@ -322,7 +322,7 @@ func (g *dialGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 func TestReadAcrossResubscribeIsNotServedFromL1(t *testing.T) {
 	srv := redistest.Start(t)
 	version, load := versioned()
-	hold := newReplyHold("get")
+	hold := newReplyHold("mget") // a lone read: MGET of the value and the clock (clear.go)
 	rdb := holdClient(t, srv, hold)
 	gate := &dialGate{tried: make(chan struct{})}
 	rdb.AddHook(gate)

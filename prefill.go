@@ -70,7 +70,7 @@ func (c *Cache[K, V]) prefill(ctx context.Context) {
 			vkeys[i] = protocol.ValueKey(c.cfg.prefix, c.encode(k))
 		}
 		epoch, m := c.localEpoch(), c.replay.Mark()
-		raws, failed, err := c.guard.MGet(ctx, vkeys)
+		raws, failed, err := c.mget(ctx, vkeys)
 		if err != nil {
 			c.redisError(err)
 		}

@@ -49,6 +49,10 @@ func (c *Cache[K, V]) classify(vkey string, m replay.Mark, raw []byte, err error
 	switch {
 	case !ok:
 		return result[V]{}, h, readUnreadable
+	case !c.current(h):
+		// Loaded before a Clear or InvalidateTag: a miss whose load
+		// replaces it.
+		return result[V]{}, h, readUnreadable
 	case c.isStale(r, h.Expiry):
 		return r, h, readStale
 	}
@@ -129,6 +133,9 @@ func (r *getReply) result(err error) ([]byte, error) {
 // get is read's Redis call: GET vkey into rep, with a WRONGTYPE reply
 // noted rather than returned (an unreadable entry, not a fault).
 func (c *Cache[K, V]) get(ctx context.Context, vkey string, rep *getReply) error {
+	if c.clockKey != "" {
+		return c.getWithClock(ctx, vkey, rep)
+	}
 	var err error
 	rep.raw, err = c.rdb.Get(ctx, vkey).Bytes()
 	rep.wrong = isWrongType(err)
@@ -136,4 +143,24 @@ func (c *Cache[K, V]) get(ctx context.Context, vkey string, rep *getReply) error
 		return nil
 	}
 	return err
+}
+
+// getWithClock is get reading the prefix's clock key in the same MGET
+// (clear.go). MGET answers nil for a key of another Redis type: a miss,
+// whose lock script finds the key unreadable and replaces it.
+func (c *Cache[K, V]) getWithClock(ctx context.Context, vkey string, rep *getReply) error {
+	res, err := c.rdb.MGet(ctx, vkey, c.clockKey).Result()
+	if err != nil {
+		return err
+	}
+	rep.raw = nil
+	if s, ok := res[0].(string); ok {
+		rep.raw = []byte(s)
+	}
+	var clock []byte
+	if s, ok := res[1].(string); ok {
+		clock = []byte(s)
+	}
+	c.observeClock(clock)
+	return nil
 }

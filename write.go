@@ -33,7 +33,7 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	}
 	defer c.tracker.done()
 	ttl := jittered(c.cfg.ttl, c.cfg.jitter)
-	env, err := c.encodeValue(value, 0, ttl)
+	env, err := c.encodeValue(value, 0, ttl, c.clock.Clock(), nil)
 	px := c.physical(ttl, false)
 	if err != nil {
 		return fmt.Errorf("cacheaside: set: %w", err)

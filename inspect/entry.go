@@ -70,6 +70,11 @@ type Envelope struct {
 	// the time since; both empty for entries written before v0.3.
 	Stored string `json:"stored,omitempty"`
 	AgeMs  int64  `json:"age_ms,omitempty"`
+	// Clock is the prefix's invalidation clock its process knew before
+	// the load (Clear, InvalidateTag), 0 when none; Tags are the tags its
+	// loader set with cacheaside.Tag.
+	Clock uint64   `json:"clock,omitempty"`
+	Tags  []string `json:"tags,omitempty"`
 	// Fingerprint names, in hex, the value type and codec of the cache
 	// that wrote the entry; empty for an entry written by v0.1, which has
 	// none (the cache reads it as before).
@@ -176,6 +181,10 @@ func decodeValue(typ *redis.StatusCmd, val *redis.StringCmd, ttl *redis.Duration
 	}
 	if !v.Envelope.TypeMatches {
 		v.Unreadable = "another value type or codec"
+	}
+	v.Envelope.Clock = h.Clock
+	for t := range envelope.TagsOf(h.Tags) {
+		v.Envelope.Tags = append(v.Envelope.Tags, string(t))
 	}
 	if !h.Stored.IsZero() {
 		v.Envelope.Stored = h.Stored.UTC().Format(time.RFC3339Nano)

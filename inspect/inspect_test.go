@@ -30,7 +30,8 @@ type item struct {
 }
 
 // loadItem knows every id but 404, which does not exist.
-func loadItem(_ context.Context, id int64) (item, error) {
+func loadItem(ctx context.Context, id int64) (item, error) {
+	cacheaside.Tag(ctx, "items")
 	if id == 404 {
 		return item{}, fmt.Errorf("item %d: %w", id, cacheaside.ErrNotFound)
 	}
@@ -150,6 +151,9 @@ func TestEntryDecoded(t *testing.T) {
 	}
 	if v.Envelope.Stored == "" || v.Envelope.AgeMs < 0 || v.Envelope.AgeMs > 60_000 {
 		t.Errorf("stored %q, age %d ms; want a time and an age in [0, 60000]", v.Envelope.Stored, v.Envelope.AgeMs)
+	}
+	if len(v.Envelope.Tags) != 1 || v.Envelope.Tags[0] != "items" {
+		t.Errorf("tags = %q, want [items] (loadItem's Tag)", v.Envelope.Tags)
 	}
 	if v.Payload != `{"id":7,"name":"item-7"}` {
 		t.Errorf("payload = %q, want the JSON of item 7", v.Payload)

@@ -10,7 +10,11 @@
 //	n bytes     header fields: varint expiry (Unix ms, 0 = none),
 //	            uvarint load duration (µs), uvarint type fingerprint
 //	            (0 = none; written since v0.2), varint time the entry
-//	            was made (Unix ms, 0 = unknown; written since v0.3);
+//	            was made (Unix ms, 0 = unknown; written since v0.3),
+//	            uvarint invalidation clock read before the load (0 =
+//	            none; written since v0.3, see Header.Clock), uvarint
+//	            m and m bytes of tags, each a uvarint length and its
+//	            bytes (written since v0.3 when the value has tags);
 //	            later versions may append more
 //	rest        the codec's bytes (empty for a not-found marker)
 //
@@ -32,6 +36,7 @@ package envelope
 import (
 	"encoding/binary"
 	"errors"
+	"iter"
 	"math"
 	"time"
 )
@@ -64,14 +69,66 @@ type Header struct {
 	LoadTime time.Duration // how long the load took, microsecond precision
 	Type     uint32        // fingerprint of the writer's value type and codec; 0 = none (v0.1)
 	Stored   time.Time     // when the entry was made (the load's end), ms precision; zero = unknown (before v0.3)
+	// Clock is the prefix's invalidation clock (internal/tagclock) as
+	// known before the load began: a Clear made after it has a larger
+	// clock, so the entry is older than that Clear. 0 = none.
+	Clock uint64
+	// Tags are the value's tags (cacheaside.Tag), encoded: each a
+	// uvarint length and its bytes. Decode checks the encoding and
+	// returns them aliasing its input; read them with TagsOf. Build them
+	// with AppendTag. nil = none.
+	Tags []byte
 }
 
-// MaxHeader is an upper bound on the bytes Append adds before the payload.
-const MaxHeader = 3 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + binary.MaxVarintLen64
+// AppendTag appends tag to the encoded tags dst.
+func AppendTag(dst []byte, tag string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(tag)))
+	return append(dst, tag...)
+}
+
+// TagsOf yields the tags of an encoded list (Header.Tags), as slices of
+// it. Decode has checked the encoding of a decoded header's; TagsOf stops
+// at the first malformed entry of any other.
+func TagsOf(tags []byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		for tag, rest, ok := NextTag(tags); ok; tag, rest, ok = NextTag(rest) {
+			if !yield(tag) {
+				return
+			}
+		}
+	}
+}
+
+// NextTag splits the first tag off an encoded list: TagsOf without a
+// closure, for the hit path. ok is false at the end or at a malformed
+// entry.
+func NextTag(tags []byte) (tag, rest []byte, ok bool) {
+	n, w := binary.Uvarint(tags)
+	if w <= 0 || n > uint64(len(tags)-w) {
+		return nil, nil, false
+	}
+	return tags[w : w+int(n)], tags[w+int(n):], true
+}
+
+// validTags reports whether tags is a well-formed encoded list.
+func validTags(tags []byte) bool {
+	for len(tags) > 0 {
+		n, w := binary.Uvarint(tags)
+		if w <= 0 || n > uint64(len(tags)-w) {
+			return false
+		}
+		tags = tags[w+int(n):]
+	}
+	return true
+}
+
+// MaxHeader is an upper bound on the bytes Append adds before the payload,
+// besides the tags (at most MaxVarintLen64 + len(Header.Tags) more).
+const MaxHeader = 3 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + binary.MaxVarintLen64 + binary.MaxVarintLen64
 
 // Append appends the envelope of h and payload to dst and returns it.
 func Append(dst []byte, h Header, payload []byte) []byte {
-	var fields [3*binary.MaxVarintLen64 + binary.MaxVarintLen32]byte
+	var fields [4*binary.MaxVarintLen64 + binary.MaxVarintLen32]byte
 	n := 0
 	var exp int64
 	if !h.Expiry.IsZero() {
@@ -81,15 +138,31 @@ func Append(dst []byte, h Header, payload []byte) []byte {
 	n += binary.PutUvarint(fields[n:], uint64(max(h.LoadTime, 0)/time.Microsecond)) // at most MaxInt64/1000
 	// Fields are positional: a later field present means every earlier
 	// one is written, as zero when absent.
-	if h.Type != 0 || !h.Stored.IsZero() {
+	tagged := len(h.Tags) > 0
+	if h.Type != 0 || !h.Stored.IsZero() || h.Clock != 0 || tagged {
 		n += binary.PutUvarint(fields[n:], uint64(h.Type))
 	}
-	if !h.Stored.IsZero() {
-		n += binary.PutVarint(fields[n:], h.Stored.UnixMilli())
+	if !h.Stored.IsZero() || h.Clock != 0 || tagged {
+		var ms int64
+		if !h.Stored.IsZero() {
+			ms = h.Stored.UnixMilli()
+		}
+		n += binary.PutVarint(fields[n:], ms)
+	}
+	if h.Clock != 0 || tagged {
+		n += binary.PutUvarint(fields[n:], h.Clock)
+	}
+	total := n
+	if tagged {
+		total += uvarintLen(uint64(len(h.Tags))) + len(h.Tags)
 	}
 	dst = append(dst, magic, version, byte(h.Flags))
-	dst = binary.AppendUvarint(dst, uint64(n))
+	dst = binary.AppendUvarint(dst, uint64(total))
 	dst = append(dst, fields[:n]...)
+	if tagged {
+		dst = binary.AppendUvarint(dst, uint64(len(h.Tags)))
+		dst = append(dst, h.Tags...)
+	}
 	return append(dst, payload...)
 }
 
@@ -158,6 +231,27 @@ func Decode(b []byte) (Header, []byte, error) {
 				if ms != 0 {
 					h.Stored = time.UnixMilli(ms)
 				}
+				if w > 0 {
+					fields = fields[w:]
+					clock, w := binary.Uvarint(fields)
+					if w < 0 || (w == 0 && len(fields) > 0) {
+						return h, nil, ErrCorrupt
+					}
+					h.Clock = clock
+					if w > 0 {
+						fields = fields[w:]
+						m, w := binary.Uvarint(fields)
+						if w < 0 || (w == 0 && len(fields) > 0) || (w > 0 && m > uint64(len(fields)-w)) {
+							return h, nil, ErrCorrupt
+						}
+						if w > 0 && m > 0 {
+							h.Tags = fields[w : w+int(m)]
+							if !validTags(h.Tags) {
+								return h, nil, ErrCorrupt
+							}
+						}
+					}
+				}
 			}
 		}
 	}
@@ -165,4 +259,13 @@ func Decode(b []byte) (Header, []byte, error) {
 		return h, nil, ErrCorrupt
 	}
 	return h, payload, nil
+}
+
+// uvarintLen is the length of the uvarint encoding of x.
+func uvarintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
+		n++
+	}
+	return n
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 // sameHeader reports whether two headers are equal, comparing expiries as
 // instants (Decode returns local times).
 func sameHeader(a, b Header) bool {
-	return a.Flags == b.Flags && a.Expiry.Equal(b.Expiry) && a.LoadTime == b.LoadTime && a.Type == b.Type && a.Stored.Equal(b.Stored)
+	return a.Flags == b.Flags && a.Expiry.Equal(b.Expiry) && a.LoadTime == b.LoadTime && a.Type == b.Type && a.Stored.Equal(b.Stored) && a.Clock == b.Clock && bytes.Equal(a.Tags, b.Tags)
 }
 
 func TestAppendDecodeRoundTrip(t *testing.T) {
@@ -204,20 +205,22 @@ func TestDecodeAccepts(t *testing.T) {
 		{"v0.1 entry: no type fingerprint", env(0x00, fields(expiry, 5), []byte("v")), Header{Expiry: time.UnixMilli(expiry), LoadTime: 5 * time.Microsecond}, "v"},
 		{"negative expiry", env(0x00, fields(-1, 0), nil), Header{Expiry: time.UnixMilli(-1)}, ""},
 		// A newer writer appends fields after the ones version 1 knows;
-		// this reader must skip them and find the payload after them.
+		// this reader must skip them and find the payload after them. (The
+		// clock and the tags, the last fields this reader knows, are written
+		// before them.)
 		{
 			"newer writer: one extra byte",
-			env(0x00, fields(expiry, 2000, 0x07, 0x00, 0x01), []byte(`{"id":1}`)),
+			env(0x00, fields(expiry, 2000, 0x07, 0x00, 0x00, 0x00, 0x01), []byte(`{"id":1}`)),
 			Header{Expiry: time.UnixMilli(expiry), LoadTime: 2 * time.Millisecond, Type: 7}, `{"id":1}`,
 		},
 		{
 			"newer writer: extra fields that look like an envelope",
 			env(0x10, fields(expiry, 3, 0xCA, 0x01, 0xCA, 0x01, 0x00, 0x02, 0x00, 0x00), []byte("payload")),
-			Header{Flags: 0x10, Expiry: time.UnixMilli(expiry), LoadTime: 3 * time.Microsecond, Type: 0xCA, Stored: time.UnixMilli(101)}, "payload",
+			Header{Flags: 0x10, Expiry: time.UnixMilli(expiry), LoadTime: 3 * time.Microsecond, Type: 0xCA, Stored: time.UnixMilli(101), Tags: []byte{0x00, 0x00}}, "payload",
 		},
 		{
 			"newer writer: 300 extra bytes (two-byte header length)",
-			env(0x00, fields(0, 9, append([]byte{0x05, 0x00}, bytes.Repeat([]byte{0xFF}, 300)...)...), []byte("p")),
+			env(0x00, fields(0, 9, append([]byte{0x05, 0x00, 0x00, 0x00}, bytes.Repeat([]byte{0xFF}, 300)...)...), []byte("p")),
 			Header{LoadTime: 9 * time.Microsecond, Type: 5}, "p",
 		},
 		{
@@ -260,6 +263,10 @@ func TestGolden(t *testing.T) {
 		{"value.hex", Header{Expiry: time.UnixMilli(1_700_000_000_000), LoadTime: 2 * time.Millisecond}, `{"id":1}`},
 		{"hint-flag-pre-epoch.hex", Header{Flags: 0x10, Expiry: time.UnixMilli(-1)}, "x"},
 		{"value-stored.hex", Header{Expiry: time.UnixMilli(1_700_000_000_000), LoadTime: 2 * time.Millisecond, Type: 7, Stored: time.UnixMilli(1_699_999_400_000)}, `{"id":1}`},
+		{"value-clock.hex", Header{Expiry: time.UnixMilli(1_700_000_000_000), LoadTime: 2 * time.Millisecond, Type: 7, Stored: time.UnixMilli(1_699_999_400_000), Clock: 1_700_000_000_123}, `{"id":1}`},
+		{"clock-only.hex", Header{Clock: 5}, ""},
+		{"tags-only.hex", Header{Tags: AppendTag(nil, "t")}, ""},
+		{"value-tags.hex", Header{Type: 7, Clock: 5, Tags: AppendTag(AppendTag(nil, "t1"), "user:42")}, "v"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -304,4 +311,28 @@ func short(b []byte) []byte {
 		return b
 	}
 	return b[:64]
+}
+
+func TestTagsOf(t *testing.T) {
+	enc := AppendTag(AppendTag(AppendTag(nil, "a"), ""), "tenant:7")
+	var got []string
+	for tag := range TagsOf(enc) {
+		got = append(got, string(tag))
+	}
+	if want := []string{"a", "", "tenant:7"}; !slices.Equal(got, want) {
+		t.Errorf("TagsOf(%x) = %q, want %q", enc, got, want)
+	}
+	// A malformed list stops at its first bad entry, and Decode rejects it.
+	bad := append(AppendTag(nil, "a"), 0x05, 'x')
+	got = got[:0]
+	for tag := range TagsOf(bad) {
+		got = append(got, string(tag))
+	}
+	if want := []string{"a"}; !slices.Equal(got, want) {
+		t.Errorf("TagsOf(%x) = %q, want %q", bad, got, want)
+	}
+	b := env(0x00, append(fields(0, 0, 0x00, 0x00, 0x01, byte(len(bad))), bad...), []byte("v"))
+	if _, _, err := Decode(b); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Decode(%x) with malformed tags error = %v, want ErrCorrupt", b, err)
+	}
 }

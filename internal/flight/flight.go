@@ -144,6 +144,13 @@ func (g *Group[R]) Finish(key string, c *Call[R], r R) {
 	}
 }
 
+// ForgetAll is Forget for every key: a Clear uses it.
+func (g *Group[R]) ForgetAll() {
+	g.mu.Lock()
+	clear(g.m)
+	g.mu.Unlock()
+}
+
 // Forget detaches the flight of key, if any, from later callers: they
 // start a new flight, while callers already waiting keep theirs. An
 // invalidation uses it so that no request that starts after it joins an

@@ -46,6 +46,8 @@ type Cache[V any] struct {
 	// verified is the epoch at which the backplane's current subscription
 	// was confirmed; 0 while it has none.
 	verified atomic.Uint64
+	// cleared is the epoch of the latest InvalidateAll.
+	cleared atomic.Uint64
 	// paused is what verified held before the backplane dropped: Resume
 	// restores it once every invalidation missed meanwhile is applied.
 	paused atomic.Uint64
@@ -132,7 +134,7 @@ func (l *Cache[V]) Put(vkey string, v V, notFound bool, redisExpiry time.Time, e
 	// between) and not over an entry read after it.
 	s := l.stripe(vkey)
 	l.c.Compute(vkey, func(old *entry[V], found bool) (*entry[V], otter.ComputeOp) {
-		if s.Load() > epoch {
+		if s.Load() > epoch || l.cleared.Load() > epoch {
 			return old, otter.CancelOp
 		}
 		return &entry[V]{val: v, notFound: notFound, stored: now, expires: exp, epoch: epoch}, otter.WriteOp
@@ -164,6 +166,16 @@ func (l *Cache[V]) Invalidate(vkeys ...string) {
 		}
 		l.c.Invalidate(k)
 	}
+}
+
+// InvalidateAll drops every entry, and the results of reads and loads in
+// flight when they are put: a Clear calls it before and after it writes
+// Redis, as Invalidate does for keys.
+func (l *Cache[V]) InvalidateAll() {
+	at := l.epoch.Add(1)
+	for old := l.cleared.Load(); old < at && !l.cleared.CompareAndSwap(old, at); old = l.cleared.Load() {
+	}
+	l.c.InvalidateAll()
 }
 
 // stripe returns the entry of dropped for vkey.

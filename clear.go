@@ -1,0 +1,180 @@
+package cacheaside
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cacheaside/cacheaside/internal/envelope"
+	"github.com/cacheaside/cacheaside/internal/tagclock"
+	"github.com/redis/go-redis/v9"
+)
+
+// Clear and the prefix's invalidation clock (internal/tagclock): Clear
+// advances one key, every value records the clock its load began under,
+// and every Redis read of values reads the clock in the same MGET, so a
+// value older than the last Clear is a miss, whatever key it is under.
+
+// ErrClearUnsupported is returned by Clear on a Redis Cluster client: the
+// clock key lives in one slot, and the reads of values in other slots
+// cannot read it in the same command yet.
+var ErrClearUnsupported = errors.New("cacheaside: Clear is not supported on a Redis Cluster")
+
+// Clear makes everything this Cache's prefix stored before the call a miss,
+// on every process, in O(1) Redis work: one script on one key, the clock
+// key <prefix>{tags}:clock. Once Clear has returned nil, no Get or
+// GetMany started afterwards on any process returns a value loaded before
+// the call from Redis, and this process's in-process cache holds none; a
+// load in flight during the call writes nothing that is served afterwards
+// (see the README's consistency notes for the one case in which its bytes
+// are written, never to be read). The other processes drop their
+// in-process copies when the feed's message reaches them, as after
+// Invalidate. Other prefixes are untouched. The values stay in Redis until
+// their TTL or until a load replaces them.
+//
+// When Redis cannot be written, Clear returns an error, which matches
+// [ErrRedisUnavailable] when Redis was unavailable; this process then
+// serves no Redis copy of the prefix and writes none until a later Clear
+// succeeds (call it again). Clear is not queued for replay. On a Redis
+// Cluster it returns [ErrClearUnsupported].
+func (c *Cache[K, V]) Clear(ctx context.Context) error {
+	if !c.tracker.add() {
+		return ErrClosed
+	}
+	defer c.tracker.done()
+	if c.clockKey == "" {
+		return ErrClearUnsupported
+	}
+	return c.advanceClock(ctx, "clear", []string{c.clockKey}, "clear", nil)
+}
+
+// advanceClock runs the clock script (tagclock.Invalidate) on keys, the
+// clock key and the keys of tags, in mode ("clear" or ""), for Clear and
+// InvalidateTag: it drops this process's in-process copies and flights
+// before and after, and publishes the message that makes the other
+// processes drop theirs. Until the script has run, this process serves no
+// Redis copy of the prefix.
+func (c *Cache[K, V]) advanceClock(ctx context.Context, what string, keys []string, mode string, tags []string) error {
+	all := mode == "clear"
+	c.dropAllLocal()
+	c.clock.Begin(all, tags)
+	var res string
+	err := c.guard.Do(ctx, c.clockKey, func(ctx context.Context) error {
+		var err error
+		res, err = tagclock.Invalidate.Run(ctx, c.rdb, keys, mode).Text()
+		return err
+	})
+	c.dropAllLocal()
+	if err != nil {
+		c.redisError(err)
+		return fmt.Errorf("cacheaside: %s: this process serves no Redis copy until it succeeds: %w", what, redisUnavailable(ctx, err))
+	}
+	if err := c.clock.Observe([]byte(res)); err != nil {
+		return fmt.Errorf("cacheaside: %s: %w", what, err)
+	}
+	c.clock.Done(all, tags)
+	d, err := c.publish(ctx, tagclock.ClearMarker(c.cfg.prefix))
+	if err != nil {
+		c.redisError(err)
+		return fmt.Errorf("cacheaside: %s: other processes' local copies may be stale: %w", what, redisUnavailable(ctx, err))
+	}
+	// Under WithSyncInvalidation, wait for the fleet's L1s as Invalidate does.
+	if err := c.confirmed(ctx, d); err != nil {
+		return fmt.Errorf("cacheaside: %s: %w", what, err)
+	}
+	return nil
+}
+
+// dropAllLocal drops every in-process copy and detaches every flight from
+// later callers, so that no Get started after a Clear joins a read or load
+// from before it.
+func (c *Cache[K, V]) dropAllLocal() {
+	c.flights.ForgetAll()
+	if c.l1 != nil {
+		c.l1.InvalidateAll()
+	}
+}
+
+// clockKeyFor returns the clock key the reads of rdb carry, or "" on a
+// Redis Cluster (see ErrClearUnsupported).
+func clockKeyFor(rdb redis.UniversalClient, prefix string) string {
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		return ""
+	}
+	return tagclock.Key(prefix)
+}
+
+// observeClock records the clock key's value read with values; an
+// unreadable clock is counted in Stats.Corrupt.
+func (c *Cache[K, V]) observeClock(raw []byte) {
+	if c.clock.Observe(raw) != nil {
+		c.stats.corrupt.Add(1)
+	}
+}
+
+// current reports whether a value with header h may be served: loaded
+// after the last Clear this process knows of, and after the last
+// invalidation of each of its tags (tags.go). A value loaded at the clock
+// known now needs no more: nothing was invalidated since.
+func (c *Cache[K, V]) current(h envelope.Header) bool {
+	switch {
+	case c.clockKey == "":
+		return true
+	case !c.clock.Valid(h.Clock):
+		return false
+	case len(h.Tags) == 0 || h.Clock >= c.clock.Clock():
+		return true
+	}
+	return c.tagsCurrent(h.Clock, h.Tags)
+}
+
+// mayFill reports whether the result of a load that began at clock,
+// tagged tags (encoded), may be written: no Clear and no invalidation of
+// its tags since. A process that knows of no clock of the prefix sends
+// nothing (a value it writes after an invalidation it missed carries an
+// older clock and is never served); else it reads the clock and the tags'
+// versions first, in one MGET.
+func (c *Cache[K, V]) mayFill(ctx context.Context, clock uint64, tags []byte) bool {
+	if c.clockKey == "" || c.clock.Clock() == 0 {
+		return true
+	}
+	var names []string
+	for t := range envelope.TagsOf(tags) {
+		names = append(names, string(t))
+	}
+	vers, err := c.fetchVersions(ctx, names)
+	if err != nil || !c.clock.Valid(clock) {
+		return false
+	}
+	for _, v := range vers {
+		if v > clock {
+			return false
+		}
+	}
+	return true
+}
+
+// withClock returns vkeys with the clock key appended when reads carry it.
+// It never writes into vkeys' backing array.
+func (c *Cache[K, V]) withClock(vkeys []string) []string {
+	if c.clockKey == "" {
+		return vkeys
+	}
+	return append(vkeys[:len(vkeys):len(vkeys)], c.clockKey)
+}
+
+// mget is guard.MGet of vkeys, with the clock key read in the same MGET
+// when reads carry it (never on a Cluster, where MGet splits by node).
+func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) (out [][]byte, failed []error, err error) {
+	out, failed, err = c.guard.MGet(ctx, c.withClock(vkeys))
+	if c.clockKey == "" {
+		return out, failed, err
+	}
+	if err == nil && (failed == nil || failed[len(vkeys)] == nil) {
+		c.observeClock(out[len(vkeys)])
+	}
+	if failed != nil {
+		failed = failed[:len(vkeys)]
+	}
+	return out[:len(vkeys)], failed, err
+}

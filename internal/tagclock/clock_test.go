@@ -1,0 +1,89 @@
+package tagclock
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		raw            string
+		clock, cleared uint64
+		ok             bool
+		err            error
+	}{
+		{"10:7", 10, 7, true, nil},
+		{"10:10", 10, 10, true, nil},
+		{"10:11", 0, 0, false, ErrCorrupt}, // a Clear after the clock
+		{"garbage", 0, 0, false, ErrCorrupt},
+		{":", 0, 0, false, ErrCorrupt},
+		{"-1:0", 0, 0, false, ErrCorrupt},
+		{"18446744073709551616:1", 0, 0, false, ErrCorrupt},
+	}
+	for _, tt := range tests {
+		clock, cleared, ok, err := Parse([]byte(tt.raw))
+		if clock != tt.clock || cleared != tt.cleared || ok != tt.ok || !errors.Is(err, tt.err) {
+			t.Errorf("Parse(%q) = %d, %d, %v, %v; want %d, %d, %v, %v", tt.raw, clock, cleared, ok, err, tt.clock, tt.cleared, tt.ok, tt.err)
+		}
+	}
+	if _, _, ok, err := Parse(nil); ok || err != nil {
+		t.Errorf("Parse(nil) = ok %v, %v; want false, nil", ok, err)
+	}
+}
+
+func TestKnown(t *testing.T) {
+	var k Known
+	if !k.Valid(0) {
+		t.Errorf("Valid(0) with no clock known = false, want true")
+	}
+	_ = k.Observe([]byte("20:15"))
+	_ = k.Observe([]byte("18:12")) // an older read: clocks only grow
+	if k.Clock() != 20 || k.Valid(14) || !k.Valid(15) {
+		t.Errorf("after 20:15: Clock() = %d, Valid(14) = %v, Valid(15) = %v; want 20, false, true", k.Clock(), k.Valid(14), k.Valid(15))
+	}
+	if err := k.Observe([]byte("junk")); !errors.Is(err, ErrCorrupt) || k.Valid(20) {
+		t.Errorf("Observe(junk) = %v, Valid(20) = %v; want ErrCorrupt, false", err, k.Valid(20))
+	}
+	_ = k.Observe([]byte("21:15"))
+	k.Begin(false, []string{"a", "b"})
+	k.Done(false, []string{"a"})
+	if k.Valid(21) {
+		t.Errorf("Valid(21) with tag b pending = true, want false")
+	}
+	k.Done(true, nil) // a Clear covers every tag
+	if !k.Valid(21) {
+		t.Errorf("Valid(21) after a Clear got through = false, want true")
+	}
+}
+
+func TestVersions(t *testing.T) {
+	var v Versions
+	if _, ok := v.Lookup([]byte("a"), 1); ok {
+		t.Errorf("Lookup on empty Versions: ok, want not known")
+	}
+	v.Store(10, []string{"a", "b", "c"}, [][]byte{[]byte("7"), nil, []byte("x")})
+	for _, tt := range []struct {
+		tag   string
+		clock uint64
+		want  uint64
+		ok    bool
+	}{
+		{"a", 10, 7, true},
+		{"b", 9, 0, true},
+		{"c", 10, ^uint64(0), true}, // not a clock: newer than any
+		{"a", 11, 0, false},         // known as of 10 only
+		{"d", 10, 0, false},
+	} {
+		if got, ok := v.Lookup([]byte(tt.tag), tt.clock); got != tt.want || ok != tt.ok {
+			t.Errorf("Lookup(%q, %d) = %d, %v; want %d, %v", tt.tag, tt.clock, got, ok, tt.want, tt.ok)
+		}
+	}
+	v.Store(9, []string{"d"}, [][]byte{nil}) // older than what is known: ignored
+	if _, ok := v.Lookup([]byte("d"), 10); ok {
+		t.Errorf("Lookup(d) after an older Store: known, want not")
+	}
+	v.Store(12, []string{"d"}, [][]byte{[]byte("11")}) // a newer clock starts again
+	if _, ok := v.Lookup([]byte("a"), 12); ok {
+		t.Errorf("Lookup(a, 12) after a Store at 12 without a: known, want not")
+	}
+}
