@@ -104,6 +104,15 @@ func (g *Guard) watched(ctx context.Context, n *Node, fn func(context.Context) e
 			}
 			why = errRefused // the call goes on, retrying a dial in vain
 		case err := <-done:
+			if ctx.Err() == nil && waitedHere(err) && w.judge(due, clock()) != silent {
+				// Nothing was sent: it waited for a pooled connection
+				// (until the pool's timeout, or the limit while the
+				// node answered others), not for a silent node.
+				if !wasSlow {
+					g.counts.slow.Add(1)
+				}
+				return fmt.Errorf("%w: %w", ErrSlow, err)
+			}
 			if !wasSlow && clock()-w.start > w.budget {
 				g.counts.slow.Add(1) // waited for past the budget
 			}
