@@ -2,6 +2,7 @@ package cacheaside
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -72,9 +73,24 @@ func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) error {
 	// the same name) and publishes it with the entry's ID (internal/l1,
 	// feed.go), on the node that holds the stream.
 	ch := c.channel()
-	return c.guard.Do(ctx, ch, func(ctx context.Context) error {
-		return l1.Publish.Run(ctx, c.rdb, []string{ch}, l1.PublishArgs(ch, msg)...).Err()
+	var broken error
+	err := c.guard.Do(ctx, ch, func(ctx context.Context) error {
+		reply, err := l1.Publish.Run(ctx, c.rdb, []string{ch}, l1.PublishArgs(ch, msg)...).Result()
+		broken = l1.PublishResult(reply, err)
+		if errors.Is(broken, l1.ErrFeedBroken) {
+			return nil // published: the other processes dropped the keys
+		}
+		return broken
 	})
+	if err == nil && broken != nil {
+		// Not a Redis fault and nothing to replay: the message went out,
+		// but the stream that lets a dropped subscriber catch up did not
+		// take it, so such a subscriber distrusts its whole L1.
+		c.stats.feedBroken.Add(1)
+		c.log(ctx, slog.LevelError, "cacheaside: the invalidation stream key holds another type; L1 messages are sent without it, and other processes distrust their L1 after a dropped subscription",
+			"key", ch, "error", broken.Error())
+	}
+	return err
 }
 
 // stopBackplane leaves the shared subscription; Close calls it before

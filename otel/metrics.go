@@ -71,6 +71,8 @@ var counters = []counter{
 		func(s cacheaside.Stats) uint64 { return s.InvalidationsDropped }},
 	{"cacheaside.local.resumes", "{resume}", "Dropped invalidation subscriptions after which the in-process cache was trusted again, what was missed having been replayed.",
 		func(s cacheaside.Stats) uint64 { return s.LocalResumes }},
+	{"cacheaside.local.feed_broken", "{message}", "Invalidation messages published without their stream, whose key holds another type: a dropped subscriber then distrusts its in-process cache.",
+		func(s cacheaside.Stats) uint64 { return s.LocalFeedBroken }},
 }
 
 // pendingName is the gauge of Stats.InvalidationsPending, the one field

@@ -44,6 +44,7 @@ func statsMetrics(s cacheaside.Stats) map[string]uint64 {
 		"cacheaside.invalidations.dropped":  s.InvalidationsDropped,
 		"cacheaside.invalidations.pending":  s.InvalidationsPending,
 		"cacheaside.local.resumes":          s.LocalResumes,
+		"cacheaside.local.feed_broken":      s.LocalFeedBroken,
 	}
 }
 

@@ -3,6 +3,7 @@ package l1
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -37,12 +38,41 @@ const Retention = 10_000
 // Publish appends a message to the stream KEYS[1] (trimmed to about
 // ARGV[1] entries) and publishes it on channel ARGV[3] wrapped with the
 // entry's ID (Wrap's format), returning the ID. IDs are under 128 bytes,
-// so their length is one uvarint byte.
+// so their length is one uvarint byte. When the key cannot take the entry
+// (another program stored another type under it: WRONGTYPE) the message
+// is published without an ID, as an earlier version sent it, and the
+// script returns {0, the error}: the message still reaches every
+// subscriber, which then stops trusting the stream for the channel
+// (deliver), and the publisher reports a broken feed (ErrFeedBroken)
+// rather than a failed publish, which would be retried forever.
 var Publish = redis.NewScript(`
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
+local id = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
+if type(id) == 'table' and id.err then
+  redis.call('PUBLISH', ARGV[3], ARGV[2])
+  return {0, id.err}
+end
 redis.call('PUBLISH', ARGV[3], '` + wrapFormat + `' .. string.char(#id) .. id .. ARGV[2])
 return id
 `)
+
+// ErrFeedBroken is the error of PublishResult when the message was
+// published but not appended to the channel's stream: subscribers that
+// drop their subscription cannot catch up and distrust their L1.
+var ErrFeedBroken = errors.New("cacheaside: invalidation stream unusable; message published without it")
+
+// PublishResult reads the reply of Publish: nil when the message was
+// appended and published, an error wrapping ErrFeedBroken when it was only
+// published (the stream's key holds another type), else err, the call's
+// error (the message was not published).
+func PublishResult(reply any, err error) error {
+	if err != nil {
+		return err
+	}
+	if r, ok := reply.([]any); ok && len(r) == 2 {
+		return fmt.Errorf("%w: %v", ErrFeedBroken, r[1])
+	}
+	return nil
+}
 
 // PublishArgs returns the ARGV of Publish for msg (Encode's) on channel.
 func PublishArgs(channel string, msg []byte) []any {
