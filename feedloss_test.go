@@ -3,6 +3,7 @@ package cacheaside_test
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,12 +74,7 @@ func TestL1NotResumedOverALostStream(t *testing.T) {
 // Once A subscribes again its stream cannot tell what it missed: its
 // Get(k) must return the new row, not the one its L1 held.
 func TestL1NotResumedBesideAnEarlierPublisher(t *testing.T) {
-	srv := redistest.Start(t)
-	version, load := versioned()
-	a, gate := gatedCache(t, srv, load)
-	b := newCache(t, srv, load, localFirst...)
-	waitListening(t, srv, b, a, "probe") // A knows the stream's last ID
-	mustGetValue(t, a, "k", 1, "A fills its L1")
+	srv, version, a, b, gate := resumablePair(t)
 	oldPublish := func(key string) {
 		t.Helper()
 		srv.CLI(t, "PUBLISH", "ca:invalidations", string(l1.Encode("v0.2-process:", []string{valueKey(key)})))
@@ -100,6 +96,20 @@ func TestL1NotResumedBesideAnEarlierPublisher(t *testing.T) {
 	waitSubscribed(t, srv, 2)
 	waitConfirmed(t, b, a)
 	mustGetValue(t, a, "k", 2, "A, subscribed again after missing an earlier publisher's message")
+}
+
+// resumablePair starts a server, a Cache A (gatedCache) that knows the
+// stream's last ID and holds k (version 1) in its L1, and a Cache B with
+// a read-first L1 on the same load, which sets the version.
+func resumablePair(t *testing.T) (srv *redistest.Server, version *atomic.Int64, a, b *cacheaside.Cache[string, int64], gate *dialGate) {
+	t.Helper()
+	srv = redistest.Start(t)
+	version, load := versioned()
+	a, gate = gatedCache(t, srv, load)
+	b = newCache(t, srv, load, localFirst...)
+	waitListening(t, srv, b, a, "probe") // A knows the stream's last ID
+	mustGetValue(t, a, "k", 1, "A fills its L1")
+	return srv, version, a, b, gate
 }
 
 // gatedCache returns a Cache with a read-first L1 on a client of its own
@@ -181,12 +191,7 @@ func TestL1ResumesOnACluster(t *testing.T) {
 // queues nothing and counts the broken feed. A, which can no longer
 // catch up from the stream, distrusts its L1 after a dropped subscription.
 func TestStreamKeyOfAnotherType(t *testing.T) {
-	srv := redistest.Start(t)
-	version, load := versioned()
-	a, gate := gatedCache(t, srv, load)
-	b := newCache(t, srv, load, localFirst...)
-	waitListening(t, srv, b, a, "probe") // A knows the stream's last ID
-	mustGetValue(t, a, "k", 1, "A fills its L1")
+	srv, version, a, b, gate := resumablePair(t)
 	srv.CLI(t, "DEL", "ca:invalidations")
 	srv.CLI(t, "SET", "ca:invalidations", "another program's string")
 
