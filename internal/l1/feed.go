@@ -130,36 +130,59 @@ func (a streamID) String() string {
 	return strconv.FormatUint(a.ms, 10) + "-" + strconv.FormatUint(a.seq, 10)
 }
 
-// errBehind is catchUp's error when the stream cannot tell what was
+// errBehind is missed's error when the stream cannot tell what was
 // missed.
 var errBehind = errors.New("l1: the invalidation stream no longer holds what was missed")
 
-// catchUp returns the messages of stream after ID after, in order, and
-// the ID of the last one (after itself when there is none). It fails with
-// errBehind when entries after after were trimmed away, or the stream is
-// missing or behind after (flushed, evicted, or a failover lost entries).
-func catchUp(ctx context.Context, rdb redis.UniversalClient, stream string, after streamID) (msgs []string, last streamID, err error) {
-	var info *redis.XInfoStreamCmd
-	var rng *redis.XMessageSliceCmd
-	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		info = p.XInfoStream(ctx, stream)
-		rng = p.XRangeN(ctx, stream, "("+after.String(), "+", Retention*2)
+// streamRead is what one round trip reads of a channel's stream on a
+// (re)subscription: its XINFO STREAM and, when the last ID received is
+// known, its entries after that ID.
+type streamRead struct {
+	info  *redis.XInfoStreamCmd
+	rng   *redis.XMessageSliceCmd // nil: no known ID
+	after streamID
+}
+
+// readStreams reads the streams of channels in one pipelined round trip
+// (one per node on a Cluster): each one's XINFO STREAM, and its entries
+// after the ID in after, for the channels that have one.
+func readStreams(ctx context.Context, rdb redis.UniversalClient, channels []string, after map[string]streamID) map[string]*streamRead {
+	reads := make(map[string]*streamRead, len(channels))
+	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, ch := range channels {
+			r := &streamRead{info: p.XInfoStream(ctx, ch)}
+			if a, ok := after[ch]; ok {
+				r.after = a
+				r.rng = p.XRangeN(ctx, ch, "("+a.String(), "+", Retention*2)
+			}
+			reads[ch] = r
+		}
 		return nil
-	})
-	if err := info.Err(); err != nil {
+	}) // each command's own error is read below
+	return reads
+}
+
+// missed returns the messages of the stream after r.after, in order, and
+// the ID of the last one (r.after itself when there is none). It fails
+// with errBehind when entries after r.after were trimmed away, or the
+// stream is missing or behind r.after (flushed, evicted, or a failover
+// lost entries).
+func (r *streamRead) missed() (msgs []string, last streamID, err error) {
+	after := r.after
+	if err := r.info.Err(); err != nil {
 		if strings.Contains(err.Error(), "no such key") {
-			return nil, after, errBehind // lost (a known ID is never the zero one: startID)
+			return nil, after, errBehind // lost (a known ID is never the zero one: start)
 		}
 		return nil, after, err
 	}
-	if err != nil {
+	if err := r.rng.Err(); err != nil {
 		return nil, after, err
 	}
-	if !covers(info.Val(), after) {
+	if !covers(r.info.Val(), after) {
 		return nil, after, errBehind
 	}
 	last = after
-	for _, m := range rng.Val() {
+	for _, m := range r.rng.Val() {
 		id, ok := parseID(m.ID)
 		s, isStr := m.Values["m"].(string)
 		if !ok || !isStr {
@@ -167,7 +190,7 @@ func catchUp(ctx context.Context, rdb redis.UniversalClient, stream string, afte
 		}
 		msgs, last = append(msgs, s), id
 	}
-	if len(rng.Val()) == Retention*2 {
+	if len(r.rng.Val()) == Retention*2 {
 		return nil, after, errBehind // more than one read's worth: treat as behind
 	}
 	return msgs, last, nil
@@ -193,14 +216,14 @@ func covers(st *redis.XInfoStream, after streamID) bool {
 	return after == (streamID{}) && st.EntriesAdded == st.Length
 }
 
-// startID returns the ID of the last entry of stream: a new
-// subscription's starting point. known is false when the stream is
-// missing or has never had an entry: its ID would be the zero ID, which
-// a stream lost and written again (flushed, evicted, Redis restarted
-// empty) would seem to cover, so the subscription learns its starting
-// point from the first message it receives instead (deliver).
-func startID(ctx context.Context, rdb redis.UniversalClient, stream string) (id streamID, known bool, err error) {
-	info, err := rdb.XInfoStream(ctx, stream).Result()
+// start returns the ID of the last entry of the stream: a new starting
+// point for the subscription. known is false when the stream is missing
+// or has never had an entry: its ID would be the zero ID, which a stream
+// lost and written again (flushed, evicted, Redis restarted empty) would
+// seem to cover, so the subscription learns its starting point from the
+// first message it receives instead (deliver).
+func (r *streamRead) start() (id streamID, known bool, err error) {
+	info, err := r.info.Result()
 	if err != nil {
 		if strings.Contains(err.Error(), "no such key") {
 			return streamID{}, false, nil
