@@ -39,15 +39,20 @@ const Retention = 10_000
 // ARGV[1] entries) and publishes it on channel ARGV[3] wrapped with the
 // entry's ID (Wrap's format), returning the ID. IDs are under 128 bytes,
 // so their length is one uvarint byte. When the key cannot take the entry
-// (another program stored another type under it: WRONGTYPE) the message
-// is published without an ID, as an earlier version sent it, and the
-// script returns {0, the error}: the message still reaches every
+// because another program stored another type under it (WRONGTYPE), the
+// message is published without an ID, as an earlier version sent it, and
+// the script returns {0, the error}: the message still reaches every
 // subscriber, which then stops trusting the stream for the channel
 // (deliver), and the publisher reports a broken feed (ErrFeedBroken)
-// rather than a failed publish, which would be retried forever.
+// rather than a failed publish, which would be retried forever. Any other
+// error (a missing permission, an out-of-memory reply) fails the script
+// before anything is published: the change is queued and replayed.
 var Publish = redis.NewScript(`
 local id = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
 if type(id) == 'table' and id.err then
+  if string.sub(id.err, 1, 9) ~= 'WRONGTYPE' then
+    return id
+  end
   redis.call('PUBLISH', ARGV[3], ARGV[2])
   return {0, id.err}
 end
