@@ -2,6 +2,7 @@ package cacheaside
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -89,12 +90,26 @@ func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) (delivery, e
 	// feed.go), on the node that holds the stream.
 	ch := c.channel()
 	var receivers atomic.Int64 // an abandoned call may still write it
+	var broken atomic.Pointer[error]
 	err := c.guard.Do(ctx, ch, func(ctx context.Context) error {
-		n, err := l1.Publish.Run(ctx, c.rdb, []string{ch}, l1.PublishArgs(ch, msg)...).Int64()
+		reply, err := l1.Publish.Run(ctx, c.rdb, []string{ch}, l1.PublishArgs(ch, msg)...).Result()
+		n, err := l1.PublishResult(reply, err)
 		receivers.Store(n)
+		if errors.Is(err, l1.ErrFeedBroken) {
+			broken.Store(&err)
+			return nil // published: the other processes dropped the keys
+		}
 		return err
 	})
 	d.receivers = receivers.Load()
+	if b := broken.Load(); err == nil && b != nil {
+		// Not a Redis fault and nothing to replay: the message went out,
+		// but the stream that lets a dropped subscriber catch up did not
+		// take it, so such a subscriber distrusts its whole L1.
+		c.stats.feedBroken.Add(1)
+		c.log(ctx, slog.LevelError, "cacheaside: the invalidation stream key holds another type; L1 messages are sent without it, and other processes distrust their L1 after a dropped subscription",
+			"key", ch, "error", (*b).Error())
+	}
 	return d, err
 }
 

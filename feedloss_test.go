@@ -3,6 +3,7 @@ package cacheaside_test
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,12 +74,7 @@ func TestL1NotResumedOverALostStream(t *testing.T) {
 // Once A subscribes again its stream cannot tell what it missed: its
 // Get(k) must return the new row, not the one its L1 held.
 func TestL1NotResumedBesideAnEarlierPublisher(t *testing.T) {
-	srv := redistest.Start(t)
-	version, load := versioned()
-	a, gate := gatedCache(t, srv, load)
-	b := newCache(t, srv, load, localFirst...)
-	waitListening(t, srv, b, a, "probe") // A knows the stream's last ID
-	mustGetValue(t, a, "k", 1, "A fills its L1")
+	srv, version, a, b, gate := resumablePair(t)
 	oldPublish := func(key string) {
 		t.Helper()
 		srv.CLI(t, "PUBLISH", "ca:invalidations", string(l1.Encode("v0.2-process:", []string{valueKey(key)})))
@@ -100,6 +96,20 @@ func TestL1NotResumedBesideAnEarlierPublisher(t *testing.T) {
 	waitSubscribed(t, srv, 2)
 	waitConfirmed(t, b, a)
 	mustGetValue(t, a, "k", 2, "A, subscribed again after missing an earlier publisher's message")
+}
+
+// resumablePair starts a server, a Cache A (gatedCache) that knows the
+// stream's last ID and holds k (version 1) in its L1, and a Cache B with
+// a read-first L1 on the same load, which sets the version.
+func resumablePair(t *testing.T) (srv *redistest.Server, version *atomic.Int64, a, b *cacheaside.Cache[string, int64], gate *dialGate) {
+	t.Helper()
+	srv = redistest.Start(t)
+	version, load := versioned()
+	a, gate = gatedCache(t, srv, load)
+	b = newCache(t, srv, load, localFirst...)
+	waitListening(t, srv, b, a, "probe") // A knows the stream's last ID
+	mustGetValue(t, a, "k", 1, "A fills its L1")
+	return srv, version, a, b, gate
 }
 
 // gatedCache returns a Cache with a read-first L1 on a client of its own
@@ -172,4 +182,47 @@ func TestL1ResumesOnACluster(t *testing.T) {
 		t.Errorf("A's Get(k2) after resuming was not a local hit")
 	}
 	mustGetValue(t, a, "k", 2, "A, after it resumed (the invalidation it missed)")
+}
+
+// TestStreamKeyOfAnotherType: another program stores a string under the
+// invalidation stream's key, so the feed's XADD fails with WRONGTYPE.
+// That is not a Redis fault: B's Invalidate applies in Redis, publishes
+// the message without its stream entry (A drops k at once), returns nil,
+// queues nothing and counts the broken feed. A, which can no longer
+// catch up from the stream, distrusts its L1 after a dropped subscription.
+func TestStreamKeyOfAnotherType(t *testing.T) {
+	srv, version, a, b, gate := resumablePair(t)
+	srv.CLI(t, "DEL", "ca:invalidations")
+	srv.CLI(t, "SET", "ca:invalidations", "another program's string")
+
+	version.Store(2)
+	before := a.Stats().LocalInvalidations
+	if err := b.Invalidate(context.Background(), "k"); err != nil {
+		t.Errorf("B.Invalidate(k) with the stream key holding a string = %v, want nil: the message went out", err)
+	}
+	if s := b.Stats(); s.InvalidationsPending != 0 || s.LocalFeedBroken != 1 {
+		t.Errorf("B's Stats(): InvalidationsPending = %d, LocalFeedBroken = %d; want 0 and 1", s.InvalidationsPending, s.LocalFeedBroken)
+	}
+	waitApplied(t, a, before)
+	mustGetValue(t, a, "k", 2, "A, after B's invalidation without the stream")
+	loads := b.Stats().Loads
+	mustGetValue(t, b, "k", 2, "B")
+	mustGetValue(t, b, "k", 2, "B again")
+	if n := b.Stats().Loads - loads; n > 1 {
+		t.Errorf("B's two Gets of k loaded %d times, want at most 1: nothing is pending", n)
+	}
+
+	// A missed an invalidation while dropped: the stream cannot tell.
+	dropSubscription(t, srv, gate)
+	version.Store(3)
+	if err := b.Invalidate(context.Background(), "k"); err != nil {
+		t.Errorf("B.Invalidate(k) while A is dropped = %v, want nil", err)
+	}
+	gate.shut.Store(false)
+	waitSubscribed(t, srv, 2)
+	waitConfirmed(t, b, a)
+	mustGetValue(t, a, "k", 3, "A, subscribed again after missing a message the stream could not hold")
+	if got := srv.CLI(t, "GET", "ca:invalidations"); got != "another program's string" {
+		t.Errorf("GET ca:invalidations = %q, want the other program's string untouched", got)
+	}
 }

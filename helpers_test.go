@@ -256,22 +256,5 @@ func redisCommands(tb testing.TB, srv *redistest.Server, cmd string) int64 {
 	return 0
 }
 
-// roundTrips is a go-redis hook that calls its function with the commands
-// of each round trip a client makes: one command, or one pipeline.
-type roundTrips func(cmds []redis.Cmder)
-
-func (f roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (f roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		f([]redis.Cmder{cmd})
-		return next(ctx, cmd)
-	}
-}
-
-func (f roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		f(cmds)
-		return next(ctx, cmds)
-	}
-}
+// roundTrips is redistest.RoundTrips: the commands of each round trip.
+type roundTrips = redistest.RoundTrips

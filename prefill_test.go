@@ -21,7 +21,10 @@ func TestLocalPrefillServesUnreadKeysInOutage(t *testing.T) {
 		cacheaside.WithLocalCache(100, 3*time.Second),
 		cacheaside.WithWarmupKeys(keys...),
 		cacheaside.WithRestartCheck(0),
-		cacheaside.WithRedisTimeout(faultBudget),
+		// Not about the timeout: the outage is a killed server, whose
+		// refused connections fail at once. With 100ms, A's warm-up on a
+		// machine at load 20 found Redis silent and failed the setup.
+		cacheaside.WithRedisTimeout(redisTimeout),
 	}
 	ldA, ldB, ldC := &faultLoader{}, &faultLoader{}, &faultLoader{}
 	a := newFaultCache(t, newFaultClient(t, srv.Addr()), ldA.load, common...)

@@ -91,8 +91,14 @@ func TestPoolWaitIsNotAnOutage(t *testing.T) {
 				t.Errorf("%d keys were not loaded exactly once (first: %d, loaded %d times), want each once: a pool wait is not an outage",
 					len(twice), twice[0], loads[twice[0]].Load())
 			}
-			if total.BreakerOpens != 0 {
-				t.Errorf("summed Stats().BreakerOpens = %d with a healthy Redis and a busy pool, want 0", total.BreakerOpens)
+			switch {
+			case total.BreakerOpens != 0 && stall >= defaultRedisTimeout:
+				// A probe got no reply for a whole Redis timeout: Redis
+				// itself failed by WithRedisTimeout's definition (seen
+				// at load 18: a 738ms stall, one open).
+				t.Logf("a probe waited %v for a reply, a Redis timeout or more: the breaker may open (%d opens)", stall, total.BreakerOpens)
+			case total.BreakerOpens != 0:
+				t.Errorf("summed Stats().BreakerOpens = %d with a healthy Redis and a busy pool (slowest probe reply %v), want 0", total.BreakerOpens, stall)
 			}
 			// The test is about waits for the pool: make sure there were
 			// some, of a Redis timeout at least in all. (RedisSlow may be

@@ -34,6 +34,7 @@ type Stats struct {
 	RefreshesSkipped   uint64 // early refreshes due but not started: all 4 refresh slots were busy (WithEarlyRefresh)
 	LocalInvalidations uint64 // invalidation messages from other processes applied to L1
 	LocalResumes       uint64 // dropped subscriptions after which L1 was trusted again: what was missed was replayed from Redis
+	LocalFeedBroken    uint64 // invalidation messages published without their stream, whose key holds another type (logged at error level): a dropped subscriber then distrusts its L1
 	StaleServed        uint64 // Gets answered with a value past its logical expiry (WithServeStale)
 
 	// Invalidations that Set and Invalidate could not apply in Redis and
@@ -76,7 +77,7 @@ type counters struct {
 	fillConflicts, corrupt                                                     atomic.Uint64
 	redisErrors                                                                atomic.Uint64
 	warmed, warmUps, restarts, earlyRefreshes, localInvalidations, staleServed atomic.Uint64
-	refreshesSkipped, localResumes                                             atomic.Uint64
+	refreshesSkipped, localResumes, feedBroken                                 atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -100,6 +101,7 @@ func (c *counters) snapshot() Stats {
 		RefreshesSkipped:   c.refreshesSkipped.Load(),
 		LocalInvalidations: c.localInvalidations.Load(),
 		LocalResumes:       c.localResumes.Load(),
+		LocalFeedBroken:    c.feedBroken.Load(),
 		StaleServed:        c.staleServed.Load(),
 	}
 }

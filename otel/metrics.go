@@ -79,6 +79,8 @@ var counters = []counter{
 		func(s cacheaside.Stats) uint64 { return s.AuditDropped }},
 	{"cacheaside.audit.errors", "{check}", "Audit loads that failed, panicked or timed out, comparisons that panicked, and failed Redis re-reads.",
 		func(s cacheaside.Stats) uint64 { return s.AuditErrors }},
+	{"cacheaside.local.feed_broken", "{message}", "Invalidation messages published without their stream, whose key holds another type: a dropped subscriber then distrusts its in-process cache.",
+		func(s cacheaside.Stats) uint64 { return s.LocalFeedBroken }},
 }
 
 // The gauges of the consistency auditor (cacheaside.WithAudit), reported

@@ -45,10 +45,11 @@ func statsMetrics(s cacheaside.Stats) map[string]uint64 {
 		"cacheaside.invalidations.pending":  s.InvalidationsPending,
 		"cacheaside.local.resumes":          s.LocalResumes,
 
-		"cacheaside.audit.checks":  s.AuditChecks,
-		"cacheaside.audit.stale":   s.AuditStale,
-		"cacheaside.audit.dropped": s.AuditDropped,
-		"cacheaside.audit.errors":  s.AuditErrors,
+		"cacheaside.audit.checks":      s.AuditChecks,
+		"cacheaside.audit.stale":       s.AuditStale,
+		"cacheaside.audit.dropped":     s.AuditDropped,
+		"cacheaside.audit.errors":      s.AuditErrors,
+		"cacheaside.local.feed_broken": s.LocalFeedBroken,
 	}
 }
 

@@ -3,6 +3,7 @@ package l1
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -39,11 +40,47 @@ const Retention = 10_000
 // entry's ID (Wrap's format), returning PUBLISH's reply: the number of
 // subscriber connections that received it (on a Cluster, those of the
 // node that ran the script only). IDs are under 128 bytes, so their
-// length is one uvarint byte.
+// length is one uvarint byte. When the key cannot take the entry because
+// another program stored another type under it (WRONGTYPE), the message
+// is published without an ID, as an earlier version sent it, and the
+// script returns {PUBLISH's reply, the error}: the message still reaches
+// every subscriber, which then stops trusting the stream for the channel
+// (deliver), and the publisher reports a broken feed (ErrFeedBroken)
+// rather than a failed publish, which would be retried forever. Any other
+// error (a missing permission, an out-of-memory reply) fails the script
+// before anything is published: the change is queued and replayed.
 var Publish = redis.NewScript(`
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
+local id = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
+if type(id) == 'table' and id.err then
+  if string.sub(id.err, 1, 9) ~= 'WRONGTYPE' then
+    return id
+  end
+  return {redis.call('PUBLISH', ARGV[3], ARGV[2]), id.err}
+end
 return redis.call('PUBLISH', ARGV[3], '` + wrapFormat + `' .. string.char(#id) .. id .. ARGV[2])
 `)
+
+// ErrFeedBroken is the error of PublishResult when the message was
+// published but not appended to the channel's stream: subscribers that
+// drop their subscription cannot catch up and distrust their L1.
+var ErrFeedBroken = errors.New("cacheaside: invalidation stream unusable; message published without it")
+
+// PublishResult reads the reply of Publish: the number of subscriber
+// connections that received the message, and nil when it was appended and
+// published, an error wrapping ErrFeedBroken when it was only published
+// (the stream's key holds another type), else err, the call's error (the
+// message was not published).
+func PublishResult(reply any, err error) (receivers int64, _ error) {
+	if err != nil {
+		return 0, err
+	}
+	if r, ok := reply.([]any); ok && len(r) == 2 {
+		n, _ := r[0].(int64)
+		return n, fmt.Errorf("%w: %v", ErrFeedBroken, r[1])
+	}
+	n, _ := reply.(int64)
+	return n, nil
+}
 
 // PublishArgs returns the ARGV of Publish for msg (Encode's) on channel.
 func PublishArgs(channel string, msg []byte) []any {
@@ -101,36 +138,59 @@ func (a streamID) String() string {
 	return strconv.FormatUint(a.ms, 10) + "-" + strconv.FormatUint(a.seq, 10)
 }
 
-// errBehind is catchUp's error when the stream cannot tell what was
+// errBehind is missed's error when the stream cannot tell what was
 // missed.
 var errBehind = errors.New("l1: the invalidation stream no longer holds what was missed")
 
-// catchUp returns the messages of stream after ID after, in order, and
-// the ID of the last one (after itself when there is none). It fails with
-// errBehind when entries after after were trimmed away, or the stream is
-// missing or behind after (flushed, evicted, or a failover lost entries).
-func catchUp(ctx context.Context, rdb redis.UniversalClient, stream string, after streamID) (msgs []string, last streamID, err error) {
-	var info *redis.XInfoStreamCmd
-	var rng *redis.XMessageSliceCmd
-	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		info = p.XInfoStream(ctx, stream)
-		rng = p.XRangeN(ctx, stream, "("+after.String(), "+", Retention*2)
+// streamRead is what one round trip reads of a channel's stream on a
+// (re)subscription: its XINFO STREAM and, when the last ID received is
+// known, its entries after that ID.
+type streamRead struct {
+	info  *redis.XInfoStreamCmd
+	rng   *redis.XMessageSliceCmd // nil: no known ID
+	after streamID
+}
+
+// readStreams reads the streams of channels in one pipelined round trip
+// (one per node on a Cluster): each one's XINFO STREAM, and its entries
+// after the ID in after, for the channels that have one.
+func readStreams(ctx context.Context, rdb redis.UniversalClient, channels []string, after map[string]streamID) map[string]*streamRead {
+	reads := make(map[string]*streamRead, len(channels))
+	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, ch := range channels {
+			r := &streamRead{info: p.XInfoStream(ctx, ch)}
+			if a, ok := after[ch]; ok {
+				r.after = a
+				r.rng = p.XRangeN(ctx, ch, "("+a.String(), "+", Retention*2)
+			}
+			reads[ch] = r
+		}
 		return nil
-	})
-	if err := info.Err(); err != nil {
+	}) // each command's own error is read below
+	return reads
+}
+
+// missed returns the messages of the stream after r.after, in order, and
+// the ID of the last one (r.after itself when there is none). It fails
+// with errBehind when entries after r.after were trimmed away, or the
+// stream is missing or behind r.after (flushed, evicted, or a failover
+// lost entries).
+func (r *streamRead) missed() (msgs []string, last streamID, err error) {
+	after := r.after
+	if err := r.info.Err(); err != nil {
 		if strings.Contains(err.Error(), "no such key") {
-			return nil, after, errBehind // lost (a known ID is never the zero one: startID)
+			return nil, after, errBehind // lost (a known ID is never the zero one: start)
 		}
 		return nil, after, err
 	}
-	if err != nil {
+	if err := r.rng.Err(); err != nil {
 		return nil, after, err
 	}
-	if !covers(info.Val(), after) {
+	if !covers(r.info.Val(), after) {
 		return nil, after, errBehind
 	}
 	last = after
-	for _, m := range rng.Val() {
+	for _, m := range r.rng.Val() {
 		id, ok := parseID(m.ID)
 		s, isStr := m.Values["m"].(string)
 		if !ok || !isStr {
@@ -138,7 +198,7 @@ func catchUp(ctx context.Context, rdb redis.UniversalClient, stream string, afte
 		}
 		msgs, last = append(msgs, s), id
 	}
-	if len(rng.Val()) == Retention*2 {
+	if len(r.rng.Val()) == Retention*2 {
 		return nil, after, errBehind // more than one read's worth: treat as behind
 	}
 	return msgs, last, nil
@@ -164,14 +224,14 @@ func covers(st *redis.XInfoStream, after streamID) bool {
 	return after == (streamID{}) && st.EntriesAdded == st.Length
 }
 
-// startID returns the ID of the last entry of stream: a new
-// subscription's starting point. known is false when the stream is
-// missing or has never had an entry: its ID would be the zero ID, which
-// a stream lost and written again (flushed, evicted, Redis restarted
-// empty) would seem to cover, so the subscription learns its starting
-// point from the first message it receives instead (deliver).
-func startID(ctx context.Context, rdb redis.UniversalClient, stream string) (id streamID, known bool, err error) {
-	info, err := rdb.XInfoStream(ctx, stream).Result()
+// start returns the ID of the last entry of the stream: a new starting
+// point for the subscription. known is false when the stream is missing
+// or has never had an entry: its ID would be the zero ID, which a stream
+// lost and written again (flushed, evicted, Redis restarted empty) would
+// seem to cover, so the subscription learns its starting point from the
+// first message it receives instead (deliver).
+func (r *streamRead) start() (id streamID, known bool, err error) {
+	info, err := r.info.Result()
 	if err != nil {
 		if strings.Contains(err.Error(), "no such key") {
 			return streamID{}, false, nil

@@ -2,6 +2,7 @@ package l1
 
 import (
 	"context"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -126,6 +127,64 @@ func TestUnwrap(t *testing.T) {
 		id, m, ok := Unwrap(tc.in)
 		if id != tc.id || m != tc.msg || ok != tc.ok {
 			t.Errorf("Unwrap(%q) = %q, %q, %v; want %q, %q, %v", tc.in, id, m, ok, tc.id, tc.msg, tc.ok)
+		}
+	}
+}
+
+// TestResumeManyChannelsOneRoundTrip: a subscription of 10 channels (one
+// per Cache prefix) that dropped catches up all 10 streams in one round
+// trip once it is subscribed again, not one per channel (on a slow Redis
+// that would hold every channel's resume up 10 times longer), and every
+// channel resumes with the message it missed.
+func TestResumeManyChannelsOneRoundTrip(t *testing.T) {
+	srv := redistest.Start(t)
+	sub := srv.Client(t)
+	trips := &streamTrips{}
+	sub.AddHook(redistest.RoundTrips(trips.see))
+	pub := srv.Client(t)
+	const channels = 10
+	members := make([]*member, channels)
+	var resumed atomic.Int64
+	publish := func(ch string, key string) {
+		t.Helper()
+		if err := Publish.Run(context.Background(), pub, []string{ch}, PublishArgs(ch, Encode("other", []string{key}))...).Err(); err != nil {
+			t.Fatalf("Publish on %s: %v", ch, err)
+		}
+	}
+	for i := range members {
+		ch := "p" + strconv.Itoa(i) + ":invalidations"
+		members[i] = &member{}
+		h := members[i].handler()
+		h.OnResumed = func() { resumed.Add(1) }
+		t.Cleanup(Join(sub, ch, h))
+	}
+	for i, m := range members {
+		waitUntil(t, "subscribed", func() bool { return m.subscribed.Load() == 1 })
+		publish("p"+strconv.Itoa(i)+":invalidations", "k0") // its last ID is known
+		waitUntil(t, "the first message", func() bool { return m.messages.Load() == 1 })
+	}
+	before := trips.count.Load()
+	srv.CLI(t, "CLIENT", "KILL", "TYPE", "pubsub")
+	waitUntil(t, "all 10 channels resumed", func() bool { return resumed.Load() == channels })
+	if n := trips.count.Load() - before; n != 1 {
+		t.Errorf("the resume of %d channels read their streams in %d round trips, want 1", channels, n)
+	}
+	for i, m := range members {
+		if m.subscribed.Load() != 1 {
+			t.Errorf("channel %d: OnSubscribed ran %d times, want 1: it resumes", i, m.subscribed.Load())
+		}
+	}
+}
+
+// streamTrips counts, installed as redistest.RoundTrips(h.see), the
+// round trips reading invalidation streams (XINFO STREAM).
+type streamTrips struct{ count atomic.Int64 }
+
+func (h *streamTrips) see(cmds []redis.Cmder) {
+	for _, c := range cmds {
+		if c.Name() == "xinfo" {
+			h.count.Add(1)
+			return
 		}
 	}
 }

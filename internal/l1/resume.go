@@ -3,6 +3,8 @@ package l1
 import (
 	"context"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // The subscription's side of the feed (feed.go): it records the stream ID
@@ -51,29 +53,92 @@ func (s *Subscription) deliverLocked(channel, payload string) (reply string) {
 	return ""
 }
 
-// catchUpTimeout bounds the reads of a channel's stream on a
+// catchUpTimeout bounds the reads of the channels' streams on a
 // (re)subscription.
 const catchUpTimeout = 2 * time.Second
 
-// resume runs when Redis confirms the subscription of channel. After a
-// drop, when the ID of the last message received is known, it hands the
-// members the messages sent since, read from the channel's stream, and
-// tells them to trust their L1 again (OnResumed). Otherwise, or when the
-// stream cannot tell what was missed, it records the stream's last ID as
-// the new starting point and tells them to trust only what they read from
-// now on (OnSubscribed).
-func (s *Subscription) resume(ctx context.Context, channel string) {
+// A SUBSCRIBE names many channels (one per Cache prefix), and Redis
+// subscribes them all before it confirms the first: from that first
+// confirmation on, every message on any of them is received. So the
+// channels of one SUBSCRIBE are resumed together, at its first
+// confirmation, with one round trip for all their streams (readStreams),
+// not one per channel. A psConn records the channels of each SUBSCRIBE it
+// sent (sent), and for each channel the SUBSCRIBEs whose confirmation of
+// it is still to come (pending), in the order Redis confirms them.
+
+// sentSubscribe records a SUBSCRIBE of chans on c (under s.mu).
+func (c *psConn) sentSubscribe(chans []string) {
+	b := len(c.sent)
+	c.sent = append(c.sent, subscribeCmd{chans: chans})
+	if c.pending == nil {
+		c.pending = map[string][]int{}
+	}
+	for _, ch := range chans {
+		c.pending[ch] = append(c.pending[ch], b)
+	}
+}
+
+// subscribeCmd is one SUBSCRIBE sent on a connection.
+type subscribeCmd struct {
+	chans   []string
+	resumed bool // its channels were resumed at its first confirmation
+}
+
+// confirmedOn handles Redis's confirmation of channel on ps: at the first
+// confirmation of a SUBSCRIBE, it resumes all that SUBSCRIBE's channels.
+func (s *Subscription) confirmedOn(ctx context.Context, ps *redis.PubSub, channel string) {
 	s.mu.Lock()
-	after, known := s.last[channel]
+	c := s.conn
+	if c == nil || c.ps != ps || len(c.pending[channel]) == 0 {
+		s.mu.Unlock()
+		s.resume(ctx, []string{channel}) // not recorded: resume it alone
+		return
+	}
+	b := c.pending[channel][0]
+	c.pending[channel] = c.pending[channel][1:]
+	cmd := &c.sent[b]
+	if cmd.resumed {
+		s.mu.Unlock()
+		return
+	}
+	cmd.resumed = true
+	chans := cmd.chans
+	s.mu.Unlock()
+	s.resume(ctx, chans)
+}
+
+// resume runs when Redis confirms the subscription of channels. For each
+// channel, after a drop, when the ID of the last message received is
+// known, it hands the members the messages sent since, read from the
+// channel's stream, and tells them to trust their L1 again (OnResumed).
+// Otherwise, or when the stream cannot tell what was missed, it records
+// the stream's last ID as the new starting point and tells them to trust
+// only what they read from now on (OnSubscribed). All the streams are
+// read in one round trip.
+func (s *Subscription) resume(ctx context.Context, channels []string) {
+	after := make(map[string]streamID, len(channels))
+	s.mu.Lock()
+	for _, ch := range channels {
+		if id, known := s.last[ch]; known {
+			after[ch] = id
+		}
+	}
 	s.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
-	if known {
-		msgs, last, err := catchUp(cctx, s.client, channel, after)
-		if err == nil {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			s.confirmed[channel] = true
+	reads := readStreams(cctx, s.client, channels, after)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range channels {
+		s.resumeOne(ch, reads[ch])
+	}
+}
+
+// resumeOne is resume for one channel whose stream r read (under s.mu).
+func (s *Subscription) resumeOne(channel string, r *streamRead) {
+	s.confirmed[channel] = true
+	if r.rng != nil {
+		if msgs, last, err := r.missed(); err == nil {
 			if cur, ok := s.last[channel]; ok && cur.less(last) {
 				s.last[channel] = last
 			}
@@ -92,15 +157,11 @@ func (s *Subscription) resume(ctx context.Context, channel string) {
 			return
 		}
 	}
-	start, ok, err := startID(cctx, s.client, channel)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err == nil && ok && !s.legacy[channel] {
+	if start, ok, err := r.start(); err == nil && ok && !s.legacy[channel] {
 		s.last[channel] = start
 	} else {
 		delete(s.last, channel)
 	}
-	s.confirmed[channel] = true
 	for _, m := range s.members[channel] {
 		m.OnSubscribed()
 	}

@@ -82,8 +82,10 @@ type Subscription struct {
 // psConn is one pub/sub connection and the channels SUBSCRIBE was sent
 // for on it (under Subscription.mu).
 type psConn struct {
-	ps *redis.PubSub
-	on map[string]bool
+	ps      *redis.PubSub
+	on      map[string]bool
+	sent    []subscribeCmd   // the SUBSCRIBEs sent (resume.go)
+	pending map[string][]int // by channel: indexes in sent still to confirm it
 }
 
 // hubs holds the shared subscriptions by client.
@@ -225,6 +227,9 @@ func (s *Subscription) sync(ctx context.Context) {
 				c.on[ch] = true
 			}
 		}
+		if len(add) > 0 {
+			c.sentSubscribe(add)
+		}
 		for ch := range c.on {
 			if len(s.members[ch]) == 0 {
 				drop = append(drop, ch)
@@ -317,6 +322,7 @@ func (s *Subscription) subscribeAll(ctx context.Context, ps *redis.PubSub) bool 
 		chans = append(chans, ch)
 		c.on[ch] = true
 	}
+	c.sentSubscribe(chans)
 	s.mu.Unlock()
 	if len(chans) == 0 {
 		return false // nothing to SUBSCRIBE: receiving would dial (see startOnce)
@@ -360,7 +366,7 @@ func (s *Subscription) listen(ctx context.Context) (subscribed bool) {
 			switch m.Kind {
 			case "subscribe":
 				subscribed = true
-				s.resume(ctx, m.Channel)
+				s.confirmedOn(ctx, ps, m.Channel)
 			case "unsubscribe":
 				s.unconfirm(m.Channel)
 			}

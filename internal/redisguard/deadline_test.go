@@ -136,3 +136,60 @@ func TestInlinePoolWaitEndsAtBudget(t *testing.T) {
 		t.Errorf("Do(GET k) once the connection is back = %v, want redis.Nil", err)
 	}
 }
+
+// TestPoolWaitIsNotAFailure: calls that give up waiting for a pooled
+// connection (the application holds the only one; Redis is healthy) are
+// slow, not failed: the breaker stays closed however many there are, on
+// the inline path (cut at the budget, go-redis returns the context's
+// error) and on the watched path (go-redis's own PoolTimeout).
+func TestPoolWaitIsNotAFailure(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	for _, tc := range []struct {
+		name                string
+		inline              bool
+		budget, poolTimeout time.Duration
+	}{
+		// Cut by the context at the budget while in the pool.
+		{"inline", true, 50 * time.Millisecond, 10 * time.Second},
+		// go-redis's own PoolTimeout, well within the budget: a
+		// check at the budget would judge the node's silence.
+		{"watched", false, 500 * time.Millisecond, 10 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: tc.inline, PoolSize: 1,
+				PoolTimeout: tc.poolTimeout, MaxRetries: -1})
+			defer rdb.Close()
+			g := New(Config{Client: rdb, Budget: tc.budget, Limit: 5 * time.Second, MaxAbandoned: 4, Inline: tc.inline, PoolSize: 1,
+				BreakerFailures: 3, BreakerCooldown: time.Minute})
+			defer g.Close()
+			get := func(ctx context.Context) error { return rdb.Get(ctx, "k").Err() }
+			if err := g.Do(ctx, "k", get); !errors.Is(err, redis.Nil) {
+				t.Fatalf("Do(GET k) = %v, want redis.Nil", err)
+			}
+			n, d := g.Inline("k")
+			held := rdb.Conn() // takes the pool's only connection on first use
+			if err := held.Ping(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 6 {
+				var err error
+				if tc.inline {
+					err = g.DoInline(ctx, n, d, get) // as calls that all found the node calm
+				} else {
+					err = g.Do(ctx, "k", get)
+				}
+				if !errors.Is(err, ErrSlow) {
+					t.Errorf("call #%d waiting for the pool = %v, want ErrSlow: a pool wait is not a Redis failure", i, err)
+				}
+			}
+			if st, c := g.State(), g.Counts(); st != Closed || c.Opens != 0 {
+				t.Errorf("after 6 pool waits: State() = %v, %d opens; want Closed, 0", st, c.Opens)
+			}
+			_ = held.Close()
+			if err := g.Do(ctx, "k", get); !errors.Is(err, redis.Nil) {
+				t.Errorf("Do(GET k) once the connection is back = %v, want redis.Nil", err)
+			}
+		})
+	}
+}

@@ -95,6 +95,14 @@ func (g *Guard) DoInline(ctx context.Context, n *Node, d time.Duration, fn func(
 			n.replied(start, now, int64(g.budget), int64(g.calmAfter))
 			return err
 		}
+		if ctx.Err() == nil && waitedHere(err) {
+			// Cut before it reached the node, waiting for a pooled
+			// connection: this process is short of connections, which
+			// says nothing about Redis (life.go). Later calls are
+			// watched, where the node's own silence is judged.
+			g.slowed(now)
+			return fmt.Errorf("%w: %w", ErrSlow, err)
+		}
 		if ctx.Err() == nil && IsTimeout(err) && g.cutWasSlow(n, start, d) {
 			// Slow, unless the node froze meanwhile: calm tells once the
 			// node answers again, or does not.

@@ -212,6 +212,17 @@ func isReply(err error) bool {
 	return errors.As(err, &rerr)
 }
 
+// waitedHere reports whether err ended a call while it still waited in
+// this process, for a pooled connection: go-redis then returns the
+// context's own error, or ErrPoolTimeout after the client's PoolTimeout.
+// A call that reached the node and timed out on its socket, or on a dial,
+// returns a *net.OpError instead. Such a wait is overload, not an outage:
+// nothing was sent.
+func waitedHere(err error) bool {
+	var operr *net.OpError
+	return errors.Is(err, redis.ErrPoolTimeout) || (errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &operr))
+}
+
 // IsTimeout reports whether err is a deadline that ran out, on the context
 // or on the socket.
 func IsTimeout(err error) bool {

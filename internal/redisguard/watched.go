@@ -104,6 +104,16 @@ func (g *Guard) watched(ctx context.Context, n *Node, fn func(context.Context) e
 			}
 			why = errRefused // the call goes on, retrying a dial in vain
 		case err := <-done:
+			if ctx.Err() == nil && waitedHere(err) {
+				// Nothing was sent: it waited for a pooled connection
+				// until the pool's timeout or the limit. The calls
+				// holding the connections are judged themselves (a
+				// frozen node fails them), not the calls behind them.
+				if !wasSlow {
+					g.counts.slow.Add(1)
+				}
+				return fmt.Errorf("%w: %w", ErrSlow, err)
+			}
 			if !wasSlow && clock()-w.start > w.budget {
 				g.counts.slow.Add(1) // waited for past the budget
 			}

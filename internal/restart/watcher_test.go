@@ -28,29 +28,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const waitLimit = 10 * time.Second
 
-// markerCalls counts, on a client, the round trips that carry marker
+// markerCalls counts, installed as redistest.RoundTrips(h.count), the round trips that carry marker
 // writes (SET NX) and the writes in them.
 type markerCalls struct {
 	mu     sync.Mutex
 	trips  int   // round trips (single commands or pipelines) with marker writes
 	setnx  int   // marker writes
 	perTrp []int // marker writes per round trip, in order
-}
-
-func (h *markerCalls) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *markerCalls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.count([]redis.Cmder{cmd})
-		return next(ctx, cmd)
-	}
-}
-
-func (h *markerCalls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.count(cmds)
-		return next(ctx, cmds)
-	}
 }
 
 func (h *markerCalls) count(cmds []redis.Cmder) {
@@ -138,7 +122,7 @@ func TestWatcherOneRoundTripPerCheck(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	calls := &markerCalls{}
-	rdb.AddHook(calls)
+	rdb.AddHook(redistest.RoundTrips(calls.count))
 	const every = 50 * time.Millisecond
 	joinTen(t, srv, rdb, newGuard(t, rdb), every, false)
 
