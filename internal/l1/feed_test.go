@@ -3,6 +3,7 @@ package l1
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,7 +29,9 @@ func feedSetup(t *testing.T) (m *member, resumed func() int64, publish func(keys
 	t.Helper()
 	srv = redistest.Start(t)
 	srv.CLI(t, "ACL", "SETUSER", "sub", "on", "nopass", "~*", "&*", "+@all")
-	sub := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "sub", MaxRetries: -1})
+	// nopass takes any password; without one go-redis sends no AUTH and
+	// the client is the default user, whom block does not stop.
+	sub := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "sub", Password: "any", MaxRetries: -1})
 	t.Cleanup(func() { _ = sub.Close() })
 	pub := srv.Client(t)
 	m = &member{}
@@ -38,6 +41,9 @@ func feedSetup(t *testing.T) (m *member, resumed func() int64, publish func(keys
 	leave := Join(sub, "ch", h)
 	t.Cleanup(leave)
 	waitUntil(t, "subscribed", func() bool { return m.subscribed.Load() == 1 })
+	if out := srv.CLI(t, "CLIENT", "LIST", "TYPE", "pubsub"); !strings.Contains(out, " user=sub ") {
+		t.Fatalf("CLIENT LIST TYPE pubsub = %q, want a connection of user sub: block would not stop it", out)
+	}
 	publish = func(keys ...string) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

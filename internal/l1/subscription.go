@@ -204,8 +204,13 @@ func (s *Subscription) syncLoop(ctx context.Context) {
 
 // sync sends the SUBSCRIBE and UNSUBSCRIBE commands the current
 // connection lacks. A failed command is not retried: it failed on a
-// broken connection, which run replaces with one subscribed to every
-// channel.
+// broken connection, which sync closes, and run replaces with one
+// subscribed to every channel. (go-redis redials inside the PubSub when a
+// command fails, subscribed only to the channels it had before that
+// command and without a word to us: when listen is not receiving at that
+// moment, say while it resumes a channel, it would carry on on the new
+// connection, its members never told of what they missed, the command's
+// channels never subscribed.)
 func (s *Subscription) sync(ctx context.Context) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
@@ -238,11 +243,15 @@ func (s *Subscription) sync(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	var err error
 	if len(add) > 0 {
-		_ = c.ps.Subscribe(ctx, add...)
+		err = c.ps.Subscribe(ctx, add...)
 	}
-	if len(drop) > 0 {
-		_ = c.ps.Unsubscribe(ctx, drop...)
+	if len(drop) > 0 && err == nil {
+		err = c.ps.Unsubscribe(ctx, drop...)
+	}
+	if err != nil {
+		_ = c.ps.Close() // listen's receive fails: a drop (see above)
 	}
 }
 

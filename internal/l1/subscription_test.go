@@ -227,3 +227,50 @@ func TestSubscriptionSurvivesPanickingDialHook(t *testing.T) {
 		t.Errorf("member told of %d panics and %d drops, want 2 and 2", p, d)
 	}
 }
+
+// TestSubscriptionFailedSubscribeIsADrop: a SUBSCRIBE for a new member
+// that fails on a dead connection while the subscription is busy (here,
+// resuming a channel) makes go-redis redial inside the PubSub, subscribed
+// to the channels it knew before that SUBSCRIBE only. The subscription
+// must take that for a drop: every member is told, and the new member's
+// channel is subscribed on the next connection, not never.
+func TestSubscriptionFailedSubscribeIsADrop(t *testing.T) {
+	srv := redistest.Start(t)
+	sub := srv.Client(t)
+	var hold atomic.Bool
+	held, release := make(chan struct{}, 1), make(chan struct{})
+	sub.AddHook(redistest.RoundTrips(func(cmds []redis.Cmder) {
+		if cmds[0].Name() == "xinfo" && hold.CompareAndSwap(true, false) {
+			held <- struct{}{}
+			<-release // the subscription's receive loop waits here
+		}
+	}))
+	a := &member{}
+	t.Cleanup(Join(sub, "a", a.handler()))
+	waitUntil(t, "a subscribed", func() bool { return a.subscribed.Load() == 1 })
+
+	hold.Store(true)
+	b := &member{}
+	t.Cleanup(Join(sub, "b", b.handler()))
+	select {
+	case <-held: // b's confirmation is being resumed
+	case <-time.After(waitLimit):
+		t.Fatal("the resume of b never read its stream")
+	}
+	srv.CLI(t, "CLIENT", "KILL", "TYPE", "pubsub")
+	// Two SUBSCRIBEs on the dead connection: the first write may still
+	// succeed (the server's reset comes back after it), the second fails.
+	late := make([]*member, 4)
+	for i := range late {
+		time.Sleep(50 * time.Millisecond)
+		late[i] = &member{}
+		t.Cleanup(Join(sub, fmt.Sprintf("late%d", i), late[i].handler()))
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+
+	waitUntil(t, "a told of the drop", func() bool { return a.dropped.Load() >= 1 })
+	for i, m := range late {
+		waitUntil(t, fmt.Sprintf("late%d subscribed", i), func() bool { return m.subscribed.Load() >= 1 })
+	}
+}
