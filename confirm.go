@@ -75,12 +75,16 @@ func (c *Cache[K, V]) newConfirmer() *l1.Confirmer {
 	}
 	return &l1.Confirmer{
 		Client:  c.sub,
-		Prefix:  c.cfg.prefix + "ack:" + c.tokenPrefix,
+		Prefix:  c.replyPrefix() + c.tokenPrefix,
 		Timeout: c.cfg.syncWait,
 		Slice:   slice,
 		Call:    c.guard.DoWaiting,
 	}
 }
+
+// replyPrefix starts the reply keys of this Cache's prefix: the only
+// keys its subscription confirms on.
+func (c *Cache[K, V]) replyPrefix() string { return c.cfg.prefix + "ack:" }
 
 // confirmed waits, under WithSyncInvalidation, until every subscriber
 // that received the message of d confirmed it, for at most the option's
