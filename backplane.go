@@ -44,6 +44,8 @@ func (c *Cache[K, V]) startBackplane() {
 			c.stats.localResumes.Add(1)
 		},
 		OnMessage: c.applyInvalidation,
+		// Confirmations go only to reply keys of this prefix (confirm.go).
+		ReplyPrefix: c.replyPrefix(),
 		OnPanic: func(p any) {
 			c.log(context.Background(), slog.LevelError, "cacheaside: backplane subscription panicked", "panic", fmt.Sprint(p))
 		},

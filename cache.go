@@ -129,6 +129,7 @@ type Cache[K comparable, V any] struct {
 	lock        *protocol.Locker // the fill lock's Redis I/O (lock.go)
 	replay      *replay.Queue    // invalidations not applied in Redis yet (replay.go)
 	confirmer   *l1.Confirmer    // nil without WithSyncInvalidation (confirm.go)
+	replayAcks  sync.WaitGroup   // replayed batches waiting for confirmations (confirm.go)
 	tokenPrefix string           // unique to this Cache: starts its lock tokens, generations and messages
 	fingerprint uint32           // of V and the codec, in every envelope written (typeFingerprint)
 	lastReload  atomic.Int64     // UnixNano of the last Cluster slot-map reload asked for

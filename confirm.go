@@ -75,12 +75,16 @@ func (c *Cache[K, V]) newConfirmer() *l1.Confirmer {
 	}
 	return &l1.Confirmer{
 		Client:  c.sub,
-		Prefix:  c.cfg.prefix + "ack:" + c.tokenPrefix,
+		Prefix:  c.replyPrefix() + c.tokenPrefix,
 		Timeout: c.cfg.syncWait,
 		Slice:   slice,
 		Call:    c.guard.DoWaiting,
 	}
 }
+
+// replyPrefix starts the reply keys of this Cache's prefix: the only
+// keys its subscription confirms on.
+func (c *Cache[K, V]) replyPrefix() string { return c.cfg.prefix + "ack:" }
 
 // confirmed waits, under WithSyncInvalidation, until every subscriber
 // that received the message of d confirmed it, for at most the option's
@@ -93,6 +97,44 @@ func (c *Cache[K, V]) confirmed(ctx context.Context, d delivery) error {
 	defer cancel()
 	defer context.AfterFunc(c.life, cancel)()
 	return c.confirmer.Wait(ctx, d.reply, d.receivers)
+}
+
+// confirmReplayLater waits for the confirmations of a replayed batch
+// (confirmedReplay) on a goroutine of its own, so that the replay goes
+// on with the next batch at once: with one instance that never confirms
+// (an earlier version, a redis-cli SUBSCRIBE), waiting in turn cost each
+// batch the whole timeout, up to 40 of them for a full queue, while its
+// keys stayed pending. flush waits for these goroutines, Close too.
+func (c *Cache[K, V]) confirmReplayLater(ctx context.Context, d delivery) {
+	if c.confirmer == nil || d.receivers == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx) // a Flush's ctx may end first; the timeout and Close bound it
+	c.tracker.spawn()                // the replay is tracked: see tracker.spawn
+	c.replayAcks.Add(1)
+	go func() {
+		defer c.tracker.done()
+		defer c.replayAcks.Done()
+		c.confirmedReplay(ctx, d)
+	}()
+}
+
+// replayConfirmed waits until every replayed batch's wait for
+// confirmations ended, or ctx ends.
+func (c *Cache[K, V]) replayConfirmed(ctx context.Context) error {
+	done := make(chan struct{})
+	c.tracker.spawn()
+	go func() {
+		defer c.tracker.done()
+		c.replayAcks.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // confirmedReplay is confirmed for a replayed invalidation: it is

@@ -109,7 +109,7 @@ func (c *Cache[K, V]) applyQueued(ctx context.Context, vkeys []string) []error {
 		}
 		return errOf
 	}
-	c.confirmedReplay(ctx, d)
+	c.confirmReplayLater(ctx, d)
 	return errOf
 }
 
@@ -177,9 +177,11 @@ func (c *Cache[K, V]) Flush(ctx context.Context) error {
 
 // flush is Flush, for Close too.
 func (c *Cache[K, V]) flush(ctx context.Context) error {
-	err := c.replay.Flush(ctx)
-	if err == nil {
-		return nil
+	if err := c.replay.Flush(ctx); err != nil {
+		return fmt.Errorf("cacheaside: flush: %d invalidations left: %w", c.replay.Len(), queuedErr(ctx, err))
 	}
-	return fmt.Errorf("cacheaside: flush: %d invalidations left: %w", c.replay.Len(), queuedErr(ctx, err))
+	if err := c.replayConfirmed(ctx); err != nil {
+		return fmt.Errorf("cacheaside: flush: replayed, still waiting for confirmations: %w", err)
+	}
+	return nil
 }

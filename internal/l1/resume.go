@@ -2,6 +2,7 @@ package l1
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,8 +48,22 @@ func (s *Subscription) deliverLocked(channel, payload string) (reply string) {
 	for _, m := range s.members[channel] {
 		m.OnMessage(msg)
 	}
-	if ok {
-		return askedReply(msg)
+	if !ok {
+		return ""
+	}
+	return s.allowedReply(channel, askedReply(msg))
+}
+
+// allowedReply returns reply if it starts with the ReplyPrefix of a
+// member of channel, else "" (under the subscription's lock).
+func (s *Subscription) allowedReply(channel, reply string) string {
+	if reply == "" {
+		return ""
+	}
+	for _, m := range s.members[channel] {
+		if m.ReplyPrefix != "" && strings.HasPrefix(reply, m.ReplyPrefix) {
+			return reply
+		}
 	}
 	return ""
 }

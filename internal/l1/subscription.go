@@ -43,6 +43,11 @@ type Handler struct {
 	OnResumed func()
 	// OnMessage runs for each message on the member's channel.
 	OnMessage func(payload string)
+	// ReplyPrefix starts every reply key a message on the member's
+	// channel may ask confirmations on (confirm.go): a message asking on
+	// any other key is handed over but not confirmed, so that no message
+	// makes the fleet write keys outside its prefix. "" confirms none.
+	ReplyPrefix string
 	// OnPanic, if not nil, is told of a panic in the subscription (it
 	// dials a connection of its own through the client's hooks, and a hook
 	// may panic), which is then taken for a dropped one.

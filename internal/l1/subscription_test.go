@@ -32,6 +32,7 @@ func (m *member) handler() Handler {
 			m.messages.Add(1)
 			m.last.Store(p)
 		},
+		ReplyPrefix: "ack:", // the Confirmer's Prefix in confirm_test.go
 	}
 }
 

@@ -14,7 +14,8 @@ import (
 // calling goroutine under that deadline; on one that does not, it runs on
 // a goroutine of its own (one of the abandoned-call slots) that the
 // caller stops waiting for at the deadline, as Do's calls do at the
-// budget. A nil error from fn is success; the breaker counts only fn's
+// budget; when every slot is taken it waits for one, within the same
+// deadline. A nil error from fn is success; the breaker counts only fn's
 // errors, so fn reports a reply it does not like some other way.
 func (g *Guard) DoWaiting(ctx context.Context, key string, wait time.Duration, fn func(context.Context) error) error {
 	n := g.cbs.forKey(key)
@@ -25,10 +26,16 @@ func (g *Guard) DoWaiting(ctx context.Context, key string, wait time.Duration, f
 		if g.inline {
 			return g.callSafely(rctx, fn)
 		}
+		// A burst of such calls (synchronous invalidations, replica
+		// acks) waits its turn for a slot, as Do's calls do, instead of
+		// failing calls the server would have answered.
 		select {
 		case g.slots <- struct{}{}:
-		default:
+		case <-rctx.Done():
 			g.counts.skipped.Add(1)
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("%w: %w", ErrIncomplete, err)
+			}
 			return ErrSkipped
 		}
 		done := make(chan error, 1)
