@@ -138,10 +138,12 @@ func TestInlinePoolWaitEndsAtBudget(t *testing.T) {
 }
 
 // TestPoolWaitIsNotAFailure: calls that give up waiting for a pooled
-// connection (the application holds the only one; Redis is healthy) are
-// slow, not failed: the breaker stays closed however many there are, on
-// the inline path (cut at the budget, go-redis returns the context's
-// error) and on the watched path (go-redis's own PoolTimeout).
+// connection (the application holds the only one) while the node answers
+// other calls are slow, not failed: the breaker stays closed however many
+// there are, on the inline path (cut at the budget, go-redis returns the
+// context's error) and on the watched path (go-redis's own PoolTimeout).
+// (Without a reply meanwhile the wait may have been for a dial a black
+// hole never answers: integration's TestGetSurvivesBlackhole.)
 func TestPoolWaitIsNotAFailure(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
@@ -172,6 +174,25 @@ func TestPoolWaitIsNotAFailure(t *testing.T) {
 			if err := held.Ping(ctx).Err(); err != nil {
 				t.Fatal(err)
 			}
+			// The node answers other calls meanwhile (through another
+			// client: the guard judges the node, not the pool).
+			other := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
+			defer other.Close()
+			stop := make(chan struct{})
+			answering := make(chan struct{})
+			go func() {
+				defer close(answering)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					_ = g.Do(ctx, "k", func(ctx context.Context) error { return other.Ping(ctx).Err() })
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			defer func() { close(stop); <-answering }()
 			for i := range 6 {
 				var err error
 				if tc.inline {

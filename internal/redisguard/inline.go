@@ -95,11 +95,13 @@ func (g *Guard) DoInline(ctx context.Context, n *Node, d time.Duration, fn func(
 			n.replied(start, now, int64(g.budget), int64(g.calmAfter))
 			return err
 		}
-		if ctx.Err() == nil && waitedHere(err) {
+		if ctx.Err() == nil && waitedHere(err) && n.lastReply.Load() >= start {
 			// Cut before it reached the node, waiting for a pooled
-			// connection: this process is short of connections, which
-			// says nothing about Redis (life.go). Later calls are
-			// watched, where the node's own silence is judged.
+			// connection while the node answered other calls: this
+			// process is short of connections, which says nothing about
+			// Redis (life.go). Without a reply meanwhile the wait may
+			// have been for a dial or a handshake the node never
+			// answered (a black hole): judged below like any cut call.
 			g.slowed(now)
 			return fmt.Errorf("%w: %w", ErrSlow, err)
 		}

@@ -104,11 +104,12 @@ func (g *Guard) watched(ctx context.Context, n *Node, fn func(context.Context) e
 			}
 			why = errRefused // the call goes on, retrying a dial in vain
 		case err := <-done:
-			if ctx.Err() == nil && waitedHere(err) {
+			if ctx.Err() == nil && waitedHere(err) && n.lastReply.Load() >= start {
 				// Nothing was sent: it waited for a pooled connection
-				// until the pool's timeout or the limit. The calls
-				// holding the connections are judged themselves (a
-				// frozen node fails them), not the calls behind them.
+				// until the pool's timeout or the limit while the node
+				// answered other calls. Without a reply meanwhile the
+				// wait may have been for a dial or a handshake a silent
+				// node never answered: a failure like any other.
 				if !wasSlow {
 					g.counts.slow.Add(1)
 				}
