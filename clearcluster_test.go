@@ -2,8 +2,10 @@ package cacheaside_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/redistest"
@@ -235,5 +237,50 @@ func TestClusterClearHitPathOneRoundTripPerNode(t *testing.T) {
 	}
 	if n := db.loads.Load(); n != loads {
 		t.Errorf("loads during warm reads = %d, want 0", n-loads)
+	}
+}
+
+// TestClusterClearNodeDown: a Clear that cannot raise the replicas of a
+// dead primary fails with ErrRedisUnavailable, although the clock key's
+// node took it, and the process serves no Redis copy of the prefix until
+// a Clear succeeds, after the cluster promoted the dead node's replica.
+func TestClusterClearNodeDown(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	keys := clusterKeys(t, cl)
+	db := newVersionDB()
+	a, b := newCacheOn(t, cl.Client(t), db.load), newCacheOn(t, cl.Client(t), db.load)
+	ctx := testContext(t)
+	for _, k := range keys {
+		mustGetValue(t, a, k, k+"=v1", "warm a")
+	}
+	clockNode := cl.PrimaryFor("tags").Addr()
+	var victim, live string
+	for _, k := range keys {
+		switch addr := cl.PrimaryFor(k).Addr(); {
+		case addr != clockNode && victim == "":
+			victim = k
+		case addr == clockNode && live == "":
+			live = k
+		}
+	}
+	cl.KillPrimaryFor(victim)
+	db.set("v2")
+	if err := a.Clear(ctx); !errors.Is(err, cacheaside.ErrRedisUnavailable) {
+		t.Fatalf("Clear() with a primary down = %v, want ErrRedisUnavailable", err)
+	}
+	mustGetValue(t, a, live, live+"=v2", "a after its failed Clear, key on a live node")
+	cl.WaitOK()
+	var err error
+	for range 50 { // the slot map of a's client catches up with the promotion
+		if err = a.Clear(ctx); err == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("Clear() after the failover = %v, want nil", err)
+	}
+	for _, k := range keys {
+		mustGetValue(t, b, k, k+"=v2", "b after a's Clear")
 	}
 }
