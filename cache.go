@@ -134,9 +134,11 @@ type Cache[K comparable, V any] struct {
 	fingerprint uint32           // of V and the codec, in every envelope written (typeFingerprint)
 	lastReload  atomic.Int64     // UnixNano of the last Cluster slot-map reload asked for
 	// clockKey is the prefix's invalidation clock, read with every read of
-	// values (clear.go); "" on a Cluster. clock is what this process knows
-	// of it.
+	// values (clear.go); on a Cluster, reads carry one of its replicas
+	// instead (clearcluster.go; nil elsewhere). clock is what this process
+	// knows of it.
 	clockKey string
+	replicas *tagclock.Replicas
 	clock    tagclock.Known
 	versions tagclock.Versions // of the prefix's tags (tags.go)
 
@@ -245,7 +247,8 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	c.confirmer = c.newConfirmer()
 	c.replay = c.newReplay()
 	c.reads = c.newReads()
-	c.clockKey = clockKeyFor(rdb, c.cfg.prefix)
+	c.clockKey = tagclock.Key(c.cfg.prefix)
+	c.replicas = c.newReplicas(rdb)
 	c.prefillKick = make(chan struct{}, 1)
 	c.startWatcher()
 	c.startPrefill()

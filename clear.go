@@ -2,27 +2,22 @@ package cacheaside
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/cacheaside/cacheaside/internal/envelope"
 	"github.com/cacheaside/cacheaside/internal/tagclock"
-	"github.com/redis/go-redis/v9"
 )
 
 // Clear and the prefix's invalidation clock (internal/tagclock): Clear
 // advances one key, every value records the clock its load began under,
-// and every Redis read of values reads the clock in the same MGET, so a
+// and every Redis read of values reads the clock in the same MGET (on a
+// Cluster, a replica of it on the values' node: clearcluster.go), so a
 // value older than the last Clear is a miss, whatever key it is under.
-
-// ErrClearUnsupported is returned by Clear on a Redis Cluster client: the
-// clock key lives in one slot, and the reads of values in other slots
-// cannot read it in the same command yet.
-var ErrClearUnsupported = errors.New("cacheaside: Clear is not supported on a Redis Cluster")
 
 // Clear makes everything this Cache's prefix stored before the call a miss,
 // on every process, in O(1) Redis work: one script on one key, the clock
-// key <prefix>{tags}:clock. Once Clear has returned nil, no Get or
+// key <prefix>{tags}:clock (on a Redis Cluster, then one more on each of
+// its 256 replicas, pipelined per node). Once Clear has returned nil, no Get or
 // GetMany started afterwards on any process returns a value loaded before
 // the call from Redis, and this process's in-process cache holds none; a
 // load in flight during the call writes nothing that is served afterwards
@@ -35,16 +30,12 @@ var ErrClearUnsupported = errors.New("cacheaside: Clear is not supported on a Re
 // When Redis cannot be written, Clear returns an error, which matches
 // [ErrRedisUnavailable] when Redis was unavailable; this process then
 // serves no Redis copy of the prefix and writes none until a later Clear
-// succeeds (call it again). Clear is not queued for replay. On a Redis
-// Cluster it returns [ErrClearUnsupported].
+// succeeds (call it again). Clear is not queued for replay.
 func (c *Cache[K, V]) Clear(ctx context.Context) error {
 	if !c.tracker.add() {
 		return ErrClosed
 	}
 	defer c.tracker.done()
-	if c.clockKey == "" {
-		return ErrClearUnsupported
-	}
 	return c.advanceClock(ctx, "clear", []string{c.clockKey}, "clear", nil)
 }
 
@@ -53,7 +44,8 @@ func (c *Cache[K, V]) Clear(ctx context.Context) error {
 // InvalidateTag: it drops this process's in-process copies and flights
 // before and after, and publishes the message that makes the other
 // processes drop theirs. Until the script has run, this process serves no
-// Redis copy of the prefix.
+// Redis copy of the prefix. On a Cluster it then raises every clock
+// replica (clearcluster.go) and succeeds only once all are written.
 func (c *Cache[K, V]) advanceClock(ctx context.Context, what string, keys []string, mode string, tags []string) error {
 	all := mode == "clear"
 	c.dropAllLocal()
@@ -64,6 +56,13 @@ func (c *Cache[K, V]) advanceClock(ctx context.Context, what string, keys []stri
 		res, err = tagclock.Invalidate.Run(ctx, c.rdb, keys, mode).Text()
 		return err
 	})
+	if err == nil {
+		clock, cleared, _, perr := tagclock.Parse([]byte(res))
+		if perr != nil {
+			return fmt.Errorf("cacheaside: %s: %w", what, perr)
+		}
+		err = c.raiseReplicas(ctx, clock, cleared)
+	}
 	c.dropAllLocal()
 	if err != nil {
 		c.redisError(err)
@@ -93,15 +92,6 @@ func (c *Cache[K, V]) dropAllLocal() {
 	if c.l1 != nil {
 		c.l1.InvalidateAll()
 	}
-}
-
-// clockKeyFor returns the clock key the reads of rdb carry, or "" on a
-// Redis Cluster (see ErrClearUnsupported).
-func clockKeyFor(rdb redis.UniversalClient, prefix string) string {
-	if _, ok := rdb.(*redis.ClusterClient); ok {
-		return ""
-	}
-	return tagclock.Key(prefix)
 }
 
 // observeClock records the clock key's value read with values; an
@@ -154,27 +144,25 @@ func (c *Cache[K, V]) mayFill(ctx context.Context, clock uint64, tags []byte) bo
 	return true
 }
 
-// withClock returns vkeys with the clock key appended when reads carry it.
-// It never writes into vkeys' backing array.
-func (c *Cache[K, V]) withClock(vkeys []string) []string {
-	if c.clockKey == "" {
-		return vkeys
-	}
-	return append(vkeys[:len(vkeys):len(vkeys)], c.clockKey)
-}
-
 // mget is guard.MGet of vkeys, with the clock key read in the same MGET
-// when reads carry it (never on a Cluster, where MGet splits by node).
+// (on a Cluster, each node's replica in that node's call). A value whose
+// clock read failed has failed too: it cannot be judged.
 func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) (out [][]byte, failed []error, err error) {
-	out, failed, err = c.guard.MGet(ctx, c.withClock(vkeys))
-	if c.clockKey == "" {
-		return out, failed, err
-	}
-	if err == nil && (failed == nil || failed[len(vkeys)] == nil) {
-		c.observeClock(out[len(vkeys)])
+	keys, clockOf := c.withClocks(vkeys)
+	out, failed, err = c.guard.MGet(ctx, keys)
+	n := len(vkeys)
+	for j := n; j < len(keys); j++ {
+		if failed == nil || failed[j] == nil {
+			c.observeClock(out[j])
+		}
 	}
 	if failed != nil {
-		failed = failed[:len(vkeys)]
+		for i, j := range clockOf {
+			if failed[i] == nil {
+				failed[i] = failed[j]
+			}
+		}
+		failed = failed[:n]
 	}
-	return out[:len(vkeys)], failed, err
+	return out[:n], failed, err
 }

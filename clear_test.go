@@ -10,7 +10,6 @@ import (
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/redistest"
-	"github.com/redis/go-redis/v9"
 )
 
 // versionDB is a database whose every row reads as its current version:
@@ -256,20 +255,4 @@ func TestClearSentinel(t *testing.T) {
 		t.Fatalf("Clear() = %v, want nil", err)
 	}
 	mustGetValue(t, b, "k", "k=v2", "b after a's Clear")
-}
-
-// TestClearUnsupportedOnCluster: on a Cluster client Clear and
-// InvalidateTag say they are not supported (before any I/O) rather than
-// promise what the reads cannot keep.
-func TestClearUnsupportedOnCluster(t *testing.T) {
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
-	t.Cleanup(func() { _ = rdb.Close() })
-	c := newCacheOn(t, rdb, newVersionDB().load)
-	ctx := testContext(t)
-	if err := c.Clear(ctx); !errors.Is(err, cacheaside.ErrClearUnsupported) {
-		t.Errorf("Clear() on a Cluster = %v, want ErrClearUnsupported", err)
-	}
-	if err := c.InvalidateTag(ctx, "t"); !errors.Is(err, cacheaside.ErrClearUnsupported) {
-		t.Errorf("InvalidateTag() on a Cluster = %v, want ErrClearUnsupported", err)
-	}
 }

@@ -313,12 +313,10 @@ func TestClusterBreakerPerNode(t *testing.T) {
 		loadsOf(onVictim)-baseVictim, loadsOf(elsewhere)-baseElsewhere, st.BreakerOpens-base.BreakerOpens, st.RedisSkipped-base.RedisSkipped, st.Breaker)
 }
 
-// TestClusterGetManyOneRoundTripPerNode counts what each node of the
-// cluster receives for a GetMany of 300 warm keys spread over every node:
-// exactly one pipeline (the per-slot MGETs) per node, and nothing else.
-func TestClusterGetManyOneRoundTripPerNode(t *testing.T) {
-	cl := redistest.StartCluster(t)
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+// countingClusterClient returns a ClusterClient of cl, closed when the test
+// ends, and counts() of the commands or pipelines each node received.
+func countingClusterClient(t *testing.T, cl *redistest.Cluster) (rdb *redis.ClusterClient, counts func() map[string]int64) {
+	rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	var mu sync.Mutex
 	perNode := map[string]*netCounter{}
@@ -329,7 +327,7 @@ func TestClusterGetManyOneRoundTripPerNode(t *testing.T) {
 		mu.Unlock()
 		node.AddHook(h)
 	})
-	counts := func() map[string]int64 {
+	counts = func() map[string]int64 {
 		mu.Lock()
 		defer mu.Unlock()
 		out := map[string]int64{}
@@ -338,6 +336,15 @@ func TestClusterGetManyOneRoundTripPerNode(t *testing.T) {
 		}
 		return out
 	}
+	return rdb, counts
+}
+
+// TestClusterGetManyOneRoundTripPerNode counts what each node of the
+// cluster receives for a GetMany of 300 warm keys spread over every node:
+// exactly one pipeline (the per-slot MGETs) per node, and nothing else.
+func TestClusterGetManyOneRoundTripPerNode(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	rdb, counts := countingClusterClient(t, cl)
 	batch := func(ctx context.Context, keys []int) (map[int]string, error) {
 		out := make(map[int]string, len(keys))
 		for _, k := range keys {

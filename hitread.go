@@ -47,7 +47,8 @@ func (c *Cache[K, V]) readMany(ctx context.Context, vkeys []string, vals [][]byt
 			return c.guard.MGetNode(ctx, vkeys, vals)
 		}
 		withClock := make([][]byte, len(vkeys)+1)
-		if err := c.guard.MGetNode(ctx, c.withClock(vkeys), withClock); err != nil {
+		keys := append(vkeys[:len(vkeys):len(vkeys)], c.readClockKey(vkeys[0]))
+		if err := c.guard.MGetNode(ctx, keys, withClock); err != nil {
 			return err
 		}
 		copy(vals, withClock)

@@ -87,8 +87,8 @@ func validTag(t string) bool { return t != "" && len(t) <= MaxTagLen }
 // matches [ErrRedisUnavailable] when Redis was unavailable; this process
 // then serves no Redis copy of the prefix until an InvalidateTag of the
 // same tags, or a Clear, succeeds (call it again). It is not queued for
-// replay. It returns [ErrBadTag] for an empty or too long tag, and
-// [ErrClearUnsupported] on a Redis Cluster.
+// replay. It returns [ErrBadTag] for an empty or too long tag. On a Redis
+// Cluster it also raises the clock's replicas, as Clear does.
 func (c *Cache[K, V]) InvalidateTag(ctx context.Context, tags ...string) error {
 	if !c.tracker.add() {
 		return ErrClosed
@@ -96,9 +96,6 @@ func (c *Cache[K, V]) InvalidateTag(ctx context.Context, tags ...string) error {
 	defer c.tracker.done()
 	if len(tags) == 0 {
 		return nil
-	}
-	if c.clockKey == "" {
-		return ErrClearUnsupported
 	}
 	keys := make([]string, 0, len(tags)+1)
 	keys = append(keys, c.clockKey)

@@ -6,7 +6,9 @@
 // a value whose clock is below the last Clear's was loaded before it and
 // is a miss. Every Redis read of values on a single server or behind
 // Sentinel reads the clock key in the same MGET, so a read sent after a
-// Clear returned sees its clock.
+// Clear returned sees its clock; on a Cluster it reads instead one of the
+// clock's replicas on its own node (replicas.go), all raised before a
+// Clear returns.
 //
 // Clocks are Unix milliseconds of the Redis server, or the last clock
 // plus one when that is larger, so that a clock key lost (evicted,

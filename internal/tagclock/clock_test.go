@@ -3,6 +3,8 @@ package tagclock
 import (
 	"errors"
 	"testing"
+
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 )
 
 func TestParse(t *testing.T) {
@@ -85,5 +87,23 @@ func TestVersions(t *testing.T) {
 	v.Store(12, []string{"d"}, [][]byte{[]byte("11")}) // a newer clock starts again
 	if _, ok := v.Lookup([]byte("a"), 12); ok {
 		t.Errorf("Lookup(a, 12) after a Store at 12 without a: known, want not")
+	}
+}
+
+// TestReplicaKeysSpread: one replica per block of slots, each in its
+// block, and the list is fixed (a change would split processes of two
+// versions).
+func TestReplicaKeysSpread(t *testing.T) {
+	keys := ReplicaKeys("p:")
+	if len(keys) != NumReplicas {
+		t.Fatalf("ReplicaKeys() = %d keys, want %d", len(keys), NumReplicas)
+	}
+	for i, k := range keys {
+		if s := redisguard.Slot(k); int(s)/(16384/NumReplicas) != i {
+			t.Errorf("replica %d (%s) in slot %d, want block %d", i, k, s, i)
+		}
+	}
+	if keys[0] != "p:{c113}:clock" || keys[1] != "p:{c267}:clock" || keys[255] != "p:{c143}:clock" {
+		t.Errorf("ReplicaKeys() = %q, %q, ..., %q, want the fixed p:{c113}:clock, p:{c267}:clock, ..., p:{c143}:clock", keys[0], keys[1], keys[255])
 	}
 }
