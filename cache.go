@@ -247,7 +247,9 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	c.confirmer = c.newConfirmer()
 	c.replay = c.newReplay()
 	c.reads = c.newReads()
-	c.clockKey = tagclock.Key(c.cfg.prefix)
+	if _, ring := rdb.(*redis.Ring); !ring {
+		c.clockKey = tagclock.Key(c.cfg.prefix) // on a Ring: none (ErrClearUnsupported)
+	}
 	c.replicas = c.newReplicas(rdb)
 	c.prefillKick = make(chan struct{}, 1)
 	c.startWatcher()

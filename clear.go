@@ -2,6 +2,7 @@ package cacheaside
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/cacheaside/cacheaside/internal/envelope"
@@ -13,6 +14,10 @@ import (
 // and every Redis read of values reads the clock in the same MGET (on a
 // Cluster, a replica of it on the values' node: clearcluster.go), so a
 // value older than the last Clear is a miss, whatever key it is under.
+
+// ErrClearUnsupported is returned by [Cache.Clear] and [Cache.InvalidateTag]
+// on a redis.Ring (see Clear).
+var ErrClearUnsupported = errors.New("cacheaside: Clear and InvalidateTag are not supported on a redis.Ring")
 
 // Clear makes everything this Cache's prefix stored before the call a miss,
 // on every process, in O(1) Redis work: one script on one key, the clock
@@ -31,6 +36,11 @@ import (
 // [ErrRedisUnavailable] when Redis was unavailable; this process then
 // serves no Redis copy of the prefix and writes none until a later Clear
 // succeeds (call it again). Clear is not queued for replay.
+//
+// On a redis.Ring, Clear and InvalidateTag return [ErrClearUnsupported]:
+// a Ring shards keys by their own hash, so no one key can be read beside
+// every value, and a clock on one shard would not be seen by the reads of
+// the others.
 func (c *Cache[K, V]) Clear(ctx context.Context) error {
 	if !c.tracker.add() {
 		return ErrClosed
@@ -47,6 +57,9 @@ func (c *Cache[K, V]) Clear(ctx context.Context) error {
 // Redis copy of the prefix. On a Cluster it then raises every clock
 // replica (clearcluster.go) and succeeds only once all are written.
 func (c *Cache[K, V]) advanceClock(ctx context.Context, what string, keys []string, mode string, tags []string) error {
+	if c.clockKey == "" {
+		return fmt.Errorf("cacheaside: %s: %w", what, ErrClearUnsupported)
+	}
 	all := mode == "clear"
 	c.dropAllLocal()
 	c.clock.Begin(all, tags)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // versionDB is a database whose every row reads as its current version:
@@ -255,4 +256,32 @@ func TestClearSentinel(t *testing.T) {
 		t.Fatalf("Clear() = %v, want nil", err)
 	}
 	mustGetValue(t, b, "k", "k=v2", "b after a's Clear")
+}
+
+// TestClearUnsupportedOnRing: a redis.Ring shards keys by their own hash,
+// so no clock can be read beside every value: Clear and InvalidateTag say
+// so instead of clearing some shards' reads and not others, and Gets go on
+// as plain reads (no clock key sent to a shard that does not hold it).
+func TestClearUnsupportedOnRing(t *testing.T) {
+	srv := redistest.Start(t)
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": srv.Addr()}, MaxRetries: -1})
+	t.Cleanup(func() { _ = ring.Close() })
+	db := newVersionDB()
+	c, err := cacheaside.New[string, string](ring, db.load)
+	if err != nil {
+		t.Fatalf("New(ring) = %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := testContext(t)
+	mustGetValue(t, c, "k", "k=v1", "warm")
+	if err := c.Clear(ctx); !errors.Is(err, cacheaside.ErrClearUnsupported) {
+		t.Errorf("Clear() on a Ring = %v, want ErrClearUnsupported", err)
+	}
+	if err := c.InvalidateTag(ctx, "t"); !errors.Is(err, cacheaside.ErrClearUnsupported) {
+		t.Errorf("InvalidateTag() on a Ring = %v, want ErrClearUnsupported", err)
+	}
+	db.mustStayCached(t, c, "k", "k=v1")
+	if n := srv.CLI(t, "EXISTS", "ca:{tags}:clock"); n != "0" {
+		t.Errorf("EXISTS clock key = %s, want 0: nothing written on a Ring", n)
+	}
 }

@@ -69,6 +69,9 @@ func (c *Cache[K, V]) raiseReplicas(ctx context.Context, clock, cleared uint64) 
 // each once, and clockOf[i], the index in keys of vkeys[i]'s clock key. It
 // never writes into vkeys' backing array.
 func (c *Cache[K, V]) withClocks(vkeys []string) (keys []string, clockOf []int) {
+	if c.clockKey == "" {
+		return vkeys, nil // a Ring: no clock (ErrClearUnsupported)
+	}
 	n := len(vkeys)
 	keys = vkeys[:n:n]
 	clockOf = make([]int, n)
