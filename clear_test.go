@@ -269,6 +269,30 @@ func TestClearOverHugeClock(t *testing.T) {
 	}
 }
 
+// TestSetAfterClearIsServed: a Set made after another process's Clear
+// returned, by a process that has not read the prefix since (a writer),
+// stores a value that Gets serve, without a load.
+func TestSetAfterClearIsServed(t *testing.T) {
+	srv := redistest.Start(t)
+	db := newVersionDB()
+	a := newCache(t, srv, db.load)
+	w := newCache(t, srv, db.load)
+	ctx := testContext(t)
+	mustGetValue(t, a, "k", "k=v1", "warm")
+	mustGetValue(t, w, "k", "k=v1", "the writer reads once, before the Clear")
+	if err := a.Clear(ctx); err != nil {
+		t.Fatalf("Clear() = %v, want nil", err)
+	}
+	if err := w.Set(ctx, "k", "set"); err != nil {
+		t.Fatalf("Set() = %v, want nil", err)
+	}
+	before := db.loads.Load()
+	mustGetValue(t, a, "k", "set", "after the writer's Set")
+	if n := db.loads.Load() - before; n != 0 {
+		t.Errorf("loads after Set = %d, want 0 (the Set value is cached)", n)
+	}
+}
+
 // TestClearSentinel: Clear behind Sentinel, across two processes.
 func TestClearSentinel(t *testing.T) {
 	sn := redistest.StartSentinel(t)
