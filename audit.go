@@ -10,7 +10,7 @@ import (
 
 	"github.com/cacheaside/cacheaside/internal/audit"
 	"github.com/cacheaside/cacheaside/internal/envelope"
-	"github.com/redis/go-redis/v9"
+	"github.com/cacheaside/cacheaside/internal/redisguard"
 )
 
 // The consistency auditor of WithAudit (internal/audit): a sampled
@@ -99,18 +99,24 @@ func (c *Cache[K, V]) auditLoad(ctx context.Context, key K) (v V, notFound bool,
 }
 
 // auditReplaced reads vkey again and reports whether its entry is no
-// longer the one stored at stored: gone, or stored at another time. An
-// entry without a stored time (written before v0.3) counts as in place.
+// longer the one stored at stored: gone, stored at another time, or made
+// a miss by a Clear or InvalidateTag (the clock is read with it, as by
+// every read of values). An entry without a stored time (written before
+// v0.3) counts as in place.
 func (c *Cache[K, V]) auditReplaced(ctx context.Context, vkey string, stored time.Time) (bool, error) {
-	raw, err := c.read(ctx, vkey)
-	switch {
-	case errors.Is(err, redis.Nil), errors.Is(err, errWrongType):
-		return true, nil
-	case err != nil:
+	out, failed, err := c.mget(ctx, []string{vkey})
+	if err != nil {
 		return false, err
 	}
+	raw, err := redisguard.Reply(out, failed, 0)
+	switch {
+	case err != nil:
+		return false, err
+	case raw == nil: // gone, or another Redis type (MGET reads it as nil)
+		return true, nil
+	}
 	h, _, err := envelope.Decode(raw)
-	if err != nil {
+	if err != nil || !c.current(h) {
 		return true, nil
 	}
 	return !h.Stored.IsZero() && !h.Stored.Equal(stored), nil

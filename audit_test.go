@@ -370,3 +370,47 @@ func TestAuditNoFreeLoadSlot(t *testing.T) {
 		t.Errorf("Stats = %+v, want at least 3 dropped samples, no check and no error", s)
 	}
 }
+
+// TestAuditNoFindingAfterClear: a value that a Clear or an InvalidateTag
+// (on another process) made a miss while its audit was loading is no
+// longer served: the change reached the cache through its promise, so it
+// is no finding, as after an Invalidate.
+func TestAuditNoFindingAfterClear(t *testing.T) {
+	for _, how := range []string{"Clear", "InvalidateTag"} {
+		t.Run(how, func(t *testing.T) {
+			srv := redistest.Start(t)
+			ctx := testContext(t)
+			entered, release := make(chan struct{}), make(chan struct{})
+			src := &auditSource{rows: map[string]string{"a": "1"}}
+			src.hook = func(ctx context.Context) error {
+				entered <- struct{}{}
+				<-release
+				return nil
+			}
+			load := func(ctx context.Context, k string) (string, error) {
+				cacheaside.Tag(ctx, "t")
+				return src.load(ctx, k)
+			}
+			c := newCache(t, srv, load, cacheaside.WithAudit(1, sameString))
+			other := newCache(t, srv, load)
+			mustGetValue(t, c, "a", "1", "warm")
+			mustGetValue(t, c, "a", "1", "the hit audited")
+			await(t, entered, "the audit's load")
+			src.set("a", "2")
+			var err error
+			if how == "Clear" {
+				err = other.Clear(ctx)
+			} else {
+				err = other.InvalidateTag(ctx, "t")
+			}
+			if err != nil {
+				t.Fatalf("%s() = %v, want nil", how, err)
+			}
+			close(release)
+			waitFor(t, waitLimit, "the audit check", func() bool { return c.Stats().AuditChecks >= 1 })
+			if s := c.Stats(); s.AuditStale != 0 {
+				t.Errorf("Stats.AuditStale = %d after a %s, want 0 (the value is no longer served)", s.AuditStale, how)
+			}
+		})
+	}
+}

@@ -243,6 +243,56 @@ func TestClearCorruptClock(t *testing.T) {
 	db.mustStayCached(t, a, "k", "k=v3")
 }
 
+// TestClearOverHugeClock: a clock key holding a clock beyond what the
+// clock script computes exactly (Lua numbers are doubles: 2^53 and up)
+// must neither make a Clear ineffective nor stop Clear from healing it.
+func TestClearOverHugeClock(t *testing.T) {
+	for _, huge := range []string{"9007199254740993:0", "99999999999999999999:0"} {
+		t.Run(huge, func(t *testing.T) {
+			srv := redistest.Start(t)
+			db := newVersionDB()
+			rdb := srv.Client(t)
+			ctx := testContext(t)
+			if err := rdb.Set(ctx, "ca:{tags}:clock", huge, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			a := newCache(t, srv, db.load)
+			mustGetValue(t, a, "k", "k=v1", "warm")
+			db.set("v2")
+			if err := a.Clear(ctx); err != nil {
+				t.Fatalf("Clear() over clock %s = %v, want nil", huge, err)
+			}
+			b := newCache(t, srv, db.load)
+			mustGetValue(t, b, "k", "k=v2", "new process after Clear")
+			mustGetValue(t, a, "k", "k=v2", "a after its Clear")
+		})
+	}
+}
+
+// TestSetAfterClearIsServed: a Set made after another process's Clear
+// returned, by a process that has not read the prefix since (a writer),
+// stores a value that Gets serve, without a load.
+func TestSetAfterClearIsServed(t *testing.T) {
+	srv := redistest.Start(t)
+	db := newVersionDB()
+	a := newCache(t, srv, db.load)
+	w := newCache(t, srv, db.load)
+	ctx := testContext(t)
+	mustGetValue(t, a, "k", "k=v1", "warm")
+	mustGetValue(t, w, "k", "k=v1", "the writer reads once, before the Clear")
+	if err := a.Clear(ctx); err != nil {
+		t.Fatalf("Clear() = %v, want nil", err)
+	}
+	if err := w.Set(ctx, "k", "set"); err != nil {
+		t.Fatalf("Set() = %v, want nil", err)
+	}
+	before := db.loads.Load()
+	mustGetValue(t, a, "k", "set", "after the writer's Set")
+	if n := db.loads.Load() - before; n != 0 {
+		t.Errorf("loads after Set = %d, want 0 (the Set value is cached)", n)
+	}
+}
+
 // TestClearSentinel: Clear behind Sentinel, across two processes.
 func TestClearSentinel(t *testing.T) {
 	sn := redistest.StartSentinel(t)

@@ -26,13 +26,23 @@ import (
 // then: another process may have written a newer one since), and until
 // then this process serves no Redis copy of the key. With
 // [WithSyncInvalidation] it waits for the other processes' local caches as
-// Invalidate does.
+// Invalidate does. On a single server or behind Sentinel, Set first
+// reads the prefix's clock (one more round trip, see [Cache.Clear]), so
+// that a Set made after a Clear or InvalidateTag returned, on any process,
+// is served.
 func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if !c.tracker.add() {
 		return ErrClosed
 	}
 	defer c.tracker.done()
 	ttl := jittered(c.cfg.ttl, c.cfg.jitter)
+	if c.clockKey != "" {
+		// Stamp the value with the clock as of now, not as of this
+		// process's last read: a value stamped before a Clear that
+		// returned before this Set would never be served (clear.go).
+		// Failing, Redis most likely fails the write too.
+		_, _ = c.fetchVersions(ctx, nil)
+	}
 	env, err := c.encodeValue(value, 0, ttl, c.clock.Clock(), nil)
 	px := c.physical(ttl, false)
 	if err != nil {

@@ -53,8 +53,9 @@ if type(v) == 'table' and v.err then
   v = false
 end
 if v then
-  local a, b = string.match(v, '^(%d+):(%d+)$')
-  if a then c = tonumber(a); k = tonumber(b) else k = -1 end
+  -- At most 15 digits (MaxClock): Lua numbers are doubles, exact to 2^53.
+  local a, b = string.match(v, '^(%d%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?):(%d+)$')
+  if a and #b <= 15 then c = tonumber(a); k = tonumber(b) else k = -1 end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -65,6 +66,13 @@ redis.call('SET', KEYS[1], s)
 for i = 2, #KEYS do redis.call('SET', KEYS[i], c) end
 return s
 `)
+
+// MaxClock is the largest clock: 15 digits, below 2^53, so that the
+// script's Lua numbers (doubles) hold it and its successor exactly. A
+// larger clock (another program's data) is corrupt: were it accepted, the
+// script's c + 1 would round back to it, and a Clear would not move the
+// clock past the values loaded under it.
+const MaxClock = 999_999_999_999_999
 
 // ErrCorrupt is what Parse returns for a clock key that does not hold a
 // clock: another program's data, or a bug. The cache then serves no value
@@ -83,7 +91,7 @@ func Parse(raw []byte) (clock, cleared uint64, ok bool, err error) {
 	}
 	clock, err1 := strconv.ParseUint(a, 10, 64)
 	cleared, err2 := strconv.ParseUint(b, 10, 64)
-	if err1 != nil || err2 != nil || cleared > clock {
+	if err1 != nil || err2 != nil || cleared > clock || clock > MaxClock {
 		return 0, 0, false, ErrCorrupt
 	}
 	return clock, cleared, true, nil

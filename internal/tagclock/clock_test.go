@@ -21,6 +21,8 @@ func TestParse(t *testing.T) {
 		{":", 0, 0, false, ErrCorrupt},
 		{"-1:0", 0, 0, false, ErrCorrupt},
 		{"18446744073709551616:1", 0, 0, false, ErrCorrupt},
+		{"999999999999999:0", MaxClock, 0, true, nil},
+		{"1000000000000000:0", 0, 0, false, ErrCorrupt}, // past MaxClock: the script cannot add 1 to it exactly
 	}
 	for _, tt := range tests {
 		clock, cleared, ok, err := Parse([]byte(tt.raw))
