@@ -80,20 +80,25 @@ func (c *Cache[K, V]) applyInvalidation(payload string) {
 // confirm, and the delivery says where and how many (confirm.go).
 func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) (delivery, error) {
 	var d delivery
-	var msg []byte
-	if c.confirmer != nil {
-		d.reply = c.confirmer.Reply()
-		msg = l1.EncodeAsking(c.tokenPrefix, d.reply, vkeys)
-	} else {
-		msg = l1.Encode(c.tokenPrefix, vkeys)
-	}
 	// One script appends the message to the channel's stream (the key of
 	// the same name) and publishes it with the entry's ID (internal/l1,
 	// feed.go), on the node that holds the stream.
 	ch := c.channel()
 	var receivers atomic.Int64 // an abandoned call may still write it
 	var broken atomic.Pointer[error]
-	err := c.guard.Do(ctx, ch, func(ctx context.Context) error {
+	// A try cut while Redis answered slowly is sent again (the guard's
+	// DoPatient): a repeated message only makes the other processes drop
+	// the same keys twice. Each try asks for confirmations on a reply key
+	// of its own, so that the receivers of an earlier try that ran after
+	// all are not counted for this one.
+	err := c.guard.DoPatient(ctx, ch, func(ctx context.Context) error {
+		var msg []byte
+		if c.confirmer != nil {
+			d.reply = c.confirmer.Reply()
+			msg = l1.EncodeAsking(c.tokenPrefix, d.reply, vkeys)
+		} else {
+			msg = l1.Encode(c.tokenPrefix, vkeys)
+		}
 		reply, err := l1.Publish.Run(ctx, c.rdb, []string{ch}, l1.PublishArgs(ch, msg)...).Result()
 		n, err := l1.PublishResult(reply, err)
 		receivers.Store(n)

@@ -64,7 +64,9 @@ func (c *Cache[K, V]) advanceClock(ctx context.Context, what string, keys []stri
 	c.dropAllLocal()
 	c.clock.Begin(all, tags)
 	var res string
-	err := c.guard.Do(ctx, c.clockKey, func(ctx context.Context) error {
+	// Patient (a try cut while Redis answered slowly is sent again): a
+	// clock advanced twice only invalidates once more what it invalidated.
+	err := c.guard.DoPatient(ctx, c.clockKey, func(ctx context.Context) error {
 		var err error
 		res, err = tagclock.Invalidate.Run(ctx, c.rdb, keys, mode).Text()
 		return err

@@ -144,14 +144,16 @@ func releaseBackoff(attempt int) time.Duration {
 // Overwrite replaces (env not nil, living px) or deletes (env nil) the
 // value of vkey, deletes its lock and writes a new generation: Set and
 // Invalidate of one key (the Overwrite script), waiting for replicas when
-// the Locker's Acks ask for them (acks.go).
+// the Locker's Acks ask for them (acks.go). A try cut while Redis answered
+// slowly is sent again (the guard's DoPatient): it writes the same bytes
+// under a newer generation, which only fails one more fill in flight.
 func (lk *Locker) Overwrite(ctx context.Context, vkey string, env []byte, px time.Duration) error {
 	if lk.acks.Replicas > 0 {
 		args := lk.params.OverwriteArgs(env, px, lk.NewToken())
 		_, err := lk.overwriteAcked(ctx, []string{vkey}, func(int) []any { return args })
 		return err
 	}
-	return lk.guard.Do(ctx, vkey, func(ctx context.Context) error {
+	return lk.guard.DoPatient(ctx, vkey, func(ctx context.Context) error {
 		return Overwrite.Run(ctx, lk.rdb, KeysFor(vkey), lk.params.OverwriteArgs(env, px, lk.NewToken())...).Err()
 	})
 }
@@ -161,13 +163,16 @@ func (lk *Locker) Overwrite(ctx context.Context, vkey string, env []byte, px tim
 // the Locker's Acks ask for them (acks.go). It returns the first error of
 // each node whose keys may not all have been invalidated, and errOf[i],
 // key i's own error (nil when it was invalidated): the keys to try again.
+// A node's call cut while Redis answered slowly is sent again
+// (PerNodePatient): deleting again and rewriting the same generation
+// leaves what the first try left.
 func (lk *Locker) Invalidate(ctx context.Context, vkeys []string) (errOf []error, err error) {
 	cmds := make([]*redis.Cmd, len(vkeys))
 	args := lk.params.OverwriteArgs(nil, 0, lk.NewToken())
 	if lk.acks.Replicas > 0 {
 		return lk.overwriteAcked(ctx, vkeys, func(int) []any { return args })
 	}
-	errOf, err = lk.guard.PerNode(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
+	errOf, err = lk.guard.PerNodePatient(ctx, vkeys, nil, func(ctx context.Context, idx []int) error {
 		err := lk.guard.PipelineScript(ctx, idx, scriptCall(ctx, Overwrite, vkeys, func(int) []any { return args }), cmds)
 		if err != nil {
 			return err
@@ -178,7 +183,7 @@ func (lk *Locker) Invalidate(ctx context.Context, vkeys []string) (errOf []error
 			}
 		}
 		return nil
-	}, nil)
+	})
 	for i := range errOf {
 		// A node's call fails with its first key's error; the others of
 		// its keys have their own (nil if they ran). A call still running

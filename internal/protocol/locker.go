@@ -26,7 +26,9 @@ import (
 type Guard interface {
 	Do(ctx context.Context, key string, fn func(context.Context) error) error
 	DoUndo(ctx context.Context, key string, fn func(context.Context) error, undo func()) error
+	DoPatient(ctx context.Context, key string, fn func(context.Context) error) error
 	PerNode(ctx context.Context, keys []string, idx []int, fn func(ctx context.Context, idx []int) error, undo func(idx []int)) ([]error, error)
+	PerNodePatient(ctx context.Context, keys []string, idx []int, fn func(ctx context.Context, idx []int) error) ([]error, error)
 	PipelineScript(ctx context.Context, idx []int, call func(p redis.Pipeliner, i int, eval bool) *redis.Cmd, cmds []*redis.Cmd) error
 	Bypass(ctx context.Context, fn func(context.Context) error) error
 	DoWaiting(ctx context.Context, key string, wait time.Duration, fn func(context.Context) error) error

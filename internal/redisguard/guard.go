@@ -29,7 +29,9 @@
 // [ErrIncomplete], the function may still be running on a goroutine of
 // the guard: the caller must not read what it writes. [Guard.DoUndo] runs
 // an undo when such an abandoned call completes after all (a lock it
-// took). [Guard.PerNode] runs one call per Cluster node for many keys,
+// took). [Guard.DoPatient] and [Guard.PerNodePatient] send an idempotent
+// write again when a try was cut at the budget while its node answered
+// (patient.go). [Guard.PerNode] runs one call per Cluster node for many keys,
 // concurrently; [Guard.PipelineScript] and [Guard.MGet] are its common
 // calls. The hit path uses [Guard.Inline] and [Guard.DoInline], which
 // allocate nothing for the call when it can run on the caller's goroutine.

@@ -22,6 +22,19 @@ import (
 // joins them. fn may still be running for the indexes whose error wraps
 // ErrIncomplete: whatever it writes for them must not be read.
 func (g *Guard) PerNode(ctx context.Context, keys []string, idx []int, fn func(ctx context.Context, idx []int) error, undo func(idx []int)) (errOf []error, joined error) {
+	return g.perNode(keys, idx, func(idx []int) error {
+		call := func(ctx context.Context) error { return fn(ctx, idx) }
+		if undo == nil {
+			return g.Do(ctx, keys[idx[0]], call)
+		}
+		return g.DoUndo(ctx, keys[idx[0]], call, func() { undo(idx) })
+	})
+}
+
+// perNode runs run once per Cluster node that owns some of keys[i] for i
+// in idx (nil: all), with that node's indexes, the nodes concurrently, and
+// returns PerNode's errOf and joined.
+func (g *Guard) perNode(keys []string, idx []int, run func(idx []int) error) (errOf []error, joined error) {
 	errOf = make([]error, len(keys))
 	if idx == nil {
 		idx = make([]int, len(keys))
@@ -31,13 +44,6 @@ func (g *Guard) PerNode(ctx context.Context, keys []string, idx []int, fn func(c
 	}
 	if len(idx) == 0 {
 		return errOf, nil
-	}
-	run := func(idx []int) error {
-		call := func(ctx context.Context) error { return fn(ctx, idx) }
-		if undo == nil {
-			return g.Do(ctx, keys[idx[0]], call)
-		}
-		return g.DoUndo(ctx, keys[idx[0]], call, func() { undo(idx) })
 	}
 	groups := g.cbs.byNode(keys, idx)
 	errs := make([]error, len(groups))

@@ -1,0 +1,122 @@
+package cacheaside_test
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/cacheaside/cacheaside/internal/testlog"
+	"github.com/redis/go-redis/v9"
+)
+
+// slowWrite is how long each write of TestSlowRedisWritesSucceed waits in
+// Redis: past the Redis timeout, well within go-redis's own.
+const slowWrite = faultBudget * 16 / 10
+
+// calmAgain is how long after a slow call the guard runs calls inline
+// again (redisguard's calmPeriod is 10 budgets), with a margin.
+const calmAgain = faultBudget * 12
+
+// TestSlowRedisWritesSucceed: Redis answers reads promptly while it holds
+// every write for 160 ms (CLIENT PAUSE WRITE, as a busy primary does),
+// with a Redis timeout of 100 ms. A textbook cache's SET and DEL would
+// succeed after 160 ms, so Set, Invalidate, InvalidateTag and Clear (their
+// scripts and the L1 message's PUBLISH) must return nil and Redis must hold
+// what they wrote: a slow Redis is overload, not an outage. It runs with a
+// client that honours context deadlines (a call runs inline under the
+// budget and is cut at it) and with the default client (a call is watched
+// and waited for while the node answers others). With the first, each
+// write waits until the guard runs calls inline again, so that it is cut.
+func TestSlowRedisWritesSucceed(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		contextTimeout bool
+	}{
+		{"client=ContextTimeoutEnabled", true},
+		{"client=default", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			testlog.Attach(t)
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: tc.contextTimeout})
+			t.Cleanup(func() { _ = rdb.Close() })
+			ld := &faultLoader{}
+			c := newFaultCache(t, rdb, ld.load, cacheaside.WithRedisTimeout(faultBudget))
+			ctx := testContext(t)
+			keys := faultKeys(0, 1)
+			// Before the pauses: open connections and load the scripts
+			// (a first call is EVALSHA, NOSCRIPT, EVAL).
+			mustGetAll(t, c, keys)
+			// The readers' cache shares c's guard (same client and
+			// settings) but not its prefix, which Clear and InvalidateTag
+			// stop serving from Redis until they succeed.
+			other := newFaultCache(t, rdb, ld.load, cacheaside.WithRedisTimeout(faultBudget), cacheaside.WithPrefix("other:"))
+			getConcurrently(t, other, faultKeys(100, 139))
+			if err := c.Set(ctx, 999, "warm"); err != nil {
+				t.Fatalf("Set before the pauses = %v", err)
+			}
+			if err := c.Invalidate(ctx, 999); err != nil {
+				t.Fatalf("Invalidate before the pauses = %v", err)
+			}
+			if err := c.InvalidateTag(ctx, "warm"); err != nil {
+				t.Fatalf("InvalidateTag before the pauses = %v", err)
+			}
+			// Gets of cached keys of the other prefix: Redis answers them,
+			// promptly, all along, on the node c's writes go to.
+			stop := make(chan struct{})
+			var readers sync.WaitGroup
+			for r := range 4 {
+				readers.Go(func() {
+					for k := r; ; k += 4 {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						mustGetValue(t, other, 100+k%40, faultValue(100+k%40), "a Get of another key")
+					}
+				})
+			}
+			defer func() {
+				close(stop)
+				readers.Wait()
+			}()
+			slowly := func(what string, write func(context.Context) error) {
+				t.Helper()
+				if tc.contextTimeout {
+					// Until the guard forgets the last slow call, calls
+					// run watched, not inline: each write is to be cut.
+					time.Sleep(calmAgain)
+				}
+				srv.CLI(t, "CLIENT", "PAUSE", strconv.FormatInt(slowWrite.Milliseconds(), 10), "WRITE")
+				if err := write(ctx); err != nil {
+					t.Errorf("%s with Redis holding writes for %v = %v, want nil", what, slowWrite, err)
+				}
+			}
+			for _, k := range keys {
+				want := "set-" + strconv.Itoa(k)
+				slowly("Set("+strconv.Itoa(k)+")", func(ctx context.Context) error { return c.Set(ctx, k, want) })
+				if v, ok := storedValue[string](t, srv, valueKey(strconv.Itoa(k))); !ok || v != want {
+					t.Errorf("Redis holds %q, %v after Set(%d), want %q", v, ok, k, want)
+				}
+			}
+			for _, k := range keys {
+				slowly("Invalidate("+strconv.Itoa(k)+")", func(ctx context.Context) error { return c.Invalidate(ctx, k) })
+				if srv.CLI(t, "EXISTS", valueKey(strconv.Itoa(k))) != "0" {
+					t.Errorf("Redis still holds key %d after its Invalidate", k)
+				}
+			}
+			slowly("InvalidateTag", func(ctx context.Context) error { return c.InvalidateTag(ctx, "t") })
+			slowly("Clear", func(ctx context.Context) error { return c.Clear(ctx) })
+			s := c.Stats()
+			t.Logf("with Redis holding writes: %d keys queued, %d calls slow", s.InvalidationsQueued, s.RedisSlow)
+			if s.InvalidationsQueued != 0 || s.InvalidationsPending != 0 {
+				t.Errorf("Stats() = queued %d, pending %d; want 0 and 0 (no write failed)", s.InvalidationsQueued, s.InvalidationsPending)
+			}
+		})
+	}
+}
