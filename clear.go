@@ -135,19 +135,29 @@ func (c *Cache[K, V]) current(h envelope.Header) bool {
 
 // mayFill reports whether the result of a load that began at clock,
 // tagged tags (encoded), may be written: no Clear and no invalidation of
-// its tags since. A process that knows of no clock of the prefix sends
-// nothing (a value it writes after an invalidation it missed carries an
-// older clock and is never served); else it reads the clock and the tags'
-// versions first, in one MGET.
+// its tags since. An untagged value of a process that knows of no clock
+// of the prefix sends nothing (a value it writes after an invalidation it
+// missed carries an older clock and is never served); else it reads the
+// clock and the tags' versions first: one MGET without tags, one script
+// that recreates the missing tag keys with them (fetchVersionsForFill).
+// The tag keys are created even before the first Clear or InvalidateTag,
+// so that the first one does not make every tagged value a miss (a
+// missing tag key means "unknown": see tagclock.Unknown).
 func (c *Cache[K, V]) mayFill(ctx context.Context, clock uint64, tags []byte) bool {
-	if c.clockKey == "" || c.clock.Clock() == 0 {
+	if c.clockKey == "" || c.clock.Clock() == 0 && len(tags) == 0 {
 		return true
 	}
 	var names []string
 	for t := range envelope.TagsOf(tags) {
 		names = append(names, string(t))
 	}
-	vers, err := c.fetchVersions(ctx, names)
+	fetch := c.fetchVersions // no tag: only the clock, in one MGET
+	if len(names) > 0 {
+		fetch = func(ctx context.Context, names []string) ([]uint64, error) {
+			return c.fetchVersionsForFill(ctx, clock, names)
+		}
+	}
+	vers, err := fetch(ctx, names)
 	if err != nil || !c.clock.Valid(clock) {
 		return false
 	}

@@ -81,7 +81,10 @@ func validTag(t string) bool { return t != "" && len(t) <= MaxTagLen }
 // values. It drops this process's whole in-process cache and detaches its
 // flights, and the other processes drop theirs when the feed's message
 // reaches them (the in-process cache does not know the tags of its
-// entries). Tag keys have no TTL: one small key per tag ever invalidated.
+// entries). Tag keys have no TTL: one small key per tag ever filled or
+// invalidated. A tag key lost (evicted under allkeys-lru, deleted) makes
+// every value of the tag loaded before a miss once, never current again
+// (tagclock.Unknown).
 //
 // When Redis cannot be written, InvalidateTag returns an error, which
 // matches [ErrRedisUnavailable] when Redis was unavailable; this process
@@ -144,6 +147,38 @@ func (c *Cache[K, V]) tagsCurrent(clock uint64, tags []byte) bool {
 // fetchVersions reads the clock and the versions of tags in one MGET on
 // the clock's slot, records them, and returns the versions.
 func (c *Cache[K, V]) fetchVersions(ctx context.Context, tags []string) ([]uint64, error) {
+	return c.readVersions(ctx, tags, func(ctx context.Context, keys []string, raws [][]byte) error {
+		return c.guard.MGetNode(ctx, keys, raws)
+	})
+}
+
+// fetchVersionsForFill is fetchVersions for the fill of a value loaded at
+// clock: in one script on the clock's slot, it first recreates the
+// missing tag keys at the clock (tagclock.CreateMissing), so that a tag
+// whose key was evicted is not "never invalidated" and its new values
+// are current.
+func (c *Cache[K, V]) fetchVersionsForFill(ctx context.Context, clock uint64, tags []string) ([]uint64, error) {
+	return c.readVersions(ctx, tags, func(ctx context.Context, keys []string, raws [][]byte) error {
+		res, err := tagclock.CreateMissing.Run(ctx, c.rdb, keys, clock).Slice()
+		if err != nil {
+			return err
+		}
+		if len(res) != len(raws) {
+			return fmt.Errorf("cacheaside: tag versions: %d replies for %d keys", len(res), len(raws))
+		}
+		for i, r := range res {
+			if s, ok := r.(string); ok {
+				raws[i] = []byte(s)
+			}
+		}
+		return nil
+	})
+}
+
+// readVersions reads the clock key and the keys of tags with read, under
+// the clock key's breaker and budget, records them, and returns the
+// versions.
+func (c *Cache[K, V]) readVersions(ctx context.Context, tags []string, read func(ctx context.Context, keys []string, raws [][]byte) error) ([]uint64, error) {
 	keys := make([]string, len(tags)+1)
 	keys[0] = c.clockKey
 	for i, t := range tags {
@@ -151,7 +186,7 @@ func (c *Cache[K, V]) fetchVersions(ctx context.Context, tags []string) ([]uint6
 	}
 	raws := make([][]byte, len(keys))
 	err := c.guard.Do(ctx, c.clockKey, func(ctx context.Context) error {
-		return c.guard.MGetNode(ctx, keys, raws)
+		return read(ctx, keys, raws)
 	})
 	if err != nil {
 		c.redisError(err)

@@ -73,9 +73,9 @@ func TestVersions(t *testing.T) {
 		ok    bool
 	}{
 		{"a", 10, 7, true},
-		{"b", 9, 0, true},
-		{"c", 10, ^uint64(0), true}, // not a clock: newer than any
-		{"a", 11, 0, false},         // known as of 10 only
+		{"b", 9, Unknown, true},  // missing: evicted, maybe
+		{"c", 10, Unknown, true}, // not a clock: newer than any
+		{"a", 11, 0, false},      // known as of 10 only
 		{"d", 10, 0, false},
 	} {
 		if got, ok := v.Lookup([]byte(tt.tag), tt.clock); got != tt.want || ok != tt.ok {

@@ -3,6 +3,8 @@ package tagclock
 import (
 	"strconv"
 	"sync"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // MaxVersions bounds the tag versions a process keeps; past it the map
@@ -34,16 +36,15 @@ func (v *Versions) Lookup(tag []byte, clock uint64) (uint64, bool) {
 }
 
 // Store records the versions of tags read at clock asOf (raws[i] the raw
-// value of tags[i]'s key, nil when missing: never invalidated). A value
-// that is not a clock is a version newer than any: every value carrying
-// the tag is stale until an InvalidateTag rewrites it.
+// value of tags[i]'s key, nil when missing). A missing key or a value
+// that is not a clock is a version newer than any (ParseVersion).
 func (v *Versions) Store(asOf uint64, tags []string, raws [][]byte) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if asOf < v.asOf {
 		return // a read older than what is known
 	}
-	if asOf > v.asOf || len(v.m)+len(tags) > MaxVersions {
+	if asOf > v.asOf || v.m == nil || len(v.m)+len(tags) > MaxVersions {
 		v.asOf, v.m = asOf, make(map[string]uint64, len(tags))
 	}
 	for i, t := range tags {
@@ -51,15 +52,48 @@ func (v *Versions) Store(asOf uint64, tags []string, raws [][]byte) {
 	}
 }
 
-// ParseVersion reads the value of a tag key: 0 when missing, the largest
-// version when it is not a clock.
+// Unknown is the version of a tag whose key is missing or holds no
+// clock: newer than any, so that every value carrying the tag is stale.
+// A missing key may have been evicted or deleted after an InvalidateTag:
+// it does not mean "never invalidated". The next fill of a value with the
+// tag recreates it (CreateMissing); a key that holds no clock stays
+// until an InvalidateTag rewrites it.
+const Unknown = ^uint64(0)
+
+// ParseVersion reads the value of a tag key: Unknown when it is missing or
+// not a clock.
 func ParseVersion(raw []byte) uint64 {
 	if raw == nil {
-		return 0
+		return Unknown
 	}
 	n, err := strconv.ParseUint(string(raw), 10, 64)
 	if err != nil {
-		return ^uint64(0)
+		return Unknown
 	}
 	return n
 }
+
+// CreateMissing reads the clock key KEYS[1] and the tag keys KEYS[2..],
+// like one MGET, after setting each missing tag key (SET NX) to the
+// larger of the clock key's clock and ARGV[1], the clock a load began
+// at. A fill calls it before it writes a value tagged with KEYS[2..]: the
+// value is current when each version returned is at most its load's
+// clock. A missing tag key (never invalidated, or evicted) is thus
+// recreated no older than any invalidation the clock key records: values
+// of the tag loaded before are misses once (conservative), and the fill
+// is refused when the clock moved during its load (the key may have
+// recorded an invalidation since). A clock key that holds no clock
+// counts as ARGV[1]'s.
+var CreateMissing = redis.NewScript(`
+local v = redis.call('MGET', unpack(KEYS))
+local c = tonumber(ARGV[1])
+if v[1] then
+  local a = string.match(v[1], '^(%d%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?):%d+$')
+  if a and tonumber(a) > c then c = tonumber(a) end
+end
+local s = string.format('%d', c)
+for i = 2, #KEYS do
+  if not v[i] and redis.call('SET', KEYS[i], s, 'NX') then v[i] = s end
+end
+return v
+`)
