@@ -111,7 +111,11 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	if len(writes) == 0 {
 		return nil
 	}
-	if !c.mayFill(ctx, clock, scope.tags.enc) {
+	var keep time.Duration
+	for _, f := range fills {
+		keep = max(keep, f.PX)
+	}
+	if !c.mayFill(ctx, clock, scope.tags.enc, keep) {
 		// A Clear came after the load began: its results go to no one.
 		for _, w := range writes {
 			c.giveBack(ctx, protocol.KeysFor(items[w.i].vkey), leases[w.i], nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cacheaside/cacheaside/internal/envelope"
 	"github.com/cacheaside/cacheaside/internal/tagclock"
@@ -142,8 +143,9 @@ func (c *Cache[K, V]) current(h envelope.Header) bool {
 // that recreates the missing tag keys with them (fetchVersionsForFill).
 // The tag keys are created even before the first Clear or InvalidateTag,
 // so that the first one does not make every tagged value a miss (a
-// missing tag key means "unknown": see tagclock.Unknown).
-func (c *Cache[K, V]) mayFill(ctx context.Context, clock uint64, tags []byte) bool {
+// missing tag key means "unknown": see tagclock.Unknown), and kept for at
+// least keep, the physical TTL of the values to be written.
+func (c *Cache[K, V]) mayFill(ctx context.Context, clock uint64, tags []byte, keep time.Duration) bool {
 	if c.clockKey == "" || c.clock.Clock() == 0 && len(tags) == 0 {
 		return true
 	}
@@ -154,7 +156,7 @@ func (c *Cache[K, V]) mayFill(ctx context.Context, clock uint64, tags []byte) bo
 	fetch := c.fetchVersions // no tag: only the clock, in one MGET
 	if len(names) > 0 {
 		fetch = func(ctx context.Context, names []string) ([]uint64, error) {
-			return c.fetchVersionsForFill(ctx, clock, names)
+			return c.fetchVersionsForFill(ctx, clock, names, keep)
 		}
 	}
 	vers, err := fetch(ctx, names)

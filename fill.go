@@ -35,7 +35,7 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks protocol.Ke
 		c.unfilled(ctx, ks, l, r, ok, epoch)
 		return r, false, false
 	}
-	if !c.mayFill(ctx, ld.clock, ld.tags) {
+	if !c.mayFill(ctx, ld.clock, ld.tags, c.physical(ttl, negative)) {
 		// A Clear came after the load began: its result goes to no one.
 		c.giveBack(ctx, ks, l, nil)
 		c.stats.fillConflicts.Add(1)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/cacheaside/cacheaside/internal/envelope"
 	"github.com/cacheaside/cacheaside/internal/tagclock"
@@ -156,10 +157,11 @@ func (c *Cache[K, V]) fetchVersions(ctx context.Context, tags []string) ([]uint6
 // clock: in one script on the clock's slot, it first recreates the
 // missing tag keys at the clock (tagclock.CreateMissing), so that a tag
 // whose key was evicted is not "never invalidated" and its new values
-// are current.
-func (c *Cache[K, V]) fetchVersionsForFill(ctx context.Context, clock uint64, tags []string) ([]uint64, error) {
+// are current; keep, the physical TTL of the values filled, is how long
+// the tag keys are kept at least.
+func (c *Cache[K, V]) fetchVersionsForFill(ctx context.Context, clock uint64, tags []string, keep time.Duration) ([]uint64, error) {
 	return c.readVersions(ctx, tags, func(ctx context.Context, keys []string, raws [][]byte) error {
-		res, err := tagclock.CreateMissing.Run(ctx, c.rdb, keys, clock).Slice()
+		res, err := tagclock.CreateMissing.Run(ctx, c.rdb, keys, clock, keep.Milliseconds()).Slice()
 		if err != nil {
 			return err
 		}

@@ -3,7 +3,9 @@ package cacheaside_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/redistest"
@@ -212,4 +214,40 @@ func TestInvalidateTagRedisUnavailable(t *testing.T) {
 	}
 	mustGetValue(t, c, "p1", "p1=v2", "after it got through")
 	db.mustStayCached(t, c, "p1", "p1=v2")
+}
+
+// TestTagKeysLiveAsLongAsTheirValues: a fill keeps each of its tag keys
+// at least as long as the value it writes (and no longer: a tag no value
+// carries has no key that outlives its values), and InvalidateTag creates
+// no key for a tag no value carries, so tag keys do not accumulate for
+// every tag ever used.
+func TestTagKeysLiveAsLongAsTheirValues(t *testing.T) {
+	srv := redistest.Start(t)
+	db := newVersionDB()
+	c := newCache(t, srv, db.tagged(category), cacheaside.WithTTL(time.Minute), cacheaside.WithJitter(0))
+	ctx := testContext(t)
+	mustGetValue(t, c, "p1", "p1=v1", "fill")
+	vttl, _ := strconv.Atoi(srv.CLI(t, "PTTL", c.RedisKey("p1")))
+	for _, tag := range []string{"cat:a", "shop"} {
+		key := "ca:{tags}:t:" + tag
+		ttl, _ := strconv.Atoi(srv.CLI(t, "PTTL", key))
+		if ttl <= 0 || ttl < vttl-5_000 {
+			t.Errorf("PTTL %s = %d ms after a fill, want at least the value's %d ms (less a margin)", key, ttl, vttl)
+		}
+	}
+	if err := c.InvalidateTag(ctx, "never-used"); err != nil {
+		t.Fatalf("InvalidateTag(never-used) = %v", err)
+	}
+	if n := srv.CLI(t, "EXISTS", "ca:{tags}:t:never-used"); n != "0" {
+		t.Errorf("EXISTS of a tag no value carries after InvalidateTag = %s, want 0", n)
+	}
+	if err := c.InvalidateTag(ctx, "cat:a"); err != nil {
+		t.Fatalf("InvalidateTag(cat:a) = %v", err)
+	}
+	if ttl, _ := strconv.Atoi(srv.CLI(t, "PTTL", "ca:{tags}:t:cat:a")); ttl <= 0 {
+		t.Errorf("PTTL of an invalidated tag key = %d, want its TTL kept", ttl)
+	}
+	db.set("v2")
+	mustGetValue(t, c, "p1", "p1=v2", "after InvalidateTag(cat:a)")
+	mustGetValue(t, c, "p3", "p3=v2", "p3 (cat:b) loaded after")
 }

@@ -63,7 +63,10 @@ if now > c then c = now else c = c + 1 end
 if ARGV[1] == 'clear' or k < 0 then k = c end
 local s = string.format('%d:%d', c, k)
 redis.call('SET', KEYS[1], s)
-for i = 2, #KEYS do redis.call('SET', KEYS[i], c) end
+-- A tag key is rewritten, keeping its TTL, only where it exists: a
+-- missing one already means "unknown" (CreateMissing), and a tag no value
+-- carries needs none.
+for i = 2, #KEYS do redis.call('SET', KEYS[i], c, 'XX', 'KEEPTTL') end
 return s
 `)
 

@@ -83,7 +83,12 @@ func ParseVersion(raw []byte) uint64 {
 // of the tag loaded before are misses once (conservative), and the fill
 // is refused when the clock moved during its load (the key may have
 // recorded an invalidation since). A clock key that holds no clock
-// counts as ARGV[1]'s.
+// counts as ARGV[1]'s. ARGV[2], when above 0, is the physical TTL in
+// milliseconds of the value being filled: every tag key is kept at least
+// that long (PX on creation, PEXPIRE GT after; a key without a TTL keeps
+// none), so a tag key lives as long as a value that carries it and no
+// longer, instead of accumulating for every tag ever used. A tag key that
+// expires early is only "unknown": its values reload once.
 var CreateMissing = redis.NewScript(`
 local v = redis.call('MGET', unpack(KEYS))
 local c = tonumber(ARGV[1])
@@ -92,8 +97,15 @@ if v[1] then
   if a and tonumber(a) > c then c = tonumber(a) end
 end
 local s = string.format('%d', c)
+local px = tonumber(ARGV[2]) or 0
 for i = 2, #KEYS do
-  if not v[i] and redis.call('SET', KEYS[i], s, 'NX') then v[i] = s end
+  if not v[i] then
+    local ok
+    if px > 0 then ok = redis.call('SET', KEYS[i], s, 'NX', 'PX', px) else ok = redis.call('SET', KEYS[i], s, 'NX') end
+    if ok then v[i] = s end
+  elseif px > 0 then
+    redis.call('PEXPIRE', KEYS[i], px, 'GT')
+  end
 end
 return v
 `)
