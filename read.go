@@ -145,32 +145,17 @@ func (c *Cache[K, V]) get(ctx context.Context, vkey string, rep *getReply) error
 	return err
 }
 
-// getWithClock is get reading the prefix's clock key in the same MGET
-// (clear.go), or on a Cluster the replica of vkey's node in the same
-// pipeline. MGET answers nil for a key of another Redis type: a miss,
-// whose lock script finds the key unreadable and replaces it.
+// getWithClock is get reading the prefix's clock key (clear.go; on a
+// Cluster the replica of vkey's node) in the same round trip: one MGET, or
+// a pipeline of one per slot (guard.MGetNode). MGET answers nil for a key
+// of another Redis type: a miss, whose lock script finds the key
+// unreadable and replaces it.
 func (c *Cache[K, V]) getWithClock(ctx context.Context, vkey string, rep *getReply) error {
-	if c.replicas != nil {
-		var vals [2][]byte
-		if err := c.guard.MGetNode(ctx, []string{vkey, c.readClockKey(vkey)}, vals[:]); err != nil {
-			return err
-		}
-		rep.raw = vals[0]
-		c.observeClock(vals[1])
-		return nil
-	}
-	res, err := c.rdb.MGet(ctx, vkey, c.clockKey).Result()
-	if err != nil {
+	var vals [2][]byte
+	if err := c.guard.MGetNode(ctx, []string{vkey, c.readClockKey(vkey)}, vals[:]); err != nil {
 		return err
 	}
-	rep.raw = nil
-	if s, ok := res[0].(string); ok {
-		rep.raw = []byte(s)
-	}
-	var clock []byte
-	if s, ok := res[1].(string); ok {
-		clock = []byte(s)
-	}
-	c.observeClock(clock)
+	rep.raw = vals[0]
+	c.observeClock(vals[1])
 	return nil
 }
