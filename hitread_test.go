@@ -2,6 +2,8 @@ package cacheaside_test
 
 import (
 	"context"
+	"encoding/json"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -150,5 +152,61 @@ func TestBatchedReadsFrozenRedisWithinBudget(t *testing.T) {
 	}
 	if loads := ld.calls.Load() - before; loads != int64(len(keys)) {
 		t.Errorf("%d Gets on a frozen Redis made %d loads, want one per key", len(keys), loads)
+	}
+}
+
+// TestLoneGetHitAllocations holds a lone Get's hit, which reads the clock
+// of Clear in the same round trip as the value (MGET value clock), to at
+// most 3 allocations more than what it replaces by hand on the same
+// ContextTimeoutEnabled client: building the key, a GET and decoding the
+// value with the same codec (issue 14). Once a Clear has made the clock
+// key, its reply costs 2 more (go-redis's buffer for it and its interface
+// in the MGET reply).
+func TestLoneGetHitAllocations(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := testContext(t)
+	const k = 123456 // past strconv's table of small numbers
+	enc, _ := json.Marshal(faultValue(k))
+	if err := rdb.Set(ctx, "raw:"+strconv.Itoa(k), enc, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	raw := testing.AllocsPerRun(200, func() {
+		b, err := rdb.Get(ctx, "raw:"+strconv.Itoa(k)).Bytes()
+		var v string
+		if err == nil {
+			err = json.Unmarshal(b, &v)
+		}
+		if err != nil || v != faultValue(k) {
+			t.Fatalf("GET raw:%d = %q, %v, want %q", k, v, err, faultValue(k))
+		}
+	})
+
+	c := newCacheOn(t, rdb, func(ctx context.Context, k int) (string, error) { return faultValue(k), nil })
+	perGet := func() float64 {
+		mustGet(t, c, k) // loads if missing
+		before := c.Stats()
+		n := testing.AllocsPerRun(200, func() {
+			if v, err := c.Get(ctx, k); err != nil || v != faultValue(k) {
+				t.Fatalf("Get(%d) = %q, %v, want %q", k, v, err, faultValue(k))
+			}
+		})
+		if hits := c.Stats().Hits - before.Hits; hits != 201 {
+			t.Fatalf("%d of 201 Gets hit Redis, want all", hits)
+		}
+		return n
+	}
+	got := perGet()
+	if err := c.Clear(ctx); err != nil {
+		t.Fatalf("Clear() = %v, want nil", err)
+	}
+	withClock := perGet()
+	t.Logf("allocations per Get: raw GET and decode %v, cacheaside %v, %v with a clock key", raw, got, withClock)
+	if got > raw+3 {
+		t.Errorf("a lone Get hit allocates %v objects, want at most %v (raw GET and decode %v, + 3)", got, raw+3, raw)
+	}
+	if withClock > raw+5 {
+		t.Errorf("after a Clear a lone Get hit allocates %v objects, want at most %v (raw GET and decode %v, + 5)", withClock, raw+5, raw)
 	}
 }

@@ -33,10 +33,20 @@ func (g *Guard) Failed(key string, err error, n int) {
 // MGetNode reads keys, all on one node, in one round trip, outside the
 // guard (run it in a call of Do): one MGET, or on a Cluster one pipeline
 // of an MGET per slot. vals[i] receives the value of keys[i], nil when
-// missing or of another Redis type.
+// missing or of another Redis type. It keeps no reference to keys, so a
+// caller's slice of a few keys can stay on its stack (the hit path).
 func (g *Guard) MGetNode(ctx context.Context, keys []string, vals [][]byte) error {
 	if g.cbs.cluster == nil {
-		res, err := g.rdb.MGet(ctx, keys...).Result()
+		// The MGET built here rather than by rdb.MGet, whose variadic
+		// keys escape with the call.
+		args := make([]any, 1+len(keys))
+		args[0] = "mget"
+		for i, k := range keys {
+			args[1+i] = k
+		}
+		cmd := redis.NewSliceCmd(ctx, args...)
+		_ = g.rdb.Process(ctx, cmd)
+		res, err := cmd.Result()
 		if err != nil {
 			return err
 		}
@@ -48,16 +58,22 @@ func (g *Guard) MGetNode(ctx context.Context, keys []string, vals [][]byte) erro
 		s := Slot(k)
 		bySlot[s] = append(bySlot[s], i)
 	}
-	cmds := make([]*redis.SliceCmd, 0, len(bySlot))
+	// The keys of each slot's MGET copied out before the pipeline, whose
+	// function escapes: keys does not.
+	perSlot := make([][]string, 0, len(bySlot))
 	idxs := make([][]int, 0, len(bySlot))
+	for _, idx := range bySlot {
+		ks := make([]string, len(idx))
+		for j, i := range idx {
+			ks[j] = keys[i]
+		}
+		perSlot = append(perSlot, ks)
+		idxs = append(idxs, idx)
+	}
+	cmds := make([]*redis.SliceCmd, 0, len(perSlot))
 	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, idx := range bySlot {
-			ks := make([]string, len(idx))
-			for j, i := range idx {
-				ks[j] = keys[i]
-			}
+		for _, ks := range perSlot {
 			cmds = append(cmds, p.MGet(ctx, ks...))
-			idxs = append(idxs, idx)
 		}
 		return nil
 	})
