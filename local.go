@@ -25,7 +25,7 @@ func (l *local[V]) get(vkey string, healthy bool) (result[V], bool) {
 	if !ok {
 		return result[V]{}, false
 	}
-	r := result[V]{val: v, src: fromLocal}
+	r := result[V]{val: *v, src: fromLocal}
 	if notFound {
 		r.err = ErrNotFound
 	}

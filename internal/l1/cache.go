@@ -88,7 +88,10 @@ func New[V any](size int, ttl time.Duration) (*Cache[V], error) {
 
 // Get returns the entry for vkey if it has not expired: its value, or
 // notFound for a cached "not found" answer. A healthy read also requires
-// that no invalidation could have been missed since its read began.
+// that no invalidation could have been missed since its read began. v
+// points into the entry, which nobody writes once stored (a Put stores a
+// new one): read it, do not modify it. A pointer, so that a hit copies
+// the value once, into the caller's result, rather than once per return.
 //
 // Expiry is checked here, with one read of the monotonic clock, not by
 // otter: an otter with an ExpiryCalculator reads the clock on every Get
@@ -96,12 +99,12 @@ func New[V any](size int, ttl time.Duration) (*Cache[V], error) {
 // drains, which made a hit cost twice a clock read more (BenchmarkLocalGet).
 // An expired entry stays in otter until a Put replaces it or the size
 // bound evicts it; Get never returns it.
-func (l *Cache[V]) Get(vkey string, healthy bool) (v V, notFound, ok bool) {
+func (l *Cache[V]) Get(vkey string, healthy bool) (v *V, notFound, ok bool) {
 	e, ok := l.c.GetIfPresent(vkey)
 	if !ok || (healthy && !l.trusted(e)) || l.now() >= e.expires {
-		return v, false, false
+		return nil, false, false
 	}
-	return e.val, e.notFound, true
+	return &e.val, e.notFound, true
 }
 
 // now is the time in nanoseconds since base.

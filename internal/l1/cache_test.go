@@ -40,15 +40,15 @@ func TestLocalDropsPutsThatRacedAnInvalidation(t *testing.T) {
 
 	l.Put("k", 1, false, time.Time{}, began)
 	if v, _, ok := l.Get("k", false); ok {
-		t.Errorf("Get(k) = %v after a put whose read began before k's invalidation, want no entry", v)
+		t.Errorf("Get(k) = %v after a put whose read began before k's invalidation, want no entry", *v)
 	}
 	l.Put(other, 2, false, time.Time{}, began)
-	if v, _, ok := l.Get(other, true); !ok || v != 2 {
-		t.Errorf("Get(%q) = %v, %v; want 2: only k was invalidated, and %q is in another stripe", other, v, ok, other)
+	if v, _, ok := l.Get(other, true); !ok || *v != 2 {
+		t.Errorf("Get(%q) = %v, %v; want 2: only k was invalidated, and %q is in another stripe", other, deref(v), ok, other)
 	}
 	l.Put("k", 3, false, time.Time{}, l.Epoch())
-	if v, _, ok := l.Get("k", true); !ok || v != 3 {
-		t.Errorf("Get(k) = %v, %v; want 3, read after the invalidation", v, ok)
+	if v, _, ok := l.Get("k", true); !ok || *v != 3 {
+		t.Errorf("Get(k) = %v, %v; want 3, read after the invalidation", deref(v), ok)
 	}
 }
 
@@ -71,17 +71,17 @@ func TestLocalNeverServesPastExpiry(t *testing.T) {
 	time.Sleep(80 * time.Millisecond) // well within half the TTL
 	for _, healthy := range []bool{true, false} {
 		if v, _, ok := l.Get("redis", healthy); ok {
-			t.Errorf("Get(redis, healthy=%v) = %v after its Redis expiry, want no entry", healthy, v)
+			t.Errorf("Get(redis, healthy=%v) = %v after its Redis expiry, want no entry", healthy, *v)
 		}
 	}
 	l.Refresh("redis", 3, false, time.Now().Add(time.Minute), l.Epoch())
-	if v, _, ok := l.Get("redis", true); !ok || v != 3 {
-		t.Errorf("Get(redis) = %v, %v after a Refresh of its expired entry; want 3", v, ok)
+	if v, _, ok := l.Get("redis", true); !ok || *v != 3 {
+		t.Errorf("Get(redis) = %v, %v after a Refresh of its expired entry; want 3", deref(v), ok)
 	}
 	time.Sleep(400 * time.Millisecond)
 	for _, healthy := range []bool{true, false} {
 		if v, _, ok := l.Get("ttl", healthy); ok {
-			t.Errorf("Get(ttl, healthy=%v) = %v past the L1 TTL, want no entry", healthy, v)
+			t.Errorf("Get(ttl, healthy=%v) = %v past the L1 TTL, want no entry", healthy, *v)
 		}
 	}
 }
@@ -187,7 +187,7 @@ func TestPutNeverShowsAnInvalidatedRead(t *testing.T) {
 			if probe && e.Cause == otter.CauseReplacement {
 				// A Get that starts now, long after the invalidation.
 				if v, _, ok := l.Get("k", true); ok {
-					seen = append(seen, v)
+					seen = append(seen, *v)
 				}
 			}
 		},
@@ -209,7 +209,15 @@ func TestPutNeverShowsAnInvalidatedRead(t *testing.T) {
 			t.Errorf("a read-first Get after the invalidation of k was applied found 1 in L1, read before it (during the put of that read)")
 		}
 	}
-	if v, _, ok := l.Get("k", true); ok && v == 1 {
+	if v, _, ok := l.Get("k", true); ok && *v == 1 {
 		t.Errorf("Get(k) = 1 after the put, want 2 or nothing")
 	}
+}
+
+// deref is *v, or 0 for a Get that found nothing.
+func deref(v *int) int {
+	if v == nil {
+		return 0
+	}
+	return *v
 }
