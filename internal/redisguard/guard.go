@@ -122,6 +122,7 @@ type Guard struct {
 	subs      []*subscriber // copied on write (shared.go)
 	cbs       *breakers
 	wg        sync.WaitGroup // the goroutines of watched calls
+	workers   *workers       // run watched calls (workers.go)
 	closed    atomic.Bool    // Close was called: the dial hook does nothing
 	counts    counters
 	ticks     *ticks // the Done channels of inline calls (deadline.go)
@@ -141,6 +142,7 @@ func New(cfg Config) *Guard {
 		panicked:  cfg.Panicked,
 		ticks:     newTicks(cfg.Budget),
 	}
+	g.workers = newWorkers(&g.wg)
 	if cfg.OnChange != nil {
 		g.Subscribe(cfg.OnChange)
 	}
@@ -158,6 +160,7 @@ func New(cfg Config) *Guard {
 // more; it is safe to call more than once.
 func (g *Guard) Close() {
 	g.closed.Store(true)
+	g.workers.stop()
 	g.wg.Wait()
 	g.ticks.stop()
 }

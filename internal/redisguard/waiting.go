@@ -39,13 +39,11 @@ func (g *Guard) DoWaiting(ctx context.Context, key string, wait time.Duration, f
 			return ErrSkipped
 		}
 		done := make(chan error, 1)
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
+		g.workers.run(func() {
 			err := g.callSafely(rctx, fn)
 			<-g.slots
 			done <- err
-		}()
+		})
 		select {
 		case err := <-done:
 			return err

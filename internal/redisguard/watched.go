@@ -72,11 +72,9 @@ func (g *Guard) watched(ctx context.Context, n *Node, fn func(context.Context) e
 	// first decides who accounts for an abandoned call.
 	var state atomic.Int32
 	done := make(chan error, 1)
-	g.wg.Add(1)
 	start, budget, period := w.start, w.budget, w.period
 	n.inflight.Add(1)
-	go func() {
-		defer g.wg.Done()
+	g.workers.run(func() {
 		err := g.callSafely(rctx, fn)
 		n.inflight.Add(-1)
 		if isReply(err) {
@@ -93,7 +91,7 @@ func (g *Guard) watched(ctx context.Context, n *Node, fn func(context.Context) e
 				onLate()
 			}
 		}
-	}()
+	})
 	for {
 		var why error
 		select {
