@@ -3,6 +3,7 @@ package cacheaside
 import (
 	"context"
 	"errors"
+	"runtime"
 	"time"
 	"unsafe"
 
@@ -92,6 +93,11 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 
 	// The leader reads Redis on its own goroutine, under the caller's
 	// context and the Redis timeout: a hit costs no goroutine.
+	if fl.Hot() {
+		// The callers of the key's previous flight are likely on their
+		// way to this one: let them join before the read goes out.
+		runtime.Gosched()
+	}
 	epoch, m := c.localEpoch(), c.replay.Mark()
 	raw, err := c.readBatched(ctx, vkey)
 	if ctx.Err() != nil {

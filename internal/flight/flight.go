@@ -22,6 +22,7 @@ import (
 type Group[R any] struct {
 	mu   sync.Mutex
 	m    map[string]*Call[R]
+	hot  string // the key of the latest flight that had hotJoins joiners or more
 	pool sync.Pool
 	// Track makes flights record the contexts of the callers that join
 	// them (see Waiters). Set it before the first Join.
@@ -36,6 +37,8 @@ type Call[R any] struct {
 	// Finish after res is set: reading res after <-done needs no lock.
 	done    chan struct{}
 	shared  bool // another caller holds a pointer: never recycle
+	joins   int  // callers that joined the flight in the air
+	hot     bool // the key's previous flight had hotJoins joiners or more
 	res     R
 	waiters *Waiters // with Track: made by the first joiner or Hold
 }
@@ -84,6 +87,7 @@ func (g *Group[R]) JoinBytes(ctx context.Context, key []byte) (c *Call[R], leade
 // joinLocked adds a caller to c, a flight in the air.
 func (g *Group[R]) joinLocked(ctx context.Context, c *Call[R]) {
 	c.shared = true
+	c.joins++
 	if c.done == nil {
 		c.done = make(chan struct{})
 	}
@@ -105,9 +109,18 @@ func (g *Group[R]) startLocked(key string) *Call[R] {
 		c = new(Call[R])
 	}
 	c.key = key
+	c.hot = g.hot == key
 	g.m[key] = c
 	return c
 }
+
+// hotJoins is how many callers joining one flight make its key hot.
+const hotJoins = 8
+
+// Hot reports whether the previous flight of the call's key had many
+// callers join it: a hot key, whose next callers are likely about to
+// arrive. Read it only as the leader, before Finish.
+func (c *Call[R]) Hot() bool { return c.hot }
 
 // Hold marks c as seen by a caller that will wait for it later, so that
 // Finish does not recycle it, and makes its Done channel. A leader calls
@@ -132,6 +145,11 @@ func (g *Group[R]) Finish(key string, c *Call[R], r R) {
 	c.res = r
 	if g.m[key] == c {
 		delete(g.m, key)
+	}
+	if c.joins >= hotJoins {
+		g.hot = key
+	} else if c.hot && g.hot == key {
+		g.hot = ""
 	}
 	done, shared := c.done, c.shared
 	g.mu.Unlock()

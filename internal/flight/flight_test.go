@@ -192,3 +192,41 @@ func TestJoinBytesJoinsWithoutAllocating(t *testing.T) {
 	}
 	g.Finish("ca:{2}", c, 2)
 }
+
+// TestHotKey: the next flight of a key whose flight had hotJoins callers
+// join it is Hot, a flight of another key or after a flight with fewer
+// joiners is not.
+func TestHotKey(t *testing.T) {
+	var g Group[int]
+	ctx := context.Background()
+	run := func(key string, joins int) (hot bool) {
+		c, leader := g.Join(ctx, key)
+		if !leader {
+			t.Fatalf("Join(%s) with no flight in the air: not leader", key)
+		}
+		for range joins {
+			g.Join(ctx, key)
+		}
+		hot = c.Hot()
+		g.Finish(key, c, 0)
+		return hot
+	}
+	steps := []struct {
+		key     string
+		joins   int
+		wantHot bool
+	}{
+		{"a", 0, false},
+		{"a", hotJoins, false}, // the first flight with many joiners
+		{"a", 0, true},         // its next flight: hot, and lone
+		{"a", 0, false},        // cooled down
+		{"a", hotJoins, false},
+		{"b", 0, false}, // another key
+		{"a", 0, true},
+	}
+	for i, s := range steps {
+		if hot := run(s.key, s.joins); hot != s.wantHot {
+			t.Errorf("step %d: flight of %s Hot() = %v, want %v", i, s.key, hot, s.wantHot)
+		}
+	}
+}

@@ -5,10 +5,9 @@ import (
 	"time"
 )
 
-// The goroutines of watched calls (watched.go, waiting.go). A call that
-// runs on a goroutine of its own on a new goroutine each time pays for
-// the goroutine's stack to grow, copy by copy, to what a go-redis call
-// needs: in BenchmarkGetHotKey's profile on a default client, a fifth of
+// The goroutines of watched calls (watched.go, waiting.go). A call run on
+// a new goroutine pays for that goroutine's stack to grow, copy by copy,
+// to what a go-redis call needs: in BenchmarkGetHotKey's profile on a default client, a fifth of
 // the CPU of each Redis read went to runtime.copystack. So a goroutine
 // that has run a call waits, up to workerIdle, for the next one, and a
 // busy process runs its watched calls on goroutines whose stacks have
