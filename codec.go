@@ -11,8 +11,9 @@ import (
 
 // A Codec turns values into bytes for Redis and back. Implementations must
 // be safe for concurrent use. Unmarshal receives a pointer to a zero V and
-// must not keep data after it returns: the cache reuses nothing, but the
-// bytes may alias the Redis reply.
+// must neither modify data nor keep it after it returns (as
+// [encoding/json.Unmarshaler] asks): the bytes are the Redis reply's own,
+// handed out without a copy.
 //
 // Bytes that a codec cannot decode are treated as a miss: the value is
 // reloaded and overwritten, and the event is counted in [Stats].Corrupt.
