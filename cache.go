@@ -359,6 +359,9 @@ func (c *Cache[K, V]) redisError(err error) {
 	last := c.lastReload.Load()
 	if now-last >= int64(clusterReload) && c.lastReload.CompareAndSwap(last, now) {
 		cc.ReloadState(context.Background()) // lazy: marks the map stale, returns at once
+		if c.replicas != nil {
+			c.replicas.Reload()
+		}
 	}
 }
 
