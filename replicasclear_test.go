@@ -1,0 +1,87 @@
+package cacheaside_test
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/cacheaside/cacheaside/internal/tagclock"
+)
+
+// WithReplicaAcks covers Clear and InvalidateTag as it covers Set and
+// Invalidate (replicas.go): the clock script (and on a Cluster every
+// replica raise) waits for the replicas of its node.
+
+// TestReplicaAcksClearNotConfirmed: with the replica frozen, Clear and
+// InvalidateTag apply on the primary, wait the WAIT timeout and return an
+// error that matches ErrNotReplicated and not ErrRedisUnavailable; the
+// Clear is in place (another process reloads) and this process goes on
+// serving (nothing pending).
+func TestReplicaAcksClearNotConfirmed(t *testing.T) {
+	p := redistest.Start(t)
+	r := redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(p.Port()))
+	redistest.WaitReplicated(t, p, r)
+	ctx := testContext(t)
+	const wait = 200 * time.Millisecond
+	db := newVersionDB()
+	opts := []cacheaside.Option{cacheaside.WithRedisTimeout(ackRedisTimeout), cacheaside.WithReplicaAcks(1, wait)}
+	c := newCacheOn(t, p.Client(t), db.tagged(category), opts...)
+	mustGetValue(t, c, "p1", "p1=v1", "warm")
+	freezeServer(t, r)
+	db.set("v2")
+	for _, op := range []struct {
+		name string
+		call func() error
+	}{
+		{"Clear", func() error { return c.Clear(ctx) }},
+		{"InvalidateTag", func() error { return c.InvalidateTag(ctx, "cat:a") }},
+	} {
+		start := time.Now()
+		err := op.call()
+		took := time.Since(start)
+		if !errors.Is(err, cacheaside.ErrNotReplicated) || errors.Is(err, cacheaside.ErrRedisUnavailable) {
+			t.Fatalf("%s = %v, want an error matching ErrNotReplicated and not ErrRedisUnavailable (the primary has the change)", op.name, err)
+		}
+		if !strings.Contains(err.Error(), "0 of 1 replicas") {
+			t.Errorf("%s error %q does not say how many replicas confirmed", op.name, err)
+		}
+		if took < wait {
+			t.Errorf("%s returned after %v, before the WAIT timeout %v", op.name, took, wait)
+		}
+	}
+	mustGetValue(t, newCacheOn(t, p.Client(t), db.tagged(category)), "p1", "p1=v2", "another process after the unconfirmed Clear")
+	mustGetValue(t, c, "p1", "p1=v2", "the clearing process")
+	mustGetValue(t, c, "p1", "p1=v2", "the clearing process, again")
+	if n := db.loads.Load(); n > 3 {
+		t.Errorf("loads = %d, want at most 3 (warm, then one per process)", n)
+	}
+}
+
+// TestReplicaAcksClearIsOnTheReplica: n 1 on a primary with a live
+// replica; when Clear and InvalidateTag return, the replica holds the
+// clock they wrote.
+func TestReplicaAcksClearIsOnTheReplica(t *testing.T) {
+	p := redistest.Start(t)
+	r := redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(p.Port()))
+	redistest.WaitReplicated(t, p, r)
+	ctx := testContext(t)
+	c := newCacheOn(t, p.Client(t), newVersionDB().load, cacheaside.WithRedisTimeout(ackRedisTimeout), cacheaside.WithReplicaAcks(1, time.Second))
+	pc, rc := p.Client(t), r.Client(t)
+	for i := range 20 {
+		err := c.Clear(ctx)
+		if i%2 == 1 {
+			err = c.InvalidateTag(ctx, "t")
+		}
+		if err != nil {
+			t.Fatalf("call #%d = %v, want nil", i, err)
+		}
+		want, _ := pc.Get(ctx, tagclock.Key("ca:")).Result()
+		if got, _ := rc.Get(ctx, tagclock.Key("ca:")).Result(); got != want {
+			t.Fatalf("after call #%d returned, the replica's clock = %q, want the primary's %q", i, got, want)
+		}
+	}
+}
