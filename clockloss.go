@@ -42,6 +42,18 @@ func (c *Cache[K, V]) syncClock(ctx context.Context) {
 	}
 }
 
+// loadClock returns the clock a load that begins now records in its
+// value. A process that knows none yet (its reads could not recreate a
+// lost clock, or Warm's read failed) reads it first, recreating it if
+// lost: a value loaded at clock 0 would never be served once the clock
+// exists, and its key would load twice.
+func (c *Cache[K, V]) loadClock(ctx context.Context) uint64 {
+	if c.clock.Clock() == 0 {
+		c.syncClock(ctx)
+	}
+	return c.clock.Clock()
+}
+
 // recreateClock recreates the missing clock key or replica key and
 // returns its value; the concurrent readers that found the same key
 // missing share one recreation. It runs under the Cache's lifetime, like

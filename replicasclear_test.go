@@ -10,6 +10,7 @@ import (
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/redistest"
 	"github.com/cacheaside/cacheaside/internal/tagclock"
+	"github.com/redis/go-redis/v9"
 )
 
 // WithReplicaAcks covers Clear and InvalidateTag as it covers Set and
@@ -84,4 +85,43 @@ func TestReplicaAcksClearIsOnTheReplica(t *testing.T) {
 			t.Fatalf("after call #%d returned, the replica's clock = %q, want the primary's %q", i, got, want)
 		}
 	}
+}
+
+// TestReplicaAcksClusterClear: on a Cluster with the replica of a primary
+// that holds clock replicas but not the clock key frozen, Clear raises
+// every replica, waits on that node, and returns ErrNotReplicated (not
+// ErrRedisUnavailable); the Clear is in place: another process reloads.
+func TestReplicaAcksClusterClear(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), ReadTimeout: ackReadTimeout})
+	t.Cleanup(func() { _ = rdb.Close() })
+	const wait = 300 * time.Millisecond
+	db := newVersionDB()
+	opts := []cacheaside.Option{cacheaside.WithRedisTimeout(ackRedisTimeout), cacheaside.WithReplicaAcks(1, wait)}
+	c := newCacheOn(t, rdb, db.load, opts...)
+	ctx := testContext(t)
+	mustGetValue(t, c, "k0", "k0=v1", "warm")
+	clockNode := cl.PrimaryFor(tagclock.Key("ca:"))
+	var lag *redistest.Server
+	for _, k := range tagclock.ReplicaKeys("ca:") {
+		if p := cl.PrimaryFor(k); p != clockNode {
+			lag = p
+			break
+		}
+	}
+	cl.WaitReplicated()
+	replicas := cl.ReplicasOf(lag)
+	if len(replicas) != 1 {
+		t.Fatalf("the lagging primary has %d replicas, want 1", len(replicas))
+	}
+	freezeServer(t, replicas[0])
+	db.set("v2")
+	err := c.Clear(ctx)
+	if !errors.Is(err, cacheaside.ErrNotReplicated) || errors.Is(err, cacheaside.ErrRedisUnavailable) {
+		t.Fatalf("Clear() = %v, want an error matching ErrNotReplicated and not ErrRedisUnavailable", err)
+	}
+	if !strings.Contains(err.Error(), "0 of 1 replicas") {
+		t.Errorf("Clear() error %q does not say how many replicas confirmed", err)
+	}
+	mustGetValue(t, newCacheOn(t, rdb, db.load), "k0", "k0=v2", "another process after the unconfirmed Clear")
 }
