@@ -117,7 +117,10 @@ func (c *Cache[K, V]) runClock(ctx context.Context, keys []string, mode string) 
 		res, err = tagclock.Invalidate.Run(ctx, c.rdb, keys, mode, c.clock.Clock()).Text()
 		return err
 	})
-	return res, err
+	if err != nil {
+		return "", err // res may still be written by an abandoned call
+	}
+	return res, nil
 }
 
 // dropAllLocal drops every in-process copy and detaches every flight from
