@@ -71,7 +71,7 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		held = append(held, protocol.HeldBy(leases[i], items[i].vkey)...)
 	}
 	stop := c.keepAlive(held)
-	clock := c.clock.Clock() // before the load: see clear.go
+	clock := c.loadClock(ctx) // before the load: see clear.go
 	var vals map[K]V
 	took, late, scope, err := c.runLoader(ctx, func(ctx context.Context) (err error) {
 		defer func() {

@@ -72,3 +72,46 @@ func BenchmarkGetTagged(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFillTagged is the miss path (read, fill lock, load, check
+// before the fill, fill) of tagged values beside untagged ones: tags=0
+// checks the clock before its fill with one MGET; tags=3 runs instead the
+// script that reads the clock and the three tag keys and creates the
+// missing ones (tagclock.CreateMissing). Each Get is of a key never read,
+// by one goroutine; the loader returns at once.
+//
+//	go test -run '^$' -bench 'FillTagged' -count 6 . | tee fill.txt
+//	benchstat -col /tags fill.txt
+func BenchmarkFillTagged(b *testing.B) {
+	srv := redistest.Start(b)
+	for i, tags := range [][]string{nil, {"tenant:7", "category:kitchen", "brand:steel"}} {
+		b.Run(fmt.Sprintf("tags=%d", len(tags)), func(b *testing.B) {
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+			defer rdb.Close()
+			load := func(ctx context.Context, id int64) (benchProduct, error) {
+				cacheaside.Tag(ctx, tags...)
+				return newBenchProduct(id), nil
+			}
+			prefix := fmt.Sprintf("bf%d:%d:", i, rand.Int64())
+			cache, err := cacheaside.New(rdb, load, cacheaside.WithTTL(time.Minute), cacheaside.WithPrefix(prefix))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cache.Close()
+			ctx := context.Background()
+			if _, err := cache.Get(ctx, -1); err != nil { // the prefix's clock
+				b.Fatal(err)
+			}
+			loads := cache.Stats().Loads
+			var id int64
+			b.ReportAllocs()
+			for b.Loop() {
+				if p, err := cache.Get(ctx, id); err != nil || p.ID != id {
+					b.Fatalf("Get(%d) = %v, %v", id, p.ID, err)
+				}
+				id++
+			}
+			b.ReportMetric(float64(cache.Stats().Loads-loads)/float64(id), "loads/op")
+		})
+	}
+}

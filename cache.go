@@ -96,6 +96,7 @@ import (
 	"github.com/cacheaside/cacheaside/internal/tagclock"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/semaphore"
+	"golang.org/x/sync/singleflight"
 )
 
 // ErrClosed is returned by calls on a Cache after [Cache.Close].
@@ -140,7 +141,8 @@ type Cache[K comparable, V any] struct {
 	clockKey string
 	replicas *tagclock.Replicas
 	clock    tagclock.Known
-	versions tagclock.Versions // of the prefix's tags (tags.go)
+	versions tagclock.Versions  // of the prefix's tags (tags.go)
+	lostKeys singleflight.Group // recreations of lost clock keys (clockloss.go)
 
 	// leaveBackplane leaves the client's shared invalidation
 	// subscription; nil without WithLocalCache.
@@ -359,6 +361,9 @@ func (c *Cache[K, V]) redisError(err error) {
 	last := c.lastReload.Load()
 	if now-last >= int64(clusterReload) && c.lastReload.CompareAndSwap(last, now) {
 		cc.ReloadState(context.Background()) // lazy: marks the map stale, returns at once
+		if c.replicas != nil {
+			c.replicas.Reload()
+		}
 	}
 }
 

@@ -64,20 +64,22 @@ func (c *Cache[K, V]) advanceClock(ctx context.Context, what string, keys []stri
 	all := mode == "clear"
 	c.dropAllLocal()
 	c.clock.Begin(all, tags)
-	var res string
-	// Patient (a try cut while Redis answered slowly is sent again): a
-	// clock advanced twice only invalidates once more what it invalidated.
-	err := c.guard.DoPatient(ctx, c.clockKey, func(ctx context.Context) error {
-		var err error
-		res, err = tagclock.Invalidate.Run(ctx, c.rdb, keys, mode).Text()
-		return err
-	})
+	res, err := c.runClock(ctx, keys, mode)
+	// Applied on the primary, too few replicas confirmed (WithReplicaAcks):
+	// in place, reported at the end, as Set and Invalidate do.
+	var notReplicated error
+	if errors.Is(err, ErrNotReplicated) {
+		notReplicated, err = err, nil
+	}
 	if err == nil {
 		clock, cleared, _, perr := tagclock.Parse([]byte(res))
 		if perr != nil {
 			return fmt.Errorf("cacheaside: %s: %w", what, perr)
 		}
 		err = c.raiseReplicas(ctx, clock, cleared)
+		if errors.Is(err, ErrNotReplicated) {
+			notReplicated, err = errors.Join(notReplicated, err), nil
+		}
 	}
 	c.dropAllLocal()
 	if err != nil {
@@ -94,10 +96,31 @@ func (c *Cache[K, V]) advanceClock(ctx context.Context, what string, keys []stri
 		return fmt.Errorf("cacheaside: %s: other processes' local copies may be stale: %w", what, redisUnavailable(ctx, err))
 	}
 	// Under WithSyncInvalidation, wait for the fleet's L1s as Invalidate does.
-	if err := c.confirmed(ctx, d); err != nil {
+	if err := errors.Join(notReplicated, c.confirmed(ctx, d)); err != nil {
 		return fmt.Errorf("cacheaside: %s: %w", what, err)
 	}
 	return nil
+}
+
+// runClock runs the clock script (tagclock.Invalidate) on keys in mode
+// and returns its reply, waiting for replicas under WithReplicaAcks
+// (replicas.go). Patient without it (a try cut while Redis answered slowly
+// is sent again): a clock advanced twice only invalidates once more what
+// it invalidated.
+func (c *Cache[K, V]) runClock(ctx context.Context, keys []string, mode string) (string, error) {
+	if c.lock.Acked() {
+		return c.runClockAcked(ctx, keys, mode)
+	}
+	var res string
+	err := c.guard.DoPatient(ctx, c.clockKey, func(ctx context.Context) error {
+		var err error
+		res, err = tagclock.Invalidate.Run(ctx, c.rdb, keys, mode, c.clock.Clock()).Text()
+		return err
+	})
+	if err != nil {
+		return "", err // res may still be written by an abandoned call
+	}
+	return res, nil
 }
 
 // dropAllLocal drops every in-process copy and detaches every flight from
@@ -107,14 +130,6 @@ func (c *Cache[K, V]) dropAllLocal() {
 	c.flights.ForgetAll()
 	if c.l1 != nil {
 		c.l1.InvalidateAll()
-	}
-}
-
-// observeClock records the clock key's value read with values; an
-// unreadable clock is counted in Stats.Corrupt.
-func (c *Cache[K, V]) observeClock(raw []byte) {
-	if c.clock.Observe(raw) != nil {
-		c.stats.corrupt.Add(1)
 	}
 }
 
@@ -137,7 +152,8 @@ func (c *Cache[K, V]) current(h envelope.Header) bool {
 // mayFill reports whether the result of a load that began at clock,
 // tagged tags (encoded), may be written: no Clear and no invalidation of
 // its tags since. An untagged value of a process that knows of no clock
-// of the prefix sends nothing (a value it writes after an invalidation it
+// of the prefix (it has read none: its first read creates one,
+// clockloss.go) sends nothing (a value it writes after an invalidation it
 // missed carries an older clock and is never served); else it reads the
 // clock and the tags' versions first: one MGET without tags, one script
 // that recreates the missing tag keys with them (fetchVersionsForFill).
@@ -180,7 +196,7 @@ func (c *Cache[K, V]) mget(ctx context.Context, vkeys []string) (out [][]byte, f
 	n := len(vkeys)
 	for j := n; j < len(keys); j++ {
 		if failed == nil || failed[j] == nil {
-			c.observeClock(out[j])
+			c.observeClock(keys[j], out[j])
 		}
 	}
 	if failed != nil {

@@ -39,12 +39,16 @@ func (c *Cache[K, V]) readClockKey(vkey string) string {
 // raiseReplicas raises every clock replica to clock and cleared, the
 // clock key's value after a Clear or InvalidateTag: one pipeline of
 // scripts per node, the nodes concurrently, each under its node's breaker
-// and budget. It returns nil only when every replica was written.
+// and budget (under WithReplicaAcks, each with a WAIT: replicas.go). It
+// returns nil only when every replica was written.
 func (c *Cache[K, V]) raiseReplicas(ctx context.Context, clock, cleared uint64) error {
 	if c.replicas == nil {
 		return nil
 	}
 	keys := c.replicas.Keys()
+	if c.lock.Acked() {
+		return c.raiseReplicasAcked(ctx, keys, clock, cleared)
+	}
 	cmds := make([]*redis.Cmd, len(keys))
 	_, err := c.guard.PerNode(ctx, keys, nil, func(ctx context.Context, idx []int) error {
 		return c.guard.PipelineScript(ctx, idx, func(p redis.Pipeliner, i int, eval bool) *redis.Cmd {

@@ -255,7 +255,7 @@ func TestInvalidateManyKeys(t *testing.T) {
 	if err := c.Invalidate(ctx, 0, 1, 2); err != nil {
 		t.Fatalf("Invalidate(0, 1, 2) = %v, want nil", err)
 	}
-	want := []string{"ca:invalidations", "ca:{0}:gen", "ca:{1}:gen", "ca:{2}:gen", "ca:{3}", "ca:{3}:gen"}
+	want := []string{"ca:invalidations", "ca:{0}:gen", "ca:{1}:gen", "ca:{2}:gen", "ca:{3}", "ca:{3}:gen", "ca:{tags}:clock"}
 	if keys := allKeys(t, srv); !slices.Equal(keys, want) {
 		t.Errorf("Redis keys after Invalidate(0, 1, 2) = %q, want %q", keys, want)
 	}

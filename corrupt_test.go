@@ -291,17 +291,27 @@ func (otherJSON) Marshal(v any) ([]byte, error)   { return json.Marshal(v) }
 func (otherJSON) Unmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // TestV01EntryIsStillRead: an entry without a type fingerprint (written by
-// v0.1) is read as before, so an upgrade does not empty the cache.
+// v0.1) is read, not counted as corrupt; it carries no clock, so on a
+// prefix whose clock key is missing (never written before this version,
+// or lost) it is reloaded once: the first read recreates the clock with
+// its last Clear at now (clockloss.go), and nothing tells a prefix that
+// never had a Clear from one whose clock key was evicted.
 func TestV01EntryIsStillRead(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := testContext(t)
 	old := envelope.Append(nil, envelope.Header{Expiry: time.Now().Add(time.Hour)}, []byte(`{"id":1,"name":"v0.1"}`))
 	srv.CLI(t, "SET", valueKey("1"), string(old))
+	var loads atomic.Int64
 	c := newCache(t, srv, func(context.Context, int64) (item, error) {
-		t.Error("loader called for a readable v0.1 entry")
-		return item{}, nil
+		loads.Add(1)
+		return item{ID: 1, Name: "reloaded"}, nil
 	})
-	if v, err := c.Get(ctx, 1); err != nil || v.Name != "v0.1" {
-		t.Errorf("Get(1) = %+v, %v, want the v0.1 entry", v, err)
+	for range 3 {
+		if v, err := c.Get(ctx, 1); err != nil || v.Name != "reloaded" {
+			t.Errorf("Get(1) = %+v, %v, want the reloaded entry", v, err)
+		}
+	}
+	if n, s := loads.Load(), c.Stats(); n != 1 || s.Corrupt != 0 {
+		t.Errorf("loads = %d, Stats().Corrupt = %d; want 1 (once, not corrupt) and 0", n, s.Corrupt)
 	}
 }

@@ -52,7 +52,7 @@ func (c *Cache[K, V]) readMany(ctx context.Context, vkeys []string, vals [][]byt
 			return err
 		}
 		copy(vals, withClock)
-		c.observeClock(withClock[len(vkeys)])
+		c.observeClock(keys[len(vkeys)], withClock[len(vkeys)])
 		return nil
 	})
 	if err != nil {

@@ -85,7 +85,7 @@ type loadScopeKey struct{}
 
 // callLoader runs the loader for one key; see runLoader.
 func (c *Cache[K, V]) callLoader(ctx context.Context, key K) loaded[V] {
-	ld := loaded[V]{clock: c.clock.Clock()} // before the load: see clear.go
+	ld := loaded[V]{clock: c.loadClock(ctx)} // before the load: see clear.go
 	var scope loadScope
 	ld.took, ld.late, scope, ld.err = c.runLoader(ctx, func(ctx context.Context) error {
 		var err error

@@ -391,7 +391,9 @@ func WithServeStale(s ServeStale) Option {
 // replicas of the primary holding each key have the change (Redis WAIT),
 // for at most timeout, so that a primary that fails right after an
 // acknowledged Invalidate does not leave its promoted replica serving the
-// old value. When fewer replicas confirm in time the change is still in
+// old value. [Cache.Clear] and [Cache.InvalidateTag] wait the same way for
+// the replicas of the clock key's primary (and on a Cluster of each
+// primary holding clock replicas). When fewer replicas confirm in time the change is still in
 // place on the primary, and the call returns an error matching
 // [ErrNotReplicated]. Each write then costs one replication round trip on
 // top of the Redis call (it may take up to timeout plus the Redis

@@ -152,10 +152,11 @@ func (c *Cache[K, V]) get(ctx context.Context, vkey string, rep *getReply) error
 // unreadable and replaces it.
 func (c *Cache[K, V]) getWithClock(ctx context.Context, vkey string, rep *getReply) error {
 	var vals [2][]byte
-	if err := c.guard.MGetNode(ctx, []string{vkey, c.readClockKey(vkey)}, vals[:]); err != nil {
+	keys := []string{vkey, c.readClockKey(vkey)}
+	if err := c.guard.MGetNode(ctx, keys, vals[:]); err != nil {
 		return err
 	}
 	rep.raw = vals[0]
-	c.observeClock(vals[1])
+	c.observeClock(keys[1], vals[1])
 	return nil
 }

@@ -194,7 +194,7 @@ func (c *Cache[K, V]) readVersions(ctx context.Context, tags []string, read func
 		c.redisError(err)
 		return nil, err
 	}
-	c.observeClock(raws[0])
+	c.observeClock(c.clockKey, raws[0])
 	clock, _, _, _ := tagclock.Parse(raws[0])
 	c.versions.Store(clock, tags, raws[1:])
 	vers := make([]uint64, len(tags))

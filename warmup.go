@@ -136,6 +136,9 @@ func (c *Cache[K, V]) Warm(ctx context.Context) error {
 		keys = append(keys[:len(keys):len(keys)], more...)
 	}
 	c.stats.warmUps.Add(1)
+	// The loads begin under the clock as of now (after an empty restart,
+	// a recreated one), or their fills would be refused (clockloss.go).
+	c.syncClock(ctx)
 	start := time.Now()
 	var (
 		g               errgroup.Group

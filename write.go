@@ -36,13 +36,10 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	}
 	defer c.tracker.done()
 	ttl := jittered(c.cfg.ttl, c.cfg.jitter)
-	if c.clockKey != "" {
-		// Stamp the value with the clock as of now, not as of this
-		// process's last read: a value stamped before a Clear that
-		// returned before this Set would never be served (clear.go).
-		// Failing, Redis most likely fails the write too.
-		_, _ = c.fetchVersions(ctx, nil)
-	}
+	// Stamp the value with the clock as of now, not as of this process's
+	// last read: a value stamped before a Clear that returned before this
+	// Set would never be served (clear.go).
+	c.syncClock(ctx)
 	env, err := c.encodeValue(value, 0, ttl, c.clock.Clock(), nil)
 	px := c.physical(ttl, false)
 	if err != nil {

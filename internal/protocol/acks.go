@@ -11,7 +11,8 @@ import (
 )
 
 // Replica acknowledgement: with Acks set, the overwrites of Set and
-// Invalidate wait (Redis WAIT) until enough replicas have them, so that a
+// Invalidate (and the clock scripts of Clear and InvalidateTag, through
+// ScriptsAcked) wait (Redis WAIT) until enough replicas have them, so that a
 // primary that fails right after does not hand its replica the old value.
 // WAIT counts the writes of the connection it is sent on, so each node's
 // scripts and its WAIT go out in one pipeline on one connection of that
@@ -51,14 +52,30 @@ func (c clientNodes) NodeFor(ctx context.Context, key string) (redis.Cmdable, er
 }
 
 // overwriteAcked runs the Overwrite script for each of vkeys (with
-// args(i)) and then WAIT, one pipeline per node, the nodes concurrently.
-// It returns each key's error (its node's: a failed call, an error reply,
-// or ErrNotReplicated) and the first error of each node joined.
+// args(i)) and then WAIT, one pipeline per node, the nodes concurrently
+// (ScriptsAcked).
 func (lk *Locker) overwriteAcked(ctx context.Context, vkeys []string, args func(i int) []any) (errOf []error, err error) {
+	return lk.ScriptsAcked(ctx, vkeys, func(ctx context.Context, p redis.Pipeliner, i int) *redis.Cmd {
+		return Overwrite.Eval(ctx, p, KeysFor(vkeys[i]), args(i)...)
+	})
+}
+
+// Acked reports whether the Locker's Acks ask for replicas.
+func (lk *Locker) Acked() bool { return lk.acks.Replicas > 0 }
+
+// ScriptsAcked sends call(i), a script of keys[i] (and keys of its slot),
+// for each of keys and then WAIT for the Locker's Acks, one pipeline per
+// node on one connection of that node, the nodes concurrently. It returns
+// each key's error (its node's: a failed call, an error reply, or
+// ErrNotReplicated, which means every script of the node ran) and the
+// first error of each node joined. call must use EVAL, not EVALSHA: a
+// NOSCRIPT reply would leave the WAIT counting no write. Acknowledged
+// writes are rare enough for the script's bytes.
+func (lk *Locker) ScriptsAcked(ctx context.Context, keys []string, call func(ctx context.Context, p redis.Pipeliner, i int) *redis.Cmd) (errOf []error, err error) {
 	groups := map[string][]int{}
 	var order []string
-	for i, vk := range vkeys {
-		n := lk.guard.NodeOf(vk)
+	for i, k := range keys {
+		n := lk.guard.NodeOf(k)
 		if _, ok := groups[n]; !ok {
 			order = append(order, n)
 		}
@@ -67,10 +84,10 @@ func (lk *Locker) overwriteAcked(ctx context.Context, vkeys []string, args func(
 	errs := make([]error, len(order))
 	var wg sync.WaitGroup
 	for j, n := range order {
-		wg.Go(func() { errs[j] = lk.overwriteNodeAcked(ctx, vkeys, groups[n], args) })
+		wg.Go(func() { errs[j] = lk.scriptsNodeAcked(ctx, keys, groups[n], call) })
 	}
 	wg.Wait()
-	errOf = make([]error, len(vkeys))
+	errOf = make([]error, len(keys))
 	for j, n := range order {
 		for _, i := range groups[n] {
 			errOf[i] = errs[j]
@@ -79,13 +96,13 @@ func (lk *Locker) overwriteAcked(ctx context.Context, vkeys []string, args func(
 	return errOf, errors.Join(errs...)
 }
 
-// overwriteNodeAcked is overwriteAcked for the keys idx of one node.
-func (lk *Locker) overwriteNodeAcked(ctx context.Context, vkeys []string, idx []int, args func(i int) []any) error {
+// scriptsNodeAcked is ScriptsAcked for the keys idx of one node.
+func (lk *Locker) scriptsNodeAcked(ctx context.Context, keys []string, idx []int, call func(ctx context.Context, p redis.Pipeliner, i int) *redis.Cmd) error {
 	want := int64(lk.acks.Replicas)
 	ms := lk.acks.Timeout.Milliseconds()
 	var got int64
-	err := lk.guard.DoWaiting(ctx, vkeys[idx[0]], lk.acks.Timeout, func(ctx context.Context) error {
-		c, err := lk.nodes.NodeFor(ctx, vkeys[idx[0]])
+	err := lk.guard.DoWaiting(ctx, keys[idx[0]], lk.acks.Timeout, func(ctx context.Context) error {
+		c, err := lk.nodes.NodeFor(ctx, keys[idx[0]])
 		if err != nil {
 			return err
 		}
@@ -93,10 +110,7 @@ func (lk *Locker) overwriteNodeAcked(ctx context.Context, vkeys []string, idx []
 		var wait *redis.IntCmd
 		_, err = c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for j, i := range idx {
-				// EVAL, not EVALSHA: a NOSCRIPT reply would leave the WAIT
-				// counting no write. Acknowledged writes are rare enough
-				// for the script's bytes.
-				cmds[j] = Overwrite.Eval(ctx, p, KeysFor(vkeys[i]), args(i)...)
+				cmds[j] = call(ctx, p, i)
 			}
 			wait = redis.NewIntCmd(ctx, "wait", want, ms)
 			_ = p.Process(ctx, wait)

@@ -12,8 +12,10 @@
 //
 // Clocks are Unix milliseconds of the Redis server, or the last clock
 // plus one when that is larger, so that a clock key lost (evicted,
-// deleted) and rewritten by the next Clear still moves past every clock
-// written before it.
+// deleted) and recreated (lost.go) still moves past every clock written
+// before it. A lost clock key means "unknown", not "never cleared": it is
+// recreated with its last Clear at the new clock, so every value stored
+// before is a miss once.
 package tagclock
 
 import (
@@ -42,9 +44,10 @@ func TagKey(prefix, tag string) string { return prefix + "{tags}:t:" + tag }
 // KEYS[2..] to the new clock; with ARGV[1] "clear" it also records the new
 // clock as the clock of the last Clear. It returns the new
 // "<clock>:<cleared>". A clock it cannot read, or a key of another Redis
-// type, is replaced (a Clear or InvalidateTag heals a corrupt clock). Tag
-// keys have no TTL: a tag's version must outlive every value loaded before
-// it, whatever TTL the loader set.
+// type, is replaced (a Clear or InvalidateTag heals a corrupt clock). A
+// missing clock key is a lost one (lost.go): the new clock, above ARGV[2]
+// (the largest clock the caller knows), is also the last Clear's, so that
+// an InvalidateTag does not write "never cleared" over a lost Clear.
 var Invalidate = redis.NewScript(`
 local c, k = 0, 0
 local v = redis.pcall('GET', KEYS[1])
@@ -56,6 +59,11 @@ if v then
   -- At most 15 digits (MaxClock): Lua numbers are doubles, exact to 2^53.
   local a, b = string.match(v, '^(%d%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?):(%d+)$')
   if a and #b <= 15 then c = tonumber(a); k = tonumber(b) else k = -1 end
+end
+if not v then
+  c = tonumber(ARGV[2]) or 0
+  if c > 999999999999998 then c = 0 end
+  k = -1
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -82,8 +90,8 @@ const MaxClock = 999_999_999_999_999
 // of the prefix from Redis until a Clear rewrites it.
 var ErrCorrupt = errors.New("tagclock: clock key holds no clock")
 
-// Parse reads the value of a clock key. ok is false when raw is nil (no
-// Clear was ever made: nothing to check).
+// Parse reads the value of a clock key. ok is false when raw is nil (a
+// missing key: the caller recreates it, see Ensure).
 func Parse(raw []byte) (clock, cleared uint64, ok bool, err error) {
 	if raw == nil {
 		return 0, 0, false, nil
@@ -106,7 +114,7 @@ func Parse(raw []byte) (clock, cleared uint64, ok bool, err error) {
 type Known struct {
 	clock   atomic.Uint64
 	cleared atomic.Uint64
-	corrupt atomic.Bool // the latest read found the clock key unreadable
+	corrupt atomic.Bool // the latest read found the clock key unreadable, or lost (Lost)
 	pending atomic.Bool // a Clear or InvalidateTag of this process may not have reached Redis
 
 	mu       sync.Mutex
@@ -139,6 +147,11 @@ func raise(a *atomic.Uint64, v uint64) {
 // Clock returns the largest clock known: the clock a load that begins now
 // records in its value's envelope.
 func (k *Known) Clock() uint64 { return k.clock.Load() }
+
+// Lost records that the clock key (or the replica a read carried) was
+// found missing and could not be recreated: until a read finds it again,
+// no value is valid (its last Clear is unknown).
+func (k *Known) Lost() { k.corrupt.Store(true) }
 
 // Valid reports whether a value whose envelope carries clock was loaded
 // after every Clear known, and may be served: no Clear of this process is

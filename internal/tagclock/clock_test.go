@@ -109,3 +109,38 @@ func TestReplicaKeysSpread(t *testing.T) {
 		t.Errorf("ReplicaKeys() = %q, %q, ..., %q, want the fixed p:{c113}:clock, p:{c267}:clock, ..., p:{c143}:clock", keys[0], keys[1], keys[255])
 	}
 }
+
+// TestReplicasForNodeWithoutReplicaIsCached: a node that owns no replica
+// (fewer than 64 slots, none of them a replica's) is answered from what
+// was found at the first lookup, not by scanning the 256 replicas again
+// at every read; a slot map reload (Reload) looks again.
+func TestReplicasForNodeWithoutReplicaIsCached(t *testing.T) {
+	var calls int
+	owner := "a:1"
+	r := NewReplicas("p:", func(string) string { calls++; return owner })
+	if got := r.For("b:2"); got != "" {
+		t.Fatalf("For(b:2) = %q, want none", got)
+	}
+	first := calls
+	for range 100 {
+		r.For("b:2")
+	}
+	if n := calls - first; n > 100 {
+		t.Errorf("100 more For(b:2) of a node without a replica looked up %d owners, want at most 100 (one per call)", n)
+	}
+	owner = "b:2" // the node took the slots: after a reload it is found
+	r.Reload()
+	if got := r.For("b:2"); got == "" {
+		t.Errorf("For(b:2) after Reload, owning every slot = none, want a replica")
+	}
+}
+
+// BenchmarkReplicasForNodeWithoutReplica is the CPU of choosing the clock
+// a read carries on a node that owns no replica.
+func BenchmarkReplicasForNodeWithoutReplica(b *testing.B) {
+	r := NewReplicas("p:", func(k string) string { return "a:1" })
+	b.ReportAllocs()
+	for b.Loop() {
+		r.For("b:2")
+	}
+}

@@ -3,6 +3,8 @@ package tagclock
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cacheaside/cacheaside/internal/redisguard"
 	"github.com/redis/go-redis/v9"
@@ -55,8 +57,24 @@ func ReplicaKeys(prefix string) []string {
 type Replicas struct {
 	keys   []string
 	nodeOf func(key string) string // the node that owns key now, "" if unknown
-	byNode sync.Map                // node address -> replica key it owned when last looked
+	byNode sync.Map                // node address -> choice
+	gen    atomic.Uint64           // bumped by Reload: every "none" is looked for again
 }
+
+// choice is what For found for a node: the replica key it owned, or none
+// ("") as of slot map generation gen and time at (unix nanoseconds).
+type choice struct {
+	key string
+	gen uint64
+	at  int64
+}
+
+// RecheckNone is how long a node found to own no replica is believed to
+// own none without looking again (unless Reload is called first): the
+// client may load a new slot map on its own (after a MOVED), and a node
+// that took a replica's slot then reads the clock key itself, a second
+// round trip, for at most this long. Correct either way.
+const RecheckNone = time.Second
 
 // NewReplicas returns the replicas of prefix; nodeOf returns the address
 // of the node that owns a key by the client's current slot map, without
@@ -68,22 +86,37 @@ func NewReplicas(prefix string, nodeOf func(key string) string) *Replicas {
 // Keys returns every replica key (not to be modified).
 func (r *Replicas) Keys() []string { return r.keys }
 
+// Reload notes that the client's slot map may have changed: the next For
+// of a node that owned no replica looks again.
+func (r *Replicas) Reload() { r.gen.Add(1) }
+
 // For returns a replica key that node owns by the current slot map, or ""
-// when node is "" or owns none. The answer is remembered per node and
-// checked again at every call, so that a slot migration changes it.
+// when node is "" or owns none. The answer is remembered per node: a
+// replica found is checked again at every call (one lookup), so that a
+// slot migration changes it; "none" is believed until Reload or for
+// RecheckNone, so that a node owning no replica does not scan the
+// NumReplicas keys at every read.
 func (r *Replicas) For(node string) string {
 	if node == "" {
 		return ""
 	}
-	if k, ok := r.byNode.Load(node); ok && r.nodeOf(k.(string)) == node {
-		return k.(string)
+	gen := r.gen.Load()
+	if v, ok := r.byNode.Load(node); ok {
+		c := v.(choice)
+		if c.key != "" && r.nodeOf(c.key) == node {
+			return c.key
+		}
+		if c.key == "" && c.gen == gen && time.Now().UnixNano()-c.at < int64(RecheckNone) {
+			return ""
+		}
 	}
 	for _, k := range r.keys {
 		if r.nodeOf(k) == node {
-			r.byNode.Store(node, k)
+			r.byNode.Store(node, choice{key: k, gen: gen})
 			return k
 		}
 	}
+	r.byNode.Store(node, choice{gen: gen, at: time.Now().UnixNano()})
 	return ""
 }
 

@@ -88,13 +88,22 @@ func ParseVersion(raw []byte) uint64 {
 // that long (PX on creation, PEXPIRE GT after; a key without a TTL keeps
 // none), so a tag key lives as long as a value that carries it and no
 // longer, instead of accumulating for every tag ever used. A tag key that
-// expires early is only "unknown": its values reload once.
+// expires early is only "unknown": its values reload once. A missing
+// clock key is recreated as by Ensure, at a clock above ARGV[1].
 var CreateMissing = redis.NewScript(`
 local v = redis.call('MGET', unpack(KEYS))
 local c = tonumber(ARGV[1])
 if v[1] then
   local a = string.match(v[1], '^(%d%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?):%d+$')
   if a and tonumber(a) > c then c = tonumber(a) end
+else
+  -- The clock key is lost: recreate it as Ensure does, above the load's
+  -- clock, so that this fill (loaded before) is refused.
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if now > c then c = now else c = c + 1 end
+  v[1] = string.format('%d:%d', c, c)
+  redis.call('SET', KEYS[1], v[1])
 end
 local s = string.format('%d', c)
 local px = tonumber(ARGV[2]) or 0
