@@ -50,15 +50,25 @@ const Retention = 10_000
 // error (a missing permission, an out-of-memory reply) fails the script
 // before anything is published: the change is queued and replayed.
 var Publish = redis.NewScript(`
+local function done(n, err)
+  if err then return {n, err} end
+  return n
+end
+` + publishLua)
+
+// publishLua is the body of Publish and PublishLive (registry.go): it
+// appends and publishes, and returns done(PUBLISH's reply, the stream's
+// error or nil).
+const publishLua = `
 local id = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
 if type(id) == 'table' and id.err then
   if string.sub(id.err, 1, 9) ~= 'WRONGTYPE' then
     return id
   end
-  return {redis.call('PUBLISH', ARGV[3], ARGV[2]), id.err}
+  return done(redis.call('PUBLISH', ARGV[3], ARGV[2]), id.err)
 end
-return redis.call('PUBLISH', ARGV[3], '` + wrapFormat + `' .. string.char(#id) .. id .. ARGV[2])
-`)
+return done(redis.call('PUBLISH', ARGV[3], '` + wrapFormat + `' .. string.char(#id) .. id .. ARGV[2]), nil)
+`
 
 // ErrFeedBroken is the error of PublishResult when the message was
 // published but not appended to the channel's stream: subscribers that

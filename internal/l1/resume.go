@@ -147,6 +147,7 @@ func (s *Subscription) resume(ctx context.Context, channels []string) {
 	for _, ch := range channels {
 		s.resumeOne(ch, reads[ch])
 	}
+	s.kickLease() // the members trust their L1 again once leased
 }
 
 // resumeOne is resume for one channel whose stream r read (under s.mu).
@@ -165,6 +166,14 @@ func (s *Subscription) resumeOne(channel string, r *streamRead) {
 					m.OnResumed()
 				} else {
 					m.OnSubscribed()
+				}
+			}
+			// Every member has them: confirm those that ask, so that a
+			// publisher that waited for this subscription (its lease
+			// held while it missed them) is answered.
+			for _, msg := range msgs {
+				if reply := s.allowedReply(channel, askedReply(msg)); reply != "" {
+					s.ask(reply)
 				}
 			}
 			s.resumed.Add(1)

@@ -20,14 +20,15 @@ import (
 
 // member counts what one Handler was told.
 type member struct {
-	subscribed, dropped, messages atomic.Int64
-	last                          atomic.Value // string: the last payload
+	subscribed, dropped, messages, leases atomic.Int64
+	last                                  atomic.Value // string: the last payload
 }
 
 func (m *member) handler() Handler {
 	return Handler{
 		OnSubscribed: func() { m.subscribed.Add(1) },
 		OnDrop:       func() { m.dropped.Add(1) },
+		OnLease:      func(time.Time) { m.leases.Add(1) },
 		OnMessage: func(p string) {
 			m.messages.Add(1)
 			m.last.Store(p)
