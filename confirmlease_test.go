@@ -2,11 +2,14 @@ package cacheaside_test
 
 import (
 	"errors"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // WithSyncInvalidation when a subscription Redis has closed has not been
@@ -32,9 +35,19 @@ func TestSyncInvalidationUnnoticedDrop(t *testing.T) {
 	rdb.AddHook(hook)
 	b := newCacheOn(t, rdb, load, localFirst...)
 	waitSubscribed(t, srv, 1)
-	ctx := testContext(t)
 
+	kill := func() { srv.CLI(t, "CLIENT", "KILL", "TYPE", "pubsub") }
 	delays := []time.Duration{0, 0, 100 * time.Millisecond, 700 * time.Millisecond, 1500 * time.Millisecond, 0}
+	unnoticedDrops(t, a, b, hook, kill, version, delays)
+}
+
+// unnoticedDrops runs the rounds of TestSyncInvalidationUnnoticedDrop:
+// for each delay, B holds k in its L1, its pub/sub reads are stalled and
+// kill ends its subscription, and after the delay A invalidates k
+// synchronously. Each nil return must be followed by the new value on B.
+func unnoticedDrops(t *testing.T, a, b *cacheaside.Cache[string, int64], hook *slowReads, kill func(), version *atomic.Int64, delays []time.Duration) {
+	t.Helper()
+	ctx := testContext(t)
 	var nilReturns int
 	for i, d := range delays {
 		waitFor(t, waitLimit, "B serves k from its L1", func() bool {
@@ -43,7 +56,7 @@ func TestSyncInvalidationUnnoticedDrop(t *testing.T) {
 			return err == nil && got == version.Load() && b.Stats().LocalHits > hits
 		})
 		release := hook.stall()
-		srv.CLI(t, "CLIENT", "KILL", "TYPE", "pubsub")
+		kill()
 		time.Sleep(d)
 		v := version.Add(1)
 		start := time.Now()
@@ -68,6 +81,52 @@ func TestSyncInvalidationUnnoticedDrop(t *testing.T) {
 		t.Errorf("no round returned nil: B's ended lease never let A return, and the test checked no Get on B")
 	}
 	t.Logf("%d rounds: %d returned nil", len(delays), nilReturns)
+}
+
+// TestSyncInvalidationCluster: WithSyncInvalidation on a Redis Cluster,
+// where PUBLISH reaches the subscribers of every node but counts those
+// of one: the promise holds for four instances (one delivering 5ms late),
+// round after round, and an unnoticed drop is outwaited as on a single
+// server.
+func TestSyncInvalidationCluster(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	version, load := versioned()
+	opts := append(append([]cacheaside.Option{}, localFirst...), cacheaside.WithSyncInvalidation(10*time.Second))
+	var d net.Dialer
+	slowClient := func(hook *slowReads) *redis.ClusterClient {
+		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), Dialer: hook.DialHook(d.DialContext)})
+		t.Cleanup(func() { _ = rdb.Close() })
+		return rdb
+	}
+
+	t.Run("promise", func(t *testing.T) {
+		late := &slowReads{}
+		fleet := []*cacheaside.Cache[string, int64]{
+			newCacheOn(t, cl.Client(t), load, opts...),
+			newCacheOn(t, slowClient(late), load, opts...),
+			newCacheOn(t, cl.Client(t), load, opts...),
+			newCacheOn(t, cl.Client(t), load, opts...),
+		}
+		for _, c := range fleet[1:] {
+			waitConfirmed(t, fleet[0], c)
+		}
+		late.delay.Store(int64(5 * time.Millisecond))
+		if stale := promiseBroken(t, fleet, version, 30); stale != 0 {
+			t.Errorf("%d of 90 Gets right after a synchronous Invalidate on a Cluster returned the old value, want 0", stale)
+		}
+	})
+	t.Run("unnoticed drop", func(t *testing.T) {
+		a := newCacheOn(t, cl.Client(t), load, cacheaside.WithSyncInvalidation(10*time.Second))
+		hook := &slowReads{pubsubOnly: true}
+		b := newCacheOn(t, slowClient(hook), load, opts...)
+		waitConfirmed(t, a, b)
+		kill := func() {
+			for _, n := range cl.Nodes() {
+				n.CLI(t, "CLIENT", "KILL", "TYPE", "pubsub")
+			}
+		}
+		unnoticedDrops(t, a, b, hook, kill, version, []time.Duration{0, 500 * time.Millisecond})
+	})
 }
 
 // TestLeaseHoldsOnASlowRedis: overload is not an outage. B's every read
