@@ -171,7 +171,8 @@ func (c *Confirmer) Wait(ctx context.Context, reply string, live []string) error
 		missing[id] = true
 	}
 	want := len(missing)
-	deadline := time.Now().Add(c.Timeout)
+	checked := time.Now() // the registry's last check: the publish read it
+	deadline := checked.Add(c.Timeout)
 	var cause error
 	for len(missing) > 0 && cause == nil {
 		left := time.Until(deadline)
@@ -191,8 +192,11 @@ func (c *Confirmer) Wait(ctx context.Context, reply string, live []string) error
 				delete(missing, id)
 			}
 		}
-		if len(missing) > 0 && cause == nil {
+		if len(missing) > 0 && cause == nil && time.Since(checked) >= c.Slice {
+			// Once a slice, not after every partial pop: confirmations
+			// that trickle in cost no registry read.
 			c.forgetEnded(ctx, missing)
+			checked = time.Now()
 		}
 	}
 	got := want - len(missing)
