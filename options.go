@@ -453,9 +453,9 @@ func WithAudit[V any](fraction float64, same func(cached, fresh V) bool) Option 
 // included. When some do not confirm within timeout (a process stalled
 // for less than its lease) the call returns an error matching
 // [ErrNotConfirmed] that says how many did not; the change is in Redis
-// and is not queued. A timeout above 4 s lets a call outwait the lease of
-// a process that died unnoticed instead of reporting it. Processes of an
-// earlier version keep no lease and are not waited for. Each write then
+// and is not queued. A timeout above about 4.5 s lets a call outwait
+// the lease of a process that died unnoticed instead of reporting it.
+// Processes of an earlier version keep no lease and are not waited for. Each write then
 // costs the confirmations' round trips on top of the Redis call, and
 // holds one connection of the client's pool while it waits (BLMPOP, at
 // most 100ms a call); Gets are unaffected. A replayed invalidation

@@ -131,8 +131,7 @@ func (s *Subscription) confirmLoop(ctx context.Context) {
 // Confirmer is the publisher's side: it names reply keys and waits for
 // their confirmations. It is safe for concurrent use.
 type Confirmer struct {
-	// Client is where confirmations are popped (a single server or a
-	// Sentinel failover client: the one PUBLISH counts the subscribers of).
+	// Client is where confirmations are popped and the registry read.
 	Client redis.UniversalClient
 	// Prefix starts every reply key; it should name the sender.
 	Prefix string

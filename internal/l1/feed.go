@@ -163,11 +163,20 @@ type streamRead struct {
 
 // readStreams reads the streams of channels in one pipelined round trip
 // (one per node on a Cluster): each one's XINFO STREAM, and its entries
-// after the ID in after, for the channels that have one.
-func readStreams(ctx context.Context, rdb redis.UniversalClient, channels []string, after map[string]streamID) map[string]*streamRead {
+// after the ID in after, for the channels that have one. With an id, it
+// first renews that subscription's lease in each channel's registry
+// (registry.go; same node as the stream), and reports whether every
+// renewal succeeded: a message published before a renewal landed is in
+// the stream read after it, one published after is waited for.
+func readStreams(ctx context.Context, rdb redis.UniversalClient, channels []string, after map[string]streamID, id string) (_ map[string]*streamRead, renewed bool) {
 	reads := make(map[string]*streamRead, len(channels))
+	var renewals []*redis.Cmd
 	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, ch := range channels {
+			if id != "" {
+				// EVAL: a pipeline cannot fall back on NOSCRIPT.
+				renewals = append(renewals, renewScript.Eval(ctx, p, []string{LiveKey(ch)}, id, LeaseTTL.Milliseconds()))
+			}
 			r := &streamRead{info: p.XInfoStream(ctx, ch)}
 			if a, ok := after[ch]; ok {
 				r.after = a
@@ -177,7 +186,11 @@ func readStreams(ctx context.Context, rdb redis.UniversalClient, channels []stri
 		}
 		return nil
 	}) // each command's own error is read below
-	return reads
+	renewed = id != ""
+	for _, c := range renewals {
+		renewed = renewed && c.Err() == nil
+	}
+	return reads, renewed
 }
 
 // missed returns the messages of the stream after r.after, in order, and

@@ -21,8 +21,12 @@ import (
 // Redis's now + LeaseTTL, which is after a + LeaseTTL), and every message
 // it did not count was handed over: at the PONG the members may trust
 // their L1 until a + LeaseTTL - leaseMargin by their own clock (Lease),
-// strictly before the entry ends. The next round starts only after the
-// PONG (or on a new connection, whose SUBSCRIBE Redis just confirmed), so
+// strictly before the entry ends. The first lease of a (re)subscription
+// comes with its catch-up (resume.go): the renewal goes first in the
+// round trip that reads the streams, so every message published before
+// it landed is in what is read and handed over, and no PONG is needed.
+// The next round starts only after the PONG (or on a new connection,
+// whose SUBSCRIBE Redis just confirmed), so
 // a connection that stopped answering (closed by Redis without the
 // process reading the close yet, half-open) renews at most once more: its
 // members stop trusting their L1 within LeaseTTL - leaseMargin of the
@@ -204,13 +208,21 @@ func (s *Subscription) grant(r *leaseRound) {
 	}
 	until := r.sent.Add(LeaseTTL - leaseMargin)
 	for _, ch := range r.chans {
-		if !s.confirmed[ch] {
-			continue // unsubscribed meanwhile (unconfirm)
+		if s.confirmed[ch] { // not unsubscribed meanwhile (unconfirm)
+			s.leaseMembers(ch, until)
 		}
-		for _, m := range s.members[ch] {
-			if m.OnLease != nil {
-				m.OnLease(until)
-			}
+	}
+}
+
+// leaseMembers tells the members of channel that their lease holds until
+// until, unless it is zero (under s.mu).
+func (s *Subscription) leaseMembers(channel string, until time.Time) {
+	if until.IsZero() {
+		return
+	}
+	for _, m := range s.members[channel] {
+		if m.OnLease != nil {
+			m.OnLease(until)
 		}
 	}
 	s.leases.Add(1)

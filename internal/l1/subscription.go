@@ -144,9 +144,11 @@ func (s *Subscription) leave(channel string, m *Handler, release func() (last bo
 			kept = append(kept, o)
 		}
 	}
-	var gone []string
+	var gone []string // the registry entry to remove
 	if len(kept) == 0 {
-		gone = []string{channel}
+		if s.registered {
+			gone = []string{channel}
+		}
 		delete(s.members, channel)
 		delete(s.last, channel) // a later member starts afresh
 		delete(s.legacy, channel)
