@@ -24,7 +24,7 @@ import (
 // the registry ends (B stopped trusting its L1 before that), and
 // returns nil; each time A's call returns nil, B serves the new value.
 // On the PUBLISH count alone, A returned nil at once and B served its old
-// copy (8 of 8 rounds).
+// copy (6 of 6 rounds).
 func TestSyncInvalidationUnnoticedDrop(t *testing.T) {
 	srv := redistest.Start(t)
 	version, load := versioned()
