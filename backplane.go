@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/tagclock"
@@ -38,10 +39,17 @@ func (c *Cache[K, V]) startBackplane() {
 		OnSubscribed: c.l1.VerifyFromNow,
 		OnDrop:       c.l1.Unverify,
 		// Every invalidation missed while dropped was replayed from the
-		// channel's stream: what was trusted before may be again.
+		// channel's stream: what was trusted before may be again, once
+		// the subscription's lease holds (internal/l1, lease.go).
 		OnResumed: func() {
 			c.l1.Resume()
-			c.stats.localResumes.Add(1)
+			c.resumed.Store(true)
+		},
+		OnLease: func(until time.Time) {
+			c.l1.Lease(until)
+			if c.resumed.CompareAndSwap(true, false) {
+				c.stats.localResumes.Add(1)
+			}
 		},
 		OnMessage: c.applyInvalidation,
 		// Confirmations go only to reply keys of this prefix (confirm.go).
@@ -84,31 +92,37 @@ func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) (delivery, e
 	// the same name) and publishes it with the entry's ID (internal/l1,
 	// feed.go), on the node that holds the stream.
 	ch := c.channel()
-	var receivers atomic.Int64 // an abandoned call may still write it
+	var live atomic.Pointer[[]string] // an abandoned call may still write it
 	var broken atomic.Pointer[error]
 	// A try cut while Redis answered slowly is sent again (the guard's
 	// DoPatient): a repeated message only makes the other processes drop
 	// the same keys twice. Each try asks for confirmations on a reply key
-	// of its own, so that the receivers of an earlier try that ran after
-	// all are not counted for this one.
+	// of its own, so that the confirmations of an earlier try that ran
+	// after all are not taken for this one's.
 	err := c.guard.DoPatient(ctx, ch, func(ctx context.Context) error {
-		var msg []byte
+		var err error
 		if c.confirmer != nil {
+			// The script also returns the ids of the live subscribers,
+			// whose confirmations the call waits for (confirm.go).
 			d.reply = c.confirmer.Reply()
-			msg = l1.EncodeAsking(c.tokenPrefix, d.reply, vkeys)
+			msg := l1.EncodeAsking(c.tokenPrefix, d.reply, vkeys)
+			reply, rerr := l1.PublishLive.Run(ctx, c.rdb, []string{ch, l1.LiveKey(ch)}, l1.PublishArgs(ch, msg)...).Result()
+			var ids []string
+			ids, err = l1.PublishLiveResult(reply, rerr)
+			live.Store(&ids)
 		} else {
-			msg = l1.Encode(c.tokenPrefix, vkeys)
+			reply, rerr := l1.Publish.Run(ctx, c.rdb, []string{ch}, l1.PublishArgs(ch, l1.Encode(c.tokenPrefix, vkeys))...).Result()
+			_, err = l1.PublishResult(reply, rerr)
 		}
-		reply, err := l1.Publish.Run(ctx, c.rdb, []string{ch}, l1.PublishArgs(ch, msg)...).Result()
-		n, err := l1.PublishResult(reply, err)
-		receivers.Store(n)
 		if errors.Is(err, l1.ErrFeedBroken) {
 			broken.Store(&err)
 			return nil // published: the other processes dropped the keys
 		}
 		return err
 	})
-	d.receivers = receivers.Load()
+	if ids := live.Load(); ids != nil {
+		d.live = *ids
+	}
 	if b := broken.Load(); err == nil && b != nil {
 		// Not a Redis fault and nothing to replay: the message went out,
 		// but the stream that lets a dropped subscriber catch up did not

@@ -39,8 +39,9 @@ func BenchmarkInvalidateSync(b *testing.B) {
 			fleet = append(fleet, c)
 		}
 		want := "[ca:invalidations " + strconv.Itoa(n) + "]"
-		redistest.WaitFor(b, 10*time.Second, "every instance subscribed", func() bool {
-			return srv.CLI(b, "PUBSUB", "NUMSUB", "ca:invalidations") == want
+		redistest.WaitFor(b, 10*time.Second, "every instance subscribed and leased", func() bool {
+			return srv.CLI(b, "PUBSUB", "NUMSUB", "ca:invalidations") == want &&
+				srv.CLI(b, "ZCARD", "{ca:invalidations}:live") == strconv.Itoa(n)
 		})
 		sync := fleet[1]
 		for _, tc := range []struct {

@@ -147,8 +147,11 @@ type Cache[K comparable, V any] struct {
 	// leaveBackplane leaves the client's shared invalidation
 	// subscription; nil without WithLocalCache.
 	leaveBackplane func()
-	refreshing     sync.Map      // value keys this process is refreshing early
-	refreshSem     chan struct{} // bounds early refreshes
+	// resumed is set when the backplane resumed after a drop, until the
+	// next lease lets the L1 be trusted again (backplane.go).
+	resumed    atomic.Bool
+	refreshing sync.Map      // value keys this process is refreshing early
+	refreshSem chan struct{} // bounds early refreshes
 	// prefillKick asks WithLocalPrefill's goroutine for a round now.
 	prefillKick chan struct{}
 

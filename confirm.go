@@ -14,13 +14,14 @@ import (
 // Invalidate return only once every live process has dropped the keys
 // from its L1, or report how many did not confirm. The message to the
 // other processes asks each subscription that receives it to confirm once
-// it has handed it to every Cache of the channel; PUBLISH's reply counts
-// them, and the call pops that many confirmations from a reply key of its
-// own (internal/l1, confirm.go). A process counts as live when Redis has
-// its subscription; one that is not subscribed trusts none of its L1 on
-// healthy reads until it has applied, from the invalidation stream, every
-// message sent meanwhile (resume.go), so it cannot serve the old value
-// either.
+// it has handed it to every Cache of the channel; the script that
+// publishes it returns the ids of the live subscriptions, and the call
+// pops confirmations from a reply key of its own until each of them
+// confirmed (internal/l1, confirm.go). A subscription is live while its
+// lease in the registry of live subscribers holds (internal/l1,
+// registry.go and lease.go); a process trusts its L1 on healthy reads
+// only while its own lease holds, by its clock, ending before the
+// registry's: one that is not live cannot serve the old value either.
 
 // ErrNotConfirmed is matched (with errors.Is) by the error of a
 // [Cache.Set] or [Cache.Invalidate] under [WithSyncInvalidation] that
@@ -39,22 +40,22 @@ const confirmSlice = 100 * time.Millisecond
 
 // delivery is what publish tells the confirmation step: the reply key its
 // message asked confirmations on ("" without WithSyncInvalidation) and
-// how many subscribers received it.
+// the ids of the live subscriptions when it was published.
 type delivery struct {
-	reply     string
-	receivers int64
+	reply string
+	live  []string
 }
 
-// checkSyncInvalidation rejects WithSyncInvalidation on a client whose
-// PUBLISH reply does not count every subscriber: on a Redis Cluster (and
-// a Ring) it counts only those of the node that received the PUBLISH.
+// checkSyncInvalidation rejects WithSyncInvalidation on a Ring: its
+// shards each have their own subscribers and registries. (On a Cluster
+// PUBLISH reaches the subscribers of every node, and the registry of
+// live subscribers shares its stream's slot: see internal/l1,
+// registry.go.)
 func checkSyncInvalidation(rdb redis.UniversalClient, cfg *config) error {
 	if cfg.syncWait == 0 {
 		return nil
 	}
 	switch rdb.(type) {
-	case *redis.ClusterClient:
-		return fmt.Errorf("WithSyncInvalidation: not supported on a Redis Cluster (PUBLISH counts only the subscribers of one node)")
 	case *redis.Ring:
 		return fmt.Errorf("WithSyncInvalidation: not supported on a redis.Ring (each shard has its own subscribers)")
 	}
@@ -76,6 +77,7 @@ func (c *Cache[K, V]) newConfirmer() *l1.Confirmer {
 	return &l1.Confirmer{
 		Client:  c.sub,
 		Prefix:  c.replyPrefix() + c.tokenPrefix,
+		LiveKey: l1.LiveKey(c.channel()),
 		Timeout: c.cfg.syncWait,
 		Slice:   slice,
 		Call:    c.guard.DoWaiting,
@@ -90,13 +92,13 @@ func (c *Cache[K, V]) replyPrefix() string { return c.cfg.prefix + "ack:" }
 // that received the message of d confirmed it, for at most the option's
 // timeout, ctx's end or Close.
 func (c *Cache[K, V]) confirmed(ctx context.Context, d delivery) error {
-	if c.confirmer == nil || d.receivers == 0 {
+	if c.confirmer == nil || len(d.live) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(c.life, cancel)()
-	return c.confirmer.Wait(ctx, d.reply, d.receivers)
+	return c.confirmer.Wait(ctx, d.reply, d.live)
 }
 
 // confirmReplayLater waits for the confirmations of a replayed batch
@@ -106,7 +108,7 @@ func (c *Cache[K, V]) confirmed(ctx context.Context, d delivery) error {
 // batch the whole timeout, up to 40 of them for a full queue, while its
 // keys stayed pending. flush waits for these goroutines, Close too.
 func (c *Cache[K, V]) confirmReplayLater(ctx context.Context, d delivery) {
-	if c.confirmer == nil || d.receivers == 0 {
+	if c.confirmer == nil || len(d.live) == 0 {
 		return
 	}
 	ctx = context.WithoutCancel(ctx) // a Flush's ctx may end first; the timeout and Close bound it

@@ -439,22 +439,31 @@ func WithAudit[V any](fraction float64, same func(cached, fresh V) bool) Option 
 // only once every live process of the fleet has dropped the key from its
 // local cache ([WithL1]), for at most timeout: with it, the consistency
 // promise holds on every process even when the local cache is read
-// first. A live process is one whose invalidation subscription Redis
-// has when the message is published (PUBLISH counts them); a process
-// whose subscription is down trusts none of its local cache until it has
-// applied, from the invalidation stream, every message sent meanwhile, so
-// it is not waited for. Each subscription confirms once it has handed the
-// message to every Cache it serves, this process's own included. When
-// fewer confirm within timeout (a process stalled, or one of an earlier
-// version, which never confirms; any other subscriber of the channel
-// counts too) the call returns an error matching [ErrNotConfirmed] that
-// says how many did not; the change is in Redis and is not queued. Each
-// write then costs the confirmations' round trips on top of the Redis
-// call, and holds one connection of the client's pool while it waits
-// (BLMPOP, at most 100ms a call); Gets are unaffected. A replayed invalidation ([ErrQueued]) waits
-// for confirmations too, and logs the processes that did not confirm. It
-// needs a single server or Sentinel: New rejects it on a Redis Cluster or
-// a redis.Ring, where PUBLISH counts only one node's subscribers. timeout
+// first. A live process is one whose lease in the registry of live
+// subscribers (a sorted set per prefix in Redis) holds when the message
+// is published: a process with a local cache renews its lease every
+// second while its subscription answers its PINGs, and trusts its local
+// cache on healthy Gets only while the lease holds, by its own clock,
+// ending before Redis drops it (3 s after the last renewal). So a process
+// whose subscription Redis has closed without it noticing yet (its reader
+// lags, the link is half-open) is waited for until its lease ends, and no
+// longer trusts its local cache by then; a process that noticed its drop
+// leaves the registry and trusts none of its local cache until it has
+// applied, from the invalidation stream, every message sent meanwhile
+// (and confirms those that asked). Each subscription confirms once it has
+// handed the message to every Cache it serves, this process's own
+// included. When some do not confirm within timeout (a process stalled
+// for less than its lease) the call returns an error matching
+// [ErrNotConfirmed] that says how many did not; the change is in Redis
+// and is not queued. A timeout above about 4.5 s lets a call outwait
+// the lease of a process that died unnoticed instead of reporting it.
+// Processes of an earlier version keep no lease and are not waited for. Each write then
+// costs the confirmations' round trips on top of the Redis call, and
+// holds one connection of the client's pool while it waits (BLMPOP, at
+// most 100ms a call); Gets are unaffected. A replayed invalidation
+// ([ErrQueued]) waits for confirmations too, and logs the processes that
+// did not confirm. It works on a single server, Sentinel and a Redis
+// Cluster; New rejects it on a redis.Ring. timeout
 // must be positive.
 //
 // Default: off (Set and Invalidate return once Redis has the change and

@@ -32,7 +32,9 @@ import (
 //
 // The backplane may miss invalidations while it is not subscribed, so an
 // entry is trusted by healthy reads (WithLocalFirst) only if its read began
-// after the current subscription was confirmed (verified). A read during a
+// after the current subscription was confirmed (verified), and only while
+// the subscription's lease holds (leased; lease.go): a subscription Redis
+// closed without the process noticing stops renewing it. A read during a
 // Redis outage takes any entry, since the alternative is the database.
 type Cache[V any] struct {
 	c   *otter.Cache[string, *entry[V]] // entries by pointer: a hit copies 8 bytes out of otter, not the whole entry
@@ -51,6 +53,9 @@ type Cache[V any] struct {
 	// paused is what verified held before the backplane dropped: Resume
 	// restores it once every invalidation missed meanwhile is applied.
 	paused atomic.Uint64
+	// leased is when the subscription's lease ends for healthy reads, in
+	// nanoseconds since base (Lease); 0 until the first lease.
+	leased atomic.Int64
 	seed   maphash.Seed
 	// base is when the L1 was made: entries keep their times as monotonic
 	// nanoseconds since base, which a read gets with one clock read
@@ -101,7 +106,11 @@ func New[V any](size int, ttl time.Duration) (*Cache[V], error) {
 // bound evicts it; Get never returns it.
 func (l *Cache[V]) Get(vkey string, healthy bool) (v *V, notFound, ok bool) {
 	e, ok := l.c.GetIfPresent(vkey)
-	if !ok || (healthy && !l.trusted(e)) || l.now() >= e.expires {
+	if !ok {
+		return nil, false, false
+	}
+	now := l.now()
+	if now >= e.expires || (healthy && (!l.trusted(e) || now >= l.leased.Load())) {
 		return nil, false, false
 	}
 	return &e.val, e.notFound, true
@@ -195,8 +204,10 @@ func (l *Cache[V]) VerifyFromNow() {
 }
 
 // Unverify trusts no entry on healthy reads until VerifyFromNow or
-// Resume: the backplane is not subscribed, and may miss invalidations.
+// Resume, and a new Lease: the backplane is not subscribed, and may miss
+// invalidations.
 func (l *Cache[V]) Unverify() {
+	l.leased.Store(0)
 	if v := l.verified.Swap(0); v != 0 {
 		l.paused.Store(v)
 	}
@@ -212,6 +223,15 @@ func (l *Cache[V]) Resume() {
 		return
 	}
 	l.VerifyFromNow()
+}
+
+// Lease lets healthy reads trust the L1 until until (if that is later
+// than what an earlier Lease allowed): the subscription proved it had
+// applied every invalidation its fleet did not wait for (lease.go).
+func (l *Cache[V]) Lease(until time.Time) {
+	at := int64(until.Sub(l.base))
+	for old := l.leased.Load(); old < at && !l.leased.CompareAndSwap(old, at); old = l.leased.Load() {
+	}
 }
 
 // Epoch returns the current epoch: a flight reads it before its Redis

@@ -24,6 +24,7 @@ func newTestLocal(t *testing.T) *Cache[int] {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	l.Lease(time.Now().Add(time.Hour)) // no backplane here: its lease never ends
 	t.Cleanup(l.Close)
 	return l
 }
@@ -61,6 +62,7 @@ func TestLocalNeverServesPastExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.Lease(time.Now().Add(time.Hour)) // no backplane here: its lease never ends
 	t.Cleanup(l.Close)
 	l.VerifyFromNow()
 	l.Put("ttl", 1, false, time.Time{}, l.Epoch())
@@ -96,9 +98,10 @@ func TestLocalTrustsOnlyReadsUnderTheCurrentSubscription(t *testing.T) {
 		{func() { l.Put("a", 1, false, time.Time{}, l.Epoch()) }, "a", false}, // never subscribed
 		{l.VerifyFromNow, "a", false},                                         // read before the subscription
 		{func() { l.Put("b", 2, false, time.Time{}, l.Epoch()) }, "b", true},
-		{l.Unverify, "b", false},      // the subscription dropped
-		{l.VerifyFromNow, "b", false}, // and came back: b may have missed an invalidation
-		{func() { l.Refresh("b", 2, false, time.Time{}, l.Epoch()) }, "b", true},
+		{l.Unverify, "b", false},                                                  // the subscription dropped
+		{l.VerifyFromNow, "b", false},                                             // and came back: b may have missed an invalidation
+		{func() { l.Refresh("b", 2, false, time.Time{}, l.Epoch()) }, "b", false}, // no lease since the drop
+		{func() { l.Lease(time.Now().Add(time.Hour)) }, "b", true},
 		{l.VerifyFromNow, "b", false}, // a message nobody can read
 	}
 	for i, s := range steps {
@@ -156,6 +159,7 @@ func benchLocal(b *testing.B) (*Cache[int], []string) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	l.Lease(time.Now().Add(time.Hour)) // no backplane here: its lease never ends
 	b.Cleanup(l.Close)
 	l.VerifyFromNow()
 	vkeys := make([]string, 10_000)
@@ -175,6 +179,7 @@ func TestPutNeverShowsAnInvalidatedRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.Lease(time.Now().Add(time.Hour)) // no backplane here: its lease never ends
 	var (
 		seen  []int
 		probe bool
@@ -220,4 +225,40 @@ func deref(v *int) int {
 		return 0
 	}
 	return *v
+}
+
+// TestLocalTrustsOnlyWhileLeased: healthy reads trust the L1 only until
+// the subscription's lease ends, and not after a drop until a new lease;
+// a read during an outage takes the entry either way.
+func TestLocalTrustsOnlyWhileLeased(t *testing.T) {
+	l, err := New[int](100, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.VerifyFromNow()
+	l.Put("k", 1, false, time.Time{}, l.Epoch())
+	check := func(step string, healthy bool) {
+		t.Helper()
+		if _, _, ok := l.Get("k", true); ok != healthy {
+			t.Errorf("%s: healthy Get(k) found it = %v, want %v", step, ok, healthy)
+		}
+		if _, _, ok := l.Get("k", false); !ok {
+			t.Errorf("%s: Get(k) during an outage found nothing, want the entry", step)
+		}
+	}
+	check("never leased", false)
+	l.Lease(time.Now().Add(50 * time.Millisecond))
+	check("leased", true)
+	time.Sleep(60 * time.Millisecond)
+	check("lease ended", false)
+	l.Lease(time.Now().Add(time.Hour))
+	check("leased again", true)
+	l.Lease(time.Now()) // an earlier end does not shorten it
+	check("an earlier lease", true)
+	l.Unverify()
+	l.Resume()
+	check("resumed after a drop, not leased", false)
+	l.Lease(time.Now().Add(time.Hour))
+	check("resumed and leased", true)
 }

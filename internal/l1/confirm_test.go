@@ -36,11 +36,12 @@ func direct(ctx context.Context, _ string, _ time.Duration, fn func(context.Cont
 }
 
 // TestSubscriptionConfirmsAfterMembers: two subscriptions (two clients),
-// one with two members of the channel; a message asking for
-// confirmations is received by both connections (PUBLISH's count), each
+// one with two members of the channel, each leased in the channel's
+// registry; a message asking for confirmations names both as live, each
 // confirms once after handing it to all its members, and the wait ends
-// well before its timeout. A third receiver that never confirms (a plain
-// SUBSCRIBE, like an earlier version) makes the wait fail naming one.
+// well before its timeout. A plain SUBSCRIBE (like an earlier version)
+// keeps no lease and is not waited for; a lease whose subscription
+// never confirms makes the wait fail naming one.
 func TestSubscriptionConfirmsAfterMembers(t *testing.T) {
 	srv := redistest.Start(t)
 	m1, m2, m3 := &member{}, &member{}, &member{}
@@ -48,26 +49,26 @@ func TestSubscriptionConfirmsAfterMembers(t *testing.T) {
 	defer Join(r1, "ch", m1.handler())()
 	defer Join(r1, "ch", m2.handler())()
 	defer Join(r2, "ch", m3.handler())()
-	waitUntil(t, "all subscribed", func() bool {
-		return m1.subscribed.Load() >= 1 && m2.subscribed.Load() >= 1 && m3.subscribed.Load() >= 1
+	waitUntil(t, "all leased", func() bool {
+		return m1.leases.Load() >= 1 && m2.leases.Load() >= 1 && m3.leases.Load() >= 1
 	})
 	pub := srv.Client(t)
 	ctx := context.Background()
 	c := &Confirmer{Client: pub, Prefix: "ack:", Timeout: 5 * time.Second, Slice: 100 * time.Millisecond, Call: direct}
-	send := func() (int64, string) {
+	send := func() ([]string, string) {
 		reply := c.Reply()
-		n, err := Publish.Run(ctx, pub, []string{"ch"}, PublishArgs("ch", EncodeAsking("other.", reply, []string{"k"}))...).Int64()
+		live, err := PublishLiveResult(PublishLive.Run(ctx, pub, []string{"ch", LiveKey("ch")}, PublishArgs("ch", EncodeAsking("other.", reply, []string{"k"}))...).Result())
 		if err != nil {
-			t.Fatalf("Publish: %v", err)
+			t.Fatalf("PublishLive: %v", err)
 		}
-		return n, reply
+		return live, reply
 	}
-	n, reply := send()
-	if n != 2 {
-		t.Fatalf("Publish reached %d subscriptions, want 2", n)
+	live, reply := send()
+	if len(live) != 2 {
+		t.Fatalf("PublishLive named %d live subscriptions (%q), want 2", len(live), live)
 	}
 	start := time.Now()
-	if err := c.Wait(ctx, reply, n); err != nil {
+	if err := c.Wait(ctx, reply, live); err != nil {
 		t.Fatalf("Wait = %v, want nil", err)
 	}
 	if took := time.Since(start); took > 4*time.Second {
@@ -84,10 +85,17 @@ func TestSubscriptionConfirmsAfterMembers(t *testing.T) {
 	if _, err := ps.Receive(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if live, reply = send(); len(live) != 2 {
+		t.Fatalf("with a plain SUBSCRIBE beside them, PublishLive named %d live subscriptions, want 2", len(live))
+	}
+	if err := c.Wait(ctx, reply, live); err != nil {
+		t.Fatalf("Wait with a plain SUBSCRIBE beside them = %v, want nil", err)
+	}
+	srv.CLI(t, "ZADD", LiveKey("ch"), "99999999999999", "ghost")
 	c.Timeout = 300 * time.Millisecond
-	n, reply = send()
-	err := c.Wait(ctx, reply, n)
+	live, reply = send()
+	err := c.Wait(ctx, reply, live)
 	if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), "1 of 3 instances did not confirm") {
-		t.Errorf("Wait with a receiver that never confirms = %v, want ErrNotConfirmed naming 1 of 3", err)
+		t.Errorf("Wait with a live subscription that never confirms = %v, want ErrNotConfirmed naming 1 of 3", err)
 	}
 }

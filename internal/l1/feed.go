@@ -50,15 +50,25 @@ const Retention = 10_000
 // error (a missing permission, an out-of-memory reply) fails the script
 // before anything is published: the change is queued and replayed.
 var Publish = redis.NewScript(`
+local function done(n, err)
+  if err then return {n, err} end
+  return n
+end
+` + publishLua)
+
+// publishLua is the body of Publish and PublishLive (registry.go): it
+// appends and publishes, and returns done(PUBLISH's reply, the stream's
+// error or nil).
+const publishLua = `
 local id = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
 if type(id) == 'table' and id.err then
   if string.sub(id.err, 1, 9) ~= 'WRONGTYPE' then
     return id
   end
-  return {redis.call('PUBLISH', ARGV[3], ARGV[2]), id.err}
+  return done(redis.call('PUBLISH', ARGV[3], ARGV[2]), id.err)
 end
-return redis.call('PUBLISH', ARGV[3], '` + wrapFormat + `' .. string.char(#id) .. id .. ARGV[2])
-`)
+return done(redis.call('PUBLISH', ARGV[3], '` + wrapFormat + `' .. string.char(#id) .. id .. ARGV[2]), nil)
+`
 
 // ErrFeedBroken is the error of PublishResult when the message was
 // published but not appended to the channel's stream: subscribers that
@@ -153,11 +163,20 @@ type streamRead struct {
 
 // readStreams reads the streams of channels in one pipelined round trip
 // (one per node on a Cluster): each one's XINFO STREAM, and its entries
-// after the ID in after, for the channels that have one.
-func readStreams(ctx context.Context, rdb redis.UniversalClient, channels []string, after map[string]streamID) map[string]*streamRead {
+// after the ID in after, for the channels that have one. With an id, it
+// first renews that subscription's lease in each channel's registry
+// (registry.go; same node as the stream), and reports whether every
+// renewal succeeded: a message published before a renewal landed is in
+// the stream read after it, one published after is waited for.
+func readStreams(ctx context.Context, rdb redis.UniversalClient, channels []string, after map[string]streamID, id string) (_ map[string]*streamRead, renewed bool) {
 	reads := make(map[string]*streamRead, len(channels))
+	var renewals []*redis.Cmd
 	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, ch := range channels {
+			if id != "" {
+				// EVAL: a pipeline cannot fall back on NOSCRIPT.
+				renewals = append(renewals, renewScript.Eval(ctx, p, []string{LiveKey(ch)}, id, LeaseTTL.Milliseconds()))
+			}
 			r := &streamRead{info: p.XInfoStream(ctx, ch)}
 			if a, ok := after[ch]; ok {
 				r.after = a
@@ -167,7 +186,11 @@ func readStreams(ctx context.Context, rdb redis.UniversalClient, channels []stri
 		}
 		return nil
 	}) // each command's own error is read below
-	return reads
+	renewed = id != ""
+	for _, c := range renewals {
+		renewed = renewed && c.Err() == nil
+	}
+	return reads, renewed
 }
 
 // missed returns the messages of the stream after r.after, in order, and

@@ -138,19 +138,32 @@ func (s *Subscription) resume(ctx context.Context, channels []string) {
 			after[ch] = id
 		}
 	}
+	s.registered = true // from the first try: a partial renewal may have landed
 	s.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
-	reads := readStreams(cctx, s.client, channels, after)
+	sent := time.Now()
+	reads, renewed := readStreams(cctx, s.client, channels, after, s.id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var until time.Time // the lease's end for the members (lease.go); zero: none yet
+	if renewed {
+		// Every message published before the renewal landed is in the
+		// stream read after it, and handed over below (or, when the
+		// stream cannot tell, the members trust only reads from now on,
+		// which see those messages' writes): the first lease needs no
+		// PONG.
+		until = sent.Add(LeaseTTL - leaseMargin)
+	}
 	for _, ch := range channels {
-		s.resumeOne(ch, reads[ch])
+		s.resumeOne(ch, reads[ch], until)
 	}
 }
 
-// resumeOne is resume for one channel whose stream r read (under s.mu).
-func (s *Subscription) resumeOne(channel string, r *streamRead) {
+// resumeOne is resume for one channel whose stream r read (under s.mu),
+// and then leases its members until until, unless it is zero.
+func (s *Subscription) resumeOne(channel string, r *streamRead, until time.Time) {
+	defer s.leaseMembers(channel, until)
 	s.confirmed[channel] = true
 	if r.rng != nil {
 		if msgs, last, err := r.missed(); err == nil {
@@ -165,6 +178,14 @@ func (s *Subscription) resumeOne(channel string, r *streamRead) {
 					m.OnResumed()
 				} else {
 					m.OnSubscribed()
+				}
+			}
+			// Every member has them: confirm those that ask, so that a
+			// publisher that waited for this subscription (its lease
+			// held while it missed them) is answered.
+			for _, msg := range msgs {
+				if reply := s.allowedReply(channel, askedReply(msg)); reply != "" {
+					s.ask(reply)
 				}
 			}
 			s.resumed.Add(1)

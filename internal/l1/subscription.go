@@ -26,34 +26,6 @@ import (
 // each message to the members of its channel, and tells every member of a
 // drop. The last member to leave closes it.
 
-// Handler is what one member of a shared subscription is told. Its
-// functions run one at a time, under the subscription's lock: they must be
-// quick and must not call Join or leave.
-type Handler struct {
-	// OnSubscribed runs when the member's channel is subscribed: at Join
-	// when it already is, and each time Redis confirms it after that.
-	OnSubscribed func()
-	// OnDrop runs each time the subscription of the member's channel ends
-	// or fails to start.
-	OnDrop func()
-	// OnResumed runs instead of OnSubscribed when the channel is
-	// subscribed again after a drop and every message sent meanwhile has
-	// been handed to OnMessage from the channel's stream (feed.go): what
-	// the member trusted before the drop may be trusted again.
-	OnResumed func()
-	// OnMessage runs for each message on the member's channel.
-	OnMessage func(payload string)
-	// ReplyPrefix starts every reply key a message on the member's
-	// channel may ask confirmations on (confirm.go): a message asking on
-	// any other key is handed over but not confirmed, so that no message
-	// makes the fleet write keys outside its prefix. "" confirms none.
-	ReplyPrefix string
-	// OnPanic, if not nil, is told of a panic in the subscription (it
-	// dials a connection of its own through the client's hooks, and a hook
-	// may panic), which is then taken for a dropped one.
-	OnPanic func(p any)
-}
-
 // Subscription is one client's shared pub/sub connection.
 type Subscription struct {
 	client  redis.UniversalClient
@@ -74,6 +46,13 @@ type Subscription struct {
 	ackMu   sync.Mutex
 	acks    []string      // reply keys to confirm on (confirm.go)
 	ackKick chan struct{} // wakes confirmLoop
+
+	id         string        // in the registry of live subscribers (registry.go)
+	leaseKick  chan struct{} // wakes leaseLoop
+	awaiting   *leaseRound   // the round whose PONG is awaited (under mu)
+	registered bool          // a renewal was sent since the last drop (under mu)
+	leaseSeq   atomic.Uint64 // numbers the PINGs of lease rounds
+	leases     atomic.Int64  // lease rounds granted
 
 	resumed  atomic.Int64 // subscriptions resumed from the stream
 	replayed atomic.Int64 // messages handed over from the stream
@@ -119,6 +98,7 @@ func (s *Subscription) add(channel string, m *Handler) {
 	s.members[channel] = append(s.members[channel], m)
 	if s.confirmed[channel] {
 		m.OnSubscribed()
+		s.kickLease() // its lease comes with the next round
 	}
 }
 
@@ -132,6 +112,8 @@ func newSubscription(client redis.UniversalClient) *Subscription {
 		stop:      stop,
 		kick:      make(chan struct{}, 1),
 		ackKick:   make(chan struct{}, 1),
+		leaseKick: make(chan struct{}, 1),
+		id:        newID(),
 		members:   map[string][]*Handler{},
 		confirmed: map[string]bool{},
 		last:      map[string]streamID{},
@@ -148,6 +130,7 @@ func (s *Subscription) startOnce() {
 		s.wg.Go(func() { s.run(s.ctx) })
 		s.wg.Go(func() { s.syncLoop(s.ctx) })
 		s.wg.Go(func() { s.confirmLoop(s.ctx) })
+		s.wg.Go(func() { s.leaseLoop(s.ctx) })
 	})
 }
 
@@ -161,7 +144,11 @@ func (s *Subscription) leave(channel string, m *Handler, release func() (last bo
 			kept = append(kept, o)
 		}
 	}
+	var gone []string // the registry entry to remove
 	if len(kept) == 0 {
+		if s.registered {
+			gone = []string{channel}
+		}
 		delete(s.members, channel)
 		delete(s.last, channel) // a later member starts afresh
 		delete(s.legacy, channel)
@@ -171,7 +158,8 @@ func (s *Subscription) leave(channel string, m *Handler, release func() (last bo
 	s.mu.Unlock()
 
 	if !release() {
-		s.nudge() // unsubscribe a channel nobody listens to any more
+		s.unregister(gone) // publishers need not wait for this process on it
+		s.nudge()          // unsubscribe a channel nobody listens to any more
 		return
 	}
 	s.mu.Lock()
@@ -183,6 +171,7 @@ func (s *Subscription) leave(channel string, m *Handler, release func() (last bo
 		_ = c.ps.Close()
 	}
 	s.wg.Wait()
+	s.unregister(gone) // after leaseLoop ended: nothing renews it again
 }
 
 // nudge asks syncLoop to bring the subscribed channels in line with the
@@ -270,7 +259,7 @@ func (s *Subscription) run(ctx context.Context) {
 		if s.listenSafely(ctx) {
 			round = 0
 		}
-		s.dropped()
+		s.unregister(s.dropped())
 		t := time.NewTimer(min(100*time.Millisecond<<min(round, 4), 2*time.Second))
 		select {
 		case <-t.C:
@@ -281,16 +270,25 @@ func (s *Subscription) run(ctx context.Context) {
 }
 
 // dropped forgets the confirmations of the connection that ended and
-// tells every member.
-func (s *Subscription) dropped() {
+// tells every member, which ends its lease (lease.go). It returns the
+// channels whose registry entries should go: their members trust no L1
+// until they have caught up from the stream.
+func (s *Subscription) dropped() (chans []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	clear(s.confirmed)
-	for _, ms := range s.members {
+	s.awaiting = nil
+	registered := s.registered
+	s.registered = false
+	for ch, ms := range s.members {
+		if registered {
+			chans = append(chans, ch)
+		}
 		for _, m := range ms {
 			m.OnDrop()
 		}
 	}
+	return chans
 }
 
 // listenSafely is listen with a panic in it taken for a subscription that
@@ -386,6 +384,8 @@ func (s *Subscription) listen(ctx context.Context) (subscribed bool) {
 			}
 		case *redis.Message:
 			s.deliver(m.Channel, m.Payload)
+		case *redis.Pong:
+			s.ponged(ps, m.Payload) // after every message before it
 		}
 	}
 	return subscribed
