@@ -230,7 +230,7 @@ func TestLocalFirstHitAllocatesNothing(t *testing.T) {
 		return sc
 	}
 	sc, so := newStringCache(), newStringCache()
-	waitListening(t, srv, so, sc, "probe")
+	waitListeningOn(t, srv, "s:invalidations", so, sc, "probe")
 	for _, key := range []string{"a}b", "#x", "plain"} {
 		if _, err := sc.Get(ctx, key); err != nil {
 			t.Fatal(err)
