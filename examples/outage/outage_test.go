@@ -356,11 +356,14 @@ func (s slowRestart) restart(ctx context.Context) error {
 	return s.redisCtl.restart(ctx)
 }
 
-// TestSlowRestartKeepsTheTimeline restarts Redis 2.5s late. The seconds of
-// the restart are sampled like any other (the sampling loop once waited
-// for the restart, filed all their Gets under the first and left the
-// others with none), and the recovery phase lasts its -recovery from the
-// second Redis answered in.
+// TestSlowRestartKeepsTheTimeline restarts Redis 2.5s late, so that it
+// answers after the run as planned would have ended. The seconds of the
+// restart are sampled like any other (the sampling loop once waited for
+// the restart, filed all their Gets under the first and left the others
+// with none), and the recovery phase lasts its -recovery from the second
+// Redis answered in (the run once ended as planned while the restart was
+// still pending: with two test suites at once, a restart that took 3s
+// left none of a 3s recovery).
 func TestSlowRestartKeepsTheTimeline(t *testing.T) {
 	testlog.Attach(t)
 	const delay = 2500 * time.Millisecond
@@ -369,7 +372,7 @@ func TestSlowRestartKeepsTheTimeline(t *testing.T) {
 		return slowRestart{ctl, delay}, err
 	}
 	t.Cleanup(func() { openRedisCtl = newRedisCtl })
-	_, res := runMain(t, "-miniredis", "-warm", "1s", "-healthy", "1s", "-outage", "1s", "-recovery", "3s",
+	_, res := runMain(t, "-miniredis", "-warm", "1s", "-healthy", "1s", "-outage", "1s", "-recovery", "1s",
 		"-rate", "300", "-keys", "100", "-quiet")
 	if res.RestartMs < ms(delay) {
 		t.Fatalf("RestartMs = %v, want at least %v", res.RestartMs, ms(delay))

@@ -175,7 +175,8 @@ func describeDB(cfg Config) string {
 // for it filed all of those seconds' cache counters under the first one
 // and left the others empty. The recovery phase lasts cfg.Recovery from
 // the second the restarted Redis answered in, so that a slow restart does
-// not eat it: the run is that much longer.
+// not eat it: the run is that much longer, and goes on past its planned
+// end while the restart is pending.
 func (r *runner) timeline(ctx context.Context) (*Result, error) {
 	cfg := r.cfg
 	total := cfg.total()
@@ -196,7 +197,7 @@ func (r *runner) timeline(ctx context.Context) (*Result, error) {
 	var restarter sync.WaitGroup
 	outageKeyQueries := make([]uint64, len(r.lanes))
 loop:
-	for i := 0; i < total; i++ {
+	for i := 0; i < maxTotal && (i < total || rs.pending()); i++ {
 		if err := r.waitSecond(ctx, i, rs); err != nil {
 			runErr = err
 			break loop
@@ -290,6 +291,10 @@ func (rs *restart) finished() bool {
 		return false
 	}
 }
+
+// pending reports whether the restart has begun and justDone has not yet
+// reported its end.
+func (rs *restart) pending() bool { return rs != nil && !rs.reported }
 
 // justDone reports, once, that the restart has returned.
 func (rs *restart) justDone() bool {
