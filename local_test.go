@@ -172,11 +172,12 @@ func TestLocalFirstSkipsRedisRead(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	ld := &faultLoader{}
-	c := newFaultCache(t, rdb, ld.load,
+	// Not a test of the Redis timeout (redisTimeout says why).
+	c := newFaultCache(t, rdb, ld.load, cacheaside.WithRedisTimeout(redisTimeout),
 		cacheaside.WithLocalCache(100, 10*time.Second),
 		cacheaside.WithLocalFirst(true))
 	// L1 copies are trusted once read under a confirmed subscription.
-	other := newFaultCache(t, srv.Client(t), ld.load, cacheaside.WithLocalCache(100, 10*time.Second))
+	other := newFaultCache(t, srv.Client(t), ld.load, cacheaside.WithRedisTimeout(redisTimeout), cacheaside.WithLocalCache(100, 10*time.Second))
 	waitListening(t, srv, other, c, -1)
 	mustGet(t, c, 1)
 	gets := redisReads(t, srv)
@@ -200,9 +201,11 @@ func TestLocalFirstSkipsRedisRead(t *testing.T) {
 func TestLocalFirstHitAllocatesNothing(t *testing.T) {
 	srv := redistest.Start(t)
 	ld := &faultLoader{}
-	c := newFaultCache(t, srv.Client(t), ld.load,
+	// Not a test of the Redis timeout: with the default 100ms, the probe
+	// Invalidate of waitListening failed on a loaded machine (redisTimeout).
+	c := newFaultCache(t, srv.Client(t), ld.load, cacheaside.WithRedisTimeout(redisTimeout),
 		cacheaside.WithLocalCache(100, time.Minute), cacheaside.WithLocalFirst(true))
-	other := newFaultCache(t, srv.Client(t), ld.load, cacheaside.WithLocalCache(100, time.Minute))
+	other := newFaultCache(t, srv.Client(t), ld.load, cacheaside.WithRedisTimeout(redisTimeout), cacheaside.WithLocalCache(100, time.Minute))
 	waitListening(t, srv, other, c, -1)
 	const k = 123456 // past strconv's table of small numbers
 	mustGet(t, c, k)
@@ -222,7 +225,7 @@ func TestLocalFirstHitAllocatesNothing(t *testing.T) {
 
 	newStringCache := func() *cacheaside.Cache[string, string] {
 		sc, err := cacheaside.New(srv.Client(t), func(ctx context.Context, k string) (string, error) { return "v" + k, nil },
-			cacheaside.WithPrefix("s:"), cacheaside.WithLocalCache(100, time.Minute), cacheaside.WithLocalFirst(true))
+			cacheaside.WithRedisTimeout(redisTimeout), cacheaside.WithPrefix("s:"), cacheaside.WithLocalCache(100, time.Minute), cacheaside.WithLocalFirst(true))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -230,7 +233,7 @@ func TestLocalFirstHitAllocatesNothing(t *testing.T) {
 		return sc
 	}
 	sc, so := newStringCache(), newStringCache()
-	waitListening(t, srv, so, sc, "probe")
+	waitListeningOn(t, srv, "s:invalidations", so, sc, "probe")
 	for _, key := range []string{"a}b", "#x", "plain"} {
 		if _, err := sc.Get(ctx, key); err != nil {
 			t.Fatal(err)

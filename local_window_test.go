@@ -84,14 +84,23 @@ func versioned() (*atomic.Int64, cacheaside.LoadFunc[string, int64]) {
 // localFirst is the L1 configuration of every test in this file.
 var localFirst = []cacheaside.Option{cacheaside.WithLocalCache(100, time.Minute), cacheaside.WithLocalFirst(true)}
 
-// waitListening waits until both Caches of a test are subscribed to the
-// invalidation channel and to has read the confirmation of its
-// subscription: an invalidation of a probe key by from reaches to. Only
-// then do read-first Gets on to trust what they read into L1. It returns
-// to's count of applied invalidations.
+// waitListening waits until both Caches of a test, on the default prefix,
+// are subscribed to the invalidation channel and to has read the
+// confirmation of its subscription: an invalidation of a probe key by from
+// reaches to. Only then do read-first Gets on to trust what they read into
+// L1. It returns to's count of applied invalidations.
 func waitListening[K comparable, V any](t *testing.T, srv *redistest.Server, from, to *cacheaside.Cache[K, V], probe K) uint64 {
 	t.Helper()
-	waitSubscribed(t, srv, 2)
+	return waitListeningOn(t, srv, "ca:invalidations", from, to, probe)
+}
+
+// waitListeningOn is waitListening for Caches whose invalidation channel
+// is channel (their prefix + "invalidations"). Two subscribers of another
+// channel do not do: an invalidation published before to subscribed never
+// reaches it.
+func waitListeningOn[K comparable, V any](t *testing.T, srv *redistest.Server, channel string, from, to *cacheaside.Cache[K, V], probe K) uint64 {
+	t.Helper()
+	waitSubscribedTo(t, srv, channel, 2)
 	before := to.Stats().LocalInvalidations
 	if err := from.Invalidate(context.Background(), probe); err != nil {
 		t.Fatalf("Invalidate(%v) = %v", probe, err)

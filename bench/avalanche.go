@@ -307,11 +307,28 @@ func (r *report) avalancheTable(p func(string, ...any)) {
 
 // warmUntilStored warms ids through s until Redis holds every one of
 // them: on a busy machine a Get of cacheaside can fail open (a Redis call
-// past its budget), which loads the value without storing it.
+// past its budget, or any call while the breaker those opened is open),
+// which loads the value without storing it. Tries after the first wait
+// warmPause, past the default breaker's cooldown, and go on for warmFor.
 func warmUntilStored(ctx context.Context, s strategy, admin *redis.Client, key func(int64) string, ids []int64) error {
-	const tries = 5
-	missing := ids
-	for try := 0; try < tries && len(missing) > 0; try++ {
+	const (
+		warmFor   = 30 * time.Second
+		warmPause = time.Second
+	)
+	deadline := time.Now().Add(warmFor)
+	missing, tries := ids, 0
+	for len(missing) > 0 {
+		if tries > 0 {
+			if time.Now().Add(warmPause).After(deadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(warmPause):
+			}
+		}
+		tries++
 		if err := warmByGet(ctx, s, missing); err != nil {
 			return err
 		}
@@ -333,7 +350,7 @@ func warmUntilStored(ctx context.Context, s strategy, admin *redis.Client, key f
 		missing = next
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%d warm keys not in Redis after %d warm-ups, e.g. %s", len(missing), tries, key(missing[0]))
+		return fmt.Errorf("%d warm keys not in Redis after %d warm-ups in %v, e.g. %s", len(missing), tries, warmFor, key(missing[0]))
 	}
 	return nil
 }

@@ -149,11 +149,14 @@ func TestRedisSlowsDuringLoad(t *testing.T) {
 // TestLockOfHolderCutOffFromRedisExpires: the heartbeat keeps a lock alive
 // only while its holder reaches Redis. A holder cut off from Redis in the
 // middle of its load stops extending its lock, which then expires within
-// the lock TTL, and a Get on another instance takes the lock over.
+// the lock TTL, and a Get on another instance takes the lock over. The
+// holder's Redis timeout and the lock TTL leave room for a loaded machine:
+// with 100ms and 300ms, three extensions in a row past 100ms (two test
+// suites at once) let the lock lapse while the holder still reached Redis.
 func TestLockOfHolderCutOffFromRedisExpires(t *testing.T) {
 	srv := redistest.Start(t)
 	px := faultproxy.New(t, srv.Addr())
-	const lockTTL = 300 * time.Millisecond
+	const lockTTL = time.Second
 	entered, release := make(chan struct{}, 1), make(chan struct{})
 	holder := newFaultCache(t, newFaultClient(t, px.Addr()), func(ctx context.Context, k int) (string, error) {
 		entered <- struct{}{}
@@ -162,7 +165,7 @@ func TestLockOfHolderCutOffFromRedisExpires(t *testing.T) {
 		case <-ctx.Done():
 		}
 		return "from the holder", nil
-	}, cacheaside.WithRedisTimeout(faultBudget), cacheaside.WithFillLock(cacheaside.FillLock{TTL: lockTTL}))
+	}, cacheaside.WithRedisTimeout(lockTTL), cacheaside.WithFillLock(cacheaside.FillLock{TTL: lockTTL}))
 	t.Cleanup(func() {
 		close(release)
 		px.Disable(t) // ends the calls the holder is still waiting on, before its Close waits for them

@@ -114,9 +114,14 @@ func run(ctx context.Context, out io.Writer, redisAddr, dbURL string, extra ...c
 	return nil
 }
 
-// seed creates the products table if it is missing.
+// seed creates the products table if it is missing. Two CREATE TABLE IF
+// NOT EXISTS at once can both find the table missing, and the second then
+// fails; an advisory lock held to the end of the transaction lets one
+// run at a time create it.
 func seed(ctx context.Context, pool *pgxpool.Pool) error {
-	_, err := pool.Exec(ctx, `
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `
+SELECT pg_advisory_xact_lock(hashtext('cacheaside_basic_products'));
 CREATE TABLE IF NOT EXISTS cacheaside_basic_products (
 	id bigint PRIMARY KEY,
 	name text NOT NULL,
@@ -125,6 +130,8 @@ CREATE TABLE IF NOT EXISTS cacheaside_basic_products (
 INSERT INTO cacheaside_basic_products (id, name, price_cents) VALUES
 	(1, 'teapot', 1999), (2, 'kettle', 3499), (3, 'mug', 899)
 ON CONFLICT (id) DO NOTHING;`)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("seeding cacheaside_basic_products: %w", err)
 	}

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/cacheaside/cacheaside/integration/pgtest"
 	"github.com/cacheaside/cacheaside/internal/redistest"
 	"github.com/cacheaside/cacheaside/internal/testlog"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 )
 
@@ -36,6 +40,68 @@ func TestRun(t *testing.T) {
 	for _, want := range []string{"product 1: teapot", "after the update: teapot", "product 999999: not found", "1 hits"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("run() printed %q, want it to contain %q", got, want)
+		}
+	}
+}
+
+// TestSeedConcurrent: runs of the example that start at once on a database
+// without the table (two test suites at once on a new machine) all seed
+// it. Two CREATE TABLE IF NOT EXISTS at once can both find the table
+// missing, and the second then fails on PostgreSQL's catalog ("duplicate
+// key value violates unique constraint pg_type_typname_nsp_index"). Each
+// round seeds a schema of its own (search_path), so that the example's
+// table of other runs is never touched.
+func TestSeedConcurrent(t *testing.T) {
+	admin := pgtest.Pool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const rounds, runs = 5, 8
+	for r := range rounds {
+		schema := fmt.Sprintf("t_seed_%08x", rand.Uint32())
+		if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+			t.Fatalf("CREATE SCHEMA: %v", err)
+		}
+		t.Cleanup(func() {
+			if _, err := admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+				t.Errorf("DROP SCHEMA %s: %v", schema, err)
+			}
+		})
+		cfg, err := pgxpool.ParseConfig(pgtest.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ConnConfig.RuntimeParams["search_path"] = schema
+		cfg.MaxConns = runs
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Connected before the seeds start, so that they start together.
+		conns := make([]*pgxpool.Conn, runs)
+		for i := range conns {
+			if conns[i], err = pool.Acquire(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range conns {
+			c.Release()
+		}
+		errs := make([]error, runs)
+		var wg sync.WaitGroup
+		for i := range runs {
+			wg.Go(func() { errs[i] = seed(ctx, pool) })
+		}
+		wg.Wait()
+		var n int
+		err = pool.QueryRow(ctx, "SELECT count(*) FROM cacheaside_basic_products").Scan(&n)
+		pool.Close()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("round %d: seed %d of %d at once = %v, want nil", r, i, runs, err)
+			}
+		}
+		if err != nil || n != 3 {
+			t.Fatalf("round %d: %d rows in %s.cacheaside_basic_products (%v), want 3", r, n, schema, err)
 		}
 	}
 }

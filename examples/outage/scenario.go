@@ -170,12 +170,14 @@ func describeDB(cfg Config) string {
 
 // timeline offers the load, samples each second, kills and restarts Redis
 // at the phase boundaries, and builds the result once the last request is
-// done. The restart runs beside the sampling: on a busy machine the new
-// redis-server takes seconds to answer, and a sampling loop that waited
-// for it filed all of those seconds' cache counters under the first one
-// and left the others empty. The recovery phase lasts cfg.Recovery from
+// done. The kill and the restart run beside the sampling: on a busy
+// machine closing a server can take seconds, and the new redis-server
+// seconds to answer, and a sampling loop that waited for them filed all of
+// those seconds' cache counters under the first one and left the others
+// empty. The recovery phase lasts cfg.Recovery from
 // the second the restarted Redis answered in, so that a slow restart does
-// not eat it: the run is that much longer.
+// not eat it: the run is that much longer, and goes on past its planned
+// end while the restart is pending.
 func (r *runner) timeline(ctx context.Context) (*Result, error) {
 	cfg := r.cfg
 	total := cfg.total()
@@ -193,10 +195,11 @@ func (r *runner) timeline(ctx context.Context) (*Result, error) {
 		r.out.note("no warming phase: the healthy phase starts with an empty Redis and a cold L1")
 	}
 	var rs *restart // nil until the restart begins
-	var restarter sync.WaitGroup
+	var killing, restarter sync.WaitGroup
+	var killErr error // set before killing is done
 	outageKeyQueries := make([]uint64, len(r.lanes))
 loop:
-	for i := 0; i < total; i++ {
+	for i := 0; i < maxTotal && (i < total || rs.pending()); i++ {
 		if err := r.waitSecond(ctx, i, rs); err != nil {
 			runErr = err
 			break loop
@@ -217,10 +220,9 @@ loop:
 		case secs(cfg.Warm):
 			r.out.note("warming done: L1 of every cacheaside instance starts the healthy phase warm (each Redis hit of the warming phase filled it)")
 		case killAt:
-			if err := r.ctl.kill(); err != nil {
-				runErr = fmt.Errorf("kill redis: %w", err)
-				break loop
-			}
+			// Beside the sampling too: closing a server with connections
+			// in flight can take seconds on a busy machine.
+			killing.Go(func() { killErr = r.ctl.kill() })
 			for _, l := range r.lanes {
 				l.db.countKeys()
 			}
@@ -232,7 +234,11 @@ loop:
 			rs = &restart{start: time.Now(), done: make(chan struct{})}
 			restarter.Go(func() {
 				defer close(rs.done)
-				rs.err = r.ctl.restart(ctx)
+				if killing.Wait(); killErr != nil {
+					rs.err = fmt.Errorf("the kill before it: %w", killErr)
+				} else {
+					rs.err = r.ctl.restart(ctx)
+				}
 				rs.at = time.Now()
 			})
 		}
@@ -246,8 +252,12 @@ loop:
 		l.sample(total - 1)
 	}
 	restarter.Wait()
+	killing.Wait()
 	if runErr == nil && rs != nil && rs.err != nil {
 		runErr = fmt.Errorf("restart redis: %w", rs.err)
+	}
+	if runErr == nil && killErr != nil {
+		runErr = fmt.Errorf("kill redis: %w", killErr)
 	}
 	if runErr != nil {
 		return nil, runErr
@@ -290,6 +300,10 @@ func (rs *restart) finished() bool {
 		return false
 	}
 }
+
+// pending reports whether the restart has begun and justDone has not yet
+// reported its end.
+func (rs *restart) pending() bool { return rs != nil && !rs.reported }
 
 // justDone reports, once, that the restart has returned.
 func (rs *restart) justDone() bool {

@@ -41,17 +41,10 @@ func StartCluster(tb testing.TB) *Cluster {
 	cli := cliBin(tb)
 	confDir := tb.TempDir()
 	c := &Cluster{tb: tb}
-	for range clusterSize {
-		// The cluster bus defaults to port+10000, which overflows for high
-		// ephemeral ports: give each node an explicit free bus port instead.
-		bus, err := freePort()
-		if err != nil {
-			tb.Fatalf("redistest: pick a free cluster bus port: %v", err)
-		}
-		c.nodes = append(c.nodes, Start(tb,
+	for i := range clusterSize {
+		c.nodes = append(c.nodes, start(tb, true,
 			"--cluster-enabled", "yes",
-			"--cluster-port", strconv.Itoa(bus),
-			"--cluster-config-file", filepath.Join(confDir, "nodes-"+strconv.Itoa(bus)+".conf"),
+			"--cluster-config-file", filepath.Join(confDir, "nodes-"+strconv.Itoa(i)+".conf"),
 			"--cluster-node-timeout", "1000",
 			// Start replication at once instead of after 5s.
 			"--repl-diskless-sync-delay", "0",

@@ -65,6 +65,7 @@ type Server struct {
 
 	mu   sync.Mutex
 	port int
+	bus  int      // the cluster bus port of a cluster node; 0 for others
 	proc *process // nil while the server is not running
 }
 
@@ -84,6 +85,15 @@ type process struct {
 // not come up.
 func Start(tb testing.TB, args ...string) *Server {
 	tb.Helper()
+	return start(tb, false, args...)
+}
+
+// start is Start; a cluster node (clusterBus) also gets a free cluster
+// bus port, picked again with the port at each attempt: a port picked
+// once and lost to another process (two test suites at once) would
+// otherwise fail every attempt.
+func start(tb testing.TB, clusterBus bool, args ...string) *Server {
+	tb.Helper()
 	bin := serverBin(tb)
 	dir := tb.TempDir()
 	s := &Server{
@@ -100,11 +110,18 @@ func Start(tb testing.TB, args ...string) *Server {
 	defer s.mu.Unlock()
 	var lastErr error
 	for range freshPortAttempts {
-		port, err := freePort()
+		port, err := pickPort()
 		if err != nil {
 			tb.Fatalf("redistest: pick a free port: %v", err)
 		}
 		s.port = port
+		if clusterBus {
+			// The bus defaults to port+10000, which overflows for high
+			// ephemeral ports: an explicit free one instead.
+			if s.bus, err = pickPort(); err != nil {
+				tb.Fatalf("redistest: pick a free cluster bus port: %v", err)
+			}
+		}
 		if lastErr = s.launchLocked(); lastErr == nil {
 			return s
 		}
@@ -291,6 +308,9 @@ func (s *Server) launchLocked() error {
 		"--protected-mode", "no",
 		"--daemonize", "no",
 		"--logfile", "",
+	}
+	if s.bus != 0 {
+		argv = append(argv, "--cluster-port", strconv.Itoa(s.bus))
 	}
 	argv = append(argv, s.args...)
 	cmd := exec.Command(s.bin, argv...)
