@@ -20,17 +20,18 @@ import (
 const workerIdle = time.Second
 
 // workers runs calls on goroutines it reuses. Its goroutines hold only
-// the workers, not the Guard (refused.go: the client's dial hook holds
-// the Guard weakly, so that a dropped Guard is collected).
+// the workers, not the Guard, nor a pointer into it (refused.go: the
+// client's dial hook holds the Guard weakly, so that a dropped Guard is
+// collected; New then stops its workers).
 type workers struct {
-	wg   *sync.WaitGroup // the Guard's: Close waits for every worker
-	jobs chan func()     // unbuffered: a send succeeds only to an idle worker
-	quit chan struct{}   // closed by stop: idle workers end
+	wg   sync.WaitGroup // every worker: Close waits for them
+	jobs chan func()    // unbuffered: a send succeeds only to an idle worker
+	quit chan struct{}  // closed by stop: idle workers end
 	once sync.Once
 }
 
-func newWorkers(wg *sync.WaitGroup) *workers {
-	return &workers{wg: wg, jobs: make(chan func()), quit: make(chan struct{})}
+func newWorkers() *workers {
+	return &workers{jobs: make(chan func()), quit: make(chan struct{})}
 }
 
 // run runs job on an idle worker, or on a new one when none is idle.
@@ -70,3 +71,9 @@ func (w *workers) work(job func()) {
 // stop ends the idle workers, and each busy one once its job returns. It
 // is safe to call more than once.
 func (w *workers) stop() { w.once.Do(func() { close(w.quit) }) }
+
+// close is stop, then waits for every worker to end.
+func (w *workers) close() {
+	w.stop()
+	w.wg.Wait()
+}

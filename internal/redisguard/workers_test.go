@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,4 +47,43 @@ func TestWatchedCallsReuseGoroutines(t *testing.T) {
 	if len(seen) > 2 {
 		t.Errorf("%d consecutive watched calls ran on %d goroutines, want at most 2", calls, len(seen))
 	}
+}
+
+// TestWatchedCallsDoNotKeepGuard: a Guard dropped without Close after a
+// watched call is collected at once, not only when the worker that ran
+// the call has been idle for workerIdle: as for the dial hook
+// (TestDialHookDoesNotKeepGuard), nothing the Guard started holds it.
+// Its idle worker then ends too.
+func TestWatchedCallsDoNotKeepGuard(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	collected := make(chan struct{})
+	func() {
+		g := New(Config{Client: rdb, Budget: 5 * time.Second, Limit: 5 * time.Second, MaxAbandoned: 8})
+		err := g.Do(context.Background(), "k", func(ctx context.Context) error { return rdb.Get(ctx, "k").Err() })
+		if err != nil && err != redis.Nil {
+			t.Fatalf("Do(GET k) = %v, want redis.Nil", err)
+		}
+		runtime.AddCleanup(g, func(ch chan struct{}) { close(ch) }, collected)
+	}()
+	deadline := time.Now().Add(workerIdle / 2)
+	for time.Now().Before(deadline) {
+		runtime.GC()
+		select {
+		case <-collected:
+			redistest.WaitFor(t, workerIdle/2, "the dropped Guard's idle worker ends", func() bool {
+				return !strings.Contains(goroutines(), "(*workers).work")
+			})
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Errorf("a Guard dropped after a watched call was not collected within %v", workerIdle/2)
+}
+
+// goroutines returns the stacks of every goroutine.
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
 }
