@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -20,16 +21,23 @@ func goroutineID() string {
 	return string(b[:bytes.IndexByte(b, ' ')])
 }
 
+// watchedGuard returns a client of a Redis of its own that ignores
+// context deadlines, and a Guard over it, closed at the end of the test.
+func watchedGuard(t *testing.T) (*redis.Client, *Guard) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	g := New(Config{Client: rdb, Budget: 5 * time.Second, Limit: 5 * time.Second, MaxAbandoned: 8})
+	t.Cleanup(g.Close)
+	return rdb, g
+}
+
 // TestWatchedCallsReuseGoroutines: consecutive watched calls (a client
 // that ignores context deadlines) run on a goroutine that ran a call
 // before, whose stack has grown already, not on a new goroutine each; Close
 // ends the idle ones (goleak in TestMain).
 func TestWatchedCallsReuseGoroutines(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { _ = rdb.Close() })
-	g := New(Config{Client: rdb, Budget: 5 * time.Second, Limit: 5 * time.Second, MaxAbandoned: 8})
-	defer g.Close()
+	rdb, g := watchedGuard(t)
 	ctx := context.Background()
 	seen := map[string]bool{}
 	const calls = 20
@@ -87,3 +95,52 @@ func goroutines() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
 }
+
+// TestWatchedCallsCarryTheirCallersLabels: a watched call runs under the
+// profiler labels of its caller (pprof.Do), as on a goroutine started for
+// it, not under those of the caller whose call started the worker.
+func TestWatchedCallsCarryTheirCallersLabels(t *testing.T) {
+	rdb, g := watchedGuard(t)
+	for _, req := range []string{"first", "second", "third"} {
+		var labels string
+		pprof.Do(context.Background(), pprof.Labels("req", req), func(ctx context.Context) {
+			err := g.Do(ctx, "k", func(ctx context.Context) error {
+				labels = callLabels()
+				return rdb.Get(ctx, "k").Err()
+			})
+			if err != nil && err != redis.Nil {
+				t.Fatalf("Do(GET k) = %v, want redis.Nil", err)
+			}
+		})
+		if want := `"req":"` + req + `"`; !strings.Contains(labels, want) {
+			t.Errorf("call of caller %s ran under labels %q, want %s", req, labels, want)
+		}
+	}
+}
+
+// callLabels returns the profiler labels of the calling goroutine, as the
+// goroutine profile shows them: it asks another goroutine to read the
+// profile while it waits in labelProbe.
+func callLabels() string {
+	read := make(chan string)
+	go func() {
+		var buf bytes.Buffer
+		for {
+			buf.Reset()
+			_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+			for rec := range strings.SplitSeq(buf.String(), "\n\n") {
+				if strings.Contains(rec, "labelProbe") {
+					_, l, _ := strings.Cut(rec, "# labels: ")
+					l, _, _ = strings.Cut(l, "\n")
+					read <- l
+					return
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return labelProbe(read)
+}
+
+//go:noinline
+func labelProbe(read chan string) string { return <-read }
