@@ -57,6 +57,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -121,9 +122,8 @@ type Guard struct {
 	subsMu    sync.Mutex
 	subs      []*subscriber // copied on write (shared.go)
 	cbs       *breakers
-	wg        sync.WaitGroup // the goroutines of watched calls
-	workers   *workers       // run watched calls (workers.go)
-	closed    atomic.Bool    // Close was called: the dial hook does nothing
+	workers   *workers    // run watched calls (workers.go)
+	closed    atomic.Bool // Close was called: the dial hook does nothing
 	counts    counters
 	ticks     *ticks // the Done channels of inline calls (deadline.go)
 }
@@ -142,7 +142,10 @@ func New(cfg Config) *Guard {
 		panicked:  cfg.Panicked,
 		ticks:     newTicks(cfg.Budget),
 	}
-	g.workers = newWorkers(&g.wg)
+	g.workers = newWorkers()
+	// A Guard dropped without Close: its idle workers end at once, not
+	// after workerIdle.
+	runtime.AddCleanup(g, (*workers).stop, g.workers)
 	if cfg.OnChange != nil {
 		g.Subscribe(cfg.OnChange)
 	}
@@ -160,8 +163,7 @@ func New(cfg Config) *Guard {
 // more; it is safe to call more than once.
 func (g *Guard) Close() {
 	g.closed.Store(true)
-	g.workers.stop()
-	g.wg.Wait()
+	g.workers.close()
 	g.ticks.stop()
 }
 

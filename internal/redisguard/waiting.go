@@ -39,7 +39,7 @@ func (g *Guard) DoWaiting(ctx context.Context, key string, wait time.Duration, f
 			return ErrSkipped
 		}
 		done := make(chan error, 1)
-		g.workers.run(func() {
+		g.workers.run(rctx, func() {
 			err := g.callSafely(rctx, fn)
 			<-g.slots
 			done <- err

@@ -74,7 +74,7 @@ func (g *Guard) watched(ctx context.Context, n *Node, fn func(context.Context) e
 	done := make(chan error, 1)
 	start, budget, period := w.start, w.budget, w.period
 	n.inflight.Add(1)
-	g.workers.run(func() {
+	g.workers.run(rctx, func() {
 		err := g.callSafely(rctx, fn)
 		n.inflight.Add(-1)
 		if isReply(err) {

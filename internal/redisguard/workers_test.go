@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"runtime"
+	"runtime/pprof"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,20 +21,36 @@ func goroutineID() string {
 	return string(b[:bytes.IndexByte(b, ' ')])
 }
 
-// TestWatchedCallsReuseGoroutines: consecutive watched calls (a client
-// that ignores context deadlines) run on a goroutine that ran a call
-// before, whose stack has grown already, not on a new goroutine each; Close
-// ends the idle ones (goleak in TestMain).
-func TestWatchedCallsReuseGoroutines(t *testing.T) {
+// watchedGuard returns a client of a Redis of its own that ignores
+// context deadlines, and a Guard over it, closed at the end of the test.
+func watchedGuard(t *testing.T) (*redis.Client, *Guard) {
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	g := New(Config{Client: rdb, Budget: 5 * time.Second, Limit: 5 * time.Second, MaxAbandoned: 8})
-	defer g.Close()
+	t.Cleanup(g.Close)
+	return rdb, g
+}
+
+// TestWatchedCallsReuseGoroutines: consecutive watched calls (a client
+// that ignores context deadlines) run on a goroutine that ran a call
+// before, whose stack has grown already, not on a new goroutine each; Close
+// ends the idle ones (goleak in TestMain). Each call after the first is
+// made once a worker waits for one: a call made while the previous call's
+// worker is still on its way back (its caller answered already) starts a
+// worker, as it should, and on a busy machine that happened often enough
+// to make the count of goroutines vary from run to run.
+func TestWatchedCallsReuseGoroutines(t *testing.T) {
+	rdb, g := watchedGuard(t)
 	ctx := context.Background()
 	seen := map[string]bool{}
 	const calls = 20
-	for range calls {
+	for i := range calls {
+		if i > 0 {
+			redistest.WaitFor(t, workerIdle/2, "a worker waits for a call", func() bool {
+				return strings.Contains(goroutines(), "[select]:\n"+workerFunc)
+			})
+		}
 		var id string
 		err := g.Do(ctx, "k", func(ctx context.Context) error {
 			id = goroutineID()
@@ -47,3 +65,94 @@ func TestWatchedCallsReuseGoroutines(t *testing.T) {
 		t.Errorf("%d consecutive watched calls ran on %d goroutines, want at most 2", calls, len(seen))
 	}
 }
+
+// TestWatchedCallsDoNotKeepGuard: a Guard dropped without Close after a
+// watched call is collected at once, not only when the worker that ran
+// the call has been idle for workerIdle: as for the dial hook
+// (TestDialHookDoesNotKeepGuard), nothing the Guard started holds it.
+// Its idle worker then ends too.
+func TestWatchedCallsDoNotKeepGuard(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	collected := make(chan struct{})
+	func() {
+		g := New(Config{Client: rdb, Budget: 5 * time.Second, Limit: 5 * time.Second, MaxAbandoned: 8})
+		err := g.Do(context.Background(), "k", func(ctx context.Context) error { return rdb.Get(ctx, "k").Err() })
+		if err != nil && err != redis.Nil {
+			t.Fatalf("Do(GET k) = %v, want redis.Nil", err)
+		}
+		runtime.AddCleanup(g, func(ch chan struct{}) { close(ch) }, collected)
+	}()
+	deadline := time.Now().Add(workerIdle / 2)
+	for time.Now().Before(deadline) {
+		runtime.GC()
+		select {
+		case <-collected:
+			redistest.WaitFor(t, workerIdle/2, "the dropped Guard's idle worker ends", func() bool {
+				return !strings.Contains(goroutines(), workerFunc)
+			})
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Errorf("a Guard dropped after a watched call was not collected within %v", workerIdle/2)
+}
+
+// workerFunc is how a worker's function appears in a goroutine's stack.
+const workerFunc = "github.com/cacheaside/cacheaside/internal/redisguard.(*workers).work("
+
+// goroutines returns the stacks of every goroutine.
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// TestWatchedCallsCarryTheirCallersLabels: a watched call runs under the
+// profiler labels of its caller (pprof.Do), as on a goroutine started for
+// it, not under those of the caller whose call started the worker.
+func TestWatchedCallsCarryTheirCallersLabels(t *testing.T) {
+	rdb, g := watchedGuard(t)
+	for _, req := range []string{"first", "second", "third"} {
+		var labels string
+		pprof.Do(context.Background(), pprof.Labels("req", req), func(ctx context.Context) {
+			err := g.Do(ctx, "k", func(ctx context.Context) error {
+				labels = callLabels()
+				return rdb.Get(ctx, "k").Err()
+			})
+			if err != nil && err != redis.Nil {
+				t.Fatalf("Do(GET k) = %v, want redis.Nil", err)
+			}
+		})
+		if want := `"req":"` + req + `"`; !strings.Contains(labels, want) {
+			t.Errorf("call of caller %s ran under labels %q, want %s", req, labels, want)
+		}
+	}
+}
+
+// callLabels returns the profiler labels of the calling goroutine, as the
+// goroutine profile shows them: it asks another goroutine to read the
+// profile while it waits in labelProbe.
+func callLabels() string {
+	read := make(chan string)
+	go func() {
+		var buf bytes.Buffer
+		for {
+			buf.Reset()
+			_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+			for rec := range strings.SplitSeq(buf.String(), "\n\n") {
+				if strings.Contains(rec, "labelProbe") {
+					_, l, _ := strings.Cut(rec, "# labels: ")
+					l, _, _ = strings.Cut(l, "\n")
+					read <- l
+					return
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return labelProbe(read)
+}
+
+//go:noinline
+func labelProbe(read chan string) string { return <-read }
