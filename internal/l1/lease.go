@@ -25,6 +25,10 @@ import (
 // comes with its catch-up (resume.go): the renewal goes first in the
 // round trip that reads the streams, so every message published before
 // it landed is in what is read and handed over, and no PONG is needed.
+// Nor does a renewal that extends a lease still held in the registry
+// (granted at the PONG or catch-up that followed its start): every
+// message since counted this subscription, so its members may trust
+// their L1 until a + LeaseTTL - leaseMargin as soon as it returns.
 // The next round starts only after the PONG (or on a new connection,
 // whose SUBSCRIBE Redis just confirmed), so
 // a connection that stopped answering (closed by Redis without the
@@ -38,8 +42,9 @@ import (
 // caught up.
 
 // LeaseTTL is how long a subscription's entry in the registry lives after
-// each renewal; rounds start every LeaseTTL/3, so a Redis that answers
-// within about LeaseTTL/3 never lets a healthy lease lapse.
+// each renewal; rounds start every LeaseTTL/3 (or two round trips, when
+// longer), each trusted a round trip after it was sent, so a Redis that
+// answers within about 0.3 LeaseTTL never lets a healthy lease lapse.
 const LeaseTTL = 3 * time.Second
 
 // leaseEvery is the time between the starts of two rounds.
@@ -124,7 +129,8 @@ func (s *Subscription) renew(ctx context.Context) (r *leaseRound) {
 	s.mu.Lock()
 	s.registered = true // from the first try: a partial renewal may have landed
 	s.mu.Unlock()
-	if !s.register(ctx, chans) {
+	extended, ok := s.register(ctx, chans)
+	if !ok {
 		return nil
 	}
 	r = &leaseRound{conn: c, token: "lease " + strconv.FormatUint(s.leaseSeq.Add(1), 10), sent: sent, chans: chans, ponged: make(chan struct{})}
@@ -133,6 +139,11 @@ func (s *Subscription) renew(ctx context.Context) (r *leaseRound) {
 		s.mu.Unlock()
 		return nil
 	}
+	// A lease extended while it held needs no PONG: every message
+	// published since it began counted this subscription, and those
+	// before were handed over by the PONG (or catch-up) that granted it.
+	// The PING below still gates the next round.
+	s.leaseOn(c, sent, extended)
 	s.awaiting = r
 	s.mu.Unlock()
 	if err := c.ps.Ping(ctx, r.token); err != nil {
@@ -144,19 +155,28 @@ func (s *Subscription) renew(ctx context.Context) (r *leaseRound) {
 
 // register renews the lease of chans in their registries, in one round
 // trip (one per node on a Cluster), and reports whether every renewal
-// succeeded.
-func (s *Subscription) register(ctx context.Context, chans []string) bool {
+// succeeded, and which of them extended a lease that still held.
+func (s *Subscription) register(ctx context.Context, chans []string) (extended []string, ok bool) {
 	cctx, cancel := context.WithTimeout(ctx, LeaseTTL)
 	defer cancel()
 	ms := LeaseTTL.Milliseconds()
-	cmds, err := s.client.Pipelined(cctx, func(p redis.Pipeliner) error {
+	renewals := make([]*redis.Cmd, 0, len(chans))
+	_, err := s.client.Pipelined(cctx, func(p redis.Pipeliner) error {
 		for _, ch := range chans {
 			// EVAL: a pipeline cannot fall back on NOSCRIPT.
-			renewScript.Eval(cctx, p, []string{LiveKey(ch)}, s.id, ms)
+			renewals = append(renewals, renewScript.Eval(cctx, p, []string{LiveKey(ch)}, s.id, ms))
 		}
 		return nil
 	})
-	return err == nil && len(cmds) == len(chans)
+	if err != nil || len(renewals) != len(chans) {
+		return nil, false
+	}
+	for i, c := range renewals {
+		if held, _ := c.Int64(); held == 1 {
+			extended = append(extended, chans[i])
+		}
+	}
+	return extended, true
 }
 
 // awaitPong waits for r's PONG and then lets the members of its channels
@@ -203,11 +223,18 @@ func (s *Subscription) ponged(ps *redis.PubSub, payload string) {
 func (s *Subscription) grant(r *leaseRound) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.conn != r.conn {
+	s.leaseOn(r.conn, r.sent, r.chans)
+}
+
+// leaseOn lets the members of chans trust their L1 until the lease of a
+// renewal sent at sent ends for them, unless c is not the current
+// connection any more (under s.mu).
+func (s *Subscription) leaseOn(c *psConn, sent time.Time, chans []string) {
+	if s.conn != c {
 		return
 	}
-	until := r.sent.Add(LeaseTTL - leaseMargin)
-	for _, ch := range r.chans {
+	until := sent.Add(LeaseTTL - leaseMargin)
+	for _, ch := range chans {
 		if s.confirmed[ch] { // not unsubscribed meanwhile (unconfirm)
 			s.leaseMembers(ch, until)
 		}
