@@ -256,22 +256,46 @@ func (s *Subscription) leaseMembers(channel string, until time.Time) {
 }
 
 // unregister removes the subscription's entries for chans, so that
-// publishers stop waiting for it at once.
+// publishers stop waiting for it at once. It waits for at most
+// unregisterTimeout: a client without ContextTimeoutEnabled ignores the
+// context's deadline and holds a call to a frozen Redis for its read
+// timeout (5 s for this pipeline with go-redis's defaults), which every Close of a Cache
+// sharing the client waited out in turn. The call left behind is one of
+// s's goroutines, which the last leave waits for; once that has begun
+// (s.closed), the call is made on the caller's goroutine.
 func (s *Subscription) unregister(chans []string) {
 	if len(chans) == 0 {
 		return
 	}
-	defer func() {
-		if p := recover(); p != nil { // a dial hook's panic (see renew)
-			s.panicked(p)
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), unregisterTimeout)
-	defer cancel()
-	_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, ch := range chans {
-			unregisterScript.Eval(ctx, p, []string{LiveKey(ch)}, s.id)
-		}
-		return nil
-	})
+	done := make(chan struct{})
+	call := func() {
+		defer close(done)
+		defer func() {
+			if p := recover(); p != nil { // a dial hook's panic (see renew)
+				s.panicked(p)
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), unregisterTimeout)
+		defer cancel()
+		_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, ch := range chans {
+				unregisterScript.Eval(ctx, p, []string{LiveKey(ch)}, s.id)
+			}
+			return nil
+		})
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		call()
+		return
+	}
+	s.wg.Go(call) // under mu: before the last leave's Wait
+	s.mu.Unlock()
+	t := time.NewTimer(unregisterTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
