@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"slices"
 	"strconv"
 	"time"
 
@@ -85,10 +86,16 @@ func (s *Subscription) kickLease() {
 // leaseLoop runs lease rounds every leaseEvery, and at once when kicked,
 // until ctx is done.
 func (s *Subscription) leaseLoop(ctx context.Context) {
+	var prev *leaseRound // the last round, when its PONG came
 	for ctx.Err() == nil {
 		start := time.Now()
-		if r := s.renew(ctx); r != nil && !s.awaitPong(ctx, r) {
+		r := s.renew(ctx, prev)
+		prev = nil
+		if r != nil && !s.awaitPong(ctx, r) {
 			continue // a new connection: renew on it at once
+		}
+		if r != nil && isClosed(r.ponged) {
+			prev = r
 		}
 		t := time.NewTimer(time.Until(start.Add(leaseEvery)))
 		select {
@@ -100,10 +107,21 @@ func (s *Subscription) leaseLoop(ctx context.Context) {
 	}
 }
 
+// isClosed reports whether ch is closed.
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 // renew renews the lease of every confirmed channel of the current
 // connection and PINGs on it; it returns the round, or nil when there
 // is nothing to renew or the renewal failed (the next round retries).
-func (s *Subscription) renew(ctx context.Context) (r *leaseRound) {
+// prev is the round before, when its PONG came.
+func (s *Subscription) renew(ctx context.Context, prev *leaseRound) (r *leaseRound) {
 	defer func() {
 		// The PING may dial (see sync) through the client's hooks.
 		if p := recover(); p != nil {
@@ -141,9 +159,14 @@ func (s *Subscription) renew(ctx context.Context) (r *leaseRound) {
 	}
 	// A lease extended while it held needs no PONG: every message
 	// published since it began counted this subscription, and those
-	// before were handed over by the PONG (or catch-up) that granted it.
-	// The PING below still gates the next round.
-	s.leaseOn(c, sent, extended)
+	// before were handed over by the PONG that granted it. Only for the
+	// channels of the round before, on this connection, granted at its
+	// PONG: a renewal that failed for us may have landed and begun the
+	// lease after a lapse, with no PONG after it. The PING below still
+	// gates the next round.
+	if prev != nil && prev.conn == c {
+		s.leaseOn(c, sent, slices.DeleteFunc(extended, func(ch string) bool { return !slices.Contains(prev.chans, ch) }))
+	}
 	s.awaiting = r
 	s.mu.Unlock()
 	if err := c.ps.Ping(ctx, r.token); err != nil {
