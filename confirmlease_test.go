@@ -134,12 +134,29 @@ func TestSyncInvalidationCluster(t *testing.T) {
 // two leases' time every Get on B is an L1 hit, and A's synchronous
 // Invalidates all succeed.
 func TestLeaseHoldsOnASlowRedis(t *testing.T) {
+	leaseHolds(t, 100*time.Millisecond, 5)
+}
+
+// TestLeaseHoldsOnAVerySlowRedis: the same with every read of B 800ms
+// late, a Redis well within a second per round trip. When a renewal was
+// trusted only after the PING that follows it (two round trips, 1.6s,
+// and the next round a second later at best), B's trust ran out 2.7s
+// after each renewal, before the next one was trusted: a quarter of B's
+// Gets missed its L1 and went to the slow Redis.
+func TestLeaseHoldsOnAVerySlowRedis(t *testing.T) {
+	leaseHolds(t, 800*time.Millisecond, 2)
+}
+
+// leaseHolds checks that with every read of B delay late, every Get on
+// B is an L1 hit for two leases' time, and that A's synchronous
+// Invalidates, rounds of them, all succeed.
+func leaseHolds(t *testing.T, delay time.Duration, rounds int) {
 	srv := redistest.Start(t)
 	version, load := versioned()
 	fleet, slow := syncFleet(t, srv, load, 2, 1, cacheaside.WithSyncInvalidation(5*time.Second))
 	a, b := fleet[0], fleet[1]
 	ctx := testContext(t)
-	slow.delay.Store(int64(100 * time.Millisecond))
+	slow.delay.Store(int64(delay))
 	waitFor(t, waitLimit, "B serves k from its L1", func() bool {
 		hits := b.Stats().LocalHits
 		got, err := b.Get(ctx, "k")
@@ -155,12 +172,12 @@ func TestLeaseHoldsOnASlowRedis(t *testing.T) {
 		}
 	}
 	if misses != 0 {
-		t.Errorf("%d of %d Gets on B missed its L1 while Redis answered 100ms late, want 0: its lease lapsed", misses, gets)
+		t.Errorf("%d of %d Gets on B missed its L1 while Redis answered %v late, want 0: its lease lapsed", misses, gets, delay)
 	}
-	for i := range 5 {
+	for i := range rounds {
 		v := version.Add(1)
 		if err := a.Invalidate(ctx, "k"); err != nil {
-			t.Errorf("A.Invalidate(k) #%d with B 100ms late = %v, want nil", i, err)
+			t.Errorf("A.Invalidate(k) #%d with B %v late = %v, want nil", i, delay, err)
 		}
 		mustGetValue(t, b, "k", v, "B right after A's Invalidate")
 	}

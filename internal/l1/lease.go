@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"slices"
 	"strconv"
 	"time"
 
@@ -25,6 +26,10 @@ import (
 // comes with its catch-up (resume.go): the renewal goes first in the
 // round trip that reads the streams, so every message published before
 // it landed is in what is read and handed over, and no PONG is needed.
+// Nor does a renewal that extends a lease still held in the registry
+// (granted at the PONG or catch-up that followed its start): every
+// message since counted this subscription, so its members may trust
+// their L1 until a + LeaseTTL - leaseMargin as soon as it returns.
 // The next round starts only after the PONG (or on a new connection,
 // whose SUBSCRIBE Redis just confirmed), so
 // a connection that stopped answering (closed by Redis without the
@@ -38,8 +43,9 @@ import (
 // caught up.
 
 // LeaseTTL is how long a subscription's entry in the registry lives after
-// each renewal; rounds start every LeaseTTL/3, so a Redis that answers
-// within about LeaseTTL/3 never lets a healthy lease lapse.
+// each renewal; rounds start every LeaseTTL/3 (or two round trips, when
+// longer), each trusted a round trip after it was sent, so a Redis that
+// answers within about 0.3 LeaseTTL never lets a healthy lease lapse.
 const LeaseTTL = 3 * time.Second
 
 // leaseEvery is the time between the starts of two rounds.
@@ -80,10 +86,16 @@ func (s *Subscription) kickLease() {
 // leaseLoop runs lease rounds every leaseEvery, and at once when kicked,
 // until ctx is done.
 func (s *Subscription) leaseLoop(ctx context.Context) {
+	var prev *leaseRound // the last round, when its PONG came
 	for ctx.Err() == nil {
 		start := time.Now()
-		if r := s.renew(ctx); r != nil && !s.awaitPong(ctx, r) {
+		r := s.renew(ctx, prev)
+		prev = nil
+		if r != nil && !s.awaitPong(ctx, r) {
 			continue // a new connection: renew on it at once
+		}
+		if r != nil && isClosed(r.ponged) {
+			prev = r
 		}
 		t := time.NewTimer(time.Until(start.Add(leaseEvery)))
 		select {
@@ -95,10 +107,21 @@ func (s *Subscription) leaseLoop(ctx context.Context) {
 	}
 }
 
+// isClosed reports whether ch is closed.
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 // renew renews the lease of every confirmed channel of the current
 // connection and PINGs on it; it returns the round, or nil when there
 // is nothing to renew or the renewal failed (the next round retries).
-func (s *Subscription) renew(ctx context.Context) (r *leaseRound) {
+// prev is the round before, when its PONG came.
+func (s *Subscription) renew(ctx context.Context, prev *leaseRound) (r *leaseRound) {
 	defer func() {
 		// The PING may dial (see sync) through the client's hooks.
 		if p := recover(); p != nil {
@@ -124,7 +147,8 @@ func (s *Subscription) renew(ctx context.Context) (r *leaseRound) {
 	s.mu.Lock()
 	s.registered = true // from the first try: a partial renewal may have landed
 	s.mu.Unlock()
-	if !s.register(ctx, chans) {
+	extended, ok := s.register(ctx, chans)
+	if !ok {
 		return nil
 	}
 	r = &leaseRound{conn: c, token: "lease " + strconv.FormatUint(s.leaseSeq.Add(1), 10), sent: sent, chans: chans, ponged: make(chan struct{})}
@@ -132,6 +156,16 @@ func (s *Subscription) renew(ctx context.Context) (r *leaseRound) {
 	if s.conn != c {
 		s.mu.Unlock()
 		return nil
+	}
+	// A lease extended while it held needs no PONG: every message
+	// published since it began counted this subscription, and those
+	// before were handed over by the PONG that granted it. Only for the
+	// channels of the round before, on this connection, granted at its
+	// PONG: a renewal that failed for us may have landed and begun the
+	// lease after a lapse, with no PONG after it. The PING below still
+	// gates the next round.
+	if prev != nil && prev.conn == c {
+		s.leaseOn(c, sent, slices.DeleteFunc(extended, func(ch string) bool { return !slices.Contains(prev.chans, ch) }))
 	}
 	s.awaiting = r
 	s.mu.Unlock()
@@ -144,19 +178,28 @@ func (s *Subscription) renew(ctx context.Context) (r *leaseRound) {
 
 // register renews the lease of chans in their registries, in one round
 // trip (one per node on a Cluster), and reports whether every renewal
-// succeeded.
-func (s *Subscription) register(ctx context.Context, chans []string) bool {
+// succeeded, and which of them extended a lease that still held.
+func (s *Subscription) register(ctx context.Context, chans []string) (extended []string, ok bool) {
 	cctx, cancel := context.WithTimeout(ctx, LeaseTTL)
 	defer cancel()
 	ms := LeaseTTL.Milliseconds()
-	cmds, err := s.client.Pipelined(cctx, func(p redis.Pipeliner) error {
+	renewals := make([]*redis.Cmd, 0, len(chans))
+	_, err := s.client.Pipelined(cctx, func(p redis.Pipeliner) error {
 		for _, ch := range chans {
 			// EVAL: a pipeline cannot fall back on NOSCRIPT.
-			renewScript.Eval(cctx, p, []string{LiveKey(ch)}, s.id, ms)
+			renewals = append(renewals, renewScript.Eval(cctx, p, []string{LiveKey(ch)}, s.id, ms))
 		}
 		return nil
 	})
-	return err == nil && len(cmds) == len(chans)
+	if err != nil || len(renewals) != len(chans) {
+		return nil, false
+	}
+	for i, c := range renewals {
+		if held, _ := c.Int64(); held == 1 {
+			extended = append(extended, chans[i])
+		}
+	}
+	return extended, true
 }
 
 // awaitPong waits for r's PONG and then lets the members of its channels
@@ -203,11 +246,18 @@ func (s *Subscription) ponged(ps *redis.PubSub, payload string) {
 func (s *Subscription) grant(r *leaseRound) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.conn != r.conn {
+	s.leaseOn(r.conn, r.sent, r.chans)
+}
+
+// leaseOn lets the members of chans trust their L1 until the lease of a
+// renewal sent at sent ends for them, unless c is not the current
+// connection any more (under s.mu).
+func (s *Subscription) leaseOn(c *psConn, sent time.Time, chans []string) {
+	if s.conn != c {
 		return
 	}
-	until := r.sent.Add(LeaseTTL - leaseMargin)
-	for _, ch := range r.chans {
+	until := sent.Add(LeaseTTL - leaseMargin)
+	for _, ch := range chans {
 		if s.confirmed[ch] { // not unsubscribed meanwhile (unconfirm)
 			s.leaseMembers(ch, until)
 		}
@@ -229,22 +279,46 @@ func (s *Subscription) leaseMembers(channel string, until time.Time) {
 }
 
 // unregister removes the subscription's entries for chans, so that
-// publishers stop waiting for it at once.
+// publishers stop waiting for it at once. It waits for at most
+// unregisterTimeout: a client without ContextTimeoutEnabled ignores the
+// context's deadline and holds a call to a frozen Redis for its read
+// timeout (5 s for this pipeline with go-redis's defaults), which every Close of a Cache
+// sharing the client waited out in turn. The call left behind is one of
+// s's goroutines, which the last leave waits for; once that has begun
+// (s.closed), the call is made on the caller's goroutine.
 func (s *Subscription) unregister(chans []string) {
 	if len(chans) == 0 {
 		return
 	}
-	defer func() {
-		if p := recover(); p != nil { // a dial hook's panic (see renew)
-			s.panicked(p)
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), unregisterTimeout)
-	defer cancel()
-	_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, ch := range chans {
-			unregisterScript.Eval(ctx, p, []string{LiveKey(ch)}, s.id)
-		}
-		return nil
-	})
+	done := make(chan struct{})
+	call := func() {
+		defer close(done)
+		defer func() {
+			if p := recover(); p != nil { // a dial hook's panic (see renew)
+				s.panicked(p)
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), unregisterTimeout)
+		defer cancel()
+		_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, ch := range chans {
+				unregisterScript.Eval(ctx, p, []string{LiveKey(ch)}, s.id)
+			}
+			return nil
+		})
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		call()
+		return
+	}
+	s.wg.Go(call) // under mu: before the last leave's Wait
+	s.mu.Unlock()
+	t := time.NewTimer(unregisterTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }

@@ -50,13 +50,17 @@ redis.call('ZREMRANGEBYSCORE', KEYS[%d], '-inf', now)
 }
 
 // renewScript renews the lease of subscription ARGV[1] in the registry
-// KEYS[1] for ARGV[2] milliseconds from Redis's now. The key itself
-// outlives every lease in it by a lease, so a registry nobody renews
-// goes away.
+// KEYS[1] for ARGV[2] milliseconds from Redis's now, and returns 1 when
+// it extended a lease that still held (every message published since
+// that lease began counted the subscription), 0 when it began a new one.
+// The key itself outlives every lease in it by a lease, so a registry
+// nobody renews goes away.
 var renewScript = redis.NewScript(pruneLua(1) + `
+local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], 'GT', now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
-return 1
+if held then return 1 end
+return 0
 `)
 
 // leasedScript returns, for each subscription id in ARGV, the end of its
