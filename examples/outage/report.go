@@ -94,7 +94,7 @@ type Second struct {
 	T         int     `json:"t"`
 	Phase     string  `json:"phase"`
 	Requests  uint64  `json:"requests"`
-	Gets      uint64  `json:"gets"` // reads the cache counted: hits + misses
+	Gets      uint64  `json:"gets"` // requests ended in this second that the cache answered: hits + misses
 	Errors    uint64  `json:"errors"`
 	Shed      uint64  `json:"shed"`
 	DBQueries uint64  `json:"db_queries"`

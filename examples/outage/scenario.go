@@ -24,29 +24,41 @@ type lane struct {
 	win []window // one per second of the run
 
 	lastQueries uint64
-	lastCounts  cacheCounts
 	backAfter   time.Duration // from the restart until redisBack; 0 until then
 }
 
-// window is what one lane did in one second. Requests, errors and
-// latencies are recorded when a request completes; the database and
-// cache counters are sampled at the second's end.
+// window is what one lane did in one second. Requests, errors,
+// latencies and how the cache answered are recorded when a request
+// completes, under the second it ended in; the database counters and the
+// breakers are sampled at the second's end.
 type window struct {
 	requests, errors, shed uint64
 	returned               uint64 // errors the strategy returned, other than the deadline
 	lat                    []time.Duration
 	dbQueries              uint64
 	dbLat                  []time.Duration
-	counts                 cacheCounts // deltas, except open
+	counts                 cacheCounts
 }
 
-// record files a completed (or shed) request under the second it ended in.
-func (l *lane) record(t0 time.Time, d time.Duration, failed, shed bool, err error) {
+// cacheCounts are what a strategy's caches did in one second.
+type cacheCounts struct {
+	gets      uint64 // requests the cache answered: hits + misses
+	hits      uint64 // answered from Redis or the in-process cache
+	localHits uint64 // of hits, answered from the in-process cache
+	open      int    // instances whose circuit breaker was not closed at the second's end
+}
+
+// record files a completed (or shed) request, and how the cache answered
+// it, under the second it ended in: a sampling loop that wakes late (two
+// cores shared with other jobs) cannot move a request's answer to another
+// second.
+func (l *lane) record(t0 time.Time, d time.Duration, failed, shed bool, a answer, err error) {
 	i := min(int(time.Since(t0)/time.Second), len(l.win)-1)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	w := &l.win[i]
 	w.requests++
+	w.counts.add(a)
 	if failed {
 		w.errors++
 	}
@@ -60,6 +72,19 @@ func (l *lane) record(t0 time.Time, d time.Duration, failed, shed bool, err erro
 	w.lat = append(w.lat, d)
 }
 
+func (c *cacheCounts) add(a answer) {
+	if a == answerNone {
+		return
+	}
+	c.gets++
+	if a == answerHit || a == answerLocal {
+		c.hits++
+	}
+	if a == answerLocal {
+		c.localHits++
+	}
+}
+
 // trim ends the timeline at n seconds: the requests filed under later
 // seconds (they ended after the last one) go to the last.
 func (l *lane) trim(n int) {
@@ -71,26 +96,26 @@ func (l *lane) trim(n int) {
 		last.errors += w.errors
 		last.shed += w.shed
 		last.returned += w.returned
+		last.counts.gets += w.counts.gets
+		last.counts.hits += w.counts.hits
+		last.counts.localHits += w.counts.localHits
 		last.lat = append(last.lat, w.lat...)
 	}
 	l.win = l.win[:n]
 }
 
-// sample closes second i: the database and cache counters since the last
-// sample, and the database latencies, go to its window.
+// sample closes second i: the database queries since the last sample,
+// the database latencies and the breakers open now go to its window.
 func (l *lane) sample(i int) {
-	q, c := l.db.queries(), l.s.counts()
+	q, open := l.db.queries(), l.s.breakersOpen()
 	lat := l.db.drain()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	w := &l.win[i]
 	w.dbQueries += q - l.lastQueries
 	w.dbLat = append(w.dbLat, lat...)
-	w.counts.gets += c.gets - l.lastCounts.gets
-	w.counts.hits += c.hits - l.lastCounts.hits
-	w.counts.localHits += c.localHits - l.lastCounts.localHits
-	w.counts.open = c.open
-	l.lastQueries, l.lastCounts = q, c
+	w.counts.open = open
+	l.lastQueries = q
 }
 
 // runner drives the lanes through the timeline.
@@ -207,6 +232,9 @@ loop:
 		for _, l := range r.lanes {
 			l.sample(i)
 		}
+		if afterSample != nil {
+			afterSample(i)
+		}
 		r.out.live(i, total, r.lanes)
 		if rs.justDone() {
 			if rs.err != nil {
@@ -277,44 +305,9 @@ loop:
 	return res, nil
 }
 
-// restart is Redis's restart, which runs on a goroutine of the timeline's
-// while the seconds go on being sampled. Its fields other than done are
-// set before done closes and read only after.
-type restart struct {
-	start    time.Time
-	done     chan struct{}
-	err      error
-	at       time.Time // when the restarted Redis answered
-	reported bool
-}
-
-// finished reports whether the restart has returned; false on nil.
-func (rs *restart) finished() bool {
-	if rs == nil {
-		return false
-	}
-	select {
-	case <-rs.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// pending reports whether the restart has begun and justDone has not yet
-// reported its end.
-func (rs *restart) pending() bool { return rs != nil && !rs.reported }
-
-// justDone reports, once, that the restart has returned.
-func (rs *restart) justDone() bool {
-	if !rs.finished() || rs.reported {
-		return false
-	}
-	rs.reported = true
-	return true
-}
-
-func (rs *restart) took() time.Duration { return rs.at.Sub(rs.start) }
+// afterSample, when a test sets it, is called with i each time the
+// timeline has sampled second i.
+var afterSample func(i int)
 
 // waitSecond waits for the end of second i. Once Redis answers again after
 // the restart it also polls, every few milliseconds, whether each strategy
@@ -371,7 +364,7 @@ func (r *runner) pace(ctx context.Context, stop <-chan struct{}) {
 			inst := int(issued % int64(cfg.Instances))
 			for _, l := range r.lanes {
 				if l.inflight.Load() >= limit {
-					l.record(r.t0, 0, true, true, nil)
+					l.record(r.t0, 0, true, true, answerNone, nil)
 					continue
 				}
 				l.inflight.Add(1)
@@ -391,9 +384,9 @@ func (r *runner) request(ctx context.Context, l *lane, inst int, id int64) {
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.Deadline)
 	defer cancel()
 	start := time.Now()
-	_, err := l.s.get(rctx, inst, id)
+	_, a, err := l.s.get(rctx, inst, id)
 	d := time.Since(start)
-	l.record(r.t0, d, err != nil || d > r.cfg.Deadline, false, err)
+	l.record(r.t0, d, err != nil || d > r.cfg.Deadline, false, a, err)
 }
 
 // goRedisLogs counts the lines go-redis logged (dial failures during the

@@ -39,10 +39,12 @@ const (
 // each with its own Redis client.
 type strategy interface {
 	name() string
-	// get serves one request on instance i.
-	get(ctx context.Context, i int, id int64) (Product, error)
-	// counts returns the strategy's cumulative cache counters.
-	counts() cacheCounts
+	// get serves one request on instance i and says how the cache
+	// answered it.
+	get(ctx context.Context, i int, id int64) (Product, answer, error)
+	// breakersOpen returns how many instances' circuit breakers are not
+	// closed now.
+	breakersOpen() int
 	// redisBack reports whether every instance has used Redis
 	// successfully again since t (Redis restarted at t).
 	redisBack(t time.Time) bool
@@ -50,12 +52,29 @@ type strategy interface {
 	close() error
 }
 
-// cacheCounts are cumulative counters, summed over a strategy's instances.
-type cacheCounts struct {
-	gets      uint64 // reads that reached the cache: hits + misses
-	hits      uint64 // answered from Redis or the in-process cache
-	localHits uint64 // of hits, answered from the in-process cache
-	open      int    // instances whose circuit breaker is not closed now
+// answer is how the cache answered one request: each request's answer is
+// counted in the second it ended in, with the request itself, so that the
+// per-second counts do not depend on when the sampling loop wakes up.
+type answer int
+
+const (
+	answerNone  answer = iota // no answer the cache counted: an error, the deadline
+	answerMiss                // from the database
+	answerHit                 // from Redis
+	answerLocal               // from the in-process cache
+)
+
+// answerOf is how a cacheaside Get's result counts.
+func answerOf(r cacheaside.GetResult) answer {
+	switch r {
+	case cacheaside.ResultHit:
+		return answerHit
+	case cacheaside.ResultLocalHit:
+		return answerLocal
+	case cacheaside.ResultMiss, cacheaside.ResultStale:
+		return answerMiss
+	}
+	return answerNone
 }
 
 // newClients returns n Redis clients with go-redis's default options
@@ -81,10 +100,9 @@ func closeClients(cs []*redis.Client) error {
 // coalesces concurrent misses, bounds a Redis call beyond the client's own
 // timeouts, or protects the database when Redis is gone.
 type textbook struct {
-	clients    []*redis.Client
-	db         database
-	gets, hits atomic.Uint64
-	lastOK     []atomic.Int64 // per instance: UnixNano of the last GET Redis answered
+	clients []*redis.Client
+	db      database
+	lastOK  []atomic.Int64 // per instance: UnixNano of the last GET Redis answered
 }
 
 func newTextbook(addr string, n int, db database) *textbook {
@@ -93,33 +111,30 @@ func newTextbook(addr string, n int, db database) *textbook {
 
 func (t *textbook) name() string { return "textbook" }
 
-func (t *textbook) get(ctx context.Context, i int, id int64) (Product, error) {
+func (t *textbook) get(ctx context.Context, i int, id int64) (Product, answer, error) {
 	rdb := t.clients[i]
 	key := textbookPrefix + strconv.FormatInt(id, 10)
 	b, err := rdb.Get(ctx, key).Bytes()
-	t.gets.Add(1)
 	if err == nil || errors.Is(err, redis.Nil) {
 		t.lastOK[i].Store(time.Now().UnixNano())
 	}
 	var p Product
 	if err == nil && json.Unmarshal(b, &p) == nil {
-		t.hits.Add(1)
-		return p, nil
+		return p, answerHit, nil
 	}
-	// A miss, or Redis failed: either way, ask the database.
+	// A miss, or Redis failed: either way, ask the database. The GET
+	// counts as a miss whether the database answers or not.
 	p, err = t.db.product(ctx, id)
 	if err != nil {
-		return Product{}, err
+		return Product{}, answerMiss, err
 	}
 	if b, err := json.Marshal(p); err == nil {
 		_ = rdb.Set(ctx, key, b, cacheTTL).Err() // the textbook ignores a failed SET
 	}
-	return p, nil
+	return p, answerMiss, nil
 }
 
-func (t *textbook) counts() cacheCounts {
-	return cacheCounts{gets: t.gets.Load(), hits: t.hits.Load()}
-}
+func (t *textbook) breakersOpen() int { return 0 }
 
 func (t *textbook) redisBack(since time.Time) bool {
 	for i := range t.lastOK {
@@ -163,6 +178,7 @@ func newCacheAside(addr string, n, keys int, db database) (*cacheAside, error) {
 			cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: breakerFailures, Cooldown: breakerCooldown}),
 			cacheaside.WithMaxConcurrentLoads(maxLoads),
 			cacheaside.WithWarmup(func(context.Context) ([]int64, error) { return top, nil }),
+			cacheaside.WithGetHook(recordAnswer),
 			// The demo checks for an empty restart every 250ms (v0.2's
 			// default: every second) to show the recovery within its 6s
 			// outage; the option stays for one release.
@@ -180,24 +196,32 @@ func newCacheAside(addr string, n, keys int, db database) (*cacheAside, error) {
 
 func (s *cacheAside) name() string { return "cacheaside" }
 
-func (s *cacheAside) get(ctx context.Context, i int, id int64) (Product, error) {
-	return s.caches[i].Get(ctx, id)
+// answerKey is the context key under which get leaves a *answer for the
+// Get hook to fill in.
+type answerKey struct{}
+
+func (s *cacheAside) get(ctx context.Context, i int, id int64) (Product, answer, error) {
+	var a answer
+	p, err := s.caches[i].Get(context.WithValue(ctx, answerKey{}, &a), id)
+	return p, a, err
 }
 
-// counts sums the instances' Stats. A Get is a hit when Redis or the
-// in-process cache answered it, a miss when the loader did.
-func (s *cacheAside) counts() cacheCounts {
-	var c cacheCounts
+// recordAnswer is the caches' Get hook: it tells get how its Get was
+// answered (it runs on get's goroutine, before Get returns).
+func recordAnswer(ctx context.Context, r cacheaside.GetResult, _ time.Duration) {
+	if a, ok := ctx.Value(answerKey{}).(*answer); ok {
+		*a = answerOf(r)
+	}
+}
+
+func (s *cacheAside) breakersOpen() int {
+	var n int
 	for _, cache := range s.caches {
-		st := cache.Stats()
-		c.hits += st.Hits + st.LocalHits
-		c.localHits += st.LocalHits
-		c.gets += st.Hits + st.LocalHits + st.Misses
-		if st.Breaker != cacheaside.BreakerClosed {
-			c.open++
+		if cache.Stats().Breaker != cacheaside.BreakerClosed {
+			n++
 		}
 	}
-	return c
+	return n
 }
 
 // redisBack reports whether every instance's circuit breaker is closed: a
