@@ -20,10 +20,15 @@ import "github.com/redis/go-redis/v9"
 // the Redis server's time in milliseconds, or ARGV[1] + 1 when that is
 // larger (ARGV[1] is the largest clock the caller knows, so that the new
 // clock is past every clock it has seen even if the server's time went
-// back). A clock key that is no clock is returned as it is (the caller
-// counts it corrupt); a key of another Redis type is an error.
+// back). A key of another Redis type (which MGET reads as missing) is
+// replaced as a missing one is created; a string that is no clock is
+// returned as it is (the caller counts it corrupt until a Clear).
 var Ensure = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' and v.err then
+  redis.call('DEL', KEYS[1]) -- another Redis type: replace it, as if lost
+  v = false
+end
 local c = tonumber(ARGV[1]) or 0
 if v then
   local a = string.match(v, '^(%d+):%d+$')
