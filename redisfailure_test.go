@@ -75,11 +75,22 @@ func TestPoolWaitIsNotAnOutage(t *testing.T) {
 					twice = append(twice, k)
 				}
 			}
-			if stall >= stallLimit && len(twice) > 0 {
+			// A few calls judged failed (the guard saw no reply from the
+			// node to any call for a whole Redis timeout: on a loaded
+			// machine the one connection's reader can starve) are a
+			// failing Redis as coldStampede counts it, which a flight may
+			// load around, once per Cache at most. Pool waits taken for
+			// failures would be hundreds of errors (every call here waits):
+			// more than keys/20 fails the test.
+			fewErrors := total.RedisErrors > 0 && total.RedisErrors <= (keys-1)/20
+			if total.RedisErrors > (keys-1)/20 {
+				t.Errorf("summed Stats().RedisErrors = %d for %d cold keys on a healthy Redis, want at most %d: pool waits taken for failures", total.RedisErrors, keys-1, (keys-1)/20)
+			}
+			if (stall >= stallLimit || fewErrors) && len(twice) > 0 {
 				// Redis itself gave a probe no reply for a whole Redis
-				// timeout (coldStampede): a failing Redis by definition,
-				// which a flight may load around, once per Cache at most.
-				t.Logf("a probe waited %v for a reply, half the Redis timeout or more: the machine stalled Redis; checking at most one load per key per Cache", stall)
+				// timeout (coldStampede), or the guard judged a few calls
+				// failed: a flight may load around, once per Cache at most.
+				t.Logf("a probe waited %v for a reply (limit %v), %d Redis errors: checking at most one load per key per Cache", stall, stallLimit, total.RedisErrors)
 				for _, k := range twice {
 					if n := loads[k].Load(); n < 1 || n > int64(len(caches)) {
 						t.Errorf("key %d loaded %d times by %d Caches while Redis stalled, want 1 to %d", k, n, len(caches), len(caches))
