@@ -164,7 +164,12 @@ func TestQueueBound(t *testing.T) {
 
 // TestCloseFlushes: an invalidation queued while Redis was down is applied
 // by Close once Redis is back; with Redis still down, Close gives up after
-// its bound and says what it left.
+// its bound and says what it left. The breaker is off: the background
+// replay's failed tries while Redis is down open it, and on a loaded
+// machine a half-open probe slower than the 200 ms timeout keeps it open
+// past Close's one-second bound (CI at load 21: "skipped: circuit open");
+// Close giving up while the breaker is open is its documented bound, not
+// what this test is about.
 func TestCloseFlushes(t *testing.T) {
 	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	db := newVersionedDB()
@@ -172,7 +177,7 @@ func TestCloseFlushes(t *testing.T) {
 	// and queued its invalidation while Redis was killed.
 	queued := func(k int) (*cacheaside.Cache[int, string], *redis.Client) {
 		rdb := srv.Client(t)
-		c, err := cacheaside.New(rdb, db.load, cacheaside.WithRedisTimeout(replayTimeout))
+		c, err := cacheaside.New(rdb, db.load, cacheaside.WithRedisTimeout(replayTimeout), cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: -1}))
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
