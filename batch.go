@@ -115,7 +115,16 @@ func (c *Cache[K, V]) loadBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	for _, f := range fills {
 		keep = max(keep, f.PX)
 	}
-	if !c.mayFill(ctx, clock, scope.tags.enc, keep) {
+	may, err := c.mayFill(ctx, clock, scope.tags.enc, keep)
+	if err != nil {
+		// Redis failed: as for loads without the lock (fill.go's unfilled).
+		c.redisError(err)
+		for _, w := range writes {
+			c.unfilled(ctx, protocol.KeysFor(items[w.i].vkey), leases[w.i], results[w.i], true, epoch)
+		}
+		return nil
+	}
+	if !may {
 		// A Clear came after the load began: its results go to no one.
 		for _, w := range writes {
 			c.giveBack(ctx, protocol.KeysFor(items[w.i].vkey), leases[w.i], nil)

@@ -160,10 +160,12 @@ func (c *Cache[K, V]) current(h envelope.Header) bool {
 // The tag keys are created even before the first Clear or InvalidateTag,
 // so that the first one does not make every tagged value a miss (a
 // missing tag key means "unknown": see tagclock.Unknown), and kept for at
-// least keep, the physical TTL of the values to be written.
-func (c *Cache[K, V]) mayFill(ctx context.Context, clock uint64, tags []byte, keep time.Duration) bool {
+// least keep, the physical TTL of the values to be written. err is the
+// Redis error that kept it from reading them: the fill cannot be sent
+// either, and that is an outage, not a Clear (see unfilled).
+func (c *Cache[K, V]) mayFill(ctx context.Context, clock uint64, tags []byte, keep time.Duration) (ok bool, err error) {
 	if c.clockKey == "" || c.clock.Clock() == 0 && len(tags) == 0 {
-		return true
+		return true, nil
 	}
 	var names []string
 	for t := range envelope.TagsOf(tags) {
@@ -176,15 +178,18 @@ func (c *Cache[K, V]) mayFill(ctx context.Context, clock uint64, tags []byte, ke
 		}
 	}
 	vers, err := fetch(ctx, names)
-	if err != nil || !c.clock.Valid(clock) {
-		return false
+	if err != nil {
+		return false, err
+	}
+	if !c.clock.Valid(clock) {
+		return false, nil
 	}
 	for _, v := range vers {
 		if v > clock {
-			return false
+			return false, nil
 		}
 	}
-	return true
+	return true, nil
 }
 
 // mget is guard.MGet of vkeys, with the clock key read in the same MGET

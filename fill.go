@@ -35,7 +35,15 @@ func (c *Cache[K, V]) loadAndFillOnce(ctx context.Context, key K, ks protocol.Ke
 		c.unfilled(ctx, ks, l, r, ok, epoch)
 		return r, false, false
 	}
-	if !c.mayFill(ctx, ld.clock, ld.tags, c.physical(ttl, negative)) {
+	may, err := c.mayFill(ctx, ld.clock, ld.tags, c.physical(ttl, negative))
+	if err != nil {
+		// Redis failed (died during the load): as for a load without the
+		// lock, the result is handed out and kept in L1, not loaded again.
+		c.redisError(err)
+		c.unfilled(ctx, ks, l, r, true, epoch)
+		return r, false, false
+	}
+	if !may {
 		// A Clear came after the load began: its result goes to no one.
 		c.giveBack(ctx, ks, l, nil)
 		c.stats.fillConflicts.Add(1)
