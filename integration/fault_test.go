@@ -141,15 +141,13 @@ func TestRedisSlowsDuringLoad(t *testing.T) {
 			}
 			time.Sleep(4 * faultBudget) // the late replies arrive
 			// The clock read before the fill (a Clear during the load
-			// refuses it) is cut at the Redis timeout too, and then the fill
-			// is refused and the lock given back: either way the late calls
-			// land and release the lock.
+			// refuses it) is cut at the Redis timeout too; then the result
+			// is handed out like a load without the lock, the fill not sent
+			// and the lock given back. Either way the late calls land and
+			// release the lock.
 			waitFor(t, 10*time.Second, "the late fill or give-back lands and releases the lock", func() bool {
 				return srv.CLI(t, "EXISTS", "slowfill:{1}:lock") == "0"
 			})
-			if existing(t, srv, "slowfill:", []int{1}) == 0 && c.Stats().FillConflicts == 0 {
-				t.Errorf("key 1 not in Redis after its lock was released and no fill was refused (Stats().FillConflicts = 0): want the late fill stored, or refused")
-			}
 		})
 	}
 }
