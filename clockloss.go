@@ -21,29 +21,24 @@ import (
 // fails, no value is served until a read finds the clock. An unreadable
 // clock is counted in Stats.Corrupt.
 func (c *Cache[K, V]) observeClock(key string, raw []byte) {
-	if raw == nil || c.setBack(raw) {
-		var err error
+	clock, cleared, ok, err := tagclock.Parse(raw)
+	// Missing, or set back below the largest clock this process knows (a
+	// restart from an older snapshot, a failover to a lagging replica: the
+	// Clears made since are lost). Either is moved past the clock known,
+	// with its last Clear there (tagclock.Ensure, which leaves the key as
+	// it is if it moved on since this read: a read answered after a later
+	// one, or a replica not yet raised by a Clear in progress, costs that
+	// one script).
+	if raw == nil || ok && clock < c.clock.Clock() {
 		if raw, err = c.recreateClock(key); err != nil {
 			c.clock.Lost()
 			return
 		}
+		clock, cleared, ok, err = tagclock.Parse(raw)
 	}
-	if c.clock.Observe(raw) != nil {
+	if c.clock.Record(clock, cleared, ok, err) != nil {
 		c.stats.corrupt.Add(1)
 	}
-}
-
-// setBack reports whether raw holds a clock below the largest this
-// process knows: the clock key (or replica) was set back, by a restart
-// from an older snapshot or a failover to a lagging replica, and the
-// Clears made since are lost. Treated as lost, it is moved past the clock
-// known, with its last Clear there (tagclock.Ensure, which leaves it as
-// it is if it moved on since this read: a read answered after a later
-// one, or a replica not yet raised by a Clear in progress, costs that one
-// script).
-func (c *Cache[K, V]) setBack(raw []byte) bool {
-	clock, _, ok, _ := tagclock.Parse(raw)
-	return ok && clock < c.clock.Clock()
 }
 
 // syncClock reads the prefix's clock, recreating it if it is lost, for a

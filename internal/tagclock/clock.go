@@ -124,8 +124,11 @@ type Known struct {
 
 // Observe records a read of the clock key; it returns ErrCorrupt for a
 // value that is not a clock.
-func (k *Known) Observe(raw []byte) error {
-	clock, cleared, ok, err := Parse(raw)
+func (k *Known) Observe(raw []byte) error { return k.Record(Parse(raw)) }
+
+// Record is Observe of a read already parsed (Parse's results), for a
+// caller that looked at them first.
+func (k *Known) Record(clock, cleared uint64, ok bool, err error) error {
 	k.corrupt.Store(err != nil)
 	if ok {
 		k.Advance(clock, cleared)
