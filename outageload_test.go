@@ -51,3 +51,63 @@ func TestLoadUnderLockWhenRedisDies(t *testing.T) {
 		t.Errorf("after a second Get(1) in the outage key 1 was loaded %d times, want 1 (from L1)", n)
 	}
 }
+
+// TestBatchLoadUnderLockWhenRedisDies is TestLoadUnderLockWhenRedisDies
+// for GetMany's batch loader: the clock read before the batch's fill fails
+// because Redis was killed during the load. The batch's values go to the
+// caller and to L1, not to no one: GetMany returns them, and neither it
+// nor a later Get of the same keys in the outage loads them again.
+func TestBatchLoadUnderLockWhenRedisDies(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := newFaultClient(t, srv.Addr())
+	var calls, loaded atomic.Int64
+	inLoad, killed := make(chan struct{}), make(chan struct{})
+	batch := func(ctx context.Context, keys []int) (map[int]string, error) {
+		if calls.Add(1) == 1 {
+			close(inLoad)
+			<-killed
+		}
+		loaded.Add(int64(len(keys)))
+		out := make(map[int]string, len(keys))
+		for _, k := range keys {
+			out[k] = faultValue(k)
+		}
+		return out, nil
+	}
+	one := func(ctx context.Context, k int) (string, error) {
+		loaded.Add(1)
+		return faultValue(k), nil
+	}
+	c := newFaultCache(t, rdb, one, cacheaside.WithRedisTimeout(200*time.Millisecond),
+		cacheaside.WithBatchLoader(batch), cacheaside.WithL1(cacheaside.L1{OutageOnly: true}))
+	mustGet(t, c, 0) // connects and creates the prefix's clock (clockloss.go)
+	loaded.Store(0)
+	go func() {
+		<-inLoad
+		srv.Kill()
+		close(killed)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
+	defer cancel()
+	keys := []int{1, 2, 3}
+	got, err := c.GetMany(ctx, keys)
+	if err != nil {
+		t.Fatalf("GetMany during the kill: %v", err)
+	}
+	for _, k := range keys {
+		if got[k] != faultValue(k) {
+			t.Errorf("GetMany during the kill: key %d = %q, want %q", k, got[k], faultValue(k))
+		}
+	}
+	if n := loaded.Load(); n != int64(len(keys)) {
+		t.Errorf("GetMany loaded %d keys, want %d (each once)", n, len(keys))
+	}
+	for _, k := range keys {
+		if v, err := c.Get(ctx, k); err != nil || v != faultValue(k) {
+			t.Fatalf("Get(%d) in the outage = %q, %v, want %q, nil", k, v, err, faultValue(k))
+		}
+	}
+	if n := loaded.Load(); n != int64(len(keys)) {
+		t.Errorf("after Gets in the outage %d keys were loaded, want %d (from L1)", n, len(keys))
+	}
+}
