@@ -103,14 +103,21 @@ func TestOOMReplyDoesNotOpenBreaker(t *testing.T) {
 	if after.BreakerOpens != 0 || after.Breaker != cacheaside.BreakerClosed {
 		t.Errorf("Stats().BreakerOpens, Breaker = %d, %q after OOM replies, want 0, %q", after.BreakerOpens, after.Breaker, cacheaside.BreakerClosed)
 	}
-	if got, want := after.Loads-before.Loads, uint64(3*len(cold)); got != want {
-		t.Errorf("%d Gets of keys that cannot be stored made %d loads, want %d", want, got, want)
+	// Every Get of a cold key loads once. A Get of a stored key hits,
+	// unless its read was cut at the Redis timeout (the machine stalled
+	// this process for faultBudget: seen at a load average of 17 with
+	// -race), which makes it a load: that is a Redis error, not an OOM.
+	hits := after.Hits - before.Hits
+	extra := int64(after.Loads-before.Loads) - int64(3*len(cold))
+	if extra < 0 || extra != int64(len(hot))-int64(hits) {
+		t.Errorf("%d Gets of keys that cannot be stored and %d of stored keys made %d loads and %d hits, want one load per Get of a new key and a hit or a load per stored key",
+			3*len(cold), len(hot), after.Loads-before.Loads, hits)
+	}
+	if extra > 2 {
+		t.Errorf("Gets of %d stored keys on a full server made %d hits, want %d (at most 2 reads cut by a stalled machine)", len(hot), hits, len(hot))
 	}
 	if after.RedisErrors-before.RedisErrors < uint64(3*len(cold)) {
 		t.Errorf("Stats().RedisErrors grew by %d, want at least one OOM reply per Get of a new key", after.RedisErrors-before.RedisErrors)
-	}
-	if got := after.Hits - before.Hits; got != uint64(len(hot)) {
-		t.Errorf("Gets of %d stored keys on a full server made %d hits, want %d", len(hot), got, len(hot))
 	}
 	if n := existing(t, srv, "oom:", cold); n != 0 {
 		t.Errorf("%d new keys stored on a full server, want 0", n)

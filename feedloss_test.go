@@ -2,6 +2,7 @@ package cacheaside_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -139,7 +140,10 @@ func waitConfirmed[V any](t *testing.T, from, to *cacheaside.Cache[string, V]) {
 	t.Helper()
 	before := to.Stats().LocalInvalidations
 	waitFor(t, 10*time.Second, "a probe reaches the resubscribed Cache", func() bool {
-		if err := from.Invalidate(context.Background(), "probe"); err != nil {
+		// A probe cut at a short Redis timeout on a loaded machine is
+		// queued and retried by the next round (seen: 200ms, at a load
+		// average of 17 with -race); any other error fails the test.
+		if err := from.Invalidate(context.Background(), "probe"); err != nil && !errors.Is(err, cacheaside.ErrRedisUnavailable) {
 			t.Fatalf("Invalidate(probe) = %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
