@@ -22,7 +22,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -83,9 +82,15 @@ func run(w io.Writer, govulncheck, db string, dirs []string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	stdlib := version{"stdlib", "v" + strings.TrimPrefix(runtime.Version(), "go")}
-	query := []string{stdlib.String()}
-	seen := map[version]bool{stdlib: true}
+	stdlib := version{"stdlib", stdlibVersion(runtime.Version())}
+	var query []string
+	seen := map[version]bool{}
+	if stdlib.version != "" {
+		query = append(query, stdlib.String())
+		seen[stdlib] = true
+	} else {
+		fmt.Fprintf(w, "note  standard library of %s: not checked (not a Go release)\n", runtime.Version())
+	}
 	for _, m := range mods {
 		for _, v := range m.requires {
 			if !seen[v] {
@@ -94,7 +99,7 @@ func run(w io.Writer, govulncheck, db string, dirs []string) (bool, error) {
 			}
 		}
 	}
-	sort.Strings(query[1:])
+	sort.Strings(query)
 	args := append([]string{"-db", db, "-mode", "query", "-format", "json"}, query...)
 	cmd := exec.Command(govulncheck, args...)
 	var stderr bytes.Buffer
@@ -108,7 +113,10 @@ func run(w io.Writer, govulncheck, db string, dirs []string) (bool, error) {
 		return false, err
 	}
 
-	std := match([]module{{path: runtime.Version(), requires: []version{stdlib}}}, entries)
+	var std []finding
+	if stdlib.version != "" {
+		std = match([]module{{path: runtime.Version(), requires: []version{stdlib}}}, entries)
+	}
 	return report(w, mods, match(mods, entries), std), nil
 }
 
@@ -167,169 +175,6 @@ func decodeGoMod(dir string, data []byte) (module, error) {
 		}
 	}
 	return m, nil
-}
-
-// An entry is the part of an OSV advisory this check reads.
-type entry struct {
-	ID        string `json:"id"`
-	Summary   string `json:"summary"`
-	Withdrawn string `json:"withdrawn"`
-	Affected  []struct {
-		Package struct {
-			Name string `json:"name"`
-		} `json:"package"`
-		Ranges []struct {
-			Type   string `json:"type"`
-			Events []struct {
-				Introduced string `json:"introduced"`
-				Fixed      string `json:"fixed"`
-			} `json:"events"`
-		} `json:"ranges"`
-	} `json:"affected"`
-}
-
-// decodeEntries reads govulncheck's JSON stream and returns its OSV
-// entries (the messages {"osv": ...}), leaving out withdrawn ones.
-func decodeEntries(r io.Reader) ([]entry, error) {
-	dec := json.NewDecoder(r)
-	var entries []entry
-	for {
-		var msg struct {
-			OSV *entry `json:"osv"`
-		}
-		err := dec.Decode(&msg)
-		if errors.Is(err, io.EOF) {
-			return entries, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading govulncheck's output: %w", err)
-		}
-		if msg.OSV != nil && msg.OSV.Withdrawn == "" {
-			entries = append(entries, *msg.OSV)
-		}
-	}
-}
-
-// match returns the advisories that apply to the modules' requirements.
-func match(mods []module, entries []entry) []finding {
-	var out []finding
-	for _, m := range mods {
-		for _, v := range m.requires {
-			for _, e := range entries {
-				if fixed, ok := affects(e, v); ok {
-					out = append(out, finding{m.path, v, e.ID, e.Summary, fixed})
-				}
-			}
-		}
-	}
-	return out
-}
-
-// affects reports whether e applies to v and, if so, the version that
-// fixes it ("v1.2.3"; "" when none does). A SEMVER range's events, in
-// order, open (introduced) and close (fixed) the intervals it covers.
-func affects(e entry, v version) (fixed string, ok bool) {
-	for _, a := range e.Affected {
-		if a.Package.Name != v.path {
-			continue
-		}
-		for _, r := range a.Ranges {
-			if r.Type != "SEMVER" {
-				continue
-			}
-			in := false
-			for _, ev := range r.Events {
-				switch {
-				case ev.Introduced != "":
-					in = ev.Introduced == "0" || compareSemver(v.version, ev.Introduced) >= 0
-				case ev.Fixed != "" && in:
-					if compareSemver(v.version, ev.Fixed) < 0 {
-						return "v" + ev.Fixed, true
-					}
-					in = false
-				}
-			}
-			if in {
-				return "", true
-			}
-		}
-	}
-	return "", false
-}
-
-// compareSemver compares two semantic versions, with or without a leading
-// "v", by the rules of semver.org (a build suffix such as +incompatible is
-// ignored; a prerelease, which includes a Go pseudo-version, sorts before
-// its release). It returns -1, 0 or +1.
-func compareSemver(a, b string) int {
-	ca, pa := splitSemver(a)
-	cb, pb := splitSemver(b)
-	for i := range 3 {
-		if c := compareNumeric(ca[i], cb[i]); c != 0 {
-			return c
-		}
-	}
-	switch {
-	case pa == pb:
-		return 0
-	case pa == "":
-		return 1
-	case pb == "":
-		return -1
-	}
-	ia, ib := strings.Split(pa, "."), strings.Split(pb, ".")
-	for i := 0; i < len(ia) && i < len(ib); i++ {
-		na, nb := isNumeric(ia[i]), isNumeric(ib[i])
-		var c int
-		switch {
-		case na && nb:
-			c = compareNumeric(ia[i], ib[i])
-		case na:
-			c = -1
-		case nb:
-			c = 1
-		default:
-			c = strings.Compare(ia[i], ib[i])
-		}
-		if c != 0 {
-			return c
-		}
-	}
-	return compareNumeric(fmt.Sprint(len(ia)), fmt.Sprint(len(ib)))
-}
-
-// splitSemver splits "v1.2.3-pre+build" into ["1" "2" "3"] and "pre";
-// missing parts are "0".
-func splitSemver(s string) ([3]string, string) {
-	s = strings.TrimPrefix(s, "v")
-	if i := strings.IndexByte(s, '+'); i >= 0 {
-		s = s[:i]
-	}
-	var pre string
-	if i := strings.IndexByte(s, '-'); i >= 0 {
-		s, pre = s[:i], s[i+1:]
-	}
-	core := [3]string{"0", "0", "0"}
-	for i, p := range strings.SplitN(s, ".", 3) {
-		core[i] = p
-	}
-	return core, pre
-}
-
-func isNumeric(s string) bool {
-	return s != "" && strings.Trim(s, "0123456789") == ""
-}
-
-// compareNumeric compares two decimal numbers of any length.
-func compareNumeric(a, b string) int {
-	a, b = strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
-	if len(a) != len(b) {
-		if len(a) < len(b) {
-			return -1
-		}
-		return 1
-	}
-	return strings.Compare(a, b)
 }
 
 // report prints the findings, module by module, and the standard-library
