@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: gofmt, go vet (and staticcheck if it is
-# installed) and `go test -race` for every module in the repository, against
+# installed), the advisory check of scripts/vulncheck.sh, and
+# `go test -race` for every module in the repository, against
 # real redis-server processes (the tests start their own) and a real
 # PostgreSQL. Every module runs even when another failed; a line is printed
 # as each starts and ends, and a summary table at the end. It exits non-zero
@@ -81,7 +82,7 @@ echo "PostgreSQL is up"
 # (at the repository root) resolves those to this working tree. Without it
 # (GOWORK=off) nothing builds until that release is tagged.
 export GOWORK="$PWD/go.work"
-modules=$(go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p' | sed 's#^\./##; s#^$#.#')
+modules=$(scripts/modules.sh)
 [ -n "$modules" ] || die "go.work lists no modules"
 jobs=${CACHEASIDE_TEST_JOBS:-4}
 shards=${CACHEASIDE_TEST_SHARDS:-2}
@@ -183,6 +184,9 @@ else
 fi
 # The lint step is slow (staticcheck over every module): start it next.
 step "$lint_name" lint
+# Advisories against the modules' requirements (scripts/vulncheck.sh): a
+# few seconds once its database is cached.
+step "vulncheck (advisories)" scripts/vulncheck.sh
 for m in "${others[@]:1}"; do step "$m" gotest "$m"; done
 if [ -n "${VALKEY_SERVER:-}" ]; then
 	step "valkey (root)" valkey
@@ -198,6 +202,9 @@ for name in "${rows[@]}"; do
 	[ "$r" = ok ] || failed=$((failed + 1))
 	printf '%-40s %-6s %s\n' "$name" "$r" "$(elapsed "$t")"
 done
+# The advisory check's warnings (the standard library of the Go running
+# it) show even when it passes.
+grep -h '^warn' "$logs/$(name_of "vulncheck (advisories)").log" 2>/dev/null || true
 if [ -z "${VALKEY_SERVER:-}" ]; then
 	printf '%s\n' 'valkey: not run (set VALKEY_SERVER=$(../shared/valkey/build.sh) to run it)'
 fi
