@@ -30,6 +30,16 @@ const (
 	ackReadTimeout  = 10 * time.Second // the clients' ReadTimeout: above both
 )
 
+// ackClient returns a client of srv whose ReadTimeout (ackReadTimeout)
+// leaves room for a WAIT of ackTimeout on top of the Redis timeout, which
+// WithReplicaAcks requires.
+func ackClient(t *testing.T, srv *redistest.Server) *redis.Client {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: ackReadTimeout})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
 // rowVersion is a loader whose value is the current version of its row.
 type rowVersion struct{ v atomic.Value }
 
@@ -236,13 +246,14 @@ func TestReplicaAcksNotConfirmed(t *testing.T) {
 
 // TestReplicaAcksSetIsOnTheReplica: n 1 on a primary with a
 // live replica acknowledges at once; Set's value is on the replica when it
-// returns.
+// returns. The WAIT timeout is ackTimeout, as in
+// TestReplicaAcksClearIsOnTheReplica.
 func TestReplicaAcksSetIsOnTheReplica(t *testing.T) {
 	p := redistest.Start(t)
 	r := redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(p.Port()))
 	redistest.WaitReplicated(t, p, r)
 	ctx := testContext(t)
-	c := newCacheOn(t, p.Client(t), newRowVersion("v").load, cacheaside.WithRedisTimeout(ackRedisTimeout), cacheaside.WithReplicaAcks(1, time.Second))
+	c := newCacheOn(t, ackClient(t, p), newRowVersion("v").load, cacheaside.WithRedisTimeout(ackRedisTimeout), cacheaside.WithReplicaAcks(1, ackTimeout))
 	for i := range 20 {
 		if err := c.Set(ctx, "k", "set"); err != nil {
 			t.Fatalf("Set #%d = %v, want nil", i, err)
