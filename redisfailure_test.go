@@ -143,7 +143,11 @@ func TestPoolWaitIsNotAnOutage(t *testing.T) {
 // the limit (the lock wait, here 500 ms): the first Gets cost that. Once a
 // call ran out the limit with no reply the node is known to fail, and
 // each later Get costs at most the Redis timeout, then nothing once the
-// breaker opens.
+// breaker opens. On a loaded machine a Get may take longer than the
+// Redis timeout plus any margin while this process is not scheduled: the
+// test counts the later Gets that took the limit, as a Get that still
+// waited for it would, and bounds the slowest by the client's read
+// timeout.
 func TestRedisFrozenBeforeFirstReply(t *testing.T) {
 	for _, ctxTimeout := range []bool{false, true} {
 		t.Run("ContextTimeoutEnabled="+strconv.FormatBool(ctxTimeout), func(t *testing.T) {
@@ -164,9 +168,25 @@ func TestRedisFrozenBeforeFirstReply(t *testing.T) {
 				took[i] = mustGet(t, c, i+1)
 			}
 			sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-			if slowest := took[len(took)-1]; slowest > faultBudget+faultSlack {
-				t.Errorf("after the first Get, the slowest of %d Gets on the frozen Redis took %v, want at most the Redis timeout %v (+%v)",
-					len(took), slowest, faultBudget, faultSlack)
+			// A Get that still waited the limit, the node's failure not
+			// known, took the limit or more: none may, give or take 2 that
+			// this process held up (seen at a load average of 20: one
+			// Get of 964ms). One that waited for the client's read
+			// timeout took that long, loaded or not (see
+			// clientReadTimeout).
+			var held []time.Duration
+			for _, d := range took {
+				if d >= limit {
+					held = append(held, d)
+				}
+			}
+			if len(held) > 2 {
+				t.Errorf("after the first Get, %d of %d Gets on the frozen Redis took the limit %v or more (%v), want at most 2: each later Get costs at most the Redis timeout %v",
+					len(held), len(took), limit, held, faultBudget)
+			}
+			if slowest := took[len(took)-1]; slowest >= clientReadTimeout {
+				t.Errorf("after the first Get, the slowest of %d Gets on the frozen Redis took %v, want under the client's read timeout %v: it waited for the client, not the Redis timeout %v",
+					len(took), slowest, clientReadTimeout, faultBudget)
 			}
 			if median := took[len(took)/2]; median > faultBudget/2 {
 				t.Errorf("median Get on the frozen Redis took %v, want under %v: the breaker skips Redis", median, faultBudget/2)
