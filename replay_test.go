@@ -49,12 +49,29 @@ func TestChangeDuringFreezeIsReplayed(t *testing.T) {
 // TestChangeDuringRestartIsReplayed: kill -9 a Redis that persists every
 // write (AOF, fsync always), change, start it again: it comes back with
 // the old value.
+//
+// The old value must be in Redis before the kill: A's and B's first Gets
+// fill it only when their calls are answered within the Redis timeout (on
+// a loaded machine one may load without the lock and not fill), so the
+// kill waits until Redis holds it, filling it through a fresh Cache if
+// neither did. With fsync always, a write that a later EXISTS sees is on
+// disk, and the restarted server must hold it.
 func TestChangeDuringRestartIsReplayed(t *testing.T) {
 	for _, ch := range faultChanges {
 		t.Run(ch.name, func(t *testing.T) {
 			srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 			db := newVersionedDB()
-			checkChangeSurvivesFault(t, replayCache(t, srv, db), replayCache(t, srv, db), db, ch, srv.Kill, func() {
+			kill := func() {
+				waitFor(t, waitLimit, "Redis holds key 1 before the kill", func() bool {
+					if srv.CLI(t, "EXISTS", "ca:{1}") == "1" {
+						return true
+					}
+					_, _ = replayCache(t, srv, db).Get(testContext(t), 1)
+					return false
+				})
+				srv.Kill()
+			}
+			checkChangeSurvivesFault(t, replayCache(t, srv, db), replayCache(t, srv, db), db, ch, kill, func() {
 				srv.Start()
 				if n := srv.CLI(t, "EXISTS", "ca:{1}"); n != "1" {
 					t.Fatalf("EXISTS ca:{1} after the restart = %s, want 1: the test needs Redis to come back with its data", n)
