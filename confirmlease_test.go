@@ -1,13 +1,16 @@
 package cacheaside_test
 
 import (
+	"context"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
@@ -150,6 +153,18 @@ func TestLeaseHoldsOnAVerySlowRedis(t *testing.T) {
 // leaseHolds checks that with every read of B delay late, every Get on
 // B is an L1 hit for two leases' time, and that A's synchronous
 // Invalidates, rounds of them, all succeed.
+//
+// The lease is designed to hold while Redis answers within
+// leaseRoundTrip: a round trip that took longer (Redis or this process
+// starved on a loaded machine, on top of delay) may let it lapse, as
+// documented. A probe client with the same delay measures the round
+// trips the whole time, and a miss is a failure unless a probe round trip
+// in the lease before it took longer than that (seen at a load average of
+// 20: one miss in 157 Gets at 800ms). The defect this guards against (a
+// renewal trusted only after its PONG: four round trips from one renewal
+// to the next trusted one) lapses in every round once a round trip takes
+// over 675ms, so at 800ms its misses come with no slow round trip before
+// them.
 func leaseHolds(t *testing.T, delay time.Duration, rounds int) {
 	srv := redistest.Start(t)
 	version, load := versioned()
@@ -157,22 +172,40 @@ func leaseHolds(t *testing.T, delay time.Duration, rounds int) {
 	a, b := fleet[0], fleet[1]
 	ctx := testContext(t)
 	slow.delay.Store(int64(delay))
-	waitFor(t, waitLimit, "B serves k from its L1", func() bool {
+	probe := srv.Client(t)
+	probe.AddHook(slow)
+	trips := probeRoundTrips(t, probe)
+	// Until B's first lease is granted and k is in its L1, Gets cost a
+	// round trip each, and the lease two: allow for a loaded machine.
+	waitFor(t, 3*waitLimit, "B serves k from its L1", func() bool {
 		hits := b.Stats().LocalHits
 		got, err := b.Get(ctx, "k")
 		return err == nil && got == version.Load() && b.Stats().LocalHits > hits
 	})
-	var gets, misses int
+	var gets int
+	var misses []time.Time
 	for end := time.Now().Add(2 * 3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		hits := b.Stats().LocalHits
 		mustGetValue(t, b, "k", version.Load(), "B")
 		gets++
 		if b.Stats().LocalHits == hits {
-			misses++
+			misses = append(misses, time.Now())
 		}
 	}
-	if misses != 0 {
-		t.Errorf("%d of %d Gets on B missed its L1 while Redis answered %v late, want 0: its lease lapsed", misses, gets, delay)
+	slowTrips := trips()
+	var excused, unexcused int
+	for _, m := range misses {
+		if slowTrip(slowTrips, m.Add(-l1.LeaseTTL), m) {
+			excused++
+		} else {
+			unexcused++
+		}
+	}
+	if excused > 0 {
+		t.Logf("%d of %d Gets on B missed its L1 after a round trip over %v (slowest %v): Redis or this process was slower than the lease allows", excused, gets, leaseRoundTrip, longest(slowTrips))
+	}
+	if unexcused != 0 {
+		t.Errorf("%d of %d Gets on B missed its L1 while Redis answered %v late (no round trip over %v in the lease before), want 0: its lease lapsed", unexcused, gets, delay, leaseRoundTrip)
 	}
 	for i := range rounds {
 		v := version.Add(1)
@@ -181,4 +214,76 @@ func leaseHolds(t *testing.T, delay time.Duration, rounds int) {
 		}
 		mustGetValue(t, b, "k", v, "B right after A's Invalidate")
 	}
+}
+
+// leaseRoundTrip is the slowest round trip with which a lease still
+// cannot lapse: the members trust their L1 until 0.9 l1.LeaseTTL after a
+// renewal was sent, and the renewal, the PING after it and the next
+// renewal fit in that.
+const leaseRoundTrip = l1.LeaseTTL * 3 / 10
+
+// roundTrip is one of probeRoundTrips' round trips: when it ended and how
+// long it took.
+type roundTrip struct {
+	end  time.Time
+	took time.Duration
+}
+
+// probeRoundTrips PINGs through rdb, one PING after another, until the
+// returned function is called; that function returns the round trips that
+// took longer than leaseRoundTrip (and one still waiting then, if it had).
+func probeRoundTrips(t *testing.T, rdb redis.UniversalClient) (stop func() []roundTrip) {
+	t.Helper()
+	done := make(chan struct{})
+	var slow []roundTrip
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var pending atomic.Int64 // the start of the PING in flight, Unix ns
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			start := time.Now()
+			pending.Store(start.UnixNano())
+			_ = rdb.Ping(context.Background()).Err()
+			if took := time.Since(start); took > leaseRoundTrip {
+				mu.Lock()
+				slow = append(slow, roundTrip{end: time.Now(), took: took})
+				mu.Unlock()
+			}
+		}
+	})
+	return func() []roundTrip {
+		now := time.Now()
+		if took := now.Sub(time.Unix(0, pending.Load())); took > leaseRoundTrip {
+			mu.Lock()
+			slow = append(slow, roundTrip{end: now, took: took})
+			mu.Unlock()
+		}
+		close(done)
+		wg.Wait()
+		return slow
+	}
+}
+
+// slowTrip reports whether one of trips overlapped from..to.
+func slowTrip(trips []roundTrip, from, to time.Time) bool {
+	for _, r := range trips {
+		if !r.end.Before(from) && r.end.Add(-r.took).Before(to) {
+			return true
+		}
+	}
+	return false
+}
+
+// longest returns the longest of trips' round trips.
+func longest(trips []roundTrip) time.Duration {
+	var d time.Duration
+	for _, r := range trips {
+		d = max(d, r.took)
+	}
+	return d
 }
