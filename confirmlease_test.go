@@ -1,10 +1,8 @@
 package cacheaside_test
 
 import (
-	"context"
 	"errors"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -174,7 +172,7 @@ func leaseHolds(t *testing.T, delay time.Duration, rounds int) {
 	slow.delay.Store(int64(delay))
 	probe := srv.Client(t)
 	probe.AddHook(slow)
-	trips := probeRoundTrips(t, probe)
+	trips := probeRoundTrips(t, probe, leaseRoundTrip)
 	// Until B's first lease is granted and k is in its L1, Gets cost a
 	// round trip each, and the lease two: allow for a loaded machine.
 	waitFor(t, 3*waitLimit, "B serves k from its L1", func() bool {
@@ -221,69 +219,3 @@ func leaseHolds(t *testing.T, delay time.Duration, rounds int) {
 // renewal was sent, and the renewal, the PING after it and the next
 // renewal fit in that.
 const leaseRoundTrip = l1.LeaseTTL * 3 / 10
-
-// roundTrip is one of probeRoundTrips' round trips: when it ended and how
-// long it took.
-type roundTrip struct {
-	end  time.Time
-	took time.Duration
-}
-
-// probeRoundTrips PINGs through rdb, one PING after another, until the
-// returned function is called; that function returns the round trips that
-// took longer than leaseRoundTrip (and one still waiting then, if it had).
-func probeRoundTrips(t *testing.T, rdb redis.UniversalClient) (stop func() []roundTrip) {
-	t.Helper()
-	done := make(chan struct{})
-	var slow []roundTrip
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var pending atomic.Int64 // the start of the PING in flight, Unix ns
-	wg.Go(func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			start := time.Now()
-			pending.Store(start.UnixNano())
-			_ = rdb.Ping(context.Background()).Err()
-			if took := time.Since(start); took > leaseRoundTrip {
-				mu.Lock()
-				slow = append(slow, roundTrip{end: time.Now(), took: took})
-				mu.Unlock()
-			}
-		}
-	})
-	return func() []roundTrip {
-		now := time.Now()
-		if took := now.Sub(time.Unix(0, pending.Load())); took > leaseRoundTrip {
-			mu.Lock()
-			slow = append(slow, roundTrip{end: now, took: took})
-			mu.Unlock()
-		}
-		close(done)
-		wg.Wait()
-		return slow
-	}
-}
-
-// slowTrip reports whether one of trips overlapped from..to.
-func slowTrip(trips []roundTrip, from, to time.Time) bool {
-	for _, r := range trips {
-		if !r.end.Before(from) && r.end.Add(-r.took).Before(to) {
-			return true
-		}
-	}
-	return false
-}
-
-// longest returns the longest of trips' round trips.
-func longest(trips []roundTrip) time.Duration {
-	var d time.Duration
-	for _, r := range trips {
-		d = max(d, r.took)
-	}
-	return d
-}
