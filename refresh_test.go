@@ -22,7 +22,10 @@ import (
 // milliseconds to land, where at a load average of 20 one that had 65 ms
 // (95 ms less the 30 ms load) missed once or twice per run (misses after
 // the first Get = 1 or 2). A refresh that never starts, or starts at the
-// expiry, still misses at each of the 3 expiries.
+// expiry, still misses at each of the 3 expiries. A probe client measures
+// Redis round trips the whole time: a miss that follows a stall of this
+// process or Redis (refreshStall within refreshLead) is logged, not
+// failed.
 func TestEarlyRefreshHotKey(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
@@ -58,20 +61,30 @@ func TestEarlyRefreshHotKey(t *testing.T) {
 			// rate, on a loaded machine, 90ms × ln(18) ≈ 260 ms): about one
 			// refresh per TTL of 2 s, each done (30 ms) long before the
 			// expiry.
+			trips := probeRoundTrips(t, srv.Client(t), refreshStall)
+			var mu sync.Mutex
+			var missed []time.Time // when each Get that missed returned
 			for _, c := range caches {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					for time.Now().Before(stop) {
+						before := c.Stats().Misses
 						if v, err := c.Get(ctx, "hot"); err != nil || v != "v" {
 							t.Errorf("Get(hot) = %q, %v", v, err)
 							return
+						}
+						if c.Stats().Misses != before {
+							mu.Lock()
+							missed = append(missed, time.Now())
+							mu.Unlock()
 						}
 						time.Sleep(5 * time.Millisecond)
 					}
 				}()
 			}
 			wg.Wait()
+			stalls := trips()
 			var misses, refreshes uint64
 			for _, c := range caches {
 				s := c.Stats()
@@ -82,8 +95,21 @@ func TestEarlyRefreshHotKey(t *testing.T) {
 			n := loads.Load()
 			t.Logf("loads = %d, misses after the first Get = %d, early refreshes = %d", n, misses, refreshes)
 			if tt.early {
-				if misses != 0 {
-					t.Errorf("misses after the first Get = %d, want 0 with early refresh", misses)
+				// A miss after a stall: the refresh may have started in
+				// time and not landed (seen at a load average of 20 with
+				// compiles running: misses after the first Get = 1,
+				// early refreshes = 2).
+				var excused int
+				for _, m := range missed {
+					if slowTrip(stalls, m.Add(-refreshLead), m) {
+						excused++
+					}
+				}
+				if excused > 0 {
+					t.Logf("%d misses came after a Redis round trip over %v in the %v before them (slowest %v): this process or Redis stalled", excused, refreshStall, refreshLead, longest(stalls))
+				}
+				if int(misses)-excused > 0 {
+					t.Errorf("misses after the first Get = %d (%d after a stall), want 0 with early refresh", misses, excused)
 				}
 				if n < 3 || n > 7 {
 					t.Errorf("loads over 3.5 TTLs = %d, want about one per TTL (3 to 7)", n)
@@ -94,6 +120,17 @@ func TestEarlyRefreshHotKey(t *testing.T) {
 		})
 	}
 }
+
+// refreshLead is about how long before the expiry TestEarlyRefreshHotKey's
+// refresh starts (385ms at its request rate, less when the rate drops),
+// and refreshStall a Redis round trip (from this process) that took a
+// quarter of that: a stall that may keep a refresh that started in time
+// from landing before the expiry. Without early refresh, or with one
+// that starts at the expiry, every expiry misses, stall or not.
+const (
+	refreshLead  = 500 * time.Millisecond
+	refreshStall = 100 * time.Millisecond
+)
 
 // TestEarlyRefreshSkippedIsCounted: early refreshes run at most 4 at a
 // time; a refresh due while all 4 are busy is skipped (a later hit tries
