@@ -318,6 +318,7 @@ func BenchmarkGetHotKey(b *testing.B) {
 		oc := otter.Must(&otter.Options[string, benchProduct]{
 			MaximumSize: 1000, ExpiryCalculator: otter.ExpiryWriting[string, benchProduct](time.Hour),
 		})
+		defer oc.StopAllGoroutines() // its expiry's clean-up goroutine
 		oc.Set("ca:{1}", newBenchProduct(1))
 		onGoroutines(b, goroutines, func(*rand.Rand) error {
 			if _, ok := oc.GetIfPresent("ca:{1}"); !ok {
