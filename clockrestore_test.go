@@ -77,3 +77,32 @@ func TestClockKeyOfAnotherTypeIsReplaced(t *testing.T) {
 		t.Errorf("TYPE clock key = %s, want string (replaced)", typ)
 	}
 }
+
+// TestEmptyClockKeyIsCorrupt: a clock key that holds an empty string
+// (which the hit path's MGET reads as missing: guard.MGetNode) is no
+// clock. Gets still answer, from the loader, without a Redis error, the
+// process counts it in Stats.Corrupt, and it is left as it is for a
+// Clear to replace, as any string that is no clock (tagclock.Ensure).
+func TestEmptyClockKeyIsCorrupt(t *testing.T) {
+	srv, db, a, rdb := warmOneProcess(t, "k")
+	ctx := testContext(t)
+	if err := rdb.Set(ctx, "ca:{tags}:clock", "", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b := newCache(t, srv, db.load)
+	for range 10 {
+		mustGetValue(t, b, "k", "k=v1", "new process, empty clock key")
+		mustGetValue(t, a, "k", "k=v1", "old process, empty clock key")
+	}
+	for name, c := range map[string]*cacheaside.Cache[string, string]{"old": a, "new": b} {
+		if s := c.Stats(); s.Corrupt == 0 || s.RedisErrors != 0 {
+			t.Errorf("%s process: Stats() Corrupt = %d, RedisErrors = %d; want Corrupt > 0 and no Redis errors", name, s.Corrupt, s.RedisErrors)
+		}
+	}
+	if v, err := rdb.Get(ctx, "ca:{tags}:clock").Result(); err != nil || v != "" {
+		t.Errorf("GET clock key = %q, %v; want it left empty", v, err)
+	}
+	if err := a.Clear(ctx); err != nil {
+		t.Fatalf("Clear() = %v, want nil (it replaces a clock key that is no clock)", err)
+	}
+}

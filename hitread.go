@@ -38,9 +38,9 @@ func (c *Cache[K, V]) readBatched(ctx context.Context, vkey string) ([]byte, err
 }
 
 // readMany reads vkeys, all on one node, in one call through the guard;
-// vals[i] is nil for a missing key, or one that holds another Redis type
-// (MGET answers nil for it; the miss path's script then finds it
-// unreadable and replaces it).
+// vals[i] is nil for a missing key, one that holds another Redis type
+// (MGET answers nil for it) or an empty string (guard.MGetNode): the miss
+// path's script then finds it unreadable and replaces it.
 func (c *Cache[K, V]) readMany(ctx context.Context, vkeys []string, vals [][]byte) error {
 	err := c.guard.Do(ctx, vkeys[0], func(ctx context.Context) error {
 		if c.clockKey == "" {

@@ -147,8 +147,9 @@ func (c *Cache[K, V]) get(ctx context.Context, vkey string, rep *getReply) error
 
 // getWithClock is get reading the prefix's clock key (clear.go; on a
 // Cluster the replica of vkey's node) in the same round trip: one MGET, or
-// a pipeline of one per slot (guard.MGetNode). MGET answers nil for a key
-// of another Redis type: a miss, whose lock script finds the key
+// a pipeline of one per slot (guard.MGetNode). A key of another Redis
+// type (MGET answers nil for it) or holding an empty string (which
+// MGetNode reads as missing) is a miss, whose lock script finds the key
 // unreadable and replaces it.
 func (c *Cache[K, V]) getWithClock(ctx context.Context, vkey string, rep *getReply) error {
 	var vals [2][]byte

@@ -24,6 +24,9 @@ type Group[R any] struct {
 	m    map[string]*Call[R]
 	hot  string // the key of the latest flight that had hotJoins joiners or more
 	pool sync.Pool
+	// waiters recycles the Waiters of flights nobody held (see Finish), so
+	// that a hot key's flights do not grow a new list of joiners each.
+	waiters sync.Pool
 	// Track makes flights record the contexts of the callers that join
 	// them (see Waiters). Set it before the first Join.
 	Track bool
@@ -37,6 +40,7 @@ type Call[R any] struct {
 	// Finish after res is set: reading res after <-done needs no lock.
 	done    chan struct{}
 	shared  bool // another caller holds a pointer: never recycle
+	held    bool // Hold was called: its work may read waiters
 	joins   int  // callers that joined the flight in the air
 	hot     bool // the key's previous flight had hotJoins joiners or more
 	res     R
@@ -54,7 +58,9 @@ func (c *Call[R]) Key() string { return c.key }
 func (c *Call[R]) Result() R { return c.res }
 
 // Waiters returns the contexts of the callers that joined the flight, or
-// nil when the group does not track them or nobody joined.
+// nil when the group does not track them or nobody joined. Only the
+// leader of a flight it held (Hold) may call it: the waiters of a flight
+// nobody held are recycled when it finishes.
 func (c *Call[R]) Waiters() *Waiters { return c.waiters }
 
 // Join returns the flight for key, starting one if none is in the air. The
@@ -93,10 +99,18 @@ func (g *Group[R]) joinLocked(ctx context.Context, c *Call[R]) {
 	}
 	if g.Track {
 		if c.waiters == nil {
-			c.waiters = &Waiters{}
+			c.waiters = g.newWaiters()
 		}
 		c.waiters.add(ctx)
 	}
+}
+
+// newWaiters returns an empty Waiters, recycled when it can be.
+func (g *Group[R]) newWaiters() *Waiters {
+	if w, _ := g.waiters.Get().(*Waiters); w != nil {
+		return w
+	}
+	return &Waiters{}
 }
 
 // startLocked starts the flight of key.
@@ -127,19 +141,21 @@ func (c *Call[R]) Hot() bool { return c.hot }
 // it before handing its flight to a goroutine.
 func (g *Group[R]) Hold(c *Call[R]) {
 	g.mu.Lock()
-	c.shared = true
+	c.shared, c.held = true, true
 	if c.done == nil {
 		c.done = make(chan struct{})
 	}
 	if g.Track && c.waiters == nil {
-		c.waiters = &Waiters{} // callers that join later add themselves
+		c.waiters = g.newWaiters() // callers that join later add themselves
 	}
 	g.mu.Unlock()
 }
 
 // Finish publishes r to every caller of c. A Join that comes afterwards
 // starts a new flight. A flight that no other caller ever saw is recycled:
-// the leader must not touch c after Finish unless it called Hold.
+// the leader must not touch c after Finish unless it called Hold. So are
+// the waiters of a flight nobody held, which nothing reads once it is
+// out of the map (Waiters).
 func (g *Group[R]) Finish(key string, c *Call[R], r R) {
 	g.mu.Lock()
 	c.res = r
@@ -152,9 +168,17 @@ func (g *Group[R]) Finish(key string, c *Call[R], r R) {
 		g.hot = ""
 	}
 	done, shared := c.done, c.shared
+	var w *Waiters
+	if !c.held {
+		w, c.waiters = c.waiters, nil
+	}
 	g.mu.Unlock()
 	if done != nil {
 		close(done)
+	}
+	if w != nil {
+		w.reset()
+		g.waiters.Put(w)
 	}
 	if !shared {
 		*c = Call[R]{}

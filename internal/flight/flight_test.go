@@ -160,6 +160,44 @@ func TestWaitersTracked(t *testing.T) {
 	off.Finish("k", c, 0)
 }
 
+// TestHotFlightWaitersRecycled: the contexts of the callers that joined a
+// flight nobody held (a Redis hit the leader answered itself) are not
+// kept once it finishes, so the next flight of a hot key records its
+// joiners without growing a new list: a flight that 64 callers joined
+// allocates its Call and its Done channel, nothing per joiner (8 more
+// objects when its list grows from nothing). The bound leaves room for
+// the race detector, whose sync.Pool drops a quarter of what is put in it.
+func TestHotFlightWaitersRecycled(t *testing.T) {
+	g := Group[int]{Track: true}
+	ctx := context.Background()
+	const joiners = 64
+	flight := func() {
+		c, _ := g.Join(ctx, "k")
+		for range joiners {
+			g.Join(ctx, "k")
+		}
+		g.Finish("k", c, 1)
+	}
+	flight() // fills the pool
+	if n := testing.AllocsPerRun(100, flight); n > 6 {
+		t.Errorf("a flight of %d joiners allocates %v objects, want at most 6 (its Call and Done channel, and the race detector's pool drops)", joiners, n)
+	}
+
+	// A held flight keeps its waiters for the work that reads them.
+	c, _ := g.Join(ctx, "k")
+	g.Hold(c)
+	g.Join(context.WithValue(ctx, ctxKey{}, 7), "k")
+	g.Finish("k", c, 1)
+	ctxs := Contexts(WithWaiters(ctx, c.Waiters()))
+	if len(ctxs) != 1 || ctxs[0].Value(ctxKey{}) != 7 {
+		t.Errorf("Contexts of a held flight after Finish = %v, want the one joiner's", ctxs)
+	}
+	flight() // reuses pooled waiters, never the held flight's
+	if ctxs := Contexts(WithWaiters(ctx, c.Waiters())); len(ctxs) != 1 || ctxs[0].Value(ctxKey{}) != 7 {
+		t.Errorf("Contexts of a held flight after later flights = %v, want the one joiner's", ctxs)
+	}
+}
+
 // TestJoinBytesJoinsWithoutAllocating: JoinBytes finds the flight Join
 // started for the same key, and the flight JoinBytes starts is found by
 // Join; Key is the key as a string of its own (not the caller's buffer,

@@ -15,6 +15,15 @@ type Waiters struct {
 	ctxs []context.Context
 }
 
+// reset empties w for another flight, keeping its list's capacity and
+// none of its contexts.
+func (w *Waiters) reset() {
+	w.mu.Lock()
+	clear(w.ctxs)
+	w.ctxs = w.ctxs[:0]
+	w.mu.Unlock()
+}
+
 func (w *Waiters) add(ctx context.Context) {
 	w.mu.Lock()
 	if len(w.ctxs) < MaxWaiters {

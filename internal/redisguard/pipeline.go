@@ -140,20 +140,19 @@ func Reply(raws [][]byte, failed []error, i int) ([]byte, error) {
 }
 
 // fillRaw stores MGET replies vals into out, at idx[j] for reply j (or at
-// j when idx is nil). The bytes are the reply strings' own, not a copy, as
+// j when idx is nil): nil for "", which is a missing key or an empty
+// string (mget). The bytes are the reply strings' own, not a copy, as
 // go-redis's StringCmd.Bytes hands them out: go-redis reads each reply
 // into a buffer of its own and keeps no reference to it, and nothing in
 // this module writes to what a read returns.
-func fillRaw(out [][]byte, idx []int, vals []any) {
-	for j, v := range vals {
+func fillRaw(out [][]byte, idx []int, vals []string) {
+	for j, s := range vals {
 		i := j
 		if idx != nil {
 			i = idx[j]
 		}
-		if s, ok := v.(string); ok && s != "" {
+		if s != "" {
 			out[i] = unsafe.Slice(unsafe.StringData(s), len(s))
-		} else if ok {
-			out[i] = []byte{} // an empty value: present, unlike a missing key
 		}
 	}
 }
