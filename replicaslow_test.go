@@ -1,6 +1,7 @@
 package cacheaside_test
 
 import (
+	"context"
 	"strconv"
 	"sync"
 	"testing"
@@ -82,6 +83,68 @@ func TestSlowPastTheLimitIsNoOutage(t *testing.T) {
 				t.Errorf("Gets of cached keys after the slow write loaded %d times, want 0 (Redis hits)", n)
 			}
 			waitFor(t, 10*time.Second, "the replay applies the queued write", func() bool { return c.Stats().InvalidationsPending == 0 })
+		})
+	}
+}
+
+// TestReplayIntoSlowRedis: an Invalidate queued while the primary was
+// frozen (SIGSTOP) is replayed after the thaw while the primary holds
+// every write for 400 ms at a time (CLIENT PAUSE WRITE, repeated; a 250 ms
+// Redis timeout) and answers reads: Flush returns nil (nothing left, no
+// error), and another instance reads the new value; with WithReplicaAcks
+// as without.
+func TestReplayIntoSlowRedis(t *testing.T) {
+	const burst = slowAckBudget * 16 / 10
+	for _, acks := range []bool{false, true} {
+		t.Run("acks="+strconv.FormatBool(acks), func(t *testing.T) {
+			p, _ := primaryWithReplica(t)
+			opts := []cacheaside.Option{cacheaside.WithRedisTimeout(slowAckBudget)}
+			if acks {
+				opts = append(opts, cacheaside.WithReplicaAcks(1, time.Second))
+			}
+			db := newRowVersion("v1")
+			a := newCacheOn(t, p.Client(t), db.load, opts...)
+			b := newCacheOn(t, p.Client(t), db.load, opts...)
+			mustGetValue(t, a, "k", "v1", "on a before the freeze")
+			mustGetValue(t, b, "k", "v1", "on b before the freeze")
+			ctx := testContext(t)
+
+			thaw := freezeServer(t, p)
+			db.v.Store("v2")
+			checkQueuedErr(t, "Invalidate(k)", a.Invalidate(ctx, "k"))
+			thaw()
+			// The slow phase: writes held 400 ms at a time, reads answered
+			// (a's Gets of other keys), for 3 s.
+			stop := make(chan struct{})
+			var slow sync.WaitGroup
+			slow.Go(func() {
+				for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+					p.CLI(t, "CLIENT", "PAUSE", strconv.FormatInt(burst.Milliseconds(), 10), "WRITE")
+					time.Sleep(burst + 50*time.Millisecond)
+				}
+			})
+			slow.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					case <-time.After(5 * time.Millisecond):
+					}
+					mustGetValue(t, a, "r"+strconv.Itoa(i%20), db.v.Load().(string), "a Get of another key")
+				}
+			})
+			fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := a.Flush(fctx)
+			cancel()
+			close(stop)
+			slow.Wait()
+			if err != nil {
+				t.Errorf("Flush after the thaw, Redis slow on writes = %v, want nil", err)
+			}
+			if st := a.Stats(); st.InvalidationsPending != 0 {
+				t.Errorf("after Flush: %d invalidations pending, want 0", st.InvalidationsPending)
+			}
+			mustGetValue(t, b, "k", "v2", "on b after the replay")
 		})
 	}
 }
