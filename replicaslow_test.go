@@ -42,7 +42,7 @@ func TestSlowPastTheLimitIsNoOutage(t *testing.T) {
 				cacheaside.WithCircuitBreaker(cacheaside.CircuitBreaker{Failures: 1, Cooldown: time.Minute}),
 			}
 			if tc.acks {
-				opts = append(opts, cacheaside.WithReplicaAcks(1, 100*time.Millisecond))
+				opts = append(opts, cacheaside.WithReplicaAcks(1, time.Second))
 			}
 			ld := &faultLoader{}
 			c := newFaultCache(t, rdb, ld.load, opts...)
@@ -54,16 +54,18 @@ func TestSlowPastTheLimitIsNoOutage(t *testing.T) {
 			getConcurrently(t, other, faultKeys(100, 109))
 			stop := make(chan struct{})
 			var readers sync.WaitGroup
-			readers.Go(func() {
-				for k := 0; ; k++ {
-					select {
-					case <-stop:
-						return
-					case <-time.After(5 * time.Millisecond):
+			for r := range 4 {
+				readers.Go(func() {
+					for k := r; ; k += 4 {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						mustGetValue(t, other, 100+k%10, faultValue(100+k%10), "a Get of another key")
 					}
-					mustGetValue(t, other, 100+k%10, faultValue(100+k%10), "a Get of another key")
-				}
-			})
+				})
+			}
 			p.CLI(t, "CLIENT", "PAUSE", strconv.FormatInt(pause.Milliseconds(), 10), "WRITE")
 			start := time.Now()
 			err := c.Set(ctx, 1, "slow")
