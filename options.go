@@ -403,6 +403,15 @@ func WithServeStale(s ServeStale) Option {
 // whole number of milliseconds, and with the Redis timeout within the
 // client's ReadTimeout. n 0 turns it off. Default: 0 (a write returns once
 // the primary has it).
+//
+// A slow primary is not an outage with the option either: a write and
+// its WAIT are not cut at the Redis timeout but waited for up to timeout
+// plus the lock wait (the bound of a write without the option: its
+// retries until the lock wait), and one held longer while the primary
+// answered other calls fails (queued, as for any write that could not be
+// applied) without counting against the circuit breaker. One that waited
+// for a pooled connection while the primary answered others is sent
+// again; the writes are idempotent.
 func WithReplicaAcks(n int, timeout time.Duration) Option {
 	return func(c *config) { c.replicaAcks, c.replicaWait = n, timeout }
 }

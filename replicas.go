@@ -53,8 +53,10 @@ func checkReplicaAcks(rdb redis.UniversalClient, cfg *config) error {
 }
 
 // runClockAcked is runClock under WithReplicaAcks: the clock script and a
-// WAIT on one connection of the clock key's node. Not patient: a try cut
-// while Redis answered slowly is an error, as for Set and Invalidate.
+// WAIT on one connection of the clock key's node. Patient as runClock is
+// (ScriptsAcked may send the pipeline again): a clock advanced twice only
+// invalidates once more what it invalidated; the reply read is the last
+// try's.
 func (c *Cache[K, V]) runClockAcked(ctx context.Context, keys []string, mode string) (string, error) {
 	var cmd *redis.Cmd
 	floor := c.clock.Clock()
@@ -73,7 +75,8 @@ func (c *Cache[K, V]) runClockAcked(ctx context.Context, keys []string, mode str
 }
 
 // raiseReplicasAcked is raiseReplicas under WithReplicaAcks: each node's
-// raises and a WAIT on one connection of that node.
+// raises and a WAIT on one connection of that node. A raise sent again
+// (ScriptsAcked is patient) leaves what the first left: it only raises.
 func (c *Cache[K, V]) raiseReplicasAcked(ctx context.Context, keys []string, clock, cleared uint64) error {
 	_, err := c.lock.ScriptsAcked(ctx, keys, func(ctx context.Context, p redis.Pipeliner, i int) *redis.Cmd {
 		return tagclock.Raise.Eval(ctx, p, keys[i:i+1], clock, cleared)

@@ -38,21 +38,34 @@ const calmAgain = slowBudget * 12
 // budget and is cut at it) and with the default client (a call is watched
 // and waited for while the node answers others). With the first, each
 // write waits until the guard runs calls inline again, so that it is cut.
+// With WithReplicaAcks (a primary and a replica) the same holds, a SET or
+// DEL followed by WAIT being the textbook write, and the replica holds
+// what the writes wrote.
 func TestSlowRedisWritesSucceed(t *testing.T) {
 	for _, tc := range []struct {
 		name           string
 		contextTimeout bool
+		acks           bool
 	}{
-		{"client=ContextTimeoutEnabled", true},
-		{"client=default", false},
+		{"client=ContextTimeoutEnabled", true, false},
+		{"client=default", false, false},
+		{"acks client=ContextTimeoutEnabled", true, true},
+		{"acks client=default", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := redistest.Start(t)
 			testlog.Attach(t)
+			holder := srv // the server whose copies are checked
+			opts := []cacheaside.Option{cacheaside.WithRedisTimeout(slowBudget)}
+			if tc.acks {
+				holder = redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(srv.Port()))
+				redistest.WaitReplicated(t, srv, holder)
+				opts = append(opts, cacheaside.WithReplicaAcks(1, time.Second))
+			}
 			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: tc.contextTimeout})
 			t.Cleanup(func() { _ = rdb.Close() })
 			ld := &faultLoader{}
-			c := newFaultCache(t, rdb, ld.load, cacheaside.WithRedisTimeout(slowBudget))
+			c := newFaultCache(t, rdb, ld.load, opts...)
 			ctx := testContext(t)
 			keys := faultKeys(0, 1)
 			// Before the pauses: open connections and load the scripts
@@ -61,7 +74,7 @@ func TestSlowRedisWritesSucceed(t *testing.T) {
 			// The readers' cache shares c's guard (same client and
 			// settings) but not its prefix, which Clear and InvalidateTag
 			// stop serving from Redis until they succeed.
-			other := newFaultCache(t, rdb, ld.load, cacheaside.WithRedisTimeout(slowBudget), cacheaside.WithPrefix("other:"))
+			other := newFaultCache(t, rdb, ld.load, append(opts, cacheaside.WithPrefix("other:"))...)
 			getConcurrently(t, other, faultKeys(100, 139))
 			if err := c.Set(ctx, 999, "warm"); err != nil {
 				t.Fatalf("Set before the pauses = %v", err)
@@ -107,13 +120,13 @@ func TestSlowRedisWritesSucceed(t *testing.T) {
 			for _, k := range keys {
 				want := "set-" + strconv.Itoa(k)
 				slowly("Set("+strconv.Itoa(k)+")", func(ctx context.Context) error { return c.Set(ctx, k, want) })
-				if v, ok := storedValue[string](t, srv, valueKey(strconv.Itoa(k))); !ok || v != want {
+				if v, ok := storedValue[string](t, holder, valueKey(strconv.Itoa(k))); !ok || v != want {
 					t.Errorf("Redis holds %q, %v after Set(%d), want %q", v, ok, k, want)
 				}
 			}
 			for _, k := range keys {
 				slowly("Invalidate("+strconv.Itoa(k)+")", func(ctx context.Context) error { return c.Invalidate(ctx, k) })
-				if srv.CLI(t, "EXISTS", valueKey(strconv.Itoa(k))) != "0" {
+				if holder.CLI(t, "EXISTS", valueKey(strconv.Itoa(k))) != "0" {
 					t.Errorf("Redis still holds key %d after its Invalidate", k)
 				}
 			}

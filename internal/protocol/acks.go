@@ -53,7 +53,9 @@ func (c clientNodes) NodeFor(ctx context.Context, key string) (redis.Cmdable, er
 
 // overwriteAcked runs the Overwrite script for each of vkeys (with
 // args(i)) and then WAIT, one pipeline per node, the nodes concurrently
-// (ScriptsAcked).
+// (ScriptsAcked). args(i) must return the same arguments each time (one
+// generation token per write), so that a pipeline sent again leaves what
+// the first left.
 func (lk *Locker) overwriteAcked(ctx context.Context, vkeys []string, args func(i int) []any) (errOf []error, err error) {
 	return lk.ScriptsAcked(ctx, vkeys, func(ctx context.Context, p redis.Pipeliner, i int) *redis.Cmd {
 		return Overwrite.Eval(ctx, p, KeysFor(vkeys[i]), args(i)...)
@@ -71,6 +73,13 @@ func (lk *Locker) Acked() bool { return lk.acks.Replicas > 0 }
 // first error of each node joined. call must use EVAL, not EVALSHA: a
 // NOSCRIPT reply would leave the WAIT counting no write. Acknowledged
 // writes are rare enough for the script's bytes.
+//
+// A node's pipeline is patient (the guard's DoWaitingPatient): it is not
+// cut at the budget, and one that waited for a pooled connection past its
+// time while the node answered others is sent again, scripts and WAIT, up
+// to the guard's limit since the first try. So every call must be safe to
+// run twice: an overwrite with the same arguments (the same bytes and
+// generation), a clock advanced again, a replica raised again.
 func (lk *Locker) ScriptsAcked(ctx context.Context, keys []string, call func(ctx context.Context, p redis.Pipeliner, i int) *redis.Cmd) (errOf []error, err error) {
 	groups := map[string][]int{}
 	var order []string
@@ -101,7 +110,7 @@ func (lk *Locker) scriptsNodeAcked(ctx context.Context, keys []string, idx []int
 	want := int64(lk.acks.Replicas)
 	ms := lk.acks.Timeout.Milliseconds()
 	var got int64
-	err := lk.guard.DoWaiting(ctx, keys[idx[0]], lk.acks.Timeout, func(ctx context.Context) error {
+	err := lk.guard.DoWaitingPatient(ctx, keys[idx[0]], lk.acks.Timeout, func(ctx context.Context) error {
 		c, err := lk.nodes.NodeFor(ctx, keys[idx[0]])
 		if err != nil {
 			return err

@@ -145,8 +145,9 @@ func releaseBackoff(attempt int) time.Duration {
 // value of vkey, deletes its lock and writes a new generation: Set and
 // Invalidate of one key (the Overwrite script), waiting for replicas when
 // the Locker's Acks ask for them (acks.go). A try cut while Redis answered
-// slowly is sent again (the guard's DoPatient): it writes the same bytes
-// under a newer generation, which only fails one more fill in flight.
+// slowly is sent again (the guard's DoPatient, or DoWaitingPatient with
+// Acks): it writes the same bytes under a newer generation (with Acks,
+// the same one), which only fails one more fill in flight.
 func (lk *Locker) Overwrite(ctx context.Context, vkey string, env []byte, px time.Duration) error {
 	if lk.acks.Replicas > 0 {
 		args := lk.params.OverwriteArgs(env, px, lk.NewToken())
@@ -164,8 +165,9 @@ func (lk *Locker) Overwrite(ctx context.Context, vkey string, env []byte, px tim
 // each node whose keys may not all have been invalidated, and errOf[i],
 // key i's own error (nil when it was invalidated): the keys to try again.
 // A node's call cut while Redis answered slowly is sent again
-// (PerNodePatient): deleting again and rewriting the same generation
-// leaves what the first try left.
+// (PerNodePatient, or ScriptsAcked's DoWaitingPatient with Acks):
+// deleting again and rewriting the same generation leaves what the first
+// try left.
 func (lk *Locker) Invalidate(ctx context.Context, vkeys []string) (errOf []error, err error) {
 	cmds := make([]*redis.Cmd, len(vkeys))
 	args := lk.params.OverwriteArgs(nil, 0, lk.NewToken())

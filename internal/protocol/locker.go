@@ -32,6 +32,7 @@ type Guard interface {
 	PipelineScript(ctx context.Context, idx []int, call func(p redis.Pipeliner, i int, eval bool) *redis.Cmd, cmds []*redis.Cmd) error
 	Bypass(ctx context.Context, fn func(context.Context) error) error
 	DoWaiting(ctx context.Context, key string, wait time.Duration, fn func(context.Context) error) error
+	DoWaitingPatient(ctx context.Context, key string, wait time.Duration, fn func(context.Context) error) error
 	NodeOf(key string) string
 	HonoursDeadlines() bool
 }

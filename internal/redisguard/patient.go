@@ -7,16 +7,19 @@ import (
 
 // Patient calls: the writes of a cache (a Set's or an Invalidate's script,
 // the clock script of Clear and InvalidateTag, the PUBLISH of an L1
-// message) on a node that answers, only slowly. A call that runs inline
-// is cut at the budget (inline.go); when the node answered others
-// meanwhile it fails with ErrSlow, which is overload, not an outage: a
-// textbook cache's SET or DEL would have succeeded a little later. So a
-// write cut that way is sent again, until the limit since the first try,
-// as a Get's lock acquire is (RetrySlow). The next try usually runs
-// watched, since the cut makes calls to the node not calm, and is waited
-// for while the node answers. A call judged silent, refused, skipped, or
-// past the limit is not retried: a frozen or dead Redis fails a write
-// within the same bounds as before.
+// message, and their replays) on a node that answers, only slowly. A
+// call that runs inline is cut at the budget (inline.go); when the node
+// answered others meanwhile it fails with ErrSlow, which is overload, not
+// an outage: a textbook cache's SET or DEL would have succeeded a little
+// later. So a write cut that way is sent again, until the limit since the
+// first try, as a Get's lock acquire is (RetrySlow). The next try usually
+// runs watched, since the cut makes calls to the node not calm, and is
+// waited for while the node answers. A call judged silent, refused,
+// skipped, or past the limit is not retried: a frozen or dead Redis fails
+// a write within the same bounds as before. The same writes with a WAIT
+// for replicas (DoWaitingPatient) are not cut at the budget at all
+// (DoWaiting); they are retried when a pooled connection was not free in
+// time while the node answered others.
 //
 // Only idempotent calls may be patient: the first try may still have run
 // on the server.
@@ -45,6 +48,18 @@ func (g *Guard) PerNodePatient(ctx context.Context, keys []string, idx []int, fn
 			return g.Do(ctx, keys[idx[0]], func(ctx context.Context) error { return fn(ctx, idx) })
 		})
 	})
+}
+
+// DoWaitingPatient is DoWaiting for an idempotent write that the server
+// may hold on purpose (scripts and their WAIT for replicas): a try that
+// RetrySlow holds for (it waited for a pooled connection, or was cut on
+// the caller's goroutine, while key's node answered others) is tried
+// again as DoPatient's are, until the limit since the first try. A call
+// DoWaiting abandoned, skipped or judged failed is not: a frozen or dead
+// Redis fails it within the same bounds as DoWaiting. fn must be safe to
+// run more than once, and must leave nothing that a later try depends on.
+func (g *Guard) DoWaitingPatient(ctx context.Context, key string, wait time.Duration, fn func(context.Context) error) error {
+	return g.patiently(ctx, func() error { return g.DoWaiting(ctx, key, wait, fn) })
 }
 
 // patiently runs try, and again while it fails with an error RetrySlow

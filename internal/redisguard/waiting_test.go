@@ -2,6 +2,8 @@ package redisguard
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,5 +44,60 @@ func TestDoWaiting(t *testing.T) {
 			t.Errorf("inline=%v: DoWaiting on a frozen node = %v after %v, want an outage error after about %v", inline, err, took, wait+limit)
 		}
 		g.Close()
+	}
+}
+
+// TestDoWaitingSlowNode: a node that holds a write (CLIENT PAUSE WRITE)
+// past DoWaiting's wait plus the limit while it answers other calls
+// promptly is slow, not failed, as for Do: the call ends with ErrSlow,
+// which is no outage, and the breaker (one failure opens it) stays closed.
+// On both kinds of client.
+func TestDoWaitingSlowNode(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	const budget, limit, wait = 50 * time.Millisecond, 300 * time.Millisecond, 100 * time.Millisecond
+	const pause = 4 * (wait + limit)
+	for _, inline := range []bool{false, true} {
+		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, ReadTimeout: 5 * time.Second, ContextTimeoutEnabled: inline})
+		t.Cleanup(func() { _ = rdb.Close() })
+		g := New(Config{Client: rdb, Budget: budget, Limit: limit, MaxAbandoned: 8, Inline: inline, BreakerFailures: 1, BreakerCooldown: time.Minute})
+		if err := g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Get(ctx, "k").Err() }); err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatalf("inline=%v: Get before the pause = %v", inline, err)
+		}
+		stop := make(chan struct{})
+		var readers sync.WaitGroup
+		readers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+				_ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Get(ctx, "other").Err() })
+			}
+		})
+		if err := rdb.Do(ctx, "CLIENT", "PAUSE", pause.Milliseconds(), "WRITE").Err(); err != nil {
+			t.Fatalf("CLIENT PAUSE: %v", err)
+		}
+		start := time.Now()
+		err := g.DoWaiting(ctx, "k", wait, func(ctx context.Context) error {
+			_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				p.Eval(ctx, "return redis.call('SET', KEYS[1], 'v')", []string{"k"})
+				p.Do(ctx, "WAIT", 0, wait.Milliseconds())
+				return nil
+			})
+			return err
+		})
+		took := time.Since(start)
+		close(stop)
+		readers.Wait()
+		if !errors.Is(err, ErrSlow) || IsOutage(err) || took > pause {
+			t.Errorf("inline=%v: DoWaiting of a write held %v while the node answered reads = %v after %v, want ErrSlow (no outage) after about %v", inline, pause, err, took, wait+limit)
+		}
+		if st := g.State(); st != Closed {
+			t.Errorf("inline=%v: after DoWaiting of a slow write, breaker %v, want closed", inline, st)
+		}
+		g.Close()
+		time.Sleep(pause) // the pause ends before the next client's turn
 	}
 }
