@@ -111,3 +111,71 @@ func TestBatchLoadUnderLockWhenRedisDies(t *testing.T) {
 		t.Errorf("after Gets in the outage %d keys were loaded, want %d (from L1)", n, len(keys))
 	}
 }
+
+// TestWarmUpLoadWhenRedisDiesIsTheKeysFlight: a warm-up takes a key's
+// fill lock and loads it; Redis is killed (kill -9) during the load, and
+// a Get of the key comes meanwhile. The warm-up's load is the key's
+// flight in this process, so the Get waits for it and answers with its
+// result instead of loading the key a second time: while Redis fails,
+// the warm-up's result reaches L1 only after its fill and the lock's
+// release have failed, and examples/outage's TestOutageWithRedisServer
+// saw a Get load the key meanwhile ("queried one key 5 times during the
+// outage, want at most 4": one instance loaded key 7 in its warm-up and
+// again 2.56s later in a Get).
+func TestWarmUpLoadWhenRedisDiesIsTheKeysFlight(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := newFaultClient(t, srv.Addr())
+	var armed atomic.Bool
+	var loads atomic.Int64
+	inLoad, release := make(chan struct{}), make(chan struct{})
+	load := func(ctx context.Context, k int) (string, error) {
+		if k == 1 && armed.Load() {
+			if loads.Add(1) == 1 { // the warm-up's load
+				close(inLoad)
+				<-release
+			}
+		}
+		return faultValue(k), nil
+	}
+	c := newFaultCache(t, rdb, load, cacheaside.WithRedisTimeout(200*time.Millisecond),
+		cacheaside.WithL1(cacheaside.L1{OutageOnly: true}),
+		cacheaside.WithWarmupKeys(1),
+		cacheaside.WithRestartCheck(0)) // no automatic warm-up to race with
+	mustGet(t, c, 0) // connects and creates the prefix's clock (clockloss.go)
+	armed.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
+	defer cancel()
+	warmed := make(chan error, 1)
+	go func() { warmed <- c.Warm(ctx) }()
+	<-inLoad
+	srv.Kill()
+	type answer struct {
+		v   string
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		v, err := c.Get(ctx, 1)
+		got <- answer{v, err}
+	}()
+	// Give the Get time to read the dead Redis and, before the fix, load
+	// the key itself; then let the warm-up's load return.
+	for deadline := time.Now().Add(2 * time.Second); loads.Load() < 2 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	a := <-got
+	if a.err != nil || a.v != faultValue(1) {
+		t.Fatalf("Get(1) during the warm-up's load = %q, %v, want %q, nil", a.v, a.err, faultValue(1))
+	}
+	t.Logf("Warm during the kill: %v", <-warmed)
+	if n := loads.Load(); n != 1 {
+		t.Errorf("key 1 was loaded %d times by the warm-up and a Get during the outage, want 1", n)
+	}
+	if v, err := c.Get(ctx, 1); err != nil || v != faultValue(1) {
+		t.Fatalf("Get(1) in the outage = %q, %v, want %q, nil", v, err, faultValue(1))
+	}
+	if n := loads.Load(); n != 1 {
+		t.Errorf("after a second Get(1) in the outage key 1 was loaded %d times, want 1 (from L1)", n)
+	}
+}

@@ -243,9 +243,20 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 }
 
 // warmKey loads and writes one key under its fill lock. did is false when
-// the key was already there or another process was filling it.
+// the key was already there or another process, or a Get of this one, was
+// filling it.
+//
+// The load runs as the key's flight in this process, as a Get's does, so
+// that a Get of the key meanwhile waits for it rather than loading the key
+// a second time: when Redis fails during the load, its result reaches L1
+// only after the fill and the lock's release have failed, each after up
+// to the Redis timeout (longer on a starved process), and a Get that came
+// in between loaded the key again ("queried one key 5 times during the
+// outage" in examples/outage, against L1.OutageOnly's one load per key
+// per process).
 func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) {
-	ks := protocol.KeysFor(protocol.ValueKey(c.cfg.prefix, c.encode(key)))
+	vkey := protocol.ValueKey(c.cfg.prefix, c.encode(key))
+	ks := protocol.KeysFor(vkey)
 	st, _, l, err := c.acquire(ctx, ks, false)
 	if err != nil {
 		c.redisError(err)
@@ -255,7 +266,21 @@ func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) 
 		return false, nil
 	}
 	c.stats.lockAcquired.Add(1)
-	r, _, stored := c.loadAndFillOnce(ctx, key, ks, l, c.localEpoch())
+	fl, leader := c.flights.Join(ctx, vkey)
+	if !leader {
+		// A Get of this process reads the key or waits for this lock:
+		// it loads the key once the lock is given back.
+		c.giveBack(ctx, ks, l, nil)
+		return false, nil
+	}
+	epoch := c.localEpoch()
+	r, conflict, stored := c.loadAndFillOnce(ctx, key, ks, l, epoch)
+	if conflict {
+		// Invalidated during the load: the result goes to no one, and
+		// the Gets that joined get what a Get's flight gives them.
+		r = c.miss(ctx, key, ks, false, epoch)
+	}
+	c.flights.Finish(vkey, fl, r)
 	if r.err != nil && !errors.Is(r.err, ErrNotFound) {
 		return false, r.err
 	}
