@@ -72,6 +72,18 @@ func StartSentinel(tb testing.TB) *Sentinel {
 	for range sentinelCount {
 		s.sentinels = append(s.sentinels, startSentinelProc(tb, bin, primary.Port()))
 	}
+	// A failover that does not come shows why only in the sentinels'
+	// logs (a TILT after a stall of the process over 2s, an election
+	// lost and retried after twice the failover timeout): a test that
+	// failed logs them, before they and their directories go.
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			for _, sp := range s.sentinels {
+				data, _ := os.ReadFile(sp.logPath)
+				tb.Logf("redistest: sentinel %s log:\n%s", sp.addr(), data)
+			}
+		}
+	})
 	for _, sp := range s.sentinels {
 		addr := sp.addr()
 		s.waitFor(ctx, "sentinel "+addr+" sees replica and peers", func() (bool, string) {
