@@ -64,7 +64,11 @@ func (g *Guard) DoWaitingPatient(ctx context.Context, key string, wait time.Dura
 
 // patiently runs try, and again while it fails with an error RetrySlow
 // holds for, until the limit since the first try or until ctx ends; it
-// returns the last try's error.
+// returns the last try's error. The limit bounds when a new try may
+// start, not when the last one ends: a try started just before it runs
+// to its own deadline, so a call on a slow node that keeps answering
+// others may take up to about twice the limit (plus the WAIT timeout for
+// DoWaitingPatient). A frozen node's calls are never retried.
 func (g *Guard) patiently(ctx context.Context, try func() error) error {
 	first := time.Now()
 	pause := slowRetryMin
