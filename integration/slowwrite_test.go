@@ -60,8 +60,7 @@ func TestSlowRedisWritesSucceed(t *testing.T) {
 			holder := srv // the server whose copies are checked
 			opts := []cacheaside.Option{cacheaside.WithRedisTimeout(slowBudget)}
 			if tc.acks {
-				holder = redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(srv.Port()))
-				redistest.WaitReplicated(t, srv, holder)
+				holder = redistest.StartReplica(t, srv)
 				opts = append(opts, cacheaside.WithReplicaAcks(1, time.Second))
 			}
 			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: tc.contextTimeout})
