@@ -92,7 +92,7 @@ func coldStampede(t *testing.T, newClient func(t *testing.T) redis.UniversalClie
 	}
 
 	ctx := testContext(t)
-	stalled := probeStalls(t, newClient(t), keys)
+	stalled := redistest.ProbeStalls(t, newClient(t), stallLimit)
 	var gets []func()
 	var failed atomic.Int64
 	for _, k := range keys {
@@ -110,7 +110,7 @@ func coldStampede(t *testing.T, newClient func(t *testing.T) redis.UniversalClie
 	atOnce(gets)
 
 	total := summed(caches)
-	stall := stalled()
+	stall := stalled().Slowest
 	t.Logf("%d cold keys x %d callers on %d fresh Caches: %d loads, %d Redis calls slow, %d Redis errors, %d skipped, %d breaker opens, %d lock waits run out; a probe's slowest reply %v",
 		len(keys), perKey, coldInstances, total.Loads, total.RedisSlow, total.RedisErrors, total.RedisSkipped, total.BreakerOpens, total.LockWaitTimeouts, stall)
 	if stall >= stallLimit || total.RedisErrors > 0 {
@@ -245,36 +245,3 @@ const defaultRedisTimeout = 100 * time.Millisecond
 // process's own scheduling lengthens (seen: a probe's slowest reply 90ms,
 // and one call judged failing, in CI).
 const stallLimit = defaultRedisTimeout / 2
-
-// probeStalls reads keys through rdb, its own client, one after another
-// every few milliseconds without a deadline, until the returned function
-// is called; that function returns the longest a read waited for its
-// reply. A read that waits a whole Redis timeout shows a Redis that the
-// machine stalled (or this process, which the guard must tell apart): by
-// WithRedisTimeout's definition a failing one.
-func probeStalls(t *testing.T, rdb redis.UniversalClient, keys []string) (stop func() time.Duration) {
-	t.Helper()
-	if err := rdb.Ping(context.Background()).Err(); err != nil {
-		t.Fatalf("probe: PING: %v", err)
-	}
-	done := make(chan struct{})
-	var slowest time.Duration
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 0; ; i++ {
-			select {
-			case <-done:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			start := time.Now()
-			_ = rdb.Get(context.Background(), "probe:{"+keys[i%len(keys)]+"}").Err()
-			slowest = max(slowest, time.Since(start))
-		}
-	})
-	return func() time.Duration {
-		close(done)
-		wg.Wait()
-		return slowest
-	}
-}

@@ -172,7 +172,7 @@ func leaseHolds(t *testing.T, delay time.Duration, rounds int) {
 	slow.delay.Store(int64(delay))
 	probe := srv.Client(t)
 	probe.AddHook(slow)
-	trips := probeRoundTrips(t, probe, leaseRoundTrip)
+	trips := redistest.ProbeStalls(t, probe, leaseRoundTrip)
 	// Until B's first lease is granted and k is in its L1, Gets cost a
 	// round trip each, and the lease two: allow for a loaded machine.
 	waitFor(t, 3*waitLimit, "B serves k from its L1", func() bool {
@@ -193,14 +193,14 @@ func leaseHolds(t *testing.T, delay time.Duration, rounds int) {
 	slowTrips := trips()
 	var excused, unexcused int
 	for _, m := range misses {
-		if slowTrip(slowTrips, m.Add(-l1.LeaseTTL), m) {
+		if slowTrips.During(m.Add(-l1.LeaseTTL), m) {
 			excused++
 		} else {
 			unexcused++
 		}
 	}
 	if excused > 0 {
-		t.Logf("%d of %d Gets on B missed its L1 after a round trip over %v (slowest %v): Redis or this process was slower than the lease allows", excused, gets, leaseRoundTrip, longest(slowTrips))
+		t.Logf("%d of %d Gets on B missed its L1 after a round trip over %v (slowest %v): Redis or this process was slower than the lease allows", excused, gets, leaseRoundTrip, slowTrips.Slowest)
 	}
 	if unexcused != 0 {
 		t.Errorf("%d of %d Gets on B missed its L1 while Redis answered %v late (no round trip over %v in the lease before), want 0: its lease lapsed", unexcused, gets, delay, leaseRoundTrip)

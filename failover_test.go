@@ -342,10 +342,7 @@ func runFailover(t *testing.T, topo failoverTopology, rdb redis.UniversalClient,
 // refused, and A answers with the new value that B stored.
 func TestFillLockLostInFailover(t *testing.T) {
 	primary := redistest.Start(t)
-	replica := redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(primary.Port()))
-	waitFor(t, 10*time.Second, "the replica is in sync", func() bool {
-		return strings.Contains(replica.CLI(t, "INFO", "replication"), "master_link_status:up")
-	})
+	replica := redistest.StartReplica(t, primary)
 
 	var target atomic.Value // the address "the primary" resolves to
 	target.Store(primary.Addr())

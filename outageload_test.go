@@ -10,6 +10,23 @@ import (
 	"github.com/cacheaside/cacheaside/internal/redistest"
 )
 
+// The tests of this file kill Redis (kill -9) while a load runs: the load
+// itself kills it, and goes on once it is dead.
+
+// outageCache returns a Cache over srv the way the tests of this file have
+// one: a 200ms Redis timeout and an L1 for the outage, plus opts; before
+// it returns, a Get of key 0 connects it and creates the prefix's clock
+// (clockloss.go).
+func outageCache(t *testing.T, srv *redistest.Server, load cacheaside.LoadFunc[int, string], opts ...cacheaside.Option) *cacheaside.Cache[int, string] {
+	t.Helper()
+	c := newFaultCache(t, newFaultClient(t, srv.Addr()), load, append([]cacheaside.Option{
+		cacheaside.WithRedisTimeout(200 * time.Millisecond),
+		cacheaside.WithL1(cacheaside.L1{OutageOnly: true}),
+	}, opts...)...)
+	mustGet(t, c, 0)
+	return c
+}
+
 // TestLoadUnderLockWhenRedisDies: a flight takes the fill lock, Redis is
 // killed (kill -9) during its load, and the fill cannot be checked (the
 // clock MGET fails). That is an outage, not a Clear: the result goes to
@@ -18,24 +35,14 @@ import (
 // answers from L1 without a load.
 func TestLoadUnderLockWhenRedisDies(t *testing.T) {
 	srv := redistest.Start(t)
-	rdb := newFaultClient(t, srv.Addr())
 	var loads atomic.Int64
-	inLoad, killed := make(chan struct{}), make(chan struct{})
 	load := func(ctx context.Context, k int) (string, error) {
-		if loads.Add(1) == 2 { // the first load is the warming Get below
-			close(inLoad)
-			<-killed
+		if loads.Add(1) == 2 { // the first load is outageCache's Get
+			srv.Kill()
 		}
 		return faultValue(k), nil
 	}
-	c := newFaultCache(t, rdb, load, cacheaside.WithRedisTimeout(200*time.Millisecond),
-		cacheaside.WithL1(cacheaside.L1{OutageOnly: true}))
-	mustGet(t, c, 0) // connects and creates the prefix's clock (clockloss.go)
-	go func() {
-		<-inLoad
-		srv.Kill()
-		close(killed)
-	}()
+	c := outageCache(t, srv, load)
 	ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
 	defer cancel()
 	if v, err := c.Get(ctx, 1); err != nil || v != faultValue(1) {
@@ -59,13 +66,10 @@ func TestLoadUnderLockWhenRedisDies(t *testing.T) {
 // nor a later Get of the same keys in the outage loads them again.
 func TestBatchLoadUnderLockWhenRedisDies(t *testing.T) {
 	srv := redistest.Start(t)
-	rdb := newFaultClient(t, srv.Addr())
 	var calls, loaded atomic.Int64
-	inLoad, killed := make(chan struct{}), make(chan struct{})
 	batch := func(ctx context.Context, keys []int) (map[int]string, error) {
 		if calls.Add(1) == 1 {
-			close(inLoad)
-			<-killed
+			srv.Kill()
 		}
 		loaded.Add(int64(len(keys)))
 		out := make(map[int]string, len(keys))
@@ -78,15 +82,8 @@ func TestBatchLoadUnderLockWhenRedisDies(t *testing.T) {
 		loaded.Add(1)
 		return faultValue(k), nil
 	}
-	c := newFaultCache(t, rdb, one, cacheaside.WithRedisTimeout(200*time.Millisecond),
-		cacheaside.WithBatchLoader(batch), cacheaside.WithL1(cacheaside.L1{OutageOnly: true}))
-	mustGet(t, c, 0) // connects and creates the prefix's clock (clockloss.go)
+	c := outageCache(t, srv, one, cacheaside.WithBatchLoader(batch))
 	loaded.Store(0)
-	go func() {
-		<-inLoad
-		srv.Kill()
-		close(killed)
-	}()
 	ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
 	defer cancel()
 	keys := []int{1, 2, 3}
@@ -124,31 +121,28 @@ func TestBatchLoadUnderLockWhenRedisDies(t *testing.T) {
 // again 2.56s later in a Get).
 func TestWarmUpLoadWhenRedisDiesIsTheKeysFlight(t *testing.T) {
 	srv := redistest.Start(t)
-	rdb := newFaultClient(t, srv.Addr())
 	var armed atomic.Bool
 	var loads atomic.Int64
 	inLoad, release := make(chan struct{}), make(chan struct{})
 	load := func(ctx context.Context, k int) (string, error) {
 		if k == 1 && armed.Load() {
 			if loads.Add(1) == 1 { // the warm-up's load
+				srv.Kill()
 				close(inLoad)
 				<-release
 			}
 		}
 		return faultValue(k), nil
 	}
-	c := newFaultCache(t, rdb, load, cacheaside.WithRedisTimeout(200*time.Millisecond),
-		cacheaside.WithL1(cacheaside.L1{OutageOnly: true}),
+	c := outageCache(t, srv, load,
 		cacheaside.WithWarmupKeys(1),
 		cacheaside.WithRestartCheck(0)) // no automatic warm-up to race with
-	mustGet(t, c, 0) // connects and creates the prefix's clock (clockloss.go)
 	armed.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
 	defer cancel()
 	warmed := make(chan error, 1)
 	go func() { warmed <- c.Warm(ctx) }()
 	<-inLoad
-	srv.Kill()
 	type answer struct {
 		v   string
 		err error

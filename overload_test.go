@@ -108,13 +108,13 @@ func TestHolderKeepsLockAliveWhileLoading(t *testing.T) {
 	for i := range caches {
 		caches[i] = newCache(t, srv, load, cacheaside.WithLockTTL(lockTTL))
 	}
-	trips := probeRoundTrips(t, srv.Client(t), heldLockStall)
+	trips := redistest.ProbeStalls(t, srv.Client(t), heldLockStall)
 	getKeysOnAll(t, caches, []int{7}, 10)
 	stalls := trips()
-	if got := ld.calls.Load(); got == 2 && slowTrip(stalls, starts[0], starts[1]) {
-		t.Logf("loader called twice: a Redis round trip took over %v between the two loads' starts (slowest %v): this process or Redis stalled for most of a lock TTL", heldLockStall, longest(stalls))
+	if got := ld.calls.Load(); got == 2 && stalls.During(starts[0], starts[1]) {
+		t.Logf("loader called twice: a Redis round trip took over %v between the two loads' starts (slowest %v): this process or Redis stalled for most of a lock TTL", heldLockStall, stalls.Slowest)
 	} else if got != 1 {
-		t.Errorf("loader called %d times for one key on %d instances, want 1 (Redis round trips over %v: %d, slowest %v)", got, len(caches), heldLockStall, len(stalls), longest(stalls))
+		t.Errorf("loader called %d times for one key on %d instances, want 1 (Redis round trips over %v: %d, slowest %v)", got, len(caches), heldLockStall, len(stalls.Slow), stalls.Slowest)
 	}
 	var waits uint64
 	for _, c := range caches {

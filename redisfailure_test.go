@@ -62,9 +62,9 @@ func TestPoolWaitIsNotAnOutage(t *testing.T) {
 			}
 			probe := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 			t.Cleanup(func() { _ = probe.Close() })
-			stalled := probeStalls(t, probe, []string{"pool"})
+			stalled := redistest.ProbeStalls(t, probe, stallLimit)
 			atOnce(gets)
-			stall := stalled()
+			stall := stalled().Slowest
 
 			total := summed(caches)
 			t.Logf("%d cold keys on 2 Caches with one connection each: %d loads, %d Redis calls slow, %d Redis errors, %d breaker opens",

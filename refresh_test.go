@@ -61,7 +61,7 @@ func TestEarlyRefreshHotKey(t *testing.T) {
 			// rate, on a loaded machine, 90ms × ln(18) ≈ 260 ms): about one
 			// refresh per TTL of 2 s, each done (30 ms) long before the
 			// expiry.
-			trips := probeRoundTrips(t, srv.Client(t), refreshStall)
+			trips := redistest.ProbeStalls(t, srv.Client(t), refreshStall)
 			var mu sync.Mutex
 			var missed []time.Time // when each Get that missed returned
 			for _, c := range caches {
@@ -101,12 +101,12 @@ func TestEarlyRefreshHotKey(t *testing.T) {
 				// early refreshes = 2).
 				var excused int
 				for _, m := range missed {
-					if slowTrip(stalls, m.Add(-refreshLead), m) {
+					if stalls.During(m.Add(-refreshLead), m) {
 						excused++
 					}
 				}
 				if excused > 0 {
-					t.Logf("%d misses came after a Redis round trip over %v in the %v before them (slowest %v): this process or Redis stalled", excused, refreshStall, refreshLead, longest(stalls))
+					t.Logf("%d misses came after a Redis round trip over %v in the %v before them (slowest %v): this process or Redis stalled", excused, refreshStall, refreshLead, stalls.Slowest)
 				}
 				if int(misses)-excused > 0 {
 					t.Errorf("misses after the first Get = %d (%d after a stall), want 0 with early refresh", misses, excused)

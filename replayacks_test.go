@@ -2,7 +2,6 @@ package cacheaside_test
 
 import (
 	"errors"
-	"strconv"
 	"testing"
 	"time"
 
@@ -19,7 +18,8 @@ import (
 // retried every round and loaded from the database on every Get, for as
 // long as the replica lags.
 func TestReplayNotReplicatedIsApplied(t *testing.T) {
-	p, r := primaryWithReplica(t)
+	p := redistest.Start(t)
+	r := redistest.StartReplica(t, p)
 	const wait = 100 * time.Millisecond
 	db := newRowVersion("v1")
 	c := newCacheOn(t, p.Client(t), db.load, cacheaside.WithRedisTimeout(200*time.Millisecond), cacheaside.WithReplicaAcks(1, wait))
@@ -49,7 +49,8 @@ func TestReplayNotReplicatedIsApplied(t *testing.T) {
 // queued key that the replica cannot confirm either returns nil: the
 // primary applied it. goleak (TestMain) checks that nothing is left.
 func TestCloseDuringReplicaWait(t *testing.T) {
-	p, r := primaryWithReplica(t)
+	p := redistest.Start(t)
+	r := redistest.StartReplica(t, p)
 	const wait = 2 * time.Second
 	db := newRowVersion("v1")
 	c, err := cacheaside.New(p.Client(t), db.load, cacheaside.WithRedisTimeout(200*time.Millisecond), cacheaside.WithReplicaAcks(1, wait))
@@ -79,13 +80,4 @@ func TestCloseDuringReplicaWait(t *testing.T) {
 		t.Errorf("Close took %v", took)
 	}
 	t.Logf("Close took %v (WAIT timeout %v)", took, wait)
-}
-
-// primaryWithReplica starts a primary and a replica of it, in step.
-func primaryWithReplica(t *testing.T) (p, r *redistest.Server) {
-	t.Helper()
-	p = redistest.Start(t)
-	r = redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(p.Port()))
-	redistest.WaitReplicated(t, p, r)
-	return p, r
 }

@@ -18,8 +18,7 @@ import (
 // if Redis were down.
 func TestReplicaAcksBurst(t *testing.T) {
 	p := redistest.Start(t)
-	r := redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(p.Port()))
-	redistest.WaitReplicated(t, p, r)
+	redistest.StartReplica(t, p)
 	_, load := versioned()
 	c := newCacheOn(t, p.Client(t), load, cacheaside.WithRedisTimeout(time.Second), cacheaside.WithReplicaAcks(1, time.Second))
 	ctx := testContext(t)

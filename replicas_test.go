@@ -3,7 +3,6 @@ package cacheaside_test
 import (
 	"context"
 	"errors"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -203,8 +202,7 @@ func checkPromoted(t *testing.T, rdb redis.UniversalClient, c *cacheaside.Cache[
 // Gets stay Redis hits.
 func TestReplicaAcksNotConfirmed(t *testing.T) {
 	p := redistest.Start(t)
-	r := redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(p.Port()))
-	redistest.WaitReplicated(t, p, r)
+	r := redistest.StartReplica(t, p)
 	ctx := testContext(t)
 	const wait = 200 * time.Millisecond
 	db := newRowVersion("v")
@@ -250,8 +248,7 @@ func TestReplicaAcksNotConfirmed(t *testing.T) {
 // TestReplicaAcksClearIsOnTheReplica.
 func TestReplicaAcksSetIsOnTheReplica(t *testing.T) {
 	p := redistest.Start(t)
-	r := redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(p.Port()))
-	redistest.WaitReplicated(t, p, r)
+	r := redistest.StartReplica(t, p)
 	ctx := testContext(t)
 	c := newCacheOn(t, ackClient(t, p), newRowVersion("v").load, cacheaside.WithRedisTimeout(ackRedisTimeout), cacheaside.WithReplicaAcks(1, ackTimeout))
 	for i := range 20 {

@@ -2,7 +2,6 @@ package cacheaside_test
 
 import (
 	"errors"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +23,7 @@ import (
 // serving (nothing pending).
 func TestReplicaAcksClearNotConfirmed(t *testing.T) {
 	p := redistest.Start(t)
-	r := redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(p.Port()))
-	redistest.WaitReplicated(t, p, r)
+	r := redistest.StartReplica(t, p)
 	ctx := testContext(t)
 	const wait = 200 * time.Millisecond
 	db := newVersionDB()
@@ -70,8 +68,7 @@ func TestReplicaAcksClearNotConfirmed(t *testing.T) {
 // load average of 20, "0 of 1 replicas within 1s").
 func TestReplicaAcksClearIsOnTheReplica(t *testing.T) {
 	p := redistest.Start(t)
-	r := redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(p.Port()))
-	redistest.WaitReplicated(t, p, r)
+	r := redistest.StartReplica(t, p)
 	ctx := testContext(t)
 	c := newCacheOn(t, ackClient(t, p), newVersionDB().load, cacheaside.WithRedisTimeout(ackRedisTimeout), cacheaside.WithReplicaAcks(1, ackTimeout))
 	pc, rc := p.Client(t), r.Client(t)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -39,7 +40,8 @@ func TestSlowPastTheLimitIsNoOutage(t *testing.T) {
 		{"acks client=default", true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, _ := primaryWithReplica(t)
+			p := redistest.Start(t)
+			redistest.StartReplica(t, p)
 			rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), ContextTimeoutEnabled: tc.contextTimeout, MaxRetries: -1})
 			t.Cleanup(func() { _ = rdb.Close() })
 			opts := []cacheaside.Option{
@@ -117,7 +119,8 @@ func TestReplayIntoSlowRedis(t *testing.T) {
 	const burst = slowAckBudget * 16 / 10
 	for _, acks := range []bool{false, true} {
 		t.Run("acks="+strconv.FormatBool(acks), func(t *testing.T) {
-			p, _ := primaryWithReplica(t)
+			p := redistest.Start(t)
+			redistest.StartReplica(t, p)
 			opts := []cacheaside.Option{cacheaside.WithRedisTimeout(slowAckBudget)}
 			if acks {
 				opts = append(opts, cacheaside.WithReplicaAcks(1, time.Second))

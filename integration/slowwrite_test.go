@@ -60,8 +60,7 @@ func TestSlowRedisWritesSucceed(t *testing.T) {
 			holder := srv // the server whose copies are checked
 			opts := []cacheaside.Option{cacheaside.WithRedisTimeout(slowBudget)}
 			if tc.acks {
-				holder = redistest.Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(srv.Port()))
-				redistest.WaitReplicated(t, srv, holder)
+				holder = redistest.StartReplica(t, srv)
 				opts = append(opts, cacheaside.WithReplicaAcks(1, time.Second))
 			}
 			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: tc.contextTimeout})
@@ -127,9 +126,9 @@ func TestSlowRedisWritesSucceed(t *testing.T) {
 					time.Sleep(calmAgain)
 				}
 				srv.CLI(t, "CLIENT", "PAUSE", strconv.FormatInt(slowWrite.Milliseconds(), 10), "WRITE")
-				stop := probeReplies(t, probe)
+				stop := redistest.ProbeStalls(t, probe, slowBudget)
 				err := write(ctx)
-				stall := stop()
+				stall := stop().Slowest
 				switch {
 				case err != nil && stall >= slowBudget:
 					stalled = true
@@ -166,33 +165,6 @@ func TestSlowRedisWritesSucceed(t *testing.T) {
 				t.Errorf("Stats() = queued %d, pending %d; want 0 and 0 (no write failed)", s.InvalidationsQueued, s.InvalidationsPending)
 			}
 		})
-	}
-}
-
-// probeReplies reads a key of its own through probe every 5ms until the
-// returned stop is called, and stop returns the longest it waited for a
-// reply: how long Redis, seen from this process, answered nothing.
-func probeReplies(t *testing.T, probe *redis.Client) (stop func() time.Duration) {
-	t.Helper()
-	done := make(chan struct{})
-	var slowest time.Duration
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			start := time.Now()
-			_ = probe.Get(context.Background(), "probe").Err()
-			slowest = max(slowest, time.Since(start))
-			select {
-			case <-done:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-	})
-	return func() time.Duration {
-		close(done)
-		wg.Wait()
-		return slowest
 	}
 }
 

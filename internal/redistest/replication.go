@@ -40,6 +40,16 @@ func replInfo(ctx context.Context, addr string) (map[string]string, error) {
 	return fields, nil
 }
 
+// StartReplica starts a redis-server that replicates primary (--replicaof,
+// plus args) and waits until it has caught up (WaitReplicated). Like
+// Start, it fails the test if the server does not come up.
+func StartReplica(tb testing.TB, primary *Server, args ...string) *Server {
+	tb.Helper()
+	r := Start(tb, append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.Port())}, args...)...)
+	WaitReplicated(tb, primary, r)
+	return r
+}
+
 // WaitReplicated waits until every running server among servers that is
 // a replica has processed every write its primary had acknowledged when
 // WaitReplicated was called: its slave_repl_offset reaches the primary's

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside"
+	"github.com/cacheaside/cacheaside/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -26,7 +27,8 @@ func TestAckedWritesOnAFrozenPrimaryAreBounded(t *testing.T) {
 	const readTimeout = 3 * time.Second // go-redis's default
 	for _, contextTimeout := range []bool{true, false} {
 		t.Run(map[bool]string{true: "client=ContextTimeoutEnabled", false: "client=default"}[contextTimeout], func(t *testing.T) {
-			p, _ := primaryWithReplica(t)
+			p := redistest.Start(t)
+			redistest.StartReplica(t, p)
 			rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), ContextTimeoutEnabled: contextTimeout, MaxRetries: -1})
 			t.Cleanup(func() { _ = rdb.Close() })
 			ld := &faultLoader{}
