@@ -87,12 +87,15 @@ func (c *Cache[K, V]) applyInvalidation(payload string) {
 // L1 TTL. With WithSyncInvalidation the message asks its receivers to
 // confirm, and the delivery says where and how many (confirm.go).
 func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) (delivery, error) {
-	var d delivery
 	// One script appends the message to the channel's stream (the key of
 	// the same name) and publishes it with the entry's ID (internal/l1,
 	// feed.go), on the node that holds the stream.
 	ch := c.channel()
-	var live atomic.Pointer[[]string] // an abandoned call may still write it
+	// Each try delivers on its own (its reply key, the subscribers it
+	// reached) and hands its delivery over whole: a try the guard
+	// abandoned may still run after publish returned, and must not write
+	// what publish returns (-race caught one doing so under load).
+	var sent atomic.Pointer[delivery]
 	var broken atomic.Pointer[error]
 	// A try cut while Redis answered slowly is sent again (the guard's
 	// DoPatient): a repeated message only makes the other processes drop
@@ -104,12 +107,13 @@ func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) (delivery, e
 		if c.confirmer != nil {
 			// The script also returns the ids of the live subscribers,
 			// whose confirmations the call waits for (confirm.go).
-			d.reply = c.confirmer.Reply()
+			d := delivery{reply: c.confirmer.Reply()}
 			msg := l1.EncodeAsking(c.tokenPrefix, d.reply, vkeys)
 			reply, rerr := l1.PublishLive.Run(ctx, c.rdb, []string{ch, l1.LiveKey(ch)}, l1.PublishArgs(ch, msg)...).Result()
-			var ids []string
-			ids, err = l1.PublishLiveResult(reply, rerr)
-			live.Store(&ids)
+			d.live, err = l1.PublishLiveResult(reply, rerr)
+			if err == nil || errors.Is(err, l1.ErrFeedBroken) {
+				sent.Store(&d) // published; a failed try delivered nothing
+			}
 		} else {
 			reply, rerr := l1.Publish.Run(ctx, c.rdb, []string{ch}, l1.PublishArgs(ch, l1.Encode(c.tokenPrefix, vkeys))...).Result()
 			_, err = l1.PublishResult(reply, rerr)
@@ -120,8 +124,9 @@ func (c *Cache[K, V]) publish(ctx context.Context, vkeys ...string) (delivery, e
 		}
 		return err
 	})
-	if ids := live.Load(); ids != nil {
-		d.live = *ids
+	var d delivery
+	if p := sent.Load(); p != nil {
+		d = *p
 	}
 	if b := broken.Load(); err == nil && b != nil {
 		// Not a Redis fault and nothing to replay: the message went out,
