@@ -33,9 +33,21 @@ func (c *Cache[K, V]) maybeRefresh(key K, vkey string, expiry time.Time, took ti
 		return
 	}
 	// A value that lives longer than what was left of this one, plus one
-	// load, was written after we read it: someone refreshed it.
-	c.startRefresh(key, vkey, time.Until(expiry)+max(took, 10*time.Millisecond)+c.cfg.maxStale)
+	// load and refreshSlack, was written after we read it: someone
+	// refreshed it.
+	c.startRefresh(key, vkey, time.Until(expiry)+max(took, refreshSlack)+c.cfg.maxStale)
 }
+
+// refreshSlack is how much longer than its header says a value may live
+// in Redis and still be the one a hit read: its TTL starts when Redis runs
+// the write, after the header's expiry was computed, and a loaded writer
+// or a slow network puts tens of milliseconds between the two
+// (TestEarlyRefreshAfterSlowWrite: with 10 ms, a write 50 ms late made
+// every refresh of the value think someone else had done it, and early
+// refresh never fired). A value refreshed by another process lives about
+// a whole TTL; one taken for the old one by this slack is only loaded
+// once more, under the fill lock.
+const refreshSlack = time.Second
 
 // startRefresh reloads key in the background unless this process already
 // is or the pool is full. freshAfter is the Redis TTL above which the value
