@@ -63,4 +63,3 @@ func (h *delayScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (*delayScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
-
