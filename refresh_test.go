@@ -154,9 +154,10 @@ func TestEarlyRefreshSkippedIsCounted(t *testing.T) {
 	// chance that one is not is about e^(−60s/(20ms·10⁶)) below 0.3%).
 	// A refresh whose lock acquire is cut at the Redis timeout gives its
 	// slot back at once, and the next due hit takes it instead of being
-	// skipped (the likely cause of 3 skipped of 20 in CI at load 17 with
-	// the default 100ms): a
-	// timeout that a loaded machine does not reach keeps the 4 slots busy.
+	// skipped: a timeout that a loaded machine does not reach keeps the 4
+	// slots busy. (3 skipped of 20, seen in CI at loads of 14 and 17, was
+	// a refresh that took a late write for another process's refresh and
+	// ended at once: TestEarlyRefreshAfterSlowWrite.)
 	c := newCache(t, srv, load, cacheaside.WithTTL(time.Minute), cacheaside.WithEarlyRefresh(1e6),
 		cacheaside.WithRedisTimeout(2*time.Second))
 	ctx := testContext(t)
