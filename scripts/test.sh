@@ -11,10 +11,10 @@
 # temporary directory named in the summary. docs/testing.md says more.
 #
 # Environment:
-#   CACHEASIDE_TEST_JOBS   steps run at once (default 8; the tests mostly
+#   CACHEASIDE_TEST_JOBS   steps run at once (default 10; the tests mostly
 #                          wait on timers and Redis, not on the CPU)
 #   CACHEASIDE_TEST_SHARDS processes the root package's tests are split
-#                          over (default 4): it is the longest step, about
+#                          over (default 6): it is the longest step, about
 #                          8 minutes of tests that wait on timers
 #   VALKEY_SERVER          a valkey-server binary: the root package's tests
 #                          run once more against it (rows "valkey (root,
@@ -86,8 +86,8 @@ echo "PostgreSQL is up"
 export GOWORK="$PWD/go.work"
 modules=$(scripts/modules.sh)
 [ -n "$modules" ] || die "go.work lists no modules"
-jobs=${CACHEASIDE_TEST_JOBS:-8}
-shards=${CACHEASIDE_TEST_SHARDS:-4}
+jobs=${CACHEASIDE_TEST_JOBS:-10}
+shards=${CACHEASIDE_TEST_SHARDS:-6}
 logs=$(mktemp -d "${TMPDIR:-/tmp}/cacheaside-test.XXXXXX")
 started=$SECONDS
 
