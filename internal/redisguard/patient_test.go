@@ -129,7 +129,7 @@ func TestPatientTriesDoNotOverlap(t *testing.T) {
 				// of three must take the case's path.
 				var outcomes []string
 				for range 3 {
-					err, tries := patientAttempt(t, srv, api.call, tc.inline, tc.first, budget, limit)
+					tries, err := patientAttempt(t, srv, api.call, tc.inline, tc.first, budget, limit)
 					if (err == nil) == tc.ok && tries == tc.tries {
 						return
 					}
@@ -150,9 +150,9 @@ type patientCall func(ctx context.Context, g *Guard, key string, fn func(context
 // show the node answering. It fails t where the tries overlapped, where a
 // successful call's variable does not hold its last try's reply, where a
 // try ran after the call returned, or where the function still ran when
-// the call returned without ErrIncomplete; it returns the call's error
-// and how many tries it made.
-func patientAttempt(t *testing.T, srv *redistest.Server, call patientCall, inline bool, first slowness, budget, limit time.Duration) (error, int32) {
+// the call returned without ErrIncomplete; it returns how many tries the
+// call made and its error.
+func patientAttempt(t *testing.T, srv *redistest.Server, call patientCall, inline bool, first slowness, budget, limit time.Duration) (int32, error) {
 	t.Helper()
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, ReadTimeout: 5 * time.Second, ContextTimeoutEnabled: inline})
@@ -204,7 +204,7 @@ func patientAttempt(t *testing.T, srv *redistest.Server, call patientCall, inlin
 	if after := tries.Load(); after != made {
 		t.Errorf("patient call (%v) returned after %d tries, and %d more started after it; want none", err, made, after-made)
 	}
-	return err, made
+	return made, err
 }
 
 // firstTry is a go-redis hook that slows the first command named cmd
