@@ -120,7 +120,7 @@ func (c *Cache[K, V]) runClock(ctx context.Context, keys []string, mode string) 
 	if err != nil {
 		return "", err // res may still be written by an abandoned call
 	}
-	return res, nil
+	return res, nil // the last try's: no try runs any more (redisguard's patiently)
 }
 
 // dropAllLocal drops every in-process copy and detaches every flight from

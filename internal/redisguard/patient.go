@@ -69,6 +69,15 @@ func (g *Guard) DoWaitingPatient(ctx context.Context, key string, wait time.Dura
 // to its own deadline, so a call on a slow node that keeps answering
 // others may take up to about twice the limit (plus the WAIT timeout for
 // DoWaitingPatient). A frozen node's calls are never retried.
+//
+// A try is sent only once the one before it ended: RetrySlow never holds
+// for an error that wraps ErrIncomplete, which is the error of every try
+// the guard stopped waiting for (besides, one abandoned while its node
+// answered is abandoned at the limit, when no new try may start). So the
+// tries of a patient call never run at once, and a patient call may write
+// its caller's variables plainly: when it succeeds they hold what its
+// last try wrote, and nothing writes them after it returned. When it
+// fails with ErrIncomplete the last try may still be running, as for Do.
 func (g *Guard) patiently(ctx context.Context, try func() error) error {
 	first := time.Now()
 	pause := slowRetryMin

@@ -3,7 +3,6 @@ package redisguard
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -64,18 +63,7 @@ func TestDoWaitingSlowNode(t *testing.T) {
 		if err := g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Get(ctx, "k").Err() }); err != nil && !errors.Is(err, redis.Nil) {
 			t.Fatalf("inline=%v: Get before the pause = %v", inline, err)
 		}
-		stop := make(chan struct{})
-		var readers sync.WaitGroup
-		readers.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(5 * time.Millisecond):
-				}
-				_ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Get(ctx, "other").Err() })
-			}
-		})
+		stopReads := answering(g, "k", 5*time.Millisecond, func(ctx context.Context) error { return rdb.Get(ctx, "other").Err() })
 		if err := rdb.Do(ctx, "CLIENT", "PAUSE", pause.Milliseconds(), "WRITE").Err(); err != nil {
 			t.Fatalf("CLIENT PAUSE: %v", err)
 		}
@@ -89,8 +77,7 @@ func TestDoWaitingSlowNode(t *testing.T) {
 			return err
 		})
 		took := time.Since(start)
-		close(stop)
-		readers.Wait()
+		stopReads()
 		if !errors.Is(err, ErrSlow) || IsOutage(err) || took > pause {
 			t.Errorf("inline=%v: DoWaiting of a write held %v while the node answered reads = %v after %v, want ErrSlow (no outage) after about %v", inline, pause, err, took, wait+limit)
 		}
