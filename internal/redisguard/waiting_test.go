@@ -54,7 +54,13 @@ func TestDoWaiting(t *testing.T) {
 func TestDoWaitingSlowNode(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	const budget, limit, wait = 50 * time.Millisecond, 300 * time.Millisecond, 100 * time.Millisecond
+	// A 200ms budget: with 50ms, one read of the answering goroutine that
+	// a loaded machine (load 28) kept past the budget was a failure that
+	// opened the one-failure breaker ("after DoWaiting of a slow write,
+	// breaker 1, want closed"), and with the reads then refused the
+	// node answered nothing ("... = read tcp ...: i/o timeout after
+	// 400ms, want ErrSlow").
+	const budget, limit, wait = 200 * time.Millisecond, 500 * time.Millisecond, 100 * time.Millisecond
 	const pause = 4 * (wait + limit)
 	for _, inline := range []bool{false, true} {
 		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, ReadTimeout: 5 * time.Second, ContextTimeoutEnabled: inline})
