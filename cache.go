@@ -142,6 +142,7 @@ type Cache[K comparable, V any] struct {
 	clockKey string
 	replicas *tagclock.Replicas
 	clock    tagclock.Known
+	memo     tagclock.Memo      // the last clock value read, parsed
 	versions tagclock.Versions  // of the prefix's tags (tags.go)
 	lostKeys singleflight.Group // recreations of lost clock keys (clockloss.go)
 
