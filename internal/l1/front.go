@@ -4,7 +4,9 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"math/rand/v2"
+	"reflect"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Front is an index of an L1's entries by the caller's key, in front of
@@ -53,10 +55,10 @@ const maxFrontSlots = 1 << 16
 func NewFront[K comparable, V any](l *Cache[V], size int) *Front[K, V] {
 	n := 1 << bits.Len(uint(max(size, 2)-1))
 	n = min(n, maxFrontSlots)
-	var zero K
-	_, isInt := any(zero).(int64)
-	if !isInt {
-		_, isInt = any(zero).(int)
+	var isInt bool
+	switch reflect.TypeFor[K]().Kind() {
+	case reflect.Int, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		isInt = true
 	}
 	return &Front[K, V]{
 		l: l, seed: maphash.MakeSeed(), intSeed: rand.Uint64(), isInt: isInt,
@@ -99,17 +101,17 @@ func (f *Front[K, V]) Load(key K, vkey string) (v *V, notFound, ok bool) {
 	return &e.val, e.notFound, true
 }
 
-// hash returns the hash of key: integer keys by two rounds of
-// multiply-xorshift, as otter hashes them (cheaper than maphash's generic
-// path), others with maphash.
+// hash returns the hash of key: integer keys (of 4 or 8 bytes, named
+// types included) by two rounds of multiply-xorshift of their bits, as
+// otter hashes them (cheaper than maphash's generic path), others with
+// maphash.
 func (f *Front[K, V]) hash(key K) uint64 {
 	if f.isInt {
 		var u uint64
-		switch k := any(key).(type) {
-		case int64:
-			u = uint64(k)
-		case int:
-			u = uint64(k)
+		if unsafe.Sizeof(key) == 8 {
+			u = *(*uint64)(unsafe.Pointer(&key))
+		} else {
+			u = uint64(*(*uint32)(unsafe.Pointer(&key)))
 		}
 		hi, lo := bits.Mul64(u^f.intSeed, 0x2d358dccaa6c78a5)
 		hi, lo = bits.Mul64(hi^lo, 0x8bb84b93962eacc9)

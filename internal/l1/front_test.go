@@ -2,6 +2,7 @@ package l1
 
 import (
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -83,25 +84,33 @@ func TestFrontPastExpiry(t *testing.T) {
 }
 
 // TestFrontSlotHoldsOneKey: keys that share a slot take it in turn, and a
-// Get never answers one key with another's entry.
+// Get never answers one key with another's entry, for keys hashed as
+// integers (of 8 and 4 bytes, named or not) and the others.
 func TestFrontSlotHoldsOneKey(t *testing.T) {
+	type id int32
+	t.Run("int64", func(t *testing.T) { slotHoldsOneKey(t, func(k int) int64 { return int64(k) }) })
+	t.Run("named int32", func(t *testing.T) { slotHoldsOneKey(t, func(k int) id { return id(k) }) })
+	t.Run("string", func(t *testing.T) { slotHoldsOneKey(t, strconv.Itoa) })
+}
+
+func slotHoldsOneKey[K comparable](t *testing.T, key func(int) K) {
 	l := newTestLocal(t)
-	f := NewFront[int64](l, 2) // 2 slots for 20 keys
+	f := NewFront[K](l, 2) // 2 slots for 20 keys
 	l.VerifyFromNow()
-	vkey := func(k int64) string { return "k" + string(rune('a'+k)) }
-	for k := range int64(20) {
-		l.Put(vkey(k), int(k)+100, false, time.Time{}, l.Epoch())
+	vkey := func(k int) string { return "k" + strconv.Itoa(k) }
+	for k := range 20 {
+		l.Put(vkey(k), k+100, false, time.Time{}, l.Epoch())
 	}
 	for round := range 3 {
-		for k := range int64(20) {
-			if v, _, ok := f.Get(k); ok && *v != int(k)+100 {
-				t.Fatalf("round %d: Get(%d) = %d, want %d or no entry", round, k, *v, k+100)
+		for k := range 20 {
+			if v, _, ok := f.Get(key(k)); ok && *v != k+100 {
+				t.Fatalf("round %d: Get(%v) = %d, want %d or no entry", round, key(k), *v, k+100)
 			}
-			if v, _, ok := f.Load(k, vkey(k)); !ok || *v != int(k)+100 {
-				t.Fatalf("round %d: Load(%d) = %v, %v; want %d", round, k, deref(v), ok, k+100)
+			if v, _, ok := f.Load(key(k), vkey(k)); !ok || *v != k+100 {
+				t.Fatalf("round %d: Load(%v) = %v, %v; want %d", round, key(k), deref(v), ok, k+100)
 			}
-			if v, _, ok := f.Get(k); !ok || *v != int(k)+100 {
-				t.Fatalf("round %d: Get(%d) = %v, %v right after its Load; want %d", round, k, deref(v), ok, k+100)
+			if v, _, ok := f.Get(key(k)); !ok || *v != k+100 {
+				t.Fatalf("round %d: Get(%v) = %v, %v right after its Load; want %d", round, key(k), deref(v), ok, k+100)
 			}
 		}
 	}
