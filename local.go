@@ -80,7 +80,10 @@ func (c *Cache[K, V]) localEpoch() uint64 {
 // L1 configures the local (in-process) cache of [WithL1]. A zero field
 // means its default.
 type L1 struct {
-	// Size is the most entries the local cache holds.
+	// Size is the most entries the local cache holds. Read first (not
+	// OutageOnly), it has an index by key in front of it for hot keys:
+	// 8 bytes per entry of Size rounded up to a power of two (at most
+	// 512 KiB; 128 KiB for the default), and 32 bytes per entry read.
 	//
 	// Default (zero): 10 000.
 	Size int
