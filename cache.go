@@ -122,6 +122,7 @@ type Cache[K comparable, V any] struct {
 	releaseGuard func()
 	reads        *readbatch.Group     // Get's Redis reads, batched per node (hitread.go)
 	l1           *local[V]            // nil without WithLocalCache
+	front        *l1.Front[K, V]      // l1's index by key, for the read first; nil without WithLocalFirst
 	audit        *audit.Auditor[K, V] // nil without WithAudit (audit.go)
 	loads        *semaphore.Weighted  // nil with WithMaxConcurrentLoads(0)
 	hb           heartbeat            // the fill locks held by loads in flight
@@ -141,6 +142,7 @@ type Cache[K comparable, V any] struct {
 	clockKey string
 	replicas *tagclock.Replicas
 	clock    tagclock.Known
+	memo     tagclock.Memo      // the last clock value read, parsed
 	versions tagclock.Versions  // of the prefix's tags (tags.go)
 	lostKeys singleflight.Group // recreations of lost clock keys (clockloss.go)
 
@@ -236,11 +238,14 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 	}
 	c.flights.Track = cfg.waiterCtxs
 	if cfg.localSize > 0 {
-		l1, err := newLocal[V](cfg.localSize, cfg.localTTL)
+		local, err := newLocal[V](cfg.localSize, cfg.localTTL)
 		if err != nil {
 			return nil, fmt.Errorf("cacheaside: invalid configuration:\nWithL1: %w", err)
 		}
-		c.l1 = l1
+		c.l1 = local
+		if cfg.localFirst {
+			c.front = l1.NewFront[K](local.Cache, cfg.localSize)
+		}
 	}
 	c.refreshSem = make(chan struct{}, refreshSlots)
 	if cfg.maxLoads > 0 {

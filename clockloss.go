@@ -21,7 +21,7 @@ import (
 // fails, no value is served until a read finds the clock. An unreadable
 // clock is counted in Stats.Corrupt.
 func (c *Cache[K, V]) observeClock(key string, raw []byte) {
-	clock, cleared, ok, err := tagclock.Parse(raw)
+	clock, cleared, ok, err := c.memo.Parse(raw)
 	// Missing, or set back below the largest clock this process knows (a
 	// restart from an older snapshot, a failover to a lagging replica: the
 	// Clears made since are lost). Either is moved past the clock known,

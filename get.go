@@ -30,6 +30,14 @@ import (
 // The returned value may be shared with other callers and the in-process
 // cache: do not modify what it references.
 func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
+	if c.front != nil && c.cfg.getHook == nil {
+		if v, notFound, ok := c.frontGet(ctx, key); ok {
+			if notFound {
+				return *v, ErrNotFound
+			}
+			return *v, nil
+		}
+	}
 	start := c.hookStart()
 	r := c.getResult(ctx, key)
 	c.observe(ctx, start, r)
@@ -55,12 +63,12 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 	if !onStack {
 		vkey = protocol.ValueKey(c.cfg.prefix, c.encode(key))
 	}
-	if c.l1 != nil && c.cfg.localFirst {
+	if c.front != nil {
 		lkey := vkey
 		if onStack {
 			lkey = unsafe.String(unsafe.SliceData(b), len(b))
 		}
-		if r, ok := c.l1.get(lkey, true); ok {
+		if r, ok := c.readFirst(key, lkey); ok {
 			c.count(r)
 			return r
 		}

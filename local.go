@@ -1,6 +1,7 @@
 package cacheaside
 
 import (
+	"context"
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/l1"
@@ -21,7 +22,11 @@ func newLocal[V any](size int, ttl time.Duration) (*local[V], error) {
 
 // get returns the L1 entry of vkey as a result; see l1.Cache.Get.
 func (l *local[V]) get(vkey string, healthy bool) (result[V], bool) {
-	v, notFound, ok := l.Get(vkey, healthy)
+	return localResult(l.Get(vkey, healthy))
+}
+
+// localResult is an L1 entry found (ok) as a result.
+func localResult[V any](v *V, notFound, ok bool) (result[V], bool) {
 	if !ok {
 		return result[V]{}, false
 	}
@@ -30,6 +35,28 @@ func (l *local[V]) get(vkey string, healthy bool) (result[V], bool) {
 		r.err = ErrNotFound
 	}
 	return r, true
+}
+
+// frontGet is the read first's fast path, for a Get of key without a Get
+// hook: the entry of key if the L1's Front holds it (see l1.Front.Get),
+// counted as a local hit, and nothing once ctx is done or the Cache
+// closed, whose errors getResult returns. It returns a pointer into the
+// entry, so that the value is copied once, into Get's return.
+func (c *Cache[K, V]) frontGet(ctx context.Context, key K) (v *V, notFound, ok bool) {
+	if ctx.Err() != nil || c.closed.Load() {
+		return nil, false, false
+	}
+	if v, notFound, ok = c.front.Get(key); ok {
+		c.stats.localHits.Add(1)
+	}
+	return v, notFound, ok
+}
+
+// readFirst is the read first of a Get of key, whose Redis key is vkey,
+// that frontGet did not answer: a healthy L1 read, which puts the entry it
+// finds in key's slot of the Front.
+func (c *Cache[K, V]) readFirst(key K, vkey string) (result[V], bool) {
+	return localResult(c.front.Load(key, vkey))
 }
 
 // put stores r, read or loaded from epoch on; see l1.Cache.Put.
@@ -53,7 +80,10 @@ func (c *Cache[K, V]) localEpoch() uint64 {
 // L1 configures the local (in-process) cache of [WithL1]. A zero field
 // means its default.
 type L1 struct {
-	// Size is the most entries the local cache holds.
+	// Size is the most entries the local cache holds. Read first (not
+	// OutageOnly), it has an index by key in front of it for hot keys:
+	// 8 bytes per entry of Size rounded up to a power of two (at most
+	// 512 KiB; 128 KiB for the default), and 32 bytes per entry read.
 	//
 	// Default (zero): 10 000.
 	Size int

@@ -26,7 +26,9 @@ import (
 // invalidation of the key's stripe came since, checked and written
 // atomically with respect to the invalidation's drop of the key: a Get
 // that starts after an invalidation was applied never finds an older
-// value in L1. A stripe is
+// value in L1. Front (front.go), the index by the caller's key that the
+// read first looks in before otter, holds entries invalidation does not
+// remove from it, and hides them by the same test. A stripe is
 // shared by 1/dropStripes of the keys; an invalidation of one of them
 // costs the others' puts in flight at that moment, not correctness.
 //
@@ -71,9 +73,11 @@ const dropStripes = 1024
 type entry[V any] struct {
 	val      V
 	notFound bool
-	stored   int64  // when written, in nanoseconds since base
-	expires  int64  // in nanoseconds since base
-	epoch    uint64 // when its read or load began
+	stored   int64          // when written, in nanoseconds since base
+	expires  int64          // in nanoseconds since base
+	epoch    uint64         // when its read or load began
+	dropped  *atomic.Uint64 // its key's stripe of Cache.dropped, which Front.Get checks
+	front    atomic.Value   // the *frontRef of its Front's slot, made by the first Front.Load that found it
 }
 
 // New returns an L1 of up to size entries, each kept at most ttl.
@@ -105,15 +109,24 @@ func New[V any](size int, ttl time.Duration) (*Cache[V], error) {
 // An expired entry stays in otter until a Put replaces it or the size
 // bound evicts it; Get never returns it.
 func (l *Cache[V]) Get(vkey string, healthy bool) (v *V, notFound, ok bool) {
-	e, ok := l.c.GetIfPresent(vkey)
+	e, ok := l.get(vkey, healthy)
 	if !ok {
 		return nil, false, false
 	}
+	return &e.val, e.notFound, true
+}
+
+// get is Get, returning the entry.
+func (l *Cache[V]) get(vkey string, healthy bool) (*entry[V], bool) {
+	e, ok := l.c.GetIfPresent(vkey)
+	if !ok {
+		return nil, false
+	}
 	now := l.now()
 	if now >= e.expires || (healthy && (!l.trusted(e) || now >= l.leased.Load())) {
-		return nil, false, false
+		return nil, false
 	}
-	return &e.val, e.notFound, true
+	return e, true
 }
 
 // now is the time in nanoseconds since base.
@@ -149,7 +162,7 @@ func (l *Cache[V]) Put(vkey string, v V, notFound bool, redisExpiry time.Time, e
 		if s.Load() > epoch || l.cleared.Load() > epoch {
 			return old, otter.CancelOp
 		}
-		return &entry[V]{val: v, notFound: notFound, stored: now, expires: exp, epoch: epoch}, otter.WriteOp
+		return &entry[V]{val: v, notFound: notFound, stored: now, expires: exp, epoch: epoch, dropped: s}, otter.WriteOp
 	})
 }
 

@@ -108,6 +108,31 @@ func Parse(raw []byte) (clock, cleared uint64, ok bool, err error) {
 	return clock, cleared, true, nil
 }
 
+// Memo is Parse with a memory of the last clock it parsed. Every read of
+// values carries the clock key, whose value changes only at a Clear, so
+// most reads find the value parsed before: two ParseUints, about 1.5% of
+// the instructions of a lone Get (BenchmarkHitInstructions), and an
+// allocation. Its methods are safe for concurrent use.
+type Memo struct{ last atomic.Pointer[parsed] }
+
+// parsed is a clock value Parse read without an error.
+type parsed struct {
+	raw            string
+	clock, cleared uint64
+}
+
+// Parse returns what the package's Parse returns for raw.
+func (m *Memo) Parse(raw []byte) (clock, cleared uint64, ok bool, err error) {
+	if p := m.last.Load(); p != nil && raw != nil && string(raw) == p.raw {
+		return p.clock, p.cleared, true, nil
+	}
+	clock, cleared, ok, err = Parse(raw)
+	if ok {
+		m.last.Store(&parsed{raw: string(raw), clock: clock, cleared: cleared})
+	}
+	return clock, cleared, ok, err
+}
+
 // Known is what one process knows of a prefix's clock: the largest clock
 // and Clear clock it has read or made. Both only grow. Its methods are
 // safe for concurrent use.

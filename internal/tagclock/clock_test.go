@@ -35,6 +35,27 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// TestMemoParsesAsParse: a Memo answers every value as Parse does,
+// whether it parsed it last (its memory) or not, and keeps no alias of
+// the bytes it was given: a reply buffer reused for the next clock value
+// is parsed anew.
+func TestMemoParsesAsParse(t *testing.T) {
+	var m Memo
+	buf := []byte("10:7")
+	for _, raw := range [][]byte{buf, buf, []byte("10:7"), nil, []byte("junk"), []byte("10:7"), []byte("12:12"), []byte("10:11"), []byte("12:12")} {
+		clock, cleared, ok, err := m.Parse(raw)
+		wc, wcl, wok, werr := Parse(raw)
+		if clock != wc || cleared != wcl || ok != wok || !errors.Is(err, werr) {
+			t.Errorf("Memo.Parse(%q) = %d, %d, %v, %v; want Parse's %d, %d, %v, %v", raw, clock, cleared, ok, err, wc, wcl, wok, werr)
+		}
+	}
+	m.Parse(buf)
+	copy(buf, "11:8") // the buffer of the next reply
+	if clock, cleared, _, _ := m.Parse(buf); clock != 11 || cleared != 8 {
+		t.Errorf("Memo.Parse(%q) in the buffer of the last value = %d:%d, want 11:8", buf, clock, cleared)
+	}
+}
+
 func TestKnown(t *testing.T) {
 	var k Known
 	if !k.Valid(0) {

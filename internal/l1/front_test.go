@@ -1,0 +1,189 @@
+package l1
+
+import (
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestFrontHidesWhatTheL1Hides: a key's slot never answers what a healthy
+// l.Get would not: after an invalidation of the key, an InvalidateAll, a
+// dropped subscription, the lease's end or the entry's expiry.
+func TestFrontHidesWhatTheL1Hides(t *testing.T) {
+	l := newTestLocal(t)
+	f := NewFront[int64](l, 100)
+	l.VerifyFromNow()
+	put := func(v int) func() { return func() { l.Put("k", v, false, time.Time{}, l.Epoch()) } }
+	steps := []struct {
+		name string
+		do   func()
+		want int // 0: no entry
+	}{
+		{"put", put(1), 1},
+		{"invalidated", func() { l.Invalidate("k") }, 0},
+		{"put again", put(2), 2},
+		{"all invalidated", l.InvalidateAll, 0},
+		{"put after the clear", put(3), 3},
+		{"subscription dropped", l.Unverify, 0},
+		{"resumed and leased", func() { l.Resume(); l.Lease(time.Now().Add(time.Hour)) }, 3},
+		{"a message nobody can read", l.VerifyFromNow, 0},
+	}
+	for _, s := range steps {
+		s.do()
+		// Load (the lookup by Redis key) puts what it finds in the slot;
+		// Get checks the slot alone.
+		v, _, ok := f.Load(1, "k")
+		if got := deref(v); ok != (s.want != 0) || got != s.want {
+			t.Errorf("after %s: Load(1) = %v, %v; want %v", s.name, got, ok, s.want)
+		}
+		v, _, ok = f.Get(1)
+		if got := deref(v); ok != (s.want != 0) || got != s.want {
+			t.Errorf("after %s: Get(1) = %v, %v; want %v", s.name, got, ok, s.want)
+		}
+	}
+}
+
+// TestFrontHidesAnEntryOtterNoLongerHolds: an invalidation of a key whose
+// entry otter has already let go of (evicted) finds nothing to remove, and
+// the key's slot still holds the entry: Get must still hide it. This is
+// why the Front checks every entry rather than being kept in step.
+func TestFrontHidesAnEntryOtterNoLongerHolds(t *testing.T) {
+	l := newTestLocal(t)
+	f := NewFront[int64](l, 100)
+	l.VerifyFromNow()
+	l.Put("k", 1, false, time.Time{}, l.Epoch())
+	if v, _, ok := f.Load(1, "k"); !ok || *v != 1 {
+		t.Fatalf("Load(1) = %v, %v; want 1", deref(v), ok)
+	}
+	l.c.Invalidate("k") // as an eviction does: no stripe advanced
+	if v, _, ok := f.Get(1); !ok || *v != 1 {
+		t.Fatalf("Get(1) = %v, %v after k left otter, not invalidated; want 1 (the slot serves it)", deref(v), ok)
+	}
+	l.Invalidate("k")
+	if v, _, ok := f.Get(1); ok {
+		t.Errorf("Get(1) = %v after k was invalidated, want no entry", *v)
+	}
+}
+
+// TestFrontPastExpiry: the slot does not serve an entry past its expiry.
+func TestFrontPastExpiry(t *testing.T) {
+	l := newTestLocal(t)
+	f := NewFront[string](l, 100)
+	l.VerifyFromNow()
+	l.Put("k", 1, false, time.Now().Add(30*time.Millisecond), l.Epoch())
+	if _, _, ok := f.Load("one", "k"); !ok {
+		t.Fatal("Load(one) found nothing right after its Put")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if v, _, ok := f.Get("one"); ok {
+		t.Errorf("Get(one) = %v past its Redis expiry, want no entry", *v)
+	}
+}
+
+// TestFrontSlotHoldsOneKey: keys that share a slot take it in turn, and a
+// Get never answers one key with another's entry, for keys hashed as
+// integers (of 8 and 4 bytes, named or not) and the others.
+func TestFrontSlotHoldsOneKey(t *testing.T) {
+	type id int32
+	t.Run("int64", func(t *testing.T) { slotHoldsOneKey(t, func(k int) int64 { return int64(k) }) })
+	t.Run("named int32", func(t *testing.T) { slotHoldsOneKey(t, func(k int) id { return id(k) }) })
+	t.Run("string", func(t *testing.T) { slotHoldsOneKey(t, strconv.Itoa) })
+}
+
+func slotHoldsOneKey[K comparable](t *testing.T, key func(int) K) {
+	l := newTestLocal(t)
+	f := NewFront[K](l, 2) // 2 slots for 20 keys
+	l.VerifyFromNow()
+	vkey := func(k int) string { return "k" + strconv.Itoa(k) }
+	for k := range 20 {
+		l.Put(vkey(k), k+100, false, time.Time{}, l.Epoch())
+	}
+	for round := range 3 {
+		for k := range 20 {
+			if v, _, ok := f.Get(key(k)); ok && *v != k+100 {
+				t.Fatalf("round %d: Get(%v) = %d, want %d or no entry", round, key(k), *v, k+100)
+			}
+			if v, _, ok := f.Load(key(k), vkey(k)); !ok || *v != k+100 {
+				t.Fatalf("round %d: Load(%v) = %v, %v; want %d", round, key(k), deref(v), ok, k+100)
+			}
+			if v, _, ok := f.Get(key(k)); !ok || *v != k+100 {
+				t.Fatalf("round %d: Get(%v) = %v, %v right after its Load; want %d", round, key(k), deref(v), ok, k+100)
+			}
+		}
+	}
+}
+
+// TestFrontHitAllocatesNothing: a Get allocates nothing, and neither does
+// a Load of an entry that held the slot before (its frontRef is kept).
+func TestFrontHitAllocatesNothing(t *testing.T) {
+	l := newTestLocal(t)
+	f := NewFront[string](l, 1)
+	l.VerifyFromNow()
+	l.Put("ka", 1, false, time.Time{}, l.Epoch())
+	l.Put("kb", 2, false, time.Time{}, l.Epoch())
+	f.Load("a", "ka")
+	f.Load("b", "kb")
+	allocs := testing.AllocsPerRun(100, func() {
+		f.Load("a", "ka") // takes the slot from b
+		f.Get("a")
+		f.Load("b", "kb")
+		f.Get("b")
+	})
+	if allocs != 0 {
+		t.Errorf("Loads and Gets of entries loaded before: %v allocations, want 0", allocs)
+	}
+}
+
+// TestFrontNeverServesAnInvalidatedRead races a writer, which stores
+// version v and invalidates the key, against readers, which read through
+// the Front and on a miss put the current version (as a Redis read that
+// began at the epoch they read first): a read that starts after the
+// invalidation of version v returned never gets an older version.
+func TestFrontNeverServesAnInvalidatedRead(t *testing.T) {
+	l := newTestLocal(t)
+	f := NewFront[int64](l, 100)
+	l.VerifyFromNow()
+	var version, applied atomic.Int64 // the current version; the newest whose invalidation returned
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var stale atomic.Int64
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					runtime.Gosched() // let the writer write
+				}
+				least := applied.Load()
+				v, _, ok := f.Get(1)
+				if !ok {
+					v, _, ok = f.Load(1, "k")
+				}
+				if !ok {
+					epoch := l.Epoch()
+					l.Put("k", int(version.Load()), false, time.Time{}, epoch)
+					continue
+				}
+				if int64(*v) < least {
+					stale.Add(1)
+				}
+			}
+		})
+	}
+	for v := int64(1); v <= 500; v++ {
+		version.Store(v)
+		l.Invalidate("k")
+		applied.Store(v)
+		runtime.Gosched() // let the readers read this version
+	}
+	close(stop)
+	wg.Wait()
+	if n := stale.Load(); n != 0 {
+		t.Errorf("%d reads got a version older than one whose invalidation had returned before they started, want 0", n)
+	}
+}
