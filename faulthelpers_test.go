@@ -394,3 +394,24 @@ func survivesFault(t *testing.T, rdb redis.UniversalClient, opts []cacheaside.Op
 	storm.halt(t, clientReadTimeout)
 	return c, during
 }
+
+// setForSetup Sets key to v on c for a test's setup, trying again after
+// retryAfter while the Set fails, then waits until c has replayed what the
+// failed tries queued. A test's first write dials, loads the scripts and,
+// with WithReplicaAcks, waits for the replica, all within the test's
+// Redis timeout: on a loaded machine it can miss it ("Set before the
+// pause = ... i/o timeout" at load 12, "Set before the freeze" at 28),
+// which is not what such a test is about.
+func setForSetup(t *testing.T, c *cacheaside.Cache[int, string], key int, v string, retryAfter time.Duration) {
+	t.Helper()
+	ctx := testContext(t)
+	waitFor(t, time.Minute, "a Set for the test's setup succeeds", func() bool {
+		if err := c.Set(ctx, key, v); err != nil {
+			t.Logf("Set(%d) for the setup = %v; trying again in %v", key, err, retryAfter)
+			time.Sleep(retryAfter)
+			return false
+		}
+		return true
+	})
+	waitFor(t, 10*time.Second, "the setup's queued writes are replayed", func() bool { return c.Stats().InvalidationsPending == 0 })
+}

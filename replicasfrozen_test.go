@@ -40,9 +40,7 @@ func TestAckedWritesOnAFrozenPrimaryAreBounded(t *testing.T) {
 				t.Fatalf("New: %v", err)
 			}
 			ctx := testContext(t)
-			if err := c.Set(ctx, 1, "warm"); err != nil {
-				t.Fatalf("Set before the freeze = %v", err)
-			}
+			setForSetup(t, c, 1, "warm", budget)
 			p.Freeze()
 			defer p.Thaw()
 			bound := wait + lockTTL + margin

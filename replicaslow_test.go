@@ -61,15 +61,7 @@ func TestSlowPastTheLimitIsNoOutage(t *testing.T) {
 			// machine (load 12, ci) it can miss it and open the breaker,
 			// which is not what this test is about. It retries after the
 			// cooldown, and the breaker is judged from the pause on.
-			waitFor(t, 10*setupCooldown, "a Set before the pause succeeds", func() bool {
-				if err := c.Set(ctx, 1, "warm"); err != nil {
-					t.Logf("Set before the pause = %v", err)
-					time.Sleep(setupCooldown)
-					return false
-				}
-				return true
-			})
-			waitFor(t, 10*time.Second, "the setup's queued writes are replayed", func() bool { return c.Stats().InvalidationsPending == 0 })
+			setForSetup(t, c, 1, "warm", setupCooldown)
 			getConcurrently(t, other, faultKeys(100, 109))
 			opens := c.Stats().BreakerOpens
 			stop := make(chan struct{})
