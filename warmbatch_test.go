@@ -187,7 +187,10 @@ func TestBatchWarmUpConflictResolvedForGets(t *testing.T) {
 		if armed.Load() && calls.Add(1) == 1 { // the warm-up's load
 			close(inLoad)
 			joined.Store(awaitWaiters(ctx, 1))
-			<-release
+			select {
+			case <-release:
+			case <-ctx.Done(): // the test failed: Warm's context ends
+			}
 		}
 		return out, nil
 	}
