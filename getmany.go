@@ -194,20 +194,26 @@ func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V
 	go func() {
 		defer c.tracker.done()
 		results := make([]result[V], len(items))
-		finished := false
-		defer func() {
-			if p := recover(); p != nil && !finished {
-				for i := range results {
-					results[i] = result[V]{err: &PanicError{Value: p, Stack: stack()}}
-				}
-			}
-			for i, p := range items {
-				c.flights.Finish(p.vkey, p.fl, results[i])
-			}
-		}()
+		defer c.finishFlights(items, results)
 		c.resolveBatch(detach(caller, c.life), items, results, epoch)
-		finished = true
 	}()
+}
+
+// finishFlights finishes the flights of items that have one (fl set)
+// with their results. Defer it directly in the code that leads them: a
+// panic there (a codec, a hook) is recovered and becomes each of those
+// items' result, a PanicError, so that no flight is left unfinished.
+func (c *Cache[K, V]) finishFlights(items []pendingKey[K, V], results []result[V]) {
+	p := recover()
+	for i, it := range items {
+		if it.fl == nil {
+			continue
+		}
+		if p != nil {
+			results[i] = result[V]{err: &PanicError{Value: p, Stack: stack()}}
+		}
+		c.flights.Finish(it.vkey, it.fl, results[i])
+	}
 }
 
 // resolveBatch fills results for items: lock what it can, load the locked
@@ -218,26 +224,7 @@ func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V
 // served stale only when the reload fails, another process reloads them
 // or the soft timeout passes.
 func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V], results []result[V], epoch uint64) {
-	single := func(idx []int) {
-		var g errgroup.Group
-		g.SetLimit(getManyConcurrency)
-		for _, i := range idx {
-			g.Go(func() error {
-				ctx := flight.WithWaiters(ctx, waitersOf(items, i)...)
-				p := items[i]
-				switch {
-				case p.stale != nil:
-					results[i] = c.revive(ctx, p.key, p.vkey, *p.stale, epoch)
-				case p.redisDown:
-					results[i] = c.loadAndFill(ctx, p.key, protocol.KeysFor(p.vkey), protocol.Lease{}, epoch)
-				default:
-					results[i] = c.miss(ctx, p.key, protocol.KeysFor(p.vkey), p.unreadable, epoch)
-				}
-				return nil
-			})
-		}
-		_ = g.Wait()
-	}
+	single := func(idx []int) { c.resolveSingly(ctx, items, idx, results, epoch) }
 	batch, _ := c.cfg.batchLoad.(BatchLoadFunc[K, V])
 	if batch == nil {
 		single(indexes(len(items)))
@@ -268,6 +255,32 @@ func (c *Cache[K, V]) resolveBatch(ctx context.Context, items []pendingKey[K, V]
 		rest = append(rest, conflicts...)
 	}
 	single(rest)
+}
+
+// resolveSingly fills results for the items idx on the single-key path,
+// up to getManyConcurrency at a time, as a Get's flight of each would:
+// reviving a stale value, loading without the lock when Redis could not
+// be asked, or the miss path (the lock or the wait for its holder, the
+// load and the fill, redone after a conflict).
+func (c *Cache[K, V]) resolveSingly(ctx context.Context, items []pendingKey[K, V], idx []int, results []result[V], epoch uint64) {
+	var g errgroup.Group
+	g.SetLimit(getManyConcurrency)
+	for _, i := range idx {
+		g.Go(func() error {
+			ctx := flight.WithWaiters(ctx, waitersOf(items, i)...)
+			p := items[i]
+			switch {
+			case p.stale != nil:
+				results[i] = c.revive(ctx, p.key, p.vkey, *p.stale, epoch)
+			case p.redisDown:
+				results[i] = c.loadAndFill(ctx, p.key, protocol.KeysFor(p.vkey), protocol.Lease{}, epoch)
+			default:
+				results[i] = c.miss(ctx, p.key, protocol.KeysFor(p.vkey), p.unreadable, epoch)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
 }
 
 // indexes returns 0, 1, …, n-1.

@@ -138,29 +138,15 @@ func TestWarmUpLoadWhenRedisDiesIsTheKeysFlight(t *testing.T) {
 		cacheaside.WithWarmupKeys(1),
 		cacheaside.WithRestartCheck(0)) // no automatic warm-up to race with
 	armed.Store(true)
-	ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
-	defer cancel()
-	warmed := make(chan error, 1)
-	go func() { warmed <- c.Warm(ctx) }()
-	<-inLoad
-	type answer struct {
-		v   string
-		err error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		v, err := c.Get(ctx, 1)
-		got <- answer{v, err}
-	}()
+	ctx, warmed := warmUntilLoad(t, c, inLoad)
+	got := getAsync(ctx, c, 1)
 	// Give the Get time to read the dead Redis and, before the fix, load
 	// the key itself; then let the warm-up's load return.
-	for deadline := time.Now().Add(2 * time.Second); loads.Load() < 2 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
+	awaitLoads(loads.Load, 2)
 	close(release)
 	a := <-got
-	if a.err != nil || a.v != faultValue(1) {
-		t.Fatalf("Get(1) during the warm-up's load = %q, %v, want %q, nil", a.v, a.err, faultValue(1))
+	if a.err != nil || a.val != faultValue(1) {
+		t.Fatalf("Get(1) during the warm-up's load = %q, %v, want %q, nil", a.val, a.err, faultValue(1))
 	}
 	t.Logf("Warm during the kill: %v", <-warmed)
 	if n := loads.Load(); n != 1 {
@@ -171,5 +157,108 @@ func TestWarmUpLoadWhenRedisDiesIsTheKeysFlight(t *testing.T) {
 	}
 	if n := loads.Load(); n != 1 {
 		t.Errorf("after a second Get(1) in the outage key 1 was loaded %d times, want 1 (from L1)", n)
+	}
+}
+
+// TestBatchWarmUpLoadWhenRedisDiesIsTheKeysFlight is
+// TestWarmUpLoadWhenRedisDiesIsTheKeysFlight for a warm-up with a batch
+// loader: Redis is killed (kill -9) during the warm-up's batch load of keys
+// 1 and 2, and a Get of key 1 and a GetMany of keys 1 and 2 come meanwhile.
+// The warm-up's batch load is the flight of each of its keys in this
+// process, so they wait for it and answer with its results: each key is
+// loaded once, here and by the Gets after it in the outage (from L1).
+func TestBatchWarmUpLoadWhenRedisDiesIsTheKeysFlight(t *testing.T) {
+	srv := redistest.Start(t)
+	var armed atomic.Bool
+	var calls atomic.Int64
+	var perKey [3]atomic.Int64 // loads of keys 1 and 2 once armed, by either loader
+	loads := func() int64 { return perKey[1].Load() + perKey[2].Load() }
+	inLoad, release := make(chan struct{}), make(chan struct{})
+	batch := func(ctx context.Context, keys []int) (map[int]string, error) {
+		out := make(map[int]string, len(keys))
+		for _, k := range keys {
+			if armed.Load() {
+				perKey[k].Add(1)
+			}
+			out[k] = faultValue(k)
+		}
+		if armed.Load() && calls.Add(1) == 1 { // the warm-up's load
+			srv.Kill()
+			close(inLoad)
+			<-release
+		}
+		return out, nil
+	}
+	one := func(ctx context.Context, k int) (string, error) {
+		if armed.Load() {
+			perKey[k].Add(1)
+		}
+		return faultValue(k), nil
+	}
+	c := outageCache(t, srv, one,
+		cacheaside.WithBatchLoader(batch),
+		cacheaside.WithWarmupKeys(1, 2),
+		cacheaside.WithRestartCheck(0)) // no automatic warm-up to race with
+	armed.Store(true)
+	ctx, warmed := warmUntilLoad(t, c, inLoad)
+	got := getAsync(ctx, c, 1)
+	type many struct {
+		m   map[int]string
+		err error
+	}
+	gotMany := make(chan many, 1)
+	go func() {
+		m, err := c.GetMany(ctx, []int{1, 2})
+		gotMany <- many{m, err}
+	}()
+	// Give the Get and the GetMany time to read the dead Redis and, before
+	// the fix, load the keys themselves; then let the warm-up's load return.
+	awaitLoads(loads, 3)
+	close(release)
+	if a := <-got; a.err != nil || a.val != faultValue(1) {
+		t.Errorf("Get(1) during the warm-up's batch load = %q, %v, want %q, nil", a.val, a.err, faultValue(1))
+	}
+	m := <-gotMany
+	if m.err != nil {
+		t.Errorf("GetMany(1, 2) during the warm-up's batch load: %v", m.err)
+	}
+	for _, k := range []int{1, 2} {
+		if m.m[k] != faultValue(k) {
+			t.Errorf("GetMany(1, 2) during the warm-up's batch load: key %d = %q, want %q", k, m.m[k], faultValue(k))
+		}
+	}
+	t.Logf("Warm during the kill: %v", <-warmed)
+	for _, k := range []int{1, 2} {
+		if n := perKey[k].Load(); n != 1 {
+			t.Errorf("key %d was loaded %d times by the warm-up, a Get and a GetMany during the outage, want 1", k, n)
+		}
+	}
+	for _, k := range []int{1, 2} {
+		if v, err := c.Get(ctx, k); err != nil || v != faultValue(k) {
+			t.Fatalf("Get(%d) in the outage = %q, %v, want %q, nil", k, v, err, faultValue(k))
+		}
+		if n := perKey[k].Load(); n != 1 {
+			t.Errorf("after a second Get(%d) in the outage key %d was loaded %d times, want 1 (from L1)", k, k, n)
+		}
+	}
+}
+
+// warmUntilLoad starts c.Warm(ctx), ctx ending after faultGetTimeout or
+// with the test, and returns ctx and, once the warm-up's load has begun
+// (inLoad closed), the channel of Warm's result.
+func warmUntilLoad(t *testing.T, c *cacheaside.Cache[int, string], inLoad <-chan struct{}) (context.Context, <-chan error) {
+	ctx, cancel := context.WithTimeout(context.Background(), faultGetTimeout)
+	t.Cleanup(cancel)
+	warmed := make(chan error, 1)
+	go func() { warmed <- c.Warm(ctx) }()
+	<-inLoad
+	return ctx, warmed
+}
+
+// awaitLoads waits until loads() reaches n (a load the test wants not to
+// happen) or two seconds pass.
+func awaitLoads(loads func() int64, n int64) {
+	for deadline := time.Now().Add(2 * time.Second); loads() < n && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/cacheaside/cacheaside/internal/restart"
 	"golang.org/x/sync/errgroup"
@@ -211,7 +212,10 @@ const warmChunk = 100
 // reached to take its fill lock.
 var errWarmRedis = fmt.Errorf("%w for this key", ErrRedisUnavailable)
 
-// warmBatch warms keys with one batch load.
+// warmBatch warms keys with one batch load. As in warmKey, the load of
+// each key whose lock it takes is the key's flight in this process: a key
+// whose flight a Get or GetMany of this process leads is left to it, and
+// one that comes during the load waits for the warm-up's result.
 func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], keys []K, record func(K, bool, error)) {
 	items := make([]pendingKey[K, V], len(keys))
 	for i, k := range keys {
@@ -221,11 +225,7 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	leases := make([]protocol.Lease, len(items))
 	locked, _, down := c.acquireBatch(ctx, items, indexes(len(items)), results, leases)
 	stored := make([]bool, len(items))
-	c.loadBatch(ctx, batch, items, locked, results, leases, c.localEpoch(), stored)
-	isLocked := make(map[int]bool, len(locked))
-	for _, i := range locked {
-		isLocked[i] = true
-	}
+	c.warmLocked(ctx, batch, items, locked, results, leases, stored)
 	isDown := make(map[int]bool, len(down))
 	for _, i := range down {
 		isDown[i] = true
@@ -235,11 +235,39 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 		switch {
 		case isDown[i]:
 			err = errWarmRedis // its node could not be reached: not warmed
-		case !isLocked[i] || errors.Is(err, ErrNotFound):
-			err = nil // present, filled by another process, or not found
+		case items[i].fl == nil || errors.Is(err, ErrNotFound):
+			err = nil // present, filled by another process or a Get of this one, or not found
 		}
 		record(keys[i], stored[i], err)
 	}
+}
+
+// warmLocked loads the items locked (whose fill lock the warm-up holds)
+// with one batch load as the flights of their keys in this process, and
+// fills them. A key whose flight is already in the air (a Get or GetMany
+// of this process reads it or waits for this lock) gets its lock back and
+// is not loaded: that flight loads it once the lock is free. The items
+// this call leads have their flight set (fl); each is finished with its
+// result, a PanicError after a panic.
+func (c *Cache[K, V]) warmLocked(ctx context.Context, batch BatchLoadFunc[K, V], items []pendingKey[K, V], locked []int, results []result[V], leases []protocol.Lease, stored []bool) {
+	defer c.finishFlights(items, results)
+	led := locked[:0:0]
+	for _, i := range locked {
+		fl, leader := c.flights.Join(ctx, items[i].vkey)
+		if !leader {
+			c.giveBack(ctx, protocol.KeysFor(items[i].vkey), leases[i], nil)
+			continue
+		}
+		c.flights.Hold(fl) // its waiters go with the load (Waiters)
+		items[i].fl = fl
+		led = append(led, i)
+	}
+	epoch := c.localEpoch()
+	bctx := flight.WithWaiters(ctx, waitersOf(items, led...)...)
+	conflicts := c.loadBatch(bctx, batch, items, led, results, leases, epoch, stored)
+	// Invalidated during the load: those results go to no one, and the
+	// Gets that joined get what a Get's flight gives them.
+	c.resolveSingly(ctx, items, conflicts, results, epoch)
 }
 
 // warmKey loads and writes one key under its fill lock. did is false when
