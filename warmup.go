@@ -225,7 +225,21 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	leases := make([]protocol.Lease, len(items))
 	locked, _, down := c.acquireBatch(ctx, items, indexes(len(items)), results, leases)
 	stored := make([]bool, len(items))
-	c.warmLocked(ctx, batch, items, locked, results, leases, stored)
+	// The loads are their keys' flights: they run on a goroutine of the
+	// Cache's, detached from ctx, so that a Get that joined one gets its
+	// value when Warm is cancelled, and Warm returns at once.
+	done := make(chan struct{})
+	c.tracker.spawn()
+	go func() {
+		defer c.tracker.done()
+		defer close(done)
+		c.warmLocked(detach(ctx, c.life), batch, items, locked, results, leases, stored)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return // Warm's error says so; the loads go on for the Gets that joined
+	}
 	isDown := make(map[int]bool, len(down))
 	for _, i := range down {
 		isDown[i] = true
@@ -302,17 +316,32 @@ func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) 
 		return false, nil
 	}
 	epoch := c.localEpoch()
-	r, conflict, stored := c.loadAndFillOnce(ctx, key, ks, l, epoch)
-	if conflict {
-		// Invalidated during the load: the result goes to no one, and
-		// the Gets that joined get what a Get's flight gives them.
-		r = c.miss(ctx, key, ks, false, epoch)
+	// As a Get's flight, the load runs on a goroutine of the Cache's,
+	// detached from ctx, with the Gets that join it as its waiters: one
+	// that joined gets its value when Warm is cancelled, and Warm returns
+	// at once.
+	var stored atomic.Bool
+	c.startFlight(ctx, fl, vkey, func(ctx context.Context) result[V] {
+		r, conflict, ok := c.loadAndFillOnce(ctx, key, ks, l, epoch)
+		if conflict {
+			// Invalidated during the load: the result goes to no one,
+			// and the Gets that joined get what a Get's flight gives
+			// them.
+			r = c.miss(ctx, key, ks, false, epoch)
+		}
+		stored.Store(ok)
+		return r
+	})
+	select {
+	case <-fl.Done():
+	case <-ctx.Done():
+		return false, ctx.Err()
 	}
-	c.flights.Finish(vkey, fl, r)
+	r := fl.Result()
 	if r.err != nil && !errors.Is(r.err, ErrNotFound) {
 		return false, r.err
 	}
-	return stored, nil
+	return stored.Load(), nil
 }
 
 // log writes to the configured logger, if any.
