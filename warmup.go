@@ -123,6 +123,11 @@ func (c *Cache[K, V]) restarted() {
 // of the keys that failed (a key the loader does not find is not an
 // error); a key that failed because Redis was unavailable matches
 // [ErrRedisUnavailable]. Progress is counted in [Stats].Warmed and logged.
+//
+// Each key's load is the key's flight in this process, as a Get's is: a
+// Get of the key meanwhile waits for it instead of loading the key again.
+// A load under way when ctx is cancelled goes on, for those Gets, until it
+// ends or [Cache.Close].
 func (c *Cache[K, V]) Warm(ctx context.Context) error {
 	if !c.tracker.add() {
 		return ErrClosed
