@@ -51,8 +51,12 @@ const maxFrontSlots = 1 << 16
 
 // NewFront returns a Front of l with one slot per entry l holds (rounded
 // up to a power of two, at most maxFrontSlots): 8 bytes a slot, and 32
-// more for the first Load of each entry.
+// more for the first Load of each entry. It returns nil for a K that
+// Indexable rejects.
 func NewFront[K comparable, V any](l *Cache[V], size int) *Front[K, V] {
+	if !Indexable(reflect.TypeFor[K]()) {
+		return nil
+	}
 	n := 1 << bits.Len(uint(max(size, 2)-1))
 	n = min(n, maxFrontSlots)
 	var isInt bool
@@ -99,6 +103,33 @@ func (f *Front[K, V]) Load(key K, vkey string) (v *V, notFound, ok bool) {
 	}
 	f.slots[f.hash(key)&f.mask].Store(r)
 	return &e.val, e.notFound, true
+}
+
+// Indexable reports whether a Front can index keys of type t: whether
+// == on t is total and exact, so that two keys it finds equal are the
+// same key to WithKeyFunc too. Booleans, integers and strings are, and
+// arrays and structs of them. Floats are not (-0 == +0, which a key
+// function may encode apart; NaN equals nothing), nor interfaces (a
+// dynamic value of a slice type panics when hashed or compared), nor
+// pointers and channels (equal as identities while what a key function
+// reads through them may change).
+func Indexable(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Bool, reflect.String,
+		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return true
+	case reflect.Array:
+		return Indexable(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if !Indexable(t.Field(i).Type) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // hash returns the hash of key: integer keys (of 4 or 8 bytes, named

@@ -1,6 +1,7 @@
 package l1
 
 import (
+	"reflect"
 	"runtime"
 	"strconv"
 	"sync"
@@ -185,5 +186,43 @@ func TestFrontNeverServesAnInvalidatedRead(t *testing.T) {
 	wg.Wait()
 	if n := stale.Load(); n != 0 {
 		t.Errorf("%d reads got a version older than one whose invalidation had returned before they started, want 0", n)
+	}
+}
+
+// TestIndexable: the key types a Front indexes are those whose == is
+// exact and total.
+func TestIndexable(t *testing.T) {
+	type id int16
+	type pair struct {
+		A string
+		B [2]uint8
+	}
+	type withFloat struct {
+		A int
+		F float64
+	}
+	type withIface struct{ A any }
+	for _, c := range []struct {
+		t    reflect.Type
+		want bool
+	}{
+		{reflect.TypeFor[int](), true},
+		{reflect.TypeFor[id](), true},
+		{reflect.TypeFor[string](), true},
+		{reflect.TypeFor[bool](), true},
+		{reflect.TypeFor[pair](), true},
+		{reflect.TypeFor[[3]int32](), true},
+		{reflect.TypeFor[float64](), false},
+		{reflect.TypeFor[complex64](), false},
+		{reflect.TypeFor[any](), false},
+		{reflect.TypeFor[*int](), false},
+		{reflect.TypeFor[chan int](), false},
+		{reflect.TypeFor[withFloat](), false},
+		{reflect.TypeFor[withIface](), false},
+		{reflect.TypeFor[[2]any](), false},
+	} {
+		if got := Indexable(c.t); got != c.want {
+			t.Errorf("Indexable(%v) = %v, want %v", c.t, got, c.want)
+		}
 	}
 }
