@@ -226,3 +226,35 @@ func TestIndexable(t *testing.T) {
 		}
 	}
 }
+
+// TestFrontPastTheLease: the slot stops serving an entry when the
+// subscription's lease ends on its own (a frozen Redis renews nothing),
+// as l.Get does, and serves a "not found" answer as one.
+func TestFrontPastTheLease(t *testing.T) {
+	l, err := New[int](100, time.Minute) // not newTestLocal: its lease never ends
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	f := NewFront[string](l, 100)
+	l.VerifyFromNow()
+	end := time.Now().Add(time.Second) // long enough for the first checks on a busy machine
+	l.Lease(end)
+	l.Put("k", 0, true, time.Time{}, l.Epoch())
+	if _, notFound, ok := f.Load("one", "k"); !ok || !notFound {
+		t.Fatalf("Load(one) = notFound %v, %v right after a Put of a not-found answer; want true, true", notFound, ok)
+	}
+	if _, notFound, ok := f.Get("one"); !ok || !notFound {
+		t.Fatalf("Get(one) = notFound %v, %v; want true, true", notFound, ok)
+	}
+	time.Sleep(time.Until(end) + 10*time.Millisecond)
+	if _, _, ok := l.Get("k", true); ok {
+		t.Fatal("l.Get(k, healthy) found the entry past the lease")
+	}
+	if _, _, ok := f.Get("one"); ok {
+		t.Error("Get(one) found the entry past the lease, want nothing")
+	}
+	if _, _, ok := l.Get("k", false); !ok {
+		t.Error("l.Get(k, outage) found nothing past the lease, want the entry (an outage read takes it)")
+	}
+}
