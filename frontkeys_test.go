@@ -2,9 +2,12 @@ package cacheaside_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,5 +72,57 @@ func TestReadFirstUnhashableInterfaceKeys(t *testing.T) {
 				t.Errorf("Get(%v) = %q, %v; want %q", k, v, err, want)
 			}
 		}()
+	}
+}
+
+// TestReadFirstTwoKeysOneRedisKey: WithKeyFunc may map two keys to one
+// Redis key; each then has its own slot in the index, on the same L1
+// entry. An Invalidate through either hides the entry from both.
+func TestReadFirstTwoKeysOneRedisKey(t *testing.T) {
+	srv := redistest.Start(t)
+	var version atomic.Int64
+	version.Store(1)
+	load := func(_ context.Context, k string) (int64, error) { return version.Load(), nil }
+	c := readFirstPair(t, srv, load, "probe", cacheaside.WithKeyFunc(strings.ToLower))
+	for _, k := range []string{"K", "k", "K", "k"} {
+		mustGetValue(t, c, k, 1, "before the Invalidate")
+	}
+	hits := c.Stats().LocalHits
+	mustGetValue(t, c, "K", 1, "again")
+	mustGetValue(t, c, "k", 1, "again")
+	if n := c.Stats().LocalHits - hits; n != 2 {
+		t.Fatalf("%d of 2 Gets of K and k answered from L1, want 2", n)
+	}
+	version.Store(2)
+	if err := c.Invalidate(testContext(t), "K"); err != nil {
+		t.Fatal(err)
+	}
+	mustGetValue(t, c, "k", 2, "after Invalidate(K)")
+	mustGetValue(t, c, "K", 2, "after Invalidate(K)")
+}
+
+// TestReadFirstHitAfterCancelAndClose: a key the index holds is not
+// answered to a Get whose context is done (its error instead), nor after
+// Close (ErrClosed).
+func TestReadFirstHitAfterCancelAndClose(t *testing.T) {
+	srv := redistest.Start(t)
+	load := func(_ context.Context, k int) (int, error) { return k, nil }
+	c := readFirstPair(t, srv, load, -1)
+	mustGetValue(t, c, 7, 7, "fill")
+	hits := c.Stats().LocalHits
+	mustGetValue(t, c, 7, 7, "from L1")
+	if c.Stats().LocalHits != hits+1 {
+		t.Fatal("the second Get(7) was not answered from L1")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if v, err := c.Get(ctx, 7); !errors.Is(err, context.Canceled) {
+		t.Errorf("Get(7) with a canceled context = %v, %v; want context.Canceled", v, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Get(context.Background(), 7); !errors.Is(err, cacheaside.ErrClosed) {
+		t.Errorf("Get(7) after Close = %v, %v; want ErrClosed", v, err)
 	}
 }
