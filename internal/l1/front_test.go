@@ -92,6 +92,15 @@ func TestFrontSlotHoldsOneKey(t *testing.T) {
 	t.Run("int64", func(t *testing.T) { slotHoldsOneKey(t, func(k int) int64 { return int64(k) }) })
 	t.Run("named int32", func(t *testing.T) { slotHoldsOneKey(t, func(k int) id { return id(k) }) })
 	t.Run("string", func(t *testing.T) { slotHoldsOneKey(t, strconv.Itoa) })
+	// Integers of 1 and 2 bytes, uint and structs go through maphash.
+	t.Run("uint8", func(t *testing.T) { slotHoldsOneKey(t, func(k int) uint8 { return uint8(k) }) })
+	t.Run("int16", func(t *testing.T) { slotHoldsOneKey(t, func(k int) int16 { return int16(-k) }) })
+	t.Run("uint", func(t *testing.T) { slotHoldsOneKey(t, func(k int) uint { return uint(k) << 40 }) })
+	type pair struct {
+		A string
+		B int8
+	}
+	t.Run("struct", func(t *testing.T) { slotHoldsOneKey(t, func(k int) pair { return pair{"p", int8(k)} }) })
 }
 
 func slotHoldsOneKey[K comparable](t *testing.T, key func(int) K) {
@@ -256,5 +265,43 @@ func TestFrontPastTheLease(t *testing.T) {
 	}
 	if _, _, ok := l.Get("k", false); !ok {
 		t.Error("l.Get(k, outage) found nothing past the lease, want the entry (an outage read takes it)")
+	}
+}
+
+// TestFrontHoldsNoMoreThanItsSlots: a slot keeps its entry alive after
+// otter let go of it, but only until another key takes the slot: reading
+// many distinct keys through an L1 of 8 leaves about 8 entries in otter
+// and 8 in the slots reachable, not one per key read.
+func TestFrontHoldsNoMoreThanItsSlots(t *testing.T) {
+	type big struct{ b [4096]byte }
+	l, err := New[*big](8, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	l.Lease(time.Now().Add(time.Hour))
+	l.VerifyFromNow()
+	f := NewFront[int](l, 8)
+	const n = 2000
+	var freed atomic.Int64
+	for k := range n {
+		v := &big{}
+		runtime.SetFinalizer(v, func(*big) { freed.Add(1) })
+		vkey := "k" + strconv.Itoa(k)
+		l.Put(vkey, v, false, time.Time{}, l.Epoch())
+		f.Load(k, vkey)
+		f.Get(k)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		if live := n - freed.Load(); live <= 64 || time.Now().After(deadline) {
+			t.Logf("%d of %d values still reachable", live, n)
+			if live > 64 {
+				t.Errorf("%d of %d values read through a Front of 8 slots over an L1 of 8 are still reachable, want at most 64", live, n)
+			}
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
