@@ -305,3 +305,36 @@ func TestFrontHoldsNoMoreThanItsSlots(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestFrontNeverOlderThanOtter: a slot never answers an entry older than
+// the one otter holds for its key. Without an invalidation, otter's entry
+// is replaced by a later read of Redis (GetMany, prefill, an early
+// refresh), after an eviction or over the entry: l.Get then returns the
+// newer value, and so must the read first, or one process's GetMany
+// would return a value and its next Get an older one.
+func TestFrontNeverOlderThanOtter(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		evict bool
+	}{{"evicted then read again", true}, {"replaced", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newTestLocal(t)
+			f := NewFront[int64](l, 100)
+			l.VerifyFromNow()
+			l.Put("k", 1, false, time.Time{}, l.Epoch())
+			if v, _, ok := f.Load(1, "k"); !ok || *v != 1 {
+				t.Fatalf("Load(1) = %v, %v; want 1", deref(v), ok)
+			}
+			if tc.evict {
+				l.c.Invalidate("k") // as an eviction does: no stripe advanced
+			}
+			l.Put("k", 2, false, time.Time{}, l.Epoch())
+			if v, _, ok := l.Get("k", true); !ok || *v != 2 {
+				t.Fatalf("l.Get(k) = %v, %v; want 2", deref(v), ok)
+			}
+			if v, _, ok := f.Get(1); ok && *v != 2 {
+				t.Errorf("Get(1) = %d while otter holds 2 for its key, want 2 or no entry", *v)
+			}
+		})
+	}
+}
