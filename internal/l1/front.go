@@ -22,7 +22,10 @@ import (
 // not know the caller's keys, so they never touch the Front. Get instead
 // applies to the entry the same test Put applies to a write (no
 // invalidation of the entry's stripe or of the whole cache since its read
-// began), besides the healthy read's (expiry, trusted, leased). An
+// began), besides the healthy read's (expiry, trusted, leased), and
+// serves only an entry otter still holds (entry.gone): one it evicted or
+// replaced may be older than what a later read put for the key (a
+// GetMany, a prefill round), which the lookup by Redis key would return. An
 // invalidation advances its stripe before it returns, so a Get that
 // starts after it never finds the older entry here, whether otter still
 // holds it, has evicted it or has replaced it; the type comment of Cache
@@ -80,7 +83,7 @@ func (f *Front[K, V]) Get(key K) (v *V, notFound, ok bool) {
 		return nil, false, false
 	}
 	e, l := r.e, f.l
-	if e.epoch < e.dropped.Load() || e.epoch < l.cleared.Load() || !l.trusted(e) {
+	if e.gone.Load() || e.epoch < e.dropped.Load() || e.epoch < l.cleared.Load() || !l.trusted(e) {
 		return nil, false, false
 	}
 	if now := l.now(); now >= e.expires || now >= l.leased.Load() {
