@@ -122,7 +122,7 @@ type Cache[K comparable, V any] struct {
 	releaseGuard func()
 	reads        *readbatch.Group     // Get's Redis reads, batched per node (hitread.go)
 	l1           *local[V]            // nil without WithLocalCache
-	front        *l1.Front[K, V]      // l1's index by key, for the read first; nil without WithLocalFirst
+	front        *l1.Front[K, V]      // l1's index by key, for the read first; nil without it or for a K that l1.Indexable rejects
 	audit        *audit.Auditor[K, V] // nil without WithAudit (audit.go)
 	loads        *semaphore.Weighted  // nil with WithMaxConcurrentLoads(0)
 	hb           heartbeat            // the fill locks held by loads in flight

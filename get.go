@@ -63,7 +63,7 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 	if !onStack {
 		vkey = protocol.ValueKey(c.cfg.prefix, c.encode(key))
 	}
-	if c.front != nil {
+	if c.l1 != nil && c.cfg.localFirst {
 		lkey := vkey
 		if onStack {
 			lkey = unsafe.String(unsafe.SliceData(b), len(b))

@@ -54,8 +54,12 @@ func (c *Cache[K, V]) frontGet(ctx context.Context, key K) (v *V, notFound, ok b
 
 // readFirst is the read first of a Get of key, whose Redis key is vkey,
 // that frontGet did not answer: a healthy L1 read, which puts the entry it
-// finds in key's slot of the Front.
+// finds in key's slot of the Front, if the Cache has one (a K whose == is
+// not exact has none: l1.Indexable).
 func (c *Cache[K, V]) readFirst(key K, vkey string) (result[V], bool) {
+	if c.front == nil {
+		return c.l1.get(vkey, true)
+	}
 	return localResult(c.front.Load(key, vkey))
 }
 
@@ -81,7 +85,10 @@ func (c *Cache[K, V]) localEpoch() uint64 {
 // means its default.
 type L1 struct {
 	// Size is the most entries the local cache holds. Read first (not
-	// OutageOnly), it has an index by key in front of it for hot keys:
+	// OutageOnly), and for key types whose == is exact (integers,
+	// strings, booleans, and arrays and structs of them; not floats,
+	// interfaces or pointers), it has an index by key in front of it for
+	// hot keys:
 	// 8 bytes per entry of Size rounded up to a power of two (at most
 	// 512 KiB; 128 KiB for the default), and 32 bytes per entry read.
 	//

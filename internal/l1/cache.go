@@ -78,6 +78,10 @@ type entry[V any] struct {
 	epoch    uint64         // when its read or load began
 	dropped  *atomic.Uint64 // its key's stripe of Cache.dropped, which Front.Get checks
 	front    atomic.Value   // the *frontRef of its Front's slot, made by the first Front.Load that found it
+	// gone is set when otter lets go of the entry (evicted, replaced,
+	// invalidated): a Front slot, which otter does not know, then stops
+	// serving it, since a later read of the key may have put a newer one.
+	gone atomic.Bool
 }
 
 // New returns an L1 of up to size entries, each kept at most ttl.
@@ -88,6 +92,9 @@ func New[V any](size int, ttl time.Duration) (*Cache[V], error) {
 		// goroutine that Close would have to chase, except otter's periodic
 		// clean-up, which Close stops.
 		Executor: func(fn func()) { fn() },
+		// Under the bucket's lock, so that a Put's replacement and the
+		// mark are one step for Front.Get.
+		OnAtomicDeletion: func(ev otter.DeletionEvent[string, *entry[V]]) { ev.Value.gone.Store(true) },
 	})
 	if err != nil {
 		return nil, err

@@ -22,7 +22,10 @@ import (
 // not know the caller's keys, so they never touch the Front. Get instead
 // applies to the entry the same test Put applies to a write (no
 // invalidation of the entry's stripe or of the whole cache since its read
-// began), besides the healthy read's (expiry, trusted, leased). An
+// began), besides the healthy read's (expiry, trusted, leased), and
+// serves only an entry otter still holds (entry.gone): one it evicted or
+// replaced may be older than what a later read put for the key (a
+// GetMany, a prefill round), which the lookup by Redis key would return. An
 // invalidation advances its stripe before it returns, so a Get that
 // starts after it never finds the older entry here, whether otter still
 // holds it, has evicted it or has replaced it; the type comment of Cache
@@ -51,8 +54,12 @@ const maxFrontSlots = 1 << 16
 
 // NewFront returns a Front of l with one slot per entry l holds (rounded
 // up to a power of two, at most maxFrontSlots): 8 bytes a slot, and 32
-// more for the first Load of each entry.
+// more for the first Load of each entry. It returns nil for a K that
+// Indexable rejects.
 func NewFront[K comparable, V any](l *Cache[V], size int) *Front[K, V] {
+	if !Indexable(reflect.TypeFor[K]()) {
+		return nil
+	}
 	n := 1 << bits.Len(uint(max(size, 2)-1))
 	n = min(n, maxFrontSlots)
 	var isInt bool
@@ -76,7 +83,7 @@ func (f *Front[K, V]) Get(key K) (v *V, notFound, ok bool) {
 		return nil, false, false
 	}
 	e, l := r.e, f.l
-	if e.epoch < e.dropped.Load() || e.epoch < l.cleared.Load() || !l.trusted(e) {
+	if e.gone.Load() || e.epoch < e.dropped.Load() || e.epoch < l.cleared.Load() || !l.trusted(e) {
 		return nil, false, false
 	}
 	if now := l.now(); now >= e.expires || now >= l.leased.Load() {
@@ -99,6 +106,33 @@ func (f *Front[K, V]) Load(key K, vkey string) (v *V, notFound, ok bool) {
 	}
 	f.slots[f.hash(key)&f.mask].Store(r)
 	return &e.val, e.notFound, true
+}
+
+// Indexable reports whether a Front can index keys of type t: whether
+// == on t is total and exact, so that two keys it finds equal are the
+// same key to WithKeyFunc too. Booleans, integers and strings are, and
+// arrays and structs of them. Floats are not (-0 == +0, which a key
+// function may encode apart; NaN equals nothing), nor interfaces (a
+// dynamic value of a slice type panics when hashed or compared), nor
+// pointers and channels (equal as identities while what a key function
+// reads through them may change).
+func Indexable(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Bool, reflect.String,
+		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return true
+	case reflect.Array:
+		return Indexable(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if !Indexable(t.Field(i).Type) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // hash returns the hash of key: integer keys (of 4 or 8 bytes, named

@@ -1,6 +1,7 @@
 package l1
 
 import (
+	"reflect"
 	"runtime"
 	"strconv"
 	"sync"
@@ -46,10 +47,11 @@ func TestFrontHidesWhatTheL1Hides(t *testing.T) {
 	}
 }
 
-// TestFrontHidesAnEntryOtterNoLongerHolds: an invalidation of a key whose
-// entry otter has already let go of (evicted) finds nothing to remove, and
-// the key's slot still holds the entry: Get must still hide it. This is
-// why the Front checks every entry rather than being kept in step.
+// TestFrontHidesAnEntryOtterNoLongerHolds: the key's slot still holds an
+// entry otter has let go of (evicted), which an invalidation of the key
+// then finds nothing to remove: Get hides it from the eviction on
+// (entry.gone), and after the invalidation (the stripe) too. This is why
+// the Front checks every entry rather than being kept in step.
 func TestFrontHidesAnEntryOtterNoLongerHolds(t *testing.T) {
 	l := newTestLocal(t)
 	f := NewFront[int64](l, 100)
@@ -59,8 +61,8 @@ func TestFrontHidesAnEntryOtterNoLongerHolds(t *testing.T) {
 		t.Fatalf("Load(1) = %v, %v; want 1", deref(v), ok)
 	}
 	l.c.Invalidate("k") // as an eviction does: no stripe advanced
-	if v, _, ok := f.Get(1); !ok || *v != 1 {
-		t.Fatalf("Get(1) = %v, %v after k left otter, not invalidated; want 1 (the slot serves it)", deref(v), ok)
+	if v, _, ok := f.Get(1); ok {
+		t.Errorf("Get(1) = %v after k left otter, not invalidated; want no entry (otter let go of it)", *v)
 	}
 	l.Invalidate("k")
 	if v, _, ok := f.Get(1); ok {
@@ -91,6 +93,15 @@ func TestFrontSlotHoldsOneKey(t *testing.T) {
 	t.Run("int64", func(t *testing.T) { slotHoldsOneKey(t, func(k int) int64 { return int64(k) }) })
 	t.Run("named int32", func(t *testing.T) { slotHoldsOneKey(t, func(k int) id { return id(k) }) })
 	t.Run("string", func(t *testing.T) { slotHoldsOneKey(t, strconv.Itoa) })
+	// Integers of 1 and 2 bytes, uint and structs go through maphash.
+	t.Run("uint8", func(t *testing.T) { slotHoldsOneKey(t, func(k int) uint8 { return uint8(k) }) })
+	t.Run("int16", func(t *testing.T) { slotHoldsOneKey(t, func(k int) int16 { return int16(-k) }) })
+	t.Run("uint", func(t *testing.T) { slotHoldsOneKey(t, func(k int) uint { return uint(k) << 40 }) })
+	type pair struct {
+		A string
+		B int8
+	}
+	t.Run("struct", func(t *testing.T) { slotHoldsOneKey(t, func(k int) pair { return pair{"p", int8(k)} }) })
 }
 
 func slotHoldsOneKey[K comparable](t *testing.T, key func(int) K) {
@@ -185,5 +196,146 @@ func TestFrontNeverServesAnInvalidatedRead(t *testing.T) {
 	wg.Wait()
 	if n := stale.Load(); n != 0 {
 		t.Errorf("%d reads got a version older than one whose invalidation had returned before they started, want 0", n)
+	}
+}
+
+// TestIndexable: the key types a Front indexes are those whose == is
+// exact and total.
+func TestIndexable(t *testing.T) {
+	type id int16
+	type pair struct {
+		A string
+		B [2]uint8
+	}
+	type withFloat struct {
+		A int
+		F float64
+	}
+	type withIface struct{ A any }
+	for _, c := range []struct {
+		t    reflect.Type
+		want bool
+	}{
+		{reflect.TypeFor[int](), true},
+		{reflect.TypeFor[id](), true},
+		{reflect.TypeFor[string](), true},
+		{reflect.TypeFor[bool](), true},
+		{reflect.TypeFor[pair](), true},
+		{reflect.TypeFor[[3]int32](), true},
+		{reflect.TypeFor[float64](), false},
+		{reflect.TypeFor[complex64](), false},
+		{reflect.TypeFor[any](), false},
+		{reflect.TypeFor[*int](), false},
+		{reflect.TypeFor[chan int](), false},
+		{reflect.TypeFor[withFloat](), false},
+		{reflect.TypeFor[withIface](), false},
+		{reflect.TypeFor[[2]any](), false},
+	} {
+		if got := Indexable(c.t); got != c.want {
+			t.Errorf("Indexable(%v) = %v, want %v", c.t, got, c.want)
+		}
+	}
+}
+
+// TestFrontPastTheLease: the slot stops serving an entry when the
+// subscription's lease ends on its own (a frozen Redis renews nothing),
+// as l.Get does, and serves a "not found" answer as one.
+func TestFrontPastTheLease(t *testing.T) {
+	l, err := New[int](100, time.Minute) // not newTestLocal: its lease never ends
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	f := NewFront[string](l, 100)
+	l.VerifyFromNow()
+	end := time.Now().Add(time.Second) // long enough for the first checks on a busy machine
+	l.Lease(end)
+	l.Put("k", 0, true, time.Time{}, l.Epoch())
+	if _, notFound, ok := f.Load("one", "k"); !ok || !notFound {
+		t.Fatalf("Load(one) = notFound %v, %v right after a Put of a not-found answer; want true, true", notFound, ok)
+	}
+	if _, notFound, ok := f.Get("one"); !ok || !notFound {
+		t.Fatalf("Get(one) = notFound %v, %v; want true, true", notFound, ok)
+	}
+	time.Sleep(time.Until(end) + 10*time.Millisecond)
+	if _, _, ok := l.Get("k", true); ok {
+		t.Fatal("l.Get(k, healthy) found the entry past the lease")
+	}
+	if _, _, ok := f.Get("one"); ok {
+		t.Error("Get(one) found the entry past the lease, want nothing")
+	}
+	if _, _, ok := l.Get("k", false); !ok {
+		t.Error("l.Get(k, outage) found nothing past the lease, want the entry (an outage read takes it)")
+	}
+}
+
+// TestFrontHoldsNoMoreThanItsSlots: a slot keeps its entry alive after
+// otter let go of it, but only until another key takes the slot: reading
+// many distinct keys through an L1 of 8 leaves about 8 entries in otter
+// and 8 in the slots reachable, not one per key read.
+func TestFrontHoldsNoMoreThanItsSlots(t *testing.T) {
+	type big struct{ b [4096]byte }
+	l, err := New[*big](8, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	l.Lease(time.Now().Add(time.Hour))
+	l.VerifyFromNow()
+	f := NewFront[int](l, 8)
+	const n = 2000
+	var freed atomic.Int64
+	for k := range n {
+		v := &big{}
+		runtime.SetFinalizer(v, func(*big) { freed.Add(1) })
+		vkey := "k" + strconv.Itoa(k)
+		l.Put(vkey, v, false, time.Time{}, l.Epoch())
+		f.Load(k, vkey)
+		f.Get(k)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		if live := n - freed.Load(); live <= 64 || time.Now().After(deadline) {
+			t.Logf("%d of %d values still reachable", live, n)
+			if live > 64 {
+				t.Errorf("%d of %d values read through a Front of 8 slots over an L1 of 8 are still reachable, want at most 64", live, n)
+			}
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestFrontNeverOlderThanOtter: a slot never answers an entry older than
+// the one otter holds for its key. Without an invalidation, otter's entry
+// is replaced by a later read of Redis (GetMany, prefill, an early
+// refresh), after an eviction or over the entry: l.Get then returns the
+// newer value, and so must the read first, or one process's GetMany
+// would return a value and its next Get an older one.
+func TestFrontNeverOlderThanOtter(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		evict bool
+	}{{"evicted then read again", true}, {"replaced", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newTestLocal(t)
+			f := NewFront[int64](l, 100)
+			l.VerifyFromNow()
+			l.Put("k", 1, false, time.Time{}, l.Epoch())
+			if v, _, ok := f.Load(1, "k"); !ok || *v != 1 {
+				t.Fatalf("Load(1) = %v, %v; want 1", deref(v), ok)
+			}
+			if tc.evict {
+				l.c.Invalidate("k") // as an eviction does: no stripe advanced
+			}
+			l.Put("k", 2, false, time.Time{}, l.Epoch())
+			if v, _, ok := l.Get("k", true); !ok || *v != 2 {
+				t.Fatalf("l.Get(k) = %v, %v; want 2", deref(v), ok)
+			}
+			if v, _, ok := f.Get(1); ok && *v != 2 {
+				t.Errorf("Get(1) = %d while otter holds 2 for its key, want 2 or no entry", *v)
+			}
+		})
 	}
 }
