@@ -41,18 +41,15 @@ type database interface {
 type meteredDB struct {
 	database
 	mu     sync.Mutex
-	lat    []time.Duration  // since the last drain
-	perKey map[int64]uint64 // calls per key since countKeys; nil when not counting
+	lat    []time.Duration // since the last drain
+	perKey keyLoads        // the calls of each key during the outage
 }
 
 func (m *meteredDB) product(ctx context.Context, id int64) (Product, error) {
-	m.mu.Lock()
-	if m.perKey != nil {
-		m.perKey[id]++
-	}
-	m.mu.Unlock()
+	end := m.perKey.begin(ctx, id)
 	start := time.Now()
 	p, err := m.database.product(ctx, id)
+	end(err)
 	if err == nil || errors.Is(err, errNoProduct) {
 		d := time.Since(start)
 		m.mu.Lock()
@@ -62,24 +59,13 @@ func (m *meteredDB) product(ctx context.Context, id int64) (Product, error) {
 	return p, err
 }
 
-// countKeys starts counting the calls of each key, from zero.
-func (m *meteredDB) countKeys() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.perKey = map[int64]uint64{}
-}
+// countKeys starts recording the calls of each key, from zero.
+func (m *meteredDB) countKeys() { m.perKey.start() }
 
-// mostPerKey stops counting the calls of each key and returns the largest
-// count of one key since countKeys (0 if it was not called).
-func (m *meteredDB) mostPerKey() uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var most uint64
-	for _, n := range m.perKey {
-		most = max(most, n)
-	}
-	m.perKey = nil
-	return most
+// mostPerKey stops recording the calls of each key and returns what
+// keyLoads.stop says of them since countKeys.
+func (m *meteredDB) mostPerKey() (most, repeats uint64, calls [][]keyLoad) {
+	return m.perKey.stop()
 }
 
 // drain returns the latencies of the calls that answered since the last

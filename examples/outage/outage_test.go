@@ -108,16 +108,30 @@ func TestOutageWithRedisServer(t *testing.T) {
 			ca.Errors, res.Params.DeadlineMs, errorsBySecond(res, "cacheaside"), loadAvg())
 	}
 	// What cacheaside promises while Redis is down, however busy the
-	// machine: its in-process cache answers a key after at most one load
-	// per instance (L1.OutageOnly's bound), so no key reaches the database
-	// more often than there are instances, and the instances go on
-	// answering from it. How the two strategies' database load compares is
-	// the scenario program's output (the summary table), not a test: at a
-	// load average of 8 the textbook instances, short of CPU, sent fewer
-	// queries than offered (114.5 q/s against cacheaside's 157.5).
-	if most := uint64(res.Params.Instances); ca.OutageMaxKeyQueries > most {
-		t.Errorf("cacheaside queried one key %d times during the outage, want at most %d (one load per key per instance); textbook: %d",
-			ca.OutageMaxKeyQueries, most, tb.OutageMaxKeyQueries)
+	// machine: each instance loads a key at most once (L1.OutageOnly's
+	// bound): one flight per key in a process, its result kept in L1, which
+	// answers the key from then on. So no instance queries a key again
+	// after a query of it that returned the row, or beside one still
+	// running; a query after queries of it that all failed is no breach (a
+	// failed load leaves nothing to answer with; here only Close fails
+	// one). That is the exact promise: the per-key total across the fleet
+	// (at most one query per instance) follows from it, less those retries.
+	// When it fails, the message lists each such key's queries by that
+	// instance (when each began and ended, its error, whether a request's
+	// flight or the cache on its own made it), to say which path loaded
+	// again. The total failed once at a load average of 40 ("queried one
+	// key 5 times during the outage, want at most 4"), when nothing was
+	// recorded per instance; of 98 runs since, under 5 to 12 busy loops
+	// and 2 to 4 copies at once (load averages 10 to 36), 9 reached 4
+	// queries of a key (each instance once, L1 cold) and none had an
+	// instance query a key twice. How the two strategies' database load
+	// compares is the scenario program's output (the summary table), not a
+	// test: at a load average of 8 the textbook instances, short of CPU,
+	// sent fewer queries than offered (114.5 q/s against cacheaside's
+	// 157.5).
+	if ca.OutageRepeatedQueries != 0 {
+		t.Errorf("cacheaside queried %d times during the outage a key the same instance had already read from the database or was still reading, want 0 (one load per key per instance); most queries of one key, all instances: %d (textbook %d); the queries of each such key by that instance:\n%s",
+			ca.OutageRepeatedQueries, ca.OutageMaxKeyQueries, tb.OutageMaxKeyQueries, describeRepeats(res.strategy("cacheaside").OutageRepeats))
 	}
 	// Answered: the Gets the cache counted (a value from Redis, its
 	// in-process cache or a load), on time or not: at a load average of 25

@@ -121,6 +121,7 @@ func printSummary(w io.Writer, res *Result) {
 	row("DB queries/s, outage", fmt.Sprintf("%.1f", a.OutageDBQPS), fmt.Sprintf("%.1f", b.OutageDBQPS))
 	row("  outage ÷ healthy", times(a.OutageToHealthy), times(b.OutageToHealthy))
 	row("most DB queries of one key, outage", fmt.Sprint(a.OutageMaxKeyQueries), fmt.Sprint(b.OutageMaxKeyQueries))
+	row("  a key again by the same instance", fmt.Sprint(a.OutageRepeatedQueries), fmt.Sprint(b.OutageRepeatedQueries))
 	row("peak DB queries/s", fmt.Sprintf("%.0f", a.PeakDBQPS), fmt.Sprintf("%.0f", b.PeakDBQPS))
 	row("errors, total", fmt.Sprint(a.Errors), fmt.Sprint(b.Errors))
 	row("errors, during outage", fmt.Sprint(a.OutageErrors), fmt.Sprint(b.OutageErrors))

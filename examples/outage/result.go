@@ -43,6 +43,9 @@ type StrategyResult struct {
 	Name     string   `json:"name"`
 	Summary  Summary  `json:"summary"`
 	Timeline []Second `json:"timeline"`
+	// OutageRepeats holds, for every key that one instance queried more
+	// than once during the outage, that instance's queries of it.
+	OutageRepeats [][]keyLoad `json:"outage_repeats,omitempty"`
 }
 
 // Summary holds the numbers of the side-by-side table.
@@ -58,6 +61,11 @@ type Summary struct {
 	// instances together, during the outage. cacheaside's in-process
 	// cache bounds it by the instances: one load per key per instance.
 	OutageMaxKeyQueries uint64 `json:"outage_max_key_queries"`
+	// OutageRepeatedQueries counts the queries of the outage that one
+	// instance made of a key it had already read from the database
+	// during the outage, or was still reading (see repeated): the loads
+	// that L1.OutageOnly's one load per key per instance leaves out.
+	OutageRepeatedQueries uint64 `json:"outage_repeated_queries"`
 	// ReturnedErrors counts the errors the strategy returned other than
 	// the per-request deadline, outside the warming phase: what a caller
 	// sees even on a machine with CPU to spare.

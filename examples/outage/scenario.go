@@ -118,6 +118,8 @@ func (r *runner) timeline(ctx context.Context) (*Result, error) {
 	var killing, restarter sync.WaitGroup
 	var killErr error // set before killing is done
 	outageKeyQueries := make([]uint64, len(r.lanes))
+	outageRepeats := make([]uint64, len(r.lanes))
+	outageCalls := make([][][]keyLoad, len(r.lanes))
 loop:
 	for i := 0; i < maxTotal && (i < total || rs.pending()); i++ {
 		if err := r.waitSecond(ctx, i, rs); err != nil {
@@ -152,7 +154,7 @@ loop:
 			r.out.note("Redis killed: outage begins")
 		case restartAt:
 			for k, l := range r.lanes {
-				outageKeyQueries[k] = l.db.mostPerKey()
+				outageKeyQueries[k], outageRepeats[k], outageCalls[k] = l.db.mostPerKey()
 			}
 			rs = &restart{start: time.Now(), done: make(chan struct{})}
 			restarter.Go(func() {
@@ -192,6 +194,8 @@ loop:
 	res := buildResult(cfg, r.ctl.describe(), r.lanes, r.t0, back)
 	for k := range r.lanes {
 		res.Strategies[k].Summary.OutageMaxKeyQueries = outageKeyQueries[k]
+		res.Strategies[k].Summary.OutageRepeatedQueries = outageRepeats[k]
+		res.Strategies[k].OutageRepeats = outageCalls[k]
 	}
 	if rs != nil {
 		res.RestartMs = ms(rs.took())
@@ -276,7 +280,7 @@ func (r *runner) pace(ctx context.Context, stop <-chan struct{}) {
 // handler would, and records how long it took. A request that returned an
 // error or ran past the deadline failed.
 func (r *runner) request(ctx context.Context, l *lane, inst int, id int64) {
-	rctx, cancel := context.WithTimeout(ctx, r.cfg.Deadline)
+	rctx, cancel := context.WithTimeout(withInstance(context.WithValue(ctx, requestKey{}, true), inst), r.cfg.Deadline)
 	defer cancel()
 	start := time.Now()
 	_, a, err := l.s.get(rctx, inst, id)

@@ -157,20 +157,24 @@ type cacheAside struct {
 // The warm-up list is the top warmKeys keys by popularity: ids 1 to 1000,
 // since key popularity falls with the id.
 func newCacheAside(addr string, n, keys int, db database) (*cacheAside, error) {
-	load := func(ctx context.Context, id int64) (Product, error) {
-		p, err := db.product(ctx, id)
-		if errors.Is(err, errNoProduct) {
-			return p, fmt.Errorf("product %d: %w", id, cacheaside.ErrNotFound)
+	// Each instance's loader says which instance it is, for the
+	// database's record of the outage's queries.
+	loader := func(i int) cacheaside.LoadFunc[int64, Product] {
+		return func(ctx context.Context, id int64) (Product, error) {
+			p, err := db.product(withInstance(ctx, i), id)
+			if errors.Is(err, errNoProduct) {
+				return p, fmt.Errorf("product %d: %w", id, cacheaside.ErrNotFound)
+			}
+			return p, err
 		}
-		return p, err
 	}
 	top := make([]int64, min(warmKeys, keys))
 	for i := range top {
 		top[i] = int64(i + 1)
 	}
 	s := &cacheAside{clients: newClients(addr, n)}
-	for _, rdb := range s.clients {
-		c, err := cacheaside.New(rdb, load,
+	for i, rdb := range s.clients {
+		c, err := cacheaside.New(rdb, loader(i),
 			cacheaside.WithPrefix(cacheasidePrefix),
 			cacheaside.WithTTL(cacheTTL),
 			cacheaside.WithL1(cacheaside.L1{Size: keys, TTL: localTTL, OutageOnly: true, Prefill: true}),
