@@ -53,13 +53,7 @@ func TestFrontHidesWhatTheL1Hides(t *testing.T) {
 // (entry.gone), and after the invalidation (the stripe) too. This is why
 // the Front checks every entry rather than being kept in step.
 func TestFrontHidesAnEntryOtterNoLongerHolds(t *testing.T) {
-	l := newTestLocal(t)
-	f := NewFront[int64](l, 100)
-	l.VerifyFromNow()
-	l.Put("k", 1, false, time.Time{}, l.Epoch())
-	if v, _, ok := f.Load(1, "k"); !ok || *v != 1 {
-		t.Fatalf("Load(1) = %v, %v; want 1", deref(v), ok)
-	}
+	l, f := frontHoldingOne(t)
 	l.c.Invalidate("k") // as an eviction does: no stripe advanced
 	if v, _, ok := f.Get(1); ok {
 		t.Errorf("Get(1) = %v after k left otter, not invalidated; want no entry (otter let go of it)", *v)
@@ -319,13 +313,7 @@ func TestFrontNeverOlderThanOtter(t *testing.T) {
 		evict bool
 	}{{"evicted then read again", true}, {"replaced", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newTestLocal(t)
-			f := NewFront[int64](l, 100)
-			l.VerifyFromNow()
-			l.Put("k", 1, false, time.Time{}, l.Epoch())
-			if v, _, ok := f.Load(1, "k"); !ok || *v != 1 {
-				t.Fatalf("Load(1) = %v, %v; want 1", deref(v), ok)
-			}
+			l, f := frontHoldingOne(t)
 			if tc.evict {
 				l.c.Invalidate("k") // as an eviction does: no stripe advanced
 			}
@@ -338,4 +326,18 @@ func TestFrontNeverOlderThanOtter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// frontHoldingOne returns a verified L1 holding 1 under Redis key "k" and
+// a Front whose slot for key 1 holds that entry.
+func frontHoldingOne(t *testing.T) (*Cache[int], *Front[int64, int]) {
+	t.Helper()
+	l := newTestLocal(t)
+	f := NewFront[int64](l, 100)
+	l.VerifyFromNow()
+	l.Put("k", 1, false, time.Time{}, l.Epoch())
+	if v, _, ok := f.Load(1, "k"); !ok || *v != 1 {
+		t.Fatalf("Load(1) = %v, %v; want 1", deref(v), ok)
+	}
+	return l, f
 }
