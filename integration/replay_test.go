@@ -10,6 +10,7 @@ import (
 	"github.com/cacheaside/cacheaside"
 	"github.com/cacheaside/cacheaside/integration/faultproxy"
 	"github.com/cacheaside/cacheaside/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // An Invalidate or Set that a partition kept from Redis is queued and
@@ -67,7 +68,8 @@ func TestSlowRedisQueueStaysSmall(t *testing.T) {
 	srv := redistest.Start(t)
 	px := faultproxy.New(t, srv.Addr())
 	ld := &faultLoader{}
-	c := newCacheOn(t, newFaultClient(t, px.Addr()), ld.load, cacheaside.WithRedisTimeout(faultBudget))
+	rdb := newFaultClient(t, px.Addr())
+	c := newCacheOn(t, rdb, ld.load, cacheaside.WithRedisTimeout(faultBudget))
 	keys := faultKeys(0, 19)
 	for _, k := range keys {
 		mustGetValue(t, c, k, faultValue(k), "before the latency")
@@ -75,6 +77,11 @@ func TestSlowRedisQueueStaysSmall(t *testing.T) {
 	// Opens the pool's connections: a dial through the latency takes
 	// several round trips (HELLO, CLIENT SETINFO), past the budget.
 	getConcurrently(t, c, faultKeys(200, 239))
+	// And those of pipelines (the cache's scripts and batched reads), which
+	// go-redis keeps in a pool of their own (Options.PipelinePoolSize, 10)
+	// that it does not fill ahead: the Gets above open one, and the first
+	// calls of the latency dialed 3 more.
+	openPipelineConns(t, rdb, 10)
 	// Loads the write script: a first call is two round trips (EVALSHA,
 	// NOSCRIPT, EVAL). This is the setup, not the test: on a loaded
 	// machine the calls above can run past the budget and open the
@@ -142,7 +149,7 @@ func TestSlowRedisQueueStaysSmall(t *testing.T) {
 	close(stop)
 	readers.Wait()
 	s := c.Stats()
-	t.Logf("with a slow Redis: %d of %d writes failed, %d keys queued; %d calls slow, %d breaker opens", failed.Load(), writes.Load(), s.InvalidationsQueued, s.RedisSlow-before.RedisSlow, s.BreakerOpens-before.BreakerOpens)
+	t.Logf("with a slow Redis: %d of %d writes failed, %d keys queued; %d calls slow, %d breaker opens", failed.Load(), writes.Load(), s.InvalidationsQueued-before.InvalidationsQueued, s.RedisSlow-before.RedisSlow, s.BreakerOpens-before.BreakerOpens)
 	if s.RedisSlow == before.RedisSlow {
 		t.Errorf("Stats().RedisSlow = %d, as before the latency, %v after it began; want calls past the budget (the test checked nothing, or the breaker never closed)", s.RedisSlow, waitLimit)
 	}
@@ -153,4 +160,23 @@ func TestSlowRedisQueueStaysSmall(t *testing.T) {
 	waitFor(t, time.Second+faultSlack, "the queue drains once Redis is fast again", func() bool {
 		return c.Stats().InvalidationsPending == 0
 	})
+}
+
+// openPipelineConns has rdb open n connections for pipelines, from n
+// pipelines at once that each hold theirs for a blocking read of 50 ms.
+func openPipelineConns(t *testing.T, rdb *redis.Client, n int) {
+	t.Helper()
+	ctx := testContext(t)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				return p.Do(ctx, "blpop", "test:nothing", "0.05").Err()
+			})
+			if !errors.Is(err, redis.Nil) {
+				t.Errorf("a pipelined BLPOP of an empty list = %v, want redis.Nil", err)
+			}
+		})
+	}
+	wg.Wait()
 }
