@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -156,3 +157,45 @@ func callLabels() string {
 
 //go:noinline
 func labelProbe(read chan string) string { return <-read }
+
+// countHook counts the commands that pass through it.
+type countHook struct{ n *atomic.Int64 }
+
+func (countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestTimeoutCloneDropsHooks pins the go-redis behaviour that makes a
+// default-options client's calls watched (a goroutine each) rather than
+// inline: the only per-call socket deadline go-redis offers such a client
+// is Client.WithTimeout, and its clone runs none of the client's hooks,
+// not even those added before it was made, so a user's tracing and
+// metrics hooks would not see the cache's commands. If this fails after a
+// go-redis upgrade, the clone keeps hooks and a default client's calls
+// could run inline through it (Config.Clone).
+func TestTimeoutCloneDropsHooks(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	var n atomic.Int64
+	rdb.AddHook(countHook{&n})
+	ctx := context.Background()
+	if err := rdb.Ping(ctx).Err(); err != nil { // dials: the handshake's commands pass the hook too
+		t.Fatal(err)
+	}
+	before := n.Load()
+	if err := rdb.Ping(ctx).Err(); err != nil || n.Load() != before+1 {
+		t.Fatalf("PING through the client = %v with %d hook calls, want nil with 1", err, n.Load()-before)
+	}
+	clone := rdb.WithTimeout(time.Second)
+	if err := clone.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING through the clone = %v", err)
+	}
+	if got := n.Load() - before; got != 1 {
+		t.Errorf("hook calls after a PING through the client and one through its WithTimeout clone = %d, want 1 (the clone drops hooks); go-redis changed: see the test's comment", got)
+	}
+}
