@@ -116,7 +116,8 @@ func (r *runner) timeline(ctx context.Context) (*Result, error) {
 	}
 	var rs *restart // nil until the restart begins
 	var killing, restarter sync.WaitGroup
-	var killErr error // set before killing is done
+	var killErr error      // set before killing is done
+	var killedAt time.Time // when the kill returned; set before killing is done
 	outageKeyQueries := make([]uint64, len(r.lanes))
 	outageRepeats := make([]uint64, len(r.lanes))
 	outageCalls := make([][][]keyLoad, len(r.lanes))
@@ -147,7 +148,14 @@ loop:
 		case killAt:
 			// Beside the sampling too: closing a server with connections
 			// in flight can take seconds on a busy machine.
-			killing.Go(func() { killErr = r.ctl.kill() })
+			killing.Go(func() {
+				if killErr = r.ctl.kill(); killErr == nil {
+					killedAt = time.Now()
+					for _, l := range r.lanes {
+						l.markDown()
+					}
+				}
+			})
 			for _, l := range r.lanes {
 				l.db.countKeys()
 			}
@@ -165,6 +173,9 @@ loop:
 					rs.err = r.ctl.restart(ctx)
 				}
 				rs.at = time.Now()
+				for _, l := range r.lanes {
+					l.markUp()
+				}
 			})
 		}
 	}
@@ -196,9 +207,11 @@ loop:
 		res.Strategies[k].Summary.OutageMaxKeyQueries = outageKeyQueries[k]
 		res.Strategies[k].Summary.OutageRepeatedQueries = outageRepeats[k]
 		res.Strategies[k].OutageRepeats = outageCalls[k]
+		res.Strategies[k].Summary.DownGets, res.Strategies[k].Summary.DownLocalHits = r.lanes[k].whileDown()
 	}
 	if rs != nil {
 		res.RestartMs = ms(rs.took())
+		res.DownMs = ms(rs.at.Sub(killedAt))
 	}
 	res.RunSeconds = time.Since(r.t0).Seconds()
 	return res, nil
