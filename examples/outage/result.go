@@ -96,7 +96,7 @@ type Summary struct {
 	// when the machine left too little CPU for the 2 points.
 	RecoveredHitRatio *float64 `json:"recovered_hit_ratio"`
 	// RedisBackMs is how long after the restart every instance used Redis
-	// again (textbook: a GET answered; cacheaside: breaker closed); nil
+	// again (textbook: a GET answered; cacheaside: its breaker closed); nil
 	// when not within the run.
 	RedisBackMs *float64 `json:"redis_back_ms"`
 }
