@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -34,6 +35,10 @@ type keyLoad struct {
 	// which carries its first caller's values); otherwise the cache
 	// loaded on its own (a warm-up, a refresh).
 	Request bool `json:"request"`
+	// Via names, for a call the cache made on its own, the functions of
+	// the cacheaside package it came through, innermost first: which
+	// path loaded (a warm-up's batch, a single key's, a refresh).
+	Via string `json:"via,omitempty"`
 }
 
 // instanceKey and requestKey are the context keys under which a request
@@ -76,6 +81,9 @@ func (k *keyLoads) begin(ctx context.Context, id int64) func(err error) {
 		inst = -1
 	}
 	c := &keyLoad{Instance: inst, Key: id, StartMs: ms(time.Since(k.since)), Request: ctx.Value(requestKey{}) != nil}
+	if !c.Request {
+		c.Via = cacheasideFrames()
+	}
 	k.calls = append(k.calls, c)
 	since := k.since
 	return func(err error) {
@@ -86,6 +94,31 @@ func (k *keyLoads) begin(ctx context.Context, id int64) func(err error) {
 			c.Err = err.Error()
 		}
 	}
+}
+
+// cacheasideFrames names the functions of package cacheaside (not its
+// internal packages) on the caller's stack, innermost first, at most
+// eight. The cache calls its loader on a goroutine of its own, so the path
+// that asked for the load shows only with the stacks of the goroutines
+// that started it: run with GODEBUG=tracebackancestors=10.
+func cacheasideFrames() string {
+	buf := make([]byte, 64<<10)
+	buf = buf[:runtime.Stack(buf, false)]
+	const pkg = "github.com/cacheaside/cacheaside."
+	var names []string
+	for line := range strings.Lines(string(buf)) {
+		name, ok := strings.CutPrefix(line, pkg)
+		if !ok || len(names) == 8 {
+			continue
+		}
+		if i := strings.LastIndexByte(name, '('); i > 0 {
+			name = name[:i]
+		}
+		if len(names) == 0 || names[len(names)-1] != name {
+			names = append(names, name)
+		}
+	}
+	return strings.Join(names, " < ")
 }
 
 // stop ends recording. It returns the most calls of one key (all
@@ -153,6 +186,9 @@ func describeRepeats(repeats [][]keyLoad) string {
 			end := "still running"
 			if c.Returned {
 				end = fmt.Sprintf("%.0fms", c.EndMs)
+			}
+			if c.Via != "" {
+				kind += " (" + c.Via + ")"
 			}
 			fmt.Fprintf(&b, "  %s: %.0fms-%s after the kill began, err %q\n", kind, c.StartMs, end, c.Err)
 		}

@@ -20,6 +20,13 @@ type lane struct {
 
 	lastQueries uint64
 	backAfter   time.Duration // from the restart until redisBack; 0 until then
+
+	// The Gets the cache answered so far (all, and from its in-process
+	// cache), whenever they ended, and their counts when Redis went down
+	// and when it answered again: what the cache did while Redis was
+	// down, whichever seconds that took on a busy machine.
+	answered, local atomic.Uint64
+	atDown, atUp    [2]uint64 // answered, local
 }
 
 // window is what one lane did in one second. Requests, errors,
@@ -54,6 +61,12 @@ func (l *lane) record(t0 time.Time, d time.Duration, failed, shed bool, a answer
 	w := &l.win[i]
 	w.requests++
 	w.counts.add(a)
+	if a != answerNone {
+		l.answered.Add(1)
+	}
+	if a == answerLocal {
+		l.local.Add(1)
+	}
 	if failed {
 		w.errors++
 	}
@@ -78,6 +91,18 @@ func (c *cacheCounts) add(a answer) {
 	if a == answerLocal {
 		c.localHits++
 	}
+}
+
+// markDown notes the Gets answered so far, when Redis has gone down.
+func (l *lane) markDown() { l.atDown = [2]uint64{l.answered.Load(), l.local.Load()} }
+
+// markUp notes the Gets answered so far, when Redis answers again.
+func (l *lane) markUp() { l.atUp = [2]uint64{l.answered.Load(), l.local.Load()} }
+
+// whileDown returns the Gets answered between markDown and markUp, and of
+// them those answered from the in-process cache.
+func (l *lane) whileDown() (answered, local uint64) {
+	return l.atUp[0] - l.atDown[0], l.atUp[1] - l.atDown[1]
 }
 
 // trim ends the timeline at n seconds: the requests filed under later

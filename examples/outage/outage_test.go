@@ -133,10 +133,18 @@ func TestOutageWithRedisServer(t *testing.T) {
 		t.Errorf("cacheaside queried %d times during the outage a key the same instance had already read from the database or was still reading, want 0 (one load per key per instance); most queries of one key, all instances: %d (textbook %d); the queries of each such key by that instance:\n%s",
 			ca.OutageRepeatedQueries, ca.OutageMaxKeyQueries, tb.OutageMaxKeyQueries, describeRepeats(res.strategy("cacheaside").OutageRepeats))
 	}
-	// Answered: the Gets the cache counted (a value from Redis, its
-	// in-process cache or a load), on time or not: at a load average of 25
-	// every request of the outage ran past the deadline once, 274 of them
-	// answered from the in-process cache.
+	// Answered while Redis was down: the Gets the cache answered (a value
+	// from its in-process cache or a load), on time or not, from the kill
+	// to the restarted Redis answering. Not the outage phase's seconds:
+	// on a busy machine the kill and the restart happen late, the restart
+	// takes seconds (Redis still down in seconds labelled recovery), and
+	// requests end seconds after they began. Under 6 busy loops and three
+	// copies at once (load averages 17 to 31) the outage phase's seconds
+	// counted 0 to 37 answered Gets and none from L1 in 7 of 24 runs, while
+	// in the seconds after them, Redis still down, L1 answered dozens to
+	// hundreds. At a load average of 25 every request of the outage phase
+	// ran past the deadline once, 274 of them answered from the in-process
+	// cache.
 	var answered, local uint64
 	for _, sec := range res.strategy("cacheaside").Timeline {
 		if sec.Phase == phaseOutage {
@@ -144,11 +152,12 @@ func TestOutageWithRedisServer(t *testing.T) {
 			local += sec.LocalHits
 		}
 	}
-	if answered == 0 || local == 0 {
-		t.Errorf("during the outage cacheaside answered %d requests, %d from its in-process cache; want both above 0", answered, local)
+	if ca.DownGets == 0 || ca.DownLocalHits == 0 {
+		t.Errorf("while Redis was down (%.0fms from the kill to the restarted Redis answering) cacheaside answered %d Gets, %d from its in-process cache; want both above 0; seconds of the outage phase and after: %v",
+			res.DownMs, ca.DownGets, ca.DownLocalHits, outageBySecond(res, "cacheaside"))
 	}
-	t.Logf("during the outage: DB %.1f q/s (textbook %.1f), at most %d queries of one key (textbook %d), %d requests answered, %d from L1",
-		ca.OutageDBQPS, tb.OutageDBQPS, ca.OutageMaxKeyQueries, tb.OutageMaxKeyQueries, answered, local)
+	t.Logf("during the outage: DB %.1f q/s (textbook %.1f), at most %d queries of one key (textbook %d); %d Gets answered in the outage phase's seconds, %d from L1; %d while Redis was down, %d from L1",
+		ca.OutageDBQPS, tb.OutageDBQPS, ca.OutageMaxKeyQueries, tb.OutageMaxKeyQueries, answered, local, ca.DownGets, ca.DownLocalHits)
 	// Recovered: once every instance used Redis again, some second's hit
 	// ratio came back near the healthy phase's of the same run. How soon,
 	// and to within 2 points (RecoverySeconds), is the program's summary:
@@ -173,6 +182,18 @@ func errorsBySecond(res *Result, name string) []string {
 	for _, sec := range res.strategy(name).Timeline {
 		if sec.Errors > 0 {
 			out = append(out, fmt.Sprintf("t=%d %s: %d", sec.T, sec.Phase, sec.Errors))
+		}
+	}
+	return out
+}
+
+// outageBySecond lists a strategy's seconds from the kill on: requests,
+// Gets, L1 answers, requests past the deadline and breakers open.
+func outageBySecond(res *Result, name string) []string {
+	var out []string
+	for _, sec := range res.strategy(name).Timeline {
+		if sec.Phase == phaseOutage || sec.Phase == phaseRecovery {
+			out = append(out, fmt.Sprintf("t=%d %s: %d requests, %d gets, %d from L1, %d late, %d breakers open", sec.T, sec.Phase, sec.Requests, sec.Gets, sec.LocalHits, sec.Errors, sec.Breakers))
 		}
 	}
 	return out

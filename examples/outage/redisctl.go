@@ -112,7 +112,7 @@ func (s *redisServer) launch(ctx context.Context) error {
 		close(exited)
 	}()
 	s.cmd, s.exited = cmd, exited
-	if err := waitReady(ctx, s.addr(), exited); err != nil {
+	if err := waitReady(ctx, s.addr(), exited, readyTimeout); err != nil {
 		_ = s.kill()
 		return err
 	}
@@ -160,12 +160,26 @@ func (s *redisServer) close() error {
 }
 
 // waitReady polls addr with PING until it answers +PONG, the process
-// exits, or readyTimeout passes.
-func waitReady(ctx context.Context, addr string, exited <-chan struct{}) error {
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		if ping(addr) == nil {
+// exits, or timeout passes. Only a PING sent after the timeout can end
+// the wait with an error: on a busy machine the polling goroutine can be
+// held off the CPU for longer than the timeout between two PINGs (whole
+// seconds passed with no request of a run answered), and a server that
+// started meanwhile then answers the next one.
+func waitReady(ctx context.Context, addr string, exited <-chan struct{}, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for tries := 1; ; tries++ {
+		late := time.Now().After(deadline)
+		err := ping(addr)
+		if err == nil {
 			return nil
+		}
+		if late {
+			select {
+			case <-exited:
+				return errors.New("redis-server exited before answering PING (port taken?)")
+			default:
+			}
+			return fmt.Errorf("redis at %s did not answer PING within %v (%d tries, the last: %w)", addr, timeout, tries, err)
 		}
 		select {
 		case <-exited:
@@ -173,9 +187,6 @@ func waitReady(ctx context.Context, addr string, exited <-chan struct{}) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("redis at %s did not answer PING within %v", addr, readyTimeout)
 		}
 	}
 }

@@ -17,6 +17,7 @@ type Result struct {
 	Params     Params           `json:"params"`
 	Redis      string           `json:"redis"`
 	RestartMs  float64          `json:"restart_ms"` // until the restarted Redis answered
+	DownMs     float64          `json:"down_ms"`    // from the kill's return to the restarted Redis answering
 	RunSeconds float64          `json:"run_seconds"`
 	Strategies []StrategyResult `json:"strategies"`
 	Notes      []string         `json:"notes"`
@@ -66,6 +67,12 @@ type Summary struct {
 	// during the outage, or was still reading (see repeated): the loads
 	// that L1.OutageOnly's one load per key per instance leaves out.
 	OutageRepeatedQueries uint64 `json:"outage_repeated_queries"`
+	// DownGets counts the Gets the cache answered (on time or not) from
+	// the moment Redis was killed to the moment the restarted Redis
+	// answered, whatever seconds of the timeline that took, and
+	// DownLocalHits those of them answered from the in-process cache.
+	DownGets      uint64 `json:"down_gets"`
+	DownLocalHits uint64 `json:"down_local_hits"`
 	// ReturnedErrors counts the errors the strategy returned other than
 	// the per-request deadline, outside the warming phase: what a caller
 	// sees even on a machine with CPU to spare.
@@ -89,7 +96,7 @@ type Summary struct {
 	// when the machine left too little CPU for the 2 points.
 	RecoveredHitRatio *float64 `json:"recovered_hit_ratio"`
 	// RedisBackMs is how long after the restart every instance used Redis
-	// again (textbook: a GET answered; cacheaside: breaker closed); nil
+	// again (textbook: a GET answered; cacheaside: its breaker closed); nil
 	// when not within the run.
 	RedisBackMs *float64 `json:"redis_back_ms"`
 }

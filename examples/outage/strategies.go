@@ -149,8 +149,9 @@ func (t *textbook) close() error { return closeClients(t.clients) }
 
 // cacheAside serves reads through one cacheaside.Cache per instance.
 type cacheAside struct {
-	clients []*redis.Client
-	caches  []*cacheaside.Cache[int64, Product]
+	clients  []*redis.Client
+	caches   []*cacheaside.Cache[int64, Product]
+	backSeen []bool // per instance: redisBack saw its breaker closed
 }
 
 // newCacheAside builds n instances over Redis at addr, loading from db.
@@ -172,7 +173,7 @@ func newCacheAside(addr string, n, keys int, db database) (*cacheAside, error) {
 	for i := range top {
 		top[i] = int64(i + 1)
 	}
-	s := &cacheAside{clients: newClients(addr, n)}
+	s := &cacheAside{clients: newClients(addr, n), backSeen: make([]bool, n)}
 	for i, rdb := range s.clients {
 		c, err := cacheaside.New(rdb, loader(i),
 			cacheaside.WithPrefix(cacheasidePrefix),
@@ -228,16 +229,23 @@ func (s *cacheAside) breakersOpen() int {
 	return n
 }
 
-// redisBack reports whether every instance's circuit breaker is closed: a
-// breaker that opened during the outage closes only after a call to Redis
-// succeeded.
+// redisBack reports whether every instance's circuit breaker has been
+// closed at some call since Redis restarted: a breaker that opened during
+// the outage closes only after a call to Redis succeeded. Each instance
+// on its own, as the textbook's GETs: on a busy machine a breaker whose
+// probe missed the Redis timeout opens again for its cooldown, so the
+// breakers need not all be closed at one moment when each instance has
+// used Redis again. The timeline's goroutine alone calls it, once the
+// restarted Redis answered.
 func (s *cacheAside) redisBack(time.Time) bool {
-	for _, c := range s.caches {
-		if c.Stats().Breaker != cacheaside.BreakerClosed {
-			return false
+	back := true
+	for i, c := range s.caches {
+		if !s.backSeen[i] {
+			s.backSeen[i] = c.Stats().Breaker == cacheaside.BreakerClosed
 		}
+		back = back && s.backSeen[i]
 	}
-	return true
+	return back
 }
 
 // stats sums the instances' Stats, for the closing notes.
