@@ -131,14 +131,16 @@ func (t *ticks) stop() {
 	t.latest.Store(nil)
 }
 
-// withDeadline returns a context for an inline call under ctx that ends
-// after d, and its cancel function. It is a budgetCtx when d is the budget
-// (the ticks then come in order), ctx has no earlier deadline and the
-// guard is open; otherwise context.WithDeadline's.
-func (g *Guard) withDeadline(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	deadline := time.Now().Add(d)
+// withDeadline returns a context for an inline call under ctx that began
+// at clock start and ends after d, and its cancel function. It is a
+// budgetCtx when d is the budget (the ticks then come in order), ctx has
+// no earlier deadline and the guard is open; otherwise
+// context.WithDeadline's. The deadline is found from start, not from a
+// clock read of its own: the call's start is its clock reading.
+func (g *Guard) withDeadline(ctx context.Context, start int64, d time.Duration) (context.Context, context.CancelFunc) {
+	deadline := instant(start + int64(d))
 	if pd, ok := ctx.Deadline(); d == g.budget && (!ok || pd.After(deadline)) {
-		if ch, ok := g.ticks.done(clock() + int64(d)); ok {
+		if ch, ok := g.ticks.done(start + int64(d)); ok {
 			return &budgetCtx{Context: ctx, deadline: deadline, done: ch}, noCancel
 		}
 	}

@@ -26,7 +26,7 @@ func TestBudgetCtx(t *testing.T) {
 	for _, cancelParent := range []bool{false, true} {
 		parent, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "v"))
 		start := time.Now()
-		ctx, done := g.withDeadline(parent, budget)
+		ctx, done := g.withDeadline(parent, clock(), budget)
 		if _, ok := ctx.(*budgetCtx); !ok {
 			t.Fatalf("withDeadline(ctx, budget) = %T, want *budgetCtx", ctx)
 		}
@@ -65,7 +65,7 @@ func TestBudgetCtx(t *testing.T) {
 	// A parent with an earlier deadline keeps it: a context of its own.
 	parent, cancel := context.WithTimeout(context.Background(), budget/2)
 	defer cancel()
-	ctx, done := g.withDeadline(parent, budget)
+	ctx, done := g.withDeadline(parent, clock(), budget)
 	defer done()
 	if _, ok := ctx.(*budgetCtx); ok {
 		t.Errorf("withDeadline under a parent with an earlier deadline = *budgetCtx, want context.WithDeadline's")

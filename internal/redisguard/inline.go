@@ -82,7 +82,7 @@ func (g *Guard) calm(n *Node) bool {
 func (g *Guard) DoInline(ctx context.Context, n *Node, d time.Duration, fn func(context.Context) error) error {
 	return g.breaker(ctx, n, func() error {
 		start := clock()
-		rctx, cancel := g.withDeadline(ctx, d)
+		rctx, cancel := g.withDeadline(ctx, start, d)
 		defer cancel()
 		n.inflight.Add(1)
 		err := g.callSafely(rctx, fn)

@@ -54,6 +54,10 @@ var clockBase = time.Now()
 // clock returns monotonic nanoseconds since the package started; never 0.
 func clock() int64 { return int64(time.Since(clockBase)) + 1 }
 
+// instant returns the time of clock reading c, with a monotonic reading
+// (so that a deadline from it is measured like one from time.Now).
+func instant(c int64) time.Time { return clockBase.Add(time.Duration(c - 1)) }
+
 // life is what the guard knows about whether one node answers. Each
 // last* field holds the clock of the latest such event, 0 for none yet.
 type life struct {
