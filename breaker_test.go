@@ -216,28 +216,16 @@ func TestMaxAbandonedBoundsStuckCalls(t *testing.T) {
 func TestBreakerHookSeesChanges(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
-	var (
-		mu      sync.Mutex
-		changes []cacheaside.BreakerChange
-	)
+	var log changeLog
 	seen := func(to cacheaside.BreakerState) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, ch := range changes {
-			if ch.To == to {
-				return true
-			}
-		}
-		return false
+		return slices.ContainsFunc(log.all(), func(ch cacheaside.BreakerChange) bool { return ch.To == to })
 	}
 	ld := &faultLoader{}
 	c := newFaultCache(t, rdb, ld.load,
 		cacheaside.WithRedisTimeout(faultBudget),
 		cacheaside.WithBreaker(3, 100*time.Millisecond),
 		cacheaside.WithBreakerHook(func(ch cacheaside.BreakerChange) {
-			mu.Lock()
-			changes = append(changes, ch)
-			mu.Unlock()
+			log.hook(ch)
 			panic("a careless hook")
 		}))
 	mustGetAll(t, c, faultKeys(0, 9))
@@ -251,13 +239,105 @@ func TestBreakerHookSeesChanges(t *testing.T) {
 		mustGet(t, c, 0)
 		return seen(cacheaside.BreakerClosed)
 	})
-	mu.Lock()
-	defer mu.Unlock()
-	first := changes[0]
+	first := log.all()[0]
 	if first.From != cacheaside.BreakerClosed || first.To != cacheaside.BreakerOpen || first.Node != "" {
 		t.Errorf("first change = %+v, want closed → open on node \"\"", first)
 	}
 	if got := c.Stats().BreakerOpens; got < 1 {
 		t.Errorf("Stats().BreakerOpens = %d, want at least 1", got)
 	}
+}
+
+// TestFrozenRedisUnderHitStormOpensBreaker: workers hit Redis (the
+// breaker's fast path) when it freezes, so that many calls admitted
+// before the freeze fail at once. The breaker must open, each change the
+// hook sees must follow the one before (closed → open → half-open → open
+// or closed), and after the thaw it must close again with hits going to
+// Redis and none skipped.
+func TestFrozenRedisUnderHitStormOpensBreaker(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	var log changeLog
+	last := func() cacheaside.BreakerState {
+		if all := log.all(); len(all) > 0 {
+			return all[len(all)-1].To
+		}
+		return cacheaside.BreakerClosed
+	}
+	ld := &faultLoader{}
+	c := newFaultCache(t, rdb, ld.load,
+		cacheaside.WithRedisTimeout(faultBudget),
+		cacheaside.WithBreaker(5, 300*time.Millisecond),
+		cacheaside.WithBreakerHook(log.hook))
+	keys := faultKeys(0, 19)
+	mustGetAll(t, c, keys)
+
+	storm := startGetStorm(c, 8, len(keys))
+	time.Sleep(300 * time.Millisecond)
+	thaw := freezeServer(t, srv)
+	waitFor(t, 10*time.Second, "the breaker opens on the frozen server", func() bool {
+		return c.Stats().BreakerOpens >= 1
+	})
+	time.Sleep(time.Second) // half-open probes fail on the frozen server
+	thaw()
+	waitFor(t, 20*time.Second, "the breaker closes after the thaw", func() bool {
+		return last() == cacheaside.BreakerClosed && c.Stats().Breaker == cacheaside.BreakerClosed
+	})
+	storm.halt(t, 0)
+
+	before := c.Stats()
+	mustGetAll(t, c, keys)
+	mustGetAll(t, c, keys)
+	after := c.Stats()
+	if after.RedisSkipped != before.RedisSkipped || after.Breaker != cacheaside.BreakerClosed {
+		t.Errorf("Stats() after the breaker closed went from %+v to %+v over %d Gets, want none skipped, closed", before, after, 2*len(keys))
+	}
+
+	changes := log.all()
+	next := map[cacheaside.BreakerState][]cacheaside.BreakerState{
+		cacheaside.BreakerClosed:   {cacheaside.BreakerOpen},
+		cacheaside.BreakerOpen:     {cacheaside.BreakerHalfOpen},
+		cacheaside.BreakerHalfOpen: {cacheaside.BreakerOpen, cacheaside.BreakerClosed},
+	}
+	from, opens := cacheaside.BreakerClosed, 0
+	for i, ch := range changes {
+		ok := ch.From == from
+		if ok {
+			ok = false
+			for _, to := range next[from] {
+				ok = ok || ch.To == to
+			}
+		}
+		if !ok {
+			t.Errorf("change %d = %+v after %v, want from %v to one of %v (all: %+v)", i, ch, from, from, next[from], changes)
+			break
+		}
+		if ch.To == cacheaside.BreakerOpen {
+			opens++
+		}
+		from = ch.To
+	}
+	if got := c.Stats().BreakerOpens; got != uint64(opens) || opens < 1 {
+		t.Errorf("Stats().BreakerOpens = %d, hook saw %d opens, want equal and at least 1", got, opens)
+	}
+	t.Logf("changes: %d, opens %d, stats %+v", len(changes), opens, after)
+}
+
+// changeLog records the changes a WithBreakerHook hook is told of.
+type changeLog struct {
+	mu      sync.Mutex
+	changes []cacheaside.BreakerChange
+}
+
+func (l *changeLog) hook(ch cacheaside.BreakerChange) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.changes = append(l.changes, ch)
+}
+
+// all returns the changes recorded so far.
+func (l *changeLog) all() []cacheaside.BreakerChange {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.changes)
 }
