@@ -248,12 +248,11 @@ func TestBreakerHookSeesChanges(t *testing.T) {
 	}
 }
 
-// TestFrozenRedisUnderHitStormOpensBreaker: workers hit Redis (the
-// breaker's fast path) when it freezes, so that many calls admitted
-// before the freeze fail at once. The breaker must open, each change the
-// hook sees must follow the one before (closed → open → half-open → open
-// or closed), and after the thaw it must close again with hits going to
-// Redis and none skipped.
+// TestFrozenRedisUnderHitStormOpensBreaker: workers hit Redis when it
+// freezes, so that many calls admitted before the freeze fail at once.
+// The breaker must open, each change the hook sees must follow the one
+// before (closed → open → half-open → open or closed), and after the thaw
+// it must close again with hits going to Redis and none skipped.
 func TestFrozenRedisUnderHitStormOpensBreaker(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
