@@ -3,7 +3,7 @@ module github.com/cacheaside/cacheaside/bench
 go 1.26.0
 
 require (
-	github.com/cacheaside/cacheaside v0.2.0
+	github.com/cacheaside/cacheaside v0.3.0
 	github.com/go-redis/cache/v9 v9.0.0
 	github.com/redis/go-redis/v9 v9.23.0
 	go.uber.org/goleak v1.3.0

@@ -3,14 +3,14 @@ module github.com/cacheaside/cacheaside/examples/basic
 go 1.26.0
 
 require (
-	github.com/cacheaside/cacheaside v0.2.0
+	github.com/cacheaside/cacheaside v0.3.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/redis/go-redis/v9 v9.23.0
 	go.uber.org/goleak v1.3.0
 )
 
 require (
-	github.com/cacheaside/cacheaside/integration v0.2.0
+	github.com/cacheaside/cacheaside/integration v0.3.0
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect

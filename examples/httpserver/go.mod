@@ -3,8 +3,8 @@ module github.com/cacheaside/cacheaside/examples/httpserver
 go 1.26.0
 
 require (
-	github.com/cacheaside/cacheaside v0.2.0
-	github.com/cacheaside/cacheaside/otel v0.2.0
+	github.com/cacheaside/cacheaside v0.3.0
+	github.com/cacheaside/cacheaside/otel v0.3.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
@@ -16,7 +16,7 @@ require (
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
-	github.com/cacheaside/cacheaside/integration v0.2.0
+	github.com/cacheaside/cacheaside/integration v0.3.0
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
