@@ -73,6 +73,25 @@ func (l *local[V]) refresh(vkey string, r result[V], redisExpiry time.Time, epoc
 	l.Refresh(vkey, r.val, r.err != nil, redisExpiry, epoch)
 }
 
+// localStamp returns the stamp of vkey's L1 entry now (l1.Cache.Stamp);
+// a zero one without L1.
+func (c *Cache[K, V]) localStamp(vkey string) l1.Stamp[V] {
+	if c.l1 == nil {
+		return l1.Stamp[V]{}
+	}
+	return c.l1.Stamp(vkey)
+}
+
+// localSince returns vkey's L1 entry if one was written since stamp s was
+// taken (l1.Cache.GetSince): a flight of this process read or loaded the
+// key meanwhile.
+func (c *Cache[K, V]) localSince(vkey string, s l1.Stamp[V]) (result[V], bool) {
+	if c.l1 == nil {
+		return result[V]{}, false
+	}
+	return localResult(c.l1.GetSince(vkey, s))
+}
+
 // localEpoch returns the in-process cache's invalidation epoch, or 0.
 func (c *Cache[K, V]) localEpoch() uint64 {
 	if c.l1 == nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/flight"
+	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/protocol"
 	"github.com/cacheaside/cacheaside/internal/restart"
 	"golang.org/x/sync/errgroup"
@@ -228,6 +229,10 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	}
 	results := make([]result[V], len(items))
 	leases := make([]protocol.Lease, len(items))
+	marks := make([]l1.Stamp[V], len(items))
+	for i := range items {
+		marks[i] = c.localStamp(items[i].vkey) // see warmKey
+	}
 	locked, _, down := c.acquireBatch(ctx, items, indexes(len(items)), results, leases)
 	stored := make([]bool, len(items))
 	// The loads are their keys' flights: they run on a goroutine of the
@@ -238,7 +243,7 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 	go func() {
 		defer c.tracker.done()
 		defer close(done)
-		c.warmLocked(detach(ctx, c.life), batch, items, locked, results, leases, stored)
+		c.warmLocked(detach(ctx, c.life), batch, items, locked, marks, results, leases, stored)
 	}()
 	select {
 	case <-done:
@@ -265,16 +270,21 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 // with one batch load as the flights of their keys in this process, and
 // fills them. A key whose flight is already in the air (a Get or GetMany
 // of this process reads it or waits for this lock) gets its lock back and
-// is not loaded: that flight loads it once the lock is free. The items
+// is not loaded: that flight loads it once the lock is free. Nor is one
+// that a flight of this process wrote to L1 since marks[i] was taken,
+// before the acquire (see loadedMeanwhile). The items
 // this call leads have their flight set (fl); each is finished with its
 // result, a PanicError after a panic.
-func (c *Cache[K, V]) warmLocked(ctx context.Context, batch BatchLoadFunc[K, V], items []pendingKey[K, V], locked []int, results []result[V], leases []protocol.Lease, stored []bool) {
+func (c *Cache[K, V]) warmLocked(ctx context.Context, batch BatchLoadFunc[K, V], items []pendingKey[K, V], locked []int, marks []l1.Stamp[V], results []result[V], leases []protocol.Lease, stored []bool) {
 	defer c.finishFlights(items, results)
 	led := locked[:0:0]
 	for _, i := range locked {
 		fl, leader := c.flights.Join(ctx, items[i].vkey)
 		if !leader {
 			c.giveBack(ctx, protocol.KeysFor(items[i].vkey), leases[i], nil)
+			continue
+		}
+		if c.loadedMeanwhile(ctx, fl, items[i].vkey, leases[i], marks[i]) {
 			continue
 		}
 		c.flights.Hold(fl) // its waiters go with the load (Waiters)
@@ -304,6 +314,7 @@ func (c *Cache[K, V]) warmLocked(ctx context.Context, batch BatchLoadFunc[K, V],
 func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) {
 	vkey := protocol.ValueKey(c.cfg.prefix, c.encode(key))
 	ks := protocol.KeysFor(vkey)
+	mark := c.localStamp(vkey) // before the acquire: see loadedMeanwhile
 	st, _, l, err := c.acquire(ctx, ks, false)
 	if err != nil {
 		c.redisError(err)
@@ -318,6 +329,9 @@ func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) 
 		// A Get of this process reads the key or waits for this lock:
 		// it loads the key once the lock is given back.
 		c.giveBack(ctx, ks, l, nil)
+		return false, nil
+	}
+	if c.loadedMeanwhile(ctx, fl, vkey, l, mark) {
 		return false, nil
 	}
 	epoch := c.localEpoch()
@@ -347,6 +361,31 @@ func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) 
 		return false, r.err
 	}
 	return stored.Load(), nil
+}
+
+// loadedMeanwhile is what a warm-up does once it leads fl, the flight of
+// vkey, under the fill lock l it took: when a flight of this process wrote
+// vkey to L1 since mark was taken, before the acquire, it finishes fl with
+// that entry (for the Gets that joined it), gives the lock back and
+// reports true, and the warm-up does not load the key.
+//
+// That flight ended between the acquire and the warm-up's Join, and in an
+// outage it loaded the key: Redis died once the lock was taken, a Get
+// read it, failed, and loaded the key without the lock, and L1 kept the
+// result. Loading it again broke L1's one load per key per process in an
+// outage ("instance 1, key 5: 2 loads" in examples/outage, the second in
+// warmKey). The test is the entry's being new, not the breaker's state: a
+// few failed calls leave the breaker closed. A flight that read the key
+// from Redis instead found it written since the acquire: there is nothing
+// to warm either.
+func (c *Cache[K, V]) loadedMeanwhile(ctx context.Context, fl *flight.Call[result[V]], vkey string, l protocol.Lease, mark l1.Stamp[V]) bool {
+	r, ok := c.localSince(vkey, mark)
+	if !ok {
+		return false
+	}
+	c.flights.Finish(vkey, fl, r)
+	c.giveBack(ctx, protocol.KeysFor(vkey), l, nil)
+	return true
 }
 
 // log writes to the configured logger, if any.

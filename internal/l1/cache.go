@@ -173,6 +173,30 @@ func (l *Cache[V]) Put(vkey string, v V, notFound bool, redisExpiry time.Time, e
 	})
 }
 
+// Stamp identifies the entry a key held at one moment, or its having
+// none. Every Put that writes makes a new entry, so a key whose entry is
+// not the one of a stamp was written since the stamp was taken (or
+// dropped). A stamp keeps its entry alive: it is never mistaken for a
+// newer one.
+type Stamp[V any] struct{ e *entry[V] }
+
+// Stamp returns the stamp of vkey's entry now, expired or not.
+func (l *Cache[V]) Stamp(vkey string) Stamp[V] {
+	e, _ := l.c.GetIfPresent(vkey)
+	return Stamp[V]{e}
+}
+
+// GetSince is Get for a read during an outage (not healthy) that takes
+// only an entry written since s was taken: ok is false when vkey has no
+// entry, or still the entry of s.
+func (l *Cache[V]) GetSince(vkey string, s Stamp[V]) (v *V, notFound, ok bool) {
+	e, ok := l.get(vkey, false)
+	if !ok || e == s.e {
+		return nil, false, false
+	}
+	return &e.val, e.notFound, true
+}
+
 // Refresh is Put for a Redis hit: it writes only when the entry is missing,
 // expired, older than half the TTL or not trusted, so a hot key does not rewrite L1
 // on every Get.

@@ -262,3 +262,35 @@ func TestLocalTrustsOnlyWhileLeased(t *testing.T) {
 	l.Lease(time.Now().Add(time.Hour))
 	check("resumed and leased", true)
 }
+
+// TestGetSinceTakesOnlyEntriesWrittenAfterTheStamp: GetSince answers with
+// the entry of a key only if a Put wrote it after the stamp was taken;
+// the entry of the stamp itself, a Refresh that left it in place and a
+// key dropped since are no answer.
+func TestGetSinceTakesOnlyEntriesWrittenAfterTheStamp(t *testing.T) {
+	tests := []struct {
+		name   string
+		before func(l *Cache[int]) // before the stamp
+		after  func(l *Cache[int]) // after it
+		want   bool
+	}{
+		{"none, then put", func(l *Cache[int]) {}, func(l *Cache[int]) { l.Put("k", 2, false, time.Time{}, l.Epoch()) }, true},
+		{"an entry, untouched", func(l *Cache[int]) { l.Put("k", 1, false, time.Time{}, l.Epoch()) }, func(l *Cache[int]) {}, false},
+		{"an entry, put again", func(l *Cache[int]) { l.Put("k", 1, false, time.Time{}, l.Epoch()) }, func(l *Cache[int]) { l.Put("k", 1, false, time.Time{}, l.Epoch()) }, true},
+		{"an entry, refreshed in place", func(l *Cache[int]) { l.Put("k", 1, false, time.Time{}, l.Epoch()) }, func(l *Cache[int]) { l.Refresh("k", 1, false, time.Time{}, l.Epoch()) }, false},
+		{"an entry, invalidated", func(l *Cache[int]) { l.Put("k", 1, false, time.Time{}, l.Epoch()) }, func(l *Cache[int]) { l.Invalidate("k") }, false},
+		{"none, another key put", func(l *Cache[int]) {}, func(l *Cache[int]) { l.Put("other", 2, false, time.Time{}, l.Epoch()) }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newTestLocal(t)
+			l.VerifyFromNow() // a Refresh leaves a trusted, fresh entry in place
+			tt.before(l)
+			s := l.Stamp("k")
+			tt.after(l)
+			if _, _, ok := l.GetSince("k", s); ok != tt.want {
+				t.Errorf("GetSince(k) ok = %v, want %v", ok, tt.want)
+			}
+		})
+	}
+}
