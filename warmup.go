@@ -284,7 +284,8 @@ func (c *Cache[K, V]) warmLocked(ctx context.Context, batch BatchLoadFunc[K, V],
 			c.giveBack(ctx, protocol.KeysFor(items[i].vkey), leases[i], nil)
 			continue
 		}
-		if c.loadedMeanwhile(ctx, fl, items[i].vkey, leases[i], marks[i]) {
+		if c.loadedMeanwhile(ctx, fl, items[i].key, items[i].vkey, leases[i], marks[i]) {
+			defer func() { <-fl.Done() }() // resolved as a Get's flight: see warmKey
 			continue
 		}
 		c.flights.Hold(fl) // its waiters go with the load (Waiters)
@@ -331,7 +332,12 @@ func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) 
 		c.giveBack(ctx, ks, l, nil)
 		return false, nil
 	}
-	if c.loadedMeanwhile(ctx, fl, vkey, l, mark) {
+	if c.loadedMeanwhile(ctx, fl, key, vkey, l, mark) {
+		select { // Warm returns once its keys are written, as below
+		case <-fl.Done():
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
 		return false, nil
 	}
 	epoch := c.localEpoch()
@@ -364,27 +370,32 @@ func (c *Cache[K, V]) warmKey(ctx context.Context, key K) (did bool, err error) 
 }
 
 // loadedMeanwhile is what a warm-up does once it leads fl, the flight of
-// vkey, under the fill lock l it took: when a flight of this process wrote
-// vkey to L1 since mark was taken, before the acquire, it finishes fl with
-// that entry (for the Gets that joined it), gives the lock back and
-// reports true, and the warm-up does not load the key.
+// key (vkey), under the fill lock l it took: when a flight of this process
+// wrote vkey to L1 since mark was taken, before the acquire, it gives the
+// lock back, runs fl as a Get's flight would (resolve: the Redis read,
+// and on a failed read the L1 copy, else the lock and the load) and
+// reports true, and the warm-up does not load the key itself.
 //
 // That flight ended between the acquire and the warm-up's Join, and in an
 // outage it loaded the key: Redis died once the lock was taken, a Get
 // read it, failed, and loaded the key without the lock, and L1 kept the
 // result. Loading it again broke L1's one load per key per process in an
 // outage ("instance 1, key 5: 2 loads" in examples/outage, the second in
-// warmKey). The test is the entry's being new, not the breaker's state: a
-// few failed calls leave the breaker closed. A flight that read the key
-// from Redis instead found it written since the acquire: there is nothing
-// to warm either.
-func (c *Cache[K, V]) loadedMeanwhile(ctx context.Context, fl *flight.Call[result[V]], vkey string, l protocol.Lease, mark l1.Stamp[V]) bool {
-	r, ok := c.localSince(vkey, mark)
-	if !ok {
+// warmKey); resolve's failed read answers with that L1 copy instead.
+//
+// Finishing fl with the L1 entry itself is wrong twice over. Redis may be
+// healthy (one read failed, TestWarmUpAfterOneFailedReadWritesRedis): the
+// key must then be written, and resolve loads it under the lock. And the
+// entry may predate an Invalidate of this process that is between its
+// Forget and its second L1 drop: a Get that starts once Invalidate has
+// returned would join fl and get the older value; resolve reads Redis,
+// which the Invalidate has already written.
+func (c *Cache[K, V]) loadedMeanwhile(ctx context.Context, fl *flight.Call[result[V]], key K, vkey string, l protocol.Lease, mark l1.Stamp[V]) bool {
+	if _, ok := c.localSince(vkey, mark); !ok {
 		return false
 	}
-	c.flights.Finish(vkey, fl, r)
 	c.giveBack(ctx, protocol.KeysFor(vkey), l, nil)
+	c.startFlight(ctx, fl, vkey, func(ctx context.Context) result[V] { return c.resolve(ctx, key, vkey) })
 	return true
 }
 
