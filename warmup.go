@@ -285,7 +285,12 @@ func (c *Cache[K, V]) warmLocked(ctx context.Context, batch BatchLoadFunc[K, V],
 			continue
 		}
 		if c.loadedMeanwhile(ctx, fl, items[i].key, items[i].vkey, leases[i], marks[i]) {
-			defer func() { <-fl.Done() }() // resolved as a Get's flight: see warmKey
+			defer func() { // resolved as a Get's flight: see warmKey
+				select {
+				case <-fl.Done():
+				case <-ctx.Done():
+				}
+			}()
 			continue
 		}
 		c.flights.Hold(fl) // its waiters go with the load (Waiters)
