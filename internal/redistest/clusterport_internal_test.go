@@ -19,14 +19,14 @@ func TestClusterNodeLosesItsBusPort(t *testing.T) {
 	defer taken.Close()
 	var mu sync.Mutex
 	calls := 0
-	pickPort = func() (int, error) {
+	pickPort = func(tb testing.TB) (int, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		calls++
 		if calls == 2 { // the first node's first bus port
 			return taken.Addr().(*net.TCPAddr).Port, nil
 		}
-		return freePort()
+		return freePort(tb)
 	}
 	t.Cleanup(func() { pickPort = freePort })
 	c := StartCluster(t)

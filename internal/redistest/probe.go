@@ -83,20 +83,3 @@ func probe(addr string) (int, error) {
 	}
 	return 0, errors.New("INFO server reply has no process_id")
 }
-
-// pickPort is freePort; a test replaces it to hand out a taken port.
-var pickPort = freePort
-
-// freePort asks the kernel for an unused loopback port. The port is released
-// before redis-server binds it, so callers must cope with losing the race.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		return 0, err
-	}
-	return port, nil
-}

@@ -110,7 +110,7 @@ func start(tb testing.TB, clusterBus bool, args ...string) *Server {
 	defer s.mu.Unlock()
 	var lastErr error
 	for range freshPortAttempts {
-		port, err := pickPort()
+		port, err := pickPort(tb)
 		if err != nil {
 			tb.Fatalf("redistest: pick a free port: %v", err)
 		}
@@ -118,7 +118,7 @@ func start(tb testing.TB, clusterBus bool, args ...string) *Server {
 		if clusterBus {
 			// The bus defaults to port+10000, which overflows for high
 			// ephemeral ports: an explicit free one instead.
-			if s.bus, err = pickPort(); err != nil {
+			if s.bus, err = pickPort(tb); err != nil {
 				tb.Fatalf("redistest: pick a free cluster bus port: %v", err)
 			}
 		}

@@ -102,7 +102,7 @@ func startSentinelProc(tb testing.TB, bin string, primaryPort int) *sentinelProc
 	var lastErr error
 	for range freshPortAttempts {
 		dir := tb.TempDir()
-		port, err := freePort()
+		port, err := freePort(tb)
 		if err != nil {
 			tb.Fatalf("redistest: pick a free port: %v", err)
 		}
