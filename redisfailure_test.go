@@ -72,8 +72,8 @@ func TestPoolWaitIsNotAnOutage(t *testing.T) {
 			stall := stalled().Slowest
 
 			total := summed(caches)
-			t.Logf("%d cold keys on 2 Caches with one connection each: %d loads, %d Redis calls slow, %d Redis errors, %d breaker opens",
-				keys-1, total.Loads, total.RedisSlow, total.RedisErrors, total.BreakerOpens)
+			t.Logf("%d cold keys on 2 Caches with one connection each: %d loads, %d Redis calls slow, %d Redis errors (%d skipped), %d breaker opens, %d lock waits ran out, slowest probe reply %v",
+				keys-1, total.Loads, total.RedisSlow, total.RedisErrors, total.RedisSkipped, total.BreakerOpens, total.LockWaitTimeouts, stall)
 			var twice []int
 			for k := range keys - 1 {
 				if loads[k].Load() != 1 {
