@@ -66,6 +66,7 @@ func newRedisCtl(ctx context.Context, cfg Config) (redisCtl, error) {
 type redisServer struct {
 	bin, dir, version string
 	port              int
+	hold              *os.File // the port's reservation (reservePort), held until close
 	cmd               *exec.Cmd
 	exited            chan struct{} // closed once cmd has been reaped
 }
@@ -77,12 +78,13 @@ func startRedisServer(ctx context.Context, bin string) (*redisServer, error) {
 	}
 	s := &redisServer{bin: bin, dir: dir, version: redisVersion(ctx, bin)}
 	for range 5 { // a free port can be taken between probe and bind: retry
-		if s.port, err = freePort(); err != nil {
+		if s.port, s.hold, err = reservePort(); err != nil {
 			break
 		}
 		if err = s.launch(ctx); err == nil {
 			return s, nil
 		}
+		_ = s.hold.Close()
 	}
 	_ = os.RemoveAll(dir)
 	return nil, fmt.Errorf("start redis-server: %w", err)
@@ -156,6 +158,9 @@ func (s *redisServer) restart(ctx context.Context) error {
 
 func (s *redisServer) close() error {
 	err := s.kill()
+	if s.hold != nil {
+		err = errors.Join(err, s.hold.Close())
+	}
 	return errors.Join(err, os.RemoveAll(s.dir))
 }
 
@@ -210,16 +215,6 @@ func ping(addr string) error {
 		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
 	}
 	return nil
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // miniRedis is the fallback when redis-server is not installed: an

@@ -23,7 +23,7 @@ import (
 // port; none of this project's tests start servers any other way.
 
 // portsDir holds one lock file per reserved port.
-var portsDir = filepath.Join(os.TempDir(), "cacheaside-redistest-ports")
+var portsDir = filepath.Join(os.TempDir(), "cacheaside-ports")
 
 // reserveAttempts bounds how many reserved ports freePort skips in a row.
 const reserveAttempts = 100
