@@ -120,7 +120,12 @@ func TestIsOutageRealReplies(t *testing.T) {
 	loading := redistest.Start(t, "--enable-debug-command", "yes",
 		"--key-load-delay", "2000", "--loading-process-events-interval-bytes", "1024")
 	loading.CLI(t, "DEBUG", "POPULATE", "500", "k", "1024")
-	reloader, probe := client(loading), client(loading)
+	// The reload takes 500 keys x 2ms = 1s on an idle machine; under load
+	// it outran the client's 3s read timeout once ("DEBUG RELOAD = read
+	// tcp ...: i/o timeout"). The reloader waits as long as it takes.
+	reloader := redis.NewClient(&redis.Options{Addr: loading.Addr(), MaxRetries: -1, ReadTimeout: time.Minute})
+	t.Cleanup(func() { _ = reloader.Close() })
+	probe := client(loading)
 	reloaded := make(chan error, 1)
 	go func() { reloaded <- reloader.Do(ctx, "DEBUG", "RELOAD").Err() }()
 	var loadErr error
