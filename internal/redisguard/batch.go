@@ -21,12 +21,12 @@ func (g *Guard) NodeOf(key string) string { return g.cbs.node(key) }
 // a failure (IsOutage) and the call was not skipped: the breaker then
 // opens after as many failed reads as without batching.
 func (g *Guard) Failed(key string, err error, n int) {
-	cb := g.cbs.forKey(key).cb
-	if cb == nil || !IsOutage(err) || errors.Is(err, ErrSkipped) {
+	nd := g.cbs.forKey(key)
+	if nd.cb == nil || !IsOutage(err) || errors.Is(err, ErrSkipped) {
 		return
 	}
 	for range n {
-		_, _ = cb.Execute(func() (struct{}, error) { return struct{}{}, err })
+		nd.clean.failed(nd.cb, err)
 	}
 }
 

@@ -39,6 +39,7 @@ type breakers struct {
 type Node struct {
 	cb       *gobreaker.CircuitBreaker[struct{}] // nil when breakers are disabled
 	inflight atomic.Int64                        // the guard's calls to the node that are running
+	clean    cleanState                          // calls may skip cb's Execute (clean.go)
 	life
 	refusals // refused.go
 }

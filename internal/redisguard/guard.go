@@ -284,16 +284,32 @@ func (g *Guard) callSafely(ctx context.Context, fn func(context.Context) error) 
 // counted either way; nor is a slow one (ErrSlow).
 func (g *Guard) breaker(ctx context.Context, n *Node, call func() error) error {
 	var err error
-	if n.cb == nil {
+	switch {
+	case n.cb == nil:
 		err = g.send(n, call)
-	} else {
+	case n.clean.clean():
+		err = g.send(n, call)
+		if err != nil && ctx.Err() != nil {
+			err = callerGone{err}
+		} else if err != nil && IsOutage(err) {
+			n.clean.failed(n.cb, err)
+		}
+	default:
 		_, err = n.cb.Execute(func() (struct{}, error) {
 			err := g.send(n, call)
 			if err != nil && ctx.Err() != nil {
 				return struct{}{}, callerGone{err}
 			}
+			if err != nil && IsOutage(err) {
+				n.clean.dirty()
+			}
 			return struct{}{}, err
 		})
+		if err == nil || !IsOutage(err) {
+			n.clean.settle(n.cb)
+		} else {
+			n.clean.dirty() // again, after Execute counted it: undoes a settle that looked before
+		}
 	}
 	switch {
 	case err == nil, errors.Is(err, redis.Nil):
