@@ -26,7 +26,7 @@ func (g *Guard) Failed(key string, err error, n int) {
 		return
 	}
 	for range n {
-		nd.clean.failed(nd.cb, err)
+		nd.clean.failedNow(nd.cb, err)
 	}
 }
 

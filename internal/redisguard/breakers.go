@@ -22,7 +22,7 @@ import (
 // breaker is closed, so its keys return to Redis as soon as the client has
 // re-read the map (the cache asks it to on a Redis fault).
 type breakers struct {
-	make func(node string) *gobreaker.CircuitBreaker[struct{}] // nil when disabled
+	make func(node string, changed func()) *gobreaker.CircuitBreaker[struct{}] // nil when disabled
 	// one serves a single server; on a Cluster it serves the calls made
 	// before the client first loaded its slot map (finding a key's node
 	// then would mean a network round trip outside the budget).
@@ -50,7 +50,7 @@ func (b *breakers) newNode(addr string) *Node {
 	ch := make(chan struct{})
 	n.wake.Store(&ch)
 	if b.make != nil {
-		n.cb = b.make(addr)
+		n.cb = b.make(addr, n.clean.changed)
 	}
 	return n
 }
@@ -67,9 +67,10 @@ func newBreakers(cfg Config, onChange func(node string, from, to State)) *breake
 	return b
 }
 
-// breakerMaker returns the function that builds the breaker of one node.
-func breakerMaker(failures uint32, cooldown time.Duration, onChange func(node string, from, to State)) func(node string) *gobreaker.CircuitBreaker[struct{}] {
-	return func(node string) *gobreaker.CircuitBreaker[struct{}] {
+// breakerMaker returns the function that builds the breaker of one node;
+// changed runs first on each of its state changes.
+func breakerMaker(failures uint32, cooldown time.Duration, onChange func(node string, from, to State)) func(node string, changed func()) *gobreaker.CircuitBreaker[struct{}] {
+	return func(node string, changed func()) *gobreaker.CircuitBreaker[struct{}] {
 		return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 			Name:        node,
 			MaxRequests: 1,
@@ -85,6 +86,7 @@ func breakerMaker(failures uint32, cooldown time.Duration, onChange func(node st
 				return gone || errors.Is(err, ErrSlow)
 			},
 			OnStateChange: func(node string, from, to gobreaker.State) {
+				changed()
 				onChange(node, stateOf(from), stateOf(to))
 			},
 		})

@@ -284,31 +284,35 @@ func (g *Guard) callSafely(ctx context.Context, fn func(context.Context) error) 
 // counted either way; nor is a slow one (ErrSlow).
 func (g *Guard) breaker(ctx context.Context, n *Node, call func() error) error {
 	var err error
-	switch {
-	case n.cb == nil:
+	if n.cb == nil {
 		err = g.send(n, call)
-	case n.clean.clean():
+	} else if gen, w, clean := n.clean.enter(); clean {
 		err = g.send(n, call)
-		if err != nil && ctx.Err() != nil {
+		switch {
+		case err != nil && ctx.Err() != nil:
 			err = callerGone{err}
-		} else if err != nil && IsOutage(err) {
-			n.clean.failed(n.cb, err)
+		case IsOutage(err):
+			n.clean.failed(n.cb, gen, err)
+		default:
+			n.clean.succeeded(n.cb, gen, w, err)
 		}
-	default:
+	} else {
+		counting := false // a failure is being counted: n.clean.end after Execute
 		_, err = n.cb.Execute(func() (struct{}, error) {
 			err := g.send(n, call)
 			if err != nil && ctx.Err() != nil {
 				return struct{}{}, callerGone{err}
 			}
-			if err != nil && IsOutage(err) {
-				n.clean.dirty()
+			if IsOutage(err) {
+				n.clean.begin()
+				counting = true
 			}
 			return struct{}{}, err
 		})
-		if err == nil || !IsOutage(err) {
+		if counting {
+			n.clean.end()
+		} else if err == nil || !IsOutage(err) {
 			n.clean.settle(n.cb)
-		} else {
-			n.clean.dirty() // again, after Execute counted it: undoes a settle that looked before
 		}
 	}
 	switch {
