@@ -11,6 +11,7 @@ import (
 
 	"github.com/cacheaside/cacheaside/internal/redistest"
 	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
 )
 
 // errDown is a call's failure: not a reply, so IsOutage.
@@ -301,7 +302,7 @@ func TestBreakerCleanOnlyWhileClosedWithoutFailure(t *testing.T) {
 			continue
 		}
 		seen++
-		if st.String() != "closed" || c.ConsecutiveFailures != 0 {
+		if st != gobreaker.StateClosed || c.ConsecutiveFailures != 0 {
 			if bad++; bad == 1 {
 				first = fmt.Sprintf("%v with %d consecutive failures", st, c.ConsecutiveFailures)
 			}
