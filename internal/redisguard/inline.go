@@ -127,12 +127,11 @@ func (g *Guard) RetrySlow(err error) bool {
 
 // cutWasSlow reports whether a call to n that began at start and was cut
 // by its deadline d was slow rather than failed (life.go): cut at the
-// budget while n answered others promptly or this process held it up
-// (congested, or its network-woken goroutines lag: lag.go), or
+// budget while n answered others promptly or this process held it up, or
 // at the limit (the first dial) while n answered others.
 func (g *Guard) cutWasSlow(n *Node, start int64, d time.Duration) bool {
 	if d == g.budget {
-		return n.lastPrompt.Load() >= start || g.congested(n) || g.lagging()
+		return n.lastPrompt.Load() >= start || g.congested(n)
 	}
 	return n.lastReply.Load() >= start
 }

@@ -34,9 +34,8 @@ import (
 // budget or as long as the node's replies took lately, whichever is
 // longer. Silence is not judged at all while this process has many more
 // goroutines ready to run than it runs (busy: replies may sit unread
-// behind them), nor while a goroutine woken by the network waits a
-// quarter budget or more to run (lag.go), nor at a check that itself ran
-// late by a quarter budget or more; such a call waits on, up to the limit. A frozen Redis holds
+// behind them), nor at a check that itself ran late by a quarter budget
+// or more; such a call waits on, up to the limit. A frozen Redis holds
 // its callers blocked, not runnable, so this costs freeze detection only
 // in a process that is busy for other reasons. A call past the budget while its node answers other calls,
 // promptly (within the budget of those calls) or while this process is
@@ -123,9 +122,8 @@ type watch struct {
 	period    int64       // calmPeriod budgets
 	congested func() bool // this process is busy, or its calls fill the node's pool
 	// starved reports that this process has many more goroutines ready to
-	// run than it runs (busy), or that a goroutine woken by the network
-	// waits a quarter budget or more to run (lag.go): replies may then sit
-	// unread, so silence is no evidence against the node. nil: never.
+	// run than it runs (busy): replies may then sit unread, so silence is
+	// no evidence against the node. nil: never.
 	starved func() bool
 }
 
