@@ -52,9 +52,6 @@ func (c *cleanState) enter() (gen, w uint64, clean bool) {
 	return gen, w, w&cleanFlag != 0
 }
 
-// clean reports whether calls to the node may skip its breaker's Execute.
-func (c *cleanState) clean() bool { return c.w.Load()&cleanFlag != 0 }
-
 // changed notes a state change of the breaker; it runs under its lock.
 func (c *cleanState) changed() { c.gens.Add(1) }
 

@@ -61,7 +61,7 @@ func TestBreakerTripsOnConsecutiveFailuresOnly(t *testing.T) {
 	g := cleanGuard(t, 3, time.Minute)
 	n := g.cbs.forKey("k")
 	_ = call(g, nil)
-	if !n.clean.clean() {
+	if _, _, clean := n.clean.enter(); !clean {
 		t.Fatalf("node not clean after a success on a closed breaker")
 	}
 	before := n.cb.Counts().Requests
@@ -115,7 +115,7 @@ func TestBreakerCleanAgainAfterRecovery(t *testing.T) {
 		t.Fatalf("State() = %v after a successful probe, want Closed", s)
 	}
 	_ = call(g, nil)
-	if !n.clean.clean() {
+	if _, _, clean := n.clean.enter(); !clean {
 		t.Errorf("node not clean after successes on a closed breaker")
 	}
 	_ = call(g, errDown)
@@ -150,7 +150,7 @@ func TestBreakerCleanUnderRaces(t *testing.T) {
 		_ = call(g, nil)
 		if c := n.cb.Counts(); c.ConsecutiveFailures != 0 {
 			t.Fatalf("round %d: breaker holds %d consecutive failures after two successes (clean %v), want 0",
-				round, c.ConsecutiveFailures, n.clean.clean())
+				round, c.ConsecutiveFailures, n.clean.w.Load()&cleanFlag != 0)
 		}
 	}
 }

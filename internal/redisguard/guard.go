@@ -290,7 +290,7 @@ func (g *Guard) breaker(ctx context.Context, n *Node, call func() error) error {
 		err = g.send(n, call)
 		switch {
 		case err != nil && ctx.Err() != nil:
-			err = callerGone{err}
+			// The caller left: counted neither way.
 		case IsOutage(err):
 			n.clean.failed(n.cb, gen, err)
 		default:
