@@ -41,12 +41,13 @@ type Node struct {
 	inflight atomic.Int64                        // the guard's calls to the node that are running
 	clean    cleanState                          // calls may skip cb's Execute (clean.go)
 	life
-	refusals // refused.go
+	refusals        // refused.go
+	conns    *conns // its connections, for replies waiting unread (unread.go)
 }
 
 // newNode returns the node of addr with a breaker of its own, if enabled.
 func (b *breakers) newNode(addr string) *Node {
-	n := &Node{}
+	n := &Node{conns: &conns{}}
 	ch := make(chan struct{})
 	n.wake.Store(&ch)
 	if b.make != nil {

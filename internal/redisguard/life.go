@@ -125,6 +125,9 @@ type watch struct {
 	// run than it runs (busy): replies may then sit unread, so silence is
 	// no evidence against the node. nil: never.
 	starved func() bool
+	// cs are the node's connections, where a reply may wait unread
+	// (unread.go). nil: none looked at.
+	cs *conns
 }
 
 // judge decides about a call still running at the check due at due, run
@@ -132,7 +135,7 @@ type watch struct {
 func (w *watch) judge(due, now int64) verdict {
 	last := w.l.lastReply.Load()
 	if now-w.start >= w.limit {
-		if last >= w.start {
+		if last >= w.start || w.replyWaiting() {
 			return overdue
 		}
 		return silent
@@ -162,9 +165,17 @@ func (w *watch) judge(due, now int64) verdict {
 		return waiting // this check ran late: so may the replies' readers
 	case w.starved != nil && w.starved():
 		return waiting // the replies' readers may be queued behind other goroutines
+	case w.cs != nil && !w.cs.unanswered(now, win):
+		return waiting // no request to the node waited a window: this call's may not be sent yet (unread.go)
+	case w.replyWaiting():
+		return slow // a reply waits unread: this process holds the call up, not the node (unread.go)
 	}
 	return silent
 }
+
+// replyWaiting reports whether a reply of the node waits unread in this
+// process, or did since the call began (unread.go).
+func (w *watch) replyWaiting() bool { return w.cs != nil && w.cs.replyWaiting(w.start) }
 
 // busy reports whether this process has many more goroutines ready to run
 // than it runs at once (busyQueue per P): a reply may then have arrived

@@ -104,16 +104,25 @@ type dialWatch struct{ g weak.Pointer[Guard] }
 
 func (h dialWatch) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		g := h.g.Value()
+		if g == nil || g.closed.Load() {
+			return next(ctx, network, addr)
+		}
+		n := g.cbs.forAddr(addr)
+		done := n.conns.dial() // unread.go
 		conn, err := next(ctx, network, addr)
+		done()
 		if err != nil && !isRefusal(err) {
 			return conn, err
 		}
-		if g := h.g.Value(); g != nil && !g.closed.Load() {
-			n := g.cbs.forAddr(addr)
+		if !g.closed.Load() {
 			if err != nil {
 				n.refused(clock())
-			} else if n.refusedAt.Load() != 0 {
-				n.refusedAt.Store(0) // the node accepts connections again (a pub/sub redial)
+			} else {
+				if n.refusedAt.Load() != 0 {
+					n.refusedAt.Store(0) // the node accepts connections again (a pub/sub redial)
+				}
+				conn = n.conns.wrap(conn) // unread.go
 			}
 		}
 		return conn, err

@@ -20,7 +20,7 @@ import (
 func (g *Guard) watched(ctx context.Context, n *Node, fn func(context.Context) error, onLate func()) error {
 	wake := n.woken() // before start: a dial refused after start closes it
 	w := watch{l: &n.life, start: clock(), cold: n.cold(), budget: int64(g.budget), limit: int64(g.limit), period: int64(g.calmAfter),
-		congested: func() bool { return g.congested(n) }, starved: busy}
+		congested: func() bool { return g.congested(n) }, starved: busy, cs: n.conns}
 	rctx, cancel := context.WithTimeout(ctx, g.limit)
 	defer cancel()
 	t := newTimer(g.budget)

@@ -1,0 +1,248 @@
+package redisguard
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// A reply is counted only when the goroutine that reads it runs, and a
+// process short of CPU runs it late: the network poller hands it over at
+// the back of the run queue, behind every goroutine that holds the CPU
+// (or it runs on the rest of another's time slice and is preempted as
+// soon as it has taken the bytes), while the guard's check, woken by a
+// timer, runs at once. Likewise the goroutine that is to send a call's
+// request may not have run yet when the check does. A call would then be
+// judged silent, or cut at its deadline unread, although the node had
+// answered within the budget, or had not been asked. busy (life.go)
+// catches a long run queue, not a short one of goroutines that never
+// block. So before it judges a node silent, the guard asks the node's
+// connections themselves:
+//
+//   - Was a request sent to the node a whole window ago, still without a
+//     reply read (or is a dial to it that old)? If not, this call's
+//     request may still wait to be sent: the call waits on.
+//   - Did bytes from the node reach this process that its goroutines have
+//     not read yet? Then the node answered: the call is slow, not failed.
+//     On Linux, for a plain TCP connection, the kernel's count of bytes
+//     received on it (TCP_INFO) beyond the bytes its reads returned tells,
+//     even when a reader has taken the bytes from the socket and was
+//     preempted before it returned; elsewhere, a byte waiting in the
+//     socket (a non-blocking peek) does.
+//
+// The guard sees the connections through its dial hook (refused.go),
+// which wraps each connection the client dials to the node. The wrapper
+// notes when a write ends and how many bytes reads returned, keeps the
+// connection in the node's set, and, when go-redis closes it (as it
+// closes a connection whose read was cut at its deadline), notes whether
+// a reply had arrived unread. The look at the kernel runs only when a
+// call would be judged failed, and at most once per peekFor per node. A
+// frozen node sends nothing, so its calls are judged as before, once the
+// replies it sent before it froze have been read.
+
+// peekFor is how long one look at a node's connections answers for
+// every call judged meanwhile: under a freeze every waiting call is
+// judged at about the same time.
+const peekFor = 500 * 1000 // nanoseconds: half a millisecond
+
+// conns is what a node's connections say: the ones open, the dials in
+// progress, and when a connection was closed with a reply unread. It holds
+// nothing of the guard, so that the client's connections do not keep a
+// dropped guard alive.
+type conns struct {
+	mu      sync.Mutex
+	open    map[*conn]struct{}
+	dialing map[*int64]struct{} // the start of each dial in progress
+
+	closedUnread atomic.Int64 // clock of the latest close of a connection with a reply unread
+	peekedAt     atomic.Int64 // clock of the latest look at the open ones
+	seen         atomic.Bool  // what that look found
+}
+
+// conn is a connection the guard watches (see above). It exposes the
+// connection it wraps through NetConn, as crypto/tls.Conn does, so that
+// go-redis's health checks find the socket beneath it.
+type conn struct {
+	net.Conn
+	cs  *conns
+	tcp *net.TCPConn // the connection wrapped, when it is a plain TCP one
+
+	writing  atomic.Int64  // clock of the start of the write in progress; 0: none
+	wroteAt  atomic.Int64  // clock of the end of the latest write
+	answered atomic.Int64  // the wroteAt that the latest read that returned bytes found
+	got      atomic.Uint64 // bytes returned by reads
+}
+
+// sysConn is a conn whose connection is a syscall.Conn (TCP, Unix): it is
+// one too, so that go-redis checks it as it checks a plain socket.
+type sysConn struct{ *conn }
+
+// SyscallConn returns the raw connection beneath c.
+func (c sysConn) SyscallConn() (syscall.RawConn, error) {
+	return c.Conn.(syscall.Conn).SyscallConn()
+}
+
+// NetConn returns the connection c wraps.
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
+// Write sends a request on c and notes when it went out: at its end, so
+// that a goroutine preempted before the write does not leave a request
+// looking sent and unanswered while it still waits to be written; and at
+// its start while it lasts, so that a write the node does not take (its
+// buffers full) counts as unanswered too.
+func (c *conn) Write(p []byte) (int, error) {
+	c.writing.Store(clock())
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.wroteAt.Store(clock())
+	}
+	c.writing.Store(0)
+	return n, err
+}
+
+// Read reads from c and notes what it returned.
+func (c *conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.got.Add(uint64(n))
+		c.answered.Store(c.wroteAt.Load())
+	}
+	return n, err
+}
+
+// Close notes a reply left unread in c (a read cut at its deadline while
+// the reply had arrived), then closes it.
+func (c *conn) Close() error {
+	c.cs.forget(c)
+	if c.unread() {
+		note(&c.cs.closedUnread, clock())
+	}
+	return c.Conn.Close()
+}
+
+// unread reports whether bytes reached c that its reads have not
+// returned.
+func (c *conn) unread() bool {
+	if c.tcp != nil {
+		if received, ok := tcpReceived(c.tcp); ok {
+			return received > c.got.Load()
+		}
+	}
+	return unread(c.Conn)
+}
+
+// awaiting returns the clock of the request that waits for its reply on
+// c (or of the start of a write still going on), or 0 when none does.
+func (c *conn) awaiting() int64 {
+	if w := c.writing.Load(); w != 0 {
+		return w
+	}
+	if w := c.wroteAt.Load(); w != c.answered.Load() {
+		return w
+	}
+	return 0
+}
+
+// wrap returns nc watched as one of the node's connections.
+func (cs *conns) wrap(nc net.Conn) net.Conn {
+	c := &conn{Conn: nc, cs: cs}
+	c.tcp, _ = nc.(*net.TCPConn)
+	cs.mu.Lock()
+	if cs.open == nil {
+		cs.open = make(map[*conn]struct{})
+	}
+	cs.open[c] = struct{}{}
+	cs.mu.Unlock()
+	if _, ok := nc.(syscall.Conn); ok {
+		return sysConn{c}
+	}
+	return c
+}
+
+// forget drops c from the open connections.
+func (cs *conns) forget(c *conn) {
+	cs.mu.Lock()
+	delete(cs.open, c)
+	cs.mu.Unlock()
+}
+
+// dial notes a dial to the node in progress until done is called.
+func (cs *conns) dial() (done func()) {
+	at := clock()
+	cs.mu.Lock()
+	if cs.dialing == nil {
+		cs.dialing = make(map[*int64]struct{})
+	}
+	cs.dialing[&at] = struct{}{}
+	cs.mu.Unlock()
+	return func() {
+		cs.mu.Lock()
+		delete(cs.dialing, &at)
+		cs.mu.Unlock()
+	}
+}
+
+// unanswered reports whether, at now, a request to the node has gone
+// unanswered for at least win: a write on an open connection with no
+// read on it since, or a dial in progress. Without one, a call judged at
+// now may not have been sent yet.
+func (cs *conns) unanswered(now, win int64) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for at := range cs.dialing {
+		if now-*at >= win {
+			return true
+		}
+	}
+	for c := range cs.open {
+		if w := c.awaiting(); w != 0 && now-w >= win {
+			return true
+		}
+	}
+	return false
+}
+
+// replyWaiting reports whether a reply from the node reached this process
+// and was not read: one has arrived on an open connection, or had on one
+// closed after start (a clock value).
+func (cs *conns) replyWaiting(start int64) bool {
+	if cs.closedUnread.Load() >= start {
+		return true
+	}
+	now := clock()
+	if now-cs.peekedAt.Load() < peekFor {
+		return cs.seen.Load()
+	}
+	seen := false
+	cs.mu.Lock()
+	for c := range cs.open {
+		if c.unread() {
+			seen = true
+			break
+		}
+	}
+	cs.mu.Unlock()
+	cs.seen.Store(seen)
+	cs.peekedAt.Store(now)
+	return seen
+}
+
+// unread reports whether bytes wait unread in nc's socket. It looks
+// through wrappers that expose their connection with NetConn (TLS: the
+// bytes of a record are a reply too).
+func unread(nc net.Conn) bool {
+	for range 8 {
+		if sc, ok := nc.(syscall.Conn); ok {
+			return peek(sc)
+		}
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			return false
+		}
+		if nc = u.NetConn(); nc == nil {
+			return false
+		}
+	}
+	return false
+}
