@@ -35,9 +35,13 @@ import (
 // longer. Silence is not judged at all while this process has many more
 // goroutines ready to run than it runs (busy: replies may sit unread
 // behind them), nor at a check that itself ran late by a quarter budget
-// or more; such a call waits on, up to the limit. A frozen Redis holds
-// its callers blocked, not runnable, so this costs freeze detection only
-// in a process that is busy for other reasons. A call past the budget while its node answers other calls,
+// or more, nor while no request to the node has waited a whole window
+// unanswered (this call's may not be sent yet); such a call waits on, up
+// to the limit. A frozen Redis holds its callers blocked, not runnable,
+// so this costs freeze detection only in a process that is busy for other
+// reasons. A call whose node's reply reached this process unread
+// (unread.go: the kernel has it, a goroutine has not read it) is slow,
+// not failed. A call past the budget while its node answers other calls,
 // promptly (within the budget of those calls) or while this process is
 // congested, is slow, not failed: the guard waits on for it, and it counts
 // neither for nor against the breaker. Calls sent before the node first
@@ -165,7 +169,7 @@ func (w *watch) judge(due, now int64) verdict {
 		return waiting // this check ran late: so may the replies' readers
 	case w.starved != nil && w.starved():
 		return waiting // the replies' readers may be queued behind other goroutines
-	case w.cs != nil && !w.cs.unanswered(now, win):
+	case w.cs != nil && !w.cs.unanswered(now, win) && w.cs.watchedAll():
 		return waiting // no request to the node waited a window: this call's may not be sent yet (unread.go)
 	case w.replyWaiting():
 		return slow // a reply waits unread: this process holds the call up, not the node (unread.go)

@@ -142,9 +142,17 @@ func (g *Guard) watchDials(rdb redis.UniversalClient) {
 	h := dialWatch{g: weak.Make(g)}
 	switch c := rdb.(type) {
 	case *redis.ClusterClient:
-		c.OnNewNode(func(nc *redis.Client) { nc.AddHook(h) })
+		c.OnNewNode(func(nc *redis.Client) {
+			nc.AddHook(h)
+			if g := h.g.Value(); g != nil {
+				g.cbs.forAddr(nc.Options().Addr).conns.client.Store(nc) // unread.go
+			}
+		})
 	case *redis.Ring:
 		c.OnNewNode(func(nc *redis.Client) { nc.AddHook(h) })
+	case *redis.Client:
+		c.AddHook(h)
+		g.cbs.one.conns.client.Store(c) // unread.go
 	case interface{ AddHook(redis.Hook) }:
 		c.AddHook(h)
 	}

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // A reply is counted only when the goroutine that reads it runs, and a
@@ -21,8 +23,9 @@ import (
 // connections themselves:
 //
 //   - Was a request sent to the node a whole window ago, still without a
-//     reply read (or is a dial to it that old)? If not, this call's
-//     request may still wait to be sent: the call waits on.
+//     reply read (or is a dial to it that old)? If not, and the guard
+//     watches every connection of the node's client (watchedAll), this
+//     call's request may still wait to be sent: the call waits on.
 //   - Did bytes from the node reach this process that its goroutines have
 //     not read yet? Then the node answered: the call is slow, not failed.
 //     On Linux, for a plain TCP connection, the kernel's count of bytes
@@ -54,6 +57,10 @@ type conns struct {
 	mu      sync.Mutex
 	open    map[*conn]struct{}
 	dialing map[*int64]struct{} // the start of each dial in progress
+
+	// client is the go-redis client whose pools hold the node's
+	// connections, when the guard knows it (watchedAll).
+	client atomic.Pointer[redis.Client]
 
 	closedUnread atomic.Int64 // clock of the latest close of a connection with a reply unread
 	peekedAt     atomic.Int64 // clock of the latest look at the open ones
@@ -181,6 +188,30 @@ func (cs *conns) dial() (done func()) {
 		delete(cs.dialing, &at)
 		cs.mu.Unlock()
 	}
+}
+
+// watchedAll reports whether every connection of the node's client is
+// one the guard watches: none was dialed before the guard was made, or
+// by a client it does not know (a Ring's, a Cluster node's made before
+// it). Only then does the absence of a request unanswered say that a
+// call's request may not be sent yet: on a connection the guard does not
+// watch it would go unseen. go-redis counts a connection in its pools a
+// little before the dial hook returns and after Close, so a transient
+// difference errs towards false.
+func (cs *conns) watchedAll() bool {
+	c := cs.client.Load()
+	if c == nil {
+		return false
+	}
+	s := c.PoolStats()
+	total := int64(s.TotalConns) + int64(s.PubSubStats.Active)
+	if s.PipelineStats != nil {
+		total += int64(s.PipelineStats.TotalConns)
+	}
+	cs.mu.Lock()
+	open := int64(len(cs.open))
+	cs.mu.Unlock()
+	return total <= open
 }
 
 // unanswered reports whether, at now, a request to the node has gone

@@ -162,7 +162,7 @@ type opaque struct{ net.Conn }
 func (o opaque) NetConn() net.Conn { return o.Conn }
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+func tcpPair(t testing.TB) (net.Conn, net.Conn) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -184,4 +184,43 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 	}
 	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
 	return a, b
+}
+
+// TestFrozenNodeOnConnsDialedBeforeTheGuard: a connection the client
+// dialed before the guard was made is not watched (unread.go), so a call
+// on it shows no request going out. The guard must not take that for a
+// call not sent yet: with the client used before New, a frozen node's
+// calls still fail at the budget and open the breaker.
+func TestFrozenNodeOnConnsDialedBeforeTheGuard(t *testing.T) {
+	for _, inline := range []bool{false, true} {
+		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) {
+			srv := redistest.Start(t)
+			ctx := context.Background()
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: inline, MaxRetries: -1, ReadTimeout: 10 * time.Second})
+			t.Cleanup(func() { _ = rdb.Close() })
+			if err := rdb.Ping(ctx).Err(); err != nil { // a connection before the guard
+				t.Fatal(err)
+			}
+			g := New(Config{Client: rdb, Inline: inline, Budget: 40 * time.Millisecond, Limit: 5 * time.Second, MaxAbandoned: 64,
+				BreakerFailures: 3, BreakerCooldown: time.Minute})
+			t.Cleanup(g.Close)
+			ping := func() error {
+				return g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+			}
+			if err := ping(); err != nil {
+				t.Fatalf("Do(PING) on a live server = %v", err)
+			}
+			srv.Freeze()
+			defer srv.Thaw()
+			start := time.Now()
+			calls := 0
+			for g.State() != Open && time.Since(start) < 20*time.Second {
+				_ = ping()
+				calls++
+			}
+			if took := time.Since(start); g.State() != Open || took > 3*time.Second {
+				t.Errorf("breaker after %d calls to a frozen node in %v: %v, want Open within 3s (Counts() = %+v)", calls, took, g.State(), g.Counts())
+			}
+		})
+	}
 }

@@ -1,0 +1,38 @@
+package redisguard
+
+import (
+	"io"
+	"net"
+	"testing"
+)
+
+// BenchmarkConnRoundTrip measures what the guard's connection wrapper
+// (unread.go) adds to a request and its reply: a 32-byte write and a
+// 32-byte read over loopback TCP to an echo peer, on the plain connection
+// and on the wrapped one. Compare the two with benchstat.
+func BenchmarkConnRoundTrip(b *testing.B) {
+	for _, wrapped := range []bool{false, true} {
+		name := "conn=plain"
+		if wrapped {
+			name = "conn=wrapped"
+		}
+		b.Run(name, func(b *testing.B) {
+			a, peer := tcpPair(b)
+			go func() { _, _ = io.Copy(peer, peer) }()
+			var c net.Conn = a
+			if wrapped {
+				c = (&conns{}).wrap(a)
+			}
+			req, rep := make([]byte, 32), make([]byte, 32)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, rep); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
