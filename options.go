@@ -87,14 +87,21 @@ func WithLoadTimeout(d time.Duration) Option {
 // (one call per budget tries again); only a call already running on the
 // caller's goroutine (a ContextTimeoutEnabled client) pays the budget.
 //
-// Known limit: "short of CPU" is judged from this process's run queue. A
-// reply that has arrived but whose reader goroutine waits for the network
-// poller or behind a few CPU-bound goroutines (the run queue too short to
-// count), or behind a garbage collection, is not seen as a reply; the
-// call can be judged failed although the node answered. It takes a
-// machine loaded several times over its cores (seen in tests at load
-// averages of 15-30 on 2 cores, with the race detector); then the breaker
-// may open for its cooldown and Gets load without the fill lock.
+// A process short of CPU reads replies late: a reply can sit in its
+// socket while the goroutine that reads it waits to run. Before it judges
+// a node silent, the cache looks at the node's connections, which it
+// watches through a go-redis dial hook from New on: a reply that reached
+// this process unread (the kernel's count of bytes received, TCP_INFO on
+// Linux, or a peek at the socket on other Unix systems) makes the call
+// slow, not failed, and a call whose request has not gone out yet (no
+// request to the node unanswered for the budget) waits on. The hook wraps
+// each connection the client dials; the wrapper forwards everything, and
+// implements SyscallConn and NetConn, so go-redis's health checks see the
+// socket as before. Telling a request not sent yet needs every
+// connection of the client watched: a client that dialed before New (a
+// Ping before it) goes without that until those connections close, so
+// create the Cache before the client's first call. Off Unix, the cache
+// cannot look into a socket and judges by replies alone.
 //
 // Build the client with ContextTimeoutEnabled: true (see the package
 // example), the fast path: the cache then runs its calls on the caller's

@@ -150,9 +150,6 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 		return nil, err
 	}
 	a.rdb = redis.NewClient(&redis.Options{Addr: cfg.redisAddr, ContextTimeoutEnabled: true})
-	if err := a.rdb.Ping(ctx).Err(); err != nil {
-		logger.Warn("Redis is unavailable; serving from PostgreSQL until it is back", "addr", cfg.redisAddr, "err", err)
-	}
 
 	// OpenTelemetry metrics, exported to a registry of our own that only
 	// /metrics serves.
@@ -184,6 +181,11 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err e
 	a.cache, err = cacheaside.New(a.rdb, load, opts...)
 	if err != nil {
 		return nil, err
+	}
+	// Only now the client's first call: the cache watches the connections
+	// the client dials from New on (see WithRedisTimeout).
+	if err := a.rdb.Ping(ctx).Err(); err != nil {
+		logger.Warn("Redis is unavailable; serving from PostgreSQL until it is back", "addr", cfg.redisAddr, "err", err)
 	}
 	a.metrics, err = cacheotel.RegisterMetrics(a.meters.Meter(cacheotel.ScopeName), cacheName, a.cache)
 	if err != nil {
