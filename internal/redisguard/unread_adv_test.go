@@ -60,3 +60,47 @@ func TestFrozenNodeWithServerClosedIdleConnIsSilent(t *testing.T) {
 		})
 	}
 }
+
+// TestFrozenNodeAfterServerIdleTimeoutIsSilent: the same as
+// TestFrozenNodeWithServerClosedIdleConnIsSilent with no CLIENT KILL:
+// Redis's own `timeout` (or a managed Redis that drops idle connections,
+// as Azure Cache for Redis does after 10 minutes, below go-redis's
+// default 30-minute ConnMaxIdleTime) closes the pooled connections that
+// light traffic leaves idle; a later freeze is hidden by their FINs.
+func TestFrozenNodeAfterServerIdleTimeoutIsSilent(t *testing.T) {
+	srv := redistest.Start(t, "--timeout", "1")
+	rdb, g := starvedGuard(t, srv, false, 2)
+	ctx := context.Background()
+	// A burst grows the pool.
+	var conns []interface{ Close() error }
+	for range 4 {
+		cn := rdb.Conn()
+		if err := cn.Ping(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, cn)
+	}
+	for _, cn := range conns {
+		_ = cn.Close()
+	}
+	// Light traffic keeps the top connection busy; the server times the
+	// others out.
+	for end := time.Now().Add(3500 * time.Millisecond); time.Now().Before(end); {
+		if err := g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }); err != nil {
+			t.Fatalf("PING on the live node = %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("pool before the freeze: %d idle", rdb.PoolStats().IdleConns)
+	srv.Freeze()
+	defer srv.Thaw()
+	start := time.Now()
+	calls := 0
+	for g.State() != Open && time.Since(start) < 8*time.Second {
+		_ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+		calls++
+	}
+	if took := time.Since(start); g.State() != Open || took > 2*time.Second {
+		t.Errorf("breaker after %d calls to a frozen node in %v: %v, want Open within 2s (Counts() = %+v)", calls, took, g.State(), g.Counts())
+	}
+}
