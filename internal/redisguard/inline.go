@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -105,7 +106,7 @@ func (g *Guard) DoInline(ctx context.Context, n *Node, d time.Duration, fn func(
 			g.slowed(now)
 			return fmt.Errorf("%w: %w", ErrSlow, err)
 		}
-		if ctx.Err() == nil && IsTimeout(err) && g.cutWasSlow(n, start, d) {
+		if ctx.Err() == nil && IsTimeout(err) && (g.cutWasSlow(n, start, d) || cutUnsent(n, err, now, d)) {
 			// Slow, unless the node froze meanwhile: calm tells once the
 			// node answers again, or does not.
 			note(&n.lastCut, now)
@@ -142,4 +143,23 @@ func (g *Guard) cutWasSlow(n *Node, start int64, d time.Duration) bool {
 func (g *Guard) slowed(now int64) {
 	note(&g.slowAt, now)
 	g.counts.slow.Add(1)
+}
+
+// cutUnsent reports whether a call to n cut by its deadline d at now had
+// not sent its request (unread.go): go-redis returned the context's
+// deadline before writing, or the socket's deadline cut the write, while
+// no request to n (nor a write to it) had waited half the deadline
+// unanswered. Its goroutine ran too late, which says nothing about n; a
+// frozen node that stopped reading leaves a write waiting, and one that
+// did not leaves the reads of its requests unanswered.
+func cutUnsent(n *Node, err error, now int64, d time.Duration) bool {
+	var operr *net.OpError
+	if errors.As(err, &operr) {
+		if operr.Op != "write" {
+			return false
+		}
+	} else if !errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	return n.conns.watchedAll() && !n.conns.unanswered(now, int64(d)/2)
 }

@@ -20,5 +20,10 @@ func tcpReceived(c *net.TCPConn) (n uint64, ok bool) {
 	}); cerr != nil || err != nil {
 		return 0, false
 	}
-	return info.Bytes_received, info.Bytes_received > 0
+	n = info.Bytes_received
+	switch info.State {
+	case 6, 8, 9, 11: // TIME_WAIT, CLOSE_WAIT, LAST_ACK, CLOSING: a FIN came, counted as a byte
+		n--
+	}
+	return n, info.Bytes_received > 0
 }

@@ -79,6 +79,7 @@ type conn struct {
 	wroteAt  atomic.Int64  // clock of the end of the latest write
 	answered atomic.Int64  // the wroteAt that the latest read that returned bytes found
 	got      atomic.Uint64 // bytes returned by reads
+	reading  atomic.Int32  // reads in progress
 }
 
 // sysConn is a conn whose connection is a syscall.Conn (TCP, Unix): it is
@@ -110,7 +111,9 @@ func (c *conn) Write(p []byte) (int, error) {
 
 // Read reads from c and notes what it returned.
 func (c *conn) Read(p []byte) (int, error) {
+	c.reading.Add(1)
 	n, err := c.Conn.Read(p)
+	c.reading.Add(-1)
 	if n > 0 {
 		c.got.Add(uint64(n))
 		c.answered.Store(c.wroteAt.Load())
@@ -122,7 +125,7 @@ func (c *conn) Read(p []byte) (int, error) {
 // the reply had arrived), then closes it.
 func (c *conn) Close() error {
 	c.cs.forget(c)
-	if c.unread() {
+	if c.busy() && c.unread() {
 		note(&c.cs.closedUnread, clock())
 	}
 	return c.Conn.Close()
@@ -248,7 +251,7 @@ func (cs *conns) replyWaiting(start int64) bool {
 	seen := false
 	cs.mu.Lock()
 	for c := range cs.open {
-		if c.unread() {
+		if c.busy() && c.unread() {
 			seen = true
 			break
 		}
@@ -277,3 +280,8 @@ func unread(nc net.Conn) bool {
 	}
 	return false
 }
+
+// busy reports whether c may hold a reply: a request on it waits for its
+// reply, or a read on it is in progress. An idle pooled connection holds
+// none: bytes in it are a FIN, a TLS alert or a push, never a reply.
+func (c *conn) busy() bool { return c.awaiting() != 0 || c.reading.Load() != 0 }

@@ -120,6 +120,11 @@ func TestPeekSeesUnreadBytes(t *testing.T) {
 	if unread(wa) || cs.replyWaiting(clock()) {
 		t.Fatalf("unread on an empty socket = true, want false")
 	}
+	// Only a connection with a request out (or a read going on) can
+	// hold a reply: the request first.
+	if _, err := wa.Write([]byte("PING\r\n")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.Write([]byte("+PONG\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +143,9 @@ func TestPeekSeesUnreadBytes(t *testing.T) {
 	buf := make([]byte, 16)
 	if n, err := wa.Read(buf); err != nil || string(buf[:n]) != "+PONG\r\n" {
 		t.Fatalf("Read after peeks = %q, %v; want the reply whole", buf[:n], err)
+	}
+	if _, err := wa.Write([]byte("PING\r\n")); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := b.Write([]byte("+PONG\r\n")); err != nil {
 		t.Fatal(err)
