@@ -31,8 +31,11 @@ import (
 //     On Linux, for a plain TCP connection, the kernel's count of bytes
 //     received on it (TCP_INFO) beyond the bytes its reads returned tells,
 //     even when a reader has taken the bytes from the socket and was
-//     preempted before it returned; elsewhere, a byte waiting in the
-//     socket (a non-blocking peek) does.
+//     preempted before it returned; beneath TLS, bytes received since the
+//     request went out; elsewhere, a byte waiting in the socket (a
+//     non-blocking peek) does. Only a connection with a request out or a
+//     read going on counts: bytes in an idle one are a FIN, a TLS alert
+//     or a push, never a reply.
 //
 // The guard sees the connections through its dial hook (refused.go),
 // which wraps each connection the client dials to the node. The wrapper
@@ -57,6 +60,9 @@ type conns struct {
 	mu      sync.Mutex
 	open    map[*conn]struct{}
 	dialing map[*int64]struct{} // the start of each dial in progress
+	// The latest connection closed with a request unanswered (go-redis
+	// closes one whose read was cut): when, and how long it had waited.
+	cutAt, cutWaited int64
 
 	// client is the go-redis client whose pools hold the node's
 	// connections, when the guard knows it (watchedAll).
@@ -74,6 +80,11 @@ type conn struct {
 	net.Conn
 	cs  *conns
 	tcp *net.TCPConn // the connection wrapped, when it is a plain TCP one
+	// raw is the TCP connection beneath the one wrapped (TLS), if any:
+	// the kernel's count of bytes received on it when the latest write
+	// ended tells whether a reply has arrived since (rawAtWrite).
+	raw        *net.TCPConn
+	rawAtWrite atomic.Uint64
 
 	writing  atomic.Int64  // clock of the start of the write in progress; 0: none
 	wroteAt  atomic.Int64  // clock of the end of the latest write
@@ -103,6 +114,11 @@ func (c *conn) Write(p []byte) (int, error) {
 	c.writing.Store(clock())
 	n, err := c.Conn.Write(p)
 	if n > 0 {
+		if c.raw != nil {
+			if r, ok := tcpReceived(c.raw); ok {
+				c.rawAtWrite.Store(r)
+			}
+		}
 		c.wroteAt.Store(clock())
 	}
 	c.writing.Store(0)
@@ -124,10 +140,11 @@ func (c *conn) Read(p []byte) (int, error) {
 // Close notes a reply left unread in c (a read cut at its deadline while
 // the reply had arrived), then closes it.
 func (c *conn) Close() error {
-	c.cs.forget(c)
+	now, w := clock(), c.awaiting()
 	if c.busy() && c.unread() {
-		note(&c.cs.closedUnread, clock())
+		note(&c.cs.closedUnread, now)
 	}
+	c.cs.forget(c, now, w)
 	return c.Conn.Close()
 }
 
@@ -137,6 +154,14 @@ func (c *conn) unread() bool {
 	if c.tcp != nil {
 		if received, ok := tcpReceived(c.tcp); ok {
 			return received > c.got.Load()
+		}
+	}
+	if c.raw != nil && c.awaiting() != 0 {
+		// Beneath TLS, bytes that arrived since the request went out are
+		// its reply, whether still in the socket or taken by the TLS
+		// layer and not yet returned.
+		if received, ok := tcpReceived(c.raw); ok && received > c.rawAtWrite.Load() {
+			return true
 		}
 	}
 	return unread(c.Conn)
@@ -158,6 +183,9 @@ func (c *conn) awaiting() int64 {
 func (cs *conns) wrap(nc net.Conn) net.Conn {
 	c := &conn{Conn: nc, cs: cs}
 	c.tcp, _ = nc.(*net.TCPConn)
+	if c.tcp == nil {
+		c.raw = tcpBeneath(nc)
+	}
 	cs.mu.Lock()
 	if cs.open == nil {
 		cs.open = make(map[*conn]struct{})
@@ -170,10 +198,14 @@ func (cs *conns) wrap(nc net.Conn) net.Conn {
 	return c
 }
 
-// forget drops c from the open connections.
-func (cs *conns) forget(c *conn) {
+// forget drops c, closed at now, from the open connections, noting the
+// request it closed with unanswered, written at w (0: none).
+func (cs *conns) forget(c *conn, now, w int64) {
 	cs.mu.Lock()
 	delete(cs.open, c)
+	if w != 0 {
+		cs.cutAt, cs.cutWaited = now, now-w
+	}
 	cs.mu.Unlock()
 }
 
@@ -219,11 +251,16 @@ func (cs *conns) watchedAll() bool {
 
 // unanswered reports whether, at now, a request to the node has gone
 // unanswered for at least win: a write on an open connection with no
-// read on it since, or a dial in progress. Without one, a call judged at
-// now may not have been sent yet.
-func (cs *conns) unanswered(now, win int64) bool {
+// read on it since, or a dial in progress, or a request on a connection
+// closed since since (a clock value) unanswered for that long when it
+// was closed (the cut call's own). Without one, a call judged at now may
+// not have been sent yet.
+func (cs *conns) unanswered(now, win, since int64) bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
+	if cs.cutAt >= since && cs.cutWaited >= win {
+		return true
+	}
 	for at := range cs.dialing {
 		if now-*at >= win {
 			return true
@@ -260,6 +297,24 @@ func (cs *conns) replyWaiting(start int64) bool {
 	cs.seen.Store(seen)
 	cs.peekedAt.Store(now)
 	return seen
+}
+
+// tcpBeneath returns the TCP connection beneath nc's wrappers (those that
+// expose their connection with NetConn, such as crypto/tls.Conn), or nil.
+func tcpBeneath(nc net.Conn) *net.TCPConn {
+	for range 8 {
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		if nc = u.NetConn(); nc == nil {
+			return nil
+		}
+		if t, ok := nc.(*net.TCPConn); ok {
+			return t
+		}
+	}
+	return nil
 }
 
 // unread reports whether bytes wait unread in nc's socket. It looks
