@@ -92,9 +92,11 @@ func WithLoadTimeout(d time.Duration) Option {
 // a node silent, the cache looks at the node's connections, which it
 // watches through a go-redis dial hook from New on: a reply that reached
 // this process unread (the kernel's count of bytes received, TCP_INFO on
-// Linux, or a peek at the socket on other Unix systems) makes the call
-// slow, not failed, and a call whose request has not gone out yet (no
-// request to the node unanswered for the budget) waits on. The hook wraps
+// Linux, also beneath TLS; or a peek at the socket on other Unix systems)
+// makes the call slow, not failed, and a call whose request has not gone
+// out yet (no request to the node unanswered for the budget) waits on, or
+// on the caller's goroutine is slow rather than failed when its deadline
+// cut it before it wrote. The hook wraps
 // each connection the client dials; the wrapper forwards everything, and
 // implements SyscallConn and NetConn, so go-redis's health checks see the
 // socket as before. Telling a request not sent yet needs every
