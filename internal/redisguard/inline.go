@@ -128,13 +128,18 @@ func (g *Guard) RetrySlow(err error) bool {
 
 // cutWasSlow reports whether a call to n that began at start and was cut
 // by its deadline d was slow rather than failed (life.go): cut at the
-// budget while n answered others promptly or this process held it up, or
+// budget while n answered others promptly, or answered others while this
+// process held it up, or
 // at the limit (the first dial) while n answered others; or cut with a
 // reply of n waiting unread (unread.go: go-redis closed the cut
 // connection with its reply in it).
 func (g *Guard) cutWasSlow(n *Node, start int64, d time.Duration) bool {
 	if d == g.budget {
-		return n.lastPrompt.Load() >= start || g.congested(n) || n.conns.replyWaiting(start)
+		// Congestion excuses a cut only while the node answers: a frozen
+		// node fills the pool with calls waiting on it, and that must not
+		// excuse it (TestFrozenNodeUnderCloneWithFullPoolIsSilent).
+		last := n.lastReply.Load()
+		return n.lastPrompt.Load() >= start || (g.congested(n) && last >= start) || n.conns.replyWaiting(start)
 	}
 	return n.lastReply.Load() >= start || n.conns.replyWaiting(start)
 }
