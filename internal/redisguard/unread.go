@@ -182,9 +182,22 @@ func (c *conn) awaiting() int64 {
 // wrap returns nc watched as one of the node's connections.
 func (cs *conns) wrap(nc net.Conn) net.Conn {
 	c := &conn{Conn: nc, cs: cs}
-	c.tcp, _ = nc.(*net.TCPConn)
+	// Another guard's wrapper on the same client (one hook per guard)
+	// passes bytes through unchanged: the TCP connection beneath it is
+	// as good as a plain one.
+	inner := nc
+	for {
+		if w, ok := inner.(sysConn); ok {
+			inner = w.Conn
+		} else if w, ok := inner.(*conn); ok {
+			inner = w.Conn
+		} else {
+			break
+		}
+	}
+	c.tcp, _ = inner.(*net.TCPConn)
 	if c.tcp == nil {
-		c.raw = tcpBeneath(nc)
+		c.raw = tcpBeneath(inner)
 	}
 	cs.mu.Lock()
 	if cs.open == nil {

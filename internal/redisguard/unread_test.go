@@ -232,3 +232,21 @@ func TestFrozenNodeOnConnsDialedBeforeTheGuard(t *testing.T) {
 		})
 	}
 }
+
+// TestWrapSeesThroughAnotherGuardsWrapper: two guards on one client wrap
+// each connection twice; the outer wrapper must still count the plain TCP
+// connection's bytes itself (TCP_INFO against its reads), not take the
+// path for TLS, which asks the kernel at every write.
+func TestWrapSeesThroughAnotherGuardsWrapper(t *testing.T) {
+	a, _ := tcpPair(t)
+	var inner, outer conns
+	w := outer.wrap(inner.wrap(a))
+	var c *conn
+	for k := range outer.open {
+		c = k
+	}
+	if c == nil || c.tcp != a || c.raw != nil {
+		t.Fatalf("wrap of a wrapped TCP connection: tcp %v, raw %v; want the TCP connection as tcp, no raw", c.tcp, c.raw)
+	}
+	_ = w.Close()
+}
