@@ -87,7 +87,7 @@ type conn struct {
 	rawAtWrite atomic.Uint64
 
 	writing  atomic.Int64  // clock of the start of the write in progress; 0: none
-	wroteAt  atomic.Int64  // clock of the end of the latest write
+	wroteAt  atomic.Int64  // clock of the start of the latest write that sent bytes
 	answered atomic.Int64  // the wroteAt that the latest read that returned bytes found
 	got      atomic.Uint64 // bytes returned by reads
 	reading  atomic.Int32  // reads in progress
@@ -105,13 +105,16 @@ func (c sysConn) SyscallConn() (syscall.RawConn, error) {
 // NetConn returns the connection c wraps.
 func (c *conn) NetConn() net.Conn { return c.Conn }
 
-// Write sends a request on c and notes when it went out: at its end, so
-// that a goroutine preempted before the write does not leave a request
-// looking sent and unanswered while it still waits to be written; and at
-// its start while it lasts, so that a write the node does not take (its
-// buffers full) counts as unanswered too.
+// Write sends a request on c and notes when it went out, by one clock
+// reading taken as it starts (the clock costs more than the rest of the
+// wrapper): a write the node does not take (its buffers full) counts as
+// unanswered while it lasts. A goroutine preempted between that reading
+// and the write makes the request look older than it is, so that its
+// node may be judged silent a little early; its reply, once in, still
+// makes the call slow (see unread).
 func (c *conn) Write(p []byte) (int, error) {
-	c.writing.Store(clock())
+	t := clock()
+	c.writing.Store(t)
 	n, err := c.Conn.Write(p)
 	if n > 0 {
 		if c.raw != nil {
@@ -119,7 +122,7 @@ func (c *conn) Write(p []byte) (int, error) {
 				c.rawAtWrite.Store(r)
 			}
 		}
-		c.wroteAt.Store(clock())
+		c.wroteAt.Store(t)
 	}
 	c.writing.Store(0)
 	return n, err

@@ -1,6 +1,7 @@
 package redisguard
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -32,6 +33,31 @@ func BenchmarkConnRoundTrip(b *testing.B) {
 				if _, err := io.ReadFull(c, rep); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// nopConn is a connection whose reads and writes return at once.
+type nopConn struct{ net.Conn }
+
+func (nopConn) Read(p []byte) (int, error)  { return len(p), nil }
+func (nopConn) Write(p []byte) (int, error) { return len(p), nil }
+
+// BenchmarkConnWrapperCost isolates the wrapper's own work per request
+// and reply (a write and a read on a connection that does nothing).
+func BenchmarkConnWrapperCost(b *testing.B) {
+	for _, layers := range []int{0, 1, 2} {
+		b.Run(fmt.Sprintf("layers=%d", layers), func(b *testing.B) {
+			var c net.Conn = nopConn{}
+			for range layers {
+				c = (&conns{}).wrap(c)
+			}
+			p := make([]byte, 32)
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = c.Write(p)
+				_, _ = c.Read(p)
 			}
 		})
 	}
