@@ -3,26 +3,15 @@ package redisguard
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestFrozenTLSNodeAfterServerIdleTimeoutIsSilent: over TLS, the
 // connections that Redis's `timeout` closed hold the server's TLS alert
@@ -31,15 +20,12 @@ func freePort(t *testing.T) int {
 // waiting and a later freeze is judged slow until the limit. A fix that
 // only discounts the FIN in TCP_INFO's byte count would not cover this.
 func TestFrozenTLSNodeAfterServerIdleTimeoutIsSilent(t *testing.T) {
-	if out, err := exec.Command("redis-server", "--version").Output(); err != nil || !strings.Contains(string(out), "v=") {
-		t.Skip("no redis-server")
-	}
 	dir := t.TempDir()
 	crt, key := filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key")
 	if out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt, "-days", "1", "-subj", "/CN=localhost").CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	tp := freePort(t)
+	tp := redistest.Port(t)
 	srv := redistest.Start(t, "--tls-port", strconv.Itoa(tp), "--tls-cert-file", crt, "--tls-key-file", key, "--tls-auth-clients", "no", "--timeout", "1")
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(tp), TLSConfig: &tls.Config{InsecureSkipVerify: true}, MaxRetries: -1, ReadTimeout: 10 * time.Second})
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -66,11 +52,7 @@ func TestFrozenTLSNodeAfterServerIdleTimeoutIsSilent(t *testing.T) {
 	srv.Freeze()
 	defer srv.Thaw()
 	start := time.Now()
-	calls := 0
-	for g.State() != Open && time.Since(start) < 8*time.Second {
-		_ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
-		calls++
-	}
+	calls := untilOpen(g, 8*time.Second, func() { _ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }) })
 	if took := time.Since(start); g.State() != Open || took > 2*time.Second {
 		t.Errorf("breaker after %d calls to a frozen node in %v: %v, want Open within 2s (Counts() = %+v)", calls, took, g.State(), g.Counts())
 	}

@@ -29,7 +29,7 @@ func TestTLSUnreadRepliesAreNotSilence(t *testing.T) {
 	if out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt, "-days", "1", "-subj", "/CN=localhost").CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	tp := freePort(t)
+	tp := redistest.Port(t)
 	_ = redistest.Start(t, "--tls-port", strconv.Itoa(tp), "--tls-cert-file", crt, "--tls-key-file", key, "--tls-auth-clients", "no")
 	for _, inline := range []bool{false, true} {
 		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) {

@@ -48,11 +48,7 @@ func TestFrozenNodeWithServerClosedIdleConnIsSilent(t *testing.T) {
 			srv.Freeze()
 			defer srv.Thaw()
 			start := time.Now()
-			calls := 0
-			for g.State() != Open && time.Since(start) < 8*time.Second {
-				_ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
-				calls++
-			}
+			calls := untilOpen(g, 8*time.Second, func() { _ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }) })
 			t.Logf("calls %d took %v counts %+v", calls, time.Since(start), g.Counts())
 			if took := time.Since(start); g.State() != Open || took > 2*time.Second {
 				t.Errorf("breaker after %d calls to a frozen node in %v: %v, want Open within 2s (Counts() = %+v)", calls, took, g.State(), g.Counts())
@@ -95,11 +91,7 @@ func TestFrozenNodeAfterServerIdleTimeoutIsSilent(t *testing.T) {
 	srv.Freeze()
 	defer srv.Thaw()
 	start := time.Now()
-	calls := 0
-	for g.State() != Open && time.Since(start) < 8*time.Second {
-		_ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
-		calls++
-	}
+	calls := untilOpen(g, 8*time.Second, func() { _ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }) })
 	if took := time.Since(start); g.State() != Open || took > 2*time.Second {
 		t.Errorf("breaker after %d calls to a frozen node in %v: %v, want Open within 2s (Counts() = %+v)", calls, took, g.State(), g.Counts())
 	}

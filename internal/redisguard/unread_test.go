@@ -92,11 +92,7 @@ func TestFrozenNodeUnderSpinnersIsSilent(t *testing.T) {
 			srv.Freeze()
 			defer srv.Thaw()
 			start := time.Now()
-			calls := 0
-			for g.State() != Open && time.Since(start) < 10*time.Second {
-				_ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
-				calls++
-			}
+			calls := untilOpen(g, 10*time.Second, func() { _ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }) })
 			// 5 calls of a budget each; 3 seconds leaves room for a loaded
 			// machine, and is far below what hiding the freeze costs (each
 			// call waiting the 5 s limit).
@@ -221,11 +217,7 @@ func TestFrozenNodeOnConnsDialedBeforeTheGuard(t *testing.T) {
 			srv.Freeze()
 			defer srv.Thaw()
 			start := time.Now()
-			calls := 0
-			for g.State() != Open && time.Since(start) < 20*time.Second {
-				_ = ping()
-				calls++
-			}
+			calls := untilOpen(g, 20*time.Second, func() { _ = ping() })
 			if took := time.Since(start); g.State() != Open || took > 3*time.Second {
 				t.Errorf("breaker after %d calls to a frozen node in %v: %v, want Open within 3s (Counts() = %+v)", calls, took, g.State(), g.Counts())
 			}
@@ -249,4 +241,14 @@ func TestWrapSeesThroughAnotherGuardsWrapper(t *testing.T) {
 		t.Fatalf("wrap of a wrapped TCP connection: tcp %v, raw %v; want the TCP connection as tcp, no raw", c.tcp, c.raw)
 	}
 	_ = w.Close()
+}
+
+// untilOpen makes calls with call until g's breaker opens or within
+// passes, and returns how many it made.
+func untilOpen(g *Guard, within time.Duration, call func()) int {
+	calls := 0
+	for start := time.Now(); g.State() != Open && time.Since(start) < within; calls++ {
+		call()
+	}
+	return calls
 }

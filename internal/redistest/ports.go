@@ -75,3 +75,14 @@ func reserve(port int) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// Port returns a free loopback port reserved for tb as freePort's are (for
+// a second listener of a server, such as its TLS port), or fails tb.
+func Port(tb testing.TB) int {
+	tb.Helper()
+	p, err := freePort(tb)
+	if err != nil {
+		tb.Fatalf("redistest: no free port: %v", err)
+	}
+	return p
+}
