@@ -20,22 +20,46 @@ import (
 // waiting and a later freeze is judged slow until the limit. A fix that
 // only discounts the FIN in TCP_INFO's byte count would not cover this.
 func TestFrozenTLSNodeAfterServerIdleTimeoutIsSilent(t *testing.T) {
-	dir := t.TempDir()
-	crt, key := filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key")
-	if out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt, "-days", "1", "-subj", "/CN=localhost").CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
-	tp := redistest.Port(t)
-	srv := redistest.Start(t, "--tls-port", strconv.Itoa(tp), "--tls-cert-file", crt, "--tls-key-file", key, "--tls-auth-clients", "no", "--timeout", "1")
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(tp), TLSConfig: &tls.Config{InsecureSkipVerify: true}, MaxRetries: -1, ReadTimeout: 10 * time.Second})
+	srv, addr := startTLS(t, "--timeout", "1")
+	rdb := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: &tls.Config{InsecureSkipVerify: true}, MaxRetries: -1, ReadTimeout: 10 * time.Second})
 	t.Cleanup(func() { _ = rdb.Close() })
 	g := New(Config{Client: rdb, Budget: 40 * time.Millisecond, Limit: 5 * time.Second, MaxAbandoned: 64, BreakerFailures: 2, BreakerCooldown: time.Minute})
 	t.Cleanup(g.Close)
 	ctx := context.Background()
+	growPool(t, rdb, 4) // not through g: a TLS handshake under -race may take longer than the budget
+	pingFor(t, g, rdb, 3500*time.Millisecond)
+	srv.Freeze()
+	defer srv.Thaw()
+	start := time.Now()
+	calls := untilOpen(g, 8*time.Second, func() { _ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }) })
+	if took := time.Since(start); g.State() != Open || took > 2*time.Second {
+		t.Errorf("breaker after %d calls to a frozen node in %v: %v, want Open within 2s (Counts() = %+v)", calls, took, g.State(), g.Counts())
+	}
+}
+
+// startTLS starts a redis-server with a TLS port too (a self-signed
+// certificate from openssl), with args, and returns it and the TLS
+// port's address.
+func startTLS(t *testing.T, args ...string) (*redistest.Server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key")
+	if out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt, "-days", "1", "-subj", "/CN=localhost").CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v %s", err, out)
+	}
+	tp := redistest.Port(t)
+	srv := redistest.Start(t, append([]string{"--tls-port", strconv.Itoa(tp), "--tls-cert-file", crt, "--tls-key-file", key, "--tls-auth-clients", "no"}, args...)...)
+	return srv, "127.0.0.1:" + strconv.Itoa(tp)
+}
+
+// growPool leaves n idle connections in rdb's pool, dialed and used
+// outside any guard call.
+func growPool(t *testing.T, rdb *redis.Client, n int) {
+	t.Helper()
 	var cns []*redis.Conn
-	for range 4 {
+	for range n {
 		cn := rdb.Conn()
-		if err := cn.Ping(ctx).Err(); err != nil { // not through g: a TLS handshake under -race may take longer than the budget
+		if err := cn.Ping(context.Background()).Err(); err != nil {
 			t.Fatal(err)
 		}
 		cns = append(cns, cn)
@@ -43,17 +67,16 @@ func TestFrozenTLSNodeAfterServerIdleTimeoutIsSilent(t *testing.T) {
 	for _, cn := range cns {
 		_ = cn.Close()
 	}
-	for end := time.Now().Add(3500 * time.Millisecond); time.Now().Before(end); {
-		if err := g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }); err != nil {
+}
+
+// pingFor PINGs through g every 200 ms for d: light traffic that keeps
+// the pool's top connection busy and leaves the others idle.
+func pingFor(t *testing.T, g *Guard, rdb *redis.Client, d time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		if err := g.Do(context.Background(), "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }); err != nil {
 			t.Fatalf("PING on the live node = %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-	srv.Freeze()
-	defer srv.Thaw()
-	start := time.Now()
-	calls := untilOpen(g, 8*time.Second, func() { _ = g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }) })
-	if took := time.Since(start); g.State() != Open || took > 2*time.Second {
-		t.Errorf("breaker after %d calls to a frozen node in %v: %v, want Open within 2s (Counts() = %+v)", calls, took, g.State(), g.Counts())
 	}
 }

@@ -4,14 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"runtime"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/cacheaside/cacheaside/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -24,16 +20,10 @@ import (
 // failed in about a third of the subtests (7 to 15 of 20 on 11f95db,
 // before unread.go); 100 PINGs make a failure likely in each subtest.
 func TestTLSUnreadRepliesAreNotSilence(t *testing.T) {
-	dir := t.TempDir()
-	crt, key := filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key")
-	if out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt, "-days", "1", "-subj", "/CN=localhost").CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
-	tp := redistest.Port(t)
-	_ = redistest.Start(t, "--tls-port", strconv.Itoa(tp), "--tls-cert-file", crt, "--tls-key-file", key, "--tls-auth-clients", "no")
+	_, addr := startTLS(t)
 	for _, inline := range []bool{false, true} {
 		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) {
-			rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(tp), TLSConfig: &tls.Config{InsecureSkipVerify: true}, ContextTimeoutEnabled: inline, MaxRetries: -1, ReadTimeout: 10 * time.Second})
+			rdb := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: &tls.Config{InsecureSkipVerify: true}, ContextTimeoutEnabled: inline, MaxRetries: -1, ReadTimeout: 10 * time.Second})
 			t.Cleanup(func() { _ = rdb.Close() })
 			g := New(Config{Client: rdb, Inline: inline, Budget: 40 * time.Millisecond, Limit: 5 * time.Second, MaxAbandoned: 64, BreakerFailures: 1000, BreakerCooldown: time.Minute})
 			t.Cleanup(g.Close)

@@ -67,26 +67,10 @@ func TestFrozenNodeAfterServerIdleTimeoutIsSilent(t *testing.T) {
 	srv := redistest.Start(t, "--timeout", "1")
 	rdb, g := starvedGuard(t, srv, false, 2)
 	ctx := context.Background()
-	// A burst grows the pool.
-	var conns []interface{ Close() error }
-	for range 4 {
-		cn := rdb.Conn()
-		if err := cn.Ping(ctx).Err(); err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, cn)
-	}
-	for _, cn := range conns {
-		_ = cn.Close()
-	}
+	growPool(t, rdb, 4)
 	// Light traffic keeps the top connection busy; the server times the
 	// others out.
-	for end := time.Now().Add(3500 * time.Millisecond); time.Now().Before(end); {
-		if err := g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }); err != nil {
-			t.Fatalf("PING on the live node = %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	pingFor(t, g, rdb, 3500*time.Millisecond)
 	t.Logf("pool before the freeze: %d idle", rdb.PoolStats().IdleConns)
 	srv.Freeze()
 	defer srv.Thaw()
