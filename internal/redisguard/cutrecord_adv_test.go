@@ -15,18 +15,18 @@ import (
 // TestFrozenNodeConcurrentInlineCallersOpen: concurrent inline calls
 // (ContextTimeoutEnabled, go-redis's default MaxRetries), callers
 // staggered, to a node that freezes, with a small pool. The breaker must
-// open within a second. It fails with PoolSize 1 and 16 callers (2.5 to
+// open within a second. It failed with PoolSize 1 and 16 callers (2.5 to
 // 3.2 s, about a thousand calls judged ErrSlow, 3 runs of 3): each call
-// waits ~33 ms for the pool's one connection, held by the previous call
-// to the frozen node, then writes and is cut ~7 ms later. go-redis's
-// retry backoff returns context.DeadlineExceeded, so cutUnsent asks
-// conns.unanswered(now, d/2, start): the connection's close recorded
-// cutWaited = ~7 ms (< 20 ms), no open connection is awaiting (or the one
-// open was written < 20 ms ago), so the call is excused as "unsent",
-// although its whole budget went waiting behind unanswered requests to
-// the node. cutAt/cutWaited being the latest close only (another call's
-// short-waited close overwriting) makes it worse, but a call's own close
-// already suffices.
+// waited ~33 ms for the pool's one connection, held by the previous call
+// to the frozen node, then wrote and was cut ~7 ms later; go-redis's retry
+// backoff returns context.DeadlineExceeded, and cutUnsent found no request
+// unanswered for half the budget (each close had waited ~7 ms), so it
+// excused the call as not sent. The node's silence is now counted across
+// closes since its latest reply (conns.silentFrom). With load (one P, two
+// spinning goroutines beside 16 callers) the process is busy (life.go:
+// more than busyQueue goroutines ready per P), and silence is not judged
+// while it is, by design: then the breaker must still open, within the
+// limit plus slack.
 func TestFrozenNodeConcurrentInlineCallersOpen(t *testing.T) {
 	for _, pool := range []int{1, 4} {
 		for _, callers := range []int{4, 16} {
@@ -56,7 +56,7 @@ func TestFrozenNodeConcurrentInlineCallersOpen(t *testing.T) {
 					for i := range callers {
 						wg.Go(func() {
 							time.Sleep(time.Duration(i) * 7 * time.Millisecond) // staggered: short-waited cuts interleave with long ones
-							for time.Since(start) < 4*time.Second && g.State() != Open {
+							for time.Since(start) < 8*time.Second && g.State() != Open {
 								err := g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 								k := "ok"
 								switch {
@@ -77,8 +77,12 @@ func TestFrozenNodeConcurrentInlineCallersOpen(t *testing.T) {
 					wg.Wait()
 					took := time.Since(start)
 					t.Logf("took %v state %v counts %+v errors %v", took, g.State(), g.Counts(), kinds)
-					if g.State() != Open || took > time.Second {
-						t.Errorf("breaker %v after %v against a frozen node, want Open within 1s", g.State(), took)
+					within := time.Second
+					if load {
+						within = 8 * time.Second // busy: judged at the limit (5 s) at worst
+					}
+					if g.State() != Open || took > within {
+						t.Errorf("breaker %v after %v against a frozen node, want Open within %v", g.State(), took, within)
 					}
 				})
 			}

@@ -106,7 +106,7 @@ func (g *Guard) DoInline(ctx context.Context, n *Node, d time.Duration, fn func(
 			g.slowed(now)
 			return fmt.Errorf("%w: %w", ErrSlow, err)
 		}
-		if ctx.Err() == nil && IsTimeout(err) && (g.cutWasSlow(n, start, d) || cutUnsent(n, err, start, now, d)) {
+		if ctx.Err() == nil && IsTimeout(err) && (g.cutWasSlow(n, start, d) || cutUnsent(n, err, now, d)) {
 			// Slow, unless the node froze meanwhile: calm tells once the
 			// node answers again, or does not.
 			note(&n.lastCut, now)
@@ -150,15 +150,16 @@ func (g *Guard) slowed(now int64) {
 	g.counts.slow.Add(1)
 }
 
-// cutUnsent reports whether a call to n that began at start and was cut
+// cutUnsent reports whether a call to n that was cut
 // by its deadline d at now had not sent its request (unread.go): it ended
 // with the context's deadline (which go-redis also returns for a read it
 // cut) or a write cut by the socket's deadline, while no request to n
-// (nor a write to it, nor the request of a connection closed since start,
-// the cut call's own) had waited half the deadline unanswered. Its goroutine ran too late, which says nothing about n; a
+// (nor a write to it, nor the requests of connections closed unanswered
+// since n's latest reply, the cut call's own among them) had waited half
+// the deadline unanswered. Its goroutine ran too late, which says nothing about n; a
 // frozen node that stopped reading leaves a write waiting, and one that
 // did not leaves the reads of its requests unanswered.
-func cutUnsent(n *Node, err error, start, now int64, d time.Duration) bool {
+func cutUnsent(n *Node, err error, now int64, d time.Duration) bool {
 	var operr *net.OpError
 	if errors.As(err, &operr) {
 		if operr.Op != "write" {
@@ -167,5 +168,5 @@ func cutUnsent(n *Node, err error, start, now int64, d time.Duration) bool {
 	} else if !errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
-	return n.conns.watchedAll() && !n.conns.unanswered(now, int64(d)/2, start)
+	return n.conns.watchedAll() && !n.conns.unanswered(now, int64(d)/2)
 }

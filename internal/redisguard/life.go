@@ -169,7 +169,7 @@ func (w *watch) judge(due, now int64) verdict {
 		return waiting // this check ran late: so may the replies' readers
 	case w.starved != nil && w.starved():
 		return waiting // the replies' readers may be queued behind other goroutines
-	case w.cs != nil && !w.cs.unanswered(now, win, w.start) && w.cs.watchedAll():
+	case w.cs != nil && !w.cs.unanswered(now, win) && w.cs.watchedAll():
 		return waiting // no request to the node waited a window: this call's may not be sent yet (unread.go)
 	case w.replyWaiting():
 		return slow // a reply waits unread: this process holds the call up, not the node (unread.go)

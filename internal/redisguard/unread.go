@@ -60,9 +60,15 @@ type conns struct {
 	mu      sync.Mutex
 	open    map[*conn]struct{}
 	dialing map[*int64]struct{} // the start of each dial in progress
-	// The latest connection closed with a request unanswered (go-redis
-	// closes one whose read was cut): when, and how long it had waited.
-	cutAt, cutWaited int64
+	// silentFrom is the clock since which the node has answered none of
+	// the requests that connections were closed with (go-redis closes one
+	// whose read was cut), if it has answered nothing since (lastReply):
+	// the calls queued for one pooled connection behind a frozen node
+	// each wait only a little on the wire, but one after another.
+	silentFrom int64
+	// lastReply is the clock of the node's latest reply to a call of the
+	// guard (Node.replied): it breaks a silence.
+	lastReply atomic.Int64
 
 	// client is the go-redis client whose pools hold the node's
 	// connections, when the guard knows it (watchedAll).
@@ -146,8 +152,9 @@ func (c *conn) Close() error {
 	now, w := clock(), c.awaiting()
 	if c.busy() && c.unread() {
 		note(&c.cs.closedUnread, now)
+		w = 0 // answered, only not read
 	}
-	c.cs.forget(c, now, w)
+	c.cs.forget(c, w)
 	return c.Conn.Close()
 }
 
@@ -214,13 +221,19 @@ func (cs *conns) wrap(nc net.Conn) net.Conn {
 	return c
 }
 
-// forget drops c, closed at now, from the open connections, noting the
-// request it closed with unanswered, written at w (0: none).
-func (cs *conns) forget(c *conn, now, w int64) {
+// forget drops c from the open connections, noting the request it was
+// closed with unanswered, written at w (0: none), in the node's silence.
+func (cs *conns) forget(c *conn, w int64) {
 	cs.mu.Lock()
 	delete(cs.open, c)
 	if w != 0 {
-		cs.cutAt, cs.cutWaited = now, now-w
+		lr := cs.lastReply.Load()
+		from := max(w, lr) // silent only since its latest reply
+		if cs.silentFrom < lr || cs.silentFrom == 0 {
+			cs.silentFrom = from // a reply came since: a new silence
+		} else {
+			cs.silentFrom = min(cs.silentFrom, from)
+		}
 	}
 	cs.mu.Unlock()
 }
@@ -267,14 +280,14 @@ func (cs *conns) watchedAll() bool {
 
 // unanswered reports whether, at now, a request to the node has gone
 // unanswered for at least win: a write on an open connection with no
-// read on it since, or a dial in progress, or a request on a connection
-// closed since since (a clock value) unanswered for that long when it
-// was closed (the cut call's own). Without one, a call judged at now may
-// not have been sent yet.
-func (cs *conns) unanswered(now, win, since int64) bool {
+// read on it since, or a dial in progress, or requests that connections
+// were closed with, unanswered, for that long since the node's latest
+// reply (silentFrom). Without one, a call judged at now may not have
+// been sent yet.
+func (cs *conns) unanswered(now, win int64) bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if cs.cutAt >= since && cs.cutWaited >= win {
+	if f := cs.silentFrom; f != 0 && f >= cs.lastReply.Load() && now-f >= win {
 		return true
 	}
 	for at := range cs.dialing {
