@@ -45,17 +45,10 @@ type Node struct {
 	conns    *conns // its connections, for replies waiting unread (unread.go)
 }
 
-// replied notes a reply, at now, to a call that began at start (life's
-// replied), and tells the node's connections, for which a reply ends a
-// silence (unread.go).
-func (n *Node) replied(start, now, budget, period int64) {
-	n.life.replied(start, now, budget, period)
-	note(&n.conns.lastReply, now)
-}
-
 // newNode returns the node of addr with a breaker of its own, if enabled.
 func (b *breakers) newNode(addr string) *Node {
 	n := &Node{conns: &conns{}}
+	n.lastReply = &n.conns.lastReply // one cell: a reply also ends a silence (unread.go)
 	ch := make(chan struct{})
 	n.wake.Store(&ch)
 	if b.make != nil {

@@ -129,17 +129,15 @@ func (g *Guard) RetrySlow(err error) bool {
 // cutWasSlow reports whether a call to n that began at start and was cut
 // by its deadline d was slow rather than failed (life.go): cut at the
 // budget while n answered others promptly, or answered others while this
-// process held it up, or
-// at the limit (the first dial) while n answered others; or cut with a
-// reply of n waiting unread (unread.go: go-redis closed the cut
-// connection with its reply in it).
+// process held it up, or at the limit (the first dial) while n answered
+// others; or cut with a reply of n waiting unread (unread.go: go-redis
+// closed the cut connection with its reply in it).
 func (g *Guard) cutWasSlow(n *Node, start int64, d time.Duration) bool {
 	if d == g.budget {
 		// Congestion excuses a cut only while the node answers: a frozen
 		// node fills the pool with calls waiting on it, and that must not
 		// excuse it (TestFrozenNodeUnderCloneWithFullPoolIsSilent).
-		last := n.lastReply.Load()
-		return n.lastPrompt.Load() >= start || (g.congested(n) && last >= start) || n.conns.replyWaiting(start)
+		return n.lastPrompt.Load() >= start || (g.congested(n) && n.lastReply.Load() >= start) || n.conns.replyWaiting(start)
 	}
 	return n.lastReply.Load() >= start || n.conns.replyWaiting(start)
 }
@@ -150,15 +148,15 @@ func (g *Guard) slowed(now int64) {
 	g.counts.slow.Add(1)
 }
 
-// cutUnsent reports whether a call to n that was cut
-// by its deadline d at now had not sent its request (unread.go): it ended
-// with the context's deadline (which go-redis also returns for a read it
-// cut) or a write cut by the socket's deadline, while no request to n
-// (nor a write to it, nor the requests of connections closed unanswered
-// since n's latest reply, the cut call's own among them) had waited half
-// the deadline unanswered. Its goroutine ran too late, which says nothing about n; a
-// frozen node that stopped reading leaves a write waiting, and one that
-// did not leaves the reads of its requests unanswered.
+// cutUnsent reports whether a call to n that was cut by its deadline d at
+// now had not sent its request (unread.go): it ended with the context's
+// deadline (which go-redis also returns for a read it cut) or a write cut
+// by the socket's deadline, while no request to n (nor a write to it, nor
+// the requests of connections closed unanswered since n's latest reply,
+// the cut call's own among them) had waited half the deadline unanswered.
+// Its goroutine ran too late, which says nothing about n; a frozen node
+// that stopped reading leaves a write waiting, and one that did not
+// leaves the reads of its requests unanswered.
 func cutUnsent(n *Node, err error, now int64, d time.Duration) bool {
 	var operr *net.OpError
 	if errors.As(err, &operr) {

@@ -65,7 +65,9 @@ func instant(c int64) time.Time { return clockBase.Add(time.Duration(c - 1)) }
 // life is what the guard knows about whether one node answers. Each
 // last* field holds the clock of the latest such event, 0 for none yet.
 type life struct {
-	lastReply  atomic.Int64 // a call got a reply
+	// lastReply: a call got a reply. The cell is the node's conns'
+	// (unread.go), for which a reply also ends a silence.
+	lastReply  *atomic.Int64
 	lastPrompt atomic.Int64 // a call got a reply within the budget
 	lastFault  atomic.Int64 // a call failed (see IsOutage), or waited a quiet window
 	// A call cut at the budget by its deadline while the node had answered
@@ -97,7 +99,7 @@ func (l *life) replied(start, now, budget, period int64) {
 	if d <= budget {
 		note(&l.lastPrompt, now)
 	}
-	note(&l.lastReply, now)
+	note(l.lastReply, now)
 }
 
 // calmPeriod, in budgets, is how long a slow call is remembered: how long

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,7 +55,7 @@ func TestJudge(t *testing.T) {
 	}
 	ms := int64(time.Millisecond)
 	for _, tt := range tests {
-		var l life
+		l := life{lastReply: new(atomic.Int64)}
 		l.lastReply.Store(tt.s.reply * ms)
 		l.lastPrompt.Store(tt.s.prompt * ms)
 		l.lastFault.Store(tt.s.fault * ms)
@@ -97,7 +98,7 @@ func TestCalm(t *testing.T) {
 	}
 	for _, tt := range tests {
 		g := Guard{calmAfter: time.Duration(period)}
-		n := &Node{}
+		n := &Node{life: life{lastReply: new(atomic.Int64)}}
 		g.slowAt.Store(ago(tt.slowAt))
 		n.lastCut.Store(ago(tt.cut))
 		n.lastReply.Store(ago(tt.reply))

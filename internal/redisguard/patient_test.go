@@ -242,7 +242,7 @@ func (h *firstTry) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		since := clock()
 		if h.poolWait {
-			waitPast(ctx, &h.node.lastReply, since)
+			waitPast(ctx, h.node.lastReply, since)
 			cmd.SetErr(redis.ErrPoolTimeout)
 			return redis.ErrPoolTimeout
 		}

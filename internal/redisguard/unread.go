@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -50,7 +51,7 @@ import (
 // peekFor is how long one look at a node's connections answers for
 // every call judged meanwhile: under a freeze every waiting call is
 // judged at about the same time.
-const peekFor = 500 * 1000 // nanoseconds: half a millisecond
+const peekFor = int64(500 * time.Microsecond)
 
 // conns is what a node's connections say: the ones open, the dials in
 // progress, and when a connection was closed with a reply unread. It holds
@@ -67,7 +68,9 @@ type conns struct {
 	// each wait only a little on the wire, but one after another.
 	silentFrom int64
 	// lastReply is the clock of the node's latest reply to a call of the
-	// guard (Node.replied): it breaks a silence.
+	// guard: it ends a silence. The node's life reads and writes this
+	// cell (newNode), which belongs here so that a connection keeps
+	// nothing of the guard alive.
 	lastReply atomic.Int64
 
 	// client is the go-redis client whose pools hold the node's
@@ -207,7 +210,7 @@ func (cs *conns) wrap(nc net.Conn) net.Conn {
 	}
 	c.tcp, _ = inner.(*net.TCPConn)
 	if c.tcp == nil {
-		c.raw = tcpBeneath(inner)
+		c.raw, _ = beneath[*net.TCPConn](inner)
 	}
 	cs.mu.Lock()
 	if cs.open == nil {
@@ -328,41 +331,31 @@ func (cs *conns) replyWaiting(start int64) bool {
 	return seen
 }
 
-// tcpBeneath returns the TCP connection beneath nc's wrappers (those that
-// expose their connection with NetConn, such as crypto/tls.Conn), or nil.
-func tcpBeneath(nc net.Conn) *net.TCPConn {
+// beneath returns the first connection that is a T, nc itself or one
+// beneath the wrappers that expose their connection with NetConn (such as
+// crypto/tls.Conn), at most 8 deep.
+func beneath[T any](nc net.Conn) (T, bool) {
 	for range 8 {
+		if t, ok := nc.(T); ok {
+			return t, true
+		}
 		u, ok := nc.(interface{ NetConn() net.Conn })
 		if !ok {
-			return nil
+			break
 		}
 		if nc = u.NetConn(); nc == nil {
-			return nil
-		}
-		if t, ok := nc.(*net.TCPConn); ok {
-			return t
+			break
 		}
 	}
-	return nil
+	var zero T
+	return zero, false
 }
 
-// unread reports whether bytes wait unread in nc's socket. It looks
-// through wrappers that expose their connection with NetConn (TLS: the
-// bytes of a record are a reply too).
+// unread reports whether bytes wait unread in nc's socket, looking
+// through wrappers (TLS: the bytes of a record are a reply too).
 func unread(nc net.Conn) bool {
-	for range 8 {
-		if sc, ok := nc.(syscall.Conn); ok {
-			return peek(sc)
-		}
-		u, ok := nc.(interface{ NetConn() net.Conn })
-		if !ok {
-			return false
-		}
-		if nc = u.NetConn(); nc == nil {
-			return false
-		}
-	}
-	return false
+	sc, ok := beneath[syscall.Conn](nc)
+	return ok && peek(sc)
 }
 
 // busy reports whether c may hold a reply: a request on it waits for its

@@ -56,7 +56,7 @@ func (g *Guard) DoWaiting(ctx context.Context, key string, wait time.Duration, f
 		g.workers.run(rctx, func() {
 			err := g.callSafely(rctx, fn)
 			if isReply(err) {
-				note(&n.lastReply, clock())
+				note(n.lastReply, clock())
 			}
 			<-g.slots
 			done <- err
@@ -87,7 +87,7 @@ func (g *Guard) DoWaiting(ctx context.Context, key string, wait time.Duration, f
 // is slow past the limit (errOverdue: not sent again).
 func (g *Guard) waited(ctx context.Context, n *Node, start int64, err error) error {
 	if isReply(err) {
-		note(&n.lastReply, clock())
+		note(n.lastReply, clock())
 		return err
 	}
 	if ctx.Err() != nil || n.lastReply.Load() < start {
