@@ -70,7 +70,11 @@ func (c *Cache[K, V]) applyInvalidation(payload string) {
 		c.l1.VerifyFromNow()
 	case origin != c.tokenPrefix:
 		if len(keys) == 1 && keys[0] == tagclock.ClearMarker(c.cfg.prefix) {
-			// Another process cleared the prefix.
+			// Another process cleared the prefix (or invalidated a
+			// tag): reads from now on carry the clock, so that no copy
+			// judged by the clock known before reaches the L1 after
+			// this drop (tagclock.Lease).
+			c.lease.Drop(tagclock.Now())
 			c.l1.InvalidateAll()
 			c.flights.ForgetAll()
 		} else {

@@ -143,6 +143,7 @@ type Cache[K comparable, V any] struct {
 	replicas *tagclock.Replicas
 	clock    tagclock.Known
 	memo     tagclock.Memo      // the last clock value read, parsed
+	lease    tagclock.Lease     // how long hit reads may go without the clock (read.go)
 	versions tagclock.Versions  // of the prefix's tags (tags.go)
 	lostKeys singleflight.Group // recreations of lost clock keys (clockloss.go)
 

@@ -19,8 +19,10 @@ import (
 // or a replica). A missing one is recreated first (recreateClock), and so
 // is one below the largest clock this process knows (set back); when that
 // fails, no value is served until a read finds the clock. An unreadable
-// clock is counted in Stats.Corrupt.
-func (c *Cache[K, V]) observeClock(key string, raw []byte) {
+// clock is counted in Stats.Corrupt. Either ends the clock's lease
+// (tagclock.Lease); ok reports a clock recorded, which a hit read may
+// extend the lease with.
+func (c *Cache[K, V]) observeClock(key string, raw []byte) (ok bool) {
 	clock, cleared, ok, err := c.memo.Parse(raw)
 	// Missing, or set back below the largest clock this process knows (a
 	// restart from an older snapshot, a failover to a lagging replica: the
@@ -32,13 +34,17 @@ func (c *Cache[K, V]) observeClock(key string, raw []byte) {
 	if raw == nil || ok && clock < c.clock.Clock() {
 		if raw, err = c.recreateClock(key); err != nil {
 			c.clock.Lost()
-			return
+			c.lease.Drop(tagclock.Now())
+			return false
 		}
 		clock, cleared, ok, err = tagclock.Parse(raw)
 	}
 	if c.clock.Record(clock, cleared, ok, err) != nil {
 		c.stats.corrupt.Add(1)
+		c.lease.Drop(tagclock.Now())
+		return false
 	}
+	return ok
 }
 
 // syncClock reads the prefix's clock, recreating it if it is lost, for a

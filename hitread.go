@@ -6,6 +6,7 @@ import (
 
 	"github.com/cacheaside/cacheaside/internal/readbatch"
 	"github.com/cacheaside/cacheaside/internal/redisguard"
+	"github.com/cacheaside/cacheaside/internal/tagclock"
 )
 
 // The Redis read of a Get goes out with the reads of concurrent Gets of
@@ -37,13 +38,15 @@ func (c *Cache[K, V]) readBatched(ctx context.Context, vkey string) ([]byte, err
 	return raw, err
 }
 
-// readMany reads vkeys, all on one node, in one call through the guard;
+// readMany reads vkeys, all on one node, in one call through the guard,
+// with the clock key unless the clock's lease is held (read.go's get);
 // vals[i] is nil for a missing key, one that holds another Redis type
 // (MGET answers nil for it) or an empty string (guard.MGetNode): the miss
 // path's script then finds it unreadable and replaces it.
 func (c *Cache[K, V]) readMany(ctx context.Context, vkeys []string, vals [][]byte) error {
 	err := c.guard.Do(ctx, vkeys[0], func(ctx context.Context) error {
-		if c.clockKey == "" {
+		now := tagclock.Now()
+		if c.clockKey == "" || c.lease.Held(now) {
 			return c.guard.MGetNode(ctx, vkeys, vals)
 		}
 		withClock := make([][]byte, len(vkeys)+1)
@@ -52,7 +55,9 @@ func (c *Cache[K, V]) readMany(ctx context.Context, vkeys []string, vals [][]byt
 			return err
 		}
 		copy(vals, withClock)
-		c.observeClock(keys[len(vkeys)], withClock[len(vkeys)])
+		if c.observeClock(keys[len(vkeys)], withClock[len(vkeys)]) {
+			c.lease.Extend(now)
+		}
 		return nil
 	})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cacheaside/cacheaside/internal/envelope"
 	"github.com/cacheaside/cacheaside/internal/replay"
+	"github.com/cacheaside/cacheaside/internal/tagclock"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -131,10 +132,16 @@ func (r *getReply) result(err error) ([]byte, error) {
 }
 
 // get is read's Redis call: GET vkey into rep, with a WRONGTYPE reply
-// noted rather than returned (an unreadable entry, not a fault).
+// noted rather than returned (an unreadable entry, not a fault). While
+// the clock's lease is held (tagclock.Lease: a read carried the clock key
+// less than a millisecond ago) the clock known is current enough for the
+// consistency promise, and the GET goes out alone; else it carries the
+// clock (getWithClock).
 func (c *Cache[K, V]) get(ctx context.Context, vkey string, rep *getReply) error {
 	if c.clockKey != "" {
-		return c.getWithClock(ctx, vkey, rep)
+		if now := tagclock.Now(); !c.lease.Held(now) {
+			return c.getWithClock(ctx, vkey, rep, now)
+		}
 	}
 	var err error
 	rep.raw, err = c.rdb.Get(ctx, vkey).Bytes()
@@ -150,14 +157,17 @@ func (c *Cache[K, V]) get(ctx context.Context, vkey string, rep *getReply) error
 // a pipeline of one per slot (guard.MGetNode). A key of another Redis
 // type (MGET answers nil for it) or holding an empty string (which
 // MGetNode reads as missing) is a miss, whose lock script finds the key
-// unreadable and replaces it.
-func (c *Cache[K, V]) getWithClock(ctx context.Context, vkey string, rep *getReply) error {
+// unreadable and replaces it. The clock read extends the lease from sent,
+// taken before the MGET went out.
+func (c *Cache[K, V]) getWithClock(ctx context.Context, vkey string, rep *getReply, sent int64) error {
 	var vals [2][]byte
 	keys := []string{vkey, c.readClockKey(vkey)}
 	if err := c.guard.MGetNode(ctx, keys, vals[:]); err != nil {
 		return err
 	}
 	rep.raw = vals[0]
-	c.observeClock(keys[1], vals[1])
+	if c.observeClock(keys[1], vals[1]) {
+		c.lease.Extend(sent)
+	}
 	return nil
 }
