@@ -28,7 +28,12 @@ var ErrClearUnsupported = errors.New("cacheaside: Clear and InvalidateTag are no
 // key <prefix>{tags}:clock (on a Redis Cluster, then one more on each of
 // its 256 replicas, pipelined per node). Once Clear has returned nil, no Get or
 // GetMany started afterwards on any process returns a value loaded before
-// the call from Redis, and this process's in-process cache holds none; a
+// the call from Redis, and this process's in-process cache holds none
+// (on another process, as after Invalidate, a Get that joins a read or a
+// load of its key already in flight there may answer with its result: a
+// process without an L1 hears of no Clear, and one with it detaches its
+// flights when the feed's message arrives, before Clear returns under
+// WithSyncInvalidation); a
 // load in flight during the call writes nothing that is served afterwards
 // (see the README's consistency notes for the one case in which its bytes
 // are written, never to be read). The other processes drop their

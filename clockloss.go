@@ -19,9 +19,9 @@ import (
 // or a replica). A missing one is recreated first (recreateClock), and so
 // is one below the largest clock this process knows (set back); when that
 // fails, no value is served until a read finds the clock. An unreadable
-// clock is counted in Stats.Corrupt. Either ends the clock's lease
-// (tagclock.Lease); ok reports a clock recorded, which a hit read may
-// extend the lease with.
+// clock is counted in Stats.Corrupt. A clock found missing, set back or
+// unreadable ends the clock's lease (tagclock.Lease); ok reports a clock
+// read as it was and recorded, which a hit read may extend the lease with.
 func (c *Cache[K, V]) observeClock(key string, raw []byte) (ok bool) {
 	clock, cleared, ok, err := c.memo.Parse(raw)
 	// Missing, or set back below the largest clock this process knows (a
@@ -32,12 +32,20 @@ func (c *Cache[K, V]) observeClock(key string, raw []byte) (ok bool) {
 	// one, or a replica not yet raised by a Clear in progress, costs that
 	// one script).
 	if raw == nil || ok && clock < c.clock.Clock() {
+		// The recreation may be one that another reader began before
+		// this read was sent (lostKeys shares it): what it returns says
+		// nothing of the time this read went out, so it ends the lease
+		// rather than extend it, and the next read carries the clock.
+		c.lease.Drop(tagclock.Now())
 		if raw, err = c.recreateClock(key); err != nil {
 			c.clock.Lost()
-			c.lease.Drop(tagclock.Now())
 			return false
 		}
 		clock, cleared, ok, err = tagclock.Parse(raw)
+		if c.clock.Record(clock, cleared, ok, err) != nil {
+			c.stats.corrupt.Add(1)
+		}
+		return false
 	}
 	if c.clock.Record(clock, cleared, ok, err) != nil {
 		c.stats.corrupt.Add(1)

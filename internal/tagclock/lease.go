@@ -82,7 +82,7 @@ func (l *Lease) Extend(sent int64) {
 func (l *Lease) Drop(now int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.floor = now
+	l.floor = max(l.floor, now) // Drops taken in one order may lock in the other
 	l.until.Store(0)
 }
 
