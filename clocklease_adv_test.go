@@ -271,9 +271,13 @@ func hammer(t *testing.T, s advSetup) {
 		}
 	}
 
-	deadline := time.Now().Add(s.dur)
+	// At least s.dur and minRounds rounds: on a loaded machine (CI runs
+	// six shards beside other modules) a round can take a second, and a
+	// run of one round checks too little. cap bounds it.
+	const minRounds = 5
+	deadline, hardDeadline := time.Now().Add(s.dur), time.Now().Add(60*time.Second)
 	rounds := 0
-	for i := 0; time.Now().Before(deadline); i++ {
+	for i := 0; (time.Now().Before(deadline) || rounds < minRounds) && time.Now().Before(hardDeadline); i++ {
 		if s.stale {
 			db.fail.Store(i%2 == 1)
 		}
