@@ -93,7 +93,8 @@ func validTag(t string) bool { return t != "" && len(t) <= MaxTagLen }
 // same tags, or a Clear, succeeds (call it again). It is not queued for
 // replay. It returns [ErrBadTag] for an empty or too long tag. On a Redis
 // Cluster it also raises the clock's replicas, as Clear does. Like Clear,
-// it returns no sooner than 2 ms after the clock is written.
+// it returns no sooner than 2 ms after the clock is written (see Clear):
+// invalidate many tags in one call, not one call per tag.
 func (c *Cache[K, V]) InvalidateTag(ctx context.Context, tags ...string) error {
 	if !c.tracker.add() {
 		return ErrClosed
