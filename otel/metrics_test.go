@@ -143,12 +143,14 @@ func TestMetricsMatchStats(t *testing.T) {
 		t.Errorf("cacheaside.get.duration counts by result = %v, want %v", got, wantGets)
 	}
 	ops := histogramCountsBy(t, rm, "cacheaside.redis.duration", "db.operation.name")
-	// Each Get reads its value with the prefix's clock key (Clear and
-	// tags) in one MGET on a single server, and each of the two fills (the
-	// value, the not-found marker) reads the clock again before it writes
-	// (a Clear during the load refuses the fill).
-	if ops["MGET"] != 7 || ops["EVALSHA"] == 0 {
-		t.Errorf("cacheaside.redis.duration counts by command = %v, want MGET 7 (one per Get: the value and the clock key; one per fill: the clock) and some EVALSHA (locks and fills)", ops)
+	// Each Get reads its value in one command on a single server: an MGET
+	// with the prefix's clock key (Clear and tags), or a plain GET when
+	// the process read the clock less than a millisecond before (the
+	// clock's lease); the first carries the clock. Each of the two fills
+	// (the value, the not-found marker) reads the clock again in an MGET
+	// before it writes (a Clear during the load refuses the fill).
+	if ops["MGET"]+ops["GET"] != 7 || ops["MGET"] < 3 || ops["EVALSHA"] == 0 {
+		t.Errorf("cacheaside.redis.duration counts by command = %v, want MGET+GET 7 (one per Get: the value, with the clock key unless read within 1 ms; one MGET per fill: the clock), MGET at least 3, and some EVALSHA (locks and fills)", ops)
 	}
 }
 

@@ -225,7 +225,8 @@ func TestMetricsAndHealth(t *testing.T) {
 		`cacheaside_requests_total{cache="products",result="hit"}`,
 		`cacheaside_get_duration_seconds_count{cache="products",result="hit"}`,
 		`cacheaside_load_duration_seconds_count{`,
-		// A Get reads its value and the prefix's clock (Clear and tags) in one MGET.
+		// A Get reads its value and the prefix's clock (Clear and tags) in one
+		// MGET when its process has not read the clock in the last millisecond.
 		`cacheaside_redis_duration_seconds_count{cache="products",db_operation_name="MGET"}`,
 		`cacheaside_breaker_state{cache="products",state="closed"} 1`,
 	} {
