@@ -101,7 +101,7 @@ func (c *Cache[K, V]) auditLoad(ctx context.Context, key K) (v V, notFound bool,
 // auditReplaced reads vkey again and reports whether its entry is no
 // longer the one stored at stored: gone, stored at another time, or made
 // a miss by a Clear or InvalidateTag (the clock is read with it, as by
-// every read of values). An entry without a stored time (written before
+// GetMany). An entry without a stored time (written before
 // v0.3) counts as in place.
 func (c *Cache[K, V]) auditReplaced(ctx context.Context, vkey string, stored time.Time) (bool, error) {
 	out, failed, err := c.mget(ctx, []string{vkey})

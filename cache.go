@@ -135,10 +135,10 @@ type Cache[K comparable, V any] struct {
 	tokenPrefix string           // unique to this Cache: starts its lock tokens, generations and messages
 	fingerprint uint32           // of V and the codec, in every envelope written (typeFingerprint)
 	lastReload  atomic.Int64     // UnixNano of the last Cluster slot-map reload asked for
-	// clockKey is the prefix's invalidation clock, read with every read of
-	// values (clear.go); on a Cluster, reads carry one of its replicas
-	// instead (clearcluster.go; nil elsewhere). clock is what this process
-	// knows of it.
+	// clockKey is the prefix's invalidation clock, read with reads of
+	// values (clear.go; a Get's, unless the lease holds); on a Cluster,
+	// reads carry one of its replicas instead (clearcluster.go; nil
+	// elsewhere). clock is what this process knows of it.
 	clockKey string
 	replicas *tagclock.Replicas
 	clock    tagclock.Known

@@ -8,9 +8,9 @@ import (
 )
 
 // Clear and tags on a Redis Cluster (docs/consistency.md): the clock key
-// lives in one slot, so every read of values carries instead the clock
-// replica (tagclock.Replicas) that the values' node owns, in the same
-// round trip; Clear and InvalidateTag advance the clock key as elsewhere
+// lives in one slot, so a read of values that carries the clock (see
+// tagclock.Lease) carries instead the clock replica (tagclock.Replicas)
+// that the values' node owns, in the same round trip; Clear and InvalidateTag advance the clock key as elsewhere
 // and then raise every replica to the new clock before they return.
 
 // newReplicas returns the clock replicas of the prefix on a Cluster

@@ -4,11 +4,12 @@
 // is the clock of the last Clear. Every value's envelope carries the
 // clock its process knew before the load began (envelope.Header.Clock);
 // a value whose clock is below the last Clear's was loaded before it and
-// is a miss. Every Redis read of values on a single server or behind
-// Sentinel reads the clock key in the same MGET, so a read sent after a
-// Clear returned sees its clock; on a Cluster it reads instead one of the
-// clock's replicas on its own node (replicas.go), all raised before a
-// Clear returns.
+// is a miss. Redis reads of values on a single server or behind Sentinel
+// read the clock key in the same MGET, so a read sent after a Clear
+// returned sees its clock; on a Cluster they read instead one of the
+// clock's replicas on their own node (replicas.go), all raised before a
+// Clear returns. A process's Gets read it about once a millisecond, and
+// Clear waits for that (lease.go).
 //
 // Clocks are Unix milliseconds of the Redis server, or the last clock
 // plus one when that is larger, so that a clock key lost (evicted,
@@ -108,9 +109,9 @@ func Parse(raw []byte) (clock, cleared uint64, ok bool, err error) {
 	return clock, cleared, true, nil
 }
 
-// Memo is Parse with a memory of the last clock it parsed. Every read of
-// values carries the clock key, whose value changes only at a Clear, so
-// most reads find the value parsed before: two ParseUints, about 1.5% of
+// Memo is Parse with a memory of the last clock it parsed. Reads of values
+// carry the clock key, whose value changes only at a Clear, so most reads
+// find the value parsed before: two ParseUints, about 1.5% of
 // the instructions of a lone Get (BenchmarkHitInstructions), and an
 // allocation. Its methods are safe for concurrent use.
 type Memo struct{ last atomic.Pointer[parsed] }
