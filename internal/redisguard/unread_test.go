@@ -52,6 +52,13 @@ func starvedGuard(t *testing.T, srv *redistest.Server, inline bool, failures uin
 // that waits unread in its socket is no silence: calls on a live server
 // are not judged failed. Before unread.go, 9 to 14 of these 20 calls
 // failed on an idle machine.
+//
+// On a machine loaded far past its cores (CI runs ten steps on two), the
+// redis-server is short of CPU too and can answer a PING after the 40 ms
+// budget, with nothing else to show it alive: the guard rightly counts
+// that (the residue in docs/testing.md), and CI once saw 4 of 20. So a
+// round of 20 may have up to 2 failures, and one round of up to three
+// must: the defect this test guards against failed 9-14 in every round.
 func TestUnreadRepliesAreNotSilence(t *testing.T) {
 	for _, inline := range []bool{false, true} {
 		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) {
@@ -59,18 +66,25 @@ func TestUnreadRepliesAreNotSilence(t *testing.T) {
 			rdb, g := starvedGuard(t, srv, inline, 1000)
 			ctx := context.Background()
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-			stop := spin(busyQueue - 2)
-			var failed []error
-			for range 20 {
-				err := g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
-				if IsOutage(err) {
-					failed = append(failed, err)
+			for round := 1; ; round++ {
+				stop := spin(busyQueue - 2)
+				var failed []error
+				for range 20 {
+					err := g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+					if IsOutage(err) {
+						failed = append(failed, err)
+					}
 				}
-			}
-			stop()
-			if len(failed) > 0 {
-				t.Errorf("%d of 20 PINGs to a live server judged failed under a starved run queue, want 0: %v (Counts() = %+v)",
-					len(failed), failed, g.Counts())
+				stop()
+				if len(failed) <= 2 {
+					return
+				}
+				t.Logf("round %d: %d of 20 PINGs to a live server judged failed under a starved run queue: %v (Counts() = %+v)",
+					round, len(failed), failed, g.Counts())
+				if round == 3 {
+					t.Errorf("more than 2 of 20 PINGs to a live server judged failed under a starved run queue in each of 3 rounds, want at most 2 in one")
+					return
+				}
 			}
 		})
 	}
