@@ -100,3 +100,29 @@ func pingFor(t *testing.T, g *Guard, rdb *redis.Client, d time.Duration) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// setupCall runs call, a setup call through g to a live node, until it
+// succeeds: on a machine loaded far past its cores a live Redis can
+// answer after these tests' 40 ms budget, which the guard rightly counts
+// as a failure (see pingFor). It fails the test if the breaker leaves
+// closed or nothing succeeds within 10 s.
+func setupCall(t *testing.T, g *Guard, what string, call func() error) {
+	t.Helper()
+	giveUp := time.Now().Add(10 * time.Second)
+	for failed := 0; ; failed++ {
+		err := call()
+		if err == nil {
+			return
+		}
+		t.Logf("setup: %s on a live node = %v", what, err)
+		for _, s := range g.States() {
+			if s != Closed {
+				t.Fatalf("setup: a breaker is %v on a live node after %d failed calls (%s)", s, failed+1, what)
+			}
+		}
+		if time.Now().After(giveUp) {
+			t.Fatalf("setup: %s on a live node failed for 10 s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

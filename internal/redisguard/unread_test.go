@@ -40,9 +40,9 @@ func starvedGuard(t *testing.T, srv *redistest.Server, inline bool, failures uin
 	g := New(Config{Client: rdb, Inline: inline, Budget: 40 * time.Millisecond, Limit: 5 * time.Second, MaxAbandoned: 64,
 		BreakerFailures: failures, BreakerCooldown: time.Minute})
 	t.Cleanup(g.Close)
-	if err := g.Do(context.Background(), "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }); err != nil {
-		t.Fatalf("Do(PING) on a live server = %v", err)
-	}
+	setupCall(t, g, "PING", func() error {
+		return g.Do(context.Background(), "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+	})
 	return rdb, g
 }
 
@@ -225,9 +225,7 @@ func TestFrozenNodeOnConnsDialedBeforeTheGuard(t *testing.T) {
 			ping := func() error {
 				return g.Do(ctx, "k", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 			}
-			if err := ping(); err != nil {
-				t.Fatalf("Do(PING) on a live server = %v", err)
-			}
+			setupCall(t, g, "PING", ping)
 			srv.Freeze()
 			defer srv.Thaw()
 			start := time.Now()
