@@ -3,7 +3,6 @@ package cacheaside
 import (
 	"context"
 	"errors"
-	"runtime"
 	"time"
 	"unsafe"
 
@@ -99,11 +98,6 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 	}
 	defer c.tracker.done()
 
-	if fl.Hot() {
-		// The callers of the key's previous flight are likely on their
-		// way to this one: let them join before the read goes out.
-		runtime.Gosched()
-	}
 	// The leader reads Redis on its own goroutine, under the caller's
 	// context and the Redis timeout: a hit costs no goroutine.
 	epoch, m := c.localEpoch(), c.replay.Mark()

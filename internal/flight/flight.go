@@ -22,7 +22,6 @@ import (
 type Group[R any] struct {
 	mu   sync.Mutex
 	m    map[string]*Call[R]
-	hot  string // the key of the latest flight that had hotJoins joiners or more
 	pool sync.Pool
 	// waiters recycles the Waiters of flights nobody held (see Finish), so
 	// that a hot key's flights do not grow a new list of joiners each.
@@ -42,7 +41,6 @@ type Call[R any] struct {
 	shared  bool // another caller holds a pointer: never recycle
 	held    bool // Hold was called: its work may read waiters
 	joins   int  // callers that joined the flight in the air
-	hot     bool // the key's previous flight had hotJoins joiners or more
 	res     R
 	waiters *Waiters // with Track: made by the first joiner or Hold
 }
@@ -123,18 +121,9 @@ func (g *Group[R]) startLocked(key string) *Call[R] {
 		c = new(Call[R])
 	}
 	c.key = key
-	c.hot = g.hot == key
 	g.m[key] = c
 	return c
 }
-
-// hotJoins is how many callers joining one flight make its key hot.
-const hotJoins = 8
-
-// Hot reports whether the previous flight of the call's key had many
-// callers join it: a hot key, whose next callers are likely about to
-// arrive. Read it only as the leader, before Finish.
-func (c *Call[R]) Hot() bool { return c.hot }
 
 // Hold marks c as seen by a caller that will wait for it later, so that
 // Finish does not recycle it, and makes its Done channel. A leader calls
@@ -161,11 +150,6 @@ func (g *Group[R]) Finish(key string, c *Call[R], r R) {
 	c.res = r
 	if g.m[key] == c {
 		delete(g.m, key)
-	}
-	if c.joins >= hotJoins {
-		g.hot = key
-	} else if c.hot && g.hot == key {
-		g.hot = ""
 	}
 	done, shared := c.done, c.shared
 	var w *Waiters
