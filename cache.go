@@ -87,6 +87,7 @@ import (
 	"time"
 
 	"github.com/cacheaside/cacheaside/internal/audit"
+	"github.com/cacheaside/cacheaside/internal/decodememo"
 	"github.com/cacheaside/cacheaside/internal/flight"
 	"github.com/cacheaside/cacheaside/internal/l1"
 	"github.com/cacheaside/cacheaside/internal/protocol"
@@ -128,13 +129,14 @@ type Cache[K comparable, V any] struct {
 	hb           heartbeat            // the fill locks held by loads in flight
 	warm         *warmup[K]
 
-	lock        *protocol.Locker // the fill lock's Redis I/O (lock.go)
-	replay      *replay.Queue    // invalidations not applied in Redis yet (replay.go)
-	confirmer   *l1.Confirmer    // nil without WithSyncInvalidation (confirm.go)
-	replayAcks  sync.WaitGroup   // replayed batches waiting for confirmations (confirm.go)
-	tokenPrefix string           // unique to this Cache: starts its lock tokens, generations and messages
-	fingerprint uint32           // of V and the codec, in every envelope written (typeFingerprint)
-	lastReload  atomic.Int64     // UnixNano of the last Cluster slot-map reload asked for
+	lock        *protocol.Locker    // the fill lock's Redis I/O (lock.go)
+	replay      *replay.Queue       // invalidations not applied in Redis yet (replay.go)
+	confirmer   *l1.Confirmer       // nil without WithSyncInvalidation (confirm.go)
+	replayAcks  sync.WaitGroup      // replayed batches waiting for confirmations (confirm.go)
+	tokenPrefix string              // unique to this Cache: starts its lock tokens, generations and messages
+	fingerprint uint32              // of V and the codec, in every envelope written (typeFingerprint)
+	decoded     *decodememo.Memo[V] // the value of the payload decoded last (codec.go)
+	lastReload  atomic.Int64        // UnixNano of the last Cluster slot-map reload asked for
 	// clockKey is the prefix's invalidation clock, read with reads of
 	// values (clear.go; a Get's, unless the lease holds); on a Cluster,
 	// reads carry one of its replicas instead (clearcluster.go; nil
@@ -236,6 +238,7 @@ func New[K comparable, V any](rdb redis.UniversalClient, load LoadFunc[K, V], op
 		warm:        warm,
 		tokenPrefix: hex.EncodeToString(id[:]) + ".",
 		fingerprint: typeFingerprint[V](cfg.codec),
+		decoded:     decodememo.New[V](),
 	}
 	c.flights.Track = cfg.waiterCtxs
 	if cfg.localSize > 0 {
