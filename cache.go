@@ -70,8 +70,12 @@
 //
 // # Shared values
 //
-// Callers that share a flight receive the same V. When V holds references
-// (pointers, slices, maps), callers must treat the value as read-only.
+// Callers that share a flight receive the same V, and so do later callers
+// of the same key: hits on the in-process cache, and Redis reads of a key
+// whose bytes are those the cache decoded twice in a row before (a hot
+// key's value is decoded once, not once per read). Callers of different
+// keys never share a value. When V holds references (pointers, slices,
+// maps), callers must treat the value as read-only.
 package cacheaside
 
 import (

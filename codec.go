@@ -16,9 +16,9 @@ import (
 // handed out without a copy.
 //
 // The cache calls Unmarshal only for bytes it has not just decoded: bytes
-// equal to those it decoded twice in a row (a hot key's, read again and
-// again) get the value decoded from them before, shared like every value
-// the cache returns.
+// of a key equal to those it decoded twice in a row (a hot key's, read
+// again and again) get the value decoded from them before, shared as the
+// callers of one key share every value the cache returns.
 //
 // Bytes that a codec cannot decode are treated as a miss: the value is
 // reloaded and overwritten, and the event is counted in [Stats].Corrupt.
@@ -55,10 +55,10 @@ func typeFingerprint[V any](codec Codec) uint32 {
 
 // decodeResult turns a Redis value into a hit and returns the envelope's
 // header (logical expiry, load time). ok is false when the bytes are not a
-// readable envelope or the codec rejects them: a miss. A payload equal to
-// the one decoded before it (a hot key's, read again and again) is not
-// decoded again: its value comes from c.decoded.
-func (c *Cache[K, V]) decodeResult(raw []byte) (r result[V], h envelope.Header, ok bool) {
+// readable envelope or the codec rejects them: a miss. A payload of vkey
+// equal to the one decoded before it (a hot key's, read again and again)
+// is not decoded again: its value comes from c.decoded.
+func (c *Cache[K, V]) decodeResult(vkey string, raw []byte) (r result[V], h envelope.Header, ok bool) {
 	h, payload, err := envelope.Decode(raw)
 	if err != nil {
 		c.stats.corrupt.Add(1)
@@ -73,13 +73,13 @@ func (c *Cache[K, V]) decodeResult(raw []byte) (r result[V], h envelope.Header, 
 	if h.Flags&envelope.NotFound != 0 {
 		return result[V]{err: ErrNotFound, src: fromRedis}, h, true
 	}
-	v, hash, memo := c.decoded.Lookup(payload)
+	v, hash, memo := c.decoded.Lookup(vkey, payload)
 	if !memo {
 		if err := c.unmarshal(payload, &v); err != nil {
 			c.stats.corrupt.Add(1)
 			return result[V]{}, h, false
 		}
-		c.decoded.Decoded(payload, hash, v)
+		c.decoded.Decoded(vkey, payload, hash, v)
 	}
 	return result[V]{val: v, src: fromRedis}, h, true
 }

@@ -97,6 +97,15 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 		return result[V]{err: ErrClosed}
 	}
 	defer c.tracker.done()
+	// A codec or hook that ends this goroutine (runtime.Goexit) must not
+	// leave the flight in the air: its callers, and every later Get of
+	// the key, would wait for ever.
+	handed := false
+	defer func() {
+		if !handed {
+			c.flights.Finish(vkey, fl, result[V]{err: errExited})
+		}
+	}()
 
 	// The leader reads Redis on its own goroutine, under the caller's
 	// context and the Redis timeout: a hit costs no goroutine.
@@ -105,12 +114,14 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 	if ctx.Err() != nil {
 		// The caller left during the read. Hand the flight to a goroutine
 		// so that callers who joined it still get an answer.
+		handed = true
 		c.startFlight(ctx, fl, vkey, func(fctx context.Context) result[V] {
 			return c.resolve(fctx, key, vkey)
 		})
 		return result[V]{err: ctx.Err()}
 	}
 	r, rest := c.afterRead(key, vkey, m, raw, err, epoch)
+	handed = true
 	if rest == nil {
 		c.flights.Finish(vkey, fl, r)
 		c.count(r)
@@ -119,6 +130,12 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 	c.startFlight(ctx, fl, vkey, rest)
 	return c.wait(ctx, fl)
 }
+
+// errExited is the result of a flight whose goroutine a codec or a hook
+// ended with runtime.Goexit (a test's t.FailNow, say) instead of
+// returning: its callers get it rather than a zero value with a nil
+// error, or a wait for ever.
+var errExited = errors.New("cacheaside: a codec or hook ended the goroutine of a flight with runtime.Goexit")
 
 // wait waits for flight fl on behalf of one caller and counts where its
 // answer came from; it returns ctx.Err() if ctx is done first.
@@ -156,20 +173,24 @@ func (c *Cache[K, V]) count(r result[V]) {
 // (the caller must be registered with the tracker),
 // detached from the cancellation of the caller (but not from its values),
 // and publishes its result. A panic anywhere in it (a codec, a hook)
-// becomes the flight's error.
+// becomes the flight's error, and so does a runtime.Goexit (errExited).
 func (c *Cache[K, V]) startFlight(caller context.Context, fl *flight.Call[result[V]], vkey string, run func(context.Context) result[V]) {
 	c.flights.Hold(fl)
 	c.tracker.spawn()
 	go func() {
 		defer c.tracker.done()
 		var r result[V]
+		returned := false
 		defer func() {
 			if p := recover(); p != nil {
 				r = result[V]{err: &PanicError{Value: p, Stack: stack()}}
+			} else if !returned {
+				r = result[V]{err: errExited}
 			}
 			c.flights.Finish(vkey, fl, r)
 		}()
 		r = run(flight.WithWaiters(detach(caller, c.life), fl.Waiters()))
+		returned = true
 	}()
 }
 

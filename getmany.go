@@ -194,23 +194,30 @@ func (c *Cache[K, V]) startBatch(caller context.Context, items []pendingKey[K, V
 	go func() {
 		defer c.tracker.done()
 		results := make([]result[V], len(items))
-		defer c.finishFlights(items, results)
+		returned := false
+		defer c.finishFlights(items, results, &returned)
 		c.resolveBatch(detach(caller, c.life), items, results, epoch)
+		returned = true
 	}()
 }
 
 // finishFlights finishes the flights of items that have one (fl set)
-// with their results. Defer it directly in the code that leads them: a
-// panic there (a codec, a hook) is recovered and becomes each of those
-// items' result, a PanicError, so that no flight is left unfinished.
-func (c *Cache[K, V]) finishFlights(items []pendingKey[K, V], results []result[V]) {
+// with their results. Defer it directly in the code that leads them,
+// which sets *returned when it returns: a panic there (a codec, a hook)
+// is recovered and becomes each of those items' result, a PanicError,
+// and a runtime.Goexit becomes errExited, so that no flight is left
+// unfinished or answered with a zero value.
+func (c *Cache[K, V]) finishFlights(items []pendingKey[K, V], results []result[V], returned *bool) {
 	p := recover()
 	for i, it := range items {
 		if it.fl == nil {
 			continue
 		}
-		if p != nil {
+		switch {
+		case p != nil:
 			results[i] = result[V]{err: &PanicError{Value: p, Stack: stack()}}
+		case !*returned:
+			results[i] = result[V]{err: errExited}
 		}
 		c.flights.Finish(it.vkey, it.fl, results[i])
 	}

@@ -80,10 +80,7 @@ func TestHotKeyDecodesOncePerValue(t *testing.T) {
 // value is rewritten, and another key beside it, always get a value that
 // was stored for the key they asked for (run with -race).
 func TestHotKeyDecodeUnderConcurrency(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
-	t.Cleanup(func() { _ = rdb.Close() })
-	ctx := testContext(t)
+	_, rdb, ctx := startWithClient(t)
 	c := newCacheOn(t, rdb, func(_ context.Context, k int) (string, error) { return faultValue(k), nil })
 	const versions = 200
 	var wg sync.WaitGroup
@@ -127,4 +124,15 @@ func TestHotKeyDecodeUnderConcurrency(t *testing.T) {
 	if v, err := c.Get(ctx, 1); err != nil || !written[v] {
 		t.Errorf("Get(1) = %q, %v after the writes", v, err)
 	}
+}
+
+// startWithClient starts a redis-server of the test's own and returns it
+// with a ContextTimeoutEnabled client of it, closed when the test ends,
+// and the test's context.
+func startWithClient(t *testing.T) (*redistest.Server, *redis.Client, context.Context) {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return srv, rdb, testContext(t)
 }

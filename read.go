@@ -46,7 +46,7 @@ func (c *Cache[K, V]) classify(vkey string, m replay.Mark, raw []byte, err error
 	case err != nil:
 		return r, h, readFault
 	}
-	r, h, ok := c.decodeResult(raw)
+	r, h, ok := c.decodeResult(vkey, raw)
 	switch {
 	case !ok:
 		return result[V]{}, h, readUnreadable

@@ -71,7 +71,8 @@ func (c *Cache[K, V]) warmBatch(ctx context.Context, batch BatchLoadFunc[K, V], 
 // this call leads have their flight set (fl); each is finished with its
 // result, a PanicError after a panic.
 func (c *Cache[K, V]) warmLocked(ctx context.Context, batch BatchLoadFunc[K, V], items []pendingKey[K, V], locked []int, marks []l1.Stamp[V], results []result[V], leases []protocol.Lease, stored []bool) {
-	defer c.finishFlights(items, results)
+	returned := false
+	defer c.finishFlights(items, results, &returned)
 	led := locked[:0:0]
 	for _, i := range locked {
 		fl, leader := c.flights.Join(ctx, items[i].vkey)
@@ -98,4 +99,5 @@ func (c *Cache[K, V]) warmLocked(ctx context.Context, batch BatchLoadFunc[K, V],
 	// Invalidated during the load: those results go to no one, and the
 	// Gets that joined get what a Get's flight gives them.
 	c.resolveSingly(ctx, items, conflicts, results, epoch)
+	returned = true
 }

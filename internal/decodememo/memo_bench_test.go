@@ -18,20 +18,20 @@ func BenchmarkMemo(b *testing.B) {
 		for b.Loop() {
 			p := payloads[i%2]
 			i++
-			if _, h, ok := m.Lookup(p); !ok {
-				m.Decoded(p, h, i)
+			if _, h, ok := m.Lookup("k", p); !ok {
+				m.Decoded("k", p, h, i)
 			}
 		}
 	})
 	b.Run("hit", func(b *testing.B) {
 		m := New[int]()
 		for range 2 {
-			_, h, _ := m.Lookup(payloads[0])
-			m.Decoded(payloads[0], h, 1)
+			_, h, _ := m.Lookup("k", payloads[0])
+			m.Decoded("k", payloads[0], h, 1)
 		}
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, ok := m.Lookup(payloads[0]); !ok {
+			if _, _, ok := m.Lookup("k", payloads[0]); !ok {
 				b.Fatal("Lookup: miss, want a hit")
 			}
 		}

@@ -11,12 +11,12 @@ import (
 func TestKeepsBytesDecodedTwiceInARow(t *testing.T) {
 	m := New[string]()
 	decode := func(b string) (got string, memo bool) {
-		v, h, ok := m.Lookup([]byte(b))
+		v, h, ok := m.Lookup("k", []byte(b))
 		if ok {
 			return v, true
 		}
 		v = "v(" + b + ")"
-		m.Decoded([]byte(b), h, v)
+		m.Decoded("k", []byte(b), h, v)
 		return v, false
 	}
 	steps := []struct {
@@ -49,14 +49,14 @@ func TestKeepsBytesDecodedTwiceInARow(t *testing.T) {
 func TestKeepsACopy(t *testing.T) {
 	m := New[string]()
 	buf := []byte("one")
-	_, h, _ := m.Lookup(buf)
-	m.Decoded(buf, h, "1")
-	m.Decoded(buf, h, "1")
+	_, h, _ := m.Lookup("k", buf)
+	m.Decoded("k", buf, h, "1")
+	m.Decoded("k", buf, h, "1")
 	copy(buf, "two")
-	if v, _, ok := m.Lookup(buf); ok {
+	if v, _, ok := m.Lookup("k", buf); ok {
 		t.Fatalf("Lookup(%q) = %q after the buffer changed under the memo, want a miss", buf, v)
 	}
-	if v, _, ok := m.Lookup([]byte("one")); !ok || v != "1" {
+	if v, _, ok := m.Lookup("k", []byte("one")); !ok || v != "1" {
 		t.Fatalf("Lookup(one) = %q, %v, want 1, true", v, ok)
 	}
 }
@@ -70,10 +70,10 @@ func TestConcurrentUse(t *testing.T) {
 		wg.Go(func() {
 			for i := range 2000 {
 				b := fmt.Sprint(i % (g + 1))
-				v, h, ok := m.Lookup([]byte(b))
+				v, h, ok := m.Lookup("k", []byte(b))
 				if !ok {
 					v = "v" + b
-					m.Decoded([]byte(b), h, v)
+					m.Decoded("k", []byte(b), h, v)
 				}
 				if v != "v"+b {
 					t.Errorf("goroutine %d: value of %q = %q", g, b, v)
@@ -83,4 +83,32 @@ func TestConcurrentUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestOnlyForItsKey: equal bytes read under another key are decoded anew
+// (their callers must not share a value with the first key's), and take
+// the memo over when they are decoded twice in a row.
+func TestOnlyForItsKey(t *testing.T) {
+	m := New[*[]int]()
+	b := []byte("[1,2,3]")
+	a := &[]int{1, 2, 3}
+	for range 2 {
+		_, h, _ := m.Lookup("a", b)
+		m.Decoded("a", b, h, a)
+	}
+	if v, _, ok := m.Lookup("a", b); !ok || v != a {
+		t.Fatalf("Lookup(a) = %p, %v, want %p, true", v, ok, a)
+	}
+	v, h, ok := m.Lookup("b", b)
+	if ok {
+		t.Fatalf("Lookup(b) with a's bytes = %p, true: key b would share a's value", v)
+	}
+	other := &[]int{1, 2, 3}
+	m.Decoded("b", b, h, other) // the decode before was of these bytes too
+	if v, _, ok := m.Lookup("b", b); !ok || v != other {
+		t.Fatalf("Lookup(b) = %p, %v after b was decoded, want %p, true", v, ok, other)
+	}
+	if v, _, ok := m.Lookup("a", b); ok {
+		t.Fatalf("Lookup(a) = %p, true after b took the memo over, want a miss", v)
+	}
 }
