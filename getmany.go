@@ -101,6 +101,17 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (out map[K]V, err e
 	if rerr != nil {
 		c.redisError(rerr)
 	}
+	// A codec or hook that ends this goroutine (runtime.Goexit) while the
+	// replies are decoded must not leave the flights this call already
+	// leads in the air: every later Get of their keys would wait for ever.
+	handed := false
+	defer func() {
+		if !handed {
+			for _, p := range owned {
+				c.flights.Finish(p.vkey, p.fl, result[V]{err: errExited})
+			}
+		}
+	}()
 	for i, k := range uniq {
 		raw, err := redisguard.Reply(raws, failed, i)
 		r, h, kind := c.classify(vkeys[i], m, raw, err)
@@ -135,6 +146,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) (out map[K]V, err e
 			owned = append(owned, p)
 		}
 	}
+	handed = true
 	if len(owned) > 0 {
 		c.startBatch(ctx, owned, epoch)
 	}
@@ -274,6 +286,12 @@ func (c *Cache[K, V]) resolveSingly(ctx context.Context, items []pendingKey[K, V
 	g.SetLimit(getManyConcurrency)
 	for _, i := range idx {
 		g.Go(func() error {
+			returned := false
+			defer func() {
+				if !returned { // a codec or hook ended this goroutine (Goexit)
+					results[i] = result[V]{err: errExited}
+				}
+			}()
 			ctx := flight.WithWaiters(ctx, waitersOf(items, i)...)
 			p := items[i]
 			switch {
@@ -284,6 +302,7 @@ func (c *Cache[K, V]) resolveSingly(ctx context.Context, items []pendingKey[K, V
 			default:
 				results[i] = c.miss(ctx, p.key, protocol.KeysFor(p.vkey), p.unreadable, epoch)
 			}
+			returned = true
 			return nil
 		})
 	}

@@ -97,7 +97,7 @@ func (c *Cache[K, V]) beat() {
 			round = append(round, h)
 		}
 		hb.mu.Unlock()
-		lost := c.lock.Extend(c.life, round)
+		lost := c.extendRound(round)
 		hb.mu.Lock()
 		for _, h := range lost {
 			delete(hb.held, h)
@@ -105,4 +105,25 @@ func (c *Cache[K, V]) beat() {
 		hb.mu.Unlock()
 		hb.busy.Unlock()
 	}
+}
+
+// extendRound extends round's locks for beat, which holds hb.busy. A
+// hook that ends the goroutine there (runtime.Goexit) would leave busy
+// locked and the heartbeat marked running: every load's stop would wait
+// for ever and no lock be extended again. So such an end releases busy
+// and marks the heartbeat stopped, for the next load to start anew.
+func (c *Cache[K, V]) extendRound(round []protocol.Held) []protocol.Held {
+	hb := &c.hb
+	returned := false
+	defer func() {
+		if !returned {
+			hb.mu.Lock()
+			hb.running = false
+			hb.mu.Unlock()
+			hb.busy.Unlock()
+		}
+	}()
+	lost := c.lock.Extend(c.life, round)
+	returned = true
+	return lost
 }

@@ -68,7 +68,14 @@ func (c *Cache[K, V]) revive(ctx context.Context, key K, vkey string, stale resu
 	c.tracker.spawn()
 	go func() {
 		defer c.tracker.done()
+		returned := false
+		defer func() {
+			if !returned { // a codec or hook ended this goroutine (Goexit)
+				done <- outcome{r: result[V]{err: errExited}}
+			}
+		}()
 		r, invalidated := c.reload(ctx, key, ks, l, epoch)
+		returned = true
 		done <- outcome{r, invalidated}
 	}()
 	var soft <-chan time.Time

@@ -86,7 +86,14 @@ func (g *Guard) DoInline(ctx context.Context, n *Node, d time.Duration, fn func(
 		rctx, cancel := g.withDeadline(ctx, start, d)
 		defer cancel()
 		n.inflight.Add(1)
+		returned := false
+		defer func() {
+			if !returned { // a hook ended the goroutine (runtime.Goexit)
+				n.inflight.Add(-1)
+			}
+		}()
 		err := g.callSafely(rctx, fn)
+		returned = true
 		n.inflight.Add(-1)
 		now := clock()
 		if isReply(err) {

@@ -75,7 +75,22 @@ func (g *Guard) watched(ctx context.Context, n *Node, fn func(context.Context) e
 	start, budget, period := w.start, w.budget, w.period
 	n.inflight.Add(1)
 	g.workers.run(rctx, func() {
+		returned := false
+		defer func() {
+			if returned {
+				return
+			}
+			// A hook ended this goroutine (runtime.Goexit): give back the
+			// slot and the count, and answer, as a return would.
+			n.inflight.Add(-1)
+			<-g.slots
+			done <- errCallExited
+			if !state.CompareAndSwap(0, 1) && onLate != nil {
+				onLate()
+			}
+		}()
 		err := g.callSafely(rctx, fn)
+		returned = true
 		n.inflight.Add(-1)
 		if isReply(err) {
 			now := clock()

@@ -2,6 +2,7 @@ package redisguard
 
 import (
 	"context"
+	"errors"
 	"runtime/pprof"
 	"sync"
 	"time"
@@ -16,6 +17,10 @@ import (
 // grown already. Nothing changes for the call: it still has a goroutine of
 // its own while it runs, under its caller's profiler labels (pprof.Do),
 // and Close still waits for it.
+
+// errCallExited is the error of a watched call whose goroutine a hook
+// ended with runtime.Goexit instead of returning.
+var errCallExited = errors.New("redisguard: a hook ended the goroutine of a Redis call with runtime.Goexit")
 
 // workerIdle is how long a worker with no call waits for one before it
 // ends: long enough to be there for the next call of a busy process, short
