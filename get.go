@@ -131,12 +131,6 @@ func (c *Cache[K, V]) getResult(ctx context.Context, key K) result[V] {
 	return c.wait(ctx, fl)
 }
 
-// errExited is the result of a flight whose goroutine a codec or a hook
-// ended with runtime.Goexit (a test's t.FailNow, say) instead of
-// returning: its callers get it rather than a zero value with a nil
-// error, or a wait for ever.
-var errExited = errors.New("cacheaside: a codec or hook ended the goroutine of a flight with runtime.Goexit")
-
 // wait waits for flight fl on behalf of one caller and counts where its
 // answer came from; it returns ctx.Err() if ctx is done first.
 func (c *Cache[K, V]) wait(ctx context.Context, fl *flight.Call[result[V]]) result[V] {
@@ -167,31 +161,6 @@ func (c *Cache[K, V]) count(r result[V]) {
 	default:
 		c.stats.misses.Add(1)
 	}
-}
-
-// startFlight runs the rest of flight fl on a goroutine owned by the Cache
-// (the caller must be registered with the tracker),
-// detached from the cancellation of the caller (but not from its values),
-// and publishes its result. A panic anywhere in it (a codec, a hook)
-// becomes the flight's error, and so does a runtime.Goexit (errExited).
-func (c *Cache[K, V]) startFlight(caller context.Context, fl *flight.Call[result[V]], vkey string, run func(context.Context) result[V]) {
-	c.flights.Hold(fl)
-	c.tracker.spawn()
-	go func() {
-		defer c.tracker.done()
-		var r result[V]
-		returned := false
-		defer func() {
-			if p := recover(); p != nil {
-				r = result[V]{err: &PanicError{Value: p, Stack: stack()}}
-			} else if !returned {
-				r = result[V]{err: errExited}
-			}
-			c.flights.Finish(vkey, fl, r)
-		}()
-		r = run(flight.WithWaiters(detach(caller, c.life), fl.Waiters()))
-		returned = true
-	}()
 }
 
 // resolve is a whole flight run on a flight goroutine: the Redis read and,
@@ -394,17 +363,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
-
-// detached is a context with the values of one caller and the lifetime of
-// the Cache: a flight keeps the first caller's trace and request values but
-// is not cancelled when that caller goes away.
-type detached struct {
-	context.Context // the Cache's lifetime
-	values          context.Context
-}
-
-func detach(values, life context.Context) context.Context {
-	return detached{Context: life, values: values}
-}
-
-func (d detached) Value(key any) any { return d.values.Value(key) }
